@@ -1,0 +1,250 @@
+"""The activations of a network's layers, as labelled xarray arrays."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from dnnmask_xr.coding import DIMS, NUMBERED_DIMS, count_from_one
+from dnnmask_xr.dmask import DnnMask, format_dmask
+from dnnmask_xr.errors import DnnMaskError, SelectionError
+from dnnmask_xr.selection import NumberMeaning, layer_positions
+from dnnmask_xr.stim import Stimuli
+
+
+class Activations(Mapping[str, xr.DataArray]):
+    """Layers of activations, in order, each an ``xarray.DataArray``.
+
+    Every layer has dims ``(stimulus, channel, row, column)``; ``channel``,
+    ``row`` and ``column`` are labelled with 1-based numbers, so
+    ``acts["conv5"].sel(channel=[1, 2, 3])`` means what ``-chn 1 2 3`` means,
+    while ``.isel`` stays 0-based. All layers describe the same stimuli.
+
+    Parameters
+    ----------
+    layers
+        Layer name to array, in order. Missing ``channel``/``row``/
+        ``column``/``stimulus`` coordinates are numbered from 1.
+    attrs
+        Free metadata (provenance) written to the file's root on saving.
+    stim_header
+        The header of the stimulus table (``type``, ``path``, ...), if any.
+    source
+        The file the layers are read from, if any.
+    closers
+        Callables that release the files behind the layers.
+    """
+
+    def __init__(
+        self,
+        layers: Mapping[str, xr.DataArray],
+        *,
+        attrs: Mapping[str, Any] | None = None,
+        stim_header: Mapping[str, str] | None = None,
+        source: str | None = None,
+        closers: Iterable[Callable[[], None]] = (),
+    ) -> None:
+        self._layers = {name: _as_layer(name, array) for name, array in layers.items()}
+        sizes = {name: array.sizes["stimulus"] for name, array in self._layers.items()}
+        if len(set(sizes.values())) > 1:
+            listing = ", ".join(f"{name!r}: {size}" for name, size in sizes.items())
+            raise DnnMaskError(
+                f"layers describe different numbers of stimuli ({listing}); all layers "
+                "of an activation file describe the same stimuli"
+            )
+        self.attrs: dict[str, Any] = dict(attrs or {})
+        self.stim_header: dict[str, str] = dict(stim_header or {})
+        self.source = source
+        self._closers = tuple(closers)
+
+    def __getitem__(self, layer: str) -> xr.DataArray:
+        try:
+            return self._layers[layer]
+        except KeyError:
+            raise KeyError(f"{layer!r} is not a layer of {self._where()} "
+                           f"(layers: {', '.join(self._layers) or 'none'})") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._layers)
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    @property
+    def n_stimuli(self) -> int:
+        """Number of stimuli (0 when there is no layer)."""
+        return next(iter(self._layers.values())).sizes["stimulus"] if self._layers else 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the layers take in memory once loaded."""
+        return sum(array.nbytes for array in self._layers.values())
+
+    @property
+    def stimuli(self) -> Stimuli | None:
+        """The stimulus table, rebuilt from the coordinates, if one is attached."""
+        if not self.stim_header or not self._layers:
+            return None
+        first = next(iter(self._layers.values()))
+        table = {"stimID": first["stimulus"].values}
+        table.update(stimulus_fields(first))
+        return Stimuli(header=self.stim_header, table=pd.DataFrame(table))
+
+    def mask(self, mask: DnnMask, *, by: NumberMeaning = "label") -> Activations:
+        """Keep the layers, channels, rows and columns a mask names.
+
+        Parameters
+        ----------
+        mask
+            Layers in output order, each with the numbers to keep per axis
+            (in the order given, repeats allowed).
+        by
+            ``"label"`` (default) selects by the ``channel``/``row``/
+            ``column`` coordinates, like ``.sel``; ``"position"`` takes
+            number *n* as the *n*-th unit stored, as DNNBrain does. The two
+            agree on files no mask has cut yet.
+
+        Returns
+        -------
+        Activations
+            Still lazy: nothing is read until values are asked for. The
+            coordinates keep the original numbers.
+
+        Raises
+        ------
+        SelectionError
+            If a layer is missing or a number is not a unit of its layer.
+        """
+        if not isinstance(mask, DnnMask):
+            mask = DnnMask(mask)
+        missing = [layer for layer in mask if layer not in self._layers]
+        if missing:
+            raise SelectionError(
+                f"layer {missing[0]!r} is not in {self._where()} "
+                f"(layers: {', '.join(self._layers) or 'none'})"
+            )
+        layers = {}
+        for layer, layer_mask in mask.items():
+            array = self._layers[layer]
+            labels = {dim: array[dim].values for dim in NUMBERED_DIMS}
+            layers[layer] = array.isel(layer_positions(layer, layer_mask, labels, by))
+        provenance = {"source": self.source} if self.source else {}
+        return self._derive(layers, attrs={**provenance, "mask": format_dmask(mask)})
+
+    def with_stimuli(self, stimuli: Stimuli) -> Activations:
+        """Label the stimuli with a stimulus table.
+
+        Parameters
+        ----------
+        stimuli
+            One row per stimulus, in the order of the activations.
+
+        Returns
+        -------
+        Activations
+            ``stimulus`` labelled by ``stimID``, every other field a
+            coordinate along ``stimulus``.
+
+        Raises
+        ------
+        SelectionError
+            If the table's length differs from the number of stimuli, or a
+            field is named like a dimension.
+        """
+        if self._layers and len(stimuli) != self.n_stimuli:
+            raise SelectionError(
+                f"the stimulus table lists {len(stimuli)} stimuli but {self._where()} holds "
+                f"{self.n_stimuli}; give one row per stimulus, in order"
+            )
+        fields = {name: stimuli.table[name].to_numpy() for name in stimuli.table.columns
+                  if name != "stimID"}
+        clash = [name for name in fields if name in DIMS]
+        if clash:
+            raise SelectionError(f"stimulus field {clash[0]!r} has the name of a dimension; "
+                                 f"rename it (dimensions: {', '.join(DIMS)})")
+        coords = {"stimulus": np.asarray(stimuli.stim_ids)}
+        coords.update({name: ("stimulus", values) for name, values in fields.items()})
+        layers = {}
+        for name, array in self._layers.items():
+            old = list(stimulus_fields(array))
+            layers[name] = array.drop_vars(old).assign_coords(coords)
+        return self._derive(layers, attrs=self.attrs, stim_header=stimuli.header)
+
+    def close(self) -> None:
+        """Release the files behind the layers (they reopen if used again)."""
+        for close in self._closers:
+            close()
+
+    def __enter__(self) -> Activations:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def describe(self) -> str:
+        """One line per layer: name, shape, dtype and size once loaded."""
+        width = max((len(name) for name in self._layers), default=0)
+        return "\n".join(
+            f"{name:<{width}}  {' x '.join(map(str, array.shape))}  {array.dtype}  "
+            f"{format_bytes(array.nbytes)}"
+            for name, array in self._layers.items()
+        )
+
+    def __repr__(self) -> str:
+        head = (f"<Activations of {self._where()}: {len(self)} layer(s), "
+                f"{self.n_stimuli} stimuli>")
+        body = self.describe()
+        return f"{head}\n{body}" if body else head
+
+    def _where(self) -> str:
+        return repr(self.source) if self.source else "the activations"
+
+    def _derive(
+        self,
+        layers: Mapping[str, xr.DataArray],
+        *,
+        attrs: Mapping[str, Any],
+        stim_header: Mapping[str, str] | None = None,
+    ) -> Activations:
+        return Activations(
+            layers,
+            attrs=attrs,
+            stim_header=self.stim_header if stim_header is None else stim_header,
+            source=self.source,
+            closers=self._closers,
+        )
+
+
+def stimulus_fields(array: xr.DataArray) -> dict[str, np.ndarray]:
+    """Return the coordinates along ``stimulus`` other than ``stimulus`` itself."""
+    return {
+        str(name): coord.values
+        for name, coord in array.coords.items()
+        if coord.dims == ("stimulus",) and name != "stimulus"
+    }
+
+
+def format_bytes(nbytes: float) -> str:
+    """Write a byte count for people: ``865.3 kB``."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if nbytes < 1000 or unit == "TB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1000
+    raise AssertionError("unreachable")
+
+
+def _as_layer(name: str, array: xr.DataArray) -> xr.DataArray:
+    if not isinstance(array, xr.DataArray):
+        raise DnnMaskError(f"layer {name!r} is a {type(array).__name__}; layers are "
+                           f"xarray.DataArray objects with dims {DIMS}")
+    if array.dims != DIMS:
+        raise DnnMaskError(f"layer {name!r} has dims {array.dims}; layers have dims {DIMS} "
+                           "(use .transpose or .expand_dims to get there)")
+    missing = {dim: count_from_one(array.sizes[dim]) for dim in DIMS if dim not in array.coords}
+    if missing:
+        array = array.assign_coords(missing)
+    return array.rename(name)

@@ -1,0 +1,120 @@
+"""The lazy layer array: reads from disk only what an indexer touches."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import h5py
+import numpy as np
+from xarray.backends import BackendArray, CachingFileManager
+from xarray.backends.locks import HDF5_LOCK
+from xarray.core import indexing
+
+from dnnmask_xr.errors import ActFileError
+
+
+class LayerArray(BackendArray):
+    """One layer of an ``.act.h5`` file, indexed lazily by xarray.
+
+    Parameters
+    ----------
+    manager
+        Opens the file on demand; picklable, so the array can travel to
+        other processes.
+    name
+        The layer's dataset name at the file's root.
+    shape, dtype
+        The dataset's shape and dtype, read once when the file was opened.
+    """
+
+    def __init__(
+        self,
+        manager: CachingFileManager,
+        name: str,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+    ) -> None:
+        self.manager = manager
+        self.name = name
+        self.shape = shape
+        self.dtype = dtype
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        return indexing.explicit_indexing_adapter(
+            key, self.shape, indexing.IndexingSupport.OUTER, self._read
+        )
+
+    def _read(self, key: tuple[Any, ...]) -> np.ndarray:
+        with HDF5_LOCK:
+            root = self.manager.acquire(needs_lock=False)
+            try:
+                return read_outer(root[self.name], key)
+            except OSError as err:
+                # h5py reports damaged chunks as OSError; say which file and layer
+                raise ActFileError(
+                    f"{root.filename!r}: cannot read layer {self.name!r} ({err})"
+                ) from None
+
+
+def read_outer(dataset: h5py.Dataset, key: tuple[Any, ...]) -> np.ndarray:
+    """Read an outer (orthogonal) selection in one pass over the file.
+
+    Parameters
+    ----------
+    dataset
+        The HDF5 dataset.
+    key
+        One entry per axis: a slice with a positive step, an integer, or an
+        array of non-decreasing positions (repeats allowed).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``dataset[...]`` as numpy would index it orthogonally; axes given by
+        an integer are dropped.
+
+    Notes
+    -----
+    h5py allows one position list per read, in increasing order. Here every
+    axis is cut into runs of consecutive positions and the union of their
+    boxes becomes one HDF5 selection, so each chunk the selection touches is
+    read and inflated once, and chunks it does not touch are never read.
+    """
+    runs, repeats, squeeze = [], [], []
+    for axis, (item, size) in enumerate(zip(key, dataset.shape, strict=True)):
+        if isinstance(item, slice):
+            positions = np.arange(*item.indices(size))
+        else:
+            positions = np.atleast_1d(np.asarray(item, dtype=np.int64))
+            if np.ndim(item) == 0:
+                squeeze.append(axis)
+        unique, inverse = np.unique(positions, return_inverse=True)
+        repeats.append(None if unique.size == positions.size else inverse)
+        runs.append(_runs(unique))
+
+    shape = tuple(sum(count for _, count in axis_runs) for axis_runs in runs)
+    out = np.empty(shape, dtype=dataset.dtype)
+    if out.size:
+        file_space = dataset.id.get_space()
+        file_space.select_none()
+        for box in itertools.product(*runs):
+            file_space.select_hyperslab(
+                tuple(start for start, _ in box),
+                tuple(count for _, count in box),
+                op=h5py.h5s.SELECT_OR,
+            )
+        dataset.id.read(h5py.h5s.create_simple(shape), file_space, out)
+
+    for axis, inverse in enumerate(repeats):
+        if inverse is not None:
+            out = np.take(out, inverse, axis=axis)
+    return out.squeeze(axis=tuple(squeeze)) if squeeze else out
+
+
+def _runs(positions: np.ndarray) -> list[tuple[int, int]]:
+    """Cut sorted unique positions into ``(start, count)`` runs."""
+    if positions.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(positions) != 1) + 1
+    return [(int(run[0]), run.size) for run in np.split(positions, breaks)]

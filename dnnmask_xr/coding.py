@@ -1,0 +1,187 @@
+"""Where labels live in an ``.act.h5`` file: HDF5 attributes, nothing else.
+
+DNNBrain's reader treats every root object as a layer, so coordinates and
+provenance go into attributes, which it ignores:
+
+- on each layer dataset: ``channel``, ``row`` and ``column``, the 1-based
+  numbers of the units stored (the network's numbers after a mask);
+- on the root: ``stimulus`` (the stimulus IDs), ``stimulus_fields`` (the
+  names of the other stimulus fields, in order), one ``stimulus:<field>`` per
+  field, ``stimulus_header`` (the ``.stim.csv`` header as JSON), and
+  provenance (``source``, ``mask``, ``cmd``, ``date``, ``software``).
+
+Files without these attributes (DNNBrain's) get numbers counted from 1.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+import h5py
+import numpy as np
+
+from dnnmask_xr.errors import ActFileError
+
+DIMS: tuple[str, str, str, str] = ("stimulus", "channel", "row", "column")
+NUMBERED_DIMS: tuple[str, str, str] = ("channel", "row", "column")
+
+STIMULUS = "stimulus"
+STIMULUS_FIELDS = "stimulus_fields"
+STIMULUS_FIELD_PREFIX = "stimulus:"
+STIMULUS_HEADER = "stimulus_header"
+
+
+def count_from_one(size: int) -> np.ndarray:
+    """Return the numbers ``1..size``, the labels of an axis nobody renamed."""
+    return np.arange(1, size + 1, dtype=np.int64)
+
+
+def is_counted_from_one(labels: np.ndarray) -> bool:
+    """Tell whether ``labels`` are exactly ``1..len(labels)``."""
+    labels = np.asarray(labels)
+    return labels.dtype.kind in "iu" and np.array_equal(labels, count_from_one(labels.size))
+
+
+def decode_layer_numbers(dataset: h5py.Dataset, where: str) -> dict[str, np.ndarray]:
+    """Read a layer's channel, row and column numbers.
+
+    Parameters
+    ----------
+    dataset
+        A 4-D layer dataset.
+    where
+        How to name the file in errors.
+
+    Returns
+    -------
+    dict
+        ``{"channel": ..., "row": ..., "column": ...}``, int64 arrays.
+    """
+    numbers = {}
+    for dim, size in zip(NUMBERED_DIMS, dataset.shape[1:], strict=True):
+        if dim not in dataset.attrs:
+            numbers[dim] = count_from_one(size)
+            continue
+        value = np.atleast_1d(dataset.attrs[dim])
+        if value.dtype.kind not in "iu" or value.ndim != 1 or value.size != size:
+            raise ActFileError(
+                f"{where}: attribute {dim!r} of layer {_layer(dataset)!r} must hold "
+                f"{size} integer {dim} numbers, one per {dim} of the layer; it holds "
+                f"{value.size} value(s) of type {value.dtype}"
+            )
+        numbers[dim] = value.astype(np.int64)
+    return numbers
+
+
+def encode_layer_numbers(dataset: h5py.Dataset, numbers: Mapping[str, np.ndarray]) -> None:
+    """Store a layer's channel, row and column numbers as its attributes."""
+    for dim in NUMBERED_DIMS:
+        dataset.attrs.create(dim, np.asarray(numbers[dim], dtype=np.int64))
+
+
+def decode_stimulus(
+    attrs: Mapping[str, Any], size: int, where: str
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, str]]:
+    """Read the stimulus IDs, fields and table header from root attributes.
+
+    Parameters
+    ----------
+    attrs
+        The root attributes.
+    size
+        The number of stimuli of the file's layers.
+    where
+        How to name the file in errors.
+
+    Returns
+    -------
+    ids, fields, header
+        The stimulus labels (``1..size`` when the file has none), the other
+        fields by name in order, and the ``.stim.csv`` header (empty if none).
+    """
+    ids = _decode_values(attrs[STIMULUS], size, STIMULUS, where) if STIMULUS in attrs else None
+    fields = {}
+    for name in _decode_strings(attrs.get(STIMULUS_FIELDS, []), STIMULUS_FIELDS, where):
+        key = STIMULUS_FIELD_PREFIX + name
+        if key not in attrs:
+            raise ActFileError(f"{where}: attribute {STIMULUS_FIELDS!r} names {name!r} "
+                               f"but there is no attribute {key!r}")
+        fields[name] = _decode_values(attrs[key], size, key, where)
+    header: dict[str, str] = {}
+    if STIMULUS_HEADER in attrs:
+        try:
+            header = json.loads(_as_str(attrs[STIMULUS_HEADER]))
+        except (TypeError, ValueError) as err:
+            raise ActFileError(
+                f"{where}: attribute {STIMULUS_HEADER!r} is not a JSON object ({err})"
+            ) from None
+        if not isinstance(header, dict) or not all(isinstance(v, str) for v in header.values()):
+            raise ActFileError(f"{where}: attribute {STIMULUS_HEADER!r} must be a JSON object "
+                               "of strings, like {\"type\": \"image\", \"path\": \"/data\"}")
+    return (count_from_one(size) if ids is None else ids), fields, header
+
+
+def encode_stimulus(
+    attrs: MutableMapping[str, Any],
+    ids: np.ndarray,
+    fields: Mapping[str, np.ndarray],
+    header: Mapping[str, str],
+) -> None:
+    """Store stimulus IDs, fields and header as root attributes.
+
+    Nothing is written for stimuli that carry no information (labels
+    ``1..n``, no fields, no header), so such files stay as DNNBrain writes them.
+    """
+    if not fields and not header and is_counted_from_one(ids):
+        return
+    _create(attrs, STIMULUS, ids)
+    _create(attrs, STIMULUS_FIELDS, np.array(list(fields), dtype=object))
+    for name, values in fields.items():
+        _create(attrs, STIMULUS_FIELD_PREFIX + name, values)
+    if header:
+        attrs[STIMULUS_HEADER] = json.dumps(dict(header))
+
+
+def is_reserved(name: str) -> bool:
+    """Tell whether a root attribute holds stimuli rather than free metadata."""
+    return name in (STIMULUS, STIMULUS_FIELDS, STIMULUS_HEADER) or name.startswith(
+        STIMULUS_FIELD_PREFIX
+    )
+
+
+def _create(attrs: MutableMapping[str, Any], name: str, values: np.ndarray) -> None:
+    values = np.asarray(values)
+    if values.dtype.kind in "OUT":
+        # variable-length UTF-8: what h5py gives back as str, and what any
+        # HDF5 reader understands; fixed-width numpy unicode has no HDF5 type
+        attrs.create(name, np.array([str(v) for v in values], dtype=object),
+                     dtype=h5py.string_dtype())
+    else:
+        attrs.create(name, values)
+
+
+def _decode_values(value: Any, size: int, name: str, where: str) -> np.ndarray:
+    array = np.atleast_1d(np.asarray(value))
+    if array.ndim != 1 or array.size != size:
+        raise ActFileError(f"{where}: attribute {name!r} holds {array.size} value(s) "
+                           f"but the layers have {size} stimuli; it needs one per stimulus")
+    if array.dtype.kind in "OSU":
+        return np.array([_as_str(v) for v in array], dtype=object)
+    return array
+
+
+def _decode_strings(value: Any, name: str, where: str) -> list[str]:
+    array = np.atleast_1d(np.asarray(value))
+    if array.size and array.dtype.kind not in "OSU":
+        raise ActFileError(f"{where}: attribute {name!r} must list field names as strings")
+    return [_as_str(v) for v in array]
+
+
+def _as_str(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _layer(dataset: h5py.Dataset) -> str:
+    return dataset.name.lstrip("/")

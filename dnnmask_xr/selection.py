@@ -1,0 +1,141 @@
+"""From a request (a mask, or ``-layer``/``-chn``) to positions on each axis.
+
+Numbers are 1-based and are turned into 0-based positions here and nowhere
+else, after checking them against the layer they select from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import numpy as np
+
+from dnnmask_xr.dmask import DnnMask, LayerMask
+from dnnmask_xr.errors import SelectionError, UsageError
+
+#: How mask numbers are read: as the labels of the ``channel``/``row``/
+#: ``column`` coordinates, or as 1-based positions in the file (DNNBrain's
+#: reading). The two agree on every file that no mask has cut yet.
+NumberMeaning = Literal["label", "position"]
+
+
+def mask_from_flags(layers: Sequence[str], channels: Sequence[int] | None = None) -> DnnMask:
+    """Build a mask by the rules of ``dnn_mask -layer ... [-chn ...]``.
+
+    Parameters
+    ----------
+    layers
+        Layer names, in output order.
+    channels
+        Channel numbers (1-based), or ``None`` for whole layers.
+
+    Returns
+    -------
+    DnnMask
+        One layer with those channels; several layers whole; or several
+        layers with one channel each, paired in order.
+
+    Raises
+    ------
+    UsageError
+        If no layer is given, a layer is named twice, or several layers come
+        with a number of channels other than one per layer.
+    """
+    if not layers:
+        raise UsageError("no layer given; name at least one layer with -layer")
+    seen = set()
+    for layer in layers:
+        if layer in seen:
+            raise UsageError(f"layer {layer!r} is named twice in -layer; name each layer once")
+        seen.add(layer)
+    if channels is None:
+        return DnnMask({layer: {} for layer in layers})
+    if len(layers) == 1:
+        return DnnMask({layers[0]: {"channel": channels}})
+    if len(channels) != len(layers):
+        raise UsageError(
+            f"-chn gives {len(channels)} channel number(s) for {len(layers)} layers; give "
+            "exactly one channel per layer (paired in order), or a single -layer with any "
+            "number of channels"
+        )
+    pairs = zip(layers, channels, strict=True)
+    return DnnMask({layer: {"channel": [chn]} for layer, chn in pairs})
+
+
+def layer_positions(
+    layer: str,
+    mask: LayerMask,
+    labels: Mapping[str, np.ndarray],
+    by: NumberMeaning = "label",
+) -> dict[str, np.ndarray]:
+    """Turn one layer's mask into 0-based positions, checking every number.
+
+    Parameters
+    ----------
+    layer
+        The layer's name, for errors.
+    mask
+        The numbers of interest.
+    labels
+        The layer's current ``channel``, ``row`` and ``column`` labels.
+    by
+        ``"label"`` to look numbers up among the labels, ``"position"`` to
+        take number *n* as the *n*-th unit of the layer as stored.
+
+    Returns
+    -------
+    dict
+        Axis name to int64 positions, for the axes the mask lists, in the
+        order of the numbers given.
+
+    Raises
+    ------
+    SelectionError
+        If a number is not a unit of the layer; the message names the layer,
+        the axis, the number and the valid numbers.
+    """
+    positions = {}
+    for axis, numbers in mask.numbers.items():
+        wanted = np.asarray(numbers, dtype=np.int64)
+        axis_labels = np.asarray(labels[axis])
+        if by == "position":
+            found = wanted - 1
+            bad = (wanted < 1) | (wanted > axis_labels.size)
+            if bad.any():
+                raise SelectionError(
+                    f"{axis} number {int(wanted[bad][0])} is out of range for layer "
+                    f"{layer!r} (valid: {_span(axis_labels.size)}); numbers are 1-based"
+                )
+        elif by == "label":
+            found, missing = _look_up(axis_labels, wanted)
+            if missing.any():
+                raise SelectionError(
+                    f"{axis} {int(wanted[missing][0])} is not in layer {layer!r} "
+                    f"(valid: {_listing(axis_labels)}); numbers are 1-based"
+                )
+        else:
+            raise ValueError(f"by={by!r}; expected 'label' or 'position'")
+        positions[axis] = found.astype(np.int64)
+    return positions
+
+
+def _look_up(labels: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Find each wanted label's first position; flag those not found."""
+    # labels repeat after a mask that repeated a number, so no pandas Index
+    unique, first = np.unique(labels, return_index=True)
+    if unique.size == 0:
+        return np.zeros_like(wanted), np.ones(wanted.shape, dtype=bool)
+    at = np.searchsorted(unique, wanted).clip(max=unique.size - 1)
+    return first[at], unique[at] != wanted
+
+
+def _span(size: int) -> str:
+    return f"1..{size}" if size else "none, the axis is empty"
+
+
+def _listing(labels: np.ndarray, most: int = 8) -> str:
+    if labels.size and np.array_equal(labels, np.arange(labels[0], labels[0] + labels.size)):
+        return f"{labels[0]}..{labels[-1]}"
+    shown = ", ".join(str(label) for label in labels[:most])
+    return shown + (f", ... ({labels.size} in all)" if labels.size > most else "") or "none"

@@ -1,0 +1,625 @@
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dnnmask_xr.errors import DnnMaskError, FormatError
+from dnnmask_xr.stim import (
+    STIM_TYPES,
+    Stimuli,
+    format_stim,
+    parse_stim,
+    read_stim,
+    write_stim,
+)
+
+EXAMPLE = """\
+type=image
+path=/data/images
+title=some stimuli
+data=stimID,label,condition,onset,duration,RT
+n01.JPEG,0,cat,0,1,0.4
+n02.JPEG,1,dog,1,1,0.6
+"""
+
+EXAMPLE_FORMATTED = """\
+type=image
+path=/data/images
+title=some stimuli
+data=stimID,label,condition,onset,duration,RT
+n01.JPEG,0,cat,0.0,1.0,0.4
+n02.JPEG,1,dog,1.0,1.0,0.6
+"""
+
+STR_DTYPE = pd.Series(["x"], dtype=str).dtype
+
+
+# --- parsing what the spec shows ------------------------------------------------------------
+
+
+def test_example_parses_to_header_and_typed_columns():
+    stimuli = parse_stim(EXAMPLE)
+    assert dict(stimuli.header) == {
+        "type": "image",
+        "path": "/data/images",
+        "title": "some stimuli",
+    }
+    assert stimuli.type == "image"
+    assert stimuli.path == "/data/images"
+    assert len(stimuli) == 2
+    table = stimuli.table
+    assert list(table.columns) == ["stimID", "label", "condition", "onset", "duration", "RT"]
+    assert isinstance(table.index, pd.RangeIndex)
+    assert list(table.index) == [0, 1]
+    assert table["stimID"].dtype == STR_DTYPE
+    assert table["condition"].dtype == STR_DTYPE
+    assert table["label"].dtype == np.int64
+    for name in ("onset", "duration", "RT"):
+        assert table[name].dtype == np.float64
+    assert list(table["stimID"]) == ["n01.JPEG", "n02.JPEG"]
+    assert list(table["label"]) == [0, 1]
+    assert list(table["condition"]) == ["cat", "dog"]
+    assert list(table["onset"]) == [0.0, 1.0]
+    assert list(table["duration"]) == [1.0, 1.0]
+    assert list(table["RT"]) == [0.4, 0.6]
+    assert list(stimuli.stim_ids) == ["n01.JPEG", "n02.JPEG"]
+
+
+def test_example_formats_as_the_reference_writer_does():
+    assert format_stim(parse_stim(EXAMPLE)) == EXAMPLE_FORMATTED
+
+
+def test_video_stim_ids_are_integer_frame_numbers():
+    stimuli = parse_stim("type=video\npath=/v.mp4\ndata=stimID,onset\n1,0.5\n+20,1\n-3,2\n")
+    assert stimuli.table["stimID"].dtype == np.int64
+    assert stimuli.stim_ids.dtype == np.int64
+    assert stimuli.stim_ids.tolist() == [1, 20, -3]
+
+
+def test_video_clip_stim_ids_are_strings():
+    stimuli = parse_stim("type=video_clip\npath=/clips\ndata=stimID\n1\nclip2.mp4\n")
+    assert stimuli.table["stimID"].dtype == STR_DTYPE
+    assert stimuli.stim_ids.tolist() == ["1", "clip2.mp4"]
+
+
+def test_zero_rows_give_an_empty_typed_table():
+    stimuli = parse_stim("type=video\npath=v\ndata=stimID,label,condition,onset\n")
+    assert len(stimuli) == 0
+    dtypes = stimuli.table.dtypes.to_dict()
+    assert dtypes == {
+        "stimID": np.int64,
+        "label": np.int64,
+        "condition": STR_DTYPE,
+        "onset": np.float64,
+    }
+    assert format_stim(stimuli) == "type=video\npath=v\ndata=stimID,label,condition,onset\n"
+
+
+def test_header_value_may_contain_equals_and_header_order_is_kept():
+    stimuli = parse_stim("path=p\nzeta=a=b\ntype=image\nalpha=\ndata=stimID\nx\n")
+    assert list(stimuli.header.items()) == [
+        ("type", "image"),
+        ("path", "p"),
+        ("zeta", "a=b"),
+        ("alpha", ""),
+    ]
+    assert format_stim(stimuli) == "type=image\npath=p\nzeta=a=b\nalpha=\ndata=stimID\nx\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("3", 3), ("-3", -3), ("+3", 3), ("007", 7), ("9223372036854775807", 2**63 - 1)],
+)
+def test_integer_forms(text, expected):
+    stimuli = parse_stim(f"type=image\npath=p\ndata=stimID,label\na,{text}\n")
+    assert stimuli.table["label"].tolist() == [expected]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1", "1.0"),
+        ("-2.5", "-2.5"),
+        ("1e-3", "0.001"),
+        ("nan", "nan"),
+        ("inf", "inf"),
+        ("-Infinity", "-inf"),
+        ("-0", "-0.0"),
+        ("0.1", "0.1"),
+    ],
+)
+def test_float_forms(text, expected):
+    stimuli = parse_stim(f"type=image\npath=p\ndata=stimID,onset\na,{text}\n")
+    assert [repr(value) for value in stimuli.table["onset"].tolist()] == [expected]
+    assert format_stim(stimuli).endswith(f"\na,{expected}\n")
+
+
+# --- tolerant input ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(EXAMPLE.replace("\n", "\r\n"), id="crlf"),
+        pytest.param("\ufeff" + EXAMPLE, id="bom"),
+        pytest.param("\n \n" + EXAMPLE.replace("\n", "\n\t\n") + "\n\n", id="blank-lines"),
+        pytest.param(
+            "  type = image \npath= /data/images\n title =some stimuli  \n"
+            "data = stimID , label,condition ,onset,duration,RT\n"
+            " n01.JPEG , 0,cat , 0,1 ,0.4\nn02.JPEG,1 , dog,1,1,0.6  \n",
+            id="spaces",
+        ),
+        pytest.param(EXAMPLE.rstrip("\n"), id="no-final-newline"),
+    ],
+)
+def test_tolerant_inputs_parse_like_the_example(text):
+    assert parse_stim(text).equals(parse_stim(EXAMPLE))
+
+
+def test_read_stim_tolerates_bom_and_crlf(tmp_path):
+    path = tmp_path / "s.stim.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + EXAMPLE.replace("\n", "\r\n").encode("utf-8"))
+    assert read_stim(path).equals(parse_stim(EXAMPLE))
+    assert read_stim(str(path)).equals(parse_stim(EXAMPLE))
+
+
+# --- round trips ------------------------------------------------------------------------------
+
+# Characters that would end a line for Python's str.splitlines() (which DNNBrain reads with).
+LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+INT64 = st.integers(-(2**63), 2**63 - 1)
+
+
+def safe_text(min_size=0, exclude=""):
+    chars = st.characters(codec="utf-8", exclude_characters="," + LINE_BREAKS + exclude)
+    return st.text(chars, min_size=min_size, max_size=8).filter(lambda s: s == s.strip())
+
+
+@st.composite
+def stimuli_strategy(draw):
+    stim_type = draw(st.sampled_from(STIM_TYPES))
+    n = draw(st.integers(0, 20))
+    reserved = {"stimID", "label", "condition"}
+    extra = draw(
+        st.lists(safe_text(1, "=").filter(lambda s: s not in reserved), max_size=3, unique=True)
+    )
+    optional = [name for name in ("label", "condition") if draw(st.booleans())]
+    names = draw(st.permutations(["stimID", *optional, *extra]))
+
+    def column(elements):
+        return draw(st.lists(elements, min_size=n, max_size=n))
+
+    columns = {}
+    for name in names:
+        if name == "stimID":
+            columns[name] = column(INT64 if stim_type == "video" else safe_text(1))
+        elif name == "label":
+            columns[name] = column(INT64)
+        elif name == "condition":
+            columns[name] = column(safe_text())
+        else:
+            columns[name] = column(st.floats())
+    header_keys = safe_text(1, "=").filter(lambda s: s not in {"type", "path", "data"})
+    header = {
+        "type": stim_type,
+        "path": draw(safe_text()),
+        **draw(st.dictionaries(header_keys, safe_text(), max_size=3)),
+    }
+    return Stimuli(header, pd.DataFrame(columns, columns=names))
+
+
+def assert_same(actual, expected):
+    assert actual.equals(expected)
+    assert list(actual.header.items()) == list(expected.header.items())
+    for name in expected.table.columns:
+        assert actual.table[name].dtype == expected.table[name].dtype
+        # repr tells -0.0 from 0.0, which DataFrame.equals does not.
+        assert [repr(v) for v in actual.table[name].tolist()] == [
+            repr(v) for v in expected.table[name].tolist()
+        ]
+        if expected.table[name].dtype == np.float64:
+            assert np.array_equal(
+                actual.table[name].to_numpy(), expected.table[name].to_numpy(), equal_nan=True
+            )
+
+
+@settings(max_examples=80, deadline=None)
+@given(stimuli_strategy())
+def test_text_round_trip(stimuli):
+    text = format_stim(stimuli)
+    assert text.endswith("\n")
+    parsed = parse_stim(text)
+    assert_same(parsed, stimuli)
+    assert format_stim(parsed) == text
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(stimuli_strategy())
+def test_file_round_trip(tmp_path, stimuli):
+    path = tmp_path / "s.stim.csv"
+    write_stim(stimuli, path)
+    assert path.read_bytes() == format_stim(stimuli).encode("utf-8")
+    assert_same(read_stim(path), stimuli)
+
+
+def test_write_stim_leaves_no_temporary_file(tmp_path):
+    path = tmp_path / "s.stim.csv"
+    write_stim(parse_stim(EXAMPLE), path)
+    write_stim(parse_stim(EXAMPLE), path)  # replacing an existing file
+    assert [p.name for p in tmp_path.iterdir()] == ["s.stim.csv"]
+    assert path.read_text(encoding="utf-8") == EXAMPLE_FORMATTED
+
+
+def test_write_stim_that_cannot_be_formatted_keeps_the_old_file(tmp_path):
+    path = tmp_path / "s.stim.csv"
+    path.write_text("old", encoding="utf-8")
+    bad = Stimuli({"type": "image", "path": "p"}, pd.DataFrame({"stimID": ["a,b"]}))
+    with pytest.raises(DnnMaskError, match="contains ','"):
+        write_stim(bad, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["s.stim.csv"]
+    assert path.read_text(encoding="utf-8") == "old"
+
+
+# --- building in code -------------------------------------------------------------------------
+
+
+def test_table_built_in_code_equals_the_parsed_one():
+    table = pd.DataFrame(
+        {
+            "stimID": ["n01.JPEG", "n02.JPEG"],
+            "label": np.array([0, 1], dtype=np.int32),
+            "condition": np.array(["cat", "dog"]),
+            "onset": [0, 1],
+            "duration": ["1", "1.0"],
+            "RT": [0.4, 0.6],
+        },
+        index=[10, 11],
+    )
+    header = {"title": "some stimuli", "path": Path("/data/images"), "type": "image"}
+    stimuli = Stimuli(header, table)
+    assert stimuli.equals(parse_stim(EXAMPLE))
+    assert list(stimuli.header) == ["type", "path", "title"]
+    assert isinstance(stimuli.table.index, pd.RangeIndex)
+    # The frame passed in is copied, not changed.
+    assert table["label"].dtype == np.int32
+    assert list(table.index) == [10, 11]
+    with pytest.raises(TypeError):
+        stimuli.header["type"] = "video"
+
+
+def test_integral_floats_and_numeric_strings_convert_to_int():
+    table = pd.DataFrame({"stimID": [1.0, "2", " +3 ", np.int16(4)], "label": [0.0, -1.0, 2, 3]})
+    stimuli = Stimuli({"type": "video", "path": "v"}, table)
+    assert stimuli.stim_ids.tolist() == [1, 2, 3, 4]
+    assert stimuli.table["label"].dtype == np.int64
+    assert stimuli.table["label"].tolist() == [0, -1, 2, 3]
+
+
+def test_missing_float_values_become_nan():
+    stimuli = Stimuli(
+        {"type": "image", "path": "p"},
+        pd.DataFrame({"stimID": ["a", "b", "c"], "onset": [None, pd.NA, "nan"]}),
+    )
+    assert stimuli.table["onset"].dtype == np.float64
+    assert stimuli.table["onset"].isna().all()
+
+
+def test_equals():
+    stimuli = parse_stim(EXAMPLE)
+    assert stimuli.equals(parse_stim(EXAMPLE))
+    assert not stimuli.equals(parse_stim(EXAMPLE.replace("title=some", "title=other")))
+    assert not stimuli.equals(parse_stim(EXAMPLE.replace("0.6", "0.7")))
+    assert not stimuli.equals(parse_stim(EXAMPLE.replace("RT", "rt")))
+    assert not stimuli.equals(stimuli.table)
+
+
+# --- error messages ---------------------------------------------------------------------------
+
+HEAD = "type=image\npath=p\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "match"),
+    [
+        pytest.param(
+            HEAD + "title\ndata=stimID\n",
+            3,
+            "header line 'title' has no '='.*key=value",
+            id="no-equals",
+        ),
+        pytest.param(
+            HEAD + "=x\ndata=stimID\n", 3, "header line '=x' has an empty key", id="empty-key"
+        ),
+        pytest.param(
+            HEAD + "type=video\ndata=stimID\n",
+            3,
+            r"header key 'type' is repeated \(first on line 1\)",
+            id="repeated-key",
+        ),
+        pytest.param(
+            "path=p\ntype=picture\ndata=stimID\n",
+            2,
+            r"type 'picture' is not a stimulus type \(valid: image, video, video_clip\)",
+            id="bad-type",
+        ),
+        pytest.param(
+            "path=p\ndata=stimID\n", 2, "the header has no 'type' key.*type=image", id="no-type"
+        ),
+        pytest.param("type=image\ndata=stimID\n", 2, "the header has no 'path' key", id="no-path"),
+        pytest.param(
+            HEAD + "data=\n",
+            3,
+            "data= line '' has an empty field name at position 1",
+            id="no-fields",
+        ),
+        pytest.param(
+            HEAD + "data=stimID,,label\n",
+            3,
+            "empty field name at position 2.*single commas",
+            id="empty-field",
+        ),
+        pytest.param(
+            HEAD + "data=stimID,label,label\n",
+            3,
+            "names the field 'label' twice",
+            id="duplicate-field",
+        ),
+        pytest.param(
+            HEAD + "data=label,onset\n",
+            3,
+            r"'label,onset' has no 'stimID' field; it is required \(e\.g\. data=stimID,label\)",
+            id="no-stimID",
+        ),
+        pytest.param(
+            HEAD + "data=stimID,a=b\n", 3, "field name 'a=b' contains '='", id="equals-in-field"
+        ),
+        pytest.param(
+            HEAD + "data=stimID,label\na,1\nb\n",
+            5,
+            r"row 'b' has 1 value\(s\) but the data= line \(line 3\) names 2 field\(s\)",
+            id="too-few-values",
+        ),
+        pytest.param(
+            HEAD + "data=stimID,label\na,1,\n",
+            4,
+            r"row 'a,1,' has 3 value\(s\) but .* names 2 field\(s\): stimID,label",
+            id="trailing-comma",
+        ),
+        pytest.param(
+            HEAD + "data=stimID,label\na,3.5\n",
+            4,
+            r"field 'label': value '3\.5' is not an integer \(e\.g\. 3, -3, \+3\)",
+            id="float-label",
+        ),
+        pytest.param(
+            HEAD + "data=stimID,label\na,abc\n",
+            4,
+            "field 'label': value 'abc' is not an integer",
+            id="text-label",
+        ),
+        pytest.param(
+            HEAD + "data=stimID,label\na,9223372036854775808\n",
+            4,
+            "field 'label': value 9223372036854775808 is out of the int64 range",
+            id="label-overflow",
+        ),
+        pytest.param(
+            HEAD + "data=stimID,RT\na,0.5\nb,fast\n",
+            5,
+            "field 'RT': value 'fast' is not a number",
+            id="text-float",
+        ),
+        pytest.param(
+            HEAD + "data=stimID,RT\na,\n",
+            4,
+            "field 'RT': value '' is not a number",
+            id="empty-float",
+        ),
+        pytest.param(
+            "type=video\npath=v\ndata=stimID\nframe1\n",
+            4,
+            "field 'stimID': value 'frame1' is not an integer",
+            id="video-stimID",
+        ),
+        pytest.param(
+            HEAD + "data=stimID,condition\na,b\rc\n",
+            4,
+            r"holds the line break '\\r' inside it",
+            id="lone-cr",
+        ),
+        pytest.param(
+            "\n\ntype=image\n\npath=p\ndata=stimID,label\n\na,x\n",
+            8,
+            "value 'x' is not an integer",
+            id="blank-lines-counted",
+        ),
+        pytest.param(
+            "type=image\r\npath=p\r\ndata=stimID,label\r\na,x\r\n",
+            4,
+            "value 'x' is not an integer",
+            id="crlf-counted",
+        ),
+        pytest.param("\ufefftype=bad\npath=p\ndata=stimID\n", 1, "type 'bad'", id="bom-line-one"),
+    ],
+)
+def test_parse_errors(text, line, match):
+    with pytest.raises(FormatError, match=match) as caught:
+        parse_stim(text)
+    error = caught.value
+    assert error.line == line
+    assert str(error).startswith(f"line {line}: ")
+    assert error.message[0].islower()
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", HEAD, "type=image\n"])
+def test_missing_data_line(text):
+    with pytest.raises(
+        FormatError,
+        match=r"without the data= line listing the fields \(e\.g\. data=stimID,label\)",
+    ) as caught:
+        parse_stim(text)
+    assert caught.value.line is None
+
+
+def test_rows_without_data_line_hint_at_it():
+    with pytest.raises(FormatError, match=r"line 3: .*is the data= line missing\?"):
+        parse_stim(HEAD + "n01.JPEG,0\n")
+
+
+def test_errors_through_read_stim_name_the_file(tmp_path):
+    path = tmp_path / "bad.stim.csv"
+    path.write_text(HEAD + "data=stimID,label\na,1\nb,x\n", encoding="utf-8")
+    with pytest.raises(FormatError, match=re.escape(f"{path}, line 5: field 'label'")) as caught:
+        read_stim(path)
+    assert caught.value.path == str(path)
+
+
+def test_parse_stim_names_the_path_it_is_given():
+    with pytest.raises(FormatError, match=r"^x\.stim\.csv, line 1: "):
+        parse_stim("type=bad\n", "x.stim.csv")
+
+
+def test_non_utf8_file(tmp_path):
+    path = tmp_path / "latin.stim.csv"
+    path.write_bytes(b"type=image\npath=/caf\xe9\ndata=stimID\n")
+    with pytest.raises(
+        FormatError, match=re.escape(f"{path}, line 2: byte b'\\xe9' is not UTF-8")
+    ):
+        read_stim(path)
+
+
+IMAGE = {"type": "image", "path": "p"}
+ONE = pd.DataFrame({"stimID": ["a"]})
+
+
+@pytest.mark.parametrize(
+    ("header", "table", "match"),
+    [
+        pytest.param({"path": "p"}, ONE, "the header has no 'type' key", id="no-type"),
+        pytest.param({"type": "image"}, ONE, "the header has no 'path' key", id="no-path"),
+        pytest.param(
+            {"type": "bogus", "path": "p"},
+            ONE,
+            r"type 'bogus' is not a stimulus type \(valid: image, video, video_clip\)",
+            id="bad-type",
+        ),
+        pytest.param({**IMAGE, "data": "x"}, ONE, "'data' is reserved", id="data-key"),
+        pytest.param({**IMAGE, "a=b": "x"}, ONE, "header key 'a=b' contains '='", id="eq-key"),
+        pytest.param({**IMAGE, "": "x"}, ONE, "header key is empty", id="empty-key"),
+        pytest.param({**IMAGE, " k": "x"}, ONE, "header key ' k' has whitespace", id="ws-key"),
+        pytest.param({**IMAGE, "k": "x\ny"}, ONE, r"'x\\ny' contains the line break", id="nl"),
+        pytest.param({**IMAGE, "k": "x "}, ONE, "has whitespace around it", id="ws-value"),
+        pytest.param(
+            {**IMAGE, "k": 3}, ONE, "header value 3 for key 'k' is not a string", id="int"
+        ),
+        pytest.param({**IMAGE, 3: "x"}, ONE, "header key 3 is not a string", id="int-key"),
+        pytest.param(IMAGE, {"stimID": ["a"]}, "dict is not a pandas DataFrame", id="dict"),
+        pytest.param(IMAGE, pd.DataFrame({"label": [1]}), "no 'stimID' field", id="no-stimID"),
+        pytest.param(
+            IMAGE,
+            pd.DataFrame({"stimID": ["a"], "a,b": [1.0]}),
+            "field name 'a,b' contains ','",
+            id="comma-field",
+        ),
+        pytest.param(
+            IMAGE, pd.DataFrame({"stimID": ["a"], "": [1.0]}), "field name is empty", id="empty"
+        ),
+        pytest.param(
+            IMAGE,
+            pd.DataFrame({"stimID": ["a"], "x\r": [1.0]}),
+            "field name 'x\\\\r' contains the line break",
+            id="cr-field",
+        ),
+        pytest.param(
+            IMAGE,
+            pd.DataFrame({"stimID": ["a"], 3: [1.0]}),
+            "field name 3 is not a string",
+            id="3",
+        ),
+        pytest.param(
+            IMAGE,
+            pd.DataFrame([["a", 1.0, 2.0]], columns=["stimID", "x", "x"]),
+            "field name 'x' appears twice",
+            id="duplicate-field",
+        ),
+        pytest.param(
+            IMAGE,
+            pd.DataFrame({"stimID": ["a", "b"], "label": [1, 1.5]}),
+            r"field 'label', stimulus number 2: value 1\.5 is not an integer",
+            id="float-label",
+        ),
+        pytest.param(
+            IMAGE,
+            pd.DataFrame({"stimID": ["a"], "label": [True]}),
+            "value True is a boolean, not an integer",
+            id="bool-label",
+        ),
+        pytest.param(
+            IMAGE,
+            pd.DataFrame({"stimID": ["a"], "label": [np.nan]}),
+            "value nan is not an integer",
+            id="nan-label",
+        ),
+        pytest.param(
+            IMAGE,
+            pd.DataFrame({"stimID": ["a"], "label": [np.uint64(2**63)]}),
+            "value 9223372036854775808 is out of the int64 range",
+            id="uint64-label",
+        ),
+        pytest.param(
+            IMAGE,
+            pd.DataFrame({"stimID": ["a"], "onset": ["soon"]}),
+            "field 'onset', stimulus number 1: value 'soon' is not a number",
+            id="text-onset",
+        ),
+        pytest.param(
+            IMAGE,
+            pd.DataFrame({"stimID": ["a"], "condition": [None]}),
+            "field 'condition', stimulus number 1: value None is not a string",
+            id="missing-condition",
+        ),
+        pytest.param(
+            {"type": "video", "path": "v"},
+            pd.DataFrame({"stimID": ["a"]}),
+            "field 'stimID', stimulus number 1: value 'a' is not an integer",
+            id="text-frame",
+        ),
+    ],
+)
+def test_constructor_errors(header, table, match):
+    with pytest.raises(DnnMaskError, match=match) as caught:
+        Stimuli(header, table)
+    assert not isinstance(caught.value, FormatError)
+    assert str(caught.value)[0].islower() or str(caught.value)[0] == "'"
+
+
+@pytest.mark.parametrize(
+    ("stim_ids", "condition", "match"),
+    [
+        (["a"], ["x,y"], r"field 'condition', stimulus number 1: value 'x,y' contains ','"),
+        (["a,b"], ["x"], r"field 'stimID', stimulus number 1: value 'a,b' contains ','"),
+        (["a", "b"], ["x", "y\nz"], r"stimulus number 2: value 'y\\nz' contains the line break"),
+        (["a"], ["\u2028"], "contains the line break"),
+        (["a"], [" x"], "value ' x' has whitespace around it, which reading strips"),
+    ],
+)
+def test_format_refuses_values_that_would_not_read_back(stim_ids, condition, match):
+    stimuli = Stimuli(IMAGE, pd.DataFrame({"stimID": stim_ids, "condition": condition}))
+    with pytest.raises(DnnMaskError, match=match):
+        format_stim(stimuli)
+
+
+def test_format_refuses_a_row_that_would_be_blank():
+    stimuli = Stimuli(IMAGE, pd.DataFrame({"stimID": ["a", ""]}))
+    with pytest.raises(DnnMaskError, match=r"stimulus number 2 .* would be a blank line"):
+        format_stim(stimuli)
+    # With a second field the empty stimID is a row of its own and reads back.
+    stimuli = Stimuli(IMAGE, pd.DataFrame({"stimID": ["", ""], "onset": [1.0, math.nan]}))
+    assert parse_stim(format_stim(stimuli)).equals(stimuli)
