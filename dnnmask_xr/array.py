@@ -41,6 +41,12 @@ class LayerArray(BackendArray):
         self.dtype = dtype
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        # xarray's slice decomposition fails on empty reversed slices such as
+        # slice(0, 0, -1) (IndexError); they select nothing, like slice(0, 0).
+        key = type(key)(tuple(
+            slice(0, 0) if isinstance(item, slice) and not range(*item.indices(size)) else item
+            for item, size in zip(key.tuple, self.shape, strict=True)
+        ))
         return indexing.explicit_indexing_adapter(
             key, self.shape, indexing.IndexingSupport.OUTER, self._read
         )

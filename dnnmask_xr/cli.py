@@ -24,6 +24,7 @@ flags, 130 when interrupted. On failure nothing is written at -out.
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import sys
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ from dnnmask_xr.selection import mask_from_flags
 from dnnmask_xr.writer import SUFFIX, same_file, save_act
 
 PROG = "dnn_mask"
+_NUMBER = re.compile(r"-\d+")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,6 +46,18 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace=None):
+        # Python < 3.12 expands abbreviations of single-dash long options
+        # ('-ou' for '-out') even with allow_abbrev=False: refuse them here.
+        known = set(self._option_string_actions)
+        for token in args or ():
+            name = token.split("=", 1)[0]
+            if token == "--":
+                break
+            if name.startswith("-") and not _NUMBER.fullmatch(name) and name not in known:
+                self.error(f"unrecognized argument: {token}")
+        return super().parse_args(args, namespace)
 
 
 def _get_parser() -> argparse.ArgumentParser:
@@ -91,7 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = _get_parser().parse_args(argv)
+    try:
+        args = _get_parser().parse_args(argv)
+    except SystemExit as done:  # --help, or a misused flag already reported
+        return int(done.code or 0)
     try:
         return _run(args, argv)
     except UsageError as err:

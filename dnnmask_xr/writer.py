@@ -179,6 +179,8 @@ def _shared_stimulus(acts: Activations) -> tuple[np.ndarray, dict[str, np.ndarra
 
 def _check_folder(target: str) -> None:
     folder = Path(target).parent
+    if folder.exists() and not folder.is_dir():
+        raise ActFileError(f"cannot write {target!r}: {str(folder)!r} is a file, not a folder")
     if not folder.is_dir():
         raise ActFileError(f"cannot write {target!r}: folder {str(folder)!r} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):

@@ -1,0 +1,50 @@
+"""Shared fixtures: small activation files made for each test."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dnnmask_xr.testing import relu_activations, write_reference_act
+
+#: Small layers shaped like AlexNet's: a conv layer and a fully connected one.
+SMALL_SHAPES = {"conv5": (20, 6, 7), "fc3": (12, 1, 1)}
+N_STIMULI = 5
+
+
+@pytest.fixture
+def layers() -> dict[str, np.ndarray]:
+    """The arrays behind ``act_file``."""
+    return relu_activations(N_STIMULI, SMALL_SHAPES, seed=1)
+
+
+@pytest.fixture
+def act_file(tmp_path: Path, layers: dict[str, np.ndarray]) -> Path:
+    """An ``.act.h5`` file written the way DNNBrain writes one."""
+    path = tmp_path / "in.act.h5"
+    write_reference_act(path, layers)
+    return path
+
+
+@pytest.fixture
+def stim_text() -> str:
+    """A ``.stim.csv`` text matching ``act_file``."""
+    rows = "\n".join(f"img{i}.png,{i % 2},{'cat' if i % 2 else 'dog'},{i * 0.5}"
+                     for i in range(N_STIMULI))
+    return f"type=image\npath=/data/images\ndata=stimID,label,condition,onset\n{rows}\n"
+
+
+@pytest.fixture
+def stim_file(tmp_path: Path, stim_text: str) -> Path:
+    """A ``.stim.csv`` file matching ``act_file``."""
+    path = tmp_path / "in.stim.csv"
+    path.write_text(stim_text)
+    return path
+
+
+def digest(path: Path) -> str:
+    """Hash a file's bytes, to show it was left untouched."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
