@@ -1,0 +1,166 @@
+"""The dnn_mask command: DNNBrain's flags and results, and what it adds."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import h5py
+import numpy as np
+import pytest
+
+import dnnmask_xr.cli
+import dnnmask_xr.writer
+from dnnmask_xr import open_act
+from dnnmask_xr.cli import main
+from dnnmask_xr.testing import read_reference_act
+
+
+def run_ok(capsys, *args) -> str:
+    status = main([str(arg) for arg in args])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert captured.err == ""
+    return captured.out
+
+
+def test_one_layer_with_unsorted_repeated_channels(act_file, layers, tmp_path, capsys):
+    out = tmp_path / "out.act.h5"
+    run_ok(capsys, "-act", act_file, "-layer", "conv5", "-chn", 20, 3, 17, 3, "-out", out)
+    acts = open_act(out)
+    assert list(acts) == ["conv5"]
+    np.testing.assert_array_equal(acts["conv5"].values, layers["conv5"][:, [19, 2, 16, 2]])
+    assert acts["conv5"].channel.values.tolist() == [20, 3, 17, 3]
+
+
+def test_layers_whole_in_the_order_given(act_file, layers, tmp_path, capsys):
+    out = tmp_path / "out.act.h5"
+    run_ok(capsys, "-act", act_file, "-layer", "fc3", "conv5", "-out", out)
+    theirs = read_reference_act(out)
+    assert list(theirs) == ["fc3", "conv5"]
+    for name, array in theirs.items():
+        np.testing.assert_array_equal(array, layers[name])
+
+
+def test_several_layers_paired_with_one_channel_each(act_file, layers, tmp_path, capsys):
+    out = tmp_path / "out.act.h5"
+    run_ok(capsys, "-act", act_file, "-layer", "conv5", "fc3", "-chn", 7, 1, "-out", out)
+    acts = open_act(out)
+    np.testing.assert_array_equal(acts["conv5"].values, layers["conv5"][:, [6]])
+    np.testing.assert_array_equal(acts["fc3"].values, layers["fc3"][:, [0]])
+
+
+def test_dmask_gives_what_dnnbrain_gives(act_file, tmp_path, capsys):
+    dmask = tmp_path / "m.dmask.csv"
+    dmask.write_text("conv5=chn,row,col\n1,2,3\n4,5\n6,7\nfc3=chn\n1,2,3\n")
+    out = tmp_path / "out.act.h5"
+    run_ok(capsys, "-act", act_file, "-dmask", dmask, "-out", out)
+    # DNNBrain's reader applied to the input with the same (sorted) mask
+    reference = read_reference_act(act_file, {"conv5": {"chn": [1, 2, 3], "row": [4, 5],
+                                                        "col": [6, 7]},
+                                              "fc3": {"chn": [1, 2, 3]}})
+    ours = read_reference_act(out)
+    assert list(ours) == list(reference)
+    for name in reference:
+        np.testing.assert_array_equal(ours[name], reference[name])
+
+
+def test_numbers_are_positions_in_an_already_masked_file(act_file, layers, tmp_path, capsys):
+    first, second = tmp_path / "first.act.h5", tmp_path / "second.act.h5"
+    run_ok(capsys, "-act", act_file, "-layer", "conv5", "-chn", 20, 3, 17, "-out", first)
+    run_ok(capsys, "-act", first, "-layer", "conv5", "-chn", 1, "-out", second)
+    conv5 = open_act(second)["conv5"]
+    assert conv5.channel.values.tolist() == [20]
+    np.testing.assert_array_equal(conv5.values, layers["conv5"][:, [19]])
+    np.testing.assert_array_equal(read_reference_act(second)["conv5"], layers["conv5"][:, [19]])
+
+
+def test_stim_table_is_kept(act_file, stim_file, tmp_path, capsys):
+    out = tmp_path / "out.act.h5"
+    run_ok(capsys, "-act", act_file, "-layer", "fc3", "-stim", stim_file, "-out", out)
+    acts = open_act(out)
+    assert acts["fc3"]["stimulus"].values.tolist() == [f"img{i}.png" for i in range(5)]
+    assert acts["fc3"]["onset"].values.tolist() == [0.0, 0.5, 1.0, 1.5, 2.0]
+    assert acts.stimuli.type == "image"
+
+
+def test_provenance_records_the_command(act_file, tmp_path, capsys):
+    out = tmp_path / "out.act.h5"
+    run_ok(capsys, "-act", act_file, "-layer", "conv5", "-chn", 2, "-out", out)
+    with h5py.File(out, "r") as root:
+        assert root.attrs["cmd"] == f"dnn_mask -act {act_file} -layer conv5 -chn 2 -out {out}"
+        assert root.attrs["source"] == str(act_file)
+        assert root.attrs["mask"] == "conv5=chn\n2\n"
+
+
+def test_an_existing_output_is_replaced(act_file, layers, tmp_path, capsys):
+    out = tmp_path / "out.act.h5"
+    out.write_bytes(b"old")
+    run_ok(capsys, "-act", act_file, "-layer", "fc3", "-out", out)
+    np.testing.assert_array_equal(open_act(out)["fc3"].values, layers["fc3"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.act.h5", "out.act.h5"]
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(act_file, tmp_path, capsys):
+    out = tmp_path / "out.act.h5"
+    printed = run_ok(capsys, "-act", act_file, "-layer", "conv5", "-chn", 3, 1,
+                     "--dry-run", "-out", out)
+    assert printed.splitlines() == [
+        f"would write {str(out)!r}: 1 layer(s), 5 stimuli, 1.7 kB before compression",
+        "conv5  5 x 2 x 6 x 7  float32  1.7 kB",
+    ]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("isatty", "quiet", "expected"),
+                         [(True, False, True), (True, True, False), (False, False, False)],
+                         ids=["terminal", "terminal-quiet", "pipe"])
+def test_progress_only_on_a_terminal_unless_quiet(act_file, tmp_path, monkeypatch, isatty,
+                                                  quiet, expected):
+    seen = {}
+    monkeypatch.setattr(dnnmask_xr.cli.sys.stderr, "isatty", lambda: isatty)
+    monkeypatch.setattr(dnnmask_xr.cli, "save_act",
+                        lambda *args, **kwargs: seen.update(kwargs))
+    args = ["-act", str(act_file), "-layer", "fc3", "-out", str(tmp_path / "o.act.h5")]
+    assert main([*args, "-q"] if quiet else args) == 0
+    assert seen["progress"] is expected
+
+
+def test_progress_bar_is_drawn_when_asked(act_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(dnnmask_xr.cli.sys.stderr, "isatty", lambda: True)
+    monkeypatch.setattr(dnnmask_xr.writer, "tqdm", _eager_tqdm(dnnmask_xr.writer.tqdm))
+    assert main(["-act", str(act_file), "-layer", "conv5", "-out",
+                 str(tmp_path / "o.act.h5")]) == 0
+    assert "conv5" in capsys.readouterr().err
+
+
+def _eager_tqdm(tqdm):
+    def make(*args, **kwargs):
+        return tqdm(*args, **{**kwargs, "delay": 0, "leave": True})
+    return make
+
+
+def test_help_explains_every_flag(capsys):
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for flag in ("-act", "-layer", "-chn", "-dmask", "-stim", "-out", "--dry-run", "-q"):
+        assert f"  {flag}" in text
+
+
+def test_installed_console_script(act_file, layers, tmp_path):
+    script = shutil.which("dnn_mask")
+    assert script, "the dnn_mask console script is not installed"
+    out = tmp_path / "out.act.h5"
+    done = subprocess.run([script, "-act", act_file, "-layer", "conv5", "-chn", "2", "1",
+                           "-out", out], capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stderr) == (0, "")
+    np.testing.assert_array_equal(open_act(out)["conv5"].values, layers["conv5"][:, [1, 0]])
+    failed = subprocess.run([script, "-act", act_file, "-layer", "conv5", "-chn", "0",
+                             "-out", tmp_path / "bad.act.h5"],
+                            capture_output=True, text=True, check=False)
+    assert failed.returncode == 1
+    assert failed.stderr.splitlines() == [
+        "dnn_mask: error: channel number 0 is out of range for layer 'conv5' (valid: 1..20); "
+        "numbers are 1-based"
+    ]
+    assert not (tmp_path / "bad.act.h5").exists()

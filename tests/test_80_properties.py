@@ -1,0 +1,98 @@
+"""Properties: any shapes, dtypes and masks give what plain numpy indexing gives."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dnnmask_xr import DnnMask, open_act, save_act, write_dmask
+from dnnmask_xr.cli import main
+from dnnmask_xr.testing import read_reference_act, write_reference_act
+
+DTYPES = ["float16", "float32", "float64", "int8", "uint16", "int64"]
+AXES = ("channel", "row", "column")
+
+
+@st.composite
+def files_and_masks(draw):
+    n_stim = draw(st.integers(1, 4))
+    dtype = draw(st.sampled_from(DTYPES))
+    names = draw(st.lists(st.sampled_from(["conv1", "conv5", "fc3", "features.3", "layer 2"]),
+                          min_size=1, max_size=3, unique=True))
+    layers = {}
+    for name in names:
+        shape = (n_stim, draw(st.integers(1, 12)), draw(st.integers(1, 5)),
+                 draw(st.integers(1, 5)))
+        values = draw(st.integers(0, 2**16)) + np.arange(np.prod(shape))
+        layers[name] = (values % 251).reshape(shape).astype(dtype)
+    chosen = draw(st.permutations(names).flatmap(
+        lambda order: st.lists(st.sampled_from(order), min_size=1, unique=True)))
+    mask = {}
+    for name in chosen:
+        axes = draw(st.permutations(AXES).map(lambda order: order[:draw(st.integers(0, 3))]))
+        mask[name] = {
+            axis: draw(st.lists(st.integers(1, layers[name].shape[1 + AXES.index(axis)]),
+                                min_size=1, max_size=6))
+            for axis in axes
+        }
+    return layers, DnnMask(mask)
+
+
+def numpy_mask(layers, mask):
+    expected = {}
+    for name, layer_mask in mask.items():
+        array = layers[name]
+        for axis, numbers in layer_mask.numbers.items():
+            array = np.take(array, np.asarray(numbers) - 1, axis=1 + AXES.index(axis))
+        expected[name] = array
+    return expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=files_and_masks())
+def test_mask_save_open_equals_numpy(case):
+    layers, mask = case
+    expected = numpy_mask(layers, mask)
+    with tempfile.TemporaryDirectory() as folder:
+        source, out = Path(folder) / "in.act.h5", Path(folder) / "out.act.h5"
+        write_reference_act(source, layers)
+        masked = open_act(source).mask(mask)
+        for name, array in expected.items():
+            assert masked[name].dtype == array.dtype
+            np.testing.assert_array_equal(masked[name].values, array)
+        save_act(masked, out)
+        back = open_act(out)
+        assert list(back) == list(mask)
+        for name, layer_mask in mask.items():
+            np.testing.assert_array_equal(back[name].values, expected[name])
+            assert back[name].dtype == expected[name].dtype
+            for axis in AXES:
+                numbers = layer_mask.numbers.get(axis)
+                size = layers[name].shape[1 + AXES.index(axis)]
+                wanted = list(numbers) if numbers else list(range(1, size + 1))
+                assert back[name][axis].values.tolist() == wanted
+        # what DNNBrain's reader sees in our file
+        for name, array in read_reference_act(out).items():
+            np.testing.assert_array_equal(array, expected[name])
+
+
+@settings(max_examples=30, deadline=None)
+@given(case=files_and_masks())
+def test_command_with_dmask_equals_numpy(case):
+    layers, mask = case
+    expected = numpy_mask(layers, mask)
+    with tempfile.TemporaryDirectory() as folder:
+        source, out = Path(folder) / "in.act.h5", Path(folder) / "out.act.h5"
+        dmask = Path(folder) / "m.dmask.csv"
+        write_reference_act(source, layers)
+        write_dmask(mask, dmask)
+        assert main(["-act", str(source), "-dmask", str(dmask), "-out", str(out), "-q"]) == 0
+        theirs = read_reference_act(out)
+        assert list(theirs) == list(mask)
+        for name, array in theirs.items():
+            assert array.dtype == expected[name].dtype
+            np.testing.assert_array_equal(array, expected[name])
