@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from dnnmask_xr.coding import DIMS, NUMBERED_DIMS, count_from_one
+from dnnmask_xr.coding import DIMS, NUMBERED_DIMS, count_from_one, is_counted_from_one
 from dnnmask_xr.dmask import DnnMask, format_dmask
 from dnnmask_xr.errors import DnnMaskError, SelectionError
-from dnnmask_xr.selection import NumberMeaning, layer_positions
+from dnnmask_xr.selection import NumberMeaning, describe_numbers, layer_positions
 from dnnmask_xr.stim import Stimuli
 
 
@@ -186,13 +186,20 @@ class Activations(Mapping[str, xr.DataArray]):
         self.close()
 
     def describe(self) -> str:
-        """One line per layer: name, shape, dtype and size once loaded."""
+        """Describe each layer on one line.
+
+        Name, shape, dtype, size once loaded, and the channel/row/column
+        numbers where they are not simply ``1..n``.
+        """
         width = max((len(name) for name in self._layers), default=0)
-        return "\n".join(
-            f"{name:<{width}}  {' x '.join(map(str, array.shape))}  {array.dtype}  "
-            f"{format_bytes(array.nbytes)}"
-            for name, array in self._layers.items()
-        )
+        lines = []
+        for name, array in self._layers.items():
+            line = (f"{name:<{width}}  {' x '.join(map(str, array.shape))}  {array.dtype}  "
+                    f"{format_bytes(array.nbytes)}")
+            cut = [f"{dim} {describe_numbers(array[dim].values)}" for dim in NUMBERED_DIMS
+                   if not is_counted_from_one(array[dim].values)]
+            lines.append(f"{line}  ({'; '.join(cut)})" if cut else line)
+        return "\n".join(lines)
 
     def __repr__(self) -> str:
         head = (f"<Activations of {self._where()}: {len(self)} layer(s), "

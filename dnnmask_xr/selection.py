@@ -112,7 +112,7 @@ def layer_positions(
             if missing.any():
                 raise SelectionError(
                     f"{axis} {int(wanted[missing][0])} is not in layer {layer!r} "
-                    f"(valid: {_listing(axis_labels)}); numbers are 1-based"
+                    f"(valid: {describe_numbers(axis_labels)}); numbers are 1-based"
                 )
         else:
             raise ValueError(f"by={by!r}; expected 'label' or 'position'")
@@ -134,7 +134,8 @@ def _span(size: int) -> str:
     return f"1..{size}" if size else "none, the axis is empty"
 
 
-def _listing(labels: np.ndarray, most: int = 8) -> str:
+def describe_numbers(labels: np.ndarray, most: int = 8) -> str:
+    """Write numbers briefly: ``1..13`` for a run, else the first few."""
     if labels.size and np.array_equal(labels, np.arange(labels[0], labels[0] + labels.size)):
         return f"{labels[0]}..{labels[-1]}"
     shown = ", ".join(str(label) for label in labels[:most])

@@ -107,7 +107,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(act_file, tmp_path, capsys):
                      "--dry-run", "-out", out)
     assert printed.splitlines() == [
         f"would write {str(out)!r}: 1 layer(s), 5 stimuli, 1.7 kB before compression",
-        "conv5  5 x 2 x 6 x 7  float32  1.7 kB",
+        "conv5  5 x 2 x 6 x 7  float32  1.7 kB  (channel 3, 1)",
     ]
     assert not out.exists()
 
