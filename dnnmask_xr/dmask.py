@@ -26,8 +26,9 @@ from types import MappingProxyType
 
 import numpy as np
 
-from ._atomic import atomic_path
-from .errors import DnnMaskError, FormatError
+from dnnmask_xr._atomic import atomic_path
+from dnnmask_xr._text import read_utf8
+from dnnmask_xr.errors import DnnMaskError, FormatError
 
 __all__ = [
     "AXES",
@@ -431,19 +432,7 @@ def read_dmask(path: str | os.PathLike[str]) -> DnnMask:
     OSError
         If the file cannot be read.
     """
-    # Bytes, not text mode, so that line numbers count the line ends as written.
-    with open(path, "rb") as file:
-        data = file.read()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        bad = data[error.start : error.start + 1]
-        raise FormatError(
-            f"byte {bad!r} is not UTF-8; save the file as UTF-8 text",
-            path,
-            data.count(b"\n", 0, error.start) + 1,
-        ) from None
-    return parse_dmask(text, path)
+    return parse_dmask(read_utf8(path), path)
 
 
 def write_dmask(mask: DnnMask, path: str | os.PathLike[str]) -> None:

@@ -15,15 +15,15 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ._atomic import atomic_path
-from .errors import DnnMaskError, FormatError
+from dnnmask_xr._atomic import atomic_path
+from dnnmask_xr._text import read_utf8
+from dnnmask_xr.errors import DnnMaskError, FormatError
 
 __all__ = ["STIM_TYPES", "Stimuli", "format_stim", "parse_stim", "read_stim", "write_stim"]
 
@@ -282,17 +282,7 @@ def read_stim(path: str | os.PathLike[str]) -> Stimuli:
         If the file is not UTF-8 or breaks the format; the error names the
         file and the line.
     """
-    data = Path(path).read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise FormatError(
-            f"byte {data[error.start : error.start + 1]!r} is not UTF-8; "
-            "a .stim.csv file must be UTF-8 text",
-            path,
-            data.count(b"\n", 0, error.start) + 1,
-        ) from None
-    return parse_stim(text, path)
+    return parse_stim(read_utf8(path), path)
 
 
 def write_stim(stimuli: Stimuli, path: str | os.PathLike[str]) -> None:
