@@ -53,6 +53,9 @@ def open_act(
     manager = CachingFileManager(h5py.File, where, mode="r")
     try:
         layers, attrs, header = _read_metadata(manager.acquire(), where, manager)
+    except OSError as err:
+        manager.close()
+        raise ActFileError(f"cannot read {where!r}: the file is damaged ({err})") from None
     except BaseException:
         manager.close()
         raise

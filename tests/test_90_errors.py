@@ -231,6 +231,25 @@ def _uneven_stimuli(path: Path) -> None:
     write_h5(path, build)
 
 
+def _truncated(path: Path) -> None:
+    write_h5(path, lambda root: root.create_dataset(
+        "conv5", data=np.random.default_rng(0).random((N_STIMULI, 20, 6, 7)),
+        compression="gzip"))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _damaged_chunk(path: Path) -> None:
+    write_h5(path, lambda root: root.create_dataset(
+        "conv5", data=np.random.default_rng(0).random((N_STIMULI, 20, 6, 7)),
+        chunks=(N_STIMULI, 20, 6, 7), compression="gzip"))
+    with h5py.File(path, "r") as root:
+        offset = root["conv5"].id.get_chunk_info(0).byte_offset
+    data = bytearray(path.read_bytes())
+    data[offset : offset + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+
+
 BAD_ACT = {
     "missing": (None, [r"no such file|does not exist|not found"]),
     "folder": (_folder, [r"folder|directory"]),
@@ -240,6 +259,8 @@ BAD_ACT = {
     "bytes-string-dataset": (_bytes_strings, [r"'conv5'", r"number"]),
     "text-string-dataset": (_text_strings, [r"'conv5'", r"number"]),
     "layers-disagree-on-stimuli": (_uneven_stimuli, [r"'conv5'", r"'fc3'", r"stimul"]),
+    "truncated": (_truncated, [r"damaged"]),
+    "damaged-chunk": (_damaged_chunk, [r"cannot read layer 'conv5'"]),
 }
 
 
