@@ -133,7 +133,8 @@ class Activations(Mapping[str, xr.DataArray]):
             labels = {dim: array[dim].values for dim in NUMBERED_DIMS}
             layers[layer] = array.isel(layer_positions(layer, layer_mask, labels, by))
         provenance = {"source": self.source} if self.source else {}
-        return self._derive(layers, attrs={**provenance, "mask": format_dmask(mask)})
+        provenance.update(mask=format_dmask(mask), mask_by=by)
+        return self._derive(layers, attrs=provenance)
 
     def with_stimuli(self, stimuli: Stimuli) -> Activations:
         """Label the stimuli with a stimulus table.
@@ -157,8 +158,8 @@ class Activations(Mapping[str, xr.DataArray]):
         """
         if self._layers and len(stimuli) != self.n_stimuli:
             raise SelectionError(
-                f"the stimulus table lists {len(stimuli)} stimuli but {self._where()} holds "
-                f"{self.n_stimuli}; give one row per stimulus, in order"
+                f"the stimulus table lists {_stimuli(len(stimuli))} but {self._where()} "
+                f"holds {self.n_stimuli}; give one row per stimulus, in order"
             )
         fields = {name: stimuli.table[name].to_numpy() for name in stimuli.table.columns
                   if name != "stimID"}
@@ -233,6 +234,10 @@ def stimulus_fields(array: xr.DataArray) -> dict[str, np.ndarray]:
         for name, coord in array.coords.items()
         if coord.dims == ("stimulus",) and name != "stimulus"
     }
+
+
+def _stimuli(count: int) -> str:
+    return f"{count} stimulus" if count == 1 else f"{count} stimuli"
 
 
 def format_bytes(nbytes: float) -> str:

@@ -18,7 +18,7 @@ Examples
   dnn_mask -act test.act.h5 -dmask test.dmask.csv -stim test.stim.csv -out masked.act.h5
 
 exit status: 0 on success, 1 for a bad file or selection, 2 for misused
-flags, 130 when interrupted. On failure nothing is written at -out.
+flags, 130 on Ctrl-C, 143 on SIGTERM. On failure nothing is written at -out.
 """
 
 from __future__ import annotations
@@ -30,12 +30,13 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from dnnmask_xr._interrupt import Interrupted
 from dnnmask_xr.activations import format_bytes
 from dnnmask_xr.dmask import read_dmask
 from dnnmask_xr.errors import DnnMaskError, UsageError
 from dnnmask_xr.reader import open_act
 from dnnmask_xr.selection import mask_from_flags
-from dnnmask_xr.writer import SUFFIX, same_file, save_act
+from dnnmask_xr.writer import SUFFIX, check_output, same_file, save_act
 
 PROG = "dnn_mask"
 _NUMBER = re.compile(r"-\d+")
@@ -119,12 +120,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # files named on the command line that cannot be read at all
         where = f"{err.filename}: " if err.filename else ""
         return _fail(f"{where}{err.strerror or err}", 1)
+    except Interrupted as stop:
+        return _fail(f"interrupted by {stop}; nothing was written", 128 + stop.signum)
     except KeyboardInterrupt:
         return _fail("interrupted; nothing was written", 130)
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     _check_flags(args)
+    check_output(args.out)
     if args.dmask is not None:
         mask = read_dmask(args.dmask)
     else:

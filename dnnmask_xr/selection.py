@@ -136,6 +136,8 @@ def _span(size: int) -> str:
 
 def describe_numbers(labels: np.ndarray, most: int = 8) -> str:
     """Write numbers briefly: ``1..13`` for a run, else the first few."""
+    if labels.size == 1:
+        return str(labels[0])
     if labels.size and np.array_equal(labels, np.arange(labels[0], labels[0] + labels.size)):
         return f"{labels[0]}..{labels[-1]}"
     shown = ", ".join(str(label) for label in labels[:most])

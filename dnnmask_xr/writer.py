@@ -11,9 +11,10 @@ from typing import Any
 import h5py
 import numpy as np
 import xarray as xr
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from dnnmask_xr._atomic import atomic_path
+from dnnmask_xr._interrupt import check_interrupt, deferred_interrupts
 from dnnmask_xr._version import __version__
 from dnnmask_xr.activations import Activations, stimulus_fields
 from dnnmask_xr.coding import NUMBERED_DIMS, encode_layer_numbers, encode_stimulus
@@ -65,17 +66,15 @@ def save_act(
     if not isinstance(acts, Activations):
         acts = Activations(acts)
     target = os.fspath(path)
-    if not target.endswith(SUFFIX):
-        raise DnnMaskError(f"output {target!r} does not end in {SUFFIX!r}; "
-                           f"name it like 'masked{SUFFIX}'")
+    check_output(target)
     if acts.source and same_file(acts.source, target):
         raise ActFileError(f"output {target!r} is the input file; writing it would replace the "
                            "activations being read: choose another output path")
-    _check_folder(target)
     stimulus = _shared_stimulus(acts)
     root_attrs = {**acts.attrs, **(attrs or {}), "date": _now(), "software": _software()}
     try:
-        with atomic_path(target) as tmp, tqdm(
+        # signals are checked before the rename that makes the file appear
+        with atomic_path(target) as tmp, deferred_interrupts(), tqdm(
             total=acts.nbytes, unit="B", unit_scale=True, delay=0.5,
             disable=not progress, leave=False,
         ) as bar:
@@ -159,6 +158,7 @@ def _write_layer(
             block = array.isel(stimulus=stimuli, channel=channels).values
             dataset[stimuli, channels] = block
             bar.update(block.nbytes)
+            check_interrupt()
     encode_layer_numbers(dataset, numbers)
 
 
@@ -177,7 +177,20 @@ def _shared_stimulus(acts: Activations) -> tuple[np.ndarray, dict[str, np.ndarra
     return ids, fields
 
 
-def _check_folder(target: str) -> None:
+def check_output(target: str) -> None:
+    """Check that an ``.act.h5`` file can be created at ``target``.
+
+    Raises
+    ------
+    DnnMaskError
+        If the name does not end in ``.act.h5``.
+    ActFileError
+        If its folder is missing, not a folder or not writable, or the
+        target is a folder.
+    """
+    if not target.endswith(SUFFIX):
+        raise DnnMaskError(f"output {target!r} does not end in {SUFFIX!r}; "
+                           f"name it like 'masked{SUFFIX}'")
     folder = Path(target).parent
     if folder.exists() and not folder.is_dir():
         raise ActFileError(f"cannot write {target!r}: {str(folder)!r} is a file, not a folder")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import tracemalloc
 
 import h5py
@@ -16,6 +18,8 @@ from hypothesis import strategies as st
 import dnnmask_xr
 import dnnmask_xr.writer
 from dnnmask_xr import ActFileError, DnnMask, DnnMaskError, Stimuli, open_act, save_act
+from dnnmask_xr._interrupt import Interrupted
+from dnnmask_xr.cli import main
 from dnnmask_xr.testing import read_reference_act
 from dnnmask_xr.writer import CHUNK_BYTES, iter_blocks, output_chunks
 
@@ -189,3 +193,40 @@ def test_blocks_cover_the_layer_once_within_budget(shape, itemsize, budget):
         # blocks start on chunk boundaries, so no chunk is written twice
         assert stimuli.start % chunks[0] == 0 and channels.start % chunks[1] == 0
     assert (covered == 1).all()
+
+
+def _signal_after_first_block(signum):
+    real = dnnmask_xr.writer.iter_blocks
+
+    def blocks(*args):
+        for number, block in enumerate(real(*args)):
+            yield block
+            if number == 0:
+                os.kill(os.getpid(), signum)
+
+    return blocks
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_the_write_cleanly(tmp_path, monkeypatch, signum):
+    # two chunks of 1 MiB, so two blocks: the signal comes between them
+    data = np.arange(4 * 8 * 128 * 128, dtype="float32").reshape(4, 8, 128, 128)
+    layer = xr.DataArray(data, dims=("stimulus", "channel", "row", "column"))
+    monkeypatch.setattr(dnnmask_xr.writer, "iter_blocks", _signal_after_first_block(signum))
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted) as stopped:
+        save_act({"layer": layer}, tmp_path / "x.act.h5", block_bytes=1024)
+    assert stopped.value.signum == signum
+    assert list(tmp_path.iterdir()) == []
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+
+
+def test_the_command_reports_a_signal_and_writes_nothing(act_file, tmp_path, monkeypatch,
+                                                         capsys):
+    monkeypatch.setattr(dnnmask_xr.writer, "iter_blocks", _signal_after_first_block(
+        signal.SIGINT))
+    out = tmp_path / "out.act.h5"
+    assert main(["-act", str(act_file), "-layer", "conv5", "-out", str(out)]) == 130
+    assert capsys.readouterr().err == ("dnn_mask: error: interrupted by SIGINT; nothing was "
+                                       "written\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.act.h5"]

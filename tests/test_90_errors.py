@@ -533,3 +533,11 @@ def test_numbers_are_1_based_in_message(
     )
     assert "1-based" in message
     assert "valid: 1..20" in message
+
+
+def test_dry_run_checks_the_output_folder(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, act_file: Path
+) -> None:
+    out = tmp_path / "missing" / "out.act.h5"
+    argv = ["-act", act_file, "-layer", "conv5", "--dry-run", "-out", out]
+    check_fails(capsys, tmp_path, argv, 1, [r"folder", r"missing", r"does not exist"], out=out)
