@@ -163,3 +163,18 @@ def test_layers_in_memory_and_on_disk_behave_alike(act_file, layers):
     eager = xr.DataArray(layers["conv5"], dims=lazy.dims, coords=lazy.coords)
     picked = {"channel": [20, 1, 1], "row": [6, 2], "column": [7]}
     xr.testing.assert_identical(lazy.sel(picked).load(), eager.sel(picked).rename("conv5"))
+
+
+def test_uncompressed_files_of_older_dnnbrain_open_lazily(tmp_path):
+    # older DNNBrain wrote create_dataset(name, data=array): contiguous, no gzip
+    data = np.random.default_rng(4).standard_normal((20, 128, 16, 16))
+    path = tmp_path / "plain.act.h5"
+    with h5py.File(path, "w") as root:
+        root.create_dataset("conv", data=data)
+    conv = open_act(path)["conv"]
+    before = _bytes_read()
+    np.testing.assert_array_equal(conv.sel(channel=[9], row=[2, 1]).values,
+                                  data[:, [8]][:, :, [1, 0]])
+    # HDF5 reads a contiguous layout through its 64 KiB sieve buffer: about
+    # one window per stimulus here (its selected rows are one run), not the file
+    assert _bytes_read() - before <= 1.25 * 20 * 64 * 1024 < data.nbytes / 2
