@@ -92,7 +92,7 @@ def _read_metadata(
     root: h5py.File, where: str, manager: CachingFileManager
 ) -> tuple[dict[str, xr.DataArray], dict[str, object], dict[str, str]]:
     try:
-        names = list(root)
+        names = layer_names(root)
     except (OSError, RuntimeError, KeyError) as err:
         raise ActFileError(f"{where!r} is damaged: cannot list its layers ({err})") from None
     layers = {}
@@ -117,6 +117,21 @@ def _read_metadata(
         coords = {"stimulus": ids, **{key: ("stimulus", v) for key, v in fields.items()}}
         layers = {name: array.assign_coords(coords) for name, array in layers.items()}
     return layers, attrs, header
+
+
+def layer_names(root: h5py.Group) -> list[str]:
+    """List the root's objects in creation order where the file tracks it.
+
+    Files this package writes track creation order, so layers come back in
+    the order written. h5py iterates in that order only from some version
+    on (older ones list by name), so the order is asked for explicitly.
+    Files without tracking (DNNBrain's) list by name, as h5py does.
+    """
+    if not root["/"].id.get_create_plist().get_link_creation_order():
+        return list(root)
+    names: list[bytes] = []
+    root.id.links.iterate(names.append, idx_type=h5py.h5.INDEX_CRT_ORDER)
+    return [name.decode("utf-8") for name in names]
 
 
 def _layer_dataset(root: h5py.File, name: str, where: str) -> h5py.Dataset:
