@@ -178,3 +178,12 @@ def test_uncompressed_files_of_older_dnnbrain_open_lazily(tmp_path):
     # HDF5 reads a contiguous layout through its 64 KiB sieve buffer: about
     # one window per stimulus here (its selected rows are one run), not the file
     assert _bytes_read() - before <= 1.25 * 20 * 64 * 1024 < data.nbytes / 2
+
+
+def test_pointwise_indexing_equals_numpy(lazy_and_eager):
+    lazy, data = lazy_and_eager
+    channels, rows = [8, 0, 8], [4, 2, 0]
+    points = lazy.isel(channel=xr.DataArray(channels, dims="point"),
+                       row=xr.DataArray(rows, dims="point"))
+    assert points.dims == ("stimulus", "point", "column")
+    np.testing.assert_array_equal(points.values, data[:, channels, rows, :])
