@@ -128,7 +128,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     _check_flags(args)
-    check_output(args.out)
     if args.dmask is not None:
         mask = read_dmask(args.dmask)
     else:
@@ -153,9 +152,7 @@ def _check_flags(args: argparse.Namespace) -> None:
         if args.chn is not None:
             raise UsageError("-chn needs -layer to say which layer the channels belong to")
         raise UsageError("no units chosen; give -layer (with or without -chn) or -dmask")
-    if not args.out.endswith(SUFFIX):
-        raise UsageError(f"-out {args.out!r} does not end in {SUFFIX!r}; "
-                         f"name the output like 'masked{SUFFIX}'")
+    check_output(args.out)
     if same_file(args.act, args.out):
         raise UsageError(f"-out {args.out!r} is the input file; dnn_mask never overwrites "
                          "its input: choose another -out")

@@ -53,11 +53,10 @@ def open_act(
     manager = CachingFileManager(h5py.File, where, mode="r")
     try:
         layers, attrs, header = _read_metadata(manager.acquire(), where, manager)
-    except OSError as err:
+    except BaseException as err:
         manager.close()
-        raise ActFileError(f"cannot read {where!r}: the file is damaged ({err})") from None
-    except BaseException:
-        manager.close()
+        if isinstance(err, OSError):
+            raise ActFileError(f"cannot read {where!r}: the file is damaged ({err})") from None
         raise
     acts = Activations(layers, attrs=attrs, stim_header=header, source=where,
                        closers=[manager.close])

@@ -18,7 +18,7 @@ from dnnmask_xr._interrupt import check_interrupt, deferred_interrupts
 from dnnmask_xr._version import __version__
 from dnnmask_xr.activations import Activations, stimulus_fields
 from dnnmask_xr.coding import NUMBERED_DIMS, encode_layer_numbers, encode_stimulus
-from dnnmask_xr.errors import ActFileError, DnnMaskError
+from dnnmask_xr.errors import ActFileError, DnnMaskError, UsageError
 
 #: Bytes of one output block held in memory while writing.
 DEFAULT_BLOCK_BYTES = 64 * 2**20
@@ -59,9 +59,10 @@ def save_act(
     ------
     ActFileError
         If the output cannot be written; nothing is left at ``path``.
+    UsageError
+        If ``path`` does not end in ``.act.h5``.
     DnnMaskError
-        If ``path`` does not end in ``.act.h5``, or the layers disagree on
-        their stimuli.
+        If the layers disagree on their stimuli.
     """
     if not isinstance(acts, Activations):
         acts = Activations(acts)
@@ -182,15 +183,15 @@ def check_output(target: str) -> None:
 
     Raises
     ------
-    DnnMaskError
+    UsageError
         If the name does not end in ``.act.h5``.
     ActFileError
         If its folder is missing, not a folder or not writable, or the
         target is a folder.
     """
     if not target.endswith(SUFFIX):
-        raise DnnMaskError(f"output {target!r} does not end in {SUFFIX!r}; "
-                           f"name it like 'masked{SUFFIX}'")
+        raise UsageError(f"output {target!r} does not end in {SUFFIX!r}; "
+                         f"name it like 'masked{SUFFIX}'")
     folder = Path(target).parent
     if folder.exists() and not folder.is_dir():
         raise ActFileError(f"cannot write {target!r}: {str(folder)!r} is a file, not a folder")

@@ -17,7 +17,15 @@ from hypothesis import strategies as st
 
 import dnnmask_xr
 import dnnmask_xr.writer
-from dnnmask_xr import ActFileError, DnnMask, DnnMaskError, Stimuli, open_act, save_act
+from dnnmask_xr import (
+    ActFileError,
+    DnnMask,
+    DnnMaskError,
+    Stimuli,
+    UsageError,
+    open_act,
+    save_act,
+)
 from dnnmask_xr._interrupt import Interrupted
 from dnnmask_xr.cli import main
 from dnnmask_xr.reader import layer_names
@@ -81,6 +89,7 @@ def test_root_holds_only_4d_gzip_layers_in_the_order_written(act_file, stim_file
             assert dataset.compression_opts == 4
         assert root.attrs["source"] == str(act_file)
         assert root.attrs["mask"] == "fc3=\nconv5=\n"
+        assert root.attrs["mask_by"] == "label"
         assert root.attrs["cmd"] == "dnn_mask -act ..."
         assert root.attrs["software"].startswith("dnnmask_xr ")
         assert pd.Timestamp(root.attrs["date"]).tzinfo is not None
@@ -121,7 +130,7 @@ def test_the_input_is_never_the_output(act_file):
 
 
 def test_suffix_is_required(act_file, tmp_path):
-    with pytest.raises(DnnMaskError, match=r"does not end in '\.act\.h5'"):
+    with pytest.raises(UsageError, match=r"does not end in '\.act\.h5'"):
         save_act(open_act(act_file), tmp_path / "x.h5")
 
 

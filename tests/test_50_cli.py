@@ -93,6 +93,7 @@ def test_provenance_records_the_command(act_file, tmp_path, capsys):
         assert root.attrs["cmd"] == f"dnn_mask -act {act_file} -layer conv5 -chn 2 -out {out}"
         assert root.attrs["source"] == str(act_file)
         assert root.attrs["mask"] == "conv5=chn\n2\n"
+        assert root.attrs["mask_by"] == "position"
 
 
 def test_an_existing_output_is_replaced(act_file, layers, tmp_path, capsys):

@@ -52,6 +52,15 @@ def numpy_mask(layers, mask):
     return expected
 
 
+def assert_reference_reads(path, expected):
+    """DNNBrain's reader finds exactly the expected layers, values and dtypes."""
+    theirs = read_reference_act(path)
+    assert sorted(theirs) == sorted(expected)
+    for name, array in theirs.items():
+        assert array.dtype == expected[name].dtype
+        np.testing.assert_array_equal(array, expected[name])
+
+
 @settings(max_examples=60, deadline=None)
 @given(case=files_and_masks())
 def test_mask_save_open_equals_numpy(case):
@@ -75,9 +84,7 @@ def test_mask_save_open_equals_numpy(case):
                 size = layers[name].shape[1 + AXES.index(axis)]
                 wanted = list(numbers) if numbers else list(range(1, size + 1))
                 assert back[name][axis].values.tolist() == wanted
-        # what DNNBrain's reader sees in our file
-        for name, array in read_reference_act(out).items():
-            np.testing.assert_array_equal(array, expected[name])
+        assert_reference_reads(out, expected)
 
 
 @settings(max_examples=30, deadline=None)
@@ -92,8 +99,4 @@ def test_command_with_dmask_equals_numpy(case):
         write_dmask(mask, dmask)
         assert main(["-act", str(source), "-dmask", str(dmask), "-out", str(out), "-q"]) == 0
         assert list(open_act(out)) == list(mask)
-        theirs = read_reference_act(out)
-        assert sorted(theirs) == sorted(mask)
-        for name, array in theirs.items():
-            assert array.dtype == expected[name].dtype
-            np.testing.assert_array_equal(array, expected[name])
+        assert_reference_reads(out, expected)

@@ -137,7 +137,7 @@ FLAG_CASES = {
     ),
     "out-without-suffix": (
         ["-act", "{act}", "-layer", "conv5", "-out", "{dir}/out.h5"],
-        [r"-out\b", r"out\.h5", r"'\.act\.h5'"],
+        [r"output", r"out\.h5", r"'\.act\.h5'"],
     ),
     "out-is-act": (
         ["-act", "{act}", "-layer", "conv5", "-out", "{act}"],
