@@ -20,8 +20,8 @@ from dnnmask_xr.activations import Activations, stimulus_fields
 from dnnmask_xr.coding import NUMBERED_DIMS, encode_layer_numbers, encode_stimulus
 from dnnmask_xr.errors import ActFileError, DnnMaskError, UsageError
 
-#: Bytes of one output block held in memory while writing.
-DEFAULT_BLOCK_BYTES = 64 * 2**20
+#: Default memory budget: bytes of activations held at once while writing.
+DEFAULT_MEMORY = 128 * 2**20
 #: Target bytes of one HDF5 chunk of the output, before compression.
 CHUNK_BYTES = 2**20
 SUFFIX = ".act.h5"
@@ -32,7 +32,7 @@ def save_act(
     path: str | os.PathLike[str],
     *,
     attrs: Mapping[str, Any] | None = None,
-    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    memory: int = DEFAULT_MEMORY,
     progress: bool = False,
 ) -> None:
     """Write layers to an ``.act.h5`` file that DNNBrain reads as its own.
@@ -50,8 +50,8 @@ def save_act(
         replaced, but never the file the layers are read from.
     attrs
         More provenance for the file's root (``cmd``, for instance).
-    block_bytes
-        Most bytes of a layer held in memory at once while writing.
+    memory
+        Memory budget: most bytes of activations held at once while writing.
     progress
         Show a progress bar on stderr for writes that take a while.
 
@@ -88,7 +88,7 @@ def save_act(
                 encode_stimulus(root.attrs, *stimulus, acts.stim_header)
                 for name, array in acts.items():
                     bar.set_description(name)
-                    _write_layer(root, name, array, block_bytes, bar)
+                    _write_layer(root, name, array, memory, bar)
     except OSError as err:
         raise ActFileError(f"cannot write {target!r}: {err}") from None
 

@@ -169,7 +169,7 @@ def test_memory_does_not_grow_with_layer_size(tmp_path):
     acts = open_act(tmp_path / "big.act.h5")
     tracemalloc.start()
     try:
-        save_act(acts, tmp_path / "copy.act.h5", block_bytes=2**20)
+        save_act(acts, tmp_path / "copy.act.h5", memory=2**20)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -227,7 +227,7 @@ def test_a_signal_stops_the_write_cleanly(tmp_path, monkeypatch, signum):
     monkeypatch.setattr(dnnmask_xr.writer, "iter_blocks", _signal_after_first_block(signum))
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with pytest.raises(Interrupted) as stopped:
-        save_act({"layer": layer}, tmp_path / "x.act.h5", block_bytes=1024)
+        save_act({"layer": layer}, tmp_path / "x.act.h5", memory=1024)
     assert stopped.value.signum == signum
     assert list(tmp_path.iterdir()) == []
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
