@@ -9,10 +9,15 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from dnnmask_xr.coding import DIMS, NUMBERED_DIMS, count_from_one, is_counted_from_one
+from dnnmask_xr.coding import DIMS, NUMBERED_DIMS, count_from_one
+from dnnmask_xr.describe import describe_layers
 from dnnmask_xr.dmask import DnnMask, format_dmask
 from dnnmask_xr.errors import DnnMaskError, SelectionError
-from dnnmask_xr.selection import NumberMeaning, describe_numbers, layer_positions
+from dnnmask_xr.selection import (
+    NumberMeaning,
+    layer_positions,
+    stimulus_labels,
+)
 from dnnmask_xr.stim import Stimuli
 
 
@@ -156,18 +161,11 @@ class Activations(Mapping[str, xr.DataArray]):
             If the table's length differs from the number of stimuli, or a
             field is named like a dimension.
         """
-        if self._layers and len(stimuli) != self.n_stimuli:
-            raise SelectionError(
-                f"the stimulus table lists {_stimuli(len(stimuli))} but {self._where()} "
-                f"holds {self.n_stimuli}; give one row per stimulus, in order"
-            )
-        fields = {name: stimuli.table[name].to_numpy() for name in stimuli.table.columns
-                  if name != "stimID"}
-        clash = [name for name in fields if name in DIMS]
-        if clash:
-            raise SelectionError(f"stimulus field {clash[0]!r} has the name of a dimension; "
-                                 f"rename it (dimensions: {', '.join(DIMS)})")
-        coords = {"stimulus": np.asarray(stimuli.stim_ids)}
+        if self._layers:
+            ids, fields = stimulus_labels(stimuli, self.n_stimuli, self._where())
+        else:
+            ids, fields = np.asarray(stimuli.stim_ids), {}
+        coords = {"stimulus": ids}
         coords.update({name: ("stimulus", values) for name, values in fields.items()})
         layers = {}
         for name, array in self._layers.items():
@@ -192,15 +190,10 @@ class Activations(Mapping[str, xr.DataArray]):
         Name, shape, dtype, size once loaded, and the channel/row/column
         numbers where they are not simply ``1..n``.
         """
-        width = max((len(name) for name in self._layers), default=0)
-        lines = []
-        for name, array in self._layers.items():
-            line = (f"{name:<{width}}  {' x '.join(map(str, array.shape))}  {array.dtype}  "
-                    f"{format_bytes(array.nbytes)}")
-            cut = [f"{dim} {describe_numbers(array[dim].values)}" for dim in NUMBERED_DIMS
-                   if not is_counted_from_one(array[dim].values)]
-            lines.append(f"{line}  ({'; '.join(cut)})" if cut else line)
-        return "\n".join(lines)
+        return describe_layers(
+            (name, array.shape, array.dtype, {dim: array[dim].values for dim in NUMBERED_DIMS})
+            for name, array in self._layers.items()
+        )
 
     def __repr__(self) -> str:
         head = (f"<Activations of {self._where()}: {len(self)} layer(s), "
@@ -234,19 +227,6 @@ def stimulus_fields(array: xr.DataArray) -> dict[str, np.ndarray]:
         for name, coord in array.coords.items()
         if coord.dims == ("stimulus",) and name != "stimulus"
     }
-
-
-def _stimuli(count: int) -> str:
-    return f"{count} stimulus" if count == 1 else f"{count} stimuli"
-
-
-def format_bytes(nbytes: float) -> str:
-    """Write a byte count for people: ``865.3 kB``."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if nbytes < 1000 or unit == "TB":
-            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
-        nbytes /= 1000
-    raise AssertionError("unreachable")
 
 
 def _as_layer(name: str, array: xr.DataArray) -> xr.DataArray:

@@ -31,15 +31,16 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from dnnmask_xr._interrupt import Interrupted
-from dnnmask_xr.activations import format_bytes
-from dnnmask_xr.dmask import read_dmask
 from dnnmask_xr.errors import DnnMaskError, UsageError
-from dnnmask_xr.reader import open_act
-from dnnmask_xr.selection import mask_from_flags
-from dnnmask_xr.writer import SUFFIX, check_output, same_file, save_act
 
+# Only what parsing the flags needs is imported here; numpy, h5py and the
+# rest come in main(), so start-up stays short and Ctrl-C during it is
+# handled like any other.
 PROG = "dnn_mask"
+SUFFIX = ".act.h5"
 _NUMBER = re.compile(r"-\d+")
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,7 +90,27 @@ def _get_parser() -> argparse.ArgumentParser:
                         help="print each output layer's shape, dtype and size; write nothing")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no progress report on stderr")
+    parser.add_argument("--memory", metavar="SIZE", type=memory_size, default=None,
+                        help="most memory for activations at once, e.g. 512M or 2G "
+                             "(binary units; default 128M)")
+    parser.add_argument("--threads", metavar="N", type=int, default=None,
+                        help="threads that inflate and deflate chunks (default: all cores)")
+    parser.add_argument("--verify", action="store_true",
+                        help="also inflate the compressed chunks copied unchanged, to stop "
+                             "on a damaged input chunk (slower)")
     return parser
+
+
+def memory_size(text: str) -> int:
+    """Read a size such as ``512M``, ``2G``, ``1.5GiB`` or ``1000000`` as bytes."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size; give bytes or a number "
+                                         "with K, M, G or T, such as 512M")
+    size = int(float(match[1]) * _UNITS[match[2].upper()])
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive size")
+    return size
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -128,20 +149,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     _check_flags(args)
+    from dnnmask_xr.dmask import read_dmask
+    from dnnmask_xr.extract import mask_file, plan_mask
+    from dnnmask_xr.h5 import open_file
+    from dnnmask_xr.selection import mask_from_flags
+    from dnnmask_xr.writer import DEFAULT_MEMORY, progress_bar
+
     if args.dmask is not None:
         mask = read_dmask(args.dmask)
     else:
         mask = mask_from_flags(args.layer, args.chn)
-    with open_act(args.act, stim=args.stim) as acts:
-        # DNNBrain reads numbers as positions in the file, whatever it holds
-        masked = acts.mask(mask, by="position")
-        if args.dry_run:
-            print(f"would write {args.out!r}: {len(masked)} layer(s), {masked.n_stimuli} "
-                  f"stimuli, {format_bytes(masked.nbytes)} before compression")
-            print(masked.describe())
-            return 0
-        save_act(masked, args.out, attrs={"cmd": shlex.join([PROG, *argv])},
-                 progress=not args.quiet and sys.stderr.isatty())
+    if args.dry_run:
+        with open_file(args.act) as root:
+            # DNNBrain reads numbers as positions in the file, whatever it holds
+            plan = plan_mask(root, args.act, mask, stim=args.stim, by="position")
+        print(plan.summary(args.out))
+        print(plan.describe())
+        return 0
+    with progress_bar(not args.quiet and sys.stderr.isatty()) as on_progress:
+        mask_file(args.act, args.out, mask, stim=args.stim, by="position",
+                  attrs={"cmd": shlex.join([PROG, *argv])},
+                  memory=args.memory or DEFAULT_MEMORY, threads=args.threads,
+                  on_progress=on_progress, verify=args.verify)
     return 0
 
 
@@ -152,6 +181,10 @@ def _check_flags(args: argparse.Namespace) -> None:
         if args.chn is not None:
             raise UsageError("-chn needs -layer to say which layer the channels belong to")
         raise UsageError("no units chosen; give -layer (with or without -chn) or -dmask")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads {args.threads} is not a positive number of threads")
+    from dnnmask_xr.writer import check_output, same_file
+
     check_output(args.out)
     if same_file(args.act, args.out):
         raise UsageError(f"-out {args.out!r} is the input file; dnn_mask never overwrites "

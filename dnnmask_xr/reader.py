@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import h5py
 import xarray as xr
@@ -13,7 +12,8 @@ from xarray.core import indexing
 from dnnmask_xr.activations import Activations
 from dnnmask_xr.array import LayerArray
 from dnnmask_xr.coding import DIMS, decode_layer_numbers, decode_stimulus, is_reserved
-from dnnmask_xr.errors import ActFileError, SelectionError
+from dnnmask_xr.errors import SelectionError
+from dnnmask_xr.h5 import layer_datasets, open_file
 from dnnmask_xr.stim import Stimuli, read_stim
 
 
@@ -47,16 +47,11 @@ def open_act(
         that is not a 4-D numeric dataset.
     """
     where = os.fspath(path)
-    _check_readable(where)
-    # HDF5's default locking, not a custom one: within a process HDF5 shares
-    # one handle per file and refuses opens whose locking flags differ.
-    manager = CachingFileManager(h5py.File, where, mode="r")
+    manager = CachingFileManager(open_file, where)
     try:
         layers, attrs, header = _read_metadata(manager.acquire(), where, manager)
-    except BaseException as err:
+    except BaseException:
         manager.close()
-        if isinstance(err, OSError):
-            raise ActFileError(f"cannot read {where!r}: the file is damaged ({err})") from None
         raise
     acts = Activations(layers, attrs=attrs, stim_header=header, source=where,
                        closers=[manager.close])
@@ -70,33 +65,11 @@ def open_act(
         raise SelectionError(f"{os.fspath(stim)}: {err}") from None
 
 
-def _check_readable(where: str) -> None:
-    file = Path(where)
-    if not file.exists():
-        raise ActFileError(f"cannot open {where!r}: no such file")
-    if file.is_dir():
-        raise ActFileError(f"cannot open {where!r}: it is a folder, not an .act.h5 file")
-    if not os.access(file, os.R_OK):
-        raise ActFileError(f"cannot open {where!r}: permission denied")
-    try:
-        is_hdf5 = h5py.is_hdf5(where)
-    except OSError as err:
-        raise ActFileError(f"cannot open {where!r}: {err.strerror or err}") from None
-    if not is_hdf5:
-        raise ActFileError(f"{where!r} is not an HDF5 file; an .act.h5 file is HDF5 with "
-                           "one 4-D dataset per layer")
-
-
 def _read_metadata(
     root: h5py.File, where: str, manager: CachingFileManager
 ) -> tuple[dict[str, xr.DataArray], dict[str, object], dict[str, str]]:
-    try:
-        names = layer_names(root)
-    except (OSError, RuntimeError, KeyError) as err:
-        raise ActFileError(f"{where!r} is damaged: cannot list its layers ({err})") from None
     layers = {}
-    for name in names:
-        dataset = _layer_dataset(root, name, where)
+    for name, dataset in layer_datasets(root, where).items():
         variable = xr.Variable(
             DIMS, indexing.LazilyIndexedArray(
                 LayerArray(manager, name, dataset.shape, dataset.dtype)
@@ -104,47 +77,11 @@ def _read_metadata(
         )
         numbers = decode_layer_numbers(dataset, repr(where))
         layers[name] = xr.DataArray(variable, coords=numbers, name=name)
-    n_stim = {array.sizes["stimulus"] for array in layers.values()}
-    if len(n_stim) > 1:
-        listing = ", ".join(f"{name!r}: {a.sizes['stimulus']}" for name, a in layers.items())
-        raise ActFileError(f"{where!r}: layers describe different numbers of stimuli "
-                           f"({listing}); every layer must have one row per stimulus")
     attrs = {key: value for key, value in root.attrs.items() if not is_reserved(key)}
     header: dict[str, str] = {}
     if layers:
-        ids, fields, header = decode_stimulus(root.attrs, n_stim.pop(), repr(where))
+        n_stim = next(iter(layers.values())).sizes["stimulus"]
+        ids, fields, header = decode_stimulus(root.attrs, n_stim, repr(where))
         coords = {"stimulus": ids, **{key: ("stimulus", v) for key, v in fields.items()}}
         layers = {name: array.assign_coords(coords) for name, array in layers.items()}
     return layers, attrs, header
-
-
-def layer_names(root: h5py.Group) -> list[str]:
-    """List the root's objects in creation order where the file tracks it.
-
-    Files this package writes track creation order, so layers come back in
-    the order written. h5py iterates in that order only from some version
-    on (older ones list by name), so the order is asked for explicitly.
-    Files without tracking (DNNBrain's) list by name, as h5py does.
-    """
-    if not root["/"].id.get_create_plist().get_link_creation_order():
-        return list(root)
-    names: list[bytes] = []
-    root.id.links.iterate(names.append, idx_type=h5py.h5.INDEX_CRT_ORDER)
-    return [name.decode("utf-8") for name in names]
-
-
-def _layer_dataset(root: h5py.File, name: str, where: str) -> h5py.Dataset:
-    try:
-        node = root[name]
-    except (OSError, KeyError, RuntimeError) as err:
-        raise ActFileError(f"{where!r}: cannot read layer {name!r} ({err})") from None
-    kind = ("a group" if isinstance(node, h5py.Group) else
-            f"a {node.ndim}-D dataset" if isinstance(node, h5py.Dataset) else "not a dataset")
-    if not isinstance(node, h5py.Dataset) or node.ndim != 4:
-        raise ActFileError(f"{where!r}: root object {name!r} is {kind}; every root object of "
-                           "an .act.h5 file must be a 4-D dataset (stimulus, channel, row, "
-                           "column)")
-    if node.dtype.kind not in "biufc":
-        raise ActFileError(f"{where!r}: layer {name!r} holds {node.dtype} values; layers "
-                           "hold numbers (integer, float or complex)")
-    return node

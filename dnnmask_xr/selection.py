@@ -7,12 +7,16 @@ else, after checking them against the layer they select from.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from dnnmask_xr.coding import DIMS
 from dnnmask_xr.dmask import DnnMask, LayerMask
 from dnnmask_xr.errors import SelectionError, UsageError
+
+if TYPE_CHECKING:
+    from dnnmask_xr.stim import Stimuli
 
 #: How mask numbers are read: as the labels of the ``channel``/``row``/
 #: ``column`` coordinates, or as 1-based positions in the file (DNNBrain's
@@ -142,3 +146,41 @@ def describe_numbers(labels: np.ndarray, most: int = 8) -> str:
         return f"{labels[0]}..{labels[-1]}"
     shown = ", ".join(str(label) for label in labels[:most])
     return shown + (f", ... ({labels.size} in all)" if labels.size > most else "") or "none"
+
+
+def stimulus_labels(
+    stimuli: Stimuli, n_stimuli: int, where: str
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Check a stimulus table against the activations it describes.
+
+    Parameters
+    ----------
+    stimuli
+        The table, one row per stimulus.
+    n_stimuli
+        How many stimuli the activations hold.
+    where
+        The activations, for errors (a quoted path, say).
+
+    Returns
+    -------
+    tuple
+        The stimulus IDs, and every other field by name.
+
+    Raises
+    ------
+    SelectionError
+        If the table's length differs from the number of stimuli, or a
+        field is named like a dimension.
+    """
+    if len(stimuli) != n_stimuli:
+        listed = f"{len(stimuli)} stimulus" if len(stimuli) == 1 else f"{len(stimuli)} stimuli"
+        raise SelectionError(f"the stimulus table lists {listed} but {where} holds "
+                             f"{n_stimuli}; give one row per stimulus, in order")
+    fields = {name: stimuli.table[name].to_numpy() for name in stimuli.table.columns
+              if name != "stimID"}
+    clash = [name for name in fields if name in DIMS]
+    if clash:
+        raise SelectionError(f"stimulus field {clash[0]!r} has the name of a dimension; "
+                             f"rename it (dimensions: {', '.join(DIMS)})")
+    return np.asarray(stimuli.stim_ids), fields

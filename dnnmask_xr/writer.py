@@ -1,181 +1,204 @@
-"""Write layers to an ``.act.h5`` file, block by block, all or nothing."""
+"""Write an ``.act.h5`` file, layer by layer, all or nothing.
+
+Knows nothing of xarray: layers arrive as :class:`OutputLayer` records whose
+values come from a file selection or a block reader (see
+:mod:`dnnmask_xr.engine`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
-import xarray as xr
-from tqdm import tqdm
 
 from dnnmask_xr._atomic import atomic_path
-from dnnmask_xr._interrupt import check_interrupt, deferred_interrupts
+from dnnmask_xr._interrupt import deferred_interrupts
 from dnnmask_xr._version import __version__
-from dnnmask_xr.activations import Activations, stimulus_fields
 from dnnmask_xr.coding import NUMBERED_DIMS, encode_layer_numbers, encode_stimulus
+from dnnmask_xr.engine import (
+    BlockReader,
+    Budget,
+    FileSelection,
+    LayerReport,
+    default_threads,
+    write_selection,
+    write_values,
+)
 from dnnmask_xr.errors import ActFileError, DnnMaskError, UsageError
 
 #: Default memory budget: bytes of activations held at once while writing.
 DEFAULT_MEMORY = 128 * 2**20
-#: Target bytes of one HDF5 chunk of the output, before compression.
-CHUNK_BYTES = 2**20
 SUFFIX = ".act.h5"
 
 
-def save_act(
-    acts: Activations | Mapping[str, xr.DataArray],
-    path: str | os.PathLike[str],
-    *,
-    attrs: Mapping[str, Any] | None = None,
-    memory: int = DEFAULT_MEMORY,
-    progress: bool = False,
-) -> None:
-    """Write layers to an ``.act.h5`` file that DNNBrain reads as its own.
+@dataclass(frozen=True)
+class ComputedValues:
+    """Values of a layer that come a block at a time from a callable."""
 
-    One gzip-compressed 4-D dataset per layer at the root, in order, and
-    nothing else there. Coordinates, the stimulus table and provenance go
-    into HDF5 attributes. The file appears at ``path`` only once complete.
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    read_block: BlockReader
+
+
+@dataclass(frozen=True)
+class OutputLayer:
+    """One layer to write: its name, unit numbers and where its values come from."""
+
+    name: str
+    numbers: Mapping[str, np.ndarray]
+    values: FileSelection | ComputedValues
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The layer's shape."""
+        return self.values.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The layer's dtype."""
+        if isinstance(self.values, FileSelection):
+            return self.values.dataset.dtype
+        return self.values.dtype
+
+
+@dataclass(frozen=True)
+class Stimulus:
+    """The stimulus table of a file: IDs, fields and the table's header."""
+
+    ids: np.ndarray
+    fields: Mapping[str, np.ndarray]
+    header: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class SaveReport:
+    """What writing a file did, layer by layer.
+
+    Attributes
+    ----------
+    path
+        The file written.
+    layers
+        One :class:`~dnnmask_xr.engine.LayerReport` per layer: how it was
+        written (``copied``, ``re-encoded``, ``encoded``) and how many chunks
+        were read, inflated and written.
+    """
+
+    path: str
+    layers: tuple[LayerReport, ...]
+
+    def __str__(self) -> str:
+        return "\n".join(
+            f"{layer.name}: {layer.method}; {layer.chunks_read} chunk(s) read, "
+            f"{layer.chunks_inflated} inflated, {layer.chunks_written} written"
+            for layer in self.layers
+        )
+
+
+def write_act(
+    path: str,
+    layers: Sequence[OutputLayer],
+    *,
+    stimulus: Stimulus,
+    attrs: Mapping[str, Any],
+    memory: int = DEFAULT_MEMORY,
+    threads: int | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
+    verify: bool = False,
+) -> SaveReport:
+    """Write layers to an ``.act.h5`` file that appears only once complete.
 
     Parameters
     ----------
-    acts
-        The layers, lazy or in memory; lazy ones are read block by block.
     path
-        The output, ending in ``.act.h5``. An existing file there is
-        replaced, but never the file the layers are read from.
+        The output; checked with :func:`check_output` first.
+    layers
+        The layers, in order.
+    stimulus
+        The stimulus table shared by all layers.
     attrs
-        More provenance for the file's root (``cmd``, for instance).
+        Provenance for the root (``date`` and ``software`` are added).
     memory
-        Memory budget: most bytes of activations held at once while writing.
-    progress
-        Show a progress bar on stderr for writes that take a while.
+        Most bytes of activations held at once.
+    threads
+        Threads that code chunks; all available cores if None.
+    on_progress
+        Called with a layer's name, bytes just done and bytes in all.
+    verify
+        Also inflate the compressed chunks copied unchanged, so that a
+        damaged input chunk stops the write rather than being copied.
 
-    Raises
-    ------
-    ActFileError
-        If the output cannot be written; nothing is left at ``path``.
-    UsageError
-        If ``path`` does not end in ``.act.h5``.
-    DnnMaskError
-        If the layers disagree on their stimuli.
+    Returns
+    -------
+    SaveReport
+        How each layer was written.
     """
-    if not isinstance(acts, Activations):
-        acts = Activations(acts)
-    target = os.fspath(path)
-    check_output(target)
-    if acts.source and same_file(acts.source, target):
-        raise ActFileError(f"output {target!r} is the input file; writing it would replace the "
-                           "activations being read: choose another output path")
-    stimulus = _shared_stimulus(acts)
-    root_attrs = {**acts.attrs, **(attrs or {}), "date": _now(), "software": _software()}
+    check_output(path)
+    check_memory(memory)
+    for layer in layers:
+        _check_layer(layer)
+    threads = threads or default_threads()
+    total = sum(int(np.prod(layer.shape)) * layer.dtype.itemsize for layer in layers)
+    root_attrs = {**attrs, "date": _now(), "software": _software()}
+    reports = []
     try:
-        # signals are checked before the rename that makes the file appear
-        with atomic_path(target) as tmp, deferred_interrupts(), tqdm(
-            total=acts.nbytes, unit="B", unit_scale=True, delay=0.5,
-            disable=not progress, leave=False,
-        ) as bar:
+        # signals are checked between blocks and before the rename that
+        # makes the file appear
+        with atomic_path(path) as tmp, deferred_interrupts(), \
+                ThreadPoolExecutor(threads, thread_name_prefix="dnnmask-codec") as pool:
             # libver 'earliest'..'v108' keeps the file readable by HDF5 1.8;
             # creation-order tracking keeps the layers in the order written
             # and stores attributes densely, so 100 000 stimulus IDs fit.
             with h5py.File(tmp, "w", libver=("earliest", "v108"), track_order=True) as root:
                 for key, value in root_attrs.items():
                     root.attrs[key] = value
-                encode_stimulus(root.attrs, *stimulus, acts.stim_header)
-                for name, array in acts.items():
-                    bar.set_description(name)
-                    _write_layer(root, name, array, memory, bar)
+                encode_stimulus(root.attrs, stimulus.ids, stimulus.fields, stimulus.header)
+                for layer in layers:
+                    budget = Budget(memory, pool, threads,
+                                    _progress(on_progress, layer.name, total), verify)
+                    reports.append(_write_layer(root, layer, budget))
     except OSError as err:
-        raise ActFileError(f"cannot write {target!r}: {err}") from None
+        raise ActFileError(f"cannot write {path!r}: {err}") from None
+    return SaveReport(path, tuple(reports))
 
 
-def output_chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
-    """Choose chunks of about 1 MiB that cut only stimuli and channels.
-
-    Whole rows and columns per chunk make reading one channel for all
-    stimuli touch that channel's chunks only.
-    """
-    n_stim, n_chn, n_row, n_col = shape
-    plane = max(1, n_row * n_col * itemsize)
-    if n_stim * plane <= CHUNK_BYTES:
-        return (n_stim, max(1, min(n_chn, CHUNK_BYTES // (n_stim * plane))), n_row, n_col)
-    return (max(1, min(n_stim, CHUNK_BYTES // plane)), 1, n_row, n_col)
-
-
-def iter_blocks(
-    shape: tuple[int, ...], chunks: tuple[int, ...], itemsize: int, block_bytes: int
-) -> Iterator[tuple[slice, slice]]:
-    """Cut a layer into blocks of whole chunks, each at most ``block_bytes``.
-
-    Yields ``(stimulus slice, channel slice)`` pairs covering the layer once.
-    A single chunk larger than the budget is still one block.
-    """
-    n_stim, n_chn = shape[:2]
-    stim_chunk, chn_chunk = chunks[:2]
-    chunk_bytes = stim_chunk * chn_chunk * shape[2] * shape[3] * itemsize
-    per_block = max(1, block_bytes // max(1, chunk_bytes))
-    chunks_across = -(-n_chn // chn_chunk)
-    if per_block >= chunks_across:
-        stim_step, chn_step = stim_chunk * (per_block // chunks_across), n_chn
+def _write_layer(root: h5py.File, layer: OutputLayer, budget: Budget) -> LayerReport:
+    values = layer.values
+    if isinstance(values, FileSelection):
+        report = write_selection(root, layer.name, values, budget)
     else:
-        stim_step, chn_step = stim_chunk, chn_chunk * per_block
-    for start in range(0, n_stim, stim_step):
-        for first in range(0, n_chn, chn_step):
-            yield (slice(start, min(start + stim_step, n_stim)),
-                   slice(first, min(first + chn_step, n_chn)))
+        report = write_values(root, layer.name, values.shape, np.dtype(values.dtype),
+                              values.read_block, budget)
+    encode_layer_numbers(root[layer.name], layer.numbers)
+    return report
 
 
-def same_file(first: str | os.PathLike[str], second: str | os.PathLike[str]) -> bool:
-    """Tell whether two paths name the same file (links and ``..`` included)."""
-    try:
-        return os.path.samefile(first, second)
-    except OSError:
-        return Path(first).resolve() == Path(second).resolve()
-
-
-def _write_layer(
-    root: h5py.File, name: str, array: xr.DataArray, block_bytes: int, bar: tqdm
-) -> None:
-    shape, dtype = array.shape, array.dtype
-    if dtype.kind not in "biufc":
-        raise DnnMaskError(f"layer {name!r} holds {dtype} values; only numbers can be saved")
-    numbers = {dim: array[dim].values for dim in NUMBERED_DIMS}
-    for dim, labels in numbers.items():
+def _check_layer(layer: OutputLayer) -> None:
+    if layer.dtype.kind not in "biufc":
+        raise DnnMaskError(f"layer {layer.name!r} holds {layer.dtype} values; only numbers "
+                           "can be saved")
+    for dim in NUMBERED_DIMS:
+        labels = np.asarray(layer.numbers[dim])
         if labels.dtype.kind not in "iu":
-            raise DnnMaskError(f"layer {name!r}: {dim} labels are {labels.dtype}, not integers; "
-                               f"{dim} labels are the 1-based numbers of the network's units")
-    if 0 in shape:
-        # HDF5 cannot chunk an empty axis; an empty layer needs no compression
-        dataset = root.create_dataset(name, shape=shape, dtype=dtype)
-    else:
-        chunks = output_chunks(shape, dtype.itemsize)
-        dataset = root.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks,
-                                      compression="gzip", compression_opts=4)
-        for stimuli, channels in iter_blocks(shape, chunks, dtype.itemsize, block_bytes):
-            block = array.isel(stimulus=stimuli, channel=channels).values
-            dataset[stimuli, channels] = block
-            bar.update(block.nbytes)
-            check_interrupt()
-    encode_layer_numbers(dataset, numbers)
+            raise DnnMaskError(f"layer {layer.name!r}: {dim} labels are {labels.dtype}, not "
+                               f"integers; {dim} labels are the 1-based numbers of the "
+                               "network's units")
 
 
-def _shared_stimulus(acts: Activations) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    arrays = list(acts.values())
-    if not arrays:
-        return np.arange(1, 1), {}
-    ids, fields = arrays[0]["stimulus"].values, stimulus_fields(arrays[0])
-    for name, array in zip(acts, arrays, strict=True):
-        if not np.array_equal(array["stimulus"].values, ids) or list(
-            stimulus_fields(array)
-        ) != list(fields):
-            raise DnnMaskError(f"layer {name!r} labels its stimuli differently from layer "
-                               f"{next(iter(acts))!r}; all layers of a file share one "
-                               "stimulus table")
-    return ids, fields
+def _progress(
+    on_progress: Callable[[str, int, int], None] | None, name: str, total: int
+) -> Callable[[int], None]:
+    if on_progress is None:
+        return lambda done: None
+    return lambda done: on_progress(name, done, total)
 
 
 def check_output(target: str) -> None:
@@ -203,9 +226,53 @@ def check_output(target: str) -> None:
         raise ActFileError(f"cannot write {target!r}: it is a folder")
 
 
+def check_memory(memory: int) -> None:
+    """Check a memory budget: a positive number of bytes.
+
+    Whatever the budget, one output chunk (about 1 MiB at most) and the
+    input chunks being inflated are held at once.
+
+    Raises
+    ------
+    UsageError
+        If it is not a positive integer.
+    """
+    if isinstance(memory, bool) or not isinstance(memory, int) or memory < 1:
+        raise UsageError(f"memory budget {memory!r} is not a positive number of bytes")
+
+
+def same_file(first: str | os.PathLike[str], second: str | os.PathLike[str]) -> bool:
+    """Tell whether two paths name the same file (links and ``..`` included)."""
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return Path(first).resolve() == Path(second).resolve()
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def _software() -> str:
     return f"dnnmask_xr {__version__}"
+
+
+@contextlib.contextmanager
+def progress_bar(shown: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    """Give a progress callback for :func:`write_act` that draws a bar on stderr.
+
+    The bar appears only if ``shown`` and only for writes that take over
+    half a second; the callback is None when nothing is shown.
+    """
+    if not shown:
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(unit="B", unit_scale=True, delay=0.5, leave=False) as bar:
+        def on_progress(layer: str, done: int, total: int) -> None:
+            bar.total = total
+            bar.set_description(layer, refresh=False)
+            bar.update(done)
+
+        yield on_progress

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dnnmask_xr
-import dnnmask_xr.writer
+import dnnmask_xr.engine
 from dnnmask_xr import (
     ActFileError,
     DnnMask,
@@ -27,10 +27,10 @@ from dnnmask_xr import (
     save_act,
 )
 from dnnmask_xr._interrupt import Interrupted
+from dnnmask_xr.chunking import CHUNK_BYTES, iter_blocks, output_chunks
 from dnnmask_xr.cli import main
-from dnnmask_xr.reader import layer_names
+from dnnmask_xr.h5 import layer_names
 from dnnmask_xr.testing import read_reference_act
-from dnnmask_xr.writer import CHUNK_BYTES, iter_blocks, output_chunks
 
 
 def test_round_trip_is_exact(act_file, tmp_path):
@@ -208,7 +208,7 @@ def test_blocks_cover_the_layer_once_within_budget(shape, itemsize, budget):
 
 
 def _signal_after_first_block(signum):
-    real = dnnmask_xr.writer.iter_blocks
+    real = dnnmask_xr.engine.iter_blocks
 
     def blocks(*args):
         for number, block in enumerate(real(*args)):
@@ -224,7 +224,7 @@ def test_a_signal_stops_the_write_cleanly(tmp_path, monkeypatch, signum):
     # two chunks of 1 MiB, so two blocks: the signal comes between them
     data = np.arange(4 * 8 * 128 * 128, dtype="float32").reshape(4, 8, 128, 128)
     layer = xr.DataArray(data, dims=("stimulus", "channel", "row", "column"))
-    monkeypatch.setattr(dnnmask_xr.writer, "iter_blocks", _signal_after_first_block(signum))
+    monkeypatch.setattr(dnnmask_xr.engine, "iter_blocks", _signal_after_first_block(signum))
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with pytest.raises(Interrupted) as stopped:
         save_act({"layer": layer}, tmp_path / "x.act.h5", memory=1024)
@@ -235,10 +235,12 @@ def test_a_signal_stops_the_write_cleanly(tmp_path, monkeypatch, signum):
 
 def test_the_command_reports_a_signal_and_writes_nothing(act_file, tmp_path, monkeypatch,
                                                          capsys):
-    monkeypatch.setattr(dnnmask_xr.writer, "iter_blocks", _signal_after_first_block(
+    monkeypatch.setattr(dnnmask_xr.engine, "iter_blocks", _signal_after_first_block(
         signal.SIGINT))
     out = tmp_path / "out.act.h5"
-    assert main(["-act", str(act_file), "-layer", "conv5", "-out", str(out)]) == 130
+    # unsorted channels: values are re-encoded block by block, not copied as chunks
+    assert main(["-act", str(act_file), "-layer", "conv5", "-chn", "3", "1", "2", "-out",
+                 str(out)]) == 130
     assert capsys.readouterr().err == ("dnn_mask: error: interrupted by SIGINT; nothing was "
                                        "written\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.act.h5"]

@@ -8,9 +8,10 @@ import subprocess
 import h5py
 import numpy as np
 import pytest
+import tqdm
 
 import dnnmask_xr.cli
-import dnnmask_xr.writer
+import dnnmask_xr.extract
 from dnnmask_xr import open_act
 from dnnmask_xr.cli import main
 from dnnmask_xr.testing import read_reference_act
@@ -122,16 +123,16 @@ def test_progress_only_on_a_terminal_unless_quiet(act_file, tmp_path, monkeypatc
                                                   quiet, expected):
     seen = {}
     monkeypatch.setattr(dnnmask_xr.cli.sys.stderr, "isatty", lambda: isatty)
-    monkeypatch.setattr(dnnmask_xr.cli, "save_act",
+    monkeypatch.setattr(dnnmask_xr.extract, "mask_file",
                         lambda *args, **kwargs: seen.update(kwargs))
     args = ["-act", str(act_file), "-layer", "fc3", "-out", str(tmp_path / "o.act.h5")]
     assert main([*args, "-q"] if quiet else args) == 0
-    assert seen["progress"] is expected
+    assert (seen["on_progress"] is not None) is expected
 
 
 def test_progress_bar_is_drawn_when_asked(act_file, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(dnnmask_xr.cli.sys.stderr, "isatty", lambda: True)
-    monkeypatch.setattr(dnnmask_xr.writer, "tqdm", _eager_tqdm(dnnmask_xr.writer.tqdm))
+    monkeypatch.setattr(tqdm, "tqdm", _eager_tqdm(tqdm.tqdm))
     assert main(["-act", str(act_file), "-layer", "conv5", "-out",
                  str(tmp_path / "o.act.h5")]) == 0
     assert "conv5" in capsys.readouterr().err
@@ -146,7 +147,8 @@ def _eager_tqdm(tqdm):
 def test_help_explains_every_flag(capsys):
     assert main(["--help"]) == 0
     text = capsys.readouterr().out
-    for flag in ("-act", "-layer", "-chn", "-dmask", "-stim", "-out", "--dry-run", "-q"):
+    for flag in ("-act", "-layer", "-chn", "-dmask", "-stim", "-out", "--dry-run", "-q",
+                 "--memory", "--threads"):
         assert f"  {flag}" in text
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 from conftest import N_STIMULI, digest
 
+from dnnmask_xr import ActFileError, open_act
 from dnnmask_xr.cli import main
 
 PREFIX = "dnn_mask: error: "
@@ -260,7 +261,6 @@ BAD_ACT = {
     "text-string-dataset": (_text_strings, [r"'conv5'", r"number"]),
     "layers-disagree-on-stimuli": (_uneven_stimuli, [r"'conv5'", r"'fc3'", r"stimul"]),
     "truncated": (_truncated, [r"damaged"]),
-    "damaged-chunk": (_damaged_chunk, [r"cannot read layer 'conv5'"]),
 }
 
 
@@ -277,6 +277,29 @@ def test_bad_act_file_exit_1(
         make(bad)
     argv = ["-act", bad, "-layer", "conv5", "-out", out]
     check_fails(capsys, tmp_path, argv, 1, [r"bad\.act\.h5", *patterns], out=out)
+
+
+@pytest.mark.parametrize("flags", [["-chn", "2", "1"], ["--verify"]],
+                         ids=["re-encoded", "copied-and-verified"])
+def test_damaged_chunk_exit_1(capsys, tmp_path: Path, out: Path, flags: list[str]) -> None:
+    bad = tmp_path / "bad.act.h5"
+    _damaged_chunk(bad)
+    argv = ["-act", bad, "-layer", "conv5", *flags, "-out", out]
+    check_fails(capsys, tmp_path, argv, 1,
+                [r"bad\.act\.h5", r"cannot read layer 'conv5'", r"damaged chunk"], out=out)
+
+
+def test_damaged_chunk_copied_unverified_stays_damaged(tmp_path: Path, out: Path) -> None:
+    # without --verify a whole layer's compressed chunks are copied as they
+    # are: the output holds the same damaged bytes and fails where the input does
+    bad = tmp_path / "bad.act.h5"
+    _damaged_chunk(bad)
+    assert main(["-act", str(bad), "-layer", "conv5", "-out", str(out)]) == 0
+    with h5py.File(bad, "r") as source, h5py.File(out, "r") as copy:
+        assert copy["conv5"].id.read_direct_chunk((0, 0, 0, 0)) == \
+            source["conv5"].id.read_direct_chunk((0, 0, 0, 0))
+    with pytest.raises(ActFileError, match=r"cannot read layer 'conv5'"):
+        open_act(out)["conv5"].load()
 
 
 # -- selections that do not fit the file: exit status 1 -------------------------------

@@ -1,0 +1,422 @@
+"""Write one layer of an output file, chunk by chunk, on every core.
+
+Three ways, fastest first:
+
+- **copied**: the output keeps whole chunks of a gzip-compressed input
+  layer, so their compressed bytes are copied as they are;
+- **re-encoded**: every input chunk the selection touches is read once and
+  inflated, its selected values placed into the output block, and the
+  output's chunks deflated;
+- **encoded**: values come from elsewhere (memory, dask, any lazy array) a
+  block at a time, and the output's chunks are deflated.
+
+HDF5 is called from the calling thread only; inflating, scattering and
+deflating run on a thread pool (the codecs release the GIL). Memory held at
+once is one output block plus a few chunks in flight per thread.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, field
+
+import h5py
+import numpy as np
+
+from dnnmask_xr._interrupt import check_interrupt
+from dnnmask_xr.chunking import (
+    AxisPieces,
+    aligned_chunks,
+    axis_pieces,
+    chunk_grid,
+    iter_blocks,
+    output_chunks,
+    touched_chunks,
+)
+from dnnmask_xr.codec import CodecError, deflate, inflate
+from dnnmask_xr.errors import ActFileError
+
+#: The HDF5 filter id of gzip (deflate).
+_DEFLATE = h5py.h5z.FILTER_DEFLATE
+#: Level recorded in the output's gzip filter, DNNBrain's (h5py's default).
+GZIP_LEVEL = 4
+#: Chunks in flight per pool thread: enough to keep threads busy, few enough
+#: to keep memory flat.
+_IN_FLIGHT_PER_THREAD = 4
+
+#: Reads the values of an output block: (stimulus slice, channel slice) -> array.
+BlockReader = Callable[[slice, slice], np.ndarray]
+
+
+@dataclass(frozen=True)
+class FileSelection:
+    """Units of one layer of an open file: 0-based positions per axis.
+
+    Positions may come in any order and repeat; the output follows them.
+    """
+
+    dataset: h5py.Dataset
+    positions: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the output layer."""
+        return tuple(axis.size for axis in self.positions)
+
+
+@dataclass
+class LayerReport:
+    """What writing one layer did.
+
+    Attributes
+    ----------
+    name
+        The layer.
+    method
+        ``"copied"`` (compressed chunks copied unchanged), ``"re-encoded"``
+        (touched input chunks inflated, output deflated), ``"encoded"``
+        (values computed or in memory, output deflated) or ``"empty"``.
+    chunks_read
+        Input chunks read from the file (compressed bytes).
+    chunks_inflated
+        Input chunks inflated.
+    chunks_written
+        Output chunks stored.
+    bytes_written
+        Compressed bytes stored.
+    """
+
+    name: str
+    method: str = "empty"
+    chunks_read: int = 0
+    chunks_inflated: int = 0
+    chunks_written: int = 0
+    bytes_written: int = 0
+
+
+@dataclass
+class Budget:
+    """How a layer may be written: memory, threads, progress.
+
+    Attributes
+    ----------
+    memory
+        Most bytes of activations held at once.
+    pool
+        The threads that inflate and deflate chunks.
+    threads
+        How many threads the pool has.
+    on_progress
+        Called with bytes of output done, for a progress bar.
+    verify
+        Inflate chunks that are copied unchanged, to check them: a damaged
+        input chunk then stops the write instead of being copied as it is.
+    """
+
+    memory: int
+    pool: Executor
+    threads: int
+    on_progress: Callable[[int], None] = field(default=lambda done: None)
+    verify: bool = False
+
+    @property
+    def block_bytes(self) -> int:
+        """Bytes of one output block: a third of the budget.
+
+        The rest is for its compressed chunks and the chunks in flight.
+        """
+        return max(1, self.memory // 3)
+
+
+def default_threads() -> int:
+    """Threads to code chunks with: the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def write_selection(
+    group: h5py.Group, name: str, selection: FileSelection, budget: Budget
+) -> LayerReport:
+    """Write the selected units of a file's layer as a new gzip dataset.
+
+    Parameters
+    ----------
+    group
+        Where the new dataset goes.
+    name
+        Its name.
+    selection
+        The input layer and the positions to keep.
+    budget
+        Memory, threads and progress.
+
+    Returns
+    -------
+    LayerReport
+        How it was written and how many chunks were read and written.
+    """
+    source = selection.dataset
+    shape, dtype = selection.shape, source.dtype
+    report = LayerReport(name)
+    if 0 in shape:
+        group.create_dataset(name, shape=shape, dtype=dtype)
+        return report
+    if source.chunks is not None and _is_gzip_only(source):
+        mapping = [aligned_chunks(positions, size, step) for positions, size, step
+                   in zip(selection.positions, source.shape, source.chunks, strict=True)]
+        if all(axis is not None for axis in mapping):
+            target = group.create_dataset(
+                name, shape=shape, dtype=dtype, chunks=source.chunks, compression="gzip",
+                compression_opts=source.compression_opts, fillvalue=source.fillvalue)
+            _copy_chunks(source, target, mapping, budget, report)
+            return report
+    stimulus_step = None
+    if source.chunks is not None and _is_identity(selection.positions[0], source.shape[0]):
+        stimulus_step = source.chunks[0]
+    target = _create_output(group, name, shape, dtype, stimulus_step)
+    _reencode(selection, target, budget, report)
+    return report
+
+
+def write_values(
+    group: h5py.Group,
+    name: str,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    read_block: BlockReader,
+    budget: Budget,
+) -> LayerReport:
+    """Write a layer whose values come a block at a time from ``read_block``.
+
+    Parameters
+    ----------
+    group, name
+        Where the new dataset goes, and its name.
+    shape, dtype
+        The layer's shape and dtype.
+    read_block
+        Returns the values of ``(stimulus slice, channel slice)``, all rows
+        and columns; called once per block, in order.
+    budget
+        Memory, threads and progress.
+    """
+    report = LayerReport(name)
+    if 0 in shape:
+        group.create_dataset(name, shape=shape, dtype=dtype)
+        return report
+    report.method = "encoded"
+    target = _create_output(group, name, shape, dtype, None)
+    for stimuli, channels in iter_blocks(shape, target.chunks, dtype.itemsize,
+                                         budget.block_bytes):
+        block = np.asarray(read_block(stimuli, channels), dtype=dtype)
+        _store_block(target, block, (stimuli.start, channels.start, 0, 0), budget, report)
+    return report
+
+
+def _create_output(
+    group: h5py.Group, name: str, shape: tuple[int, ...], dtype: np.dtype,
+    stimulus_step: int | None,
+) -> h5py.Dataset:
+    chunks = output_chunks(shape, dtype.itemsize, stimulus_step)
+    return group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks,
+                                compression="gzip", compression_opts=GZIP_LEVEL)
+
+
+def _copy_chunks(
+    source: h5py.Dataset, target: h5py.Dataset, mapping: list[np.ndarray],
+    budget: Budget, report: LayerReport,
+) -> None:
+    report.method = "copied"
+    steps = source.chunks
+    chunk_bytes = int(np.prod(steps)) * source.dtype.itemsize
+    pending: deque[Future] = deque()
+    limit = budget.threads * _IN_FLIGHT_PER_THREAD
+    for count, index in enumerate(chunk_grid(target.shape, steps)):
+        offset = tuple(int(axis[i]) * step for axis, i, step in zip(mapping, index, steps,
+                                                                     strict=True))
+        stored = _read_raw(source, offset)
+        if stored is not None:
+            filter_mask, data = stored
+            report.chunks_read += 1
+            if budget.verify:
+                pending.append(budget.pool.submit(_decode, stored, steps, source))
+                report.chunks_inflated += not filter_mask
+            target.id.write_direct_chunk(tuple(i * step for i, step in zip(index, steps,
+                                                                           strict=True)),
+                                         data, filter_mask)
+            report.chunks_written += 1
+            report.bytes_written += len(data)
+        while len(pending) >= limit:
+            pending.popleft().result()
+        budget.on_progress(chunk_bytes)
+        if count % 256 == 255:
+            check_interrupt()
+    while pending:
+        pending.popleft().result()
+
+
+def _reencode(
+    selection: FileSelection, target: h5py.Dataset, budget: Budget, report: LayerReport
+) -> None:
+    report.method = "re-encoded"
+    source = selection.dataset
+    steps = source.chunks or output_chunks(source.shape, source.dtype.itemsize)
+    raw = source.chunks is not None and _is_gzip_only(source)
+    stim, chn, rows, cols = selection.positions
+    inner = [axis_pieces(rows, steps[2]), axis_pieces(cols, steps[3])]
+    for stimuli, channels in iter_blocks(target.shape, target.chunks, source.dtype.itemsize,
+                                         budget.block_bytes):
+        pieces = [axis_pieces(stim[stimuli], steps[0]), axis_pieces(chn[channels], steps[1]),
+                  *inner]
+        block = np.empty((stimuli.stop - stimuli.start, channels.stop - channels.start,
+                          rows.size, cols.size), dtype=source.dtype)
+        _fill_block(source, steps, raw, pieces, block, budget, report)
+        _store_block(target, block, (stimuli.start, channels.start, 0, 0), budget, report)
+
+
+def _fill_block(
+    source: h5py.Dataset, steps: tuple[int, ...], raw: bool, pieces: list[AxisPieces],
+    block: np.ndarray, budget: Budget, report: LayerReport,
+) -> None:
+    """Read each touched input chunk once and place its selected values."""
+    pending: deque[Future] = deque()
+    limit = budget.threads * _IN_FLIGHT_PER_THREAD
+    chunk_shape = tuple(steps)
+    for index in touched_chunks(pieces):
+        ids = [axis.chunk_ids[i] for axis, i in zip(pieces, index, strict=True)]
+        offset = tuple(chunk_id * step for chunk_id, step in zip(ids, steps, strict=True))
+        out_index = [axis.out_index[i] for axis, i in zip(pieces, index, strict=True)]
+        in_index = [axis.in_index[i] for axis, i in zip(pieces, index, strict=True)]
+        if raw:
+            stored = _read_raw(source, offset)
+            report.chunks_read += stored is not None
+            report.chunks_inflated += stored is not None and not stored[0]
+            job = (_scatter_raw, block, out_index, in_index, stored, chunk_shape, source)
+        else:
+            box = tuple(slice(start, min(start + step, size))
+                        for start, step, size in zip(offset, steps, source.shape, strict=True))
+            values = _read_box(source, box)
+            report.chunks_read += 1
+            job = (_scatter, block, out_index, in_index, values)
+        pending.append(budget.pool.submit(*job))
+        while len(pending) >= limit:
+            pending.popleft().result()
+    while pending:
+        pending.popleft().result()
+
+
+def _store_block(
+    target: h5py.Dataset, block: np.ndarray, origin: tuple[int, ...], budget: Budget,
+    report: LayerReport,
+) -> None:
+    """Deflate a block's chunks on the pool and store them in order."""
+    steps = target.chunks
+    pending: deque[tuple[tuple[int, ...], Future]] = deque()
+    limit = budget.threads * _IN_FLIGHT_PER_THREAD
+    for index in chunk_grid(block.shape, steps):
+        local = tuple(i * step for i, step in zip(index, steps, strict=True))
+        piece = block[tuple(slice(start, start + step) for start, step in zip(local, steps,
+                                                                               strict=True))]
+        offset = tuple(start + first for start, first in zip(local, origin, strict=True))
+        pending.append((offset, budget.pool.submit(_deflate_piece, piece, steps)))
+        while len(pending) >= limit:
+            _write_chunk(target, *pending.popleft(), report)
+    while pending:
+        _write_chunk(target, *pending.popleft(), report)
+    budget.on_progress(block.nbytes)
+    check_interrupt()
+
+
+def _write_chunk(
+    target: h5py.Dataset, offset: tuple[int, ...], done: Future, report: LayerReport
+) -> None:
+    data = done.result()
+    target.id.write_direct_chunk(offset, data)
+    report.chunks_written += 1
+    report.bytes_written += len(data)
+
+
+def _deflate_piece(piece: np.ndarray, steps: tuple[int, ...]) -> bytes:
+    if piece.shape != steps:
+        # HDF5 stores edge chunks whole; the part outside the layer is never read
+        padded = np.zeros(steps, dtype=piece.dtype)
+        padded[tuple(slice(0, size) for size in piece.shape)] = piece
+        piece = padded
+    return deflate(np.ascontiguousarray(piece).data)
+
+
+def _scatter_raw(
+    block: np.ndarray, out_index: list, in_index: list,
+    stored: tuple[int, bytes] | None, chunk_shape: tuple[int, ...], source: h5py.Dataset,
+) -> None:
+    _scatter(block, out_index, in_index, _decode(stored, chunk_shape, source))
+
+
+def _decode(
+    stored: tuple[int, bytes] | None, chunk_shape: tuple[int, ...], source: h5py.Dataset
+) -> np.ndarray:
+    """Turn a gzip chunk's stored bytes into its values."""
+    dtype = source.dtype
+    if stored is None:  # never written: HDF5 reads its fill value
+        return np.full(chunk_shape, source.fillvalue, dtype=dtype)
+    filter_mask, data = stored
+    size = int(np.prod(chunk_shape)) * dtype.itemsize
+    try:
+        data = data if filter_mask else inflate(data, size)
+        return np.frombuffer(data, dtype=dtype).reshape(chunk_shape)
+    except (*CodecError, ValueError) as err:
+        raise ActFileError(f"{source.file.filename!r}: cannot read layer "
+                           f"{source.name.lstrip('/')!r} (damaged chunk: {err})") from None
+
+
+def _scatter(block: np.ndarray, out_index: list, in_index: list, values: np.ndarray) -> None:
+    block[_outer(out_index, block.shape)] = values[_outer(in_index, values.shape)]
+
+
+def _outer(index: list, shape: tuple[int, ...]) -> tuple:
+    """Turn per-axis slices and position arrays into one orthogonal index."""
+    if all(isinstance(item, slice) for item in index):
+        return tuple(index)
+    return np.ix_(*(np.arange(*item.indices(size)) if isinstance(item, slice) else item
+                    for item, size in zip(index, shape, strict=True)))
+
+
+def _read_raw(source: h5py.Dataset, offset: tuple[int, ...]) -> tuple[int, bytes] | None:
+    """Read one chunk's stored bytes; None if the chunk was never written."""
+    try:
+        return source.id.read_direct_chunk(offset)
+    except (OSError, RuntimeError) as err:
+        info = _chunk_info(source, offset)
+        if info is not None and info.byte_offset is None:
+            return None
+        raise ActFileError(f"{source.file.filename!r}: cannot read layer "
+                           f"{source.name.lstrip('/')!r} ({err})") from None
+
+
+def _chunk_info(source: h5py.Dataset, offset: tuple[int, ...]):
+    try:
+        return source.id.get_chunk_info_by_coord(offset)
+    except (OSError, RuntimeError):
+        return None
+
+
+def _read_box(source: h5py.Dataset, box: tuple[slice, ...]) -> np.ndarray:
+    try:
+        return source[box]
+    except OSError as err:
+        raise ActFileError(f"{source.file.filename!r}: cannot read layer "
+                           f"{source.name.lstrip('/')!r} ({err})") from None
+
+
+def _is_gzip_only(dataset: h5py.Dataset) -> bool:
+    plist = dataset.id.get_create_plist()
+    return [plist.get_filter(i)[0] for i in range(plist.get_nfilters())] == [_DEFLATE]
+
+
+def _is_identity(positions: np.ndarray, size: int) -> bool:
+    return positions.size == size and bool(np.all(positions == np.arange(size)))
