@@ -124,3 +124,40 @@ def read_reference_act(
                 data = data[:, :, :, [n - 1 for n in axes["col"]]]
             layers[layer] = np.asarray(data)
     return layers
+
+
+def naive_mask(
+    act: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    dmask: Mapping[str, Mapping[str, list[int]]],
+) -> None:
+    """Mask a file the plain way: h5py fancy indexing, numpy, gzip write.
+
+    The baseline the benchmark and the tests compare ``dnn_mask`` with: the
+    same semantics (numbers in any order, repeats allowed, 1-based), done as
+    anyone would by hand. Each axis is read with h5py's fancy indexing
+    (sorted unique positions, one axis after the other, as DNNBrain does),
+    put in the order asked with numpy, and written with
+    ``create_dataset(data=..., compression="gzip")``.
+
+    Parameters
+    ----------
+    act, out
+        Input and output ``.act.h5`` files.
+    dmask
+        Layer name to ``{"chn": [...], "row": [...], "col": [...]}``; a
+        missing axis means all of it.
+    """
+    with h5py.File(act, "r") as source, h5py.File(out, "w") as target:
+        for layer, axes in dmask.items():
+            data = source[layer]
+            for axis, key in enumerate(("chn", "row", "col"), start=1):
+                numbers = axes.get(key)
+                if numbers is None:
+                    continue
+                wanted = np.asarray(numbers) - 1
+                unique, inverse = np.unique(wanted, return_inverse=True)
+                index = [slice(None)] * 4
+                index[axis] = unique.tolist()
+                data = np.take(data[tuple(index)], inverse, axis=axis)
+            target.create_dataset(layer, data=np.asarray(data), compression="gzip")
