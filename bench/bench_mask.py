@@ -156,6 +156,7 @@ def whole_processes(job: Scenario, runs: int, out: Path) -> None:
         for who, argv in (("ours", ours_argv), ("naive", naive_argv)):
             if who == "naive" and run >= naive_runs:
                 continue
+            _clear(out)
             seconds, peak = run_process(argv)
             times[who].append(seconds)
             peaks[who] = max(peaks[who], peak)
@@ -170,11 +171,13 @@ def in_process(job: Scenario, runs: int, out: Path) -> None:
     mask = _to_mask(job)
     times = []
     for _ in range(runs):
+        _clear(out)
         start = time.perf_counter()
         mask_file(job.act, out / "inproc.act.h5", mask)
         times.append(time.perf_counter() - start)
     limits = []
     for _ in range(runs):
+        _clear(out)
         limits.append(copy_limit(job, out) if job.whole else reencode_limit(job))
     job.results.update(inproc=statistics.median(times), limit=statistics.median(limits))
 
@@ -222,6 +225,12 @@ def reencode_limit(job: Scenario) -> float:
             pieces = [stream[i:i + 2**20] for i in range(0, min(out_bytes, len(stream)), 2**20)]
             list(pool.map(deflate, pieces))
     return time.perf_counter() - start
+
+
+def _clear(out: Path) -> None:
+    """Remove earlier outputs, so no run pays for freeing the last one's disk space."""
+    for path in out.iterdir():
+        path.unlink()
 
 
 def _to_mask(job: Scenario) -> DnnMask:

@@ -1,8 +1,7 @@
-"""The installed package's version."""
+"""The package's version, the single place it is written.
 
-from importlib.metadata import PackageNotFoundError, version
+A constant rather than ``importlib.metadata``, which costs start-up time
+(``pyproject.toml`` reads it from here).
+"""
 
-try:
-    __version__ = version("dnnmask_xr")
-except PackageNotFoundError:  # a source tree that was never installed
-    __version__ = "0+unknown"
+__version__ = "0.1.0"
