@@ -360,3 +360,16 @@ def test_random_masks_equal_numpy(alexnet, tmp_path, data):
         index.append(np.asarray(axes[key]) - 1 if key in axes else np.arange(size))
     got = open_act(out)[layer].values
     np.testing.assert_array_equal(got, expected[np.ix_(*index)])
+
+
+def test_verify_inflates_copied_chunks_and_still_copies_them(alexnet, tmp_path, inflations):
+    out = tmp_path / "o.act.h5"
+    report = mask_file(alexnet, out, {"conv5": {}}, verify=True)
+    (layer,) = report.layers
+    assert layer.method == "copied"
+    assert len(inflations) == layer.chunks_inflated == layer.chunks_read == layer.chunks_written
+    with h5py.File(alexnet, "r") as source, h5py.File(out, "r") as copy:
+        info = source["conv5"].id.get_chunk_info(0)
+        assert (copy["conv5"].id.read_direct_chunk(info.chunk_offset)
+                == source["conv5"].id.read_direct_chunk(info.chunk_offset))
+        np.testing.assert_array_equal(copy["conv5"][()], source["conv5"][()])
