@@ -157,7 +157,11 @@ def write_act(
             # libver 'earliest'..'v108' keeps the file readable by HDF5 1.8;
             # creation-order tracking keeps the layers in the order written
             # and stores attributes densely, so 100 000 stimulus IDs fit.
-            with h5py.File(tmp, "w", libver=("earliest", "v108"), track_order=True) as root:
+            # HDF5 is slow to close a file it truncated (seconds per GB written),
+            # so the empty placeholder goes and HDF5 creates the file itself;
+            # "x" fails rather than write over a file that took its place.
+            tmp.unlink()
+            with h5py.File(tmp, "x", libver=("earliest", "v108"), track_order=True) as root:
                 for key, value in root_attrs.items():
                     root.attrs[key] = value
                 encode_stimulus(root.attrs, stimulus.ids, stimulus.fields, stimulus.header)
