@@ -373,3 +373,39 @@ def test_verify_inflates_copied_chunks_and_still_copies_them(alexnet, tmp_path, 
         assert (copy["conv5"].id.read_direct_chunk(info.chunk_offset)
                 == source["conv5"].id.read_direct_chunk(info.chunk_offset))
         np.testing.assert_array_equal(copy["conv5"][()], source["conv5"][()])
+
+
+@pytest.mark.parametrize("libver", ["earliest", "latest"])
+def test_whole_layers_of_any_format_are_copied_without_foreign_attributes(tmp_path, libver,
+                                                                          inflations):
+    values = np.random.default_rng(4).random((6, 5, 4, 3)).astype(np.float32)
+    source = tmp_path / "in.act.h5"
+    with h5py.File(source, "w", libver=libver) as root:
+        layer = root.create_dataset("conv", data=values, chunks=(2, 2, 4, 3),
+                                    compression="gzip")
+        layer.attrs["note"] = "not a unit number"
+    out = tmp_path / "o.act.h5"
+    report = mask_file(source, out, {"conv": {}})
+    assert report.layers[0].method == "copied" and inflations == []
+    with h5py.File(out, "r") as root:
+        assert sorted(root["conv"].attrs) == ["channel", "column", "row"]
+        assert root["conv"].chunks == (2, 2, 4, 3)
+        np.testing.assert_array_equal(root["conv"][()], values)
+
+
+def test_many_channels_fit_as_attributes_of_a_copied_layer(tmp_path):
+    # 20 000 channel numbers (160 kB) need the newer object header: still exact
+    values = np.arange(2 * 20_000, dtype=np.float32).reshape(2, 20_000, 1, 1)
+    source = tmp_path / "in.act.h5"
+    write_reference_act(source, {"fc": values})
+    out = tmp_path / "o.act.h5"
+    assert mask_file(source, out, {"fc": {}}).layers[0].method == "copied"
+    acts = open_act(out)
+    np.testing.assert_array_equal(acts["fc"].channel.values, np.arange(1, 20_001))
+    np.testing.assert_array_equal(acts["fc"].values, values)
+    reversed_channels = list(range(20_000, 0, -1))
+    assert mask_file(source, out, {"fc": {"channel": reversed_channels}}).layers[0].method \
+        == "re-encoded"
+    acts = open_act(out)
+    np.testing.assert_array_equal(acts["fc"].channel.values, reversed_channels)
+    np.testing.assert_array_equal(acts["fc"].values, values[:, ::-1])
