@@ -50,6 +50,8 @@ GZIP_LEVEL = 4
 #: Chunks in flight per pool thread: enough to keep threads busy, few enough
 #: to keep memory flat.
 _IN_FLIGHT_PER_THREAD = 4
+#: Bytes of input chunks inflated per task on the pool.
+_BATCH_BYTES = 2**20
 #: Most bytes of unit numbers written as attributes of a layer copied by
 #: HDF5's object copy (its header, version 1, holds 64 KiB in all).
 _COMPACT_BYTES = 32 * 2**10
@@ -326,10 +328,20 @@ def _fill_block(
     source: h5py.Dataset, steps: tuple[int, ...], raw: bool, pieces: list[AxisPieces],
     block: np.ndarray, budget: Budget, report: LayerReport,
 ) -> None:
-    """Read each touched input chunk once and place its selected values."""
+    """Read each touched input chunk once and place its selected values.
+
+    Chunks go to the pool in batches of about ``_BATCH_BYTES``: small chunks
+    one task each would spend more time handing over than inflating.
+    """
     pending: deque[Future] = deque()
-    limit = budget.threads * _IN_FLIGHT_PER_THREAD
     chunk_shape = tuple(steps)
+    chunk_bytes = int(np.prod(chunk_shape)) * source.dtype.itemsize
+    per_batch = max(1, _BATCH_BYTES // chunk_bytes)
+    # what the block leaves of the budget bounds the batches in flight
+    spare = budget.memory - block.nbytes
+    limit = max(1, min(budget.threads * _IN_FLIGHT_PER_THREAD,
+                       spare // (2 * per_batch * chunk_bytes)))
+    batch: list[tuple] = []
     for index in touched_chunks(pieces):
         ids = [axis.chunk_ids[i] for axis, i in zip(pieces, index, strict=True)]
         offset = tuple(chunk_id * step for chunk_id, step in zip(ids, steps, strict=True))
@@ -339,18 +351,27 @@ def _fill_block(
             stored = _read_raw(source, offset)
             report.chunks_read += stored is not None
             report.chunks_inflated += stored is not None and not stored[0]
-            job = (_scatter_raw, block, out_index, in_index, stored, chunk_shape, source)
+            batch.append((_scatter_raw, block, out_index, in_index, stored, chunk_shape, source))
         else:
             box = tuple(slice(start, min(start + step, size))
                         for start, step, size in zip(offset, steps, source.shape, strict=True))
             values = _read_box(source, box)
             report.chunks_read += 1
-            job = (_scatter, block, out_index, in_index, values)
-        pending.append(budget.pool.submit(*job))
+            batch.append((_scatter, block, out_index, in_index, values))
+        if len(batch) >= per_batch:
+            pending.append(budget.pool.submit(_run_batch, batch))
+            batch = []
         while len(pending) >= limit:
             pending.popleft().result()
+    if batch:
+        pending.append(budget.pool.submit(_run_batch, batch))
     while pending:
         pending.popleft().result()
+
+
+def _run_batch(batch: list[tuple]) -> None:
+    for function, *args in batch:
+        function(*args)
 
 
 def _store_block(
@@ -360,7 +381,9 @@ def _store_block(
     """Deflate a block's chunks on the pool and store them in order."""
     steps = target.chunks
     pending: deque[tuple[tuple[int, ...], Future]] = deque()
-    limit = budget.threads * _IN_FLIGHT_PER_THREAD
+    chunk_bytes = int(np.prod(steps)) * block.dtype.itemsize
+    limit = max(1, min(budget.threads * _IN_FLIGHT_PER_THREAD,
+                       (budget.memory - block.nbytes) // (2 * chunk_bytes)))
     for index in chunk_grid(block.shape, steps):
         local = tuple(i * step for i, step in zip(index, steps, strict=True))
         piece = block[tuple(slice(start, start + step) for start, step in zip(local, steps,
