@@ -48,9 +48,7 @@ def open_act(
     """
     where = os.fspath(path)
     _check_readable(where)
-    # HDF5's default locking, not a custom one: within a process HDF5 shares
-    # one handle per file and refuses opens whose locking flags differ.
-    manager = CachingFileManager(h5py.File, where, mode="r")
+    manager = _file_manager(where)
     try:
         layers, attrs, header = _read_metadata(manager.acquire(), where, manager)
     except BaseException as err:
@@ -68,6 +66,31 @@ def open_act(
         return acts.with_stimuli(read_stim(stim))
     except SelectionError as err:
         raise SelectionError(f"{os.fspath(stim)}: {err}") from None
+
+
+def _file_manager(where: str) -> CachingFileManager:
+    """Open the file for reading, even while another process holds a lock on it.
+
+    HDF5's default locking comes first: within a process HDF5 shares one
+    handle per file and refuses opens whose locking flags differ. Reading
+    never changes the file, so a lock it cannot take (another process has
+    the file open for writing, or the file system has no locks) must not
+    make the activations unreadable: the file is then opened without one.
+    """
+    manager = CachingFileManager(h5py.File, where, mode="r")
+    try:
+        manager.acquire()
+    except OSError as err:
+        manager.close()
+        if "lock" not in str(err).lower():
+            raise ActFileError(f"cannot read {where!r}: the file is damaged ({err})") from None
+        manager = CachingFileManager(h5py.File, where, mode="r", kwargs={"locking": False})
+        try:
+            manager.acquire()
+        except OSError as err:
+            manager.close()
+            raise ActFileError(f"cannot read {where!r}: the file is damaged ({err})") from None
+    return manager
 
 
 def _check_readable(where: str) -> None:
