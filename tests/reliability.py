@@ -1,0 +1,146 @@
+"""Helpers shared by the reliability tests (test_91 to test_95).
+
+They run ``dnn_mask`` as a user does, in its own process
+(``python -m dnnmask_xr.cli``), so that a crash, a hang or a signal hits
+that process and not the test runner.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from dnnmask_xr import open_act
+
+PREFIX = "dnn_mask: error: "
+#: Seconds any single run of dnn_mask may take before the test calls it a hang.
+TIMEOUT = 120
+
+
+def command(*args: object) -> list[str]:
+    """The argv that runs ``dnn_mask`` under this test's Python."""
+    return [sys.executable, "-m", "dnnmask_xr.cli", *(str(arg) for arg in args)]
+
+
+def run_cli(
+    *args: object, timeout: float = TIMEOUT, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``dnn_mask`` to its end; a run past ``timeout`` fails the test as a hang."""
+    return subprocess.run(command(*args), capture_output=True, text=True, check=False,
+                          timeout=timeout, env=None if env is None else dict(env))
+
+
+def start_cli(*args: object) -> subprocess.Popen[str]:
+    """Start ``dnn_mask`` and return at once."""
+    return subprocess.Popen(command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def assert_ok(done: subprocess.CompletedProcess[str]) -> None:
+    """The run succeeded and printed nothing."""
+    assert (done.returncode, done.stderr, done.stdout) == (0, "", ""), done.stderr
+
+
+def assert_one_line_error(stderr: str, *patterns: str) -> str:
+    """Stderr is one ``dnn_mask: error:`` line matching ``patterns``; return the message."""
+    assert "Traceback" not in stderr, stderr
+    assert stderr.startswith(PREFIX), stderr
+    assert stderr.endswith("\n") and stderr.count("\n") == 1, f"not one line: {stderr!r}"
+    message = stderr[len(PREFIX):-1]
+    for pattern in patterns:
+        assert re.search(pattern, message), f"{pattern!r} not in {message!r}"
+    return message
+
+
+def temp_files(folder: Path, out: Path) -> set[str]:
+    """Names of the temporary files the writer makes beside ``out``."""
+    return {path.name for path in folder.glob(f".{out.name}.*.tmp")}
+
+
+def wait_for_temp(proc: subprocess.Popen[str], out: Path, at_least: int) -> int:
+    """Wait until the temporary file beside ``out`` holds ``at_least`` bytes.
+
+    Returns its size then. Fails if the process ends first: the kill point
+    was missed, and the test would otherwise prove nothing.
+    """
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        for tmp in out.parent.glob(f".{out.name}.*.tmp"):
+            try:
+                size = tmp.stat().st_size
+            except FileNotFoundError:
+                continue
+            if size >= at_least:
+                return size
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"dnn_mask ended (status {proc.returncode}) before its temporary file held "
+                f"{at_least} bytes; stderr: {proc.stderr.read() if proc.stderr else ''!r}"
+            )
+        time.sleep(0.002)
+    proc.kill()
+    raise AssertionError(f"dnn_mask wrote no {at_least} bytes in {TIMEOUT} s")
+
+
+def assert_same_layer(path: Path, name: str, expected: np.ndarray,
+                      channels: Sequence[int] | None = None) -> None:
+    """The layer in ``path`` holds ``expected`` exactly.
+
+    Values are read as DNNBrain reads them (h5py) and compared bit for bit,
+    NaN payloads and signed zeros included, after dtype and shape; the
+    channel numbers, if given, are read through ``open_act``.
+    """
+    with h5py.File(path, "r") as root:
+        got = root[name][()]
+    assert got.dtype == expected.dtype and got.shape == expected.shape, (got.dtype, got.shape)
+    assert got.tobytes() == expected.tobytes(), f"values of {name!r} differ"
+    if channels is not None:
+        with open_act(path) as acts:
+            np.testing.assert_array_equal(acts[name].channel.values, channels)
+
+
+@dataclass(frozen=True)
+class BigInput:
+    """An input whose masking takes long enough to be interrupted on purpose."""
+
+    act: Path
+    dmask: Path
+    layer: str
+    channels: np.ndarray  # 1-based channel numbers the mask keeps
+    expected: np.ndarray  # the values the mask keeps, read with h5py
+
+
+#: 64 stimuli x 512 channels x 27 x 27 float32: 96 MB; the mask keeps every
+#: other channel, so the write must inflate, cut and deflate about 48 MB.
+BIG_SHAPE = (64, 512, 27, 27)
+
+
+def make_big_input(folder: Path) -> BigInput:
+    """Write a large DNNBrain-style input and a mask that must be re-encoded.
+
+    The input is uncompressed, as DNNBrain's first writer made them, so it
+    is quick to make; every other channel is kept, so no chunk of the output
+    can be copied from the input and the write takes a while whatever the
+    writer's speed.
+    """
+    act = folder / "big.act.h5"
+    rng = np.random.default_rng(5)
+    with h5py.File(act, "w") as root:
+        dataset = root.create_dataset("conv4", shape=BIG_SHAPE, dtype=np.float32)
+        for start in range(0, BIG_SHAPE[0], 8):
+            block = rng.standard_normal((8, *BIG_SHAPE[1:]), dtype=np.float32)
+            dataset[start:start + 8] = np.maximum(block, 0)
+    channels = np.arange(1, BIG_SHAPE[1] + 1, 2)
+    dmask = folder / "odd.dmask.csv"
+    dmask.write_text("conv4=chn\n" + ",".join(map(str, channels)) + "\n")
+    with h5py.File(act, "r") as root:
+        expected = root["conv4"][:, channels[0] - 1::2]
+    return BigInput(act, dmask, "conv4", channels, expected)
