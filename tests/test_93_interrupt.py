@@ -9,9 +9,9 @@ write seen on disk, not a guess in seconds), then sends a signal. Then:
   at ``-out`` (or the previous ``-out`` byte for byte), no temporary file;
 - SIGKILL: nothing can run, so the temporary file may stay; it is a hidden
   ``.<out>.<random>.tmp`` name, never ``-out``, and ``-out`` is absent or
-  the previous one byte for byte;
-- always: the input is byte for byte unchanged, and a rerun succeeds with
-  the exact values.
+  the previous one byte for byte, and a rerun succeeds with the exact
+  values beside the stray file;
+- always: the input is byte for byte unchanged.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from dnnmask_xr.testing import relu_activations, write_reference_act
 
 @pytest.fixture(scope="module")
 def big(tmp_path_factory: pytest.TempPathFactory) -> BigInput:
-    return make_big_input(tmp_path_factory.mktemp("big"))
+    return make_big_input(tmp_path_factory.getbasetemp() / "big-input")
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_interrupted_write_loses_nothing(
         assert digest(out) == previous_digest
     assert digest(big.act) == input_digest
 
-    if signum == signal.SIGKILL or fraction > 0.5:
+    if signum == signal.SIGKILL:
         assert_ok(run_cli("-act", big.act, "-dmask", big.dmask, "-out", out))
         assert_same_layer(out, big.layer, big.expected, big.channels)
         # the rerun leaves no temporary file of its own (a stray from the kill may stay)

@@ -42,7 +42,7 @@ from dnnmask_xr import open_act
 
 @pytest.fixture(scope="module")
 def big(tmp_path_factory: pytest.TempPathFactory) -> BigInput:
-    return make_big_input(tmp_path_factory.mktemp("big"))
+    return make_big_input(tmp_path_factory.getbasetemp() / "big-input")
 
 
 def test_two_writers_of_one_out_leave_one_whole_result(big: BigInput, tmp_path: Path):
