@@ -403,3 +403,46 @@ def test_a_damaged_chunk_fails_in_one_line_naming_the_layer(tmp_path: Path, caps
     assert main(["-act", str(act), "-layer", "fc3", "-out", str(fine)]) == 0
     with h5py.File(fine, "r") as root:
         assert_bits_equal(root["fc3"][()], layers["fc3"])
+
+
+# -- hostile labels: the attributes this package reads --------------------------------
+
+ATTRIBUTES: dict[str, tuple[Callable[[h5py.File, h5py.Dataset], object], list[str]]] = {
+    "channel-numbers-beyond-int64": (
+        lambda r, d: d.attrs.create("channel", np.array([1, 2, 2**63 + 5], dtype="u8")),
+        [r"attribute 'channel' of layer 'conv5'", r"9223372036854775813", r"int64"]),
+    "channel-numbers-as-floats": (
+        lambda r, d: d.attrs.create("channel", np.array([1.0, 2.0, 3.0])),
+        [r"attribute 'channel' of layer 'conv5' must hold 3 integer"]),
+    "stimulus-ids-not-utf8": (
+        lambda r, d: r.attrs.create("stimulus", np.array([b"a\xff", b"b"], dtype="S2")),
+        [r"attribute 'stimulus' holds b'a\\xff', which is not UTF-8"]),
+    "stimulus-ids-ascii-typed-with-other-bytes": (
+        lambda r, d: r.attrs.create("stimulus", [b"a\xff", b"b"],
+                                    dtype=h5py.string_dtype("ascii")),
+        [r"attribute 'stimulus' holds .*which is not UTF-8"]),
+    "field-names-not-utf8": (
+        lambda r, d: r.attrs.create("stimulus_fields", np.array([b"\xff"], dtype="S1")),
+        [r"attribute 'stimulus_fields' holds b'\\xff', which is not UTF-8"]),
+    "header-not-utf8": (
+        lambda r, d: r.attrs.create("stimulus_header", np.bytes_(b"{\xff}")),
+        [r"attribute 'stimulus_header' holds b'\{\\xff\}', which is not UTF-8"]),
+    "stimulus-ids-2-d": (
+        lambda r, d: r.attrs.create("stimulus", np.zeros((2, 1))),
+        [r"attribute 'stimulus' is 2-D \(shape \(2, 1\)\)"]),
+    "stimulus-ids-too-few": (
+        lambda r, d: r.attrs.create("stimulus", np.array([7])),
+        [r"attribute 'stimulus' holds 1 value\(s\) but the layers have 2 stimuli"]),
+}
+
+
+@pytest.mark.parametrize("case", list(ATTRIBUTES))
+def test_hostile_label_attributes_fail_in_one_line(case: str, tmp_path: Path, capsys):
+    build, patterns = ATTRIBUTES[case]
+    act = tmp_path / "in.act.h5"
+    with h5py.File(act, "w") as root:
+        build(root, root.create_dataset("conv5", data=np.ones((2, 3, 2, 2), np.float32)))
+    out = tmp_path / "out.act.h5"
+    assert main(["-act", str(act), "-layer", "conv5", "-chn", "3", "1", "-out", str(out)]) == 1
+    assert_one_line_error(capsys.readouterr().err, re.escape(repr(str(act))), *patterns)
+    assert [p.name for p in tmp_path.iterdir()] == [act.name]
