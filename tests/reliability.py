@@ -163,7 +163,8 @@ def check_damaged() -> None:
     crashes is known, then the verdict: for each of a whole-layer run and a
     masked run, the exit status, stderr, an uncaught exception's traceback,
     the files left in the case's folder, and whether the output holds the
-    values h5py reads from the damaged file (DNNBrain's reading).
+    values h5py reads from the damaged file (DNNBrain's reading); and the
+    same check of every layer read through ``open_act``.
     """
     import contextlib
     import io
@@ -197,7 +198,27 @@ def check_damaged() -> None:
             result["left"] = sorted(p.name for p in path.parent.iterdir()
                                     if p.name not in (path.name, Path(case["dmask"]).name))
             verdict[name] = result
+        verdict["open_act"] = _open_act_verdict(path, _reference(path, WHOLE))
         print(json.dumps(verdict), flush=True)
+
+
+def _open_act_verdict(path: Path, expected: dict[str, np.ndarray] | None) -> dict[str, object]:
+    """Read every layer through ``open_act``: same values as h5py, or a DnnMaskError."""
+    import traceback
+
+    from dnnmask_xr.errors import DnnMaskError
+
+    try:
+        with open_act(path) as acts:
+            got = {name: acts[name].values for name in WHOLE}
+    except DnnMaskError as error:
+        return {"error": str(error), "traceback": None}
+    except BaseException:
+        return {"error": None, "traceback": traceback.format_exc()}
+    match = expected is not None and all(
+        got[name].dtype == values.dtype and got[name].tobytes() == values.tobytes()
+        for name, values in expected.items())
+    return {"error": None, "traceback": None, "values_match": match}
 
 
 #: The whole-layer run's selection, as DNNBrain's mask dictionary.

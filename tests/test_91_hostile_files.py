@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import subprocess
 import sys
@@ -32,7 +33,7 @@ import h5py
 import numpy as np
 import pytest
 from conftest import digest
-from reliability import MASKED_TEXT, TIMEOUT, assert_one_line_error
+from reliability import MASKED_TEXT, TIMEOUT, assert_one_line_error, run_cli
 
 from dnnmask_xr import open_act
 from dnnmask_xr.cli import main
@@ -148,6 +149,12 @@ def test_damaged_file_fails_in_one_line_or_gives_what_h5py_reads(damaged_verdict
             message = assert_one_line_error(result["stderr"])
             assert repr(verdict["path"]) in message or verdict["path"] in message, message
         assert result["left"] == [], f"{run} left {result['left']}"
+    read = verdict["open_act"]
+    assert read["traceback"] is None, read["traceback"]
+    if read["error"] is None:
+        assert read["values_match"], "open_act gives other values than h5py"
+    else:
+        assert verdict["path"] in read["error"] and "\n" not in read["error"], read["error"]
 
 
 def test_damaged_cases_include_both_outcomes(damaged_verdicts):
@@ -445,4 +452,17 @@ def test_hostile_label_attributes_fail_in_one_line(case: str, tmp_path: Path, ca
     out = tmp_path / "out.act.h5"
     assert main(["-act", str(act), "-layer", "conv5", "-chn", "3", "1", "-out", str(out)]) == 1
     assert_one_line_error(capsys.readouterr().err, re.escape(repr(str(act))), *patterns)
+    assert [p.name for p in tmp_path.iterdir()] == [act.name]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link-to-dev-zero"])
+def test_special_files_do_not_hang(kind: str, tmp_path: Path):
+    act = tmp_path / "in.act.h5"
+    if kind == "fifo":
+        os.mkfifo(act)
+    else:
+        act.symlink_to("/dev/zero")
+    done = run_cli("-act", act, "-layer", "conv5", "-out", tmp_path / "o.act.h5", timeout=60)
+    assert done.returncode == 1
+    assert_one_line_error(done.stderr, re.escape(repr(str(act))), r"not an HDF5 file")
     assert [p.name for p in tmp_path.iterdir()] == [act.name]

@@ -202,3 +202,17 @@ def test_read_only_input_in_read_only_folder(act_file: Path, layers, tmp_path: P
                 np.testing.assert_array_equal(acts["fc3"].values, layers["fc3"])
     assert_same_layer(out, "conv5", layers["conv5"][:, [1, 19]], [2, 20])
     assert digest(act) == digest(act_file)
+
+
+def test_a_reader_of_the_old_output_keeps_its_values_while_it_is_replaced(
+    act_file: Path, layers: dict[str, np.ndarray], tmp_path: Path
+):
+    out = tmp_path / "out.act.h5"
+    assert_ok(run_cli("-act", act_file, "-layer", "conv5", "-chn", 1, 2, "-out", out))
+    with open_act(out) as old, h5py.File(out, "r") as direct:
+        # the new output replaces the old by a rename; open readers keep the old file
+        assert_ok(run_cli("-act", act_file, "-layer", "conv5", "-chn", 5, 6, 7, "-out", out))
+        np.testing.assert_array_equal(old["conv5"].values, layers["conv5"][:, [0, 1]])
+        np.testing.assert_array_equal(direct["conv5"][()], layers["conv5"][:, [0, 1]])
+    assert_same_layer(out, "conv5", layers["conv5"][:, [4, 5, 6]], [5, 6, 7])
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
