@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ import numpy as np
 import pytest
 from conftest import digest
 from reliability import (
+    TIMEOUT,
     BigInput,
     assert_ok,
     assert_same_layer,
@@ -35,6 +37,7 @@ from reliability import (
     run_cli,
     start_cli,
     temp_files,
+    wait_for_temp,
 )
 
 from dnnmask_xr import open_act
@@ -54,17 +57,24 @@ def test_two_writers_of_one_out_leave_one_whole_result(big: BigInput, tmp_path: 
     out = tmp_path / "out.act.h5"
     before = digest(big.act)
 
-    procs = [start_cli("-act", big.act, "-dmask", mask, "-out", out)
-             for mask in (big.dmask, even)]
-    most_temps = 0
-    while any(proc.poll() is None for proc in procs):
-        most_temps = max(most_temps, len(temp_files(tmp_path, out)))
-        time.sleep(0.005)
-    for proc in procs:
-        _, stderr = proc.communicate()
+    # The first run is paused once its write has begun and resumed once the
+    # second's has too, so both writes are under way at once whatever their
+    # speeds: the race really runs.
+    first = start_cli("-act", big.act, "-dmask", big.dmask, "-out", out)
+    wait_for_temp(first, out, 1)
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = start_cli("-act", big.act, "-dmask", even, "-out", out)
+        deadline = time.monotonic() + TIMEOUT
+        while len(temp_files(tmp_path, out)) < 2 and second.poll() is None:
+            assert time.monotonic() < deadline, "the second run never began writing"
+            time.sleep(0.002)
+        assert second.poll() is None, second.communicate()
+    finally:
+        first.send_signal(signal.SIGCONT)
+    for proc in (first, second):
+        _, stderr = proc.communicate(timeout=TIMEOUT)
         assert (proc.returncode, stderr) == (0, "")
-    # both writes were under way at once, so the race was really run
-    assert most_temps == 2
 
     assert {p.name for p in tmp_path.iterdir()} == {out.name, even.name}
     with h5py.File(out, "r") as root:
