@@ -165,8 +165,10 @@ def test_disk_full_during_the_write_is_one_clean_error(
         done = subprocess.run(command("-act", incompressible, "-layer", "conv", "-out", out),
                               capture_output=True, text=True, timeout=120, check=False,
                               preexec_fn=limit)
+        # nothing at -out, no temporary file, the input untouched ...
+        assert sorted(p.name for p in folder.iterdir()) == []
+        assert digest(incompressible) == before
+        # ... and said in one line, with the status of a failed write
         assert done.returncode == 1, (done.returncode, done.stderr[-3000:])
         assert_one_line_error(done.stderr, r"cannot write .*out\.act\.h5",
                               r"No space left on device|File too large")
-        assert sorted(p.name for p in folder.iterdir()) == []
-    assert digest(incompressible) == before
