@@ -48,7 +48,7 @@ def open_act(
     """
     where = os.fspath(path)
     _check_readable(where)
-    manager = _file_manager(where)
+    manager = CachingFileManager(_open_file, where)
     try:
         layers, attrs, header = _read_metadata(manager.acquire(), where, manager)
     except BaseException as err:
@@ -68,7 +68,7 @@ def open_act(
         raise SelectionError(f"{os.fspath(stim)}: {err}") from None
 
 
-def _file_manager(where: str) -> CachingFileManager:
+def _open_file(where: str) -> h5py.File:
     """Open the file for reading, even while another process holds a lock on it.
 
     HDF5's default locking comes first: within a process HDF5 shares one
@@ -76,21 +76,21 @@ def _file_manager(where: str) -> CachingFileManager:
     never changes the file, so a lock it cannot take (another process has
     the file open for writing, or the file system has no locks) must not
     make the activations unreadable: the file is then opened without one.
+
+    Raises
+    ------
+    ActFileError
+        If the file cannot be opened for another reason: it is damaged.
     """
-    manager = CachingFileManager(h5py.File, where, mode="r")
     try:
-        manager.acquire()
+        return h5py.File(where, "r")
     except OSError as err:
-        manager.close()
         if "lock" not in str(err).lower():
             raise ActFileError(f"cannot read {where!r}: the file is damaged ({err})") from None
-        manager = CachingFileManager(h5py.File, where, mode="r", kwargs={"locking": False})
-        try:
-            manager.acquire()
-        except OSError as err:
-            manager.close()
-            raise ActFileError(f"cannot read {where!r}: the file is damaged ({err})") from None
-    return manager
+    try:
+        return h5py.File(where, "r", locking=False)
+    except OSError as err:
+        raise ActFileError(f"cannot read {where!r}: the file is damaged ({err})") from None
 
 
 def _check_readable(where: str) -> None:
