@@ -132,8 +132,10 @@ def held_open(path: Path, mode: str) -> Iterator[None]:
     assert holder.returncode == 0
 
 
-@pytest.mark.parametrize("locking_env", [None, "FALSE"], ids=["default-locking", "locking-off"])
-@pytest.mark.parametrize("mode", ["r", "a"], ids=["held-read-only", "held-for-writing"])
+@pytest.mark.parametrize(
+    ("mode", "locking_env"), [("r", None), ("a", None), ("a", "FALSE")],
+    ids=["held-read-only", "held-for-writing", "held-for-writing-locking-off"],
+)
 def test_input_held_open_by_another_process_stays_readable(
     act_file: Path, layers: dict[str, np.ndarray], tmp_path: Path, mode: str,
     locking_env: str | None,
