@@ -71,6 +71,12 @@ def decode_layer_numbers(dataset: h5py.Dataset, where: str) -> dict[str, np.ndar
                 f"{size} integer {dim} numbers, one per {dim} of the layer; it holds "
                 f"{value.size} value(s) of type {value.dtype}"
             )
+        if value.dtype.kind == "u" and value.size and value.max() > np.iinfo(np.int64).max:
+            # int64 would wrap them to negative numbers: other labels, silently
+            raise ActFileError(
+                f"{where}: attribute {dim!r} of layer {_layer(dataset)!r} holds the {dim} "
+                f"number {int(value.max())}, beyond the int64 range of {dim} numbers"
+            )
         numbers[dim] = value.astype(np.int64)
     return numbers
 
@@ -111,8 +117,9 @@ def decode_stimulus(
         fields[name] = _decode_values(attrs[key], size, key, where)
     header: dict[str, str] = {}
     if STIMULUS_HEADER in attrs:
+        text = _as_str(attrs[STIMULUS_HEADER], STIMULUS_HEADER, where)
         try:
-            header = json.loads(_as_str(attrs[STIMULUS_HEADER]))
+            header = json.loads(text)
         except (TypeError, ValueError) as err:
             raise ActFileError(
                 f"{where}: attribute {STIMULUS_HEADER!r} is not a JSON object ({err})"
@@ -164,11 +171,14 @@ def _create(attrs: MutableMapping[str, Any], name: str, values: np.ndarray) -> N
 
 def _decode_values(value: Any, size: int, name: str, where: str) -> np.ndarray:
     array = np.atleast_1d(np.asarray(value))
-    if array.ndim != 1 or array.size != size:
+    if array.ndim != 1:
+        raise ActFileError(f"{where}: attribute {name!r} is {array.ndim}-D (shape "
+                           f"{array.shape}); it needs a list of one value per stimulus")
+    if array.size != size:
         raise ActFileError(f"{where}: attribute {name!r} holds {array.size} value(s) "
                            f"but the layers have {size} stimuli; it needs one per stimulus")
     if array.dtype.kind in "OSU":
-        return np.array([_as_str(v) for v in array], dtype=object)
+        return np.array([_as_str(v, name, where) for v in array], dtype=object)
     return array
 
 
@@ -176,11 +186,19 @@ def _decode_strings(value: Any, name: str, where: str) -> list[str]:
     array = np.atleast_1d(np.asarray(value))
     if array.size and array.dtype.kind not in "OSU":
         raise ActFileError(f"{where}: attribute {name!r} must list field names as strings")
-    return [_as_str(v) for v in array]
+    return [_as_str(v, name, where) for v in array]
 
 
-def _as_str(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+def _as_str(value: Any, name: str, where: str) -> str:
+    try:
+        text = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+        # h5py hands ASCII-typed strings with other bytes over as surrogate escapes
+        text.encode("utf-8")
+    except UnicodeError:
+        shown = bytes(value) if isinstance(value, bytes) else value
+        raise ActFileError(f"{where}: attribute {name!r} holds {shown!r}, which is not "
+                           "UTF-8 text") from None
+    return text
 
 
 def _layer(dataset: h5py.Dataset) -> str:

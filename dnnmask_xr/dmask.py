@@ -27,7 +27,7 @@ from types import MappingProxyType
 import numpy as np
 
 from dnnmask_xr._atomic import atomic_path
-from dnnmask_xr._text import read_utf8
+from dnnmask_xr._text import read_utf8, text_lines
 from dnnmask_xr.errors import DnnMaskError, FormatError
 
 __all__ = [
@@ -46,10 +46,10 @@ _FILE_AXIS = {"channel": "chn", "row": "row", "column": "col"}
 _MODEL_AXIS = {short: long for long, short in _FILE_AXIS.items()}
 _FILE_AXES_TEXT = ", ".join(repr(short) for short in _FILE_AXIS.values())
 _LAYER_LINE_EXAMPLE = "a layer line looks like 'conv5=chn,row,col'"
-# DNNBrain opens the file in text mode, so a lone '\r' ends a line for it too.
-_LINE_END = re.compile(r"\r\n|\r|\n")
 # Stricter than int(), which also takes '1_000' and non-ASCII digits.
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+# Positions are int64 when the file is read; a larger number fits no layer.
+_LARGEST = int(np.iinfo(np.int64).max)
 
 
 class LayerMask:
@@ -140,6 +140,11 @@ def _check_numbers(axis: str, values: Iterable[int]) -> tuple[int, ...]:
                 f"{axis} number {value!r} is a {type(value).__name__}, not an integer; "
                 "numbers are 1-based integers"
             )
+        if not -_LARGEST <= int(value) <= _LARGEST:
+            raise DnnMaskError(
+                f"{axis} number {_shorten(str(int(value)))} is out of range for any layer; "
+                f"numbers are 1-based and at most {_LARGEST}"
+            )
         checked.append(int(value))
     if not checked:
         raise DnnMaskError(
@@ -226,9 +231,9 @@ def _check_layer_name(name: object) -> None:
 def parse_dmask(text: str, path: str | os.PathLike[str] | None = None) -> DnnMask:
     r"""Parse the text of a ``.dmask.csv`` file.
 
-    Blank lines, a leading byte order mark, ``\r\n`` line ends, whitespace
-    around items and a trailing comma are tolerated; anything else that
-    DNNBrain would misread is an error.
+    Blank lines, a leading byte order mark, ``\r\n`` or ``\r`` line ends,
+    whitespace around items and a trailing comma are tolerated; anything
+    else that DNNBrain would misread is an error.
 
     Parameters
     ----------
@@ -247,12 +252,7 @@ def parse_dmask(text: str, path: str | os.PathLike[str] | None = None) -> DnnMas
     FormatError
         If the text breaks the format; the error gives the line number.
     """
-    text = text.removeprefix("\ufeff")
-    lines = [
-        (number, line.strip())
-        for number, line in enumerate(_LINE_END.split(text), start=1)
-        if line.strip()
-    ]
+    lines = list(text_lines(text, path))
     layers: dict[str, LayerMask] = {}
     named_on: dict[str, int] = {}
     previous: tuple[str, list[str]] | None = None
@@ -336,19 +336,31 @@ def _parse_numbers(
     for item in items:
         if not item:
             raise FormatError(
-                f"empty item in {line!r} ({where}); separate numbers with single commas, "
-                "e.g. '1,2,3'",
+                f"empty item in {_shorten(line)!r} ({where}); separate numbers with single "
+                "commas, e.g. '1,2,3'",
                 path,
                 number,
             )
         if not _INTEGER.fullmatch(item):
             raise FormatError(
-                f"{item!r} in {line!r} is not an integer ({where}); numbers are 1-based "
-                "integers, e.g. '1,2,3'",
+                f"{_shorten(item)!r} in {_shorten(line)!r} is not an integer ({where}); "
+                "numbers are 1-based integers, e.g. '1,2,3'",
+                path,
+                number,
+            )
+        # int() refuses more than 4300 digits by default; no such number fits a layer.
+        if len(item.lstrip("+-0")) > len(str(_LARGEST)) or abs(int(item)) > _LARGEST:
+            raise FormatError(
+                f"{_shorten(item)!r} in {_shorten(line)!r} is out of range for any layer "
+                f"({where}); numbers are 1-based and at most {_LARGEST}",
                 path,
                 number,
             )
     return tuple(int(item) for item in items)
+
+
+def _shorten(text: str, most: int = 40) -> str:
+    return text if len(text) <= most else f"{text[:most - 3]}... ({len(text)} characters)"
 
 
 def _count(count: int, one: str, many: str) -> str:

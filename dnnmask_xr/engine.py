@@ -17,9 +17,10 @@ once is one output block plus a few chunks in flight per thread.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 
@@ -175,13 +176,16 @@ def write_selection(
     if 0 in shape:
         group.create_dataset(name, shape=shape, dtype=dtype, track_order=True)
         return report
-    if source.chunks is not None and _is_gzip_only(source):
+    with _reading(source):
+        gzip_chunks = source.chunks is not None and _is_gzip_only(source)
+        copy_whole = gzip_chunks and _can_copy_object(source, selection.positions, budget)
+    if copy_whole:
+        _copy_object(source, group, name, budget, report)
+        return report
+    if gzip_chunks:
         mapping = [aligned_chunks(positions, size, step) for positions, size, step
                    in zip(selection.positions, source.shape, source.chunks, strict=True)]
         if all(axis is not None for axis in mapping):
-            if _can_copy_object(source, selection.positions, budget):
-                _copy_object(source, group, name, budget, report)
-                return report
             target = group.create_dataset(
                 name, shape=shape, dtype=dtype, chunks=source.chunks, compression="gzip",
                 compression_opts=source.compression_opts, fillvalue=source.fillvalue,
@@ -295,7 +299,11 @@ def _copy_object(
 ) -> None:
     """Copy a whole layer with HDF5's object copy: chunks copied unchanged, in C."""
     report.method = "copied"
-    h5py.h5o.copy(source.file.id, source.name.encode(), group.id, name.encode())
+    try:
+        h5py.h5o.copy(source.file.id, source.name.encode(), group.id, name.encode())
+    except (OSError, RuntimeError) as err:
+        raise ActFileError(f"cannot copy layer {_layer(source)!r} of {source.file.filename!r} "
+                           f"to the output ({err})") from None
     target = group[name]
     for key in list(target.attrs):  # the source's own attributes are not the output's
         del target.attrs[key]
@@ -437,7 +445,7 @@ def _decode(
         return np.frombuffer(data, dtype=dtype).reshape(chunk_shape)
     except (*CodecError, ValueError) as err:
         raise ActFileError(f"{source.file.filename!r}: cannot read layer "
-                           f"{source.name.lstrip('/')!r} (damaged chunk: {err})") from None
+                           f"{_layer(source)!r} (damaged chunk: {err})") from None
 
 
 def _scatter(block: np.ndarray, out_index: list, in_index: list, values: np.ndarray) -> None:
@@ -461,7 +469,7 @@ def _read_raw(source: h5py.Dataset, offset: tuple[int, ...]) -> tuple[int, bytes
         if info is not None and info.byte_offset is None:
             return None
         raise ActFileError(f"{source.file.filename!r}: cannot read layer "
-                           f"{source.name.lstrip('/')!r} ({err})") from None
+                           f"{_layer(source)!r} ({err})") from None
 
 
 def _chunk_info(source: h5py.Dataset, offset: tuple[int, ...]):
@@ -471,12 +479,26 @@ def _chunk_info(source: h5py.Dataset, offset: tuple[int, ...]):
         return None
 
 
+@contextlib.contextmanager
+def _reading(source: h5py.Dataset) -> Iterator[None]:
+    """Turn HDF5's errors reading a damaged input into a one-line error."""
+    try:
+        yield
+    except (OSError, RuntimeError, KeyError, ValueError) as err:
+        raise ActFileError(f"{source.file.filename!r}: cannot read layer {_layer(source)!r} "
+                           f"({err})") from None
+
+
+def _layer(dataset: h5py.Dataset) -> str:
+    return dataset.name.lstrip("/")
+
+
 def _read_box(source: h5py.Dataset, box: tuple[slice, ...]) -> np.ndarray:
     try:
         return source[box]
     except OSError as err:
         raise ActFileError(f"{source.file.filename!r}: cannot read layer "
-                           f"{source.name.lstrip('/')!r} ({err})") from None
+                           f"{_layer(source)!r} ({err})") from None
 
 
 def _is_gzip_only(dataset: h5py.Dataset) -> bool:

@@ -15,7 +15,13 @@ from dnnmask_xr.errors import ActFileError
 
 
 def open_file(where: str) -> h5py.File:
-    """Open an ``.act.h5`` file for reading, with one-line errors.
+    """Open an ``.act.h5`` file for reading, even while another process locks it.
+
+    HDF5's default locking comes first: within a process HDF5 shares one
+    handle per file and refuses opens whose locking flags differ. Reading
+    never changes the file, so a lock it cannot take (another process has
+    the file open for writing, or the file system has no locks) must not
+    make the activations unreadable: the file is then opened without one.
 
     Raises
     ------
@@ -24,10 +30,12 @@ def open_file(where: str) -> h5py.File:
     """
     check_readable(where)
     try:
-        # HDF5's default locking, not a custom one: within a process HDF5
-        # shares one handle per file and refuses opens whose locking flags
-        # differ.
         return h5py.File(where, "r")
+    except OSError as err:
+        if "lock" not in str(err).lower():
+            raise ActFileError(f"cannot read {where!r}: the file is damaged ({err})") from None
+    try:
+        return h5py.File(where, "r", locking=False)
     except OSError as err:
         raise ActFileError(f"cannot read {where!r}: the file is damaged ({err})") from None
 

@@ -144,10 +144,16 @@ def _shared_stimulus(acts: Activations) -> tuple[np.ndarray, dict[str, np.ndarra
         return np.arange(1, 1), {}
     ids, fields = arrays[0]["stimulus"].values, stimulus_fields(arrays[0])
     for name, array in zip(acts, arrays, strict=True):
-        if not np.array_equal(array["stimulus"].values, ids) or list(
+        if not _same_labels(array["stimulus"].values, ids) or list(
             stimulus_fields(array)
         ) != list(fields):
             raise DnnMaskError(f"layer {name!r} labels its stimuli differently from layer "
                                f"{next(iter(acts))!r}; all layers of a file share one "
                                "stimulus table")
     return ids, fields
+
+
+def _same_labels(first: np.ndarray, second: np.ndarray) -> bool:
+    # NaN labels (a float stimulus ID left empty) equal themselves here
+    nan_aware = first.dtype.kind in "fc" and second.dtype.kind in "fc"
+    return bool(np.array_equal(first, second, equal_nan=nan_aware))

@@ -22,14 +22,13 @@ import numpy as np
 import pandas as pd
 
 from dnnmask_xr._atomic import atomic_path
-from dnnmask_xr._text import read_utf8
+from dnnmask_xr._text import read_utf8, text_lines
 from dnnmask_xr.errors import DnnMaskError, FormatError
 
 __all__ = ["STIM_TYPES", "Stimuli", "format_stim", "parse_stim", "read_stim", "write_stim"]
 
 STIM_TYPES = ("image", "video", "video_clip")
 
-_BOM = "\ufeff"
 # Every character str.splitlines() breaks at: DNNBrain reads with
 # splitlines(), so any of them inside a value would split its line there.
 _LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
@@ -114,8 +113,9 @@ class Stimuli:
 def parse_stim(text: str, path: str | os.PathLike[str] | None = None) -> Stimuli:
     r"""Parse the text of a ``.stim.csv`` file.
 
-    Lines end with ``\n`` or ``\r\n``; a leading byte order mark, blank
-    lines and whitespace around keys, values and field names are ignored.
+    Lines end with ``\n``, ``\r\n`` or ``\r``; a leading byte order mark,
+    blank lines and whitespace around keys, values and field names are
+    ignored.
 
     Parameters
     ----------
@@ -134,26 +134,13 @@ def parse_stim(text: str, path: str | os.PathLike[str] | None = None) -> Stimuli
     FormatError
         If the text breaks the format; the error gives the line number.
     """
-    if text.startswith(_BOM):
-        text = text[1:]
     header: dict[str, str] = {}
     key_lines: dict[str, int] = {}
     fields: list[str] | None = None
     converters: list[Callable[[str], Any]] = []
     columns: list[list[Any]] = []
     data_line = 0
-    for number, raw in enumerate(text.split("\n"), start=1):
-        line = raw.strip()
-        if not line:
-            continue
-        found = _LINE_BREAK.search(line)
-        if found:
-            raise FormatError(
-                f"line {line!r} holds the line break {found.group()!r} inside it; "
-                "only '\\n' or '\\r\\n' may end a line",
-                path,
-                number,
-            )
+    for number, line in text_lines(text, path):
         if fields is not None:
             values = [value.strip() for value in line.split(",")]
             if len(values) != len(fields):

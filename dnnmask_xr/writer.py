@@ -169,7 +169,7 @@ def write_act(
                     budget = Budget(memory, pool, threads,
                                     _progress(on_progress, layer.name, total), verify)
                     reports.append(_write_layer(root, layer, budget))
-    except OSError as err:
+    except (OSError, RuntimeError) as err:  # h5py reports HDF5's failures as either
         raise ActFileError(f"cannot write {path!r}: {err}") from None
     return SaveReport(path, tuple(reports))
 

@@ -430,9 +430,15 @@ HEAD = "type=image\npath=p\n"
         ),
         pytest.param(
             HEAD + "data=stimID,condition\na,b\rc\n",
+            5,
+            r"row 'c' has 1 value\(s\) but the data= line \(line 3\) names 2 field\(s\)",
+            id="lone-cr-ends-a-line",
+        ),
+        pytest.param(
+            HEAD + "data=stimID,condition\na,b\x0bc\n",
             4,
-            r"holds the line break '\\r' inside it",
-            id="lone-cr",
+            r"holds the line break '\\x0b' inside it",
+            id="vertical-tab-inside-a-line",
         ),
         pytest.param(
             "\n\ntype=image\n\npath=p\ndata=stimID,label\n\na,x\n",

@@ -1,0 +1,285 @@
+"""Helpers shared by the reliability tests (test_91 to test_95).
+
+They run ``dnn_mask`` as a user does, in its own process
+(``python -m dnnmask_xr.cli``), so that a crash, a hang or a signal hits
+that process and not the test runner.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from dnnmask_xr import open_act
+
+PREFIX = "dnn_mask: error: "
+#: Seconds any single run of dnn_mask may take before the test calls it a hang.
+TIMEOUT = 120
+
+
+def command(*args: object) -> list[str]:
+    """The argv that runs ``dnn_mask`` under this test's Python."""
+    return [sys.executable, "-m", "dnnmask_xr.cli", *(str(arg) for arg in args)]
+
+
+def run_cli(
+    *args: object, timeout: float = TIMEOUT, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``dnn_mask`` to its end; a run past ``timeout`` fails the test as a hang."""
+    return subprocess.run(command(*args), capture_output=True, text=True, check=False,
+                          timeout=timeout, env=None if env is None else dict(env))
+
+
+def start_cli(*args: object) -> subprocess.Popen[str]:
+    """Start ``dnn_mask`` and return at once."""
+    return subprocess.Popen(command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def assert_ok(done: subprocess.CompletedProcess[str]) -> None:
+    """The run succeeded and printed nothing."""
+    assert (done.returncode, done.stderr, done.stdout) == (0, "", ""), done.stderr
+
+
+def assert_one_line_error(stderr: str, *patterns: str) -> str:
+    """Stderr is one ``dnn_mask: error:`` line matching ``patterns``; return the message."""
+    assert "Traceback" not in stderr, stderr
+    assert stderr.startswith(PREFIX), stderr
+    assert stderr.endswith("\n") and stderr.count("\n") == 1, f"not one line: {stderr!r}"
+    message = stderr[len(PREFIX):-1]
+    for pattern in patterns:
+        assert re.search(pattern, message), f"{pattern!r} not in {message!r}"
+    return message
+
+
+def temp_files(folder: Path, out: Path) -> set[str]:
+    """Names of the temporary files the writer makes beside ``out``."""
+    return {path.name for path in folder.glob(f".{out.name}.*.tmp")}
+
+
+def wait_for_temp(proc: subprocess.Popen[str], out: Path, at_least: int) -> int:
+    """Wait until the temporary file beside ``out`` holds ``at_least`` bytes.
+
+    Returns its size then. Fails if the process ends first: the kill point
+    was missed, and the test would otherwise prove nothing.
+    """
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        for tmp in out.parent.glob(f".{out.name}.*.tmp"):
+            try:
+                size = tmp.stat().st_size
+            except FileNotFoundError:
+                continue
+            if size >= at_least:
+                return size
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"dnn_mask ended (status {proc.returncode}) before its temporary file held "
+                f"{at_least} bytes; stderr: {proc.stderr.read() if proc.stderr else ''!r}"
+            )
+        time.sleep(0.002)
+    proc.kill()
+    raise AssertionError(f"dnn_mask wrote no {at_least} bytes in {TIMEOUT} s")
+
+
+def assert_same_layer(path: Path, name: str, expected: np.ndarray,
+                      channels: Sequence[int] | None = None) -> None:
+    """The layer in ``path`` holds ``expected`` exactly.
+
+    Values are read as DNNBrain reads them (h5py) and compared bit for bit,
+    NaN payloads and signed zeros included, after dtype and shape; the
+    channel numbers, if given, are read through ``open_act``.
+    """
+    with h5py.File(path, "r") as root:
+        got = root[name][()]
+    assert got.dtype == expected.dtype and got.shape == expected.shape, (got.dtype, got.shape)
+    assert got.tobytes() == expected.tobytes(), f"values of {name!r} differ"
+    if channels is not None:
+        with open_act(path) as acts:
+            np.testing.assert_array_equal(acts[name].channel.values, channels)
+
+
+@dataclass(frozen=True)
+class BigInput:
+    """An input whose masking takes long enough to be interrupted on purpose."""
+
+    act: Path
+    dmask: Path
+    layer: str
+    channels: np.ndarray  # 1-based channel numbers the mask keeps
+    expected: np.ndarray  # the values the mask keeps, read with h5py
+
+
+#: 64 stimuli x 512 channels x 27 x 27 float32: 96 MB; the mask keeps every
+#: other channel, so the write must inflate, cut and deflate about 48 MB.
+BIG_SHAPE = (64, 512, 27, 27)
+
+
+def make_big_input(folder: Path) -> BigInput:
+    """Write a large DNNBrain-style input and a mask that must be re-encoded.
+
+    The input is uncompressed, as DNNBrain's first writer made them, so it
+    is quick to make; every other channel is kept, so no chunk of the output
+    can be copied from the input and the write takes a while whatever the
+    writer's speed. Made once per test session in ``folder`` and reused
+    (tests never change it: they check that).
+    """
+    act = folder / "big.act.h5"
+    dmask = folder / "odd.dmask.csv"
+    channels = np.arange(1, BIG_SHAPE[1] + 1, 2)
+    if dmask.exists():
+        with h5py.File(act, "r") as root:
+            expected = root["conv4"][:, channels[0] - 1::2]
+        return BigInput(act, dmask, "conv4", channels, expected)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(5)
+    with h5py.File(act, "w") as root:
+        dataset = root.create_dataset("conv4", shape=BIG_SHAPE, dtype=np.float32)
+        for start in range(0, BIG_SHAPE[0], 8):
+            block = rng.standard_normal((8, *BIG_SHAPE[1:]), dtype=np.float32)
+            dataset[start:start + 8] = np.maximum(block, 0)
+    # the mask is written last: its presence says the input is complete
+    dmask.write_text("conv4=chn\n" + ",".join(map(str, channels)) + "\n")
+    with h5py.File(act, "r") as root:
+        expected = root["conv4"][:, channels[0] - 1::2]
+    return BigInput(act, dmask, "conv4", channels, expected)
+
+
+def check_damaged() -> None:
+    """Run ``dnn_mask`` on damaged files, one after the other; print JSON verdicts.
+
+    Run in a child process (``python -c``) so that a crash or a hang in
+    HDF5 stops the child, not the test runner. ``sys.argv[1]`` is a JSON
+    list of cases ``{"id", "path", "dmask"}``. For each case the child
+    prints ``{"id", "started": true}`` first, so the case that hangs or
+    crashes is known, then the verdict: for each of a whole-layer run and a
+    masked run, the exit status, stderr, an uncaught exception's traceback,
+    the files left in the case's folder, and whether the output holds the
+    values h5py reads from the damaged file (DNNBrain's reading); and the
+    same check of every layer read through ``open_act``.
+    """
+    import contextlib
+    import io
+    import json
+    import traceback
+
+    from dnnmask_xr.cli import main
+
+    for case in json.loads(sys.argv[1]):
+        print(json.dumps({"id": case["id"], "started": True}), flush=True)
+        path = Path(case["path"])
+        verdict: dict[str, object] = {"id": case["id"]}
+        # whole layers are copied as compressed chunks, inflated only with --verify
+        runs = {
+            "whole": (["-layer", "conv5", "fc3", "--verify"], _reference(path, WHOLE)),
+            "copied": (["-layer", "conv5", "fc3"], _reference(path, WHOLE)),
+            "masked": (["-dmask", case["dmask"]], _reference(path, MASKED)),
+        }
+        for name, (flags, expected) in runs.items():
+            out = path.parent / f"{name}.act.h5"
+            err = io.StringIO()
+            result: dict[str, object] = {"status": None, "traceback": None}
+            try:
+                with contextlib.redirect_stderr(err):
+                    result["status"] = main(["-act", str(path), *flags, "-out", str(out)])
+            except BaseException:  # a bug: dnn_mask must turn every failure into a status
+                result["traceback"] = traceback.format_exc()
+            result["stderr"] = err.getvalue()
+            if result["status"] == 0:
+                result["reference_readable"] = expected is not None
+                result["values_match"] = expected is not None and _holds(out, expected)
+                result["same_chunks"] = _same_chunks(path, out, WHOLE)
+                out.unlink()
+            result["left"] = sorted(p.name for p in path.parent.iterdir()
+                                    if p.name not in (path.name, Path(case["dmask"]).name))
+            verdict[name] = result
+        verdict["open_act"] = _open_act_verdict(path, _reference(path, WHOLE))
+        print(json.dumps(verdict), flush=True)
+
+
+def _open_act_verdict(path: Path, expected: dict[str, np.ndarray] | None) -> dict[str, object]:
+    """Read every layer through ``open_act``: same values as h5py, or a DnnMaskError."""
+    import traceback
+
+    from dnnmask_xr.errors import DnnMaskError
+
+    try:
+        with open_act(path) as acts:
+            got = {name: acts[name].values for name in WHOLE}
+    except DnnMaskError as error:
+        return {"error": str(error), "traceback": None}
+    except BaseException:
+        return {"error": None, "traceback": traceback.format_exc()}
+    match = expected is not None and all(
+        got[name].dtype == values.dtype and got[name].tobytes() == values.tobytes()
+        for name, values in expected.items())
+    return {"error": None, "traceback": None, "values_match": match}
+
+
+#: The whole-layer run's selection, as DNNBrain's mask dictionary.
+WHOLE: dict[str, dict[str, list[int]]] = {"conv5": {}, "fc3": {}}
+#: The masked run's selection, unsorted, as DNNBrain's 1-based numbers.
+MASKED: dict[str, dict[str, list[int]]] = {"conv5": {"chn": [3, 1], "row": [2], "col": [7, 1]}}
+MASKED_TEXT = "conv5=chn,row,col\n3,1\n2\n7,1\n"
+
+
+def _reference(path: Path, dmask: dict) -> dict[str, np.ndarray] | None:
+    """What h5py reads from ``path`` under ``dmask``, or None if it cannot."""
+    try:
+        with h5py.File(path, "r") as root:
+            names = list(dmask)
+            for name in names:
+                if root[name].size * root[name].dtype.itemsize > 2**27:
+                    return None  # a damaged shape claiming gigabytes: do not read it
+            layers = {}
+            for name in names:
+                data = root[name][()]
+                for axis, key in enumerate(("chn", "row", "col"), start=1):
+                    numbers = dmask[name].get(key)
+                    if numbers is not None:
+                        data = np.take(data, [n - 1 for n in numbers], axis=axis)
+                layers[name] = data
+            return layers
+    except Exception:
+        return None
+
+
+def _same_chunks(source: Path, copy: Path, layers: dict) -> bool:
+    """Tell whether ``copy`` stores every chunk of ``source``'s layers byte for byte."""
+    try:
+        with h5py.File(source, "r") as old, h5py.File(copy, "r") as new:
+            for name in layers:
+                if new[name].chunks != old[name].chunks:
+                    return False
+                for i in range(old[name].id.get_num_chunks()):
+                    offset = old[name].id.get_chunk_info(i).chunk_offset
+                    if (new[name].id.read_direct_chunk(offset)
+                            != old[name].id.read_direct_chunk(offset)):
+                        return False
+            return True
+    except Exception:
+        return False
+
+
+def _holds(path: Path, expected: dict[str, np.ndarray]) -> bool:
+    try:
+        with h5py.File(path, "r") as root:
+            if list(root) != list(expected):
+                return False
+            for name, values in expected.items():
+                got = root[name][()]
+                if got.dtype != values.dtype or got.shape != values.shape:
+                    return False
+                if got.tobytes() != values.tobytes():
+                    return False
+            return True
+    except Exception:
+        return False

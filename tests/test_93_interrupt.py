@@ -1,0 +1,106 @@
+"""Interrupting ``dnn_mask`` during a long write loses nothing.
+
+Each case starts ``dnn_mask`` on a large input with a mask that keeps every
+other channel (so the write inflates and deflates every value), waits until
+the temporary file beside ``-out`` has reached a given size (a point in the
+write seen on disk, not a guess in seconds), then sends a signal. Then:
+
+- SIGINT and SIGTERM: exit status 130 or 143, one line on stderr, no file
+  at ``-out`` (or the previous ``-out`` byte for byte), no temporary file;
+- SIGKILL: nothing can run, so the temporary file may stay; it is a hidden
+  ``.<out>.<random>.tmp`` name, never ``-out``, and ``-out`` is absent or
+  the previous one byte for byte, and a rerun succeeds with the exact
+  values beside the stray file;
+- always: the input is byte for byte unchanged.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+from conftest import digest
+from reliability import (
+    BigInput,
+    assert_ok,
+    assert_one_line_error,
+    assert_same_layer,
+    make_big_input,
+    run_cli,
+    start_cli,
+    temp_files,
+    wait_for_temp,
+)
+
+from dnnmask_xr.testing import relu_activations, write_reference_act
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> BigInput:
+    return make_big_input(tmp_path_factory.getbasetemp() / "big-input")
+
+
+@pytest.fixture(scope="module")
+def full_size(big: BigInput, tmp_path_factory: pytest.TempPathFactory) -> int:
+    """Size of the finished output: kill points are fractions of it."""
+    out = tmp_path_factory.mktemp("reference") / "out.act.h5"
+    assert_ok(run_cli("-act", big.act, "-dmask", big.dmask, "-out", out))
+    assert_same_layer(out, big.layer, big.expected, big.channels)
+    return out.stat().st_size
+
+
+@pytest.fixture(scope="module")
+def input_digest(big: BigInput) -> str:
+    return digest(big.act)
+
+
+#: (signal, fraction of the final size written when it is sent, previous -out exists)
+CASES = [
+    (signal.SIGINT, 0.0, False),
+    (signal.SIGINT, 2 / 3, False),
+    (signal.SIGTERM, 1 / 2, True),
+    (signal.SIGKILL, 0.0, True),
+    (signal.SIGKILL, 1 / 3, False),
+    (signal.SIGKILL, 2 / 3, True),
+]
+
+
+@pytest.mark.parametrize(
+    ("signum", "fraction", "previous"), CASES,
+    ids=[f"{s.name}-at-{f:.0%}-{'over-previous' if p else 'new'}" for s, f, p in CASES],
+)
+def test_interrupted_write_loses_nothing(
+    big: BigInput, full_size: int, input_digest: str, tmp_path: Path,
+    signum: signal.Signals, fraction: float, previous: bool,
+):
+    out = tmp_path / "out.act.h5"
+    if previous:
+        write_reference_act(out, relu_activations(2, {"old": (3, 2, 2)}))
+        previous_digest = digest(out)
+
+    proc = start_cli("-act", big.act, "-dmask", big.dmask, "-out", out)
+    wait_for_temp(proc, out, int(fraction * full_size))
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60)
+
+    if signum == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+        strays = temp_files(tmp_path, out)
+        # what SIGKILL leaves is a hidden temporary name, nothing else
+        assert {p.name for p in tmp_path.iterdir()} - strays == ({out.name} if previous else set())
+    else:
+        assert proc.returncode == 128 + signum, stderr
+        assert_one_line_error(stderr, r"^interrupted\b.*nothing was written")
+        strays = set()
+        assert {p.name for p in tmp_path.iterdir()} == ({out.name} if previous else set())
+    if previous:
+        assert digest(out) == previous_digest
+    assert digest(big.act) == input_digest
+
+    if signum == signal.SIGKILL:
+        assert_ok(run_cli("-act", big.act, "-dmask", big.dmask, "-out", out))
+        assert_same_layer(out, big.layer, big.expected, big.channels)
+        # the rerun leaves no temporary file of its own (a stray from the kill may stay)
+        assert temp_files(tmp_path, out) <= strays
+        assert digest(big.act) == input_digest
