@@ -369,6 +369,7 @@ def _fill_block(
         if len(batch) >= per_batch:
             pending.append(budget.pool.submit(_run_batch, batch))
             batch = []
+            check_interrupt()
         while len(pending) >= limit:
             pending.popleft().result()
     if batch:
