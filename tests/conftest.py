@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from reliability import BigInput, make_big_input
 
 from dnnmask_xr.testing import relu_activations, write_reference_act
 
@@ -48,3 +49,9 @@ def stim_file(tmp_path: Path, stim_text: str) -> Path:
 def digest(path: Path) -> str:
     """Hash a file's bytes, to show it was left untouched."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def big(tmp_path_factory: pytest.TempPathFactory) -> BigInput:
+    """A large input whose mask must be re-encoded (the interrupt and race tests)."""
+    return make_big_input(tmp_path_factory.mktemp("big-input"))

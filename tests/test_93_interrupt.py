@@ -26,7 +26,6 @@ from reliability import (
     assert_ok,
     assert_one_line_error,
     assert_same_layer,
-    make_big_input,
     run_cli,
     start_cli,
     temp_files,
@@ -34,11 +33,6 @@ from reliability import (
 )
 
 from dnnmask_xr.testing import relu_activations, write_reference_act
-
-
-@pytest.fixture(scope="module")
-def big(tmp_path_factory: pytest.TempPathFactory) -> BigInput:
-    return make_big_input(tmp_path_factory.getbasetemp() / "big-input")
 
 
 @pytest.fixture(scope="module")

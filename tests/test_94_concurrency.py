@@ -33,7 +33,6 @@ from reliability import (
     BigInput,
     assert_ok,
     assert_same_layer,
-    make_big_input,
     run_cli,
     start_cli,
     temp_files,
@@ -41,11 +40,6 @@ from reliability import (
 )
 
 from dnnmask_xr import open_act
-
-
-@pytest.fixture(scope="module")
-def big(tmp_path_factory: pytest.TempPathFactory) -> BigInput:
-    return make_big_input(tmp_path_factory.getbasetemp() / "big-input")
 
 
 def test_two_writers_of_one_out_leave_one_whole_result(big: BigInput, tmp_path: Path):
