@@ -84,7 +84,8 @@ def _get_parser() -> argparse.ArgumentParser:
                         help="path of a .stim.csv file describing the input's stimuli, one "
                              "row per stimulus; its IDs and fields are kept in the output")
     parser.add_argument("-out", metavar="Output", required=True,
-                        help=f"output path, ending in {SUFFIX}; written only when complete")
+                        help=f"output path, ending in {SUFFIX} (or .nc for netCDF4); written only "
+                             "when complete")
     parser.add_argument("--dry-run", action="store_true",
                         help="print each output layer's shape, dtype and size; write nothing")
     parser.add_argument("-q", "--quiet", action="store_true",

@@ -12,15 +12,19 @@ from xarray.core import indexing
 
 from dnnmask_xr.activations import Activations
 from dnnmask_xr.array import LayerArray
+from dnnmask_xr.chunks import Chunks, chunk_layer
 from dnnmask_xr.coding import DIMS, decode_layer_numbers, decode_stimulus, is_reserved
 from dnnmask_xr.errors import ActFileError, SelectionError
+from dnnmask_xr.netcdf import open_nc
 from dnnmask_xr.stim import Stimuli, read_stim
+from dnnmask_xr.writer import NC_SUFFIX
 
 
 def open_act(
     path: str | os.PathLike[str],
     *,
     stim: str | os.PathLike[str] | Stimuli | None = None,
+    chunks: Chunks | None = None,
 ) -> Activations:
     """Open the layers of an ``.act.h5`` file, reading metadata only.
 
@@ -29,10 +33,19 @@ def open_act(
     path
         The activation file: one 4-D dataset per layer at its root, as
         DNNBrain writes it (plain gzip datasets, any attributes or none).
+        A path ending in ``.nc`` is read as the netCDF4 file
+        :func:`~dnnmask_xr.save_act` writes there.
     stim
         A ``.stim.csv`` path or a :class:`~dnnmask_xr.stim.Stimuli` table
         describing the stimuli, one row per stimulus. Without it the file's
         own stimulus labels are used (``1..n`` if it has none).
+    chunks
+        ``None`` (default): lazy layers backed by the file. Otherwise
+        dask-backed layers (dask must be installed), chunked as xarray's
+        ``open_dataset`` does: ``{}`` follows the file's HDF5 chunks; a
+        mapping such as ``{"stimulus": 1000}`` sets some dimensions (``-1``
+        for whole) and leaves the others to the file; ``"auto"`` lets dask
+        choose multiples of the file's chunks.
 
     Returns
     -------
@@ -48,6 +61,9 @@ def open_act(
     """
     where = os.fspath(path)
     _check_readable(where)
+    if where.endswith(NC_SUFFIX):
+        acts = open_nc(where, chunks=chunks)
+        return acts if stim is None else _with_stim(acts, stim)
     # HDF5's default locking, not a custom one: within a process HDF5 shares
     # one handle per file and refuses opens whose locking flags differ.
     manager = CachingFileManager(h5py.File, where, mode="r")
@@ -58,10 +74,18 @@ def open_act(
         if isinstance(err, OSError):
             raise ActFileError(f"cannot read {where!r}: the file is damaged ({err})") from None
         raise
+    if chunks is not None:
+        try:
+            layers = {name: chunk_layer(array, chunks) for name, array in layers.items()}
+        except BaseException:
+            manager.close()
+            raise
     acts = Activations(layers, attrs=attrs, stim_header=header, source=where,
                        closers=[manager.close])
-    if stim is None:
-        return acts
+    return acts if stim is None else _with_stim(acts, stim)
+
+
+def _with_stim(acts: Activations, stim: str | os.PathLike[str] | Stimuli) -> Activations:
     if isinstance(stim, Stimuli):
         return acts.with_stimuli(stim)
     try:
@@ -97,10 +121,13 @@ def _read_metadata(
     layers = {}
     for name in names:
         dataset = _layer_dataset(root, name, where)
+        # preferred_chunks: how xarray (and chunks=) learns the HDF5 chunk shape
         variable = xr.Variable(
             DIMS, indexing.LazilyIndexedArray(
                 LayerArray(manager, name, dataset.shape, dataset.dtype)
-            )
+            ),
+            encoding={"preferred_chunks": dict(zip(DIMS, dataset.chunks, strict=True))}
+            if dataset.chunks else None,
         )
         numbers = decode_layer_numbers(dataset, repr(where))
         layers[name] = xr.DataArray(variable, coords=numbers, name=name)

@@ -25,10 +25,11 @@ DEFAULT_MEMORY = 128 * 2**20
 #: Target bytes of one HDF5 chunk of the output, before compression.
 CHUNK_BYTES = 2**20
 SUFFIX = ".act.h5"
+NC_SUFFIX = ".nc"
 
 
 def save_act(
-    acts: Activations | Mapping[str, xr.DataArray],
+    acts: Activations | Mapping[str, xr.DataArray] | xr.DataTree,
     path: str | os.PathLike[str],
     *,
     attrs: Mapping[str, Any] | None = None,
@@ -40,14 +41,18 @@ def save_act(
     One gzip-compressed 4-D dataset per layer at the root, in order, and
     nothing else there. Coordinates, the stimulus table and provenance go
     into HDF5 attributes. The file appears at ``path`` only once complete.
+    A path ending in ``.nc`` gets a netCDF4 file instead, one group per
+    layer (see :mod:`dnnmask_xr.netcdf`).
 
     Parameters
     ----------
     acts
-        The layers, lazy or in memory; lazy ones are read block by block.
+        The layers, lazy, dask-backed or in memory; lazy and dask-backed
+        ones are read (computed) block by block. A ``DataTree`` is read
+        as :func:`~dnnmask_xr.from_datatree` reads it.
     path
-        The output, ending in ``.act.h5``. An existing file there is
-        replaced, but never the file the layers are read from.
+        The output, ending in ``.act.h5`` (or ``.nc``). An existing file
+        there is replaced, but never the file the layers are read from.
     attrs
         More provenance for the file's root (``cmd``, for instance).
     memory
@@ -60,10 +65,17 @@ def save_act(
     ActFileError
         If the output cannot be written; nothing is left at ``path``.
     UsageError
-        If ``path`` does not end in ``.act.h5``.
+        If ``path`` does not end in ``.act.h5`` or ``.nc``.
     DnnMaskError
         If the layers disagree on their stimuli.
     """
+    if isinstance(acts, xr.DataTree):
+        from dnnmask_xr.datatree import from_datatree
+        acts = from_datatree(acts)
+    if os.fspath(path).endswith(NC_SUFFIX):
+        from dnnmask_xr.netcdf import save_nc
+        return save_nc(acts if isinstance(acts, Activations) else Activations(acts), path,
+                       attrs=attrs, memory=memory, progress=progress)
     if not isinstance(acts, Activations):
         acts = Activations(acts)
     target = os.fspath(path)
@@ -179,18 +191,18 @@ def _shared_stimulus(acts: Activations) -> tuple[np.ndarray, dict[str, np.ndarra
 
 
 def check_output(target: str) -> None:
-    """Check that an ``.act.h5`` file can be created at ``target``.
+    """Check that an ``.act.h5`` (or ``.nc``) file can be created at ``target``.
 
     Raises
     ------
     UsageError
-        If the name does not end in ``.act.h5``.
+        If the name ends in neither ``.act.h5`` nor ``.nc``.
     ActFileError
         If its folder is missing, not a folder or not writable, or the
         target is a folder.
     """
-    if not target.endswith(SUFFIX):
-        raise UsageError(f"output {target!r} does not end in {SUFFIX!r}; "
+    if not target.endswith((SUFFIX, NC_SUFFIX)):
+        raise UsageError(f"output {target!r} does not end in {SUFFIX!r} or {NC_SUFFIX!r}; "
                          f"name it like 'masked{SUFFIX}'")
     folder = Path(target).parent
     if folder.exists() and not folder.is_dir():
