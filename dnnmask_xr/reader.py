@@ -121,16 +121,17 @@ def _read_metadata(
     layers = {}
     for name in names:
         dataset = _layer_dataset(root, name, where)
-        # preferred_chunks: how xarray (and chunks=) learns the HDF5 chunk shape
         variable = xr.Variable(
             DIMS, indexing.LazilyIndexedArray(
                 LayerArray(manager, name, dataset.shape, dataset.dtype)
-            ),
-            encoding={"preferred_chunks": dict(zip(DIMS, dataset.chunks, strict=True))}
-            if dataset.chunks else None,
+            )
         )
         numbers = decode_layer_numbers(dataset, repr(where))
         layers[name] = xr.DataArray(variable, coords=numbers, name=name)
+        if dataset.chunks:
+            # how xarray (and chunks=) learns the HDF5 chunk shape
+            layers[name].encoding["preferred_chunks"] = dict(zip(DIMS, dataset.chunks,
+                                                                 strict=True))
     n_stim = {array.sizes["stimulus"] for array in layers.values()}
     if len(n_stim) > 1:
         listing = ", ".join(f"{name!r}: {a.sizes['stimulus']}" for name, a in layers.items())
