@@ -97,8 +97,8 @@ def test_chunks_follow_the_hdf5_chunks(act_file, layers):
     array = tree["conv5/conv5"]
     assert array.chunks is not None
     assert tuple(sizes[0] for sizes in array.chunks) == file_chunks
-    np.testing.assert_array_equal(array.mean("stimulus").values,
-                                  layers["conv5"].mean(axis=0))
+    # a maximum does not depend on the order dask combines the chunks in
+    np.testing.assert_array_equal(array.max("stimulus").values, layers["conv5"].max(axis=0))
     tree.close()
 
 
