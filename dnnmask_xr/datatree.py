@@ -95,9 +95,14 @@ def from_datatree(tree: xr.DataTree) -> Activations:
     Raises
     ------
     DnnMaskError
-        If a node is nested deeper than one level, or holds other than one
-        variable.
+        If the root holds variables, or a node is nested deeper than one
+        level or holds other than one variable.
     """
+    if tree.data_vars:
+        raise DnnMaskError(
+            f"the root holds variables ({', '.join(map(str, tree.data_vars))}); a tree of "
+            "activations holds each layer in a node of its own, named after it"
+        )
     fields = {
         str(name): coord
         for name, coord in tree.coords.items()

@@ -119,7 +119,9 @@ def open_nc(path: str | os.PathLike[str], *, chunks: Chunks | None = None) -> Ac
     """
     where = os.fspath(path)
     try:
-        tree = xr.open_datatree(where, engine="h5netcdf", cache=False,
+        # phony_dims: a file not written here may lack dimension scales; it
+        # then fails the layout check below rather than on opening
+        tree = xr.open_datatree(where, engine="h5netcdf", cache=False, phony_dims="access",
                                 decode_times=False, decode_timedelta=False)
     except (OSError, ValueError) as err:
         raise ActFileError(f"cannot read {where!r} as netCDF4 ({err})") from None

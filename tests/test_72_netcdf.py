@@ -39,11 +39,12 @@ def test_act_to_nc_to_open_act_is_exact(tmp_path, stim_file, dtype):
 
 
 def test_a_masked_file_keeps_its_numbers_and_order(act_file, stim_file, tmp_path):
-    mask = read_dmask_text(tmp_path, "conv5=chn,row,col\n7,2,19\n3,1\n5\nfc3=chn\n12,1\n")
+    mask = read_dmask_text(tmp_path, "fc3=chn\n12,1\nconv5=chn,row,col\n7,2,19\n3,1\n5\n")
     masked = open_act(act_file, stim=stim_file).mask(mask)
     save_act(masked, tmp_path / "masked.nc")
     back = open_act(tmp_path / "masked.nc")
     assert_exact(back, masked)
+    assert list(back) == ["fc3", "conv5"]
     assert list(back["conv5"].channel.values) == [7, 2, 19]
     assert back.attrs["mask"] == masked.attrs["mask"]
 
@@ -126,6 +127,14 @@ def test_an_nc_file_that_is_not_layers_is_refused(tmp_path):
     xr.DataTree.from_dict({"/": xr.Dataset(), "a": xr.Dataset({"x": ("t", [1, 2])}),
                            "a/b": xr.Dataset()}).to_netcdf(path, engine="h5netcdf")
     with pytest.raises(ActFileError, match=r"other\.nc': node '/a' holds groups \(b\)"):
+        open_act(path)
+
+
+def test_an_act_file_named_nc_is_refused(act_file, tmp_path):
+    path = tmp_path / "misnamed.nc"
+    path.write_bytes(act_file.read_bytes())
+    with pytest.raises(ActFileError, match=r"misnamed\.nc': the root holds variables "
+                                           r"\(conv5, fc3\); a tree of activations"):
         open_act(path)
 
 
