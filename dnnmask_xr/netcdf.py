@@ -65,8 +65,8 @@ def save_nc(
     ActFileError
         If the output cannot be written; nothing is left at ``path``.
     DnnMaskError
-        If a layer holds values netCDF4 cannot store (booleans, complex
-        numbers) or the layers disagree on their stimuli.
+        If a layer holds values netCDF4 cannot store (float16, booleans,
+        complex numbers) or the layers disagree on their stimuli.
     """
     target = os.fspath(path)
     check_output(target)
@@ -74,9 +74,10 @@ def save_nc(
         raise ActFileError(f"output {target!r} is the input file; writing it would replace the "
                            "activations being read: choose another output path")
     for name, array in acts.items():
-        if array.dtype.kind not in "iuf":
+        if not _is_netcdf4_number(array.dtype):
             raise DnnMaskError(f"layer {name!r} holds {array.dtype} values, which netCDF4 "
-                               "cannot store; save it as .act.h5, or cast it to a number type")
+                               "cannot store (it stores integers of 1 to 8 bytes, float32 "
+                               "and float64); save it as .act.h5, or cast it")
     tree = to_datatree(acts)
     root_attrs = {**tree.attrs, **(attrs or {}), **_stamp()}
     try:
@@ -177,6 +178,11 @@ def _write_layer(
         variable[stimuli, channels] = block
         bar.update(block.nbytes)
         check_interrupt()
+
+
+def _is_netcdf4_number(dtype: np.dtype) -> bool:
+    # float16, booleans and complex numbers have no netCDF4 type
+    return dtype.kind in "iu" or (dtype.kind == "f" and dtype.itemsize in (4, 8))
 
 
 def _storable(values: np.ndarray) -> np.ndarray:

@@ -15,7 +15,6 @@ from dnnmask_xr.array import LayerArray
 from dnnmask_xr.chunks import Chunks, chunk_layer
 from dnnmask_xr.coding import DIMS, decode_layer_numbers, decode_stimulus, is_reserved
 from dnnmask_xr.errors import ActFileError, SelectionError
-from dnnmask_xr.netcdf import open_nc
 from dnnmask_xr.stim import Stimuli, read_stim
 from dnnmask_xr.writer import NC_SUFFIX
 
@@ -58,10 +57,14 @@ def open_act(
     ActFileError
         If the file is missing, unreadable, not HDF5, or holds a root object
         that is not a 4-D numeric dataset.
+    UsageError
+        If ``chunks`` names a dimension layers do not have.
     """
     where = os.fspath(path)
     _check_readable(where)
     if where.endswith(NC_SUFFIX):
+        from dnnmask_xr.netcdf import open_nc
+
         acts = open_nc(where, chunks=chunks)
         return acts if stim is None else _with_stim(acts, stim)
     # HDF5's default locking, not a custom one: within a process HDF5 shares

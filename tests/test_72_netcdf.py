@@ -107,10 +107,12 @@ def test_the_backend_opens_nc_too(act_file, tmp_path, layers):
         np.testing.assert_array_equal(tree["fc3/fc3"].values, layers["fc3"])
 
 
-def test_complex_layers_cannot_go_to_netcdf(tmp_path):
-    layer = xr.DataArray(np.ones((2, 3, 1, 1), dtype=np.complex64), dims=DIMS)
-    with pytest.raises(DnnMaskError, match=r"layer 'z' holds complex64 values, which netCDF4 "
-                                           "cannot store; save it as .act.h5"):
+@pytest.mark.parametrize("dtype", ["complex64", "float16", "bool"])
+def test_values_without_a_netcdf4_type_are_refused(tmp_path, dtype):
+    layer = xr.DataArray(np.ones((2, 3, 1, 1), dtype=dtype), dims=DIMS)
+    with pytest.raises(DnnMaskError, match=rf"layer 'z' holds {dtype} values, which netCDF4 "
+                                           r"cannot store \(it stores integers of 1 to 8 bytes, "
+                                           r"float32 and float64\); save it as .act.h5"):
         save_act({"z": layer}, tmp_path / "out.nc")
     assert not (tmp_path / "out.nc").exists()
 
