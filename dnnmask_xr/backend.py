@@ -75,9 +75,12 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
         stim: StimArg = None,
     ) -> xr.DataTree:
         """Open every layer: the stimuli on the root, one node per layer."""
-        tree = to_datatree(open_act(filename_or_obj, stim=stim))
-        return tree.map_over_datasets(lambda ds: _drop(ds, drop_variables)) if (
-            drop_variables) else tree
+        acts = open_act(filename_or_obj, stim=stim)
+        tree = to_datatree(acts)
+        if drop_variables:
+            tree = tree.map_over_datasets(lambda dataset: _drop(dataset, drop_variables))
+            tree.set_close(acts.close)
+        return tree
 
     def open_groups_as_dict(
         self,

@@ -102,10 +102,11 @@ def test_chunks_follow_the_hdf5_chunks(act_file, layers):
     tree.close()
 
 
-def test_drop_variables(act_file, stim_file):
+def test_drop_variables(act_file, stim_file, layers):
     with xr.open_datatree(act_file, engine="dnnact", stim=stim_file,
                           drop_variables=["onset"]) as tree:
         assert "onset" not in tree.coords and "label" in tree.coords
+        np.testing.assert_array_equal(tree["fc3/fc3"].values, layers["fc3"])
 
 
 def test_guess_can_open(tmp_path):
