@@ -74,11 +74,12 @@ def save_nc(
         raise ActFileError(f"output {target!r} is the input file; writing it would replace the "
                            "activations being read: choose another output path")
     for name, array in acts.items():
-        if not _is_netcdf4_number(array.dtype):
-            raise DnnMaskError(f"layer {name!r} holds {array.dtype} values, which netCDF4 "
-                               "cannot store (it stores integers of 1 to 8 bytes, float32 "
-                               "and float64); save it as .act.h5, or cast it")
+        _check_layer(name, array)
     tree = to_datatree(acts)
+    spaced = [str(field) for field in tree.coords if len(str(field).split()) != 1]
+    if spaced:
+        raise DnnMaskError(f"stimulus field {spaced[0]!r} has white space in its name, which "
+                           "netCDF's list of coordinates cannot hold; rename the field")
     root_attrs = {**tree.attrs, **(attrs or {}), **_stamp()}
     try:
         with atomic_path(target) as tmp, deferred_interrupts(), tqdm(
@@ -180,9 +181,18 @@ def _write_layer(
         check_interrupt()
 
 
-def _is_netcdf4_number(dtype: np.dtype) -> bool:
+def _check_layer(name: str, array: xr.DataArray) -> None:
+    dtype = array.dtype
     # float16, booleans and complex numbers have no netCDF4 type
-    return dtype.kind in "iu" or (dtype.kind == "f" and dtype.itemsize in (4, 8))
+    if not (dtype.kind in "iu" or (dtype.kind == "f" and dtype.itemsize in (4, 8))):
+        raise DnnMaskError(f"layer {name!r} holds {dtype} values, which netCDF4 cannot store "
+                           "(it stores integers of 1 to 8 bytes, float32 and float64); save "
+                           "it as .act.h5, or cast it")
+    for dim in NUMBERED_DIMS:
+        if array[dim].dtype.kind not in "iu":
+            raise DnnMaskError(f"layer {name!r}: {dim} labels are {array[dim].dtype}, not "
+                               f"integers; {dim} labels are the 1-based numbers of the "
+                               "network's units")
 
 
 def _storable(values: np.ndarray) -> np.ndarray:

@@ -117,6 +117,21 @@ def test_values_without_a_netcdf4_type_are_refused(tmp_path, dtype):
     assert not (tmp_path / "out.nc").exists()
 
 
+def test_labels_that_are_not_numbers_are_refused(tmp_path):
+    layer = xr.DataArray(np.ones((2, 3, 1, 1)), dims=DIMS, coords={"channel": [0.5, 1.5, 2.5]})
+    with pytest.raises(DnnMaskError, match=r"layer 'z': channel labels are float64, not "
+                                           "integers"):
+        save_act({"z": layer}, tmp_path / "out.nc")
+
+
+def test_a_field_name_with_white_space_is_refused(tmp_path):
+    layer = xr.DataArray(np.ones((2, 3, 1, 1)), dims=DIMS,
+                         coords={"trial type": ("stimulus", ["a", "b"])})
+    with pytest.raises(DnnMaskError, match=r"stimulus field 'trial type' has white space"):
+        save_act({"z": layer}, tmp_path / "out.nc")
+    assert not (tmp_path / "out.nc").exists()
+
+
 def test_nc_is_never_written_over_its_input(act_file, tmp_path):
     path = tmp_path / "out.nc"
     save_act(open_act(act_file), path)
