@@ -18,6 +18,8 @@ they are on the root alone (``tree.condition``), and
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import xarray as xr
 
 from dnnmask_xr.activations import Activations, stimulus_fields
@@ -25,13 +27,14 @@ from dnnmask_xr.coding import DIMS
 from dnnmask_xr.errors import DnnMaskError
 
 
-def to_datatree(acts: Activations) -> xr.DataTree:
+def to_datatree(acts: Activations | Mapping[str, xr.DataArray]) -> xr.DataTree:
     """Turn activations into a tree: stimuli on the root, a node per layer.
 
     Parameters
     ----------
     acts
-        The layers. Lazy layers stay lazy, dask-backed ones dask-backed.
+        The layers (or a mapping of name to layer). Lazy layers stay lazy,
+        dask-backed ones dask-backed.
 
     Returns
     -------
@@ -65,7 +68,8 @@ def to_datatree(acts: Activations) -> xr.DataTree:
             if name in clash:
                 raise DnnMaskError(
                     f"layer {name!r} has the name of a dimension or stimulus field; a tree "
-                    f"needs distinct names (rename it with a mapping of layers)"
+                    "needs distinct names: rename the layer, as in "
+                    f"Activations({{'{name}_layer': acts[{name!r}], ...}})"
                 )
             nodes[name] = array.drop_vars(["stimulus", *fields]).to_dataset(name=name)
     tree = xr.DataTree.from_dict({"/": root, **nodes})
