@@ -34,8 +34,8 @@ from dnnmask_xr._atomic import atomic_path
 from dnnmask_xr._interrupt import check_interrupt, deferred_interrupts
 from dnnmask_xr._version import __version__
 from dnnmask_xr.activations import Activations
-from dnnmask_xr.chunks import Chunks, chunk_layer
 from dnnmask_xr.coding import DIMS, NUMBERED_DIMS
+from dnnmask_xr.dask_layers import Chunks, chunk_layer
 from dnnmask_xr.datatree import from_datatree, to_datatree
 from dnnmask_xr.errors import ActFileError, DnnMaskError
 from dnnmask_xr.writer import (

@@ -12,8 +12,8 @@ from xarray.core import indexing
 
 from dnnmask_xr.activations import Activations
 from dnnmask_xr.array import LayerArray
-from dnnmask_xr.chunks import Chunks, chunk_layer
 from dnnmask_xr.coding import DIMS, decode_layer_numbers, decode_stimulus, is_reserved
+from dnnmask_xr.dask_layers import Chunks, chunk_layer
 from dnnmask_xr.errors import ActFileError, SelectionError
 from dnnmask_xr.stim import Stimuli, read_stim
 from dnnmask_xr.writer import NC_SUFFIX

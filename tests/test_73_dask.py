@@ -70,7 +70,7 @@ def test_chunks_naming_an_unknown_dimension_are_refused(chunked_file):
 def test_importing_the_package_does_not_import_dask():
     # xarray itself imports dask.array when it wraps data and dask is installed,
     # so what is checked here is the import of every module of the package
-    code = ("import sys, dnnmask_xr, dnnmask_xr.backend, dnnmask_xr.chunks, "
+    code = ("import sys, dnnmask_xr, dnnmask_xr.backend, dnnmask_xr.dask_layers, "
             "dnnmask_xr.netcdf, dnnmask_xr.neuroid, dnnmask_xr.datatree; "
             "print(sorted(m for m in sys.modules if m.startswith(('dask', 'distributed'))))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
