@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 
@@ -76,6 +77,20 @@ def test_importing_the_package_does_not_import_dask():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("chunks", [None, {}])
+def test_a_layer_pickled_into_a_fresh_process_reads_the_file_there(chunked_file, tmp_path,
+                                                                   chunks):
+    # what a dask worker process does: unpickle the layer, open the file itself
+    path, data = chunked_file
+    pickled = tmp_path / "layer.pickle"
+    pickled.write_bytes(pickle.dumps(open_act(path, chunks=chunks)["conv"].isel(channel=[4, 1])))
+    code = ("import pickle, sys, numpy; layer = pickle.loads(open(sys.argv[1], 'rb').read()); "
+            "numpy.save(sys.argv[2], layer.values)")
+    subprocess.run([sys.executable, "-c", code, str(pickled), str(tmp_path / "values.npy")],
+                   check=True, capture_output=True)
+    np.testing.assert_array_equal(np.load(tmp_path / "values.npy"), data[:, [4, 1]])
 
 
 def test_per_channel_mean_on_a_distributed_cluster_of_processes(chunked_file):
