@@ -30,6 +30,7 @@ _WHERE = {
     "UsageError": "errors",
     "format_dmask": "dmask",
     "format_stim": "stim",
+    "from_datatree": "datatree",
     "mask_file": "extract",
     "mask_from_flags": "selection",
     "open_act": "reader",
@@ -38,6 +39,9 @@ _WHERE = {
     "read_dmask": "dmask",
     "read_stim": "stim",
     "save_act": "save",
+    "stack_neuroids": "neuroid",
+    "to_datatree": "datatree",
+    "unstack_neuroids": "neuroid",
     "write_dmask": "dmask",
     "write_stim": "stim",
 }
@@ -56,6 +60,7 @@ __all__ = [
     "__version__",
     "format_dmask",
     "format_stim",
+    "from_datatree",
     "mask_file",
     "mask_from_flags",
     "open_act",
@@ -64,12 +69,16 @@ __all__ = [
     "read_dmask",
     "read_stim",
     "save_act",
+    "stack_neuroids",
+    "to_datatree",
+    "unstack_neuroids",
     "write_dmask",
     "write_stim",
 ]
 
 if TYPE_CHECKING:
     from dnnmask_xr.activations import Activations
+    from dnnmask_xr.datatree import from_datatree, to_datatree
     from dnnmask_xr.dmask import (
         DnnMask,
         LayerMask,
@@ -86,6 +95,7 @@ if TYPE_CHECKING:
         UsageError,
     )
     from dnnmask_xr.extract import mask_file
+    from dnnmask_xr.neuroid import stack_neuroids, unstack_neuroids
     from dnnmask_xr.reader import open_act
     from dnnmask_xr.save import save_act
     from dnnmask_xr.selection import mask_from_flags

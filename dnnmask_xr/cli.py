@@ -28,16 +28,20 @@ import re
 import shlex
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from dnnmask_xr._interrupt import Interrupted
 from dnnmask_xr.errors import DnnMaskError, UsageError
+
+if TYPE_CHECKING:
+    from dnnmask_xr.dmask import DnnMask
 
 # Only what parsing the flags needs is imported here; numpy, h5py and the
 # rest come in main(), so start-up stays short and Ctrl-C during it is
 # handled like any other.
 PROG = "dnn_mask"
 SUFFIX = ".act.h5"
+NC_SUFFIX = ".nc"
 _NUMBER = re.compile(r"-\d+")
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -85,7 +89,8 @@ def _get_parser() -> argparse.ArgumentParser:
                         help="path of a .stim.csv file describing the input's stimuli, one "
                              "row per stimulus; its IDs and fields are kept in the output")
     parser.add_argument("-out", metavar="Output", required=True,
-                        help=f"output path, ending in {SUFFIX}; written only when complete")
+                        help=f"output path, ending in {SUFFIX} (or .nc for netCDF4); written only "
+                             "when complete")
     parser.add_argument("--dry-run", action="store_true",
                         help="print each output layer's shape, dtype and size; write nothing")
     parser.add_argument("-q", "--quiet", action="store_true",
@@ -166,11 +171,27 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(plan.summary(args.out))
         print(plan.describe())
         return 0
+    attrs = {"cmd": shlex.join([PROG, *argv])}
+    if args.out.endswith(NC_SUFFIX):
+        return _save_netcdf(args, mask, attrs)
     with progress_bar(not args.quiet and sys.stderr.isatty()) as on_progress:
         mask_file(args.act, args.out, mask, stim=args.stim, by="position",
-                  attrs={"cmd": shlex.join([PROG, *argv])},
+                  attrs=attrs,
                   memory=args.memory or DEFAULT_MEMORY, threads=args.threads,
                   on_progress=on_progress, verify=args.verify)
+    return 0
+
+
+def _save_netcdf(args: argparse.Namespace, mask: DnnMask, attrs: dict[str, str]) -> int:
+    # netCDF goes through xarray (imported only here)
+    from dnnmask_xr.reader import open_act
+    from dnnmask_xr.save import save_act
+    from dnnmask_xr.writer import DEFAULT_MEMORY
+
+    with open_act(args.act, stim=args.stim) as acts:
+        save_act(acts.mask(mask, by="position"), args.out, attrs=attrs,
+                 memory=args.memory or DEFAULT_MEMORY,
+                 progress=not args.quiet and sys.stderr.isatty())
     return 0
 
 

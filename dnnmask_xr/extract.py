@@ -25,6 +25,7 @@ from dnnmask_xr.h5 import layer_datasets, open_file
 from dnnmask_xr.selection import NumberMeaning, layer_positions, stimulus_labels
 from dnnmask_xr.writer import (
     DEFAULT_MEMORY,
+    SUFFIX,
     OutputLayer,
     SaveReport,
     Stimulus,
@@ -185,7 +186,7 @@ def mask_file(
     where, target = os.fspath(act), os.fspath(out)
     if not isinstance(mask, DnnMask):
         mask = DnnMask(mask)
-    check_output(target)
+    check_output(target, (SUFFIX,))
     check_memory(memory)
     if same_file(where, target):
         raise ActFileError(f"output {target!r} is the input file; writing it would replace the "

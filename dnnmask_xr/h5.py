@@ -14,7 +14,7 @@ import h5py
 from dnnmask_xr.errors import ActFileError
 
 
-def open_file(where: str) -> h5py.File:
+def open_file(where: str, mode: str = "r") -> h5py.File:
     """Open an ``.act.h5`` file for reading, even while another process locks it.
 
     HDF5's default locking comes first: within a process HDF5 shares one
@@ -23,11 +23,16 @@ def open_file(where: str) -> h5py.File:
     the file open for writing, or the file system has no locks) must not
     make the activations unreadable: the file is then opened without one.
 
+    ``mode`` must be ``"r"``; it is there for ``CachingFileManager``, which
+    passes it on.
+
     Raises
     ------
     ActFileError
         If the file is missing, a folder, unreadable, not HDF5 or damaged.
     """
+    if mode != "r":
+        raise ValueError(f"mode={mode!r}: .act.h5 inputs are opened read-only ('r')")
     check_readable(where)
     try:
         return h5py.File(where, "r")

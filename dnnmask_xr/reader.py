@@ -12,15 +12,18 @@ from xarray.core import indexing
 from dnnmask_xr.activations import Activations
 from dnnmask_xr.array import LayerArray
 from dnnmask_xr.coding import DIMS, decode_layer_numbers, decode_stimulus, is_reserved
+from dnnmask_xr.dask_layers import Chunks, chunk_layer
 from dnnmask_xr.errors import SelectionError
-from dnnmask_xr.h5 import layer_datasets, open_file
+from dnnmask_xr.h5 import check_readable, layer_datasets, open_file
 from dnnmask_xr.stim import Stimuli, read_stim
+from dnnmask_xr.writer import NC_SUFFIX
 
 
 def open_act(
     path: str | os.PathLike[str],
     *,
     stim: str | os.PathLike[str] | Stimuli | None = None,
+    chunks: Chunks | None = None,
 ) -> Activations:
     """Open the layers of an ``.act.h5`` file, reading metadata only.
 
@@ -29,10 +32,19 @@ def open_act(
     path
         The activation file: one 4-D dataset per layer at its root, as
         DNNBrain writes it (plain gzip datasets, any attributes or none).
+        A path ending in ``.nc`` is read as the netCDF4 file
+        :func:`~dnnmask_xr.save_act` writes there.
     stim
         A ``.stim.csv`` path or a :class:`~dnnmask_xr.stim.Stimuli` table
         describing the stimuli, one row per stimulus. Without it the file's
         own stimulus labels are used (``1..n`` if it has none).
+    chunks
+        ``None`` (default): lazy layers backed by the file. Otherwise
+        dask-backed layers (dask must be installed), chunked as xarray's
+        ``open_dataset`` does: ``{}`` follows the file's HDF5 chunks; a
+        mapping such as ``{"stimulus": 1000}`` sets some dimensions (``-1``
+        for whole) and leaves the others to the file; ``"auto"`` lets dask
+        choose multiples of the file's chunks.
 
     Returns
     -------
@@ -45,18 +57,36 @@ def open_act(
     ActFileError
         If the file is missing, unreadable, not HDF5, or holds a root object
         that is not a 4-D numeric dataset.
+    UsageError
+        If ``chunks`` names a dimension layers do not have.
     """
     where = os.fspath(path)
-    manager = CachingFileManager(open_file, where)
+    if where.endswith(NC_SUFFIX):
+        from dnnmask_xr.netcdf import open_nc
+
+        check_readable(where)
+        acts = open_nc(where, chunks=chunks)
+        return acts if stim is None else _with_stim(acts, stim)
+    # mode="r" is passed on to open_file: a manager unpickled in another
+    # process (a dask worker) passes its mode when it reopens the file
+    manager = CachingFileManager(open_file, where, mode="r")
     try:
         layers, attrs, header = _read_metadata(manager.acquire(), where, manager)
     except BaseException:
         manager.close()
         raise
+    if chunks is not None:
+        try:
+            layers = {name: chunk_layer(array, chunks) for name, array in layers.items()}
+        except BaseException:
+            manager.close()
+            raise
     acts = Activations(layers, attrs=attrs, stim_header=header, source=where,
                        closers=[manager.close])
-    if stim is None:
-        return acts
+    return acts if stim is None else _with_stim(acts, stim)
+
+
+def _with_stim(acts: Activations, stim: str | os.PathLike[str] | Stimuli) -> Activations:
     if isinstance(stim, Stimuli):
         return acts.with_stimuli(stim)
     try:
@@ -77,6 +107,10 @@ def _read_metadata(
         )
         numbers = decode_layer_numbers(dataset, repr(where))
         layers[name] = xr.DataArray(variable, coords=numbers, name=name)
+        if dataset.chunks:
+            # how xarray (and chunks=) learns the HDF5 chunk shape
+            layers[name].encoding["preferred_chunks"] = dict(zip(DIMS, dataset.chunks,
+                                                                 strict=True))
     attrs = {key: value for key, value in root.attrs.items() if not is_reserved(key)}
     header: dict[str, str] = {}
     if layers:

@@ -17,6 +17,7 @@ from dnnmask_xr.engine import FileSelection
 from dnnmask_xr.errors import ActFileError, DnnMaskError
 from dnnmask_xr.writer import (
     DEFAULT_MEMORY,
+    NC_SUFFIX,
     ComputedValues,
     OutputLayer,
     SaveReport,
@@ -29,7 +30,7 @@ from dnnmask_xr.writer import (
 
 
 def save_act(
-    acts: Activations | Mapping[str, xr.DataArray],
+    acts: Activations | Mapping[str, xr.DataArray] | xr.DataTree,
     path: str | os.PathLike[str],
     *,
     attrs: Mapping[str, Any] | None = None,
@@ -37,12 +38,14 @@ def save_act(
     threads: int | None = None,
     progress: bool = False,
     verify: bool = False,
-) -> SaveReport:
+) -> SaveReport | None:
     """Write layers to an ``.act.h5`` file that DNNBrain reads as its own.
 
     One gzip-compressed 4-D dataset per layer at the root, in order, and
     nothing else there. Coordinates, the stimulus table and provenance go
     into HDF5 attributes. The file appears at ``path`` only once complete.
+    A path ending in ``.nc`` gets a netCDF4 file instead, one group per
+    layer (see :func:`dnnmask_xr.netcdf.save_nc`).
 
     Layers opened with :func:`~dnnmask_xr.open_act` and selected with
     ``.isel``/``.sel``/:meth:`~dnnmask_xr.Activations.mask` are copied from
@@ -54,10 +57,11 @@ def save_act(
     Parameters
     ----------
     acts
-        The layers, lazy or in memory.
+        The layers, lazy, dask-backed or in memory; a ``DataTree`` is read
+        as :func:`~dnnmask_xr.from_datatree` reads it.
     path
-        The output, ending in ``.act.h5``. An existing file there is
-        replaced, but never the file the layers are read from.
+        The output, ending in ``.act.h5`` (or ``.nc``). An existing file
+        there is replaced, but never the file the layers are read from.
     attrs
         More provenance for the file's root (``cmd``, for instance).
     memory
@@ -72,21 +76,31 @@ def save_act(
 
     Returns
     -------
-    SaveReport
-        How each layer was written and how many chunks were read and written.
+    SaveReport or None
+        How each layer was written and how many chunks were read and
+        written; None for a ``.nc`` file.
 
     Raises
     ------
     ActFileError
         If the output cannot be written; nothing is left at ``path``.
     UsageError
-        If ``path`` does not end in ``.act.h5`` or ``memory`` is not positive.
+        If ``path`` ends in neither ``.act.h5`` nor ``.nc``, or ``memory`` is
+        not positive.
     DnnMaskError
         If the layers disagree on their stimuli.
     """
+    if isinstance(acts, xr.DataTree):
+        from dnnmask_xr.datatree import from_datatree
+
+        acts = from_datatree(acts)
     if not isinstance(acts, Activations):
         acts = Activations(acts)
     target = os.fspath(path)
+    if target.endswith(NC_SUFFIX):
+        from dnnmask_xr.netcdf import save_nc
+
+        return save_nc(acts, target, attrs=attrs, memory=memory, progress=progress)
     check_output(target)
     if acts.source and same_file(acts.source, target):
         raise ActFileError(f"output {target!r} is the input file; writing it would replace the "

@@ -37,6 +37,8 @@ from dnnmask_xr.errors import ActFileError, DnnMaskError, UsageError
 #: Default memory budget: bytes of activations held at once while writing.
 DEFAULT_MEMORY = 128 * 2**20
 SUFFIX = ".act.h5"
+#: The suffix of netCDF4 outputs (written by :mod:`dnnmask_xr.netcdf`).
+NC_SUFFIX = ".nc"
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,7 @@ def write_act(
     SaveReport
         How each layer was written.
     """
-    check_output(path)
+    check_output(path, (SUFFIX,))
     check_memory(memory)
     for layer in layers:
         _check_layer(layer)
@@ -205,19 +207,27 @@ def _progress(
     return lambda done: on_progress(name, done, total)
 
 
-def check_output(target: str) -> None:
-    """Check that an ``.act.h5`` file can be created at ``target``.
+def check_output(target: str, suffixes: tuple[str, ...] = (SUFFIX, NC_SUFFIX)) -> None:
+    """Check that an output file can be created at ``target``.
+
+    Parameters
+    ----------
+    target
+        The output path.
+    suffixes
+        The endings allowed: ``.act.h5`` and ``.nc`` unless told otherwise.
 
     Raises
     ------
     UsageError
-        If the name does not end in ``.act.h5``.
+        If the name ends in none of ``suffixes``.
     ActFileError
         If its folder is missing, not a folder or not writable, or the
         target is a folder.
     """
-    if not target.endswith(SUFFIX):
-        raise UsageError(f"output {target!r} does not end in {SUFFIX!r}; "
+    if not target.endswith(suffixes):
+        allowed = " or ".join(repr(suffix) for suffix in suffixes)
+        raise UsageError(f"output {target!r} does not end in {allowed}; "
                          f"name it like 'masked{SUFFIX}'")
     folder = Path(target).parent
     if folder.exists() and not folder.is_dir():

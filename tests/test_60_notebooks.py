@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -10,6 +11,9 @@ from nbclient import NotebookClient
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+#: Notebooks that must show plots, and how a cell that plots is recognised.
+PLOTTING = {"02_analysis_and_masks.ipynb"}
+PLOTS = re.compile(r"\.plot\b|\bplt\.(show|imshow)\b")
 
 
 def test_there_are_notebooks():
@@ -29,3 +33,9 @@ def test_notebook_runs(path: Path, tmp_path: Path):
     )
     # raises CellExecutionError, naming the cell and the error, if a cell fails
     client.execute()
+    plotting = [cell for cell in notebook.cells
+                if cell.cell_type == "code" and PLOTS.search(cell.source)]
+    for cell in plotting:
+        images = [output for output in cell.outputs if "image/png" in output.get("data", {})]
+        assert images, f"{path.name}: no plot shown by the cell\n{cell.source}"
+    assert plotting or path.name not in PLOTTING, f"{path.name} shows no plot"

@@ -1,0 +1,103 @@
+"""The xarray backend ``dnnact``: activation files through ``xr.open_*``.
+
+It forwards to :func:`~dnnmask_xr.open_act` and
+:func:`~dnnmask_xr.to_datatree`, so labels and laziness are theirs; xarray
+itself applies ``chunks=``, following each layer's
+``encoding["preferred_chunks"]`` (the file's HDF5 chunks).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+import xarray as xr
+from xarray.backends import BackendEntrypoint
+
+from dnnmask_xr.datatree import to_datatree
+from dnnmask_xr.errors import SelectionError
+from dnnmask_xr.reader import open_act
+from dnnmask_xr.stim import Stimuli
+
+StimArg = str | os.PathLike[str] | Stimuli | None
+
+
+class DnnActBackendEntrypoint(BackendEntrypoint):
+    """Open ``.act.h5`` activation files with ``engine="dnnact"``.
+
+    ``xr.open_datatree(path, engine="dnnact")`` gives the stimuli on the
+    root and one node per layer; ``xr.open_dataset(path, engine="dnnact",
+    group="conv5")`` (or ``open_dataarray``) gives one layer. Both take
+    ``stim=``, a ``.stim.csv`` path, like :func:`~dnnmask_xr.open_act`.
+    """
+
+    description = "Open DNNBrain activation files (.act.h5) as labelled, lazy layers"
+    open_dataset_parameters = ("filename_or_obj", "drop_variables", "group", "stim")
+    supports_groups = True
+
+    def open_dataset(
+        self,
+        filename_or_obj: str | os.PathLike[str],
+        *,
+        drop_variables: str | Iterable[str] | None = None,
+        group: str | None = None,
+        stim: StimArg = None,
+    ) -> xr.Dataset:
+        """Open one layer (``group="conv5"``), or the root's stimuli (``group="/"``).
+
+        Without ``group``, a file of one layer opens that layer.
+        """
+        acts = open_act(filename_or_obj, stim=stim)
+        name = None if group is None else group.strip("/")
+        if name is None and len(acts) != 1:
+            acts.close()
+            raise SelectionError(
+                f"{os.fspath(filename_or_obj)!r} holds {len(acts)} layers "
+                f"({', '.join(acts) or 'none'}); open one with group=, e.g. "
+                f"group={next(iter(acts), 'conv5')!r}, or all with xr.open_datatree"
+            )
+        if name == "":
+            dataset = to_datatree(acts).to_dataset()
+        else:
+            try:
+                dataset = acts[name or next(iter(acts))].to_dataset()
+            except KeyError as err:
+                acts.close()
+                raise SelectionError(err.args[0]) from None
+        dataset.set_close(acts.close)
+        return _drop(dataset, drop_variables)
+
+    def open_datatree(
+        self,
+        filename_or_obj: str | os.PathLike[str],
+        *,
+        drop_variables: str | Iterable[str] | None = None,
+        stim: StimArg = None,
+    ) -> xr.DataTree:
+        """Open every layer: the stimuli on the root, one node per layer."""
+        acts = open_act(filename_or_obj, stim=stim)
+        tree = to_datatree(acts)
+        if drop_variables:
+            tree = tree.map_over_datasets(lambda dataset: _drop(dataset, drop_variables))
+            tree.set_close(acts.close)
+        return tree
+
+    def open_groups_as_dict(
+        self,
+        filename_or_obj: str | os.PathLike[str],
+        *,
+        drop_variables: str | Iterable[str] | None = None,
+        stim: StimArg = None,
+    ) -> dict[str, xr.Dataset]:
+        """Open every node of :meth:`open_datatree` as a dataset, by path."""
+        tree = self.open_datatree(filename_or_obj, drop_variables=drop_variables, stim=stim)
+        return {node.path: node.to_dataset(inherit=False) for node in tree.subtree}
+
+    def guess_can_open(self, filename_or_obj: object) -> bool:
+        """Claim paths ending in ``.act.h5``."""
+        return isinstance(filename_or_obj, str | os.PathLike) and os.fspath(
+            filename_or_obj).endswith(".act.h5")
+
+
+def _drop(dataset: xr.Dataset, names: str | Iterable[str] | None) -> xr.Dataset:
+    return dataset if not names else dataset.drop_vars(names, errors="ignore")

@@ -1,0 +1,71 @@
+"""Dask-backed layers whose chunks follow the file's own chunks.
+
+The rules are xarray's for ``open_dataset(..., chunks=...)``, so that
+``open_act(path, chunks=c)`` and ``xr.open_datatree(path, engine="dnnact",
+chunks=c)`` chunk alike: a dimension not named keeps the file's chunk size
+(the whole axis for a contiguous layer), ``-1`` takes the whole axis,
+``"auto"`` lets dask pick sizes that are multiples of the file's chunks.
+dask is imported only when chunks are asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import xarray as xr
+
+from dnnmask_xr.errors import UsageError
+
+#: What ``chunks=`` accepts: ``{}``, ``{"stimulus": 100}``, ``"auto"``, ``-1``, ``64``.
+Chunks = int | str | Mapping[str, int | str | None]
+
+
+def chunk_layer(array: xr.DataArray, chunks: Chunks) -> xr.DataArray:
+    """Back a layer with a dask array, chunked like its file.
+
+    Parameters
+    ----------
+    array
+        A layer, usually lazy; its ``encoding["preferred_chunks"]`` (set by
+        :func:`~dnnmask_xr.open_act` and xarray's HDF5 backends) gives the
+        file's chunk shape.
+    chunks
+        ``{}`` for the file's chunks; a mapping of dimension to size
+        (``-1`` for the whole axis, ``"auto"``), other dimensions following
+        the file; one size or ``"auto"`` for every dimension.
+
+    Returns
+    -------
+    xarray.DataArray
+        The same layer, dask-backed; nothing is read.
+
+    Raises
+    ------
+    UsageError
+        If ``chunks`` names a dimension the layer does not have.
+    ModuleNotFoundError
+        If dask is not installed.
+    """
+    try:
+        from dask.array.core import normalize_chunks
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(
+            "chunks= needs dask: install it with python -m pip install 'dnnmask_xr[dask]'"
+        ) from err
+    if isinstance(chunks, (int, str)):
+        chunks = dict.fromkeys(array.dims, chunks)
+    if not isinstance(chunks, Mapping):
+        raise UsageError(f"chunks={chunks!r} is not valid; give {{}} for the file's chunks, "
+                         "a mapping like {'stimulus': 100}, a size, or 'auto'")
+    unknown = [dim for dim in chunks if dim not in array.dims]
+    if unknown:
+        raise UsageError(f"chunks name dimension {unknown[0]!r}, which layer {array.name!r} "
+                         f"does not have (dimensions: {', '.join(map(str, array.dims))})")
+    preferred = array.encoding.get("preferred_chunks", {})
+    previous = tuple(preferred.get(dim, size) for dim, size in array.sizes.items())
+    wanted = tuple(
+        before if chunks.get(dim) is None else chunks[dim]
+        for dim, before in zip(array.dims, previous, strict=True)
+    )
+    sizes = normalize_chunks(wanted, array.shape, dtype=array.dtype, previous_chunks=previous)
+    return array.chunk(dict(zip(array.dims, sizes, strict=True)))

@@ -1,0 +1,151 @@
+"""Activations as an ``xarray.DataTree``: the stimuli on the root, one node per layer.
+
+The tree of activations ``acts`` is::
+
+    /                  coords: stimulus (index) and the stimulus fields
+                       (label, condition, ...) along it; attrs: provenance;
+                       stimulus.attrs: the .stim.csv header (type, path, ...)
+    /conv5             coords: channel, row, column; data: conv5
+    /fc3               coords: channel, row, column; data: fc3
+
+Each layer node holds one variable named after the layer, with dims
+``(stimulus, channel, row, column)``. The ``stimulus`` index is stored once,
+on the root, and every layer node inherits it; the other stimulus fields
+are not indexes, and xarray lets nodes inherit indexed coordinates only, so
+they are on the root alone (``tree.condition``), and
+:func:`from_datatree` puts them back on every layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import xarray as xr
+
+from dnnmask_xr.activations import Activations, stimulus_fields
+from dnnmask_xr.coding import DIMS
+from dnnmask_xr.errors import DnnMaskError
+
+
+def to_datatree(acts: Activations | Mapping[str, xr.DataArray]) -> xr.DataTree:
+    """Turn activations into a tree: stimuli on the root, a node per layer.
+
+    Parameters
+    ----------
+    acts
+        The layers (or a mapping of name to layer). Lazy layers stay lazy,
+        dask-backed ones dask-backed.
+
+    Returns
+    -------
+    xarray.DataTree
+        The root holds the ``stimulus`` coordinate (with the stimulus-table
+        header as its attributes), the other stimulus fields along it, and
+        ``acts.attrs``; each child, named after a layer in order, holds
+        that layer under its own name with its ``channel``, ``row`` and
+        ``column`` numbers. Closing the tree closes ``acts``.
+
+    Raises
+    ------
+    DnnMaskError
+        If the layers label their stimuli differently, or a layer is named
+        like a dimension or a stimulus field.
+    """
+    if not isinstance(acts, Activations):
+        acts = Activations(acts)
+    root = xr.Dataset(attrs=dict(acts.attrs))
+    nodes: dict[str, xr.Dataset] = {}
+    first = next(iter(acts.values()), None)
+    if first is not None:
+        fields = stimulus_fields(first)
+        stimulus = xr.Variable("stimulus", first["stimulus"].values, attrs=dict(acts.stim_header))
+        root = root.assign_coords(
+            {"stimulus": stimulus, **{name: ("stimulus", v) for name, v in fields.items()}}
+        )
+        for name, array in acts.items():
+            _check_same_stimuli(name, array, next(iter(acts)), first)
+            clash = set(DIMS) | set(fields)
+            if name in clash:
+                raise DnnMaskError(
+                    f"layer {name!r} has the name of a dimension or stimulus field; a tree "
+                    "needs distinct names: rename the layer, as in "
+                    f"Activations({{'{name}_layer': acts[{name!r}], ...}})"
+                )
+            nodes[name] = array.drop_vars(["stimulus", *fields]).to_dataset(name=name)
+    tree = xr.DataTree.from_dict({"/": root, **nodes})
+    tree.set_close(acts.close)
+    return tree
+
+
+def from_datatree(tree: xr.DataTree) -> Activations:
+    """Turn a tree made by :func:`to_datatree` (or read from a file) into activations.
+
+    Parameters
+    ----------
+    tree
+        A root holding the stimulus coordinates, and one child per layer,
+        each with a single variable of dims ``(stimulus, channel, row,
+        column)``.
+
+    Returns
+    -------
+    Activations
+        The layers in node order, each labelled with the root's stimulus
+        fields; ``attrs`` from the root's attributes, the stimulus-table
+        header from those of its ``stimulus`` coordinate, ``source`` from
+        ``tree.encoding`` (set when the tree was read from a file). Closing
+        them closes the tree.
+
+    Raises
+    ------
+    DnnMaskError
+        If the root holds variables, or a node is nested deeper than one
+        level or holds other than one variable.
+    """
+    if tree.data_vars:
+        raise DnnMaskError(
+            f"the root holds variables ({', '.join(map(str, tree.data_vars))}); a tree of "
+            "activations holds each layer in a node of its own, named after it"
+        )
+    fields = {
+        str(name): coord
+        for name, coord in tree.coords.items()
+        if coord.dims == ("stimulus",) and name != "stimulus"
+    }
+    layers = {}
+    for name, node in tree.children.items():
+        if node.children:
+            raise DnnMaskError(
+                f"node {node.path!r} holds groups ({', '.join(node.children)}); a tree of "
+                "activations has one node per layer under its root, and nothing deeper"
+            )
+        variables = list(node.data_vars)
+        if len(variables) != 1:
+            raise DnnMaskError(
+                f"node {node.path!r} holds {len(variables)} variables "
+                f"({', '.join(map(str, variables)) or 'none'}); a layer node holds one, "
+                f"with dims {DIMS}"
+            )
+        layer = node.to_dataset()[variables[0]]
+        # the header lives in stim_header; layers carry bare stimulus labels
+        stimulus = layer["stimulus"].variable.copy(deep=False)
+        stimulus.attrs = {}
+        layers[name] = layer.assign_coords(fields).assign_coords(stimulus=stimulus)
+    header = {}
+    if "stimulus" in tree.coords:
+        header = {str(key): str(value) for key, value in tree["stimulus"].attrs.items()}
+    return Activations(layers, attrs=tree.attrs, stim_header=header,
+                       source=tree.encoding.get("source"), closers=[tree.close])
+
+
+def _check_same_stimuli(
+    name: str, array: xr.DataArray, first_name: str, first: xr.DataArray
+) -> None:
+    labels = ["stimulus", *stimulus_fields(first)]
+    # Variable.equals, unlike numpy, holds NaN equal to NaN (missing onsets)
+    same = labels == ["stimulus", *stimulus_fields(array)] and all(
+        array[label].variable.equals(first[label].variable) for label in labels
+    )
+    if not same:
+        raise DnnMaskError(f"layer {name!r} labels its stimuli differently from layer "
+                           f"{first_name!r}; all layers share one stimulus table")

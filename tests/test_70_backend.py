@@ -1,0 +1,127 @@
+"""The xarray backend 'dnnact' opens what open_act opens, as lazily."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import xarray as xr
+
+import dnnmask_xr.array
+from dnnmask_xr import SelectionError, open_act
+from dnnmask_xr.backend import DnnActBackendEntrypoint
+
+
+@pytest.fixture
+def reads(monkeypatch) -> list[str]:
+    """Record every read of layer values from an .act.h5 file."""
+    done: list[str] = []
+    read_outer = dnnmask_xr.array.read_outer
+
+    def recording(dataset, key):
+        done.append(dataset.name)
+        return read_outer(dataset, key)
+
+    monkeypatch.setattr(dnnmask_xr.array, "read_outer", recording)
+    return done
+
+
+def test_engine_is_registered():
+    assert isinstance(xr.backends.list_engines()["dnnact"], DnnActBackendEntrypoint)
+
+
+def test_open_datatree_gives_a_node_per_layer_and_stimuli_on_the_root(act_file, stim_file,
+                                                                      layers):
+    tree = xr.open_datatree(act_file, engine="dnnact", stim=stim_file)
+    assert list(tree.children) == ["conv5", "fc3"]
+    root = tree.to_dataset(inherit=False)
+    assert set(root.coords) == {"stimulus", "label", "condition", "onset"}
+    assert root["stimulus"].attrs == {"type": "image", "path": "/data/images"}
+    acts = open_act(act_file, stim=stim_file)
+    for name in layers:
+        node = tree[name].to_dataset(inherit=False)
+        # the stimulus labels are stored once, on the root, not on each node
+        assert "stimulus" not in node.coords and "condition" not in node.coords
+        array = tree[name][name]
+        np.testing.assert_array_equal(array.values, layers[name])
+        assert array.dtype == layers[name].dtype
+        for dim in ("stimulus", "channel", "row", "column"):
+            np.testing.assert_array_equal(array[dim].values, acts[name][dim].values)
+    np.testing.assert_array_equal(tree["condition"].values, acts["fc3"]["condition"].values)
+    tree.close()
+
+
+def test_open_dataarray_gives_one_layer_as_open_act_does(act_file, stim_file, layers):
+    array = xr.open_dataarray(act_file, engine="dnnact", group="conv5", stim=stim_file)
+    expected = open_act(act_file, stim=stim_file)["conv5"]
+    xr.testing.assert_identical(array.load(), expected.load())
+    np.testing.assert_array_equal(array.values, layers["conv5"])
+    array.close()
+
+
+def test_a_file_of_one_layer_opens_without_group(tmp_path, layers):
+    path = tmp_path / "one.act.h5"
+    with h5py.File(path, "w") as root:
+        root.create_dataset("fc3", data=layers["fc3"], compression="gzip")
+    with xr.open_dataarray(path, engine="dnnact") as array:
+        assert array.name == "fc3"
+        np.testing.assert_array_equal(array.values, layers["fc3"])
+
+
+def test_group_slash_opens_the_root(act_file, stim_file):
+    with xr.open_dataset(act_file, engine="dnnact", group="/", stim=stim_file) as root:
+        assert not root.data_vars
+        assert list(root["stimulus"].values) == [f"img{i}.png" for i in range(5)]
+
+
+@pytest.mark.parametrize("opener", ["datatree", "dataarray", "groups"])
+def test_opening_reads_no_layer_values(act_file, reads, opener):
+    if opener == "datatree":
+        opened = xr.open_datatree(act_file, engine="dnnact")
+        array = opened["conv5/conv5"]
+    elif opener == "dataarray":
+        opened = array = xr.open_dataarray(act_file, engine="dnnact", group="conv5")
+    else:
+        opened = xr.open_groups(act_file, engine="dnnact")
+        array = opened["/conv5"]["conv5"]
+    assert reads == []
+    # a selection reads the layer it names, and no other
+    array.isel(channel=[3, 1]).values  # noqa: B018
+    assert reads and set(reads) == {"/conv5"}
+
+
+def test_chunks_follow_the_hdf5_chunks(act_file, layers):
+    with h5py.File(act_file) as root:
+        file_chunks = root["conv5"].chunks
+    tree = xr.open_datatree(act_file, engine="dnnact", chunks={})
+    array = tree["conv5/conv5"]
+    assert array.chunks is not None
+    assert tuple(sizes[0] for sizes in array.chunks) == file_chunks
+    # a maximum does not depend on the order dask combines the chunks in
+    np.testing.assert_array_equal(array.max("stimulus").values, layers["conv5"].max(axis=0))
+    tree.close()
+
+
+def test_drop_variables(act_file, stim_file, layers):
+    with xr.open_datatree(act_file, engine="dnnact", stim=stim_file,
+                          drop_variables=["onset"]) as tree:
+        assert "onset" not in tree.coords and "label" in tree.coords
+        np.testing.assert_array_equal(tree["fc3/fc3"].values, layers["fc3"])
+
+
+def test_guess_can_open(tmp_path):
+    backend = DnnActBackendEntrypoint()
+    assert backend.guess_can_open("x.act.h5") and backend.guess_can_open(tmp_path / "x.act.h5")
+    assert not backend.guess_can_open("x.nc") and not backend.guess_can_open(b"bytes")
+
+
+def test_a_missing_group_names_the_layers(act_file):
+    with pytest.raises(SelectionError,
+                       match=r"'conv6' is not a layer of .*\(layers: conv5, fc3\)"):
+        xr.open_dataarray(act_file, engine="dnnact", group="conv6")
+
+
+def test_several_layers_need_a_group(act_file):
+    with pytest.raises(SelectionError, match=r"holds 2 layers \(conv5, fc3\); open one with "
+                                             r"group=, e\.g\. group='conv5'"):
+        xr.open_dataarray(act_file, engine="dnnact")

@@ -1,0 +1,161 @@
+"""Saving to .nc writes netCDF4 that xarray opens plainly and open_act reads back exactly."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import xarray as xr
+
+from dnnmask_xr import ActFileError, Activations, DnnMaskError, open_act, read_dmask, save_act
+from dnnmask_xr.cli import main
+from dnnmask_xr.coding import DIMS
+from dnnmask_xr.testing import relu_activations, write_reference_act
+
+ENGINES = ["h5netcdf", "netcdf4"]
+
+
+def assert_exact(got: Activations, expected: Activations) -> None:
+    assert list(got) == list(expected)
+    for name in expected:
+        xr.testing.assert_identical(got[name].load(), expected[name].load())
+        assert got[name].dtype == expected[name].dtype
+        for coord in got[name].coords:
+            assert got[name][coord].dtype == expected[name][coord].dtype, coord
+    assert got.stim_header == expected.stim_header
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int16", "uint8"])
+def test_act_to_nc_to_open_act_is_exact(tmp_path, stim_file, dtype):
+    arrays = relu_activations(5, {"conv5": (20, 6, 7), "fc3": (12, 1, 1)}, seed=3)
+    act_path, nc_path = tmp_path / "in.act.h5", tmp_path / "out.nc"
+    write_reference_act(act_path, {k: (v * 40).astype(dtype) for k, v in arrays.items()})
+    acts = open_act(act_path, stim=stim_file)
+    save_act(acts, nc_path, attrs={"cmd": "test"}, memory=2_000)
+    back = open_act(nc_path)
+    assert_exact(back, acts)
+    assert back.attrs["cmd"] == "test" and back.attrs["software"].startswith("dnnmask_xr")
+    assert back.stimuli.table.equals(acts.stimuli.table)
+
+
+def test_a_masked_file_keeps_its_numbers_and_order(act_file, stim_file, tmp_path):
+    mask = read_dmask_text(tmp_path, "fc3=chn\n12,1\nconv5=chn,row,col\n7,2,19\n3,1\n5\n")
+    masked = open_act(act_file, stim=stim_file).mask(mask)
+    save_act(masked, tmp_path / "masked.nc")
+    back = open_act(tmp_path / "masked.nc")
+    assert_exact(back, masked)
+    assert list(back) == ["fc3", "conv5"]
+    assert list(back["conv5"].channel.values) == [7, 2, 19]
+    assert back.attrs["mask"] == masked.attrs["mask"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_plain_xarray_opens_the_file_with_named_dims(act_file, stim_file, layers, tmp_path,
+                                                     engine):
+    path = tmp_path / "out.nc"
+    save_act(open_act(act_file, stim=stim_file), path)
+    with xr.open_datatree(path, engine=engine) as tree:
+        assert list(tree.children) == ["conv5", "fc3"]
+        all_dims = {dim for node in tree.subtree for dim in node.dims}
+        assert all_dims == set(DIMS)  # no phony_dim_0 and the like
+        root = tree.to_dataset(inherit=False)
+        assert set(root.coords) == {"stimulus", "label", "condition", "onset"}
+        assert not root.data_vars
+        assert root["stimulus"].attrs == {"type": "image", "path": "/data/images"}
+        for name, values in layers.items():
+            array = tree[name][name]
+            assert array.dims == DIMS and array.dtype == values.dtype
+            np.testing.assert_array_equal(array.values, values)
+            np.testing.assert_array_equal(array.channel.values,
+                                          np.arange(1, values.shape[1] + 1))
+        assert list(tree["stimulus"].values) == [f"img{i}.png" for i in range(5)]
+        np.testing.assert_array_equal(tree["onset"].values, np.arange(5) * 0.5)
+
+
+def test_the_layers_are_compressed_in_chunks(act_file, tmp_path):
+    path = tmp_path / "out.nc"
+    save_act(open_act(act_file), path)
+    with h5py.File(path) as root:
+        assert root["conv5/conv5"].compression == "gzip"
+        assert root["conv5/conv5"].chunks is not None
+
+
+def test_open_act_reads_nc_with_dask_chunks(act_file, layers, tmp_path):
+    path = tmp_path / "out.nc"
+    save_act(open_act(act_file), path)
+    with h5py.File(path) as root:
+        file_chunks = root["conv5/conv5"].chunks
+    acts = open_act(path, chunks={})
+    assert tuple(sizes[0] for sizes in acts["conv5"].chunks) == file_chunks
+    np.testing.assert_array_equal(acts["conv5"].values, layers["conv5"])
+
+
+def test_dnn_mask_writes_nc(act_file, stim_file, layers, tmp_path):
+    out = tmp_path / "out.nc"
+    assert main(["-act", str(act_file), "-layer", "conv5", "-chn", "3", "1", "-stim",
+                 str(stim_file), "-out", str(out), "-q"]) == 0
+    back = open_act(out)
+    np.testing.assert_array_equal(back["conv5"].values, layers["conv5"][:, [2, 0]])
+    assert list(back["conv5"].condition.values) == ["dog", "cat", "dog", "cat", "dog"]
+    assert back.attrs["cmd"].startswith("dnn_mask -act")
+
+
+def test_the_backend_opens_nc_too(act_file, tmp_path, layers):
+    path = tmp_path / "out.nc"
+    save_act(open_act(act_file), path)
+    with xr.open_datatree(path, engine="dnnact") as tree:
+        np.testing.assert_array_equal(tree["fc3/fc3"].values, layers["fc3"])
+
+
+@pytest.mark.parametrize("dtype", ["complex64", "float16", "bool"])
+def test_values_without_a_netcdf4_type_are_refused(tmp_path, dtype):
+    layer = xr.DataArray(np.ones((2, 3, 1, 1), dtype=dtype), dims=DIMS)
+    with pytest.raises(DnnMaskError, match=rf"layer 'z' holds {dtype} values, which netCDF4 "
+                                           r"cannot store \(it stores integers of 1 to 8 bytes, "
+                                           r"float32 and float64\); save it as .act.h5"):
+        save_act({"z": layer}, tmp_path / "out.nc")
+    assert not (tmp_path / "out.nc").exists()
+
+
+def test_labels_that_are_not_numbers_are_refused(tmp_path):
+    layer = xr.DataArray(np.ones((2, 3, 1, 1)), dims=DIMS, coords={"channel": [0.5, 1.5, 2.5]})
+    with pytest.raises(DnnMaskError, match=r"layer 'z': channel labels are float64, not "
+                                           "integers"):
+        save_act({"z": layer}, tmp_path / "out.nc")
+
+
+def test_a_field_name_with_white_space_is_refused(tmp_path):
+    layer = xr.DataArray(np.ones((2, 3, 1, 1)), dims=DIMS,
+                         coords={"trial type": ("stimulus", ["a", "b"])})
+    with pytest.raises(DnnMaskError, match=r"stimulus field 'trial type' has white space"):
+        save_act({"z": layer}, tmp_path / "out.nc")
+    assert not (tmp_path / "out.nc").exists()
+
+
+def test_nc_is_never_written_over_its_input(act_file, tmp_path):
+    path = tmp_path / "out.nc"
+    save_act(open_act(act_file), path)
+    with pytest.raises(ActFileError, match="is the input file"):
+        save_act(open_act(path), path)
+
+
+def test_an_nc_file_that_is_not_layers_is_refused(tmp_path):
+    path = tmp_path / "other.nc"
+    xr.DataTree.from_dict({"/": xr.Dataset(), "a": xr.Dataset({"x": ("t", [1, 2])}),
+                           "a/b": xr.Dataset()}).to_netcdf(path, engine="h5netcdf")
+    with pytest.raises(ActFileError, match=r"other\.nc': node '/a' holds groups \(b\)"):
+        open_act(path)
+
+
+def test_an_act_file_named_nc_is_refused(act_file, tmp_path):
+    path = tmp_path / "misnamed.nc"
+    path.write_bytes(act_file.read_bytes())
+    with pytest.raises(ActFileError, match=r"misnamed\.nc': the root holds variables "
+                                           r"\(conv5, fc3\); a tree of activations"):
+        open_act(path)
+
+
+def read_dmask_text(folder, text):
+    path = folder / "m.dmask.csv"
+    path.write_text(text)
+    return read_dmask(path)

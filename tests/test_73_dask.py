@@ -1,0 +1,137 @@
+"""Dask-backed layers: chunked like the file, computed in process workers, saved block by block."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+
+import dask
+import dask.array as da
+import h5py
+import numpy as np
+import pytest
+import xarray as xr
+from dask.callbacks import Callback
+
+from dnnmask_xr import UsageError, open_act, save_act
+from dnnmask_xr.coding import DIMS
+
+
+@pytest.fixture
+def chunked_file(tmp_path):
+    """Values in sixteenths, so that sums and means are exact in any order."""
+    rng = np.random.default_rng(7)
+    data = (rng.integers(0, 64, size=(40, 6, 5, 4)) / 16).astype(np.float32)
+    path = tmp_path / "chunked.act.h5"
+    with h5py.File(path, "w") as root:
+        root.create_dataset("conv", data=data, chunks=(8, 2, 5, 4), compression="gzip")
+    return path, data
+
+
+class Computes(Callback):
+    """Count the graphs dask computes (one per block written)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def _start(self, dsk) -> None:
+        self.count += 1
+
+
+def test_chunks_follow_the_file_by_default(chunked_file):
+    path, data = chunked_file
+    layer = open_act(path, chunks={})["conv"]
+    assert isinstance(layer.data, da.Array)
+    assert layer.chunks == ((8,) * 5, (2, 2, 2), (5,), (4,))
+    np.testing.assert_array_equal(layer.values, data)
+
+
+@pytest.mark.parametrize(("chunks", "expected"), [
+    ({"stimulus": 20}, ((20, 20), (2, 2, 2), (5,), (4,))),
+    ({"channel": -1}, ((8,) * 5, (6,), (5,), (4,))),
+    (-1, ((40,), (6,), (5,), (4,))),
+    ("auto", ((40,), (6,), (5,), (4,))),
+])
+def test_chunks_set_some_dimensions_and_the_file_the_rest(chunked_file, chunks, expected):
+    path, data = chunked_file
+    layer = open_act(path, chunks=chunks)["conv"]
+    assert layer.chunks == expected
+    np.testing.assert_array_equal(layer.isel(channel=[4, 1]).values, data[:, [4, 1]])
+
+
+def test_chunks_naming_an_unknown_dimension_are_refused(chunked_file):
+    path, _ = chunked_file
+    with pytest.raises(UsageError, match=r"chunks name dimension 'time', which layer 'conv' "
+                                          r"does not have \(dimensions: stimulus, channel"):
+        open_act(path, chunks={"time": 3})
+
+
+def test_importing_the_package_does_not_import_dask():
+    # xarray itself imports dask.array when it wraps data and dask is installed,
+    # so what is checked here is the import of every module of the package
+    code = ("import sys, dnnmask_xr, dnnmask_xr.backend, dnnmask_xr.dask_layers, "
+            "dnnmask_xr.netcdf, dnnmask_xr.neuroid, dnnmask_xr.datatree; "
+            "print(sorted(m for m in sys.modules if m.startswith(('dask', 'distributed'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("chunks", [None, {}])
+def test_a_layer_pickled_into_a_fresh_process_reads_the_file_there(chunked_file, tmp_path,
+                                                                   chunks):
+    # what a dask worker process does: unpickle the layer, open the file itself
+    path, data = chunked_file
+    pickled = tmp_path / "layer.pickle"
+    pickled.write_bytes(pickle.dumps(open_act(path, chunks=chunks)["conv"].isel(channel=[4, 1])))
+    code = ("import pickle, sys, numpy; layer = pickle.loads(open(sys.argv[1], 'rb').read()); "
+            "numpy.save(sys.argv[2], layer.values)")
+    subprocess.run([sys.executable, "-c", code, str(pickled), str(tmp_path / "values.npy")],
+                   check=True, capture_output=True)
+    np.testing.assert_array_equal(np.load(tmp_path / "values.npy"), data[:, [4, 1]])
+
+
+def test_per_channel_mean_on_a_distributed_cluster_of_processes(chunked_file):
+    distributed = pytest.importorskip("distributed")
+    path, data = chunked_file
+    layer = open_act(path, chunks={})["conv"]
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        # each worker process unpickles the layer and opens the file itself
+        future = client.compute(layer.astype(np.float64).mean(["stimulus", "row", "column"]))
+        means = future.result()
+        workers = client.run(lambda: True)
+    assert len(workers) == 2
+    np.testing.assert_array_equal(means.values, data.astype(np.float64).mean(axis=(0, 2, 3)))
+    assert list(means.channel.values) == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_dask_layer_larger_than_the_memory_budget_is_saved_exactly(tmp_path):
+    rng = np.random.default_rng(3)
+    data = rng.standard_normal((16, 40, 32, 32)).astype(np.float32)  # 2.6 MB
+    path = tmp_path / "big.act.h5"
+    with h5py.File(path, "w") as root:
+        root.create_dataset("conv", data=data, chunks=(4, 8, 32, 32), compression="gzip")
+    layer = open_act(path, chunks={})["conv"]
+    out = tmp_path / "out.act.h5"
+    with Computes() as computes:
+        save_act({"conv": layer}, out, memory=2**20)
+    # computed block by block, never the whole layer at once
+    assert computes.count >= 2
+    back = open_act(out)["conv"]
+    np.testing.assert_array_equal(back.values, data)
+    assert back.dtype == data.dtype
+
+
+def test_a_computed_dask_layer_is_saved_exactly(tmp_path):
+    rng = np.random.default_rng(0)
+    values = rng.standard_normal((30, 8, 3, 3)).astype(np.float32)
+    layer = xr.DataArray(da.from_array(values, chunks=(7, 3, 3, 3)), dims=DIMS)
+    derived = (layer * 2 + 1).rename("derived")
+    with dask.config.set(scheduler="threads"):
+        save_act({"derived": derived}, tmp_path / "d.act.h5", memory=values.nbytes // 4)
+    np.testing.assert_array_equal(open_act(tmp_path / "d.act.h5")["derived"].values,
+                                  values * 2 + 1)
