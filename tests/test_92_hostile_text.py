@@ -142,21 +142,6 @@ def test_dmask_parser_returns_a_mask_or_a_format_error(text: str):
         assert parse_dmask(format_dmask(mask)) == mask
 
 
-@FUZZ
-@given(data=st.binary(max_size=300) | piece_texts.map(
-    lambda text: text.encode("utf-8", "surrogateescape")))
-def test_read_dmask_of_any_bytes_returns_a_mask_or_a_format_error(tmp_path: Path, data: bytes):
-    path = tmp_path / "m.dmask.csv"
-    path.write_bytes(data)
-    try:
-        read_dmask(path)
-    except FormatError as error:
-        assert error.path == str(path)
-        assert str(error).startswith(f"{path}")
-        if error.line is not None:
-            assert 1 <= error.line <= len(re.split(rb"\r\n|\r|\n", data))
-
-
 @pytest.mark.parametrize(
     ("text", "line", "pattern"),
     [
@@ -238,16 +223,21 @@ def test_stim_parser_returns_a_table_or_a_format_error(text: str):
         assert parse_stim(format_stim(stimuli)).equals(stimuli)
 
 
+@pytest.mark.parametrize(("read", "name"), [(read_dmask, "m.dmask.csv"),
+                                           (read_stim, "s.stim.csv")],
+                         ids=["dmask", "stim"])
 @FUZZ
 @given(data=st.binary(max_size=300) | piece_texts.map(
     lambda text: text.encode("utf-8", "surrogateescape")))
-def test_read_stim_of_any_bytes_returns_a_table_or_a_format_error(tmp_path: Path, data: bytes):
-    path = tmp_path / "s.stim.csv"
+def test_reading_any_bytes_gives_a_value_or_a_format_error(tmp_path: Path, read, name: str,
+                                                           data: bytes):
+    path = tmp_path / name
     path.write_bytes(data)
     try:
-        read_stim(path)
+        read(path)
     except FormatError as error:
         assert error.path == str(path)
+        assert str(error).startswith(f"{path}")
         if error.line is not None:
             assert 1 <= error.line <= len(re.split(rb"\r\n|\r|\n", data))
 
