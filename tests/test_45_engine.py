@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import dnnmask_xr
 import dnnmask_xr.engine
 import dnnmask_xr.extract
 from dnnmask_xr import DnnMask, mask_file, open_act, save_act, write_dmask
@@ -409,3 +410,11 @@ def test_many_channels_fit_as_attributes_of_a_copied_layer(tmp_path):
     acts = open_act(out)
     np.testing.assert_array_equal(acts["fc"].channel.values, reversed_channels)
     np.testing.assert_array_equal(acts["fc"].values, values[:, ::-1])
+
+
+def test_mask_file_writes_act_h5_only(alexnet, tmp_path):
+    # netCDF goes through save_act (xarray); mask_file never writes HDF5 under a .nc name
+    out = tmp_path / "o.nc"
+    with pytest.raises(dnnmask_xr.UsageError, match=r"does not end in '\.act\.h5'"):
+        mask_file(alexnet, out, {"conv5": {}})
+    assert not out.exists()
