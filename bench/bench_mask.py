@@ -45,10 +45,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from dnnmask_xr import DnnMask, mask_file, write_dmask
+from dnnmask_xr import mask_file, write_dmask
 from dnnmask_xr.codec import CODEC, deflate, inflate
 from dnnmask_xr.engine import default_threads
-from dnnmask_xr.testing import ALEXNET_SHAPES, relu_activations
+from dnnmask_xr.testing import ALEXNET_SHAPES, as_dnnmask, relu_activations
 
 HERE = Path(__file__).resolve().parent
 N_STIMULI = 1000
@@ -76,9 +76,7 @@ def scenarios(data: Path, big: bool) -> list[Scenario]:
                        "col": list(range(20, 31))},
              "fc1": {"chn": list(range(1, 101))}}
     dmask_file = data / "bench.dmask.csv"
-    write_dmask(DnnMask({layer: {{"chn": "channel", "row": "row", "col": "column"}[key]: value
-                                 for key, value in axes.items()}
-                         for layer, axes in dmask.items()}), dmask_file)
+    write_dmask(as_dnnmask(dmask), dmask_file)
     jobs = [
         Scenario("conv1 whole", alexnet, ["-layer", "conv1"], {"conv1": {}}, whole=True),
         Scenario("all layers", alexnet, ["-layer", *ALEXNET_SHAPES],
@@ -168,7 +166,7 @@ def whole_processes(job: Scenario, runs: int, out: Path) -> None:
 
 def in_process(job: Scenario, runs: int, out: Path) -> None:
     """Time mask_file in this process, and the physical limit of the job."""
-    mask = _to_mask(job)
+    mask = as_dnnmask(job.mask)
     times = []
     for _ in range(runs):
         _clear(out)
@@ -231,12 +229,6 @@ def _clear(out: Path) -> None:
     """Remove earlier outputs, so no run pays for freeing the last one's disk space."""
     for path in out.iterdir():
         path.unlink()
-
-
-def _to_mask(job: Scenario) -> DnnMask:
-    names = {"chn": "channel", "row": "row", "col": "column"}
-    return DnnMask({layer: {names[key]: value for key, value in axes.items()}
-                    for layer, axes in job.mask.items()})
 
 
 def main() -> None:

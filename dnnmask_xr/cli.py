@@ -40,8 +40,6 @@ if TYPE_CHECKING:
 # rest come in main(), so start-up stays short and Ctrl-C during it is
 # handled like any other.
 PROG = "dnn_mask"
-SUFFIX = ".act.h5"
-NC_SUFFIX = ".nc"
 _NUMBER = re.compile(r"-\d+")
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -89,7 +87,7 @@ def _get_parser() -> argparse.ArgumentParser:
                         help="path of a .stim.csv file describing the input's stimuli, one "
                              "row per stimulus; its IDs and fields are kept in the output")
     parser.add_argument("-out", metavar="Output", required=True,
-                        help=f"output path, ending in {SUFFIX} (or .nc for netCDF4); written only "
+                        help="output path, ending in .act.h5 (or .nc for netCDF4); written only "
                              "when complete")
     parser.add_argument("--dry-run", action="store_true",
                         help="print each output layer's shape, dtype and size; write nothing")
@@ -158,7 +156,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from dnnmask_xr.extract import mask_file, plan_mask
     from dnnmask_xr.h5 import open_file
     from dnnmask_xr.selection import mask_from_flags
-    from dnnmask_xr.writer import DEFAULT_MEMORY, progress_bar
+    from dnnmask_xr.writer import DEFAULT_MEMORY, NC_SUFFIX, progress_bar
 
     if args.dmask is not None:
         mask = read_dmask(args.dmask)

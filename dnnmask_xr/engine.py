@@ -196,7 +196,7 @@ def write_selection(
     if source.chunks is not None and _is_identity(selection.positions[0], source.shape[0]):
         stimulus_step = source.chunks[0]
     target = _create_output(group, name, shape, dtype, stimulus_step)
-    _reencode(selection, target, budget, report)
+    _reencode(selection, target, budget, report, raw=gzip_chunks)
     return report
 
 
@@ -314,12 +314,17 @@ def _copy_object(
 
 
 def _reencode(
-    selection: FileSelection, target: h5py.Dataset, budget: Budget, report: LayerReport
+    selection: FileSelection, target: h5py.Dataset, budget: Budget, report: LayerReport,
+    *, raw: bool,
 ) -> None:
+    """Inflate the touched input chunks and deflate the output, block by block.
+
+    ``raw``: the input is chunked and gzip alone, so its chunks are read
+    compressed and inflated here; otherwise HDF5 decodes them.
+    """
     report.method = "re-encoded"
     source = selection.dataset
     steps = source.chunks or output_chunks(source.shape, source.dtype.itemsize)
-    raw = source.chunks is not None and _is_gzip_only(source)
     stim, chn, rows, cols = selection.positions
     inner = [axis_pieces(rows, steps[2]), axis_pieces(cols, steps[3])]
     for stimuli, channels in iter_blocks(target.shape, target.chunks, source.dtype.itemsize,

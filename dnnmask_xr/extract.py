@@ -20,7 +20,7 @@ from dnnmask_xr.coding import NUMBERED_DIMS, decode_layer_numbers, decode_stimul
 from dnnmask_xr.describe import describe_layers, format_bytes
 from dnnmask_xr.dmask import DnnMask, format_dmask
 from dnnmask_xr.engine import FileSelection
-from dnnmask_xr.errors import ActFileError, SelectionError
+from dnnmask_xr.errors import SelectionError
 from dnnmask_xr.h5 import layer_datasets, open_file
 from dnnmask_xr.selection import NumberMeaning, layer_positions, stimulus_labels
 from dnnmask_xr.writer import (
@@ -30,8 +30,8 @@ from dnnmask_xr.writer import (
     SaveReport,
     Stimulus,
     check_memory,
+    check_not_input,
     check_output,
-    same_file,
     write_act,
 )
 
@@ -179,18 +179,19 @@ def mask_file(
     Raises
     ------
     UsageError
-        If ``out`` does not end in ``.act.h5`` or is the input.
-    SelectionError, ActFileError, FormatError
-        For a bad mask, input or stimulus table; nothing is written.
+        If ``out`` does not end in ``.act.h5``.
+    ActFileError
+        If ``out`` is the input, or the input is not a valid ``.act.h5``
+        file; nothing is written.
+    SelectionError, FormatError
+        For a bad mask or stimulus table; nothing is written.
     """
     where, target = os.fspath(act), os.fspath(out)
     if not isinstance(mask, DnnMask):
         mask = DnnMask(mask)
     check_output(target, (SUFFIX,))
     check_memory(memory)
-    if same_file(where, target):
-        raise ActFileError(f"output {target!r} is the input file; writing it would replace the "
-                           "activations being read: choose another output path")
+    check_not_input(where, target)
     with open_file(where) as root:
         plan = plan_mask(root, where, mask, stim=stim, by=by)
         provenance = {"source": where, "mask": format_dmask(mask), "mask_by": by,

@@ -19,27 +19,33 @@ So ``xr.open_datatree(path)`` opens it with named dims, and
 
 from __future__ import annotations
 
-import datetime
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import h5netcdf
 import h5py
 import numpy as np
 import xarray as xr
-from tqdm import tqdm
 
 from dnnmask_xr._atomic import atomic_path
 from dnnmask_xr._interrupt import check_interrupt, deferred_interrupts
-from dnnmask_xr._version import __version__
 from dnnmask_xr.activations import Activations
 from dnnmask_xr.chunking import iter_blocks, output_chunks
 from dnnmask_xr.coding import DIMS, NUMBERED_DIMS
 from dnnmask_xr.dask_layers import Chunks, chunk_layer
 from dnnmask_xr.datatree import from_datatree, to_datatree
 from dnnmask_xr.errors import ActFileError, DnnMaskError
-from dnnmask_xr.writer import DEFAULT_MEMORY, NC_SUFFIX, check_output, same_file
+from dnnmask_xr.writer import (
+    DEFAULT_MEMORY,
+    NC_SUFFIX,
+    check_not_input,
+    check_output,
+    check_unit_numbers,
+    layer_progress,
+    progress_bar,
+    provenance_stamp,
+)
 
 
 def save_nc(
@@ -65,9 +71,7 @@ def save_nc(
     """
     target = os.fspath(path)
     check_output(target, (NC_SUFFIX,))
-    if acts.source and same_file(acts.source, target):
-        raise ActFileError(f"output {target!r} is the input file; writing it would replace the "
-                           "activations being read: choose another output path")
+    check_not_input(acts.source, target)
     for name, array in acts.items():
         _check_layer(name, array)
     tree = to_datatree(acts)
@@ -75,18 +79,16 @@ def save_nc(
     if spaced:
         raise DnnMaskError(f"stimulus field {spaced[0]!r} has white space in its name, which "
                            "netCDF's list of coordinates cannot hold; rename the field")
-    root_attrs = {**tree.attrs, **(attrs or {}), **_stamp()}
+    root_attrs = {**tree.attrs, **(attrs or {}), **provenance_stamp()}
     try:
-        with atomic_path(target) as tmp, deferred_interrupts(), tqdm(
-            total=acts.nbytes, unit="B", unit_scale=True, delay=0.5,
-            disable=not progress, leave=False,
-        ) as bar, h5netcdf.File(tmp, "w") as root:
+        with atomic_path(target) as tmp, deferred_interrupts(), \
+                progress_bar(progress) as on_progress, h5netcdf.File(tmp, "w") as root:
             _write_root(root, tree.to_dataset(inherit=False), root_attrs)
             for name, node in tree.children.items():
-                bar.set_description(name)
                 group = root.create_group(name)
-                _write_layer(group, node.to_dataset(inherit=False), name, memory, bar)
-    except OSError as err:
+                done = layer_progress(on_progress, name, acts.nbytes)
+                _write_layer(group, node.to_dataset(inherit=False), name, memory, done)
+    except (OSError, RuntimeError) as err:  # h5py reports HDF5's failures as either
         raise ActFileError(f"cannot write {target!r}: {err}") from None
 
 
@@ -154,7 +156,8 @@ def _write_root(root: h5netcdf.File, dataset: xr.Dataset, attrs: Mapping[str, An
 
 
 def _write_layer(
-    group: h5netcdf.Group, dataset: xr.Dataset, name: str, memory: int, bar: tqdm
+    group: h5netcdf.Group, dataset: xr.Dataset, name: str, memory: int,
+    done: Callable[[int], None],
 ) -> None:
     array = dataset[name]
     group.dimensions.update({dim: array.sizes[dim] for dim in NUMBERED_DIMS})
@@ -172,7 +175,7 @@ def _write_layer(
     for stimuli, channels in iter_blocks(shape, chunks, itemsize, memory):
         block = array.isel(stimulus=stimuli, channel=channels).values
         variable[stimuli, channels] = block
-        bar.update(block.nbytes)
+        done(block.nbytes)
         check_interrupt()
 
 
@@ -183,11 +186,7 @@ def _check_layer(name: str, array: xr.DataArray) -> None:
         raise DnnMaskError(f"layer {name!r} holds {dtype} values, which netCDF4 cannot store "
                            "(it stores integers of 1 to 8 bytes, float32 and float64); save "
                            "it as .act.h5, or cast it")
-    for dim in NUMBERED_DIMS:
-        if array[dim].dtype.kind not in "iu":
-            raise DnnMaskError(f"layer {name!r}: {dim} labels are {array[dim].dtype}, not "
-                               f"integers; {dim} labels are the 1-based numbers of the "
-                               "network's units")
+    check_unit_numbers(name, {dim: array[dim].values for dim in NUMBERED_DIMS})
 
 
 def _storable(values: np.ndarray) -> np.ndarray:
@@ -197,8 +196,3 @@ def _storable(values: np.ndarray) -> np.ndarray:
 
 def _dtype(values: np.ndarray) -> Any:
     return h5py.string_dtype() if values.dtype.kind in "OUS" else values.dtype
-
-
-def _stamp() -> dict[str, str]:
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    return {"date": now, "software": f"dnnmask_xr {__version__}"}

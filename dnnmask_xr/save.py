@@ -14,7 +14,7 @@ from dnnmask_xr.activations import Activations, stimulus_fields
 from dnnmask_xr.array import LayerArray
 from dnnmask_xr.coding import NUMBERED_DIMS
 from dnnmask_xr.engine import FileSelection
-from dnnmask_xr.errors import ActFileError, DnnMaskError
+from dnnmask_xr.errors import DnnMaskError
 from dnnmask_xr.writer import (
     DEFAULT_MEMORY,
     NC_SUFFIX,
@@ -22,9 +22,9 @@ from dnnmask_xr.writer import (
     OutputLayer,
     SaveReport,
     Stimulus,
+    check_not_input,
     check_output,
     progress_bar,
-    same_file,
     write_act,
 )
 
@@ -102,9 +102,7 @@ def save_act(
 
         return save_nc(acts, target, attrs=attrs, memory=memory, progress=progress)
     check_output(target)
-    if acts.source and same_file(acts.source, target):
-        raise ActFileError(f"output {target!r} is the input file; writing it would replace the "
-                           "activations being read: choose another output path")
+    check_not_input(acts.source, target)
     ids, fields = _shared_stimulus(acts)
     layers = [_output_layer(name, array) for name, array in acts.items()]
     with progress_bar(progress) as on_progress:

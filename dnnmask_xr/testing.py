@@ -13,6 +13,8 @@ from collections.abc import Mapping
 import h5py
 import numpy as np
 
+from dnnmask_xr.dmask import DnnMask
+
 #: Layer shapes of AlexNet as DNNBrain stores them, without the stimulus axis.
 ALEXNET_SHAPES: dict[str, tuple[int, int, int]] = {
     "conv1": (64, 55, 55),
@@ -161,3 +163,10 @@ def naive_mask(
                 index[axis] = unique.tolist()
                 data = np.take(data[tuple(index)], inverse, axis=axis)
             target.create_dataset(layer, data=np.asarray(data), compression="gzip")
+
+
+def as_dnnmask(dmask: Mapping[str, Mapping[str, list[int]]]) -> DnnMask:
+    """Turn DNNBrain's mask dictionary (``chn``/``row``/``col`` keys) into a DnnMask."""
+    axes = {"chn": "channel", "row": "row", "col": "column"}
+    return DnnMask({layer: {axes[key]: numbers for key, numbers in keys.items()}
+                    for layer, keys in dmask.items()})

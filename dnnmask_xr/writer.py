@@ -149,7 +149,7 @@ def write_act(
         _check_layer(layer)
     threads = threads or default_threads()
     total = sum(int(np.prod(layer.shape)) * layer.dtype.itemsize for layer in layers)
-    root_attrs = {**attrs, "date": _now(), "software": _software()}
+    root_attrs = {**attrs, **provenance_stamp()}
     reports = []
     try:
         # signals are checked between blocks and before the rename that
@@ -169,7 +169,7 @@ def write_act(
                 encode_stimulus(root.attrs, stimulus.ids, stimulus.fields, stimulus.header)
                 for layer in layers:
                     budget = Budget(memory, pool, threads,
-                                    _progress(on_progress, layer.name, total), verify)
+                                    layer_progress(on_progress, layer.name, total), verify)
                     reports.append(_write_layer(root, layer, budget))
     except (OSError, RuntimeError) as err:  # h5py reports HDF5's failures as either
         raise ActFileError(f"cannot write {path!r}: {err}") from None
@@ -191,17 +191,42 @@ def _check_layer(layer: OutputLayer) -> None:
     if layer.dtype.kind not in "biufc":
         raise DnnMaskError(f"layer {layer.name!r} holds {layer.dtype} values; only numbers "
                            "can be saved")
+    check_unit_numbers(layer.name, layer.numbers)
+
+
+def check_unit_numbers(name: str, numbers: Mapping[str, np.ndarray]) -> None:
+    """Check that a layer's channel, row and column labels are integers.
+
+    Raises
+    ------
+    DnnMaskError
+        If one of them is not.
+    """
     for dim in NUMBERED_DIMS:
-        labels = np.asarray(layer.numbers[dim])
+        labels = np.asarray(numbers[dim])
         if labels.dtype.kind not in "iu":
-            raise DnnMaskError(f"layer {layer.name!r}: {dim} labels are {labels.dtype}, not "
+            raise DnnMaskError(f"layer {name!r}: {dim} labels are {labels.dtype}, not "
                                f"integers; {dim} labels are the 1-based numbers of the "
                                "network's units")
 
 
-def _progress(
+def check_not_input(source: str | None, target: str) -> None:
+    """Refuse to write over the file the layers are read from.
+
+    Raises
+    ------
+    ActFileError
+        If ``target`` is ``source`` (by any path, links included).
+    """
+    if source and same_file(source, target):
+        raise ActFileError(f"output {target!r} is the input file; writing it would replace the "
+                           "activations being read: choose another output path")
+
+
+def layer_progress(
     on_progress: Callable[[str, int, int], None] | None, name: str, total: int
 ) -> Callable[[int], None]:
+    """Turn a file's progress callback into one layer's: called with bytes done."""
     if on_progress is None:
         return lambda done: None
     return lambda done: on_progress(name, done, total)
@@ -263,12 +288,10 @@ def same_file(first: str | os.PathLike[str], second: str | os.PathLike[str]) -> 
         return Path(first).resolve() == Path(second).resolve()
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _software() -> str:
-    return f"dnnmask_xr {__version__}"
+def provenance_stamp() -> dict[str, str]:
+    """Say when and by what a file is written: ``date`` (UTC) and ``software``."""
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return {"date": now, "software": f"dnnmask_xr {__version__}"}
 
 
 @contextlib.contextmanager

@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 import dnnmask_xr
 import dnnmask_xr.engine
 import dnnmask_xr.extract
-from dnnmask_xr import DnnMask, mask_file, open_act, save_act, write_dmask
+from dnnmask_xr import mask_file, open_act, save_act, write_dmask
 from dnnmask_xr.chunking import aligned_chunks, output_chunks
 from dnnmask_xr.cli import main
-from dnnmask_xr.testing import naive_mask, relu_activations, write_reference_act
+from dnnmask_xr.testing import as_dnnmask, naive_mask, relu_activations, write_reference_act
 
 #: AlexNet-like shapes, small enough for tests; h5py picks chunks that cut
 #: every axis, as it does for real files.
@@ -84,17 +84,11 @@ def deflations(monkeypatch) -> list[int]:
     return seen
 
 
-def _as_mask(dmask: dict) -> DnnMask:
-    names = {"chn": "channel", "row": "row", "col": "column"}
-    return DnnMask({layer: {names[key]: value for key, value in axes.items()}
-                    for layer, axes in dmask.items()})
-
-
 def _flags(dmask: dict, folder: Path) -> list[str]:
     if all(not axes for axes in dmask.values()):
         return ["-layer", *dmask]
     path = folder / "job.dmask.csv"
-    write_dmask(_as_mask(dmask), path)
+    write_dmask(as_dnnmask(dmask), path)
     return ["-dmask", str(path)]
 
 
@@ -128,7 +122,7 @@ def test_output_equals_the_naive_implementation(alexnet, tmp_path, name):
 def test_a_mask_inflates_each_touched_chunk_once(alexnet, tmp_path, inflations, name):
     dmask = SCENARIOS[name]
     # a small budget: many blocks, and still no chunk inflated twice
-    report = mask_file(alexnet, tmp_path / "o.act.h5", _as_mask(dmask), memory=2**16)
+    report = mask_file(alexnet, tmp_path / "o.act.h5", as_dnnmask(dmask), memory=2**16)
     with h5py.File(alexnet, "r") as source:
         expected = sum(_touched(source[layer], axes) for layer, axes in dmask.items())
         total = sum(np.prod([-(-n // c) for n, c in zip(source[layer].shape,
@@ -264,7 +258,7 @@ def test_nan_and_infinity_pass_through_bit_for_bit(tmp_path):
 
 
 def test_one_thread_and_two_write_the_same_chunks(alexnet, tmp_path):
-    mask = _as_mask(SCENARIOS["dmask"])
+    mask = as_dnnmask(SCENARIOS["dmask"])
     mask_file(alexnet, tmp_path / "one.act.h5", mask, threads=1)
     mask_file(alexnet, tmp_path / "two.act.h5", mask, threads=2)
     with h5py.File(tmp_path / "one.act.h5", "r") as one, \
@@ -279,7 +273,7 @@ def test_one_thread_and_two_write_the_same_chunks(alexnet, tmp_path):
 
 def test_save_act_takes_the_fast_path_for_file_layers(alexnet, tmp_path, inflations):
     acts = open_act(alexnet)
-    report = save_act(acts.mask(_as_mask(SCENARIOS["unsorted"])), tmp_path / "o.act.h5")
+    report = save_act(acts.mask(as_dnnmask(SCENARIOS["unsorted"])), tmp_path / "o.act.h5")
     assert report.layers[0].method == "re-encoded"
     with h5py.File(alexnet, "r") as source:
         assert len(inflations) == _touched(source["conv5"], SCENARIOS["unsorted"]["conv5"])
@@ -293,7 +287,7 @@ def test_save_act_takes_the_fast_path_for_file_layers(alexnet, tmp_path, inflati
 
 
 def test_mask_file_equals_save_act_of_a_mask(alexnet, tmp_path):
-    mask = _as_mask(SCENARIOS["dmask"])
+    mask = as_dnnmask(SCENARIOS["dmask"])
     mask_file(alexnet, tmp_path / "fast.act.h5", mask)
     save_act(open_act(alexnet).mask(mask, by="position"), tmp_path / "lazy.act.h5")
     fast, lazy = open_act(tmp_path / "fast.act.h5"), open_act(tmp_path / "lazy.act.h5")
@@ -353,7 +347,7 @@ def test_random_masks_equal_numpy(alexnet, tmp_path, data):
             axes[key] = data.draw(st.lists(st.integers(1, size), min_size=1, max_size=12))
     memory = data.draw(st.sampled_from([2**12, 2**16, 2**27]))
     out = tmp_path / "random.act.h5"
-    mask_file(alexnet, out, _as_mask({layer: axes}), memory=memory)
+    mask_file(alexnet, out, as_dnnmask({layer: axes}), memory=memory)
     with h5py.File(alexnet, "r") as source:
         expected = source[layer][()]
     index = [np.arange(expected.shape[0])]

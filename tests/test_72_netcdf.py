@@ -5,6 +5,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
+import tqdm
 import xarray as xr
 
 from dnnmask_xr import ActFileError, Activations, DnnMaskError, open_act, read_dmask, save_act
@@ -159,3 +160,14 @@ def read_dmask_text(folder, text):
     path = folder / "m.dmask.csv"
     path.write_text(text)
     return read_dmask(path)
+
+
+def test_progress_bar_counts_every_layer(act_file, tmp_path, capsys, monkeypatch):
+    real = tqdm.tqdm
+    # shown at once and kept, so the test sees what a slow write would show
+    monkeypatch.setattr(tqdm, "tqdm",
+                        lambda *args, **kwargs: real(*args, **{**kwargs, "delay": 0,
+                                                              "leave": True}))
+    save_act(open_act(act_file), tmp_path / "out.nc", progress=True)
+    # the bar ends on the last layer, with every byte of every layer counted
+    assert "fc3: 100%" in capsys.readouterr().err
