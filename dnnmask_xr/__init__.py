@@ -16,91 +16,54 @@ from typing import TYPE_CHECKING, Any
 
 from dnnmask_xr._version import __version__
 
-#: Public name -> module that defines it.
+#: Public name -> module that defines it; ``__all__`` is its keys.
 _WHERE = {
-    "Activations": "activations",
     "ActFileError": "errors",
-    "DnnMask": "dmask",
+    "Activations": "activations",
+    "DnnMask": "formats.dmask",
     "DnnMaskError": "errors",
     "FormatError": "errors",
-    "LayerMask": "dmask",
-    "SaveReport": "writer",
+    "LayerMask": "formats.dmask",
+    "OutputIsInputError": "errors",
+    "SaveReport": "act.write",
     "SelectionError": "errors",
-    "Stimuli": "stim",
+    "Stimuli": "formats.stim",
     "UsageError": "errors",
-    "format_dmask": "dmask",
-    "format_stim": "stim",
     "from_datatree": "datatree",
-    "mask_file": "extract",
-    "mask_from_flags": "selection",
+    "mask_file": "act.mask",
+    "mask_from_flags": "act.select",
     "open_act": "reader",
-    "parse_dmask": "dmask",
-    "parse_stim": "stim",
-    "read_dmask": "dmask",
-    "read_stim": "stim",
+    "read_dmask": "formats.dmask",
+    "read_stim": "formats.stim",
     "save_act": "save",
     "stack_neuroids": "neuroid",
     "to_datatree": "datatree",
     "unstack_neuroids": "neuroid",
-    "write_dmask": "dmask",
-    "write_stim": "stim",
+    "write_dmask": "formats.dmask",
+    "write_stim": "formats.stim",
 }
 
-__all__ = [
-    "ActFileError",
-    "Activations",
-    "DnnMask",
-    "DnnMaskError",
-    "FormatError",
-    "LayerMask",
-    "SaveReport",
-    "SelectionError",
-    "Stimuli",
-    "UsageError",
-    "__version__",
-    "format_dmask",
-    "format_stim",
-    "from_datatree",
-    "mask_file",
-    "mask_from_flags",
-    "open_act",
-    "parse_dmask",
-    "parse_stim",
-    "read_dmask",
-    "read_stim",
-    "save_act",
-    "stack_neuroids",
-    "to_datatree",
-    "unstack_neuroids",
-    "write_dmask",
-    "write_stim",
-]
+__all__ = ["__version__", *_WHERE]
 
 if TYPE_CHECKING:
+    from dnnmask_xr.act.mask import mask_file
+    from dnnmask_xr.act.select import mask_from_flags
+    from dnnmask_xr.act.write import SaveReport
     from dnnmask_xr.activations import Activations
     from dnnmask_xr.datatree import from_datatree, to_datatree
-    from dnnmask_xr.dmask import (
-        DnnMask,
-        LayerMask,
-        format_dmask,
-        parse_dmask,
-        read_dmask,
-        write_dmask,
-    )
     from dnnmask_xr.errors import (
         ActFileError,
         DnnMaskError,
         FormatError,
+        OutputIsInputError,
         SelectionError,
         UsageError,
     )
-    from dnnmask_xr.extract import mask_file
+    from dnnmask_xr.formats.dmask import DnnMask, LayerMask, read_dmask, write_dmask
+    from dnnmask_xr.formats.stim import Stimuli, read_stim, write_stim
     from dnnmask_xr.neuroid import stack_neuroids, unstack_neuroids
     from dnnmask_xr.reader import open_act
     from dnnmask_xr.save import save_act
-    from dnnmask_xr.selection import mask_from_flags
-    from dnnmask_xr.stim import Stimuli, format_stim, parse_stim, read_stim, write_stim
-    from dnnmask_xr.writer import SaveReport
 
 
 def __getattr__(name: str) -> Any:

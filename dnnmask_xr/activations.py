@@ -9,16 +9,18 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from dnnmask_xr.coding import DIMS, NUMBERED_DIMS, count_from_one
-from dnnmask_xr.describe import describe_layers
-from dnnmask_xr.dmask import DnnMask, format_dmask
-from dnnmask_xr.errors import DnnMaskError, SelectionError
-from dnnmask_xr.selection import (
+from dnnmask_xr.act.describe import describe_layers
+from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS, count_from_one
+from dnnmask_xr.act.select import (
     NumberMeaning,
+    check_meaning,
     layer_positions,
     stimulus_labels,
 )
-from dnnmask_xr.stim import Stimuli
+from dnnmask_xr.act.write import check_layer_name
+from dnnmask_xr.errors import DnnMaskError, SelectionError
+from dnnmask_xr.formats.dmask import DnnMask, format_dmask
+from dnnmask_xr.formats.stim import Stimuli
 
 
 class Activations(Mapping[str, xr.DataArray]):
@@ -53,6 +55,9 @@ class Activations(Mapping[str, xr.DataArray]):
         source: str | None = None,
         closers: Iterable[Callable[[], None]] = (),
     ) -> None:
+        if not isinstance(layers, Mapping):
+            raise DnnMaskError(f"layers are given as a mapping of layer name to DataArray, "
+                               f"not a {type(layers).__name__}")
         self._layers = {name: _as_layer(name, array) for name, array in layers.items()}
         sizes = {name: array.sizes["stimulus"] for name, array in self._layers.items()}
         if len(set(sizes.values())) > 1:
@@ -109,8 +114,8 @@ class Activations(Mapping[str, xr.DataArray]):
             (in the order given, repeats allowed).
         by
             ``"label"`` (default) selects by the ``channel``/``row``/
-            ``column`` coordinates, like ``.sel``; ``"position"`` takes
-            number *n* as the *n*-th unit stored, as DNNBrain does. The two
+            ``column`` coordinates, like ``.sel``; ``"ordinal"`` takes
+            number *n* as the *n*-th unit stored, from 1, as DNNBrain does. The two
             agree on files no mask has cut yet.
 
         Returns
@@ -123,7 +128,10 @@ class Activations(Mapping[str, xr.DataArray]):
         ------
         SelectionError
             If a layer is missing or a number is not a unit of its layer.
+        UsageError
+            If ``by`` is not a known meaning.
         """
+        by = check_meaning(by)
         if not isinstance(mask, DnnMask):
             mask = DnnMask(mask)
         missing = [layer for layer in mask if layer not in self._layers]
@@ -230,6 +238,7 @@ def stimulus_fields(array: xr.DataArray) -> dict[str, np.ndarray]:
 
 
 def _as_layer(name: str, array: xr.DataArray) -> xr.DataArray:
+    check_layer_name(name)
     if not isinstance(array, xr.DataArray):
         raise DnnMaskError(f"layer {name!r} is a {type(array).__name__}; layers are "
                            f"xarray.DataArray objects with dims {DIMS}")

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Union
 
-import xarray as xr
 from xarray.backends import BackendEntrypoint
 
-from dnnmask_xr.datatree import to_datatree
-from dnnmask_xr.errors import SelectionError
-from dnnmask_xr.reader import open_act
-from dnnmask_xr.stim import Stimuli
+if TYPE_CHECKING:
+    import xarray as xr
 
-StimArg = str | os.PathLike[str] | Stimuli | None
+    from dnnmask_xr.formats.stim import Stimuli
+
+# xarray imports every backend's entry point for every open_dataset call of
+# every user: the package itself is imported only when a file is opened here.
+StimArg = Union[str, os.PathLike, "Stimuli", None]
 
 
 class DnnActBackendEntrypoint(BackendEntrypoint):
@@ -47,6 +49,10 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
 
         Without ``group``, a file of one layer opens that layer.
         """
+        from dnnmask_xr.datatree import to_datatree
+        from dnnmask_xr.errors import SelectionError
+        from dnnmask_xr.reader import open_act
+
         acts = open_act(filename_or_obj, stim=stim)
         name = None if group is None else group.strip("/")
         if name is None and len(acts) != 1:
@@ -75,6 +81,9 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
         stim: StimArg = None,
     ) -> xr.DataTree:
         """Open every layer: the stimuli on the root, one node per layer."""
+        from dnnmask_xr.datatree import to_datatree
+        from dnnmask_xr.reader import open_act
+
         acts = open_act(filename_or_obj, stim=stim)
         tree = to_datatree(acts)
         if drop_variables:

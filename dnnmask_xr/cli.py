@@ -30,11 +30,11 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
-from dnnmask_xr._interrupt import Interrupted
+from dnnmask_xr.act._interrupt import Interrupted, signal_name
 from dnnmask_xr.errors import DnnMaskError, UsageError
 
 if TYPE_CHECKING:
-    from dnnmask_xr.dmask import DnnMask
+    pass
 
 # Only what parsing the flags needs is imported here; numpy, h5py and the
 # rest come in main(), so start-up stays short and Ctrl-C during it is
@@ -145,6 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{err.filename}: " if err.filename else ""
         return _fail(f"{where}{err.strerror or err}", 1)
     except Interrupted as stop:
+        if stop.written:
+            # the signal came after the rename: the output is complete
+            print(f"{PROG}: interrupted by {signal_name(stop.signum)} after -out "
+                  f"{stop.written!r} was written; the output is complete", file=sys.stderr)
+            return 0
         return _fail(f"interrupted by {stop}; nothing was written", 128 + stop.signum)
     except KeyboardInterrupt:
         return _fail("interrupted; nothing was written", 130)
@@ -152,44 +157,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     _check_flags(args)
-    from dnnmask_xr.dmask import read_dmask
-    from dnnmask_xr.extract import mask_file, plan_mask
-    from dnnmask_xr.h5 import open_file
-    from dnnmask_xr.selection import mask_from_flags
-    from dnnmask_xr.writer import DEFAULT_MEMORY, NC_SUFFIX, progress_bar
+    from dnnmask_xr.act.layout import open_file
+    from dnnmask_xr.act.mask import mask_file
+    from dnnmask_xr.act.plan import plan_mask
+    from dnnmask_xr.act.select import mask_from_flags
+    from dnnmask_xr.act.write import DEFAULT_MEMORY, check_output, progress_bar
+    from dnnmask_xr.formats.dmask import read_dmask
 
+    check_output(args.out)
     if args.dmask is not None:
         mask = read_dmask(args.dmask)
     else:
         mask = mask_from_flags(args.layer, args.chn)
     if args.dry_run:
         with open_file(args.act) as root:
-            # DNNBrain reads numbers as positions in the file, whatever it holds
-            plan = plan_mask(root, args.act, mask, stim=args.stim, by="position")
+            # DNNBrain reads numbers as the n-th unit stored, whatever the file holds
+            plan = plan_mask(root, mask, stim=args.stim, by="ordinal")
         print(plan.summary(args.out))
         print(plan.describe())
         return 0
-    attrs = {"cmd": shlex.join([PROG, *argv])}
-    if args.out.endswith(NC_SUFFIX):
-        return _save_netcdf(args, mask, attrs)
     with progress_bar(not args.quiet and sys.stderr.isatty()) as on_progress:
-        mask_file(args.act, args.out, mask, stim=args.stim, by="position",
-                  attrs=attrs,
+        mask_file(args.act, args.out, mask, stim=args.stim, by="ordinal",
+                  attrs={"cmd": shlex.join([PROG, *argv])},
                   memory=args.memory or DEFAULT_MEMORY, threads=args.threads,
                   on_progress=on_progress, verify=args.verify)
-    return 0
-
-
-def _save_netcdf(args: argparse.Namespace, mask: DnnMask, attrs: dict[str, str]) -> int:
-    # netCDF goes through xarray (imported only here)
-    from dnnmask_xr.reader import open_act
-    from dnnmask_xr.save import save_act
-    from dnnmask_xr.writer import DEFAULT_MEMORY
-
-    with open_act(args.act, stim=args.stim) as acts:
-        save_act(acts.mask(mask, by="position"), args.out, attrs=attrs,
-                 memory=args.memory or DEFAULT_MEMORY,
-                 progress=not args.quiet and sys.stderr.isatty())
     return 0
 
 
@@ -202,12 +193,6 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise UsageError("no units chosen; give -layer (with or without -chn) or -dmask")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads {args.threads} is not a positive number of threads")
-    from dnnmask_xr.writer import check_output, same_file
-
-    check_output(args.out)
-    if same_file(args.act, args.out):
-        raise UsageError(f"-out {args.out!r} is the input file; dnn_mask never overwrites "
-                         "its input: choose another -out")
 
 
 def _fail(error: object, status: int) -> int:

@@ -61,6 +61,11 @@ def chunk_layer(array: xr.DataArray, chunks: Chunks) -> xr.DataArray:
     if unknown:
         raise UsageError(f"chunks name dimension {unknown[0]!r}, which layer {array.name!r} "
                          f"does not have (dimensions: {', '.join(map(str, array.dims))})")
+    for dim, size in chunks.items():
+        if size is not None and not isinstance(size, str) and (
+                isinstance(size, bool) or not isinstance(size, int) or (size < 1 and size != -1)):
+            raise UsageError(f"chunks={{{dim!r}: {size!r}}} is not a chunk size; give a "
+                             "positive number of elements, -1 for the whole axis, or 'auto'")
     preferred = array.encoding.get("preferred_chunks", {})
     previous = tuple(preferred.get(dim, size) for dim, size in array.sizes.items())
     wanted = tuple(

@@ -22,8 +22,9 @@ from collections.abc import Mapping
 
 import xarray as xr
 
+from dnnmask_xr.act.layout import DIMS
+from dnnmask_xr.act.plan import StimulusTable, shared_stimulus
 from dnnmask_xr.activations import Activations, stimulus_fields
-from dnnmask_xr.coding import DIMS
 from dnnmask_xr.errors import DnnMaskError
 
 
@@ -62,8 +63,9 @@ def to_datatree(acts: Activations | Mapping[str, xr.DataArray]) -> xr.DataTree:
         root = root.assign_coords(
             {"stimulus": stimulus, **{name: ("stimulus", v) for name, v in fields.items()}}
         )
+        shared_stimulus((name, StimulusTable(array["stimulus"].values, stimulus_fields(array)))
+                        for name, array in acts.items())
         for name, array in acts.items():
-            _check_same_stimuli(name, array, next(iter(acts)), first)
             clash = set(DIMS) | set(fields)
             if name in clash:
                 raise DnnMaskError(
@@ -136,16 +138,3 @@ def from_datatree(tree: xr.DataTree) -> Activations:
         header = {str(key): str(value) for key, value in tree["stimulus"].attrs.items()}
     return Activations(layers, attrs=tree.attrs, stim_header=header,
                        source=tree.encoding.get("source"), closers=[tree.close])
-
-
-def _check_same_stimuli(
-    name: str, array: xr.DataArray, first_name: str, first: xr.DataArray
-) -> None:
-    labels = ["stimulus", *stimulus_fields(first)]
-    # Variable.equals, unlike numpy, holds NaN equal to NaN (missing onsets)
-    same = labels == ["stimulus", *stimulus_fields(array)] and all(
-        array[label].variable.equals(first[label].variable) for label in labels
-    )
-    if not same:
-        raise DnnMaskError(f"layer {name!r} labels its stimuli differently from layer "
-                           f"{first_name!r}; all layers share one stimulus table")

@@ -54,3 +54,11 @@ class UsageError(DnnMaskError):
     The command line reports these with exit status 2, like argparse's own
     errors, since the fix is in the command, not in a file.
     """
+
+
+class OutputIsInputError(ActFileError, UsageError):
+    """The output would replace a file the activations are read from.
+
+    Both an :class:`ActFileError` (a file is at stake) and a
+    :class:`UsageError` (the fix is another output path: exit status 2).
+    """

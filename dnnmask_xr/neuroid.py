@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS
 from dnnmask_xr.activations import Activations, stimulus_fields
-from dnnmask_xr.coding import DIMS, NUMBERED_DIMS
 from dnnmask_xr.errors import SelectionError
 
 #: The levels of the ``neuroid`` index, in order.

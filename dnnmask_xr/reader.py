@@ -9,14 +9,21 @@ import xarray as xr
 from xarray.backends import CachingFileManager
 from xarray.core import indexing
 
+from dnnmask_xr.act.layout import (
+    DIMS,
+    check_readable,
+    decode_layer_numbers,
+    decode_stimulus,
+    is_reserved,
+    layer_datasets,
+    open_file,
+)
+from dnnmask_xr.act.write import NC_SUFFIX
 from dnnmask_xr.activations import Activations
-from dnnmask_xr.array import LayerArray
-from dnnmask_xr.coding import DIMS, decode_layer_numbers, decode_stimulus, is_reserved
 from dnnmask_xr.dask_layers import Chunks, chunk_layer
 from dnnmask_xr.errors import SelectionError
-from dnnmask_xr.h5 import check_readable, layer_datasets, open_file
-from dnnmask_xr.stim import Stimuli, read_stim
-from dnnmask_xr.writer import NC_SUFFIX
+from dnnmask_xr.formats.stim import Stimuli, read_stim
+from dnnmask_xr.lazy import LayerArray
 
 
 def open_act(
@@ -35,7 +42,7 @@ def open_act(
         A path ending in ``.nc`` is read as the netCDF4 file
         :func:`~dnnmask_xr.save_act` writes there.
     stim
-        A ``.stim.csv`` path or a :class:`~dnnmask_xr.stim.Stimuli` table
+        A ``.stim.csv`` path or a :class:`~dnnmask_xr.formats.stim.Stimuli` table
         describing the stimuli, one row per stimulus. Without it the file's
         own stimulus labels are used (``1..n`` if it has none).
     chunks
@@ -102,7 +109,7 @@ def _read_metadata(
     for name, dataset in layer_datasets(root, where).items():
         variable = xr.Variable(
             DIMS, indexing.LazilyIndexedArray(
-                LayerArray(manager, name, dataset.shape, dataset.dtype)
+                LayerArray(manager, where, name, dataset.shape, dataset.dtype)
             )
         )
         numbers = decode_layer_numbers(dataset, repr(where))

@@ -1,32 +1,27 @@
-"""Save labelled layers (xarray) to an ``.act.h5`` file."""
+"""Save labelled layers (xarray) to a file: containers become one write plan.
+
+Whatever holds the layers (:class:`~dnnmask_xr.Activations`, a mapping of
+name to ``DataArray``, a ``DataTree``), each becomes a
+:class:`~dnnmask_xr.act.plan.PlannedLayer`: a file selection where its
+values come straight from an ``.act.h5`` layer, a block reader otherwise.
+:func:`~dnnmask_xr.act.write.write` does the rest, as for ``dnn_mask``.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import xarray as xr
-from xarray.core import indexing
 
+from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS
+from dnnmask_xr.act.plan import ComputedValues, Plan, PlannedLayer, StimulusTable, shared_stimulus
+from dnnmask_xr.act.write import DEFAULT_MEMORY, SaveReport, WriteOptions, progress_bar, write
 from dnnmask_xr.activations import Activations, stimulus_fields
-from dnnmask_xr.array import LayerArray
-from dnnmask_xr.coding import NUMBERED_DIMS
-from dnnmask_xr.engine import FileSelection
 from dnnmask_xr.errors import DnnMaskError
-from dnnmask_xr.writer import (
-    DEFAULT_MEMORY,
-    NC_SUFFIX,
-    ComputedValues,
-    OutputLayer,
-    SaveReport,
-    Stimulus,
-    check_not_input,
-    check_output,
-    progress_bar,
-    write_act,
-)
+from dnnmask_xr.lazy import file_selection, layer_sources
 
 
 def save_act(
@@ -38,14 +33,14 @@ def save_act(
     threads: int | None = None,
     progress: bool = False,
     verify: bool = False,
-) -> SaveReport | None:
-    """Write layers to an ``.act.h5`` file that DNNBrain reads as its own.
+) -> SaveReport:
+    """Write layers to an ``.act.h5`` file that DNNBrain reads as its own, or to ``.nc``.
 
-    One gzip-compressed 4-D dataset per layer at the root, in order, and
-    nothing else there. Coordinates, the stimulus table and provenance go
-    into HDF5 attributes. The file appears at ``path`` only once complete.
-    A path ending in ``.nc`` gets a netCDF4 file instead, one group per
-    layer (see :func:`dnnmask_xr.netcdf.save_nc`).
+    ``.act.h5``: one gzip-compressed 4-D dataset per layer at the root, in
+    order, and nothing else there; coordinates, the stimulus table and
+    provenance go into HDF5 attributes. ``.nc``: a netCDF4 file, one group
+    per layer (see :mod:`dnnmask_xr.act.nc`). Either appears at ``path``
+    only once complete.
 
     Layers opened with :func:`~dnnmask_xr.open_act` and selected with
     ``.isel``/``.sel``/:meth:`~dnnmask_xr.Activations.mask` are copied from
@@ -60,8 +55,9 @@ def save_act(
         The layers, lazy, dask-backed or in memory; a ``DataTree`` is read
         as :func:`~dnnmask_xr.from_datatree` reads it.
     path
-        The output, ending in ``.act.h5`` (or ``.nc``). An existing file
-        there is replaced, but never the file the layers are read from.
+        The output, ending in ``.act.h5`` or ``.nc``. An existing file there
+        is replaced, but never a file the layers are read from or that this
+        process holds open.
     attrs
         More provenance for the file's root (``cmd``, for instance).
     memory
@@ -76,96 +72,92 @@ def save_act(
 
     Returns
     -------
-    SaveReport or None
-        How each layer was written and how many chunks were read and
-        written; None for a ``.nc`` file.
+    SaveReport
+        How each layer was written and how many chunks were read and written.
 
     Raises
     ------
     ActFileError
-        If the output cannot be written; nothing is left at ``path``.
+        If the output cannot be written, or is a file the layers are read
+        from; nothing is left at ``path``.
     UsageError
-        If ``path`` ends in neither ``.act.h5`` nor ``.nc``, or ``memory`` is
-        not positive.
+        If ``path`` ends in neither ``.act.h5`` nor ``.nc``, or ``memory`` or
+        ``threads`` is not positive.
     DnnMaskError
-        If the layers disagree on their stimuli.
+        If ``acts`` is not a container of layers, the layers disagree on
+        their stimuli, or hold names, labels or attributes a file cannot
+        store.
     """
+    options = WriteOptions(memory=memory, threads=threads, verify=verify)
+    plan = plan_layers(as_activations(acts), attrs)
+    with progress_bar(progress) as on_progress:
+        return write(plan, path, replace(options, on_progress=on_progress))
+
+
+def as_activations(acts: object) -> Activations:
+    """Take any container of layers as :class:`~dnnmask_xr.Activations`.
+
+    Raises
+    ------
+    DnnMaskError
+        If ``acts`` is none of Activations, a mapping of name to layer, or
+        a DataTree.
+    """
+    if isinstance(acts, Activations):
+        return acts
     if isinstance(acts, xr.DataTree):
         from dnnmask_xr.datatree import from_datatree
 
-        acts = from_datatree(acts)
-    if not isinstance(acts, Activations):
-        acts = Activations(acts)
-    target = os.fspath(path)
-    if target.endswith(NC_SUFFIX):
-        from dnnmask_xr.netcdf import save_nc
-
-        return save_nc(acts, target, attrs=attrs, memory=memory, progress=progress)
-    check_output(target)
-    check_not_input(acts.source, target)
-    ids, fields = _shared_stimulus(acts)
-    layers = [_output_layer(name, array) for name, array in acts.items()]
-    with progress_bar(progress) as on_progress:
-        return write_act(
-            target, layers, stimulus=Stimulus(ids, fields, acts.stim_header),
-            attrs={**acts.attrs, **(attrs or {})}, memory=memory, threads=threads,
-            on_progress=on_progress, verify=verify,
-        )
+        return from_datatree(acts)
+    if isinstance(acts, Mapping) and not isinstance(acts, xr.Dataset):
+        return Activations(acts)
+    hint = ""
+    if isinstance(acts, xr.DataArray):
+        hint = f"; for one layer give {{{str(acts.name or 'conv5')!r}: layer}}"
+    raise DnnMaskError(f"cannot save a {type(acts).__name__}: give Activations, a mapping of "
+                       f"layer name to DataArray, or a DataTree{hint}")
 
 
-def file_selection(array: xr.DataArray) -> FileSelection | None:
-    """Find the file layer and positions behind a lazily selected layer.
+def plan_layers(acts: Activations, attrs: Mapping[str, Any] | None = None) -> Plan:
+    """Plan the write of labelled layers: a file selection where possible.
 
-    Returns
-    -------
-    FileSelection or None
-        None if the values do not come straight from an ``.act.h5`` layer
-        (in memory, dask-backed, or computed).
+    Raises
+    ------
+    DnnMaskError
+        If the layers disagree on their stimuli, or a layer carries a
+        coordinate that a file has no place for.
     """
-    data = array.variable._data
-    while isinstance(data, indexing.CopyOnWriteArray | indexing.MemoryCachedArray):
-        data = data.array
-    if not (isinstance(data, indexing.LazilyIndexedArray)
-            and isinstance(data.array, LayerArray)):
-        return None
-    layer = data.array
-    positions = []
-    for item, size in zip(data.key.tuple, layer.shape, strict=True):
-        if isinstance(item, slice):
-            positions.append(np.arange(*item.indices(size), dtype=np.int64))
-        else:
-            positions.append(np.asarray(item, dtype=np.int64).reshape(-1))
-    dataset = layer.manager.acquire()[layer.name]
-    return FileSelection(dataset, tuple(positions))
+    layers = []
+    tables = []
+    for name, array in acts.items():
+        _check_coords(name, array)
+        fields = stimulus_fields(array)
+        tables.append((name, StimulusTable(array["stimulus"].values, fields,
+                                           acts.stim_header)))
+        numbers = {dim: array[dim].values for dim in NUMBERED_DIMS}
+        values = file_selection(array) or ComputedValues(
+            array.shape, array.dtype, _block_reader(array), layer_sources(array))
+        layers.append(PlannedLayer(name, numbers, values, dict(array.attrs)))
+    stimulus = shared_stimulus(tables)
+    if not tables:
+        stimulus = StimulusTable(stimulus.ids, header=acts.stim_header)
+    return Plan(tuple(layers), stimulus, {**acts.attrs, **(attrs or {})})
 
 
-def _output_layer(name: str, array: xr.DataArray) -> OutputLayer:
-    numbers = {dim: array[dim].values for dim in NUMBERED_DIMS}
-    values = file_selection(array)
-    if values is None:
-        def read_block(stimuli: slice, channels: slice) -> np.ndarray:
-            return array.isel(stimulus=stimuli, channel=channels).values
+def _block_reader(array: xr.DataArray):
+    def read_block(stimuli: slice, channels: slice):
+        return array.isel(stimulus=stimuli, channel=channels).values
 
-        values = ComputedValues(array.shape, array.dtype, read_block)
-    return OutputLayer(name, numbers, values)
+    return read_block
 
 
-def _shared_stimulus(acts: Activations) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    arrays = list(acts.values())
-    if not arrays:
-        return np.arange(1, 1), {}
-    ids, fields = arrays[0]["stimulus"].values, stimulus_fields(arrays[0])
-    for name, array in zip(acts, arrays, strict=True):
-        if not _same_labels(array["stimulus"].values, ids) or list(
-            stimulus_fields(array)
-        ) != list(fields):
-            raise DnnMaskError(f"layer {name!r} labels its stimuli differently from layer "
-                               f"{next(iter(acts))!r}; all layers of a file share one "
-                               "stimulus table")
-    return ids, fields
-
-
-def _same_labels(first: np.ndarray, second: np.ndarray) -> bool:
-    # NaN labels (a float stimulus ID left empty) equal themselves here
-    nan_aware = first.dtype.kind in "fc" and second.dtype.kind in "fc"
-    return bool(np.array_equal(first, second, equal_nan=nan_aware))
+def _check_coords(name: str, array: xr.DataArray) -> None:
+    # every coordinate has a place in the file, or the save says so
+    for key, coord in array.coords.items():
+        if key in DIMS or coord.dims == ("stimulus",):
+            continue
+        where = f"along {', '.join(map(str, coord.dims))}" if coord.dims else "scalar"
+        raise DnnMaskError(f"layer {name!r} has the coordinate {str(key)!r} ({where}), which "
+                           "a file has no place for (it keeps stimulus fields and the "
+                           "channel/row/column numbers); drop it with "
+                           f".drop_vars({str(key)!r}) or make it a stimulus field")

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import h5py
 import numpy as np
 
-from dnnmask_xr.dmask import DnnMask
+from dnnmask_xr.formats.dmask import DnnMask
 
 #: Layer shapes of AlexNet as DNNBrain stores them, without the stimulus axis.
 ALEXNET_SHAPES: dict[str, tuple[int, int, int]] = {

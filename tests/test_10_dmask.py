@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dnnmask_xr.dmask import (
+from dnnmask_xr.formats.dmask import (
     AXES,
     DnnMask,
     LayerMask,

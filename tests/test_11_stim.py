@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dnnmask_xr.errors import DnnMaskError, FormatError
-from dnnmask_xr.stim import (
+from dnnmask_xr.formats.stim import (
     STIM_TYPES,
     Stimuli,
     format_stim,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dnnmask_xr import DnnMask, LayerMask, SelectionError, UsageError, mask_from_flags
-from dnnmask_xr.selection import layer_positions
+from dnnmask_xr.act.select import layer_positions
 
 
 def test_one_layer_with_channels_keeps_them_in_order():
@@ -49,7 +49,7 @@ LABELS = {
 
 def test_positions_follow_the_order_given_with_repeats():
     mask = LayerMask({"row": [13, 1, 1], "channel": [2, 3]})
-    found = layer_positions("conv5", mask, LABELS, by="position")
+    found = layer_positions("conv5", mask, LABELS, by="ordinal")
     assert list(found) == ["row", "channel"]
     np.testing.assert_array_equal(found["row"], [12, 0, 0])
     np.testing.assert_array_equal(found["channel"], [1, 2])
@@ -78,7 +78,7 @@ def test_labels_that_repeat_resolve_to_their_first_position():
 )
 def test_positions_out_of_range_name_layer_axis_and_range(numbers, message):
     with pytest.raises(SelectionError, match=message + r".*1-based"):
-        layer_positions("conv5", LayerMask(numbers), LABELS, by="position")
+        layer_positions("conv5", LayerMask(numbers), LABELS, by="ordinal")
 
 
 def test_missing_label_lists_the_labels_there_are():

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dnnmask_xr
-import dnnmask_xr.engine
+import dnnmask_xr.act.chunks
 from dnnmask_xr import (
     ActFileError,
     DnnMask,
@@ -26,10 +26,10 @@ from dnnmask_xr import (
     open_act,
     save_act,
 )
-from dnnmask_xr._interrupt import Interrupted
-from dnnmask_xr.chunking import CHUNK_BYTES, iter_blocks, output_chunks
+from dnnmask_xr.act._interrupt import Interrupted
+from dnnmask_xr.act.chunking import CHUNK_BYTES, iter_blocks, output_chunks
 from dnnmask_xr.cli import main
-from dnnmask_xr.h5 import layer_names
+from dnnmask_xr.act.layout import layer_names
 from dnnmask_xr.testing import read_reference_act
 
 
@@ -137,7 +137,7 @@ def test_suffix_is_required(act_file, tmp_path):
 def test_a_failed_write_leaves_nothing_and_keeps_the_old_file(act_file, tmp_path, monkeypatch):
     out = tmp_path / "out.act.h5"
     out.write_bytes(b"previous result")
-    real = dnnmask_xr.writer._write_layer
+    real = dnnmask_xr.act.write._write_layer
     calls = []
 
     def fail_on_second_layer(*args):
@@ -146,7 +146,7 @@ def test_a_failed_write_leaves_nothing_and_keeps_the_old_file(act_file, tmp_path
             raise KeyboardInterrupt
         real(*args)
 
-    monkeypatch.setattr(dnnmask_xr.writer, "_write_layer", fail_on_second_layer)
+    monkeypatch.setattr(dnnmask_xr.act.write, "_write_layer", fail_on_second_layer)
     with pytest.raises(KeyboardInterrupt):
         save_act(open_act(act_file), out)
     assert out.read_bytes() == b"previous result"
@@ -208,7 +208,7 @@ def test_blocks_cover_the_layer_once_within_budget(shape, itemsize, budget):
 
 
 def _signal_after_first_block(signum):
-    real = dnnmask_xr.engine.iter_blocks
+    real = dnnmask_xr.act.chunks.iter_blocks
 
     def blocks(*args):
         for number, block in enumerate(real(*args)):
@@ -224,7 +224,7 @@ def test_a_signal_stops_the_write_cleanly(tmp_path, monkeypatch, signum):
     # two chunks of 1 MiB, so two blocks: the signal comes between them
     data = np.arange(4 * 8 * 128 * 128, dtype="float32").reshape(4, 8, 128, 128)
     layer = xr.DataArray(data, dims=("stimulus", "channel", "row", "column"))
-    monkeypatch.setattr(dnnmask_xr.engine, "iter_blocks", _signal_after_first_block(signum))
+    monkeypatch.setattr(dnnmask_xr.act.chunks, "iter_blocks", _signal_after_first_block(signum))
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with pytest.raises(Interrupted) as stopped:
         save_act({"layer": layer}, tmp_path / "x.act.h5", memory=1024)
@@ -235,7 +235,7 @@ def test_a_signal_stops_the_write_cleanly(tmp_path, monkeypatch, signum):
 
 def test_the_command_reports_a_signal_and_writes_nothing(act_file, tmp_path, monkeypatch,
                                                          capsys):
-    monkeypatch.setattr(dnnmask_xr.engine, "iter_blocks", _signal_after_first_block(
+    monkeypatch.setattr(dnnmask_xr.act.chunks, "iter_blocks", _signal_after_first_block(
         signal.SIGINT))
     out = tmp_path / "out.act.h5"
     # unsorted channels: values are re-encoded block by block, not copied as chunks

@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dnnmask_xr
-import dnnmask_xr.engine
-import dnnmask_xr.extract
+import dnnmask_xr.act.chunks
+import dnnmask_xr.act.mask
 from dnnmask_xr import mask_file, open_act, save_act, write_dmask
-from dnnmask_xr.chunking import aligned_chunks, output_chunks
+from dnnmask_xr.act.chunking import aligned_chunks, output_chunks
 from dnnmask_xr.cli import main
 from dnnmask_xr.testing import as_dnnmask, naive_mask, relu_activations, write_reference_act
 
@@ -60,13 +60,13 @@ def alexnet(tmp_path_factory) -> Path:
 def inflations(monkeypatch) -> list[int]:
     """Record every chunk the engine inflates (its size), calling the real codec."""
     seen: list[int] = []
-    real = dnnmask_xr.engine.inflate
+    real = dnnmask_xr.act.chunks.inflate
 
     def counting(data: bytes, size: int) -> bytes:
         seen.append(size)
         return real(data, size)
 
-    monkeypatch.setattr(dnnmask_xr.engine, "inflate", counting)
+    monkeypatch.setattr(dnnmask_xr.act.chunks, "inflate", counting)
     return seen
 
 
@@ -74,13 +74,13 @@ def inflations(monkeypatch) -> list[int]:
 def deflations(monkeypatch) -> list[int]:
     """Record every chunk the engine deflates, calling the real codec."""
     seen: list[int] = []
-    real = dnnmask_xr.engine.deflate
+    real = dnnmask_xr.act.chunks.deflate
 
     def counting(data) -> bytes:
         seen.append(len(data))
         return real(data)
 
-    monkeypatch.setattr(dnnmask_xr.engine, "deflate", counting)
+    monkeypatch.setattr(dnnmask_xr.act.chunks, "deflate", counting)
     return seen
 
 
@@ -289,7 +289,7 @@ def test_save_act_takes_the_fast_path_for_file_layers(alexnet, tmp_path, inflati
 def test_mask_file_equals_save_act_of_a_mask(alexnet, tmp_path):
     mask = as_dnnmask(SCENARIOS["dmask"])
     mask_file(alexnet, tmp_path / "fast.act.h5", mask)
-    save_act(open_act(alexnet).mask(mask, by="position"), tmp_path / "lazy.act.h5")
+    save_act(open_act(alexnet).mask(mask, by="ordinal"), tmp_path / "lazy.act.h5")
     fast, lazy = open_act(tmp_path / "fast.act.h5"), open_act(tmp_path / "lazy.act.h5")
     assert list(fast) == list(lazy)
     for layer in fast:
@@ -315,7 +315,7 @@ def test_the_command_starts_without_xarray_or_pandas(alexnet, tmp_path):
 ])
 def test_memory_flag_reads_sizes(alexnet, tmp_path, monkeypatch, text, expected):
     seen = {}
-    monkeypatch.setattr(dnnmask_xr.extract, "mask_file",
+    monkeypatch.setattr(dnnmask_xr.act.mask, "mask_file",
                         lambda *args, **kwargs: seen.update(kwargs))
     assert main(["-act", str(alexnet), "-layer", "conv5", "--memory", text,
                  "-out", str(tmp_path / "o.act.h5")]) == 0
@@ -398,6 +398,7 @@ def test_many_channels_fit_as_attributes_of_a_copied_layer(tmp_path):
     acts = open_act(out)
     np.testing.assert_array_equal(acts["fc"].channel.values, np.arange(1, 20_001))
     np.testing.assert_array_equal(acts["fc"].values, values)
+    acts.close()  # an output still open for reading is never replaced
     reversed_channels = list(range(20_000, 0, -1))
     assert mask_file(source, out, {"fc": {"channel": reversed_channels}}).layers[0].method \
         == "re-encoded"
@@ -406,9 +407,12 @@ def test_many_channels_fit_as_attributes_of_a_copied_layer(tmp_path):
     np.testing.assert_array_equal(acts["fc"].values, values[:, ::-1])
 
 
-def test_mask_file_writes_act_h5_only(alexnet, tmp_path):
-    # netCDF goes through save_act (xarray); mask_file never writes HDF5 under a .nc name
+def test_mask_file_writes_netcdf_through_the_same_writer(alexnet, tmp_path):
+    # one writer for both suffixes: .nc copies chunks too, and reports them
     out = tmp_path / "o.nc"
-    with pytest.raises(dnnmask_xr.UsageError, match=r"does not end in '\.act\.h5'"):
-        mask_file(alexnet, out, {"conv5": {}})
-    assert not out.exists()
+    report = mask_file(alexnet, out, {"conv5": {}, "fc1": {"channel": [3, 1]}})
+    assert [layer.method for layer in report.layers] == ["copied", "re-encoded"]
+    with h5py.File(alexnet) as source, open_act(out) as acts:
+        np.testing.assert_array_equal(acts["conv5"].values, source["conv5"][()])
+        np.testing.assert_array_equal(acts["fc1"].values, source["fc1"][()][:, [2, 0]])
+        np.testing.assert_array_equal(acts["fc1"].channel.values, [3, 1])

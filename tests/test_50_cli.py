@@ -11,7 +11,7 @@ import pytest
 import tqdm
 
 import dnnmask_xr.cli
-import dnnmask_xr.extract
+import dnnmask_xr.act.mask
 from dnnmask_xr import open_act
 from dnnmask_xr.cli import main
 from dnnmask_xr.testing import read_reference_act
@@ -94,7 +94,7 @@ def test_provenance_records_the_command(act_file, tmp_path, capsys):
         assert root.attrs["cmd"] == f"dnn_mask -act {act_file} -layer conv5 -chn 2 -out {out}"
         assert root.attrs["source"] == str(act_file)
         assert root.attrs["mask"] == "conv5=chn\n2\n"
-        assert root.attrs["mask_by"] == "position"
+        assert root.attrs["mask_by"] == "ordinal"
 
 
 def test_an_existing_output_is_replaced(act_file, layers, tmp_path, capsys):
@@ -123,7 +123,7 @@ def test_progress_only_on_a_terminal_unless_quiet(act_file, tmp_path, monkeypatc
                                                   quiet, expected):
     seen = {}
     monkeypatch.setattr(dnnmask_xr.cli.sys.stderr, "isatty", lambda: isatty)
-    monkeypatch.setattr(dnnmask_xr.extract, "mask_file",
+    monkeypatch.setattr(dnnmask_xr.act.mask, "mask_file",
                         lambda *args, **kwargs: seen.update(kwargs))
     args = ["-act", str(act_file), "-layer", "fc3", "-out", str(tmp_path / "o.act.h5")]
     assert main([*args, "-q"] if quiet else args) == 0

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-import dnnmask_xr.array
+import dnnmask_xr.lazy
 from dnnmask_xr import SelectionError, open_act
 from dnnmask_xr.backend import DnnActBackendEntrypoint
 
@@ -16,13 +16,13 @@ from dnnmask_xr.backend import DnnActBackendEntrypoint
 def reads(monkeypatch) -> list[str]:
     """Record every read of layer values from an .act.h5 file."""
     done: list[str] = []
-    read_outer = dnnmask_xr.array.read_outer
+    read_outer = dnnmask_xr.lazy.read_outer
 
     def recording(dataset, key):
         done.append(dataset.name)
         return read_outer(dataset, key)
 
-    monkeypatch.setattr(dnnmask_xr.array, "read_outer", recording)
+    monkeypatch.setattr(dnnmask_xr.lazy, "read_outer", recording)
     return done
 
 

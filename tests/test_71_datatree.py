@@ -15,7 +15,7 @@ from dnnmask_xr import (
     save_act,
     to_datatree,
 )
-from dnnmask_xr.coding import DIMS
+from dnnmask_xr.act.layout import DIMS
 
 
 @pytest.fixture

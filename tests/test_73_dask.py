@@ -15,7 +15,7 @@ import xarray as xr
 from dask.callbacks import Callback
 
 from dnnmask_xr import UsageError, open_act, save_act
-from dnnmask_xr.coding import DIMS
+from dnnmask_xr.act.layout import DIMS
 
 
 @pytest.fixture

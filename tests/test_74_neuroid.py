@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dnnmask_xr import Activations, SelectionError, open_act, stack_neuroids, unstack_neuroids
-from dnnmask_xr.coding import DIMS
+from dnnmask_xr.act.layout import DIMS
 
 
 @st.composite

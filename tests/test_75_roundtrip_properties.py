@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dnnmask_xr import Activations, from_datatree, open_act, save_act, to_datatree
-from dnnmask_xr.coding import DIMS
+from dnnmask_xr.act.layout import DIMS
 
 DTYPES = ["float32", "float64", "int8", "uint16", "int32", "int64"]
 TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=6)

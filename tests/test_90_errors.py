@@ -142,19 +142,19 @@ FLAG_CASES = {
     ),
     "out-is-act": (
         ["-act", "{act}", "-layer", "conv5", "-out", "{act}"],
-        [r"-out\b", r"in\.act\.h5", r"input"],
+        [r"output\b", r"in\.act\.h5", r"is the input file", r"choose another output"],
     ),
     "out-is-act-other-spelling": (
         ["-act", "{act}", "-layer", "conv5", "-out", "./sub/../in.act.h5"],
-        [r"-out\b", r"in\.act\.h5", r"input"],
+        [r"output\b", r"in\.act\.h5", r"is the input file", r"choose another output"],
     ),
     "out-is-act-through-symlink": (
         ["-act", "{act}", "-layer", "conv5", "-out", "{dir}/link.act.h5"],
-        [r"-out\b", r"link\.act\.h5", r"input"],
+        [r"output\b", r"link\.act\.h5", r"is the input file"],
     ),
     "act-through-symlink-is-out": (
         ["-act", "{dir}/link.act.h5", "-layer", "conv5", "-out", "{act}"],
-        [r"-out\b", r"in\.act\.h5", r"input"],
+        [r"output\b", r"in\.act\.h5", r"is the input file", r"choose another output"],
     ),
     "unknown-flag": (
         ["-act", "{act}", "-layer", "conv5", "-out", "{out}", "-bogus"],

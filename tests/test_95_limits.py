@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import resource
 import signal
 import subprocess
@@ -148,9 +149,10 @@ def _limit_file_size() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, 2**20))
 
 
+@pytest.mark.parametrize("suffix", [".act.h5", ".nc"])
 @pytest.mark.parametrize("how", ["tmpfs-of-1MiB", "file-size-limit-1MiB"])
 def test_disk_full_during_the_write_is_one_clean_error(
-    how: str, incompressible: Path, tmp_path: Path
+    how: str, suffix: str, incompressible: Path, tmp_path: Path
 ):
     before = digest(incompressible)
     with contextlib.ExitStack() as stack:
@@ -161,7 +163,7 @@ def test_disk_full_during_the_write_is_one_clean_error(
             folder = tmp_path / "limited"
             folder.mkdir()
             limit = _limit_file_size
-        out = folder / "out.act.h5"
+        out = folder / f"out{suffix}"
         done = subprocess.run(command("-act", incompressible, "-layer", "conv", "-out", out),
                               capture_output=True, text=True, timeout=120, check=False,
                               preexec_fn=limit)
@@ -170,5 +172,5 @@ def test_disk_full_during_the_write_is_one_clean_error(
         assert digest(incompressible) == before
         # ... and said in one line, with the status of a failed write
         assert done.returncode == 1, (done.returncode, done.stderr[-3000:])
-        assert_one_line_error(done.stderr, r"cannot write .*out\.act\.h5",
+        assert_one_line_error(done.stderr, rf"cannot write .*out{re.escape(suffix)}",
                               r"No space left on device|File too large")

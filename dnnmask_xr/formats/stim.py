@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from dnnmask_xr._atomic import atomic_path
-from dnnmask_xr._text import read_utf8, text_lines
 from dnnmask_xr.errors import DnnMaskError, FormatError
+from dnnmask_xr.formats._lines import read_utf8, text_lines
 
 __all__ = ["STIM_TYPES", "Stimuli", "format_stim", "parse_stim", "read_stim", "write_stim"]
 

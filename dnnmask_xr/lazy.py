@@ -1,17 +1,30 @@
-"""The lazy layer array: reads from disk only what an indexer touches."""
+"""The lazy layer array and its inverse.
+
+:class:`LayerArray` reads from disk only what an indexer touches;
+:func:`file_selection` and :func:`layer_sources` find, behind xarray's
+wrappers (and dask's graphs), which file layer and positions a lazily
+selected layer reads, so that saving it copies chunks rather than values,
+and never replaces the file it comes from.
+"""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from typing import Any
 
 import h5py
 import numpy as np
+import xarray as xr
 from xarray.backends import BackendArray, CachingFileManager
 from xarray.backends.locks import HDF5_LOCK
 from xarray.core import indexing
 
+from dnnmask_xr.act.plan import FileSelection
 from dnnmask_xr.errors import ActFileError
+
+#: xarray's wrappers that hold another array as ``.array`` and index it as it is.
+_PLAIN_WRAPPERS = (indexing.CopyOnWriteArray, indexing.MemoryCachedArray)
 
 
 class LayerArray(BackendArray):
@@ -22,6 +35,8 @@ class LayerArray(BackendArray):
     manager
         Opens the file on demand; picklable, so the array can travel to
         other processes.
+    path
+        The file's path, as it was opened.
     name
         The layer's dataset name at the file's root.
     shape, dtype
@@ -31,11 +46,13 @@ class LayerArray(BackendArray):
     def __init__(
         self,
         manager: CachingFileManager,
+        path: str,
         name: str,
         shape: tuple[int, ...],
         dtype: np.dtype,
     ) -> None:
         self.manager = manager
+        self.path = path
         self.name = name
         self.shape = shape
         self.dtype = dtype
@@ -124,3 +141,61 @@ def _runs(positions: np.ndarray) -> list[tuple[int, int]]:
         return []
     breaks = np.flatnonzero(np.diff(positions) != 1) + 1
     return [(int(run[0]), run.size) for run in np.split(positions, breaks)]
+
+
+def file_selection(array: xr.DataArray) -> FileSelection | None:
+    """Find the file layer and positions behind a lazily selected layer.
+
+    Returns
+    -------
+    FileSelection or None
+        None if the values do not come straight from an ``.act.h5`` layer
+        (in memory, dask-backed, or computed).
+    """
+    data = array.variable._data
+    while isinstance(data, _PLAIN_WRAPPERS):
+        data = data.array
+    if not (isinstance(data, indexing.LazilyIndexedArray)
+            and isinstance(data.array, LayerArray)):
+        return None
+    layer = data.array
+    positions = []
+    for item, size in zip(data.key.tuple, layer.shape, strict=True):
+        if isinstance(item, slice):
+            positions.append(np.arange(*item.indices(size), dtype=np.int64))
+        else:
+            positions.append(np.asarray(item, dtype=np.int64).reshape(-1))
+    dataset = layer.manager.acquire()[layer.name]
+    return FileSelection(dataset, tuple(positions))
+
+
+def layer_sources(array: xr.DataArray) -> frozenset[str]:
+    """Name the files a layer's values are read from, however they are wrapped.
+
+    Looks through xarray's lazy wrappers and, for a dask-backed layer, the
+    dask graph, for the layer arrays of files opened here; the files
+    xarray's own HDF5 backends keep open are found by the writer itself.
+    """
+    data = array.variable._data
+    if hasattr(data, "__dask_graph__"):
+        return frozenset(path for task in data.__dask_graph__().values()
+                         for path in _paths(task, depth=0))
+    return frozenset(_paths(data, depth=0))
+
+
+def _paths(item: Any, depth: int) -> Iterator[str]:
+    if depth > 16:  # graphs nest tasks; wrappers never nest this deep
+        return
+    if isinstance(item, LayerArray):
+        yield item.path
+    elif isinstance(item, tuple | list):
+        for part in item:
+            yield from _paths(part, depth + 1)
+    elif isinstance(item, indexing.ExplicitlyIndexed) and hasattr(item, "array"):
+        yield from _paths(item.array, depth + 1)
+    else:
+        # dask's task objects keep their arguments (and data nodes their value)
+        for name in ("value", "args"):
+            inner = getattr(item, name, None)
+            if isinstance(inner, tuple | list) or isinstance(inner, indexing.ExplicitlyIndexed):
+                yield from _paths(inner, depth + 1)

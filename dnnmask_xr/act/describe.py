@@ -6,8 +6,8 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from dnnmask_xr.coding import NUMBERED_DIMS, is_counted_from_one
-from dnnmask_xr.selection import describe_numbers
+from dnnmask_xr.act.layout import NUMBERED_DIMS, is_counted_from_one
+from dnnmask_xr.act.select import describe_numbers
 
 #: A layer as described: name, shape, dtype, and unit numbers per axis.
 LayerSummary = tuple[str, tuple[int, ...], np.dtype, Mapping[str, np.ndarray]]

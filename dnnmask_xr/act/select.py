@@ -6,22 +6,45 @@ else, after checking them against the layer they select from.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from dnnmask_xr.coding import DIMS
-from dnnmask_xr.dmask import DnnMask, LayerMask
+from dnnmask_xr.act.layout import DIMS
 from dnnmask_xr.errors import SelectionError, UsageError
+from dnnmask_xr.formats.dmask import DnnMask, LayerMask
 
 if TYPE_CHECKING:
-    from dnnmask_xr.stim import Stimuli
+    from dnnmask_xr.formats.stim import Stimuli
 
-#: How mask numbers are read: as the labels of the ``channel``/``row``/
-#: ``column`` coordinates, or as 1-based positions in the file (DNNBrain's
-#: reading). The two agree on every file that no mask has cut yet.
-NumberMeaning = Literal["label", "position"]
+#: How mask numbers are read: ``"label"``, looked up among the labels of
+#: the ``channel``/``row``/``column`` coordinates (like ``.sel``), or
+#: ``"ordinal"``, number *n* as the *n*-th unit stored, counted from 1
+#: (DNNBrain's reading). The two agree on every file that no mask has cut yet.
+NumberMeaning = Literal["label", "ordinal"]
+MEANINGS: tuple[str, ...] = ("label", "ordinal")
+
+
+def check_meaning(by: object) -> NumberMeaning:
+    """Check how mask numbers are to be read; the old spelling ``"position"`` still works.
+
+    Raises
+    ------
+    UsageError
+        If ``by`` is neither ``"label"`` nor ``"ordinal"``.
+    """
+    if by == "position":
+        warnings.warn('by="position" is now spelled by="ordinal" (1-based, as stored), so '
+                      'that "position" keeps the 0-based meaning of .isel', DeprecationWarning,
+                      stacklevel=3)
+        return "ordinal"
+    if by not in MEANINGS:
+        raise UsageError(f"by={by!r} is not a way to read mask numbers; use 'label' (the "
+                         "coordinates' labels, like .sel) or 'ordinal' (the n-th unit stored, "
+                         "from 1, as DNNBrain reads them)")
+    return by  # type: ignore[return-value]
 
 
 def mask_from_flags(layers: Sequence[str], channels: Sequence[int] | None = None) -> DnnMask:
@@ -84,7 +107,7 @@ def layer_positions(
     labels
         The layer's current ``channel``, ``row`` and ``column`` labels.
     by
-        ``"label"`` to look numbers up among the labels, ``"position"`` to
+        ``"label"`` to look numbers up among the labels, ``"ordinal"`` to
         take number *n* as the *n*-th unit of the layer as stored.
 
     Returns
@@ -99,11 +122,12 @@ def layer_positions(
         If a number is not a unit of the layer; the message names the layer,
         the axis, the number and the valid numbers.
     """
+    by = check_meaning(by)
     positions = {}
     for axis, numbers in mask.numbers.items():
         wanted = np.asarray(numbers, dtype=np.int64)
         axis_labels = np.asarray(labels[axis])
-        if by == "position":
+        if by == "ordinal":
             found = wanted - 1
             bad = (wanted < 1) | (wanted > axis_labels.size)
             if bad.any():
@@ -111,15 +135,13 @@ def layer_positions(
                     f"{axis} number {int(wanted[bad][0])} is out of range for layer "
                     f"{layer!r} (valid: {_span(axis_labels.size)}); numbers are 1-based"
                 )
-        elif by == "label":
+        else:
             found, missing = _look_up(axis_labels, wanted)
             if missing.any():
                 raise SelectionError(
                     f"{axis} {int(wanted[missing][0])} is not in layer {layer!r} "
                     f"(valid: {describe_numbers(axis_labels)}); numbers are 1-based"
                 )
-        else:
-            raise ValueError(f"by={by!r}; expected 'label' or 'position'")
         positions[axis] = found.astype(np.int64)
     return positions
 

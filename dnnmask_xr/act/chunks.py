@@ -23,12 +23,13 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import h5py
 import numpy as np
 
-from dnnmask_xr._interrupt import check_interrupt
-from dnnmask_xr.chunking import (
+from dnnmask_xr.act._interrupt import check_interrupt
+from dnnmask_xr.act.chunking import (
     AxisPieces,
     aligned_chunks,
     axis_pieces,
@@ -37,7 +38,8 @@ from dnnmask_xr.chunking import (
     output_chunks,
     touched_chunks,
 )
-from dnnmask_xr.codec import CodecError, deflate, inflate
+from dnnmask_xr.act.codec import CodecError, deflate, inflate
+from dnnmask_xr.act.plan import BlockReader, FileSelection
 from dnnmask_xr.errors import ActFileError
 
 #: The HDF5 filter id of gzip (deflate).
@@ -57,24 +59,24 @@ _BATCH_BYTES = 2**20
 #: HDF5's object copy (its header, version 1, holds 64 KiB in all).
 _COMPACT_BYTES = 32 * 2**10
 
-#: Reads the values of an output block: (stimulus slice, channel slice) -> array.
-BlockReader = Callable[[slice, slice], np.ndarray]
 
 
-@dataclass(frozen=True)
-class FileSelection:
-    """Units of one layer of an open file: 0-based positions per axis.
+class Sink(Protocol):
+    """Where one output layer goes: the file format's way to create its dataset."""
 
-    Positions may come in any order and repeat; the output follows them.
-    """
+    #: The layer's name in the output.
+    name: str
+    #: The dataset once created.
+    dataset: h5py.Dataset | None
 
-    dataset: h5py.Dataset
-    positions: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    def create(
+        self, shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...] | None,
+        level: int | None, fillvalue: Any,
+    ) -> h5py.Dataset:
+        """Create the layer's dataset: chunked and gzip at ``level``, or plain if None."""
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """Shape of the output layer."""
-        return tuple(axis.size for axis in self.positions)
+    def copy_object(self, source: h5py.Dataset) -> h5py.Dataset | None:
+        """Copy a whole input layer with HDF5's object copy; None if the format cannot."""
 
 
 @dataclass
@@ -149,17 +151,13 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def write_selection(
-    group: h5py.Group, name: str, selection: FileSelection, budget: Budget
-) -> LayerReport:
+def write_selection(sink: Sink, selection: FileSelection, budget: Budget) -> LayerReport:
     """Write the selected units of a file's layer as a new gzip dataset.
 
     Parameters
     ----------
-    group
-        Where the new dataset goes.
-    name
-        Its name.
+    sink
+        Creates the new dataset.
     selection
         The input layer and the positions to keep.
     budget
@@ -172,37 +170,36 @@ def write_selection(
     """
     source = selection.dataset
     shape, dtype = selection.shape, source.dtype
-    report = LayerReport(name)
+    report = LayerReport(sink.name)
     if 0 in shape:
-        group.create_dataset(name, shape=shape, dtype=dtype, track_order=True)
+        sink.create(shape, dtype, None, None, None)
         return report
     with _reading(source):
         gzip_chunks = source.chunks is not None and _is_gzip_only(source)
         copy_whole = gzip_chunks and _can_copy_object(source, selection.positions, budget)
-    if copy_whole:
-        _copy_object(source, group, name, budget, report)
+    if copy_whole and _copy_object(source, sink, budget, report):
         return report
     if gzip_chunks:
         mapping = [aligned_chunks(positions, size, step) for positions, size, step
                    in zip(selection.positions, source.shape, source.chunks, strict=True)]
-        if all(axis is not None for axis in mapping):
-            target = group.create_dataset(
-                name, shape=shape, dtype=dtype, chunks=source.chunks, compression="gzip",
-                compression_opts=source.compression_opts, fillvalue=source.fillvalue,
-                track_order=True)
+        # HDF5 wants chunks no larger than the dataset: an output that keeps
+        # just one short edge chunk along an axis is re-encoded instead
+        fits = all(step <= size for step, size in zip(source.chunks, shape, strict=True))
+        if fits and all(axis is not None for axis in mapping):
+            target = sink.create(shape, dtype, source.chunks, source.compression_opts,
+                                 source.fillvalue)
             _copy_chunks(source, target, mapping, budget, report)
             return report
     stimulus_step = None
     if source.chunks is not None and _is_identity(selection.positions[0], source.shape[0]):
         stimulus_step = source.chunks[0]
-    target = _create_output(group, name, shape, dtype, stimulus_step)
+    target = _create_output(sink, shape, dtype, stimulus_step)
     _reencode(selection, target, budget, report, raw=gzip_chunks)
     return report
 
 
 def write_values(
-    group: h5py.Group,
-    name: str,
+    sink: Sink,
     shape: tuple[int, ...],
     dtype: np.dtype,
     read_block: BlockReader,
@@ -212,8 +209,8 @@ def write_values(
 
     Parameters
     ----------
-    group, name
-        Where the new dataset goes, and its name.
+    sink
+        Creates the new dataset.
     shape, dtype
         The layer's shape and dtype.
     read_block
@@ -222,12 +219,12 @@ def write_values(
     budget
         Memory, threads and progress.
     """
-    report = LayerReport(name)
+    report = LayerReport(sink.name)
     if 0 in shape:
-        group.create_dataset(name, shape=shape, dtype=dtype, track_order=True)
+        sink.create(shape, dtype, None, None, None)
         return report
     report.method = "encoded"
-    target = _create_output(group, name, shape, dtype, None)
+    target = _create_output(sink, shape, dtype, None)
     for stimuli, channels in iter_blocks(shape, target.chunks, dtype.itemsize,
                                          budget.block_bytes):
         block = np.asarray(read_block(stimuli, channels), dtype=dtype)
@@ -236,13 +233,10 @@ def write_values(
 
 
 def _create_output(
-    group: h5py.Group, name: str, shape: tuple[int, ...], dtype: np.dtype,
-    stimulus_step: int | None,
+    sink: Sink, shape: tuple[int, ...], dtype: np.dtype, stimulus_step: int | None
 ) -> h5py.Dataset:
     chunks = output_chunks(shape, dtype.itemsize, stimulus_step)
-    return group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks,
-                                compression="gzip", compression_opts=GZIP_LEVEL,
-                                track_order=True)
+    return sink.create(shape, dtype, chunks, GZIP_LEVEL, None)
 
 
 def _copy_chunks(
@@ -251,13 +245,17 @@ def _copy_chunks(
 ) -> None:
     report.method = "copied"
     steps = source.chunks
-    chunk_bytes = int(np.prod(steps)) * source.dtype.itemsize
     pending: deque[Future] = deque()
     limit = budget.threads * _IN_FLIGHT_PER_THREAD
+    # a chunk the input never wrote reads as its fill value: an output that
+    # could not take that fill value gets the chunk written out
+    unwritten = None
+    if not np.array_equal(np.asarray(target.fillvalue), np.asarray(source.fillvalue)):
+        unwritten = (0, deflate(np.full(steps, source.fillvalue, dtype=source.dtype).data))
     for count, index in enumerate(chunk_grid(target.shape, steps)):
         offset = tuple(int(axis[i]) * step for axis, i, step in zip(mapping, index, steps,
                                                                      strict=True))
-        stored = _read_raw(source, offset)
+        stored = _read_raw(source, offset) or unwritten
         if stored is not None:
             filter_mask, data = stored
             report.chunks_read += 1
@@ -271,7 +269,10 @@ def _copy_chunks(
             report.bytes_written += len(data)
         while len(pending) >= limit:
             pending.popleft().result()
-        budget.on_progress(chunk_bytes)
+        # edge chunks count only the part inside the layer
+        budget.on_progress(int(np.prod([min(step, size - i * step) for i, step, size
+                                        in zip(index, steps, target.shape, strict=True)]))
+                           * source.dtype.itemsize)
         if count % 256 == 255:
             check_interrupt()
     while pending:
@@ -294,23 +295,26 @@ def _can_copy_object(
     return h5py.h5o.get_info(source.id).hdr.version == 1 and numbers_bytes <= _COMPACT_BYTES
 
 
-def _copy_object(
-    source: h5py.Dataset, group: h5py.Group, name: str, budget: Budget, report: LayerReport
-) -> None:
-    """Copy a whole layer with HDF5's object copy: chunks copied unchanged, in C."""
-    report.method = "copied"
+def _copy_object(source: h5py.Dataset, sink: Sink, budget: Budget, report: LayerReport) -> bool:
+    """Copy a whole layer with HDF5's object copy: chunks copied unchanged, in C.
+
+    Returns False, having done nothing, where the output's format cannot.
+    """
     try:
-        h5py.h5o.copy(source.file.id, source.name.encode(), group.id, name.encode())
+        target = sink.copy_object(source)
     except (OSError, RuntimeError) as err:
         raise ActFileError(f"cannot copy layer {_layer(source)!r} of {source.file.filename!r} "
                            f"to the output ({err})") from None
-    target = group[name]
+    if target is None:
+        return False
+    report.method = "copied"
     for key in list(target.attrs):  # the source's own attributes are not the output's
         del target.attrs[key]
     report.chunks_read = report.chunks_written = target.id.get_num_chunks()
     report.bytes_written = target.id.get_storage_size()
     budget.on_progress(int(np.prod(source.shape)) * source.dtype.itemsize)
     check_interrupt()
+    return True
 
 
 def _reencode(

@@ -27,8 +27,8 @@ from types import MappingProxyType
 import numpy as np
 
 from dnnmask_xr._atomic import atomic_path
-from dnnmask_xr._text import read_utf8, text_lines
 from dnnmask_xr.errors import DnnMaskError, FormatError
+from dnnmask_xr.formats._lines import read_utf8, text_lines
 
 __all__ = [
     "AXES",

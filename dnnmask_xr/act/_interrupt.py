@@ -1,0 +1,90 @@
+"""Let Ctrl-C, SIGTERM and SIGHUP stop a write only where it can be undone cleanly."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from types import FrameType
+
+#: The signals a write holds back, with the handlers Python starts with.
+_DEFERRED = {
+    signal.SIGINT: signal.default_int_handler,
+    signal.SIGTERM: signal.SIG_DFL,
+    # what closing the terminal sends to `dnn_mask ... &`
+    signal.SIGHUP: signal.SIG_DFL,
+}
+_received: list[int] = []
+
+
+class Interrupted(KeyboardInterrupt):
+    """A write was stopped by a signal; ``signum`` says which.
+
+    ``written`` is the output's path when the signal came after the output
+    was complete and in place, and None when nothing was written.
+    """
+
+    def __init__(self, signum: int, written: str | None = None) -> None:
+        name = signal_name(signum)
+        super().__init__(name if written is None else f"{name} after {written!r} was written")
+        self.signum = signum
+        self.written = written
+
+
+def signal_name(signum: int) -> str:
+    """Name a signal as people know it: ``SIGINT``."""
+    return signal.Signals(signum).name
+
+
+class Deferral:
+    """The state of one deferred write: whether its output is in place yet."""
+
+    def __init__(self) -> None:
+        self.written: str | None = None
+
+    def commit(self, path: str) -> None:
+        """Record that ``path`` now holds the complete output."""
+        self.written = path
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[Deferral]:
+    """Hold SIGINT, SIGTERM and SIGHUP until the next :func:`check_interrupt`.
+
+    A KeyboardInterrupt raised at an arbitrary point can land inside a
+    callback that Python only reports as "ignored" (h5py's weak references
+    do this), and the write then completes as if nothing happened. Here the
+    signal is recorded, and raised as :class:`Interrupted` at the points the
+    writer chooses; one that arrives after :meth:`Deferral.commit` is raised
+    on leaving, saying that the output was written. A signal whose handling
+    the program changed (its own handler, or ignored) is left alone, and so
+    is everything outside the main thread.
+    """
+    deferral = Deferral()
+    if threading.current_thread() is not threading.main_thread():
+        yield deferral
+        return
+    previous = {signum: signal.getsignal(signum) for signum, default in _DEFERRED.items()
+                if signal.getsignal(signum) is default}
+    _received.clear()
+    for signum in previous:
+        signal.signal(signum, _record)
+    try:
+        yield deferral
+        if _received:
+            raise Interrupted(_received[0], deferral.written)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _received.clear()
+
+
+def check_interrupt() -> None:
+    """Raise :class:`Interrupted` if a signal arrived since it was deferred."""
+    if _received:
+        raise Interrupted(_received[0])
+
+
+def _record(signum: int, frame: FrameType | None) -> None:
+    _received.append(signum)

@@ -1,0 +1,94 @@
+"""Mask one ``.act.h5`` file into another, straight from HDF5.
+
+What ``dnn_mask`` does, without xarray: :func:`~dnnmask_xr.act.plan.plan_mask`
+turns the file's layers, the mask's numbers and the stimulus table into a
+plan, and :func:`~dnnmask_xr.act.write.write` copies the selected units
+chunk by chunk. The result equals ``save_act(open_act(act).mask(mask))``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from dnnmask_xr.act.layout import open_file
+from dnnmask_xr.act.plan import plan_mask
+from dnnmask_xr.act.select import NumberMeaning
+from dnnmask_xr.act.write import DEFAULT_MEMORY, SaveReport, WriteOptions, check_output, write
+from dnnmask_xr.formats.dmask import DnnMask
+
+if TYPE_CHECKING:
+    from dnnmask_xr.formats.stim import Stimuli
+
+
+def mask_file(
+    act: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    mask: DnnMask | Mapping[str, Any],
+    *,
+    stim: str | os.PathLike[str] | Stimuli | None = None,
+    by: NumberMeaning = "ordinal",
+    attrs: Mapping[str, Any] | None = None,
+    memory: int = DEFAULT_MEMORY,
+    threads: int | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
+    verify: bool = False,
+) -> SaveReport:
+    """Write the units a mask keeps of one ``.act.h5`` file to another.
+
+    The fast path behind ``dnn_mask``: compressed chunks are copied
+    unchanged where the mask keeps them whole; otherwise only the chunks the
+    mask touches are read, each once, on every core, within ``memory``.
+
+    Parameters
+    ----------
+    act
+        The input ``.act.h5`` file (never modified).
+    out
+        The output, ending in ``.act.h5`` or ``.nc``; it appears only once
+        complete.
+    mask
+        The layers and units to keep, in order.
+    stim
+        A ``.stim.csv`` path or table describing the input's stimuli.
+    by
+        ``"ordinal"`` (default, as ``dnn_mask`` and DNNBrain): number *n*
+        is the *n*-th unit stored, from 1; ``"label"``: numbers are looked
+        up among the file's channel/row/column numbers.
+    attrs
+        More provenance for the output's root.
+    memory
+        Memory budget: most bytes of activations held at once.
+    threads
+        Threads that inflate and deflate chunks; all cores if None.
+    on_progress
+        Called with a layer's name, bytes just done and bytes in all.
+    verify
+        Also inflate the compressed chunks copied unchanged, so that a
+        damaged input chunk stops the write rather than being copied.
+
+    Returns
+    -------
+    SaveReport
+        How each layer was written.
+
+    Raises
+    ------
+    UsageError
+        If ``out`` ends in neither ``.act.h5`` nor ``.nc``, or an option is
+        out of range.
+    ActFileError
+        If ``out`` is the input, or the input is not a valid ``.act.h5``
+        file; nothing is written.
+    SelectionError, FormatError
+        For a bad mask or stimulus table; nothing is written.
+    """
+    options = WriteOptions(memory=memory, threads=threads, verify=verify,
+                           on_progress=on_progress)
+    if not isinstance(mask, DnnMask):
+        mask = DnnMask(mask)
+    target = os.fspath(out)
+    check_output(target)
+    with open_file(os.fspath(act)) as root:
+        return write(plan_mask(root, mask, stim=stim, by=by, attrs=attrs), target, options)

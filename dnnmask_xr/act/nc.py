@@ -1,0 +1,126 @@
+"""The netCDF4 layout (``.nc``): what makes the file netCDF, through h5netcdf.
+
+The writer (:func:`~dnnmask_xr.act.write.write`) does everything else,
+as for ``.act.h5``: the values go chunk by chunk into the datasets created
+here. The file holds, as any netCDF4 reader expects:
+
+- the root group: the dimension ``stimulus`` with its coordinate variable
+  (the stimulus IDs; its attributes are the ``.stim.csv`` header), one
+  variable per stimulus field, listed in the root attribute ``coordinates``
+  so that xarray opens them as coordinates, and the provenance as root
+  attributes;
+- one group per layer, named after it, in order: the dimensions
+  ``channel``, ``row`` and ``column`` with their coordinate variables (the
+  network's 1-based numbers), and the variable named after the layer, of
+  dims ``(stimulus, channel, row, column)``, in gzip-compressed chunks.
+
+So ``xr.open_datatree(path)`` opens it with named dims, and
+:func:`~dnnmask_xr.open_act` reads it back exactly. Nothing here imports
+xarray.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import h5netcdf
+import h5py
+import numpy as np
+
+from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS
+from dnnmask_xr.act.plan import Plan, PlannedLayer, StimulusTable
+from dnnmask_xr.errors import DnnMaskError
+
+
+class NcLayout:
+    """Lays a plan out as netCDF4 groups and variables in an open HDF5 file."""
+
+    def __init__(self, root: h5py.File) -> None:
+        # h5netcdf leaves a file it was handed open: the writer closes it
+        self.nc = h5netcdf.File(root, "w")
+
+    def check(self, plan: Plan) -> None:
+        """Refuse what netCDF4 has no type or name for."""
+        for layer in plan.layers:
+            dtype = layer.dtype
+            # float16, booleans and complex numbers have no netCDF4 type
+            if not (dtype.kind in "iu" or (dtype.kind == "f" and dtype.itemsize in (4, 8))):
+                raise DnnMaskError(
+                    f"layer {layer.name!r} holds {dtype} values, which netCDF4 cannot store "
+                    "(it stores integers of 1 to 8 bytes, float32 and float64); save it as "
+                    ".act.h5, or cast it")
+            if layer.name in (*DIMS, *plan.stimulus.fields):
+                raise DnnMaskError(f"layer {layer.name!r} has the name of a dimension or "
+                                   "stimulus field, which a netCDF4 file cannot tell apart; "
+                                   "rename the layer")
+        spaced = [name for name in plan.stimulus.fields if len(name.split()) != 1]
+        if spaced:
+            raise DnnMaskError(f"stimulus field {spaced[0]!r} has white space in its name, "
+                               "which netCDF's list of coordinates cannot hold; rename the "
+                               "field")
+
+    def write_root(self, attrs: Mapping[str, Any], stimulus: StimulusTable) -> None:
+        """Store provenance as root attributes, the stimulus table as root variables."""
+        root = self.nc
+        root.attrs.update(attrs)
+        root.dimensions["stimulus"] = stimulus.ids.size
+        ids = root.create_variable("stimulus", ("stimulus",), data=_storable(stimulus.ids),
+                                   dtype=_dtype(stimulus.ids))
+        ids.attrs.update(stimulus.header)
+        for name, values in stimulus.fields.items():
+            root.create_variable(name, ("stimulus",), data=_storable(values),
+                                 dtype=_dtype(values))
+        if stimulus.fields:
+            # xarray reads the variables a root 'coordinates' attribute lists as coordinates
+            root.attrs["coordinates"] = " ".join(stimulus.fields)
+
+    def sink(self, layer: PlannedLayer) -> _VariableSink:
+        """Create the layer's group, its dimensions and their coordinate variables."""
+        group = self.nc.create_group(layer.name)
+        for dim, size in zip(NUMBERED_DIMS, layer.shape[1:], strict=True):
+            group.dimensions[dim] = size
+            group.create_variable(dim, (dim,), data=np.asarray(layer.numbers[dim],
+                                                               dtype=np.int64))
+        return _VariableSink(group, layer.name)
+
+    def finish_layer(self, layer: PlannedLayer, dataset: h5py.Dataset) -> None:
+        """Store the layer's attributes on its variable."""
+        self.nc[layer.name][layer.name].attrs.update(layer.attrs)
+
+    def close(self) -> None:
+        """Write h5netcdf's own bookkeeping (dimension ids, ``_NCProperties``)."""
+        self.nc.close()
+
+
+class _VariableSink:
+    """Creates a layer's variable in its netCDF group."""
+
+    def __init__(self, group: h5netcdf.Group, name: str) -> None:
+        self.group, self.name = group, name
+        self.dataset: h5py.Dataset | None = None
+
+    def create(self, shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...] | None,
+               level: int | None, fillvalue: Any) -> h5py.Dataset:
+        # no fill value: h5netcdf would store it as _FillValue, which readers
+        # decode as missing values; the chunk copier writes chunks the input
+        # never wrote when the fill values differ
+        gzip = {} if chunks is None else {"compression": "gzip", "compression_opts": level}
+        variable = self.group.create_variable(self.name, DIMS, dtype=dtype, chunks=chunks,
+                                              **gzip)
+        self.dataset = variable._h5ds
+        return self.dataset
+
+    def copy_object(self, source: h5py.Dataset) -> None:
+        # a netCDF variable needs dimension scales attached: copied chunk by chunk instead
+        return None
+
+
+def _storable(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values)
+    return np.array([str(v) for v in values], dtype=object) if values.dtype.kind in "OUS" else (
+        values)
+
+
+def _dtype(values: np.ndarray) -> Any:
+    return h5py.string_dtype() if np.asarray(values).dtype.kind in "OUS" else values.dtype

@@ -1,0 +1,532 @@
+"""The one writer: a :class:`~dnnmask_xr.act.plan.Plan` to a file, all or nothing.
+
+Every route that writes comes here, so every guarantee is kept here once:
+
+- the plan is checked before anything is created (names, labels,
+  attributes, dtypes the reader would refuse);
+- no file the layers are read from, and no HDF5 file this process holds
+  open, is ever replaced;
+- the output appears only once complete (a temporary file beside it,
+  renamed), and an error, a full disk or a signal (SIGINT, SIGTERM, SIGHUP)
+  leaves nothing behind;
+- memory stays within the budget, chunks are coded on a thread pool;
+- one report, one set of errors, for ``.act.h5`` and ``.nc`` alike.
+
+The two suffixes differ only in how a layer's dataset and the stimulus
+table are laid out (:class:`ActLayout` here, :mod:`dnnmask_xr.act.nc`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import h5py
+import numpy as np
+
+from dnnmask_xr._atomic import atomic_path
+from dnnmask_xr._version import __version__
+from dnnmask_xr.act._interrupt import check_interrupt, deferred_interrupts
+from dnnmask_xr.act.chunks import Budget, LayerReport, Sink, write_selection, write_values
+from dnnmask_xr.act.layout import (
+    DIMS,
+    NUMBERED_DIMS,
+    encode_layer_numbers,
+    encode_stimulus,
+    is_reserved,
+)
+from dnnmask_xr.act.plan import FileSelection, Plan, PlannedLayer, StimulusTable
+from dnnmask_xr.errors import ActFileError, DnnMaskError, OutputIsInputError, UsageError
+
+#: Default memory budget: bytes of activations held at once while writing.
+DEFAULT_MEMORY = 128 * 2**20
+SUFFIX = ".act.h5"
+#: The suffix of netCDF4 outputs (laid out by :mod:`dnnmask_xr.act.nc`).
+NC_SUFFIX = ".nc"
+SUFFIXES = (SUFFIX, NC_SUFFIX)
+#: Attribute names HDF5's dimension scales and netCDF use for themselves.
+_SYSTEM_ATTRS = ("DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME", "coordinates")
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """How to write, whatever the route: one set of options, checked once.
+
+    Attributes
+    ----------
+    memory
+        Most bytes of activations held at once (a positive integer).
+    threads
+        Threads that inflate and deflate chunks; all available cores if None.
+    verify
+        Also inflate the compressed chunks copied unchanged, so that a
+        damaged input chunk stops the write rather than being copied.
+    on_progress
+        Called with a layer's name, bytes just done and bytes in all.
+
+    Raises
+    ------
+    UsageError
+        If ``memory`` or ``threads`` is not a positive integer, or
+        ``verify`` not a bool.
+    """
+
+    memory: int = DEFAULT_MEMORY
+    threads: int | None = None
+    verify: bool = False
+    on_progress: Callable[[str, int, int], None] | None = None
+
+    def __post_init__(self) -> None:
+        if not _is_count(self.memory):
+            raise UsageError(f"memory budget {self.memory!r} is not a positive number of bytes")
+        if self.threads is not None and not _is_count(self.threads):
+            raise UsageError(f"threads={self.threads!r} is not a positive number of threads")
+        if not isinstance(self.verify, bool | np.bool_):
+            raise UsageError(f"verify={self.verify!r} is neither True nor False")
+
+
+@dataclass(frozen=True)
+class SaveReport:
+    """What writing a file did, layer by layer.
+
+    Attributes
+    ----------
+    path
+        The file written.
+    layers
+        One :class:`~dnnmask_xr.act.chunks.LayerReport` per layer: how it was
+        written (``copied``, ``re-encoded``, ``encoded``) and how many chunks
+        were read, inflated and written.
+    """
+
+    path: str
+    layers: tuple[LayerReport, ...]
+
+    def __str__(self) -> str:
+        return "\n".join(
+            f"{layer.name}: {layer.method}; {layer.chunks_read} chunk(s) read, "
+            f"{layer.chunks_inflated} inflated, {layer.chunks_written} written"
+            for layer in self.layers
+        )
+
+
+class Layout(Protocol):
+    """How one suffix lays a plan out in an open HDF5 file."""
+
+    def check(self, plan: Plan) -> None:
+        """Refuse what this suffix cannot store, with one-line errors."""
+
+    def write_root(self, attrs: Mapping[str, Any], stimulus: StimulusTable) -> None:
+        """Store the provenance and the stimulus table."""
+
+    def sink(self, layer: PlannedLayer) -> Sink:
+        """Where a layer's dataset goes."""
+
+    def finish_layer(self, layer: PlannedLayer, dataset: h5py.Dataset) -> None:
+        """Store a written layer's unit labels and attributes."""
+
+    def close(self) -> None:
+        """Complete the file's own bookkeeping before HDF5 closes it."""
+
+
+def write(plan: Plan, path: str | os.PathLike[str], options: WriteOptions | None = None,
+          ) -> SaveReport:
+    """Write a plan to ``path``: ``.act.h5`` (DNNBrain's layout) or ``.nc`` (netCDF4).
+
+    Parameters
+    ----------
+    plan
+        The layers, stimulus table and provenance.
+    path
+        The output; it appears only once complete, and replaces a file
+        there only then.
+    options
+        Memory, threads, verification and progress.
+
+    Returns
+    -------
+    SaveReport
+        How each layer was written.
+
+    Raises
+    ------
+    UsageError
+        If ``path`` ends in neither ``.act.h5`` nor ``.nc``.
+    OutputIsInputError
+        If ``path`` is a file the layers are read from, or one this process
+        holds open.
+    ActFileError
+        If the output cannot be written; nothing is left at ``path``.
+    DnnMaskError
+        If the plan holds what the output could not store.
+    """
+    options = options or WriteOptions()
+    target = os.fspath(path)
+    check_output(target)
+    check_not_input(plan, target)
+    check_plan(plan)
+    layout_of = _layout_for(target)
+    threads = options.threads or default_threads()
+    total = plan.nbytes
+    root_attrs = {**plan.attrs, **provenance_stamp()}
+    reports = []
+    try:
+        with deferred_interrupts() as deferral:
+            # atomic_path is inside the deferral, so a signal during the rename
+            # is seen after it, as "written"
+            with atomic_path(target) as tmp, ThreadPoolExecutor(
+                    threads, thread_name_prefix="dnnmask-codec") as pool:
+                # HDF5 is slow to close a file it truncated (seconds per GB),
+                # so the empty placeholder goes and HDF5 creates the file; "x"
+                # fails rather than write over a file that took its place.
+                # libver up to v108 keeps the file readable by HDF5 1.8;
+                # creation order keeps the layers in the order written and
+                # stores attributes densely, so 100 000 stimulus IDs fit.
+                tmp.unlink()
+                with h5py.File(tmp, "x", libver=("earliest", "v108"),
+                               track_order=True) as root:
+                    with contextlib.closing(layout_of(root)) as layout:
+                        layout.check(plan)
+                        layout.write_root(root_attrs, plan.stimulus)
+                        for layer in plan.layers:
+                            budget = Budget(options.memory, pool, threads,
+                                            _layer_progress(options.on_progress, layer.name,
+                                                            total), options.verify)
+                            reports.append(_write_layer(layout, layer, budget))
+                check_interrupt()
+            deferral.commit(target)
+    except (OSError, RuntimeError) as err:  # h5py reports HDF5's failures as either
+        raise ActFileError(f"cannot write {target!r}: {_hdf5_message(err)}") from None
+    return SaveReport(target, tuple(reports))
+
+
+def _write_layer(layout: Layout, layer: PlannedLayer, budget: Budget) -> LayerReport:
+    sink = layout.sink(layer)
+    values = layer.values
+    if isinstance(values, FileSelection):
+        report = write_selection(sink, values, budget)
+    else:
+        report = write_values(sink, values.shape, np.dtype(values.dtype), values.read_block,
+                              budget)
+    layout.finish_layer(layer, sink.dataset)
+    return report
+
+
+class ActLayout:
+    """DNNBrain's layout: one 4-D dataset per layer at the root, labels in attributes."""
+
+    def __init__(self, root: h5py.File) -> None:
+        self.root = root
+
+    def check(self, plan: Plan) -> None:
+        """Refuse values HDF5 cannot store as numbers."""
+        for layer in plan.layers:
+            if layer.dtype.kind not in "biufc":
+                raise DnnMaskError(f"layer {layer.name!r} holds {layer.dtype} values; only "
+                                   "numbers can be saved")
+
+    def write_root(self, attrs: Mapping[str, Any], stimulus: StimulusTable) -> None:
+        """Store provenance and the stimulus table as root attributes."""
+        _store_attrs(self.root.attrs, attrs, "the file's root")
+        encode_stimulus(self.root.attrs, stimulus.ids, stimulus.fields, stimulus.header)
+
+    def sink(self, layer: PlannedLayer) -> Sink:
+        """Create the layer at the root."""
+        return _GroupSink(self.root, layer.name)
+
+    def finish_layer(self, layer: PlannedLayer, dataset: h5py.Dataset) -> None:
+        """Store the unit labels as the dataset's attributes."""
+        encode_layer_numbers(dataset, layer.numbers)
+
+    def close(self) -> None:
+        """Nothing to complete: the layout is plain HDF5."""
+
+
+class _GroupSink:
+    """Creates a layer's dataset in an h5py group."""
+
+    def __init__(self, group: h5py.Group, name: str) -> None:
+        self.group, self.name = group, name
+        self.dataset: h5py.Dataset | None = None
+
+    def create(self, shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...] | None,
+               level: int | None, fillvalue: Any) -> h5py.Dataset:
+        gzip = {} if chunks is None else {"compression": "gzip", "compression_opts": level}
+        self.dataset = self.group.create_dataset(self.name, shape=shape, dtype=dtype,
+                                                 chunks=chunks, fillvalue=fillvalue,
+                                                 track_order=True, **gzip)
+        return self.dataset
+
+    def copy_object(self, source: h5py.Dataset) -> h5py.Dataset:
+        h5py.h5o.copy(source.file.id, source.name.encode(), self.group.id, self.name.encode())
+        self.dataset = self.group[self.name]
+        return self.dataset
+
+
+def _layout_for(target: str) -> Callable[[h5py.File], Layout]:
+    if target.endswith(NC_SUFFIX):
+        # h5netcdf is imported only for netCDF outputs
+        from dnnmask_xr.act.nc import NcLayout
+
+        return NcLayout
+    return ActLayout
+
+
+# -- checks, made once for every route -----------------------------------------------------
+
+def check_output(target: str) -> None:
+    """Check that an output file can be created at ``target``.
+
+    Raises
+    ------
+    UsageError
+        If the name ends in neither ``.act.h5`` nor ``.nc``.
+    ActFileError
+        If its folder is missing, not a folder or not writable, or the
+        target is a folder.
+    """
+    if not isinstance(target, str):
+        raise UsageError(f"output path {target!r} is not a path")
+    if not target.endswith(SUFFIXES):
+        raise UsageError(f"output {target!r} does not end in {SUFFIX!r} or {NC_SUFFIX!r}; "
+                         f"name it like 'masked{SUFFIX}'")
+    folder = Path(target).parent
+    if folder.exists() and not folder.is_dir():
+        raise ActFileError(f"cannot write {target!r}: {str(folder)!r} is a file, not a folder")
+    if not folder.is_dir():
+        raise ActFileError(f"cannot write {target!r}: folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ActFileError(f"cannot write {target!r}: folder {str(folder)!r} is not writable")
+    if Path(target).is_dir():
+        raise ActFileError(f"cannot write {target!r}: it is a folder")
+
+
+def check_not_input(plan: Plan, target: str) -> None:
+    """Refuse to replace a file the layers are read from, or one this process holds open.
+
+    Raises
+    ------
+    OutputIsInputError
+        If ``target`` is such a file (by any path, links included).
+    """
+    if not os.path.exists(target):
+        return
+    for source in sorted(plan.sources):
+        if same_file(source, target):
+            raise OutputIsInputError(_is_input(target, "the layers are read from it"))
+    for source in open_hdf5_files():
+        if same_file(source, target):
+            raise OutputIsInputError(_is_input(target, "this process holds it open; close "
+                                                       "what was opened from it first"))
+
+
+def _is_input(target: str, why: str) -> str:
+    return (f"output {target!r} is the input file ({why}); dnnmask_xr never overwrites its "
+            "input: choose another output path")
+
+
+def open_hdf5_files() -> list[str]:
+    """Name the HDF5 files this process has open (h5py, h5netcdf and xarray's alike)."""
+    names = []
+    for file_id in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+        with contextlib.suppress(Exception):
+            names.append(os.fsdecode(file_id.name))
+    return names
+
+
+def check_plan(plan: Plan) -> None:
+    """Refuse, before anything is created, what the reader would refuse to read back.
+
+    Raises
+    ------
+    DnnMaskError
+        For a layer name that is empty, holds ``/`` or is not UTF-8; labels
+        that are not integers or overflow int64; a reserved or unstorable
+        attribute; a stimulus table of the wrong length.
+    """
+    seen: set[str] = set()
+    for layer in plan.layers:
+        check_layer_name(layer.name)
+        if layer.name in seen:
+            raise DnnMaskError(f"layer {layer.name!r} is named twice; name each layer once")
+        seen.add(layer.name)
+        if len(layer.shape) != 4:
+            raise DnnMaskError(f"layer {layer.name!r} has {len(layer.shape)} dims; layers "
+                               f"have the 4 dims {DIMS}")
+        check_unit_numbers(layer.name, layer.numbers, layer.shape[1:])
+        _check_attrs(layer.attrs, f"layer {layer.name!r}", reserved=NUMBERED_DIMS)
+        if layer.shape[0] != plan.stimulus.ids.size:
+            raise DnnMaskError(f"layer {layer.name!r} has {layer.shape[0]} stimuli but the "
+                               f"stimulus table lists {plan.stimulus.ids.size}")
+    _check_attrs(plan.attrs, "the file's root", reserved=())
+    stimulus = plan.stimulus
+    _check_values(stimulus.ids, "stimulus IDs")
+    for name, values in stimulus.fields.items():
+        if not isinstance(name, str) or not name or "/" in name or name in DIMS:
+            raise DnnMaskError(f"stimulus field name {name!r} is not valid; give a name "
+                               f"without '/', other than {', '.join(DIMS)}")
+        _check_utf8(name, "stimulus field name")
+        if np.shape(values) != stimulus.ids.shape:
+            raise DnnMaskError(f"stimulus field {name!r} holds {np.size(values)} values for "
+                               f"{stimulus.ids.size} stimuli; give one per stimulus")
+        _check_values(values, f"stimulus field {name!r}")
+    for key, value in stimulus.header.items():
+        if not (isinstance(key, str) and isinstance(value, str)):
+            raise DnnMaskError(f"stimulus header entry {key!r}: {value!r} is not text; a "
+                               ".stim.csv header maps names to text")
+
+
+def check_layer_name(name: object) -> None:
+    """Check a layer name: text, not empty, without ``/``, valid UTF-8.
+
+    Raises
+    ------
+    DnnMaskError
+        If it is not such a name.
+    """
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name:
+        raise DnnMaskError(f"layer name {name!r} is not valid; a layer is a dataset at the "
+                           "file's root, named by non-empty text without '/' (for "
+                           "'features/3' use 'features.3')")
+    _check_utf8(name, "layer name")
+
+
+def check_unit_numbers(name: str, numbers: Mapping[str, np.ndarray],
+                       sizes: tuple[int, ...] | None = None) -> None:
+    """Check that a layer's channel, row and column labels are int64 integers.
+
+    Raises
+    ------
+    DnnMaskError
+        If one of them is not, or does not fit int64, or (with ``sizes``)
+        has other than one label per unit.
+    """
+    for axis, dim in enumerate(NUMBERED_DIMS):
+        labels = np.asarray(numbers[dim])
+        if labels.dtype.kind not in "iu":
+            raise DnnMaskError(f"layer {name!r}: {dim} labels are {labels.dtype}, not "
+                               f"integers; {dim} labels are the 1-based numbers of the "
+                               "network's units")
+        if labels.dtype.kind == "u" and labels.size and labels.max() > np.iinfo(np.int64).max:
+            raise DnnMaskError(f"layer {name!r}: {dim} label {int(labels.max())} is beyond "
+                               "the int64 range that files store unit numbers in")
+        if sizes is not None and labels.shape != (sizes[axis],):
+            raise DnnMaskError(f"layer {name!r}: {labels.size} {dim} labels for "
+                               f"{sizes[axis]} {dim}s; give one per unit")
+
+
+def _check_attrs(attrs: Mapping[str, Any], where: str, reserved: tuple[str, ...]) -> None:
+    for key, value in attrs.items():
+        if not isinstance(key, str) or not key:
+            raise DnnMaskError(f"attribute name {key!r} of {where} is not valid; attribute "
+                               "names are non-empty text")
+        _check_utf8(key, f"attribute name of {where}")
+        if key in reserved or key in _SYSTEM_ATTRS or (not reserved and is_reserved(key)):
+            raise DnnMaskError(f"attribute {key!r} of {where} is reserved: the file keeps "
+                               "labels there; rename the attribute")
+        _check_values(value, f"attribute {key!r} of {where}")
+
+
+def _check_values(value: Any, what: str) -> None:
+    """Refuse values that HDF5 attributes cannot store: None, mappings, mixed objects."""
+    array = None if value is None or isinstance(value, Mapping | set) else np.asarray(value)
+    storable = array is not None and (
+        array.dtype.kind in "biufUS"
+        or (array.dtype.kind == "O" and all(isinstance(item, str) for item in array.flat))
+    )
+    if not storable:
+        raise DnnMaskError(f"{what} holds {value!r}, which a file cannot store; give text, "
+                           "numbers, or a list of either")
+    if array.dtype.kind in "OU":
+        for item in array.flat:
+            _check_utf8(str(item), what)
+
+
+def _check_utf8(text: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeError:
+        raise DnnMaskError(f"{what} {text!r} is not valid UTF-8 text") from None
+
+
+# -- small pieces shared by the routes -------------------------------------------------------
+
+def same_file(first: str | os.PathLike[str], second: str | os.PathLike[str]) -> bool:
+    """Tell whether two paths name the same file (links and ``..`` included)."""
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return Path(first).resolve() == Path(second).resolve()
+
+
+def provenance_stamp() -> dict[str, str]:
+    """Say when and by what a file is written: ``date`` (UTC) and ``software``."""
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return {"date": now, "software": f"dnnmask_xr {__version__}"}
+
+
+def default_threads() -> int:
+    """Threads to code chunks with: the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def progress_bar(shown: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    """Give a progress callback for :class:`WriteOptions` that draws a bar on stderr.
+
+    The bar appears only if ``shown`` and only for writes that take over
+    half a second; the callback is None when nothing is shown.
+    """
+    if not shown:
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(unit="B", unit_scale=True, delay=0.5, leave=False) as bar:
+        def on_progress(layer: str, done: int, total: int) -> None:
+            bar.total = total
+            bar.set_description(layer, refresh=False)
+            bar.update(done)
+
+        yield on_progress
+
+
+def _layer_progress(
+    on_progress: Callable[[str, int, int], None] | None, name: str, total: int
+) -> Callable[[int], None]:
+    if on_progress is None:
+        return lambda done: None
+    return lambda done: on_progress(name, done, total)
+
+
+def _store_attrs(attrs: h5py.AttributeManager, values: Mapping[str, Any], where: str) -> None:
+    for key, value in values.items():
+        try:
+            attrs[key] = value
+        except (TypeError, ValueError) as err:
+            raise DnnMaskError(f"attribute {key!r} of {where} cannot be stored "
+                               f"({err})") from None
+
+
+def _hdf5_message(err: BaseException) -> str:
+    """HDF5's message without its timestamp and buffer addresses."""
+    text = str(err)
+    if "No space left" in text or getattr(err, "errno", None) == 28:
+        return "No space left on device"
+    if "File too large" in text or getattr(err, "errno", None) == 27:
+        return "File too large for the file-size limit of this process (ulimit -f)"
+    return text
+
+
+def _is_count(value: object) -> bool:
+    return (isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+            and value >= 1)
