@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dnnmask_xr.errors import DnnMaskError, FormatError
 from dnnmask_xr.formats.dmask import (
     AXES,
     DnnMask,
@@ -18,7 +19,6 @@ from dnnmask_xr.formats.dmask import (
     read_dmask,
     write_dmask,
 )
-from dnnmask_xr.errors import DnnMaskError, FormatError
 
 EXAMPLE = "conv5=chn,row,col\n1,2,3\n4,5\n6,7,8\nfc3=chn\n1,2,3\n"
 

@@ -28,8 +28,8 @@ from dnnmask_xr import (
 )
 from dnnmask_xr.act._interrupt import Interrupted
 from dnnmask_xr.act.chunking import CHUNK_BYTES, iter_blocks, output_chunks
-from dnnmask_xr.cli import main
 from dnnmask_xr.act.layout import layer_names
+from dnnmask_xr.cli import main
 from dnnmask_xr.testing import read_reference_act
 
 

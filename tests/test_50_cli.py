@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tqdm
 
-import dnnmask_xr.cli
 import dnnmask_xr.act.mask
+import dnnmask_xr.cli
 from dnnmask_xr import open_act
 from dnnmask_xr.cli import main
 from dnnmask_xr.testing import read_reference_act

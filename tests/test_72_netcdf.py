@@ -9,8 +9,8 @@ import tqdm
 import xarray as xr
 
 from dnnmask_xr import ActFileError, Activations, DnnMaskError, open_act, read_dmask, save_act
-from dnnmask_xr.cli import main
 from dnnmask_xr.act.layout import DIMS
+from dnnmask_xr.cli import main
 from dnnmask_xr.testing import relu_activations, write_reference_act
 
 ENGINES = ["h5netcdf", "netcdf4"]

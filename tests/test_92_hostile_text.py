@@ -24,8 +24,8 @@ from test_11_stim import assert_same, stimuli_strategy
 
 from dnnmask_xr import DnnMask, LayerMask
 from dnnmask_xr.cli import main
-from dnnmask_xr.formats.dmask import AXES, format_dmask, parse_dmask, read_dmask
 from dnnmask_xr.errors import DnnMaskError, FormatError
+from dnnmask_xr.formats.dmask import AXES, format_dmask, parse_dmask, read_dmask
 from dnnmask_xr.formats.stim import format_stim, parse_stim, read_stim
 
 SETTINGS = settings(max_examples=60, deadline=None,
