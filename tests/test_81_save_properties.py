@@ -221,7 +221,7 @@ def test_command_equals_save_act(tmp_path, bench_inputs, scenario):
             *(["--memory", str(memory)] if budget else [])]
     assert main(argv) == 0
     with dx.open_act(act, stim=stim) as acts:
-        dx.save_act(acts.mask(mask, by="position"), theirs, **budget)
+        dx.save_act(acts.mask(mask, by="ordinal"), theirs, **budget)
     assert_same_files(ours, theirs)
     expected = numpy_mask(layers, dnnbrain_mask)
     with dx.open_act(ours) as got:
