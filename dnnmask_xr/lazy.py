@@ -191,7 +191,9 @@ def _paths(item: Any, depth: int) -> Iterator[str]:
     elif isinstance(item, tuple | list):
         for part in item:
             yield from _paths(part, depth + 1)
-    elif isinstance(item, indexing.ExplicitlyIndexed) and hasattr(item, "array"):
+    elif type(item).__module__.startswith("xarray.") and hasattr(item, "array"):
+        # xarray's indexing wrappers (and the adapter dask arrays hold) keep
+        # what they wrap as .array
         yield from _paths(item.array, depth + 1)
     else:
         # dask's task objects keep their arguments (and data nodes their value)

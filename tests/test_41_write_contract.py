@@ -340,3 +340,18 @@ def test_interrupt_just_after_the_rename_keeps_the_file(
     np.testing.assert_array_equal(dx.open_act(out)["conv5"].values, layers["conv5"][:, [0, 1]],
                                   strict=True)
     assert_no_temp(tmp_path)
+
+
+# a lazy or dask-backed layer names its file even once the file is closed
+@pytest.mark.parametrize("chunks", [None, {}], ids=["lazy", "dask"])
+def test_layers_of_a_closed_file_still_name_it_as_their_source(act_file, chunks):
+    acts = dx.open_act(act_file, chunks=chunks)
+    layer = acts["conv5"].isel(channel=[0, 1])
+    if chunks is not None:
+        layer = layer * 2  # a dask graph built on the file
+    acts.close()
+    before = digest(act_file)
+    with pytest.raises(dx.ActFileError, match="the layers are read from it"):
+        dx.save_act({"conv5": layer}, act_file)
+    assert digest(act_file) == before
+    assert_no_temp(act_file.parent)
