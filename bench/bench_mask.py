@@ -46,8 +46,8 @@ import h5py
 import numpy as np
 
 from dnnmask_xr import mask_file, write_dmask
-from dnnmask_xr.act.chunks import default_threads
 from dnnmask_xr.act.codec import CODEC, deflate, inflate
+from dnnmask_xr.act.write import default_threads
 from dnnmask_xr.testing import ALEXNET_SHAPES, as_dnnmask, relu_activations
 
 HERE = Path(__file__).resolve().parent

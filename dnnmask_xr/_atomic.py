@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from dnnmask_xr._args import path_arg
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
@@ -28,7 +30,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     Path
         Where to write; it exists (empty) when yielded.
     """
-    target = Path(path)
+    target = Path(path_arg(path, "output"))
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from dnnmask_xr._args import mapping_arg
 from dnnmask_xr.act.describe import describe_layers
 from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS, count_from_one
 from dnnmask_xr.act.select import (
@@ -18,7 +19,7 @@ from dnnmask_xr.act.select import (
     stimulus_labels,
 )
 from dnnmask_xr.act.write import check_layer_name
-from dnnmask_xr.errors import DnnMaskError, SelectionError
+from dnnmask_xr.errors import DnnMaskError, SelectionError, UsageError
 from dnnmask_xr.formats.dmask import DnnMask, format_dmask
 from dnnmask_xr.formats.stim import Stimuli
 
@@ -66,7 +67,7 @@ class Activations(Mapping[str, xr.DataArray]):
                 f"layers describe different numbers of stimuli ({listing}); all layers "
                 "of an activation file describe the same stimuli"
             )
-        self.attrs: dict[str, Any] = dict(attrs or {})
+        self.attrs: dict[str, Any] = dict(mapping_arg(attrs, "attrs"))
         self.stim_header: dict[str, str] = dict(stim_header or {})
         self.source = source
         self._closers = tuple(closers)
@@ -74,7 +75,7 @@ class Activations(Mapping[str, xr.DataArray]):
     def __getitem__(self, layer: str) -> xr.DataArray:
         try:
             return self._layers[layer]
-        except KeyError:
+        except (KeyError, TypeError):  # TypeError: an unhashable key names no layer
             raise KeyError(f"{layer!r} is not a layer of {self._where()} "
                            f"(layers: {', '.join(self._layers) or 'none'})") from None
 
@@ -168,7 +169,12 @@ class Activations(Mapping[str, xr.DataArray]):
         SelectionError
             If the table's length differs from the number of stimuli, or a
             field is named like a dimension.
+        UsageError
+            If ``stimuli`` is not a :class:`~dnnmask_xr.Stimuli` table.
         """
+        if not isinstance(stimuli, Stimuli):
+            raise UsageError(f"stimuli are a Stimuli table (see read_stim), not a "
+                             f"{type(stimuli).__name__}")
         if self._layers:
             ids, fields = stimulus_labels(stimuli, self.n_stimuli, self._where())
         else:

@@ -104,6 +104,9 @@ def from_datatree(tree: xr.DataTree) -> Activations:
         If the root holds variables, or a node is nested deeper than one
         level or holds other than one variable.
     """
+    if not isinstance(tree, xr.DataTree):
+        raise DnnMaskError(f"from_datatree takes an xarray.DataTree, not a "
+                           f"{type(tree).__name__}")
     if tree.data_vars:
         raise DnnMaskError(
             f"the root holds variables ({', '.join(map(str, tree.data_vars))}); a tree of "

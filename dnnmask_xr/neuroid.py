@@ -52,6 +52,8 @@ def stack_neuroids(
     """
     if not isinstance(acts, Activations):
         acts = Activations(acts)
+    if layers is not None and (isinstance(layers, str) or not isinstance(layers, Sequence)):
+        raise SelectionError(f"layers {layers!r} are not a list of layer names")
     names = list(acts if layers is None else layers)
     missing = [name for name in names if name not in acts]
     if missing:
@@ -101,6 +103,9 @@ def unstack_neuroids(stacked: xr.DataArray) -> Activations:
         If a coordinate is missing, or a layer's neuroids do not fill its
         grid (some were selected away, or repeated).
     """
+    if not isinstance(stacked, xr.DataArray):
+        raise SelectionError(f"unstack_neuroids takes the DataArray stack_neuroids makes, not "
+                             f"a {type(stacked).__name__}")
     missing = [name for name in ("stimulus", *NEUROID_LEVELS) if name not in stacked.coords]
     if missing or set(stacked.dims) != {"stimulus", "neuroid"}:
         raise SelectionError(

@@ -9,6 +9,7 @@ import xarray as xr
 from xarray.backends import CachingFileManager
 from xarray.core import indexing
 
+from dnnmask_xr._args import path_arg
 from dnnmask_xr.act.layout import (
     DIMS,
     check_readable,
@@ -67,7 +68,7 @@ def open_act(
     UsageError
         If ``chunks`` names a dimension layers do not have.
     """
-    where = os.fspath(path)
+    where = path_arg(path, "activation file")
     if where.endswith(NC_SUFFIX):
         from dnnmask_xr.netcdf import open_nc
 

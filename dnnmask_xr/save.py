@@ -16,6 +16,7 @@ from typing import Any
 
 import xarray as xr
 
+from dnnmask_xr._args import mapping_arg
 from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS
 from dnnmask_xr.act.plan import ComputedValues, Plan, PlannedLayer, StimulusTable, shared_stimulus
 from dnnmask_xr.act.write import DEFAULT_MEMORY, SaveReport, WriteOptions, progress_bar, write
@@ -89,7 +90,7 @@ def save_act(
         store.
     """
     options = WriteOptions(memory=memory, threads=threads, verify=verify)
-    plan = plan_layers(as_activations(acts), attrs)
+    plan = plan_layers(as_activations(acts), mapping_arg(attrs, "attrs"))
     with progress_bar(progress) as on_progress:
         return write(plan, path, replace(options, on_progress=on_progress))
 

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from dnnmask_xr._args import mapping_arg, path_arg
 from dnnmask_xr.act.layout import open_file
 from dnnmask_xr.act.plan import plan_mask
 from dnnmask_xr.act.select import NumberMeaning
@@ -88,7 +89,8 @@ def mask_file(
                            on_progress=on_progress)
     if not isinstance(mask, DnnMask):
         mask = DnnMask(mask)
-    target = os.fspath(out)
+    attrs = mapping_arg(attrs, "attrs")
+    target = path_arg(out, "output")
     check_output(target)
-    with open_file(os.fspath(act)) as root:
+    with open_file(path_arg(act, "input")) as root:
         return write(plan_mask(root, mask, stim=stim, by=by, attrs=attrs), target, options)

@@ -69,6 +69,10 @@ def mask_from_flags(layers: Sequence[str], channels: Sequence[int] | None = None
         If no layer is given, a layer is named twice, or several layers come
         with a number of channels other than one per layer.
     """
+    if isinstance(layers, str) or not isinstance(layers, Sequence):
+        raise UsageError(f"layers {layers!r} are not a list of layer names")
+    if channels is not None and (isinstance(channels, str) or not isinstance(channels, Sequence)):
+        raise UsageError(f"channels {channels!r} are not a list of channel numbers")
     if not layers:
         raise UsageError("no layer given; name at least one layer with -layer")
     seen = set()

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import h5py
 import numpy as np
 
+from dnnmask_xr._args import path_arg
 from dnnmask_xr._atomic import atomic_path
 from dnnmask_xr._version import __version__
 from dnnmask_xr.act._interrupt import check_interrupt, deferred_interrupts
@@ -167,7 +168,7 @@ def write(plan: Plan, path: str | os.PathLike[str], options: WriteOptions | None
         If the plan holds what the output could not store.
     """
     options = options or WriteOptions()
-    target = os.fspath(path)
+    target = path_arg(path, "output")
     check_output(target)
     check_not_input(plan, target)
     check_plan(plan)

@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Iterator
 
+from dnnmask_xr._args import path_arg
 from dnnmask_xr.errors import FormatError
 
 BOM = "\ufeff"
@@ -76,6 +77,7 @@ def read_utf8(path: str | os.PathLike[str]) -> str:
     OSError
         If the file cannot be read.
     """
+    path = path_arg(path, "file")
     with open(path, "rb") as file:
         data = file.read()
     try:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from dnnmask_xr._atomic import atomic_path
-from dnnmask_xr.errors import DnnMaskError, FormatError
+from dnnmask_xr.errors import DnnMaskError, FormatError, UsageError
 from dnnmask_xr.formats._lines import read_utf8, text_lines
 
 __all__ = ["STIM_TYPES", "Stimuli", "format_stim", "parse_stim", "read_stim", "write_stim"]
@@ -232,6 +232,9 @@ def format_stim(stimuli: Stimuli) -> str:
         around it, or a row would be written as a blank line: it would not
         read back as it is.
     """
+    if not isinstance(stimuli, Stimuli):
+        raise UsageError(f"stimuli are a Stimuli table, not a {type(stimuli).__name__}; "
+                         "build one with Stimuli(header=..., table=...) or read_stim")
     lines = [f"{key}={value}" for key, value in stimuli.header.items()]
     lines.append("data=" + ",".join(stimuli.table.columns))
     texts = [

@@ -1,0 +1,46 @@
+"""Check the arguments of public functions: the project's errors, not Python's.
+
+Bad arguments are bad input like any other: they raise
+:class:`~dnnmask_xr.errors.UsageError`, never a ``TypeError`` or
+``AttributeError`` from deep inside, and a number is never taken for a file
+descriptor.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from dnnmask_xr.errors import UsageError
+
+
+def path_arg(value: object, what: str) -> str:
+    """Return ``value`` as a path string.
+
+    Raises
+    ------
+    UsageError
+        If ``value`` is not a ``str`` or ``os.PathLike`` naming a path.
+    """
+    if isinstance(value, str | os.PathLike):
+        path = os.fspath(value)
+        if isinstance(path, str) and path:
+            return path
+    raise UsageError(f"{what} {value!r} is not a path; give a str or pathlib.Path")
+
+
+def mapping_arg(value: object, what: str) -> Mapping[str, Any]:
+    """Return ``value`` as a mapping, ``{}`` for None.
+
+    Raises
+    ------
+    UsageError
+        If ``value`` is neither None nor a mapping.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise UsageError(f"{what} {value!r} is not a mapping; give a dict such as "
+                         "{'cmd': '...'}")
+    return value
