@@ -19,10 +19,10 @@ from dnnmask_xr.act.layout import (
     layer_datasets,
     open_file,
 )
+from dnnmask_xr.act.select import blaming
 from dnnmask_xr.act.write import NC_SUFFIX
 from dnnmask_xr.activations import Activations
 from dnnmask_xr.dask_layers import Chunks, chunk_layer
-from dnnmask_xr.errors import SelectionError
 from dnnmask_xr.formats.stim import Stimuli, read_stim
 from dnnmask_xr.lazy import LayerArray
 
@@ -95,12 +95,8 @@ def open_act(
 
 
 def _with_stim(acts: Activations, stim: str | os.PathLike[str] | Stimuli) -> Activations:
-    if isinstance(stim, Stimuli):
-        return acts.with_stimuli(stim)
-    try:
-        return acts.with_stimuli(read_stim(stim))
-    except SelectionError as err:
-        raise SelectionError(f"{os.fspath(stim)}: {err}") from None
+    with blaming(stim):
+        return acts.with_stimuli(stim if isinstance(stim, Stimuli) else read_stim(stim))
 
 
 def _read_metadata(

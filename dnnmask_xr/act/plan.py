@@ -26,7 +26,13 @@ from dnnmask_xr.act.layout import (
     decode_stimulus,
     layer_datasets,
 )
-from dnnmask_xr.act.select import NumberMeaning, check_meaning, layer_positions, stimulus_labels
+from dnnmask_xr.act.select import (
+    NumberMeaning,
+    blaming,
+    check_meaning,
+    layer_positions,
+    stimulus_labels,
+)
 from dnnmask_xr.errors import DnnMaskError, SelectionError
 
 if TYPE_CHECKING:
@@ -285,10 +291,6 @@ def _stimulus_table(
     from dnnmask_xr.formats.stim import Stimuli, read_stim
 
     table = stim if isinstance(stim, Stimuli) else read_stim(stim)
-    try:
+    with blaming(stim):
         ids, fields = stimulus_labels(table, n_stim, repr(where))
-    except SelectionError as err:
-        if isinstance(stim, Stimuli):
-            raise
-        raise SelectionError(f"{os.fspath(stim)}: {err}") from None
     return StimulusTable(ids, fields, table.header)

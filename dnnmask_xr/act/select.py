@@ -6,8 +6,10 @@ else, after checking them against the layer they select from.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -172,6 +174,17 @@ def describe_numbers(labels: np.ndarray, most: int = 8) -> str:
         return f"{labels[0]}..{labels[-1]}"
     shown = ", ".join(str(label) for label in labels[:most])
     return shown + (f", ... ({labels.size} in all)" if labels.size > most else "") or "none"
+
+
+@contextlib.contextmanager
+def blaming(stim: object) -> Iterator[None]:
+    """Name the ``.stim.csv`` file in a stimulus-table error raised inside."""
+    try:
+        yield
+    except SelectionError as err:
+        if not isinstance(stim, str | os.PathLike):
+            raise
+        raise SelectionError(f"{os.fspath(stim)}: {err}") from None
 
 
 def stimulus_labels(
