@@ -13,8 +13,8 @@ from dnnmask_xr._args import path_arg
 from dnnmask_xr.act.layout import (
     DIMS,
     check_readable,
-    decode_layer_numbers,
     decode_stimulus,
+    decode_unit_labels,
     is_reserved,
     layer_datasets,
     open_file,
@@ -109,7 +109,7 @@ def _read_metadata(
                 LayerArray(manager, where, name, dataset.shape, dataset.dtype)
             )
         )
-        numbers = decode_layer_numbers(dataset, repr(where))
+        numbers = decode_unit_labels(dataset, repr(where))
         layers[name] = xr.DataArray(variable, coords=numbers, name=name)
         if dataset.chunks:
             # how xarray (and chunks=) learns the HDF5 chunk shape

@@ -135,10 +135,10 @@ def plan_layers(acts: Activations, attrs: Mapping[str, Any] | None = None) -> Pl
         fields = stimulus_fields(array)
         tables.append((name, StimulusTable(array["stimulus"].values, fields,
                                            acts.stim_header)))
-        numbers = {dim: array[dim].values for dim in NUMBERED_DIMS}
+        labels = {dim: array[dim].values for dim in NUMBERED_DIMS}
         values = file_selection(array) or ComputedValues(
             array.shape, array.dtype, _block_reader(array), layer_sources(array))
-        layers.append(PlannedLayer(name, numbers, values, dict(array.attrs)))
+        layers.append(PlannedLayer(name, labels, values, dict(array.attrs)))
     stimulus = shared_stimulus(tables)
     if not tables:
         stimulus = StimulusTable(stimulus.ids, header=acts.stim_header)

@@ -49,7 +49,7 @@ def is_counted_from_one(labels: np.ndarray) -> bool:
     return labels.dtype.kind in "iu" and np.array_equal(labels, count_from_one(labels.size))
 
 
-def decode_layer_numbers(dataset: h5py.Dataset, where: str) -> dict[str, np.ndarray]:
+def decode_unit_labels(dataset: h5py.Dataset, where: str) -> dict[str, np.ndarray]:
     """Read a layer's channel, row and column numbers.
 
     Parameters
@@ -86,7 +86,7 @@ def decode_layer_numbers(dataset: h5py.Dataset, where: str) -> dict[str, np.ndar
     return numbers
 
 
-def encode_layer_numbers(dataset: h5py.Dataset, numbers: Mapping[str, np.ndarray]) -> None:
+def encode_unit_labels(dataset: h5py.Dataset, numbers: Mapping[str, np.ndarray]) -> None:
     """Store a layer's channel, row and column numbers as its attributes."""
     for dim in NUMBERED_DIMS:
         dataset.attrs.create(dim, np.asarray(numbers[dim], dtype=np.int64))

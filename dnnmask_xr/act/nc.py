@@ -80,7 +80,7 @@ class NcLayout:
         group = self.nc.create_group(layer.name)
         for dim, size in zip(NUMBERED_DIMS, layer.shape[1:], strict=True):
             group.dimensions[dim] = size
-            group.create_variable(dim, (dim,), data=np.asarray(layer.numbers[dim],
+            group.create_variable(dim, (dim,), data=np.asarray(layer.labels[dim],
                                                                dtype=np.int64))
         return _VariableSink(group, layer.name)
 

@@ -22,8 +22,8 @@ from dnnmask_xr.act.layout import (
     DIMS,
     NUMBERED_DIMS,
     count_from_one,
-    decode_layer_numbers,
     decode_stimulus,
+    decode_unit_labels,
     layer_datasets,
 )
 from dnnmask_xr.act.select import (
@@ -80,10 +80,14 @@ class ComputedValues:
 
 @dataclass(frozen=True)
 class PlannedLayer:
-    """One output layer: its name, unit labels, attributes and where its values come from."""
+    """One output layer: its name, unit labels, attributes and where its values come from.
+
+    ``labels`` holds the ``channel``, ``row`` and ``column`` labels: the
+    network's 1-based unit numbers, kept through every mask.
+    """
 
     name: str
-    numbers: Mapping[str, np.ndarray]
+    labels: Mapping[str, np.ndarray]
     values: FileSelection | ComputedValues
     attrs: Mapping[str, Any] = field(default_factory=dict)
 
@@ -168,7 +172,7 @@ class Plan:
 
     def describe(self) -> str:
         """Describe each output layer on one line."""
-        return describe_layers((layer.name, layer.shape, layer.dtype, layer.numbers)
+        return describe_layers((layer.name, layer.shape, layer.dtype, layer.labels)
                                for layer in self.layers)
 
     def summary(self, out: str) -> str:
@@ -268,13 +272,13 @@ def plan_mask(
     layers = []
     for name, layer_mask in mask.items():
         dataset = datasets[name]
-        labels = decode_layer_numbers(dataset, repr(where))
+        labels = decode_unit_labels(dataset, repr(where))
         chosen = layer_positions(name, layer_mask, labels, by)
         positions = tuple(chosen.get(dim, np.arange(size, dtype=np.int64))
                           for dim, size in zip(DIMS, dataset.shape, strict=True))
-        numbers = {dim: labels[dim][positions[axis]]
-                   for axis, dim in enumerate(NUMBERED_DIMS, start=1)}
-        layers.append(PlannedLayer(name, numbers, FileSelection(dataset, positions)))
+        kept = {dim: labels[dim][positions[axis]]
+                for axis, dim in enumerate(NUMBERED_DIMS, start=1)}
+        layers.append(PlannedLayer(name, kept, FileSelection(dataset, positions)))
     n_stim = next(iter(datasets.values())).shape[0] if datasets else 0
     if stim is None:
         stimulus = StimulusTable(*decode_stimulus(root.attrs, n_stim, repr(where)))

@@ -38,8 +38,8 @@ from dnnmask_xr.act.chunks import Budget, LayerReport, Sink, write_selection, wr
 from dnnmask_xr.act.layout import (
     DIMS,
     NUMBERED_DIMS,
-    encode_layer_numbers,
     encode_stimulus,
+    encode_unit_labels,
     is_reserved,
 )
 from dnnmask_xr.act.plan import FileSelection, Plan, PlannedLayer, StimulusTable
@@ -243,7 +243,7 @@ class ActLayout:
 
     def finish_layer(self, layer: PlannedLayer, dataset: h5py.Dataset) -> None:
         """Store the unit labels as the dataset's attributes."""
-        encode_layer_numbers(dataset, layer.numbers)
+        encode_unit_labels(dataset, layer.labels)
 
     def close(self) -> None:
         """Nothing to complete: the layout is plain HDF5."""
@@ -360,7 +360,7 @@ def check_plan(plan: Plan) -> None:
         if len(layer.shape) != 4:
             raise DnnMaskError(f"layer {layer.name!r} has {len(layer.shape)} dims; layers "
                                f"have the 4 dims {DIMS}")
-        check_unit_numbers(layer.name, layer.numbers, layer.shape[1:])
+        check_unit_labels(layer.name, layer.labels, layer.shape[1:])
         _check_attrs(layer.attrs, f"layer {layer.name!r}", reserved=NUMBERED_DIMS)
         if layer.shape[0] != plan.stimulus.ids.size:
             raise DnnMaskError(f"layer {layer.name!r} has {layer.shape[0]} stimuli but the "
@@ -398,7 +398,7 @@ def check_layer_name(name: object) -> None:
     _check_utf8(name, "layer name")
 
 
-def check_unit_numbers(name: str, numbers: Mapping[str, np.ndarray],
+def check_unit_labels(name: str, labels: Mapping[str, np.ndarray],
                        sizes: tuple[int, ...] | None = None) -> None:
     """Check that a layer's channel, row and column labels are int64 integers.
 
@@ -409,16 +409,17 @@ def check_unit_numbers(name: str, numbers: Mapping[str, np.ndarray],
         has other than one label per unit.
     """
     for axis, dim in enumerate(NUMBERED_DIMS):
-        labels = np.asarray(numbers[dim])
-        if labels.dtype.kind not in "iu":
-            raise DnnMaskError(f"layer {name!r}: {dim} labels are {labels.dtype}, not "
+        axis_labels = np.asarray(labels[dim])
+        if axis_labels.dtype.kind not in "iu":
+            raise DnnMaskError(f"layer {name!r}: {dim} labels are {axis_labels.dtype}, not "
                                f"integers; {dim} labels are the 1-based numbers of the "
                                "network's units")
-        if labels.dtype.kind == "u" and labels.size and labels.max() > np.iinfo(np.int64).max:
-            raise DnnMaskError(f"layer {name!r}: {dim} label {int(labels.max())} is beyond "
-                               "the int64 range that files store unit numbers in")
-        if sizes is not None and labels.shape != (sizes[axis],):
-            raise DnnMaskError(f"layer {name!r}: {labels.size} {dim} labels for "
+        if (axis_labels.dtype.kind == "u" and axis_labels.size
+                and axis_labels.max() > np.iinfo(np.int64).max):
+            raise DnnMaskError(f"layer {name!r}: {dim} label {int(axis_labels.max())} is "
+                               "beyond the int64 range that files store unit numbers in")
+        if sizes is not None and axis_labels.shape != (sizes[axis],):
+            raise DnnMaskError(f"layer {name!r}: {axis_labels.size} {dim} labels for "
                                f"{sizes[axis]} {dim}s; give one per unit")
 
 
