@@ -40,7 +40,8 @@ class NcLayout:
         # h5netcdf leaves a file it was handed open: the writer closes it
         self.nc = h5netcdf.File(root, "w")
 
-    def check(self, plan: Plan) -> None:
+    @staticmethod
+    def check(plan: Plan) -> None:
         """Refuse what netCDF4 has no type or name for."""
         for layer in plan.layers:
             dtype = layer.dtype

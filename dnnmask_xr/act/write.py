@@ -120,7 +120,10 @@ class SaveReport:
 class Layout(Protocol):
     """How one suffix lays a plan out in an open HDF5 file."""
 
-    def check(self, plan: Plan) -> None:
+    def __init__(self, root: h5py.File) -> None: ...
+
+    @staticmethod
+    def check(plan: Plan) -> None:
         """Refuse what this suffix cannot store, with one-line errors."""
 
     def write_root(self, attrs: Mapping[str, Any], stimulus: StimulusTable) -> None:
@@ -173,6 +176,7 @@ def write(plan: Plan, path: str | os.PathLike[str], options: WriteOptions | None
     check_not_input(plan, target)
     check_plan(plan)
     layout_of = _layout_for(target)
+    layout_of.check(plan)
     threads = options.threads or default_threads()
     total = plan.nbytes
     root_attrs = {**plan.attrs, **provenance_stamp()}
@@ -193,7 +197,6 @@ def write(plan: Plan, path: str | os.PathLike[str], options: WriteOptions | None
                 with h5py.File(tmp, "x", libver=("earliest", "v108"),
                                track_order=True) as root:
                     with contextlib.closing(layout_of(root)) as layout:
-                        layout.check(plan)
                         layout.write_root(root_attrs, plan.stimulus)
                         for layer in plan.layers:
                             budget = Budget(options.memory, pool, threads,
@@ -225,7 +228,8 @@ class ActLayout:
     def __init__(self, root: h5py.File) -> None:
         self.root = root
 
-    def check(self, plan: Plan) -> None:
+    @staticmethod
+    def check(plan: Plan) -> None:
         """Refuse values HDF5 cannot store as numbers."""
         for layer in plan.layers:
             if layer.dtype.kind not in "biufc":
@@ -270,7 +274,7 @@ class _GroupSink:
         return self.dataset
 
 
-def _layout_for(target: str) -> Callable[[h5py.File], Layout]:
+def _layout_for(target: str) -> type[Layout]:
     if target.endswith(NC_SUFFIX):
         # h5netcdf is imported only for netCDF outputs
         from dnnmask_xr.act.nc import NcLayout
