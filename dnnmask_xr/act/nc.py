@@ -55,7 +55,11 @@ class NcLayout:
                 raise DnnMaskError(f"layer {layer.name!r} has the name of a dimension or "
                                    "stimulus field, which a netCDF4 file cannot tell apart; "
                                    "rename the layer")
-        spaced = [name for name in plan.stimulus.fields if len(name.split()) != 1]
+        for where, attrs in (("the file's root", plan.attrs),
+                             *((f"layer {layer.name!r}", layer.attrs) for layer in plan.layers)):
+            for key, value in attrs.items():
+                _check_attr(key, value, where)
+        spaced = [name for name in plan.stimulus.fields if name.split() != [name]]
         if spaced:
             raise DnnMaskError(f"stimulus field {spaced[0]!r} has white space in its name, "
                                "which netCDF's list of coordinates cannot hold; rename the "
@@ -115,6 +119,15 @@ class _VariableSink:
     def copy_object(self, source: h5py.Dataset) -> None:
         # a netCDF variable needs dimension scales attached: copied chunk by chunk instead
         return None
+
+
+def _check_attr(key: str, value: Any, where: str) -> None:
+    if key.startswith("_"):
+        raise DnnMaskError(f"attribute {key!r} of {where}: netCDF keeps names that start with "
+                           "'_' for itself; rename the attribute")
+    if np.asarray(value).dtype.kind == "b":
+        raise DnnMaskError(f"attribute {key!r} of {where} is boolean, which netCDF4 cannot "
+                           "store; store it as an integer (0 or 1) or text")
 
 
 def _storable(values: np.ndarray) -> np.ndarray:

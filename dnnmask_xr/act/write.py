@@ -376,7 +376,7 @@ def check_plan(plan: Plan) -> None:
         if not isinstance(name, str) or not name or "/" in name or name in DIMS:
             raise DnnMaskError(f"stimulus field name {name!r} is not valid; give a name "
                                f"without '/', other than {', '.join(DIMS)}")
-        _check_utf8(name, "stimulus field name")
+        _check_text(name, "stimulus field name")
         if np.shape(values) != stimulus.ids.shape:
             raise DnnMaskError(f"stimulus field {name!r} holds {np.size(values)} values for "
                                f"{stimulus.ids.size} stimuli; give one per stimulus")
@@ -388,7 +388,7 @@ def check_plan(plan: Plan) -> None:
 
 
 def check_layer_name(name: object) -> None:
-    """Check a layer name: text, not empty, without ``/``, valid UTF-8.
+    """Check a layer name: text, not empty, without ``/``, valid UTF-8 without NUL.
 
     Raises
     ------
@@ -399,7 +399,7 @@ def check_layer_name(name: object) -> None:
         raise DnnMaskError(f"layer name {name!r} is not valid; a layer is a dataset at the "
                            "file's root, named by non-empty text without '/' (for "
                            "'features/3' use 'features.3')")
-    _check_utf8(name, "layer name")
+    _check_text(name, "layer name")
 
 
 def check_unit_labels(name: str, labels: Mapping[str, np.ndarray],
@@ -432,7 +432,7 @@ def _check_attrs(attrs: Mapping[str, Any], where: str, reserved: tuple[str, ...]
         if not isinstance(key, str) or not key:
             raise DnnMaskError(f"attribute name {key!r} of {where} is not valid; attribute "
                                "names are non-empty text")
-        _check_utf8(key, f"attribute name of {where}")
+        _check_text(key, f"attribute name of {where}")
         if key in reserved or key in _SYSTEM_ATTRS or (not reserved and is_reserved(key)):
             raise DnnMaskError(f"attribute {key!r} of {where} is reserved: the file keeps "
                                "labels there; rename the attribute")
@@ -440,10 +440,10 @@ def _check_attrs(attrs: Mapping[str, Any], where: str, reserved: tuple[str, ...]
 
 
 def _check_values(value: Any, what: str) -> None:
-    """Refuse values that HDF5 attributes cannot store: None, mappings, mixed objects."""
+    """Refuse values a file cannot give back as they were: None, bytes, mappings, mixtures."""
     array = None if value is None or isinstance(value, Mapping | set) else np.asarray(value)
     storable = array is not None and (
-        array.dtype.kind in "biufUS"
+        array.dtype.kind in "biufU"
         or (array.dtype.kind == "O" and all(isinstance(item, str) for item in array.flat))
     )
     if not storable:
@@ -451,14 +451,17 @@ def _check_values(value: Any, what: str) -> None:
                            "numbers, or a list of either")
     if array.dtype.kind in "OU":
         for item in array.flat:
-            _check_utf8(str(item), what)
+            _check_text(str(item), what)
 
 
-def _check_utf8(text: str, what: str) -> None:
+def _check_text(text: str, what: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeError:
         raise DnnMaskError(f"{what} {text!r} is not valid UTF-8 text") from None
+    if "\x00" in text:
+        # HDF5 keeps names and strings as C strings: it would cut them there
+        raise DnnMaskError(f"{what} {text!r} holds a NUL character, which HDF5 cannot store")
 
 
 # -- small pieces shared by the routes -------------------------------------------------------

@@ -1,0 +1,75 @@
+"""What the writer accepts, the reader gives back; what it would not, it refuses.
+
+Hypothesis draws layer names, root and layer attributes, stimulus fields and
+unit labels of every kind a careless caller might pass. Each save either
+raises the project's error with nothing left on disk, or writes a file that
+``open_act`` reads back with the same names, attributes and labels: never a
+file the reader refuses, never a value changed on the way.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import dnnmask_xr as dx
+
+TEXT = st.text(max_size=8)
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63 - 1),
+                    st.floats(allow_nan=False), TEXT, st.binary(max_size=4))
+VALUES = st.one_of(SCALARS, st.lists(st.integers(-1000, 1000), max_size=3),
+                   st.lists(TEXT, min_size=1, max_size=3),
+                   st.dictionaries(TEXT, st.integers(), max_size=1))
+ATTRS = st.dictionaries(TEXT, VALUES, max_size=3)
+LABELS = st.one_of(
+    st.just(np.array([1, 2], dtype=np.int64)),
+    st.just(np.array([2**63 + 1, 7], dtype=np.uint64)),
+    st.just(np.array([1.5, 2.0])),
+    st.lists(st.integers(-2**63, 2**63 - 1), min_size=2, max_size=2, unique=True).map(np.array),
+)
+
+
+def layer(channels: np.ndarray, field: str, attrs: dict) -> xr.DataArray:
+    values = np.arange(3 * 2 * 1 * 1, dtype=np.float32).reshape(3, 2, 1, 1)
+    return xr.DataArray(values, dims=("stimulus", "channel", "row", "column"),
+                        coords={"stimulus": ["a", "b", "c"], "channel": channels,
+                                field: ("stimulus", [1.0, 2.0, 3.0])}, attrs=attrs)
+
+
+def same(first, second, suffix: str) -> bool:
+    first, second = np.asarray(first), np.asarray(second)
+    if suffix == ".nc":  # netCDF reads a one-element attribute back as a scalar
+        first, second = first.reshape(-1) if first.size == 1 else first, (
+            second.reshape(-1) if second.size == 1 else second)
+    if first.dtype.kind in "OUS" or second.dtype.kind in "OUS":
+        return [str(v) for v in first.ravel()] == [str(v) for v in second.ravel()]
+    return first.shape == second.shape and bool(np.array_equal(first, second))
+
+
+@pytest.mark.parametrize("suffix", [".act.h5", ".nc"])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=TEXT, channels=LABELS, field=TEXT, root=ATTRS, own=ATTRS)
+def test_a_save_reads_back_exactly_or_is_refused(suffix, name, channels, field, root, own):
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / f"out{suffix}"
+        try:
+            dx.save_act({name: layer(channels, field, own)}, out, attrs=root)
+        except dx.DnnMaskError:
+            assert list(Path(folder).iterdir()) == []  # nothing left, not even a temp file
+            return
+        with dx.open_act(out) as acts:
+            assert list(acts) == [name]
+            back = acts[name]
+            np.testing.assert_array_equal(back.channel.values, channels)
+            np.testing.assert_array_equal(back[field].values, [1.0, 2.0, 3.0])
+            for key, value in root.items():
+                assert same(acts.attrs[key], value, suffix), (key, acts.attrs[key], value)
+            if suffix == ".nc":  # .act.h5 keeps no layer attributes yet
+                for key, value in own.items():
+                    assert same(back.attrs[key], value, suffix), (key, back.attrs[key], value)
