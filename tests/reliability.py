@@ -2,11 +2,17 @@
 
 They run ``dnn_mask`` as a user does, in its own process
 (``python -m dnnmask_xr.cli``), so that a crash, a hang or a signal hits
-that process and not the test runner.
+that process and not the test runner; with ``route=`` they run the same
+write through the Python API instead (``tests/routes.py``: ``mask_file``
+and ``save_act`` of each container), which reports the project's errors
+as the command does, so the same assertions hold for every route.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import re
 import subprocess
 import sys
@@ -17,31 +23,79 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from routes import ROUTES
 
 from dnnmask_xr import open_act
 
+TESTS = Path(__file__).resolve().parent
+SUFFIXES = (".act.h5", ".nc")
 PREFIX = "dnn_mask: error: "
 #: Seconds any single run of dnn_mask may take before the test calls it a hang.
 TIMEOUT = 120
 
 
-def command(*args: object) -> list[str]:
-    """The argv that runs ``dnn_mask`` under this test's Python."""
-    return [sys.executable, "-m", "dnnmask_xr.cli", *(str(arg) for arg in args)]
+def command(*args: object, route: str = "command") -> list[str]:
+    """The argv that runs ``dnn_mask args`` under this test's Python, through ``route``.
+
+    ``"command"`` is ``dnn_mask`` itself (``python -m dnnmask_xr.cli``); the
+    other routes (:data:`ROUTES`) write the same output through the Python
+    API (``python tests/routes.py ROUTE args``).
+    """
+    if route not in ROUTES:
+        raise ValueError(f"unknown route {route!r}; routes: {', '.join(ROUTES)}")
+    argv = [str(arg) for arg in args]
+    if route == "command":
+        return [sys.executable, "-m", "dnnmask_xr.cli", *argv]
+    return [sys.executable, str(TESTS / "routes.py"), route, *argv]
 
 
 def run_cli(
-    *args: object, timeout: float = TIMEOUT, env: Mapping[str, str] | None = None
+    *args: object, timeout: float = TIMEOUT, env: Mapping[str, str] | None = None,
+    route: str = "command",
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``dnn_mask`` to its end; a run past ``timeout`` fails the test as a hang."""
-    return subprocess.run(command(*args), capture_output=True, text=True, check=False,
-                          timeout=timeout, env=None if env is None else dict(env))
+    """Run ``dnn_mask`` (through ``route``) to its end; past ``timeout`` it is a hang."""
+    return subprocess.run(command(*args, route=route), capture_output=True, text=True,
+                          check=False, timeout=timeout, env=None if env is None else dict(env))
 
 
-def start_cli(*args: object) -> subprocess.Popen[str]:
-    """Start ``dnn_mask`` and return at once."""
-    return subprocess.Popen(command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+def start_cli(*args: object, route: str = "command") -> subprocess.Popen[str]:
+    """Start ``dnn_mask`` (through ``route``) and return at once."""
+    return subprocess.Popen(command(*args, route=route), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def run_here(*args: object, route: str = "command", env: Mapping[str, str] | None = None,
+             ) -> subprocess.CompletedProcess[str]:
+    """Run one write in this process, as a notebook calls the Python API.
+
+    What :func:`run_cli` returns (status, stdout, stderr), without a process
+    to start: for tests where a crash or a hang is not the risk. ``env``
+    replaces ``os.environ`` for the run. An uncaught exception is a bug and
+    propagates.
+    """
+    from routes import run
+
+    argv = [str(arg) for arg in args]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    saved = dict(os.environ)
+    try:
+        if env is not None:
+            os.environ.clear()
+            os.environ.update(env)
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            status = run(route, argv)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(argv, status, stdout.getvalue(), stderr.getvalue())
+
+
+def run_route(*args: object, route: str = "command", env: Mapping[str, str] | None = None,
+              ) -> subprocess.CompletedProcess[str]:
+    """Run one write as its users do: ``dnn_mask`` in its own process, the API in this one."""
+    if route == "command":
+        return run_cli(*args, env=env)
+    return run_here(*args, route=route, env=env)
 
 
 def assert_ok(done: subprocess.CompletedProcess[str]) -> None:
@@ -90,16 +144,71 @@ def wait_for_temp(proc: subprocess.Popen[str], out: Path, at_least: int) -> int:
     raise AssertionError(f"dnn_mask wrote no {at_least} bytes in {TIMEOUT} s")
 
 
+def layer_dataset(root: h5py.File, name: str) -> h5py.Dataset:
+    """A layer's dataset in an output: at the root (``.act.h5``), in its group (``.nc``)."""
+    return root[name][name] if root.filename.endswith(".nc") else root[name]
+
+
+def layer_names(root: h5py.File) -> list[str]:
+    """An output's layers in order: the root's datasets (``.act.h5``) or groups (``.nc``)."""
+    if root.filename.endswith(".nc"):
+        return [name for name, item in root.items() if isinstance(item, h5py.Group)]
+    return list(root)
+
+
+def holds_temp(proc: subprocess.Popen[str], out: Path) -> bool:
+    """Tell whether ``proc`` has a temporary file of ``out`` open: its write is under way.
+
+    Read from ``/proc/<pid>/fd``, so that of several writers of one ``out``
+    the one writing is known (their temporary names are random).
+    """
+    try:
+        fds = list(Path(f"/proc/{proc.pid}/fd").iterdir())
+    except OSError:  # the process has ended
+        return False
+    folder = out.parent.resolve()  # the kernel names open files by their real path
+    for fd in fds:
+        try:
+            target = Path(os.readlink(fd))
+        except OSError:
+            continue
+        if (target.parent == folder and target.name.startswith(f".{out.name}.")
+                and target.name.endswith(".tmp")):
+            return True
+    return False
+
+
+def wait_for_writer(procs: Sequence[subprocess.Popen[str]], out: Path,
+                    ) -> subprocess.Popen[str]:
+    """Wait until one of ``procs`` has begun writing ``out``; return it.
+
+    Fails if one of them ends first: a write that began and ended between
+    two looks would prove nothing.
+    """
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if holds_temp(proc, out):
+                return proc
+        for proc in procs:
+            if proc.poll() is not None:
+                raise AssertionError(
+                    f"a writer ended (status {proc.returncode}) before any began writing; "
+                    f"stderr: {proc.stderr.read() if proc.stderr else ''!r}")
+        time.sleep(0.002)
+    raise AssertionError(f"no writer began writing {out} in {TIMEOUT} s")
+
+
 def assert_same_layer(path: Path, name: str, expected: np.ndarray,
                       channels: Sequence[int] | None = None) -> None:
-    """The layer in ``path`` holds ``expected`` exactly.
+    """The layer in ``path`` (``.act.h5`` or ``.nc``) holds ``expected`` exactly.
 
     Values are read as DNNBrain reads them (h5py) and compared bit for bit,
     NaN payloads and signed zeros included, after dtype and shape; the
     channel numbers, if given, are read through ``open_act``.
     """
     with h5py.File(path, "r") as root:
-        got = root[name][()]
+        got = layer_dataset(root, name)[()]
     assert got.dtype == expected.dtype and got.shape == expected.shape, (got.dtype, got.shape)
     assert got.tobytes() == expected.tobytes(), f"values of {name!r} differ"
     if channels is not None:
@@ -154,25 +263,29 @@ def make_big_input(folder: Path) -> BigInput:
 
 
 def check_damaged() -> None:
-    """Run ``dnn_mask`` on damaged files, one after the other; print JSON verdicts.
+    """Write damaged files through every route, one after the other; print JSON verdicts.
 
     Run in a child process (``python -c``) so that a crash or a hang in
     HDF5 stops the child, not the test runner. ``sys.argv[1]`` is a JSON
-    list of cases ``{"id", "path", "dmask"}``. For each case the child
-    prints ``{"id", "started": true}`` first, so the case that hangs or
-    crashes is known, then the verdict: for each of a whole-layer run and a
-    masked run, the exit status, stderr, an uncaught exception's traceback,
-    the files left in the case's folder, and whether the output holds the
-    values h5py reads from the damaged file (DNNBrain's reading); and the
-    same check of every layer read through ``open_act``.
+    list of cases ``{"id", "path", "dmask"}``, ``sys.argv[2]`` a JSON list
+    of ``[route, suffix]`` to write each case through (:func:`routes.run`,
+    in this process). For each case the child prints ``{"id", "started":
+    true}`` first, so the case that hangs or crashes is known, then the
+    verdict: for each route and suffix, and each of a whole-layer run with
+    and without ``--verify`` and a masked run, the exit status, stderr, an
+    uncaught exception's traceback, the files left in the case's folder,
+    and whether the output holds the values h5py reads from the damaged
+    file (DNNBrain's reading); and the same check of every layer read
+    through ``open_act``.
     """
     import contextlib
     import io
     import json
     import traceback
 
-    from dnnmask_xr.cli import main
+    from routes import run
 
+    combos = json.loads(sys.argv[2])
     for case in json.loads(sys.argv[1]):
         print(json.dumps({"id": case["id"], "started": True}), flush=True)
         path = Path(case["path"])
@@ -183,24 +296,28 @@ def check_damaged() -> None:
             "copied": (["-layer", "conv5", "fc3"], _reference(path, WHOLE)),
             "masked": (["-dmask", case["dmask"]], _reference(path, MASKED)),
         }
-        for name, (flags, expected) in runs.items():
-            out = path.parent / f"{name}.act.h5"
-            err = io.StringIO()
-            result: dict[str, object] = {"status": None, "traceback": None}
-            try:
-                with contextlib.redirect_stderr(err):
-                    result["status"] = main(["-act", str(path), *flags, "-out", str(out)])
-            except BaseException:  # a bug: dnn_mask must turn every failure into a status
-                result["traceback"] = traceback.format_exc()
-            result["stderr"] = err.getvalue()
-            if result["status"] == 0:
-                result["reference_readable"] = expected is not None
-                result["values_match"] = expected is not None and _holds(out, expected)
-                result["same_chunks"] = _same_chunks(path, out, WHOLE)
-                out.unlink()
-            result["left"] = sorted(p.name for p in path.parent.iterdir()
-                                    if p.name not in (path.name, Path(case["dmask"]).name))
-            verdict[name] = result
+        for route, suffix in combos:
+            results: dict[str, object] = {}
+            for name, (flags, expected) in runs.items():
+                out = path.parent / f"{name}{suffix}"
+                err = io.StringIO()
+                result: dict[str, object] = {"status": None, "traceback": None}
+                try:
+                    with contextlib.redirect_stderr(err):
+                        result["status"] = run(route, ["-act", str(path), *flags,
+                                                       "-out", str(out)])
+                except BaseException:  # a bug: every failure must become a status
+                    result["traceback"] = traceback.format_exc()
+                result["stderr"] = err.getvalue()
+                if result["status"] == 0:
+                    result["reference_readable"] = expected is not None
+                    result["values_match"] = expected is not None and _holds(out, expected)
+                    result["same_chunks"] = _same_chunks(path, out, WHOLE)
+                    out.unlink()
+                result["left"] = sorted(p.name for p in path.parent.iterdir()
+                                        if p.name not in (path.name, Path(case["dmask"]).name))
+                results[name] = result
+            verdict[f"{route}{suffix}"] = results
         verdict["open_act"] = _open_act_verdict(path, _reference(path, WHOLE))
         print(json.dumps(verdict), flush=True)
 
@@ -257,12 +374,12 @@ def _same_chunks(source: Path, copy: Path, layers: dict) -> bool:
     try:
         with h5py.File(source, "r") as old, h5py.File(copy, "r") as new:
             for name in layers:
-                if new[name].chunks != old[name].chunks:
+                before, after = old[name], layer_dataset(new, name)
+                if after.chunks != before.chunks:
                     return False
-                for i in range(old[name].id.get_num_chunks()):
-                    offset = old[name].id.get_chunk_info(i).chunk_offset
-                    if (new[name].id.read_direct_chunk(offset)
-                            != old[name].id.read_direct_chunk(offset)):
+                for i in range(before.id.get_num_chunks()):
+                    offset = before.id.get_chunk_info(i).chunk_offset
+                    if after.id.read_direct_chunk(offset) != before.id.read_direct_chunk(offset):
                         return False
             return True
     except Exception:
@@ -272,10 +389,10 @@ def _same_chunks(source: Path, copy: Path, layers: dict) -> bool:
 def _holds(path: Path, expected: dict[str, np.ndarray]) -> bool:
     try:
         with h5py.File(path, "r") as root:
-            if list(root) != list(expected):
+            if layer_names(root) != list(expected):
                 return False
             for name, values in expected.items():
-                got = root[name][()]
+                got = layer_dataset(root, name)[()]
                 if got.dtype != values.dtype or got.shape != values.shape:
                     return False
                 if got.tobytes() != values.tobytes():

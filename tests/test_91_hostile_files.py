@@ -15,6 +15,12 @@ Never a traceback, a hang or other values.
   spaces and non-ASCII letters, every integer and float dtype, big-endian
   values, other filters, and NaN, infinities, signed zeros and extreme
   values, which pass through unchanged.
+
+Every write runs through every route (``dnn_mask``, ``mask_file``, and
+``save_act`` of ``Activations``, a dict and a ``DataTree``: ``tests/routes.py``,
+which reports the project's errors as the command does) and to both suffixes
+(``.act.h5``, ``.nc``): the damaged input is the same, the reading and the
+output's layout differ. ``open_act`` itself is checked once per damaged file.
 """
 
 from __future__ import annotations
@@ -33,10 +39,19 @@ import h5py
 import numpy as np
 import pytest
 from conftest import digest
-from reliability import MASKED_TEXT, TIMEOUT, assert_one_line_error, run_cli
+from reliability import (
+    MASKED_TEXT,
+    ROUTES,
+    SUFFIXES,
+    TIMEOUT,
+    assert_one_line_error,
+    layer_dataset,
+    layer_names,
+    run_cli,
+)
+from routes import run
 
 from dnnmask_xr import open_act
-from dnnmask_xr.cli import main
 from dnnmask_xr.testing import relu_activations, write_reference_act
 
 TESTS = Path(__file__).resolve().parent
@@ -85,11 +100,16 @@ def _base_bytes() -> bytes:
 
 
 DAMAGED = _damaged_cases()
+#: Every route writes every damaged input to both suffixes: (route, suffix, id).
+WRITES = [(route, suffix) for route in ROUTES for suffix in SUFFIXES]
+WRITE_IDS = [f"{route}-{suffix}" for route, suffix in WRITES]
+#: Run a test for every route (tests/routes.py) and output suffix, ids like save_act-dict-.nc.
+every_write = pytest.mark.parametrize(("route", "suffix"), WRITES, ids=WRITE_IDS)
 
 
 @pytest.fixture(scope="module")
 def damaged_verdicts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    """Run every damaged case in two child processes (two cores), once."""
+    """Write every damaged case through every route and suffix in two child processes."""
     root = tmp_path_factory.mktemp("damaged")
     cases = []
     for name, damage in DAMAGED:
@@ -105,7 +125,7 @@ def damaged_verdicts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict
     children = [
         subprocess.Popen(
             [sys.executable, "-c", "import reliability; reliability.check_damaged()",
-             json.dumps(half)],
+             json.dumps(half), json.dumps(WRITES)],
             cwd=TESTS, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for half in halves
@@ -131,29 +151,40 @@ def damaged_verdicts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict
 
 
 @pytest.mark.parametrize("case", [name for name, _ in DAMAGED])
-def test_damaged_file_fails_in_one_line_or_gives_what_h5py_reads(damaged_verdicts, case):
+@every_write
+def test_damaged_file_fails_in_one_line_or_gives_what_h5py_reads(
+    damaged_verdicts, route: str, suffix: str, case: str
+):
     verdict = damaged_verdicts[case]
     assert "crashed" not in verdict, f"the child crashed or hung on this case: {verdict}"
     assert "not run" not in verdict, "the child stopped before this case"
     assert verdict["input_unchanged"]
-    for run in ("whole", "copied", "masked"):
-        result = verdict[run]
+    assert f"{route}{suffix}" in verdict, "the child stopped before this route"
+    for run_name, result in verdict[f"{route}{suffix}"].items():
         assert result["traceback"] is None, result["traceback"]
-        if result["status"] == 0 and run == "copied" and not result["reference_readable"]:
+        if result["status"] == 0 and run_name == "copied" and not result["reference_readable"]:
             # an unverified copy of whole layers does not decode the chunks: a
             # damaged chunk is copied byte for byte, and fails where the input does
-            assert result["same_chunks"], f"{run}: the copy differs from the damaged input"
+            assert result["same_chunks"], f"{run_name}: the copy differs from the damaged input"
             assert result["stderr"] == ""
         elif result["status"] == 0:
             # accepted: then it must hold exactly what the damaged file says
-            assert result["reference_readable"], f"{run}: h5py cannot read it, dnn_mask did"
-            assert result["values_match"], f"{run}: values differ from h5py's"
+            assert result["reference_readable"], f"{run_name}: h5py cannot read it, {route} did"
+            assert result["values_match"], f"{run_name}: values differ from h5py's"
             assert result["stderr"] == ""
         else:
             assert result["status"] == 1, result
             message = assert_one_line_error(result["stderr"])
             assert repr(verdict["path"]) in message or verdict["path"] in message, message
-        assert result["left"] == [], f"{run} left {result['left']}"
+        assert result["left"] == [], f"{run_name} left {result['left']}"
+
+
+@pytest.mark.parametrize("case", [name for name, _ in DAMAGED])
+def test_damaged_file_reads_through_open_act_as_h5py_does_or_fails_in_one_line(
+    damaged_verdicts, case: str
+):
+    verdict = damaged_verdicts[case]
+    assert "open_act" in verdict, f"the child crashed or hung on this case: {verdict}"
     read = verdict["open_act"]
     assert read["traceback"] is None, read["traceback"]
     if read["error"] is None:
@@ -162,10 +193,11 @@ def test_damaged_file_fails_in_one_line_or_gives_what_h5py_reads(damaged_verdict
         assert verdict["path"] in read["error"] and "\n" not in read["error"], read["error"]
 
 
-def test_damaged_cases_include_both_outcomes(damaged_verdicts):
+@every_write
+def test_damaged_cases_include_both_outcomes(damaged_verdicts, route: str, suffix: str):
     """The cases are varied enough to reach both the error and the accepted path."""
-    statuses = {v[run]["status"] for v in damaged_verdicts.values() if "whole" in v
-                for run in ("whole", "masked")}
+    statuses = {v[f"{route}{suffix}"][run]["status"] for v in damaged_verdicts.values()
+                if f"{route}{suffix}" in v for run in ("whole", "masked")}
     assert {0, 1} <= statuses
 
 
@@ -204,17 +236,18 @@ STRUCTURES: dict[str, tuple[Callable[[h5py.File], object], str, list[str]]] = {
 
 
 @pytest.mark.parametrize("case", list(STRUCTURES))
+@every_write
 def test_odd_structure_fails_in_one_line_naming_file_and_object(
-    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    route: str, suffix: str, case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
     build, culprit, patterns = STRUCTURES[case]
     act = tmp_path / "odd.act.h5"
     with h5py.File(act, "w") as root:
         build(root)
     before = digest(act)
-    out = tmp_path / "out.act.h5"
+    out = tmp_path / f"out{suffix}"
     layer = "conv5" if culprit != "conv5" and case not in ("2-d", "5-d") else culprit
-    assert main(["-act", str(act), "-layer", layer, "-out", str(out)]) == 1
+    assert run(route, ["-act", str(act), "-layer", layer, "-out", str(out)]) == 1
     captured = capsys.readouterr()
     message = assert_one_line_error(captured.err, re.escape(repr(str(act))),
                                     re.escape(repr(culprit)), *patterns)
@@ -226,10 +259,13 @@ def test_odd_structure_fails_in_one_line_naming_file_and_object(
 
 @pytest.mark.parametrize("content", [b"", b"conv5=chn\n1\n", b"\x89HDF\r\n\x1a\n" + b"\0" * 64],
                          ids=["empty-file", "text-file", "signature-only"])
-def test_not_an_hdf5_file_fails_in_one_line(content: bytes, tmp_path: Path, capsys):
+@every_write
+def test_not_an_hdf5_file_fails_in_one_line(route: str, suffix: str, content: bytes,
+                                            tmp_path: Path, capsys):
     act = tmp_path / "in.act.h5"
     act.write_bytes(content)
-    assert main(["-act", str(act), "-layer", "conv5", "-out", str(tmp_path / "o.act.h5")]) == 1
+    out = tmp_path / f"o{suffix}"
+    assert run(route, ["-act", str(act), "-layer", "conv5", "-out", str(out)]) == 1
     assert_one_line_error(capsys.readouterr().err, re.escape(repr(str(act))))
     assert [p.name for p in tmp_path.iterdir()] == [act.name]
 
@@ -281,8 +317,19 @@ def assert_bits_equal(got: np.ndarray, expected: np.ndarray) -> None:
     assert _bits(got) == _bits(expected)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_every_number_dtype_passes_through_bit_for_bit(dtype: str, tmp_path: Path, capsys):
+#: What netCDF4 has no type for (float16, bool, complex): a .nc output refuses these layers.
+NOT_NETCDF = {"f2", "b1", "c8", "c16"}
+#: Every dtype through the command; through the Python routes, one of each kind, size and
+#: byte order that takes another path (to keep the suite fast).
+ROUTE_DTYPES = ["float16", ">f8", "int8", ">i4", "uint64", "bool", "complex64"]
+DTYPE_WRITES = [(route, suffix, dtype) for route, suffix in WRITES
+                for dtype in (DTYPES if route == "command" else ROUTE_DTYPES)]
+
+
+@pytest.mark.parametrize(("route", "suffix", "dtype"), DTYPE_WRITES,
+                         ids=[f"{r}-{s}-{d}" for r, s, d in DTYPE_WRITES])
+def test_every_number_dtype_passes_through_bit_for_bit(route: str, suffix: str, dtype: str,
+                                                       tmp_path: Path, capsys):
     values = _special_values(np.dtype(dtype), (4, 5, 3, 2), seed=len(dtype))
     fc = _special_values(np.dtype(dtype), (4, 6, 1, 1), seed=1)
     act = tmp_path / "in.act.h5"
@@ -293,24 +340,35 @@ def test_every_number_dtype_passes_through_bit_for_bit(dtype: str, tmp_path: Pat
         assert_bits_equal(acts["conv"].values, values)
         assert_bits_equal(acts["conv"].isel(channel=[4, 0], column=[1]).values,
                           values[:, [4, 0]][..., [1]])
-    masked, whole = tmp_path / "masked.act.h5", tmp_path / "whole.act.h5"
+    masked, whole = tmp_path / f"masked{suffix}", tmp_path / f"whole{suffix}"
     (tmp_path / "m.dmask.csv").write_text("conv=chn,col\n5,1,5\n2\nfc=row\n1\n")
-    assert main(["-act", str(act), "-dmask", str(tmp_path / "m.dmask.csv"),
-                 "-out", str(masked)]) == 0
-    assert main(["-act", str(act), "-layer", "conv", "fc", "-out", str(whole)]) == 0
+    masking = ["-act", str(act), "-dmask", str(tmp_path / "m.dmask.csv"), "-out", str(masked)]
+    copying = ["-act", str(act), "-layer", "conv", "fc", "-out", str(whole)]
+    if suffix == ".nc" and np.dtype(dtype).str[1:] in NOT_NETCDF:
+        # netCDF4 has no type for these values, whatever the route: refused, nothing written
+        for argv in (masking, copying):
+            assert run(route, argv) == 1
+            assert_one_line_error(capsys.readouterr().err, r"layer 'conv' holds .* values, "
+                                  r"which netCDF4 cannot store")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["in.act.h5", "m.dmask.csv"]
+        return
+    assert run(route, masking) == 0
+    assert run(route, copying) == 0
     assert capsys.readouterr().err == ""
     with h5py.File(masked, "r") as root:
-        assert_bits_equal(root["conv"][()], values[:, [4, 0, 4]][..., [1]])
-        assert_bits_equal(root["fc"][()], fc)
+        assert_bits_equal(layer_dataset(root, "conv")[()], values[:, [4, 0, 4]][..., [1]])
+        assert_bits_equal(layer_dataset(root, "fc")[()], fc)
     with h5py.File(whole, "r") as root:
-        assert_bits_equal(root["conv"][()], values)
-        assert_bits_equal(root["fc"][()], fc)
+        assert_bits_equal(layer_dataset(root, "conv")[()], values)
+        assert_bits_equal(layer_dataset(root, "fc")[()], fc)
 
 
 NAMES = ["features.3", "layer 4", "Schicht_ü", "层.卷积 5", "conv5.", ".hidden", "a,b", "1"]
 
 
-def test_layer_names_with_dots_spaces_and_unicode(tmp_path: Path, capsys):
+@every_write
+def test_layer_names_with_dots_spaces_and_unicode(route: str, suffix: str, tmp_path: Path,
+                                                  capsys):
     layers = {name: _special_values(np.dtype("float32"), (3, 4, 2, 2), seed=i)
               for i, name in enumerate(NAMES)}
     act = tmp_path / "in.act.h5"
@@ -319,30 +377,33 @@ def test_layer_names_with_dots_spaces_and_unicode(tmp_path: Path, capsys):
         assert sorted(acts) == sorted(NAMES)
         for name, values in layers.items():
             assert_bits_equal(acts[name].values, values)
-    whole = tmp_path / "whole.act.h5"
-    assert main(["-act", str(act), "-layer", *NAMES, "-out", str(whole)]) == 0
-    one = tmp_path / "one.act.h5"
-    assert main(["-act", str(act), "-layer", "层.卷积 5", "-chn", "4", "2", "-out", str(one)]) == 0
+    whole = tmp_path / f"whole{suffix}"
+    assert run(route, ["-act", str(act), "-layer", *NAMES, "-out", str(whole)]) == 0
+    one = tmp_path / f"one{suffix}"
+    assert run(route, ["-act", str(act), "-layer", "层.卷积 5", "-chn", "4", "2",
+                       "-out", str(one)]) == 0
     # ',' cannot be in a .dmask.csv layer line's axes, but may be in its name
     dmask = tmp_path / "names.dmask.csv"
     dmask.write_text("".join(f"{name}=chn\n3\n" for name in NAMES if name != "a,b"),
                      encoding="utf-8")
-    masked = tmp_path / "masked.act.h5"
-    assert main(["-act", str(act), "-dmask", str(dmask), "-out", str(masked)]) == 0
+    masked = tmp_path / f"masked{suffix}"
+    assert run(route, ["-act", str(act), "-dmask", str(dmask), "-out", str(masked)]) == 0
     assert capsys.readouterr().err == ""
     with h5py.File(whole, "r") as w, h5py.File(one, "r") as o, h5py.File(masked, "r") as m:
-        assert list(w) == NAMES
+        assert layer_names(w) == NAMES
         for name, values in layers.items():
-            assert_bits_equal(w[name][()], values)
-        assert list(o) == ["层.卷积 5"]
-        assert_bits_equal(o["层.卷积 5"][()], layers["层.卷积 5"][:, [3, 1]])
-        assert sorted(m) == sorted(n for n in NAMES if n != "a,b")
-        for name in m:
-            assert_bits_equal(m[name][()], layers[name][:, [2]])
+            assert_bits_equal(layer_dataset(w, name)[()], values)
+        assert layer_names(o) == ["层.卷积 5"]
+        assert_bits_equal(layer_dataset(o, "层.卷积 5")[()], layers["层.卷积 5"][:, [3, 1]])
+        assert sorted(layer_names(m)) == sorted(n for n in NAMES if n != "a,b")
+        for name in layer_names(m):
+            assert_bits_equal(layer_dataset(m, name)[()], layers[name][:, [2]])
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["contiguous", "gzip-resizable"])
-def test_empty_layers_of_zero_stimuli(chunked: bool, tmp_path: Path, capsys):
+@every_write
+def test_empty_layers_of_zero_stimuli(route: str, suffix: str, chunked: bool, tmp_path: Path,
+                                      capsys):
     act = tmp_path / "in.act.h5"
     with h5py.File(act, "w") as root:
         for name, shape in {"conv5": (0, 4, 3, 3), "fc3": (0, 6, 1, 1)}.items():
@@ -354,16 +415,19 @@ def test_empty_layers_of_zero_stimuli(chunked: bool, tmp_path: Path, capsys):
     with open_act(act) as acts:
         assert acts["conv5"].shape == (0, 4, 3, 3)
         assert acts["conv5"].values.shape == (0, 4, 3, 3)
-    out = tmp_path / "out.act.h5"
-    assert main(["-act", str(act), "-layer", "conv5", "-chn", "4", "1", "-out", str(out)]) == 0
-    whole = tmp_path / "whole.act.h5"
-    assert main(["-act", str(act), "-layer", "fc3", "conv5", "-out", str(whole)]) == 0
+    out = tmp_path / f"out{suffix}"
+    assert run(route, ["-act", str(act), "-layer", "conv5", "-chn", "4", "1",
+                       "-out", str(out)]) == 0
+    whole = tmp_path / f"whole{suffix}"
+    assert run(route, ["-act", str(act), "-layer", "fc3", "conv5", "-out", str(whole)]) == 0
     assert capsys.readouterr().err == ""
     with h5py.File(out, "r") as root:
-        assert root["conv5"].shape == (0, 2, 3, 3) and root["conv5"].dtype == np.float32
+        conv5 = layer_dataset(root, "conv5")
+        assert conv5.shape == (0, 2, 3, 3) and conv5.dtype == np.float32
     with h5py.File(whole, "r") as root:
-        assert list(root) == ["fc3", "conv5"]
-        assert root["fc3"].shape == (0, 6, 1, 1) and root["conv5"].shape == (0, 4, 3, 3)
+        assert layer_names(root) == ["fc3", "conv5"]
+        assert layer_dataset(root, "fc3").shape == (0, 6, 1, 1)
+        assert layer_dataset(root, "conv5").shape == (0, 4, 3, 3)
     with open_act(out) as acts:
         np.testing.assert_array_equal(acts["conv5"].channel.values, [4, 1])
 
@@ -378,7 +442,9 @@ FILTERS = {
 
 
 @pytest.mark.parametrize("case", list(FILTERS))
-def test_other_filters_and_chunks_read_exactly(case: str, tmp_path: Path, capsys):
+@every_write
+def test_other_filters_and_chunks_read_exactly(route: str, suffix: str, case: str,
+                                               tmp_path: Path, capsys):
     dtype = "int32" if "integers" in case else "float32"
     values = _special_values(np.dtype(dtype), (7, 5, 4, 5), seed=3)
     if dtype == "int32":
@@ -386,16 +452,19 @@ def test_other_filters_and_chunks_read_exactly(case: str, tmp_path: Path, capsys
     act = tmp_path / "in.act.h5"
     with h5py.File(act, "w") as root:
         root.create_dataset("conv", data=values, **FILTERS[case])
-    out = tmp_path / "out.act.h5"
-    assert main(["-act", str(act), "-layer", "conv", "-chn", "5", "2", "-out", str(out)]) == 0
+    out = tmp_path / f"out{suffix}"
+    assert run(route, ["-act", str(act), "-layer", "conv", "-chn", "5", "2",
+                       "-out", str(out)]) == 0
     assert capsys.readouterr().err == ""
     with h5py.File(out, "r") as root:
-        assert_bits_equal(root["conv"][()], values[:, [4, 1]])
+        assert_bits_equal(layer_dataset(root, "conv")[()], values[:, [4, 1]])
     with open_act(act) as acts:
         assert_bits_equal(acts["conv"].values, values)
 
 
-def test_a_damaged_chunk_fails_in_one_line_naming_the_layer(tmp_path: Path, capsys):
+@every_write
+def test_a_damaged_chunk_fails_in_one_line_naming_the_layer(route: str, suffix: str,
+                                                            tmp_path: Path, capsys):
     """A flipped byte inside one layer's compressed data, found by its chunk address."""
     act = tmp_path / "in.act.h5"
     layers = relu_activations(6, {"conv5": (8, 5, 5), "fc3": (10, 1, 1)}, seed=4)
@@ -408,15 +477,16 @@ def test_a_damaged_chunk_fails_in_one_line_naming_the_layer(tmp_path: Path, caps
     # whole layers are checked with --verify; without it their chunks are copied
     # as they are (test_damaged_file_fails_in_one_line_or_gives_what_h5py_reads)
     for flags in (["-layer", "conv5", "--verify"], ["-layer", "conv5", "-chn", "1"]):
-        out = tmp_path / "out.act.h5"
-        assert main(["-act", str(act), *flags, "-out", str(out)]) == 1
+        out = tmp_path / f"out{suffix}"
+        assert run(route, ["-act", str(act), *flags, "-out", str(out)]) == 1
         assert_one_line_error(capsys.readouterr().err, re.escape(repr(str(act))), r"'conv5'")
         assert sorted(p.name for p in tmp_path.iterdir()) == [act.name]
     # the undamaged layer still reads
-    fine = tmp_path / "fine.act.h5"
-    assert main(["-act", str(act), "-layer", "fc3", "-out", str(fine)]) == 0
+    fine = tmp_path / f"fine{suffix}"
+    assert run(route, ["-act", str(act), "-layer", "fc3", "-out", str(fine)]) == 0
+    assert capsys.readouterr().err == ""
     with h5py.File(fine, "r") as root:
-        assert_bits_equal(root["fc3"][()], layers["fc3"])
+        assert_bits_equal(layer_dataset(root, "fc3")[()], layers["fc3"])
 
 
 # -- hostile labels: the attributes this package reads --------------------------------
@@ -451,25 +521,32 @@ ATTRIBUTES: dict[str, tuple[Callable[[h5py.File, h5py.Dataset], object], list[st
 
 
 @pytest.mark.parametrize("case", list(ATTRIBUTES))
-def test_hostile_label_attributes_fail_in_one_line(case: str, tmp_path: Path, capsys):
+@every_write
+def test_hostile_label_attributes_fail_in_one_line(route: str, suffix: str, case: str,
+                                                   tmp_path: Path, capsys):
     build, patterns = ATTRIBUTES[case]
     act = tmp_path / "in.act.h5"
     with h5py.File(act, "w") as root:
         build(root, root.create_dataset("conv5", data=np.ones((2, 3, 2, 2), np.float32)))
-    out = tmp_path / "out.act.h5"
-    assert main(["-act", str(act), "-layer", "conv5", "-chn", "3", "1", "-out", str(out)]) == 1
+    out = tmp_path / f"out{suffix}"
+    assert run(route, ["-act", str(act), "-layer", "conv5", "-chn", "3", "1",
+                       "-out", str(out)]) == 1
     assert_one_line_error(capsys.readouterr().err, re.escape(repr(str(act))), *patterns)
     assert [p.name for p in tmp_path.iterdir()] == [act.name]
 
 
 @pytest.mark.parametrize("kind", ["fifo", "link-to-dev-zero"])
-def test_special_files_do_not_hang(kind: str, tmp_path: Path):
+@pytest.mark.parametrize("route", ROUTES)
+def test_special_files_do_not_hang(route: str, kind: str, tmp_path: Path):
+    # in a child process with a timeout, since the risk is a hang; one suffix, since the
+    # input is refused as it is opened, before anything of the output is made
     act = tmp_path / "in.act.h5"
     if kind == "fifo":
         os.mkfifo(act)
     else:
         act.symlink_to("/dev/zero")
-    done = run_cli("-act", act, "-layer", "conv5", "-out", tmp_path / "o.act.h5", timeout=60)
+    done = run_cli("-act", act, "-layer", "conv5", "-out", tmp_path / "o.act.h5", timeout=60,
+                   route=route)
     assert done.returncode == 1
     assert_one_line_error(done.stderr, re.escape(repr(str(act))), r"not an HDF5 file")
     assert [p.name for p in tmp_path.iterdir()] == [act.name]

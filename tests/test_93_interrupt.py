@@ -12,6 +12,12 @@ write seen on disk, not a guess in seconds), then sends a signal. Then:
   the previous one byte for byte, and a rerun succeeds with the exact
   values beside the stray file;
 - always: the input is byte for byte unchanged.
+
+Every case runs for both suffixes (``.act.h5``, ``.nc``) through the
+command; through each Python route (``mask_file`` and ``save_act`` of
+``Activations``, a dict and a ``DataTree``, see ``tests/routes.py``) a
+Ctrl-C and a SIGKILL mid-write run for both suffixes, since the deferral
+of signals and the temporary file are the one writer's, whatever the route.
 """
 
 from __future__ import annotations
@@ -22,11 +28,14 @@ from pathlib import Path
 import pytest
 from conftest import digest
 from reliability import (
+    ROUTES,
+    SUFFIXES,
     BigInput,
     assert_ok,
     assert_one_line_error,
     assert_same_layer,
     run_cli,
+    run_here,
     start_cli,
     temp_files,
     wait_for_temp,
@@ -36,12 +45,19 @@ from dnnmask_xr.testing import relu_activations, write_reference_act
 
 
 @pytest.fixture(scope="module")
-def full_size(big: BigInput, tmp_path_factory: pytest.TempPathFactory) -> int:
-    """Size of the finished output: kill points are fractions of it."""
-    out = tmp_path_factory.mktemp("reference") / "out.act.h5"
-    assert_ok(run_cli("-act", big.act, "-dmask", big.dmask, "-out", out))
-    assert_same_layer(out, big.layer, big.expected, big.channels)
-    return out.stat().st_size
+def full_sizes(big: BigInput, tmp_path_factory: pytest.TempPathFactory) -> dict[str, int]:
+    """Size of the finished output per suffix: kill points are fractions of it.
+
+    Every route writes the same layout (one writer), so the command's size is
+    every route's, give or take the provenance attributes.
+    """
+    sizes = {}
+    for suffix in SUFFIXES:
+        out = tmp_path_factory.mktemp("reference") / f"out{suffix}"
+        assert_ok(run_cli("-act", big.act, "-dmask", big.dmask, "-out", out))
+        assert_same_layer(out, big.layer, big.expected, big.channels)
+        sizes[suffix] = out.stat().st_size
+    return sizes
 
 
 @pytest.fixture(scope="module")
@@ -58,23 +74,28 @@ CASES = [
     (signal.SIGKILL, 1 / 3, False),
     (signal.SIGKILL, 2 / 3, True),
 ]
+#: The cases the Python routes run too: Ctrl-C mid-write, and a kill over a previous -out.
+ROUTE_CASES = [CASES[1], CASES[5]]
+RUNS = [(route, suffix, *case) for route in ROUTES for suffix in SUFFIXES
+        for case in (CASES if route == "command" else ROUTE_CASES)]
 
 
 @pytest.mark.parametrize(
-    ("signum", "fraction", "previous"), CASES,
-    ids=[f"{s.name}-at-{f:.0%}-{'over-previous' if p else 'new'}" for s, f, p in CASES],
+    ("route", "suffix", "signum", "fraction", "previous"), RUNS,
+    ids=[f"{r}-{x}-{s.name}-at-{f:.0%}-{'over-previous' if p else 'new'}"
+         for r, x, s, f, p in RUNS],
 )
 def test_interrupted_write_loses_nothing(
-    big: BigInput, full_size: int, input_digest: str, tmp_path: Path,
-    signum: signal.Signals, fraction: float, previous: bool,
+    big: BigInput, full_sizes: dict[str, int], input_digest: str, tmp_path: Path,
+    route: str, suffix: str, signum: signal.Signals, fraction: float, previous: bool,
 ):
-    out = tmp_path / "out.act.h5"
+    out = tmp_path / f"out{suffix}"
     if previous:
         write_reference_act(out, relu_activations(2, {"old": (3, 2, 2)}))
         previous_digest = digest(out)
 
-    proc = start_cli("-act", big.act, "-dmask", big.dmask, "-out", out)
-    wait_for_temp(proc, out, int(fraction * full_size))
+    proc = start_cli("-act", big.act, "-dmask", big.dmask, "-out", out, route=route)
+    wait_for_temp(proc, out, int(fraction * full_sizes[suffix]))
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=60)
 
@@ -93,7 +114,8 @@ def test_interrupted_write_loses_nothing(
     assert digest(big.act) == input_digest
 
     if signum == signal.SIGKILL:
-        assert_ok(run_cli("-act", big.act, "-dmask", big.dmask, "-out", out))
+        # in this process: only the stray file is in question here, not a crash
+        assert_ok(run_here("-act", big.act, "-dmask", big.dmask, "-out", out, route=route))
         assert_same_layer(out, big.layer, big.expected, big.channels)
         # the rerun leaves no temporary file of its own (a stray from the kill may stay)
         assert temp_files(tmp_path, out) <= strays

@@ -11,11 +11,16 @@
   folder that is really read-only (a read-only bind mount when the tests
   may mount, as root in this sandbox; ``chmod`` when they run as another
   user, for whom it is enforced).
+
+Through every route (``tests/routes.py``): the race and the replaced output
+for both suffixes; the tests of reading an input for each route (how the
+input is opened differs, the output's suffix plays no part there).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import subprocess
@@ -29,50 +34,66 @@ import numpy as np
 import pytest
 from conftest import digest
 from reliability import (
+    ROUTES,
+    SUFFIXES,
     TIMEOUT,
     BigInput,
     assert_ok,
+    assert_one_line_error,
     assert_same_layer,
-    run_cli,
+    holds_temp,
+    layer_dataset,
+    layer_names,
+    run_here,
+    run_route,
     start_cli,
     temp_files,
-    wait_for_temp,
+    wait_for_writer,
 )
 
 from dnnmask_xr import open_act
 
+#: Every route writing each suffix: (route, suffix), ids like save_act-dict-.nc.
+WRITES = [(route, suffix) for route in ROUTES for suffix in SUFFIXES]
+every_write = pytest.mark.parametrize(("route", "suffix"), WRITES,
+                                      ids=[f"{route}-{suffix}" for route, suffix in WRITES])
 
-def test_two_writers_of_one_out_leave_one_whole_result(big: BigInput, tmp_path: Path):
+
+@every_write
+def test_two_writers_of_one_out_leave_one_whole_result(big: BigInput, tmp_path: Path,
+                                                       route: str, suffix: str):
     even = tmp_path / "even.dmask.csv"
     even_channels = big.channels + 1
     even.write_text(f"{big.layer}=chn\n" + ",".join(map(str, even_channels)) + "\n")
     with h5py.File(big.act, "r") as root:
         even_values = root[big.layer][:, 1::2]
-    out = tmp_path / "out.act.h5"
+    out = tmp_path / f"out{suffix}"
     before = digest(big.act)
 
-    # The first run is paused once its write has begun and resumed once the
-    # second's has too, so both writes are under way at once whatever their
-    # speeds: the race really runs.
-    first = start_cli("-act", big.act, "-dmask", big.dmask, "-out", out)
-    wait_for_temp(first, out, 1)
+    # Both runs start at once; the first to begin writing is paused, and resumed
+    # once the other has begun too, so both writes are under way at once whatever
+    # their speeds: the race really runs. Both write through the route under test.
+    runs = [start_cli("-act", big.act, "-dmask", mask, "-out", out, route=route)
+            for mask in (big.dmask, even)]
+    first = wait_for_writer(runs, out)
     first.send_signal(signal.SIGSTOP)
     try:
-        second = start_cli("-act", big.act, "-dmask", even, "-out", out)
+        second = runs[1] if first is runs[0] else runs[0]
         deadline = time.monotonic() + TIMEOUT
-        while len(temp_files(tmp_path, out)) < 2 and second.poll() is None:
+        while not holds_temp(second, out) and second.poll() is None:
             assert time.monotonic() < deadline, "the second run never began writing"
             time.sleep(0.002)
         assert second.poll() is None, second.communicate()
+        assert holds_temp(first, out), "the first run is not writing"
     finally:
         first.send_signal(signal.SIGCONT)
-    for proc in (first, second):
+    for proc in runs:
         _, stderr = proc.communicate(timeout=TIMEOUT)
         assert (proc.returncode, stderr) == (0, "")
 
     assert {p.name for p in tmp_path.iterdir()} == {out.name, even.name}
     with h5py.File(out, "r") as root:
-        assert list(root) == [big.layer]
+        assert layer_names(root) == [big.layer]
         cmd = root.attrs["cmd"]
     winner = "even" if even.name in cmd else "odd"
     if winner == "even":
@@ -83,9 +104,12 @@ def test_two_writers_of_one_out_leave_one_whole_result(big: BigInput, tmp_path: 
     assert digest(big.act) == before
 
 
-def test_readers_keep_reading_while_the_input_is_masked(big: BigInput, tmp_path: Path):
+# the readers read the input: the output's suffix plays no part, the route's reading does
+@pytest.mark.parametrize("route", ROUTES)
+def test_readers_keep_reading_while_the_input_is_masked(big: BigInput, tmp_path: Path,
+                                                        route: str):
     out = tmp_path / "out.act.h5"
-    proc = start_cli("-act", big.act, "-dmask", big.dmask, "-out", out)
+    proc = start_cli("-act", big.act, "-dmask", big.dmask, "-out", out, route=route)
     reads_during_write = 0
     with h5py.File(big.act, "r") as direct:
         for step in range(10**6):
@@ -126,13 +150,17 @@ def held_open(path: Path, mode: str) -> Iterator[None]:
     assert holder.returncode == 0
 
 
+# Each route runs as its users run it (run_route): dnn_mask in its own process, the Python
+# API in this one, as in a notebook; the locks in question are the other process's. The
+# input side only: the output's suffix plays no part.
 @pytest.mark.parametrize(
     ("mode", "locking_env"), [("r", None), ("a", None), ("a", "FALSE")],
     ids=["held-read-only", "held-for-writing", "held-for-writing-locking-off"],
 )
+@pytest.mark.parametrize("route", ROUTES)
 def test_input_held_open_by_another_process_stays_readable(
     act_file: Path, layers: dict[str, np.ndarray], tmp_path: Path, mode: str,
-    locking_env: str | None,
+    locking_env: str | None, route: str,
 ):
     env = dict(os.environ)
     env.pop("HDF5_USE_FILE_LOCKING", None)
@@ -142,11 +170,12 @@ def test_input_held_open_by_another_process_stays_readable(
         # h5py opening for writing may itself touch the file: compare from here
         before = digest(act_file)
         channels = tmp_path / "channels.act.h5"
-        assert_ok(run_cli("-act", act_file, "-layer", "conv5", "-chn", 3, 1, "-out", channels,
-                          env=env))
+        assert_ok(run_route("-act", act_file, "-layer", "conv5", "-chn", 3, 1,
+                            "-out", channels, env=env, route=route))
         assert_same_layer(channels, "conv5", layers["conv5"][:, [2, 0]], [3, 1])
         whole = tmp_path / "whole.act.h5"
-        assert_ok(run_cli("-act", act_file, "-layer", "fc3", "conv5", "-out", whole, env=env))
+        assert_ok(run_route("-act", act_file, "-layer", "fc3", "conv5", "-out", whole, env=env,
+                            route=route))
         assert_same_layer(whole, "fc3", layers["fc3"], range(1, 13))
         assert_same_layer(whole, "conv5", layers["conv5"], range(1, 21))
         with open_act(act_file) as acts:
@@ -189,7 +218,10 @@ def read_only_folder(folder: Path) -> Iterator[Path]:
         view.rmdir()
 
 
-def test_read_only_input_in_read_only_folder(act_file: Path, layers, tmp_path: Path):
+@pytest.mark.parametrize("route", ROUTES)
+def test_read_only_input_in_read_only_folder(act_file: Path, layers, tmp_path: Path,
+                                             route: str):
+    # as test_input_held_open_by_another_process_stays_readable: input side, run_route
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     act = inputs / "in.act.h5"
@@ -203,22 +235,63 @@ def test_read_only_input_in_read_only_folder(act_file: Path, layers, tmp_path: P
             with open(frozen, "r+b"):
                 pass
         with held_open(frozen, "r"):
-            assert_ok(run_cli("-act", frozen, "-layer", "conv5", "-chn", 2, 20, "-out", out))
+            assert_ok(run_route("-act", frozen, "-layer", "conv5", "-chn", 2, 20, "-out", out,
+                                route=route))
             with open_act(frozen) as acts:
                 np.testing.assert_array_equal(acts["fc3"].values, layers["fc3"])
     assert_same_layer(out, "conv5", layers["conv5"][:, [1, 19]], [2, 20])
     assert digest(act) == digest(act_file)
 
 
+@contextlib.contextmanager
+def reading_in_another_process(path: Path, layer: str) -> Iterator[list[str]]:
+    """Open ``path`` with h5py in another process; on leaving, it reads ``layer``.
+
+    Yields a list that then holds the SHA-256 of the values it read, so that
+    a write in this process can replace the file under a reader elsewhere.
+    """
+    reader = subprocess.Popen(
+        [sys.executable, "-c",
+         "import hashlib, sys, h5py\n"
+         "f = h5py.File(sys.argv[1], 'r')\n"
+         "d = f[sys.argv[2]]\n"
+         "print('open', flush=True)\n"
+         "sys.stdin.read()\n"
+         "print(hashlib.sha256(d[()].tobytes()).hexdigest(), flush=True)\n",
+         str(path), f"{layer}/{layer}" if path.name.endswith(".nc") else layer],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    read: list[str] = []
+    try:
+        assert reader.stdout.readline() == "open\n"
+        yield read
+    finally:
+        stdout, _ = reader.communicate(timeout=60)
+    assert reader.returncode == 0
+    read.append(stdout.strip())
+
+
+@every_write
 def test_a_reader_of_the_old_output_keeps_its_values_while_it_is_replaced(
-    act_file: Path, layers: dict[str, np.ndarray], tmp_path: Path
+    act_file: Path, layers: dict[str, np.ndarray], tmp_path: Path, route: str, suffix: str
 ):
-    out = tmp_path / "out.act.h5"
-    assert_ok(run_cli("-act", act_file, "-layer", "conv5", "-chn", 1, 2, "-out", out))
+    out = tmp_path / f"out{suffix}"
+    assert_ok(run_here("-act", act_file, "-layer", "conv5", "-chn", 1, 2, "-out", out,
+                       route=route))
+    old_values = layers["conv5"][:, [0, 1]]
     with open_act(out) as old, h5py.File(out, "r") as direct:
-        # the new output replaces the old by a rename; open readers keep the old file
-        assert_ok(run_cli("-act", act_file, "-layer", "conv5", "-chn", 5, 6, 7, "-out", out))
-        np.testing.assert_array_equal(old["conv5"].values, layers["conv5"][:, [0, 1]])
-        np.testing.assert_array_equal(direct["conv5"][()], layers["conv5"][:, [0, 1]])
+        # in the process that reads it, no route replaces the old output: by design
+        refused = run_here("-act", act_file, "-layer", "conv5", "-chn", 5, "-out", out,
+                           route=route)
+        assert refused.returncode == 2
+        assert_one_line_error(refused.stderr, r"this process holds it open")
+        np.testing.assert_array_equal(old["conv5"].values, old_values)
+        np.testing.assert_array_equal(layer_dataset(direct, "conv5")[()], old_values)
+    # a write replaces it by a rename (run_route: dnn_mask in its own process, the Python
+    # API in this one); a reader elsewhere that has it open keeps the old file
+    with reading_in_another_process(out, "conv5") as read:
+        assert_ok(run_route("-act", act_file, "-layer", "conv5", "-chn", 5, 6, 7, "-out", out,
+                            route=route))
+    assert read == [hashlib.sha256(old_values.tobytes()).hexdigest()]
     assert_same_layer(out, "conv5", layers["conv5"][:, [4, 5, 6]], [5, 6, 7])
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

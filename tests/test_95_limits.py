@@ -10,6 +10,7 @@
   mount, as root in this sandbox), and a file size limit
   (``RLIMIT_FSIZE``, with ``SIGXFSZ`` ignored so that writes fail with
   ``EFBIG`` instead of killing the process), which needs no privilege.
+  For both suffixes, and through every route (``tests/routes.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import h5py
 import numpy as np
 import pytest
 from conftest import digest
-from reliability import assert_one_line_error, command
+from reliability import ROUTES, SUFFIXES, assert_one_line_error, command
 
 from dnnmask_xr import open_act, read_stim, save_act
 from dnnmask_xr.cli import main
@@ -149,10 +150,18 @@ def _limit_file_size() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, 2**20))
 
 
-@pytest.mark.parametrize("suffix", [".act.h5", ".nc"])
-@pytest.mark.parametrize("how", ["tmpfs-of-1MiB", "file-size-limit-1MiB"])
+HOWS = ["tmpfs-of-1MiB", "file-size-limit-1MiB"]
+#: (how, route, suffix): the command fills the disk both ways; the Python routes under the
+#: file-size limit, which needs no privilege (a full tmpfs fails the same writes of the one
+#: writer, with ENOSPC instead of EFBIG).
+FULL = [(how, route, suffix) for route in ROUTES for how in HOWS for suffix in SUFFIXES
+        if route == "command" or how.startswith("file-size")]
+
+
+@pytest.mark.parametrize(("how", "route", "suffix"), FULL,
+                         ids=[f"{route}-{suffix}-{how}" for how, route, suffix in FULL])
 def test_disk_full_during_the_write_is_one_clean_error(
-    how: str, suffix: str, incompressible: Path, tmp_path: Path
+    how: str, route: str, suffix: str, incompressible: Path, tmp_path: Path
 ):
     before = digest(incompressible)
     with contextlib.ExitStack() as stack:
@@ -164,7 +173,8 @@ def test_disk_full_during_the_write_is_one_clean_error(
             folder.mkdir()
             limit = _limit_file_size
         out = folder / f"out{suffix}"
-        done = subprocess.run(command("-act", incompressible, "-layer", "conv", "-out", out),
+        done = subprocess.run(command("-act", incompressible, "-layer", "conv", "-out", out,
+                                      route=route),
                               capture_output=True, text=True, timeout=120, check=False,
                               preexec_fn=limit)
         # nothing at -out, no temporary file, the input untouched ...

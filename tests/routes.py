@@ -1,0 +1,102 @@
+"""Every route that writes, behind the command's arguments and the command's errors.
+
+``python tests/routes.py ROUTE DNN_MASK_ARGS...`` writes what
+``dnn_mask DNN_MASK_ARGS...`` writes, through ``ROUTE``:
+
+- ``command``: :func:`dnnmask_xr.cli.main` itself;
+- ``mask_file``: ``dx.mask_file(act, out, mask, ...)``;
+- ``save_act-activations``: ``dx.save_act(dx.open_act(act).mask(mask), out, ...)``;
+- ``save_act-dict``: the same layers as a plain dict (which has no
+  ``stim_header``: the ``.stim.csv`` header is not kept, by design);
+- ``save_act-datatree``: the same layers as ``dx.to_datatree(...)``.
+
+The mask is built as the command builds it (its own parser,
+``mask_from_flags``, ``read_dmask``, numbers ``by="ordinal"``), and the
+output's root gets the same ``cmd`` attribute. The project's errors are
+reported as the command reports them, so one set of assertions holds for
+every route: a :class:`~dnnmask_xr.DnnMaskError` is one ``dnn_mask: error:``
+line and status 1 (2 for a :class:`~dnnmask_xr.UsageError`); an
+``Interrupted`` write is one line and status 128 + the signal's number, or
+status 0 and a line saying the output was written. Anything else is a bug
+and surfaces as a traceback.
+
+:func:`run` does the same in the calling process (the damaged-file checks
+run many cases in one child).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Sequence
+
+#: The routes, in the order tests list them.
+ROUTES = ("command", "mask_file", "save_act-activations", "save_act-dict", "save_act-datatree")
+PROG = "dnn_mask"
+
+
+def run(route: str, argv: Sequence[str]) -> int:
+    """Write what ``dnn_mask argv`` writes through ``route``; return the command's status."""
+    from dnnmask_xr.act._interrupt import Interrupted, signal_name
+    from dnnmask_xr.cli import main
+    from dnnmask_xr.errors import DnnMaskError, UsageError
+
+    if route not in ROUTES:
+        raise ValueError(f"unknown route {route!r}; routes: {', '.join(ROUTES)}")
+    if route == "command":
+        return main(argv)
+    try:
+        _write(route, list(argv))
+    except SystemExit as done:  # the command's parser: --help, or a misused flag
+        return int(done.code or 0)
+    except UsageError as err:
+        return _fail(err, 2)
+    except DnnMaskError as err:
+        return _fail(err, 1)
+    except Interrupted as stop:
+        if stop.written:
+            print(f"{PROG}: interrupted by {signal_name(stop.signum)} after {stop.written!r} "
+                  "was written; the output is complete", file=sys.stderr)
+            return 0
+        return _fail(f"interrupted by {signal_name(stop.signum)}; nothing was written",
+                     128 + stop.signum)
+    return 0
+
+
+def _write(route: str, argv: list[str]) -> None:
+    import dnnmask_xr as dx
+    from dnnmask_xr.act.write import DEFAULT_MEMORY
+    from dnnmask_xr.cli import _check_flags, _get_parser
+
+    args = _get_parser().parse_args(argv)
+    _check_flags(args)
+    if args.dry_run:
+        raise dx.UsageError("--dry-run is the command's own; the Python routes always write")
+    if args.dmask is not None:
+        mask = dx.read_dmask(args.dmask)
+    else:
+        mask = dx.mask_from_flags(args.layer, args.chn)
+    options = {"attrs": {"cmd": shlex.join([PROG, *argv])},
+               "memory": args.memory or DEFAULT_MEMORY, "threads": args.threads,
+               "verify": args.verify}
+    if route == "mask_file":
+        dx.mask_file(args.act, args.out, mask, stim=args.stim, by="ordinal", **options)
+        return
+    with dx.open_act(args.act, stim=args.stim) as acts:
+        masked = acts.mask(mask, by="ordinal")
+        if route == "save_act-dict":
+            dx.save_act(dict(masked), args.out, **options)
+        elif route == "save_act-datatree":
+            dx.save_act(dx.to_datatree(masked), args.out, **options)
+        else:
+            dx.save_act(masked, args.out, **options)
+
+
+def _fail(error: object, status: int) -> int:
+    message = " ".join(str(error).split("\n"))
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1], sys.argv[2:]))
