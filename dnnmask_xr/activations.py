@@ -10,6 +10,7 @@ import pandas as pd
 import xarray as xr
 
 from dnnmask_xr._args import mapping_arg
+from dnnmask_xr.act.checks import check_layer_name
 from dnnmask_xr.act.describe import describe_layers
 from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS, count_from_one
 from dnnmask_xr.act.select import (
@@ -18,7 +19,6 @@ from dnnmask_xr.act.select import (
     layer_positions,
     stimulus_labels,
 )
-from dnnmask_xr.act.write import check_layer_name
 from dnnmask_xr.errors import DnnMaskError, SelectionError, UsageError
 from dnnmask_xr.formats.dmask import DnnMask, format_dmask
 from dnnmask_xr.formats.stim import Stimuli

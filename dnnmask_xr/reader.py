@@ -10,6 +10,7 @@ from xarray.backends import CachingFileManager
 from xarray.core import indexing
 
 from dnnmask_xr._args import path_arg
+from dnnmask_xr.act.checks import NC_SUFFIX
 from dnnmask_xr.act.layout import (
     DIMS,
     check_readable,
@@ -20,7 +21,6 @@ from dnnmask_xr.act.layout import (
     open_file,
 )
 from dnnmask_xr.act.select import blaming
-from dnnmask_xr.act.write import NC_SUFFIX
 from dnnmask_xr.activations import Activations
 from dnnmask_xr.dask_layers import Chunks, chunk_layer
 from dnnmask_xr.formats.stim import Stimuli, read_stim

@@ -13,10 +13,11 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from dnnmask_xr._args import mapping_arg, path_arg
+from dnnmask_xr.act.checks import check_output
 from dnnmask_xr.act.layout import open_file
 from dnnmask_xr.act.plan import plan_mask
 from dnnmask_xr.act.select import NumberMeaning
-from dnnmask_xr.act.write import DEFAULT_MEMORY, SaveReport, WriteOptions, check_output, write
+from dnnmask_xr.act.write import DEFAULT_MEMORY, SaveReport, WriteOptions, write
 from dnnmask_xr.formats.dmask import DnnMask
 
 if TYPE_CHECKING:

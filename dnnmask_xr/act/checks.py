@@ -1,0 +1,216 @@
+"""The checks every write passes, made once, before anything is created.
+
+:func:`~dnnmask_xr.act.write.write` calls them for every route: the output
+path, the inputs it must never replace, and everything in the plan that the
+reader would refuse to read back (names, labels, attributes, the stimulus
+table).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS, is_reserved
+from dnnmask_xr.act.plan import Plan
+from dnnmask_xr.errors import ActFileError, DnnMaskError, OutputIsInputError, UsageError
+
+SUFFIX = ".act.h5"
+#: The suffix of netCDF4 outputs (laid out by :mod:`dnnmask_xr.act.nc`).
+NC_SUFFIX = ".nc"
+SUFFIXES = (SUFFIX, NC_SUFFIX)
+#: Attribute names HDF5's dimension scales and netCDF use for themselves.
+_SYSTEM_ATTRS = ("DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME", "coordinates")
+
+
+def check_output(target: str) -> None:
+    """Check that an output file can be created at ``target``.
+
+    Raises
+    ------
+    UsageError
+        If the name ends in neither ``.act.h5`` nor ``.nc``.
+    ActFileError
+        If its folder is missing, not a folder or not writable, or the
+        target is a folder.
+    """
+    if not isinstance(target, str):
+        raise UsageError(f"output path {target!r} is not a path")
+    if not target.endswith(SUFFIXES):
+        raise UsageError(f"output {target!r} does not end in {SUFFIX!r} or {NC_SUFFIX!r}; "
+                         f"name it like 'masked{SUFFIX}'")
+    folder = Path(target).parent
+    if folder.exists() and not folder.is_dir():
+        raise ActFileError(f"cannot write {target!r}: {str(folder)!r} is a file, not a folder")
+    if not folder.is_dir():
+        raise ActFileError(f"cannot write {target!r}: folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ActFileError(f"cannot write {target!r}: folder {str(folder)!r} is not writable")
+    if Path(target).is_dir():
+        raise ActFileError(f"cannot write {target!r}: it is a folder")
+
+
+def check_not_input(plan: Plan, target: str) -> None:
+    """Refuse to replace a file the layers are read from, or one this process holds open.
+
+    Raises
+    ------
+    OutputIsInputError
+        If ``target`` is such a file (by any path, links included).
+    """
+    if not os.path.exists(target):
+        return
+    for source in sorted(plan.sources):
+        if same_file(source, target):
+            raise OutputIsInputError(_is_input(target, "the layers are read from it"))
+    for source in open_hdf5_files():
+        if same_file(source, target):
+            raise OutputIsInputError(_is_input(target, "this process holds it open; close "
+                                                       "what was opened from it first"))
+
+
+def _is_input(target: str, why: str) -> str:
+    return (f"output {target!r} is the input file ({why}); dnnmask_xr never overwrites its "
+            "input: choose another output path")
+
+
+def open_hdf5_files() -> list[str]:
+    """Name the HDF5 files this process has open (h5py, h5netcdf and xarray's alike)."""
+    names = []
+    for file_id in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+        with contextlib.suppress(Exception):
+            names.append(os.fsdecode(file_id.name))
+    return names
+
+
+def check_plan(plan: Plan) -> None:
+    """Refuse, before anything is created, what the reader would refuse to read back.
+
+    Raises
+    ------
+    DnnMaskError
+        For a layer name that is empty, holds ``/`` or is not UTF-8; labels
+        that are not integers or overflow int64; a reserved or unstorable
+        attribute; a stimulus table of the wrong length.
+    """
+    seen: set[str] = set()
+    for layer in plan.layers:
+        check_layer_name(layer.name)
+        if layer.name in seen:
+            raise DnnMaskError(f"layer {layer.name!r} is named twice; name each layer once")
+        seen.add(layer.name)
+        if len(layer.shape) != 4:
+            raise DnnMaskError(f"layer {layer.name!r} has {len(layer.shape)} dims; layers "
+                               f"have the 4 dims {DIMS}")
+        check_unit_labels(layer.name, layer.labels, layer.shape[1:])
+        _check_attrs(layer.attrs, f"layer {layer.name!r}", reserved=NUMBERED_DIMS)
+        if layer.shape[0] != plan.stimulus.ids.size:
+            raise DnnMaskError(f"layer {layer.name!r} has {layer.shape[0]} stimuli but the "
+                               f"stimulus table lists {plan.stimulus.ids.size}")
+    _check_attrs(plan.attrs, "the file's root", reserved=())
+    stimulus = plan.stimulus
+    _check_values(stimulus.ids, "stimulus IDs")
+    for name, values in stimulus.fields.items():
+        if not isinstance(name, str) or not name or "/" in name or name in DIMS:
+            raise DnnMaskError(f"stimulus field name {name!r} is not valid; give a name "
+                               f"without '/', other than {', '.join(DIMS)}")
+        _check_text(name, "stimulus field name")
+        if np.shape(values) != stimulus.ids.shape:
+            raise DnnMaskError(f"stimulus field {name!r} holds {np.size(values)} values for "
+                               f"{stimulus.ids.size} stimuli; give one per stimulus")
+        _check_values(values, f"stimulus field {name!r}")
+    for key, value in stimulus.header.items():
+        if not (isinstance(key, str) and isinstance(value, str)):
+            raise DnnMaskError(f"stimulus header entry {key!r}: {value!r} is not text; a "
+                               ".stim.csv header maps names to text")
+
+
+def check_layer_name(name: object) -> None:
+    """Check a layer name: text, not empty, without ``/``, valid UTF-8 without NUL.
+
+    Raises
+    ------
+    DnnMaskError
+        If it is not such a name.
+    """
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name:
+        raise DnnMaskError(f"layer name {name!r} is not valid; a layer is a dataset at the "
+                           "file's root, named by non-empty text without '/' (for "
+                           "'features/3' use 'features.3')")
+    _check_text(name, "layer name")
+
+
+def check_unit_labels(name: str, labels: Mapping[str, np.ndarray],
+                       sizes: tuple[int, ...] | None = None) -> None:
+    """Check that a layer's channel, row and column labels are int64 integers.
+
+    Raises
+    ------
+    DnnMaskError
+        If one of them is not, or does not fit int64, or (with ``sizes``)
+        has other than one label per unit.
+    """
+    for axis, dim in enumerate(NUMBERED_DIMS):
+        axis_labels = np.asarray(labels[dim])
+        if axis_labels.dtype.kind not in "iu":
+            raise DnnMaskError(f"layer {name!r}: {dim} labels are {axis_labels.dtype}, not "
+                               f"integers; {dim} labels are the 1-based numbers of the "
+                               "network's units")
+        if (axis_labels.dtype.kind == "u" and axis_labels.size
+                and axis_labels.max() > np.iinfo(np.int64).max):
+            raise DnnMaskError(f"layer {name!r}: {dim} label {int(axis_labels.max())} is "
+                               "beyond the int64 range that files store unit numbers in")
+        if sizes is not None and axis_labels.shape != (sizes[axis],):
+            raise DnnMaskError(f"layer {name!r}: {axis_labels.size} {dim} labels for "
+                               f"{sizes[axis]} {dim}s; give one per unit")
+
+
+def _check_attrs(attrs: Mapping[str, Any], where: str, reserved: tuple[str, ...]) -> None:
+    for key, value in attrs.items():
+        if not isinstance(key, str) or not key:
+            raise DnnMaskError(f"attribute name {key!r} of {where} is not valid; attribute "
+                               "names are non-empty text")
+        _check_text(key, f"attribute name of {where}")
+        if key in reserved or key in _SYSTEM_ATTRS or (not reserved and is_reserved(key)):
+            raise DnnMaskError(f"attribute {key!r} of {where} is reserved: the file keeps "
+                               "labels there; rename the attribute")
+        _check_values(value, f"attribute {key!r} of {where}")
+
+
+def _check_values(value: Any, what: str) -> None:
+    """Refuse values a file cannot give back as they were: None, bytes, mappings, mixtures."""
+    array = None if value is None or isinstance(value, Mapping | set) else np.asarray(value)
+    storable = array is not None and (
+        array.dtype.kind in "biufU"
+        or (array.dtype.kind == "O" and all(isinstance(item, str) for item in array.flat))
+    )
+    if not storable:
+        raise DnnMaskError(f"{what} holds {value!r}, which a file cannot store; give text, "
+                           "numbers, or a list of either")
+    if array.dtype.kind in "OU":
+        for item in array.flat:
+            _check_text(str(item), what)
+
+
+def _check_text(text: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeError:
+        raise DnnMaskError(f"{what} {text!r} is not valid UTF-8 text") from None
+    if "\x00" in text:
+        # HDF5 keeps names and strings as C strings: it would cut them there
+        raise DnnMaskError(f"{what} {text!r} holds a NUL character, which HDF5 cannot store")
+
+
+def same_file(first: str | os.PathLike[str], second: str | os.PathLike[str]) -> bool:
+    """Tell whether two paths name the same file (links and ``..`` included)."""
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return Path(first).resolve() == Path(second).resolve()
