@@ -173,8 +173,8 @@ def layer_sources(array: xr.DataArray) -> frozenset[str]:
     """Name the files a layer's values are read from, however they are wrapped.
 
     Looks through xarray's lazy wrappers and, for a dask-backed layer, the
-    dask graph, for the layer arrays of files opened here; the files
-    xarray's own HDF5 backends keep open are found by the writer itself.
+    dask graph, for the layer arrays of files opened here and the arrays of
+    xarray's own file backends (``netcdf4``, ``h5netcdf``), open or closed.
     """
     data = array.variable._data
     if hasattr(data, "__dask_graph__"):
@@ -188,6 +188,10 @@ def _paths(item: Any, depth: int) -> Iterator[str]:
         return
     if isinstance(item, LayerArray):
         yield item.path
+    elif isinstance(getattr(getattr(item, "datastore", None), "_filename", None), str):
+        # the arrays of xarray's own file backends (netcdf4, h5netcdf, scipy):
+        # netCDF4 brings its own HDF5 library, whose open files h5py cannot list
+        yield item.datastore._filename
     elif isinstance(item, tuple | list):
         for part in item:
             yield from _paths(part, depth + 1)

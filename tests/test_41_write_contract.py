@@ -355,3 +355,24 @@ def test_layers_of_a_closed_file_still_name_it_as_their_source(act_file, chunks)
         dx.save_act({"conv5": layer}, act_file)
     assert digest(act_file) == before
     assert_no_temp(act_file.parent)
+
+
+# layers read through xarray's own netCDF backends name their file too, even
+# once it is closed, and even where netCDF4 opens it with its own HDF5 library
+@pytest.mark.parametrize("closed", [False, True], ids=["open", "closed"])
+@pytest.mark.parametrize("engine", ["netcdf4", "h5netcdf"])
+@pytest.mark.parametrize("chunks", [None, {}], ids=["lazy", "dask"])
+def test_layers_from_xarray_backends_never_replace_their_file(act_file, tmp_path, engine,
+                                                              closed, chunks):
+    source = tmp_path / "in.nc"
+    dx.save_act(dx.open_act(act_file), source)
+    before = digest(source)
+    dataset = xr.open_dataset(source, group="conv5", engine=engine, chunks=chunks)
+    layer = dataset["conv5"].isel(channel=[0, 1])
+    if closed:
+        dataset.close()
+    with pytest.raises(dx.ActFileError, match="is the input file"):
+        dx.save_act({"conv5": layer}, source)
+    dataset.close()
+    assert digest(source) == before
+    assert_no_temp(tmp_path)
