@@ -109,7 +109,11 @@ class PlannedLayer:
 
 @dataclass(frozen=True)
 class StimulusTable:
-    """The stimulus table of a file: IDs, fields and the ``.stim.csv`` header."""
+    """The stimulus table of a file: IDs, fields and the ``.stim.csv`` header.
+
+    The numpy-only form of :class:`~dnnmask_xr.Stimuli` (which holds a
+    pandas table), so that ``dnn_mask`` writes stimuli without pandas.
+    """
 
     ids: np.ndarray
     fields: Mapping[str, np.ndarray] = field(default_factory=dict)
