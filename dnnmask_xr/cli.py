@@ -18,7 +18,9 @@ Examples
   dnn_mask -act test.act.h5 -dmask test.dmask.csv -stim test.stim.csv -out masked.act.h5
 
 exit status: 0 on success, 1 for a bad file or selection, 2 for misused
-flags, 130 on Ctrl-C, 143 on SIGTERM. On failure nothing is written at -out.
+flags (an -out that is the input included), 130 on Ctrl-C, 143 on SIGTERM,
+129 on SIGHUP. On failure nothing is written at -out; a signal that comes
+after -out was written is said on stderr, with status 0.
 """
 
 from __future__ import annotations
