@@ -13,6 +13,7 @@ from dnnmask_xr._args import mapping_arg
 from dnnmask_xr.act.checks import check_layer_name
 from dnnmask_xr.act.describe import describe_layers
 from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS, count_from_one
+from dnnmask_xr.act.plan import StimulusTable, shared_stimulus
 from dnnmask_xr.act.select import (
     NumberMeaning,
     check_meaning,
@@ -104,6 +105,20 @@ class Activations(Mapping[str, xr.DataArray]):
         table = {"stimID": first["stimulus"].values}
         table.update(stimulus_fields(first))
         return Stimuli(header=self.stim_header, table=pd.DataFrame(table))
+
+    def stimulus_table(self) -> StimulusTable:
+        """Return the one stimulus table all layers share, with the header.
+
+        Raises
+        ------
+        DnnMaskError
+            If a layer labels its stimuli differently from the first (see
+            :func:`~dnnmask_xr.act.plan.shared_stimulus`).
+        """
+        table = shared_stimulus(
+            (name, StimulusTable(array["stimulus"].values, stimulus_fields(array)))
+            for name, array in self._layers.items())
+        return StimulusTable(table.ids, table.fields, self.stim_header)
 
     def mask(self, mask: DnnMask, *, by: NumberMeaning = "label") -> Activations:
         """Keep the layers, channels, rows and columns a mask names.

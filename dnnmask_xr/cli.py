@@ -30,13 +30,10 @@ import re
 import shlex
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 from dnnmask_xr.act._interrupt import Interrupted, signal_name
 from dnnmask_xr.errors import DnnMaskError, UsageError
-
-if TYPE_CHECKING:
-    pass
 
 # Only what parsing the flags needs is imported here; numpy, h5py and the
 # rest come in main(), so start-up stays short and Ctrl-C during it is

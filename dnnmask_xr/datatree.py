@@ -23,8 +23,7 @@ from collections.abc import Mapping
 import xarray as xr
 
 from dnnmask_xr.act.layout import DIMS
-from dnnmask_xr.act.plan import StimulusTable, shared_stimulus
-from dnnmask_xr.activations import Activations, stimulus_fields
+from dnnmask_xr.activations import Activations
 from dnnmask_xr.errors import DnnMaskError
 
 
@@ -56,15 +55,13 @@ def to_datatree(acts: Activations | Mapping[str, xr.DataArray]) -> xr.DataTree:
         acts = Activations(acts)
     root = xr.Dataset(attrs=dict(acts.attrs))
     nodes: dict[str, xr.Dataset] = {}
-    first = next(iter(acts.values()), None)
-    if first is not None:
-        fields = stimulus_fields(first)
-        stimulus = xr.Variable("stimulus", first["stimulus"].values, attrs=dict(acts.stim_header))
+    if acts:
+        table = acts.stimulus_table()
+        fields = table.fields
+        stimulus = xr.Variable("stimulus", table.ids, attrs=dict(table.header))
         root = root.assign_coords(
             {"stimulus": stimulus, **{name: ("stimulus", v) for name, v in fields.items()}}
         )
-        shared_stimulus((name, StimulusTable(array["stimulus"].values, stimulus_fields(array)))
-                        for name, array in acts.items())
         for name, array in acts.items():
             clash = set(DIMS) | set(fields)
             if name in clash:

@@ -18,9 +18,9 @@ import xarray as xr
 
 from dnnmask_xr._args import mapping_arg
 from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS
-from dnnmask_xr.act.plan import ComputedValues, Plan, PlannedLayer, StimulusTable, shared_stimulus
+from dnnmask_xr.act.plan import ComputedValues, Plan, PlannedLayer
 from dnnmask_xr.act.write import DEFAULT_MEMORY, SaveReport, WriteOptions, progress_bar, write
-from dnnmask_xr.activations import Activations, stimulus_fields
+from dnnmask_xr.activations import Activations
 from dnnmask_xr.errors import DnnMaskError
 from dnnmask_xr.lazy import file_selection, layer_sources
 
@@ -128,20 +128,14 @@ def plan_layers(acts: Activations, attrs: Mapping[str, Any] | None = None) -> Pl
         If the layers disagree on their stimuli, or a layer carries a
         coordinate that a file has no place for.
     """
+    stimulus = acts.stimulus_table()
     layers = []
-    tables = []
     for name, array in acts.items():
         _check_coords(name, array)
-        fields = stimulus_fields(array)
-        tables.append((name, StimulusTable(array["stimulus"].values, fields,
-                                           acts.stim_header)))
         labels = {dim: array[dim].values for dim in NUMBERED_DIMS}
         values = file_selection(array) or ComputedValues(
             array.shape, array.dtype, _block_reader(array), layer_sources(array))
         layers.append(PlannedLayer(name, labels, values, dict(array.attrs)))
-    stimulus = shared_stimulus(tables)
-    if not tables:
-        stimulus = StimulusTable(stimulus.ids, header=acts.stim_header)
     return Plan(tuple(layers), stimulus, {**acts.attrs, **(attrs or {})})
 
 

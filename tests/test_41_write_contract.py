@@ -376,3 +376,18 @@ def test_layers_from_xarray_backends_never_replace_their_file(act_file, tmp_path
     dataset.close()
     assert digest(source) == before
     assert_no_temp(tmp_path)
+
+
+# one stimulus table, shared by save_act and to_datatree
+def test_stimulus_table_is_the_one_rule_every_route_uses(act_file, stim_file):
+    acts = dx.open_act(act_file, stim=stim_file)
+    table = acts.stimulus_table()
+    np.testing.assert_array_equal(table.ids, [f"img{i}.png" for i in range(5)])
+    assert list(table.fields) == ["label", "condition", "onset"]
+    np.testing.assert_array_equal(table.fields["onset"], [i * 0.5 for i in range(5)])
+    assert table.header == {"type": "image", "path": "/data/images"}
+    clash = dx.Activations({"a": small_layer(), "b": small_layer(values=("dog", "dog", "cat"))})
+    with pytest.raises(dx.DnnMaskError, match="values of field 'condition' differ"):
+        clash.stimulus_table()
+    with pytest.raises(dx.DnnMaskError, match="values of field 'condition' differ"):
+        dx.to_datatree(clash)

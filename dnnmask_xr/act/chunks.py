@@ -18,7 +18,6 @@ once is one output block plus a few chunks in flight per thread.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
@@ -58,7 +57,6 @@ _BATCH_BYTES = 2**20
 #: Most bytes of unit numbers written as attributes of a layer copied by
 #: HDF5's object copy (its header, version 1, holds 64 KiB in all).
 _COMPACT_BYTES = 32 * 2**10
-
 
 
 class Sink(Protocol):
@@ -143,14 +141,6 @@ class Budget:
         return max(1, self.memory // 3)
 
 
-def default_threads() -> int:
-    """Threads to code chunks with: the cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def write_selection(sink: Sink, selection: FileSelection, budget: Budget) -> LayerReport:
     """Write the selected units of a file's layer as a new gzip dataset.
 
@@ -232,6 +222,11 @@ def write_values(
     return report
 
 
+def gzip_options(chunks: tuple[int, ...] | None, level: int | None) -> dict[str, Any]:
+    """HDF5 creation options for a layer: gzip at ``level`` if chunked, none if not."""
+    return {} if chunks is None else {"compression": "gzip", "compression_opts": level}
+
+
 def _create_output(
     sink: Sink, shape: tuple[int, ...], dtype: np.dtype, stimulus_step: int | None
 ) -> h5py.Dataset:
@@ -255,10 +250,11 @@ def _copy_chunks(
     for count, index in enumerate(chunk_grid(target.shape, steps)):
         offset = tuple(int(axis[i]) * step for axis, i, step in zip(mapping, index, steps,
                                                                      strict=True))
-        stored = _read_raw(source, offset) or unwritten
+        stored = _read_raw(source, offset)
+        report.chunks_read += stored is not None
+        stored = stored or unwritten
         if stored is not None:
             filter_mask, data = stored
-            report.chunks_read += 1
             if budget.verify:
                 pending.append(budget.pool.submit(_decode, stored, steps, source))
                 report.chunks_inflated += not filter_mask

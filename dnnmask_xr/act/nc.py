@@ -28,6 +28,7 @@ import h5netcdf
 import h5py
 import numpy as np
 
+from dnnmask_xr.act.chunks import gzip_options
 from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS
 from dnnmask_xr.act.plan import Plan, PlannedLayer, StimulusTable
 from dnnmask_xr.errors import DnnMaskError
@@ -110,9 +111,8 @@ class _VariableSink:
         # no fill value: h5netcdf would store it as _FillValue, which readers
         # decode as missing values; the chunk copier writes chunks the input
         # never wrote when the fill values differ
-        gzip = {} if chunks is None else {"compression": "gzip", "compression_opts": level}
         variable = self.group.create_variable(self.name, DIMS, dtype=dtype, chunks=chunks,
-                                              **gzip)
+                                              **gzip_options(chunks, level))
         self.dataset = variable._h5ds
         return self.dataset
 

@@ -39,7 +39,14 @@ from dnnmask_xr.act.checks import (
     check_output,
     check_plan,
 )
-from dnnmask_xr.act.chunks import Budget, LayerReport, Sink, write_selection, write_values
+from dnnmask_xr.act.chunks import (
+    Budget,
+    LayerReport,
+    Sink,
+    gzip_options,
+    write_selection,
+    write_values,
+)
 from dnnmask_xr.act.layout import encode_stimulus, encode_unit_labels
 from dnnmask_xr.act.plan import FileSelection, Plan, PlannedLayer, StimulusTable
 from dnnmask_xr.errors import ActFileError, DnnMaskError, UsageError
@@ -255,10 +262,10 @@ class _GroupSink:
 
     def create(self, shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...] | None,
                level: int | None, fillvalue: Any) -> h5py.Dataset:
-        gzip = {} if chunks is None else {"compression": "gzip", "compression_opts": level}
         self.dataset = self.group.create_dataset(self.name, shape=shape, dtype=dtype,
                                                  chunks=chunks, fillvalue=fillvalue,
-                                                 track_order=True, **gzip)
+                                                 track_order=True,
+                                                 **gzip_options(chunks, level))
         return self.dataset
 
     def copy_object(self, source: h5py.Dataset) -> h5py.Dataset:
