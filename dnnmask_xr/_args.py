@@ -12,6 +12,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from dnnmask_xr.errors import UsageError
 
 
@@ -44,3 +46,16 @@ def mapping_arg(value: object, what: str) -> Mapping[str, Any]:
         raise UsageError(f"{what} {value!r} is not a mapping; give a dict such as "
                          "{'cmd': '...'}")
     return value
+
+
+def bool_arg(value: object, what: str) -> bool:
+    """Return ``value`` as a bool.
+
+    Raises
+    ------
+    UsageError
+        If ``value`` is neither True nor False (numpy's bools included).
+    """
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    raise UsageError(f"{what}={value!r} is neither True nor False")

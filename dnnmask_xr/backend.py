@@ -30,11 +30,13 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
     ``xr.open_datatree(path, engine="dnnact")`` gives the stimuli on the
     root and one node per layer; ``xr.open_dataset(path, engine="dnnact",
     group="conv5")`` (or ``open_dataarray``) gives one layer. Both take
-    ``stim=``, a ``.stim.csv`` path, like :func:`~dnnmask_xr.open_act`.
+    ``stim=``, a ``.stim.csv`` path, and ``allow_external=``, like
+    :func:`~dnnmask_xr.open_act`.
     """
 
     description = "Open DNNBrain activation files (.act.h5) as labelled, lazy layers"
-    open_dataset_parameters = ("filename_or_obj", "drop_variables", "group", "stim")
+    open_dataset_parameters = ("filename_or_obj", "drop_variables", "group", "stim",
+                               "allow_external")
     supports_groups = True
 
     def open_dataset(
@@ -44,6 +46,7 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
         drop_variables: str | Iterable[str] | None = None,
         group: str | None = None,
         stim: StimArg = None,
+        allow_external: bool = False,
     ) -> xr.Dataset:
         """Open one layer (``group="conv5"``), or the root's stimuli (``group="/"``).
 
@@ -53,7 +56,7 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
         from dnnmask_xr.errors import SelectionError
         from dnnmask_xr.reader import open_act
 
-        acts = open_act(filename_or_obj, stim=stim)
+        acts = open_act(filename_or_obj, stim=stim, allow_external=allow_external)
         name = None if group is None else group.strip("/")
         if name is None and len(acts) != 1:
             acts.close()
@@ -79,12 +82,13 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
         *,
         drop_variables: str | Iterable[str] | None = None,
         stim: StimArg = None,
+        allow_external: bool = False,
     ) -> xr.DataTree:
         """Open every layer: the stimuli on the root, one node per layer."""
         from dnnmask_xr.datatree import to_datatree
         from dnnmask_xr.reader import open_act
 
-        acts = open_act(filename_or_obj, stim=stim)
+        acts = open_act(filename_or_obj, stim=stim, allow_external=allow_external)
         tree = to_datatree(acts)
         if drop_variables:
             tree = tree.map_over_datasets(lambda dataset: _drop(dataset, drop_variables))
@@ -97,9 +101,11 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
         *,
         drop_variables: str | Iterable[str] | None = None,
         stim: StimArg = None,
+        allow_external: bool = False,
     ) -> dict[str, xr.Dataset]:
         """Open every node of :meth:`open_datatree` as a dataset, by path."""
-        tree = self.open_datatree(filename_or_obj, drop_variables=drop_variables, stim=stim)
+        tree = self.open_datatree(filename_or_obj, drop_variables=drop_variables, stim=stim,
+                                  allow_external=allow_external)
         return {node.path: node.to_dataset(inherit=False) for node in tree.subtree}
 
     def guess_can_open(self, filename_or_obj: object) -> bool:

@@ -97,6 +97,10 @@ def _get_parser() -> argparse.ArgumentParser:
                              "(binary units; default 128M)")
     parser.add_argument("--threads", metavar="N", type=int, default=None,
                         help="threads that inflate and deflate chunks (default: all cores)")
+    parser.add_argument("--allow-external", action="store_true",
+                        help="follow layers whose values live in other files (external "
+                             "links, virtual datasets, external raw storage), each checked "
+                             "to be a regular file; refused by default")
     parser.add_argument("--verify", action="store_true",
                         help="also inflate the compressed chunks copied unchanged, to stop "
                              "on a damaged input chunk (slower)")
@@ -172,7 +176,8 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.dry_run:
         with open_file(args.act) as root:
             # DNNBrain reads numbers as the n-th unit stored, whatever the file holds
-            plan = plan_mask(root, mask, stim=args.stim, by="ordinal")
+            plan = plan_mask(root, mask, stim=args.stim, by="ordinal",
+                             allow_external=args.allow_external)
         print(plan.summary(args.out))
         print(plan.describe())
         return 0
@@ -180,7 +185,8 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         mask_file(args.act, args.out, mask, stim=args.stim, by="ordinal",
                   attrs={"cmd": shlex.join([PROG, *argv])},
                   memory=args.memory or DEFAULT_MEMORY, threads=args.threads,
-                  on_progress=on_progress, verify=args.verify)
+                  on_progress=on_progress, verify=args.verify,
+                  allow_external=args.allow_external)
     return 0
 
 

@@ -9,7 +9,7 @@ import xarray as xr
 from xarray.backends import CachingFileManager
 from xarray.core import indexing
 
-from dnnmask_xr._args import path_arg
+from dnnmask_xr._args import bool_arg, path_arg
 from dnnmask_xr.act.checks import NC_SUFFIX
 from dnnmask_xr.act.layout import (
     DIMS,
@@ -32,6 +32,7 @@ def open_act(
     *,
     stim: str | os.PathLike[str] | Stimuli | None = None,
     chunks: Chunks | None = None,
+    allow_external: bool = False,
 ) -> Activations:
     """Open the layers of an ``.act.h5`` file, reading metadata only.
 
@@ -53,6 +54,10 @@ def open_act(
         mapping such as ``{"stimulus": 1000}`` sets some dimensions (``-1``
         for whole) and leaves the others to the file; ``"auto"`` lets dask
         choose multiples of the file's chunks.
+    allow_external
+        Follow layers whose values live in other files (external links,
+        virtual datasets, external raw storage), after checking that each
+        target is a regular file; such layers are refused by default.
 
     Returns
     -------
@@ -64,7 +69,7 @@ def open_act(
     ------
     ActFileError
         If the file is missing, unreadable, not HDF5, or holds a root object
-        that is not a 4-D numeric dataset.
+        that is not a 4-D numeric dataset stored in the file.
     UsageError
         If ``chunks`` names a dimension layers do not have.
     """
@@ -77,9 +82,11 @@ def open_act(
         return acts if stim is None else _with_stim(acts, stim)
     # mode="r" is passed on to open_file: a manager unpickled in another
     # process (a dask worker) passes its mode when it reopens the file
+    allow_external = bool_arg(allow_external, "allow_external")
     manager = CachingFileManager(open_file, where, mode="r")
     try:
-        layers, attrs, header = _read_metadata(manager.acquire(), where, manager)
+        layers, attrs, header = _read_metadata(manager.acquire(), where, manager,
+                                               allow_external)
     except BaseException:
         manager.close()
         raise
@@ -100,10 +107,10 @@ def _with_stim(acts: Activations, stim: str | os.PathLike[str] | Stimuli) -> Act
 
 
 def _read_metadata(
-    root: h5py.File, where: str, manager: CachingFileManager
+    root: h5py.File, where: str, manager: CachingFileManager, allow_external: bool
 ) -> tuple[dict[str, xr.DataArray], dict[str, object], dict[str, str]]:
     layers = {}
-    for name, dataset in layer_datasets(root, where).items():
+    for name, dataset in layer_datasets(root, where, allow_external=allow_external).items():
         variable = xr.Variable(
             DIMS, indexing.LazilyIndexedArray(
                 LayerArray(manager, where, name, dataset.shape, dataset.dtype)

@@ -8,7 +8,13 @@
 - ``save_act-activations``: ``dx.save_act(dx.open_act(act).mask(mask), out, ...)``;
 - ``save_act-dict``: the same layers as a plain dict (which has no
   ``stim_header``: the ``.stim.csv`` header is not kept, by design);
-- ``save_act-datatree``: the same layers as ``dx.to_datatree(...)``.
+- ``save_act-datatree``: the same layers as ``dx.to_datatree(...)``;
+- ``open_act-values``: the layers read into memory through ``open_act``'s
+  lazy arrays (``.load()``), then saved: the route a notebook takes.
+
+:data:`READ_ROUTES` are the routes that read an input file in different
+ways (the command's chunk copy, ``mask_file``, ``open_act`` + ``.values``,
+``save_act`` of an opened file); hostile-input tests run on them.
 
 The mask is built as the command builds it (its own parser,
 ``mask_from_flags``, ``read_dmask``, numbers ``by="ordinal"``), and the
@@ -31,7 +37,10 @@ import sys
 from collections.abc import Sequence
 
 #: The routes, in the order tests list them.
-ROUTES = ("command", "mask_file", "save_act-activations", "save_act-dict", "save_act-datatree")
+ROUTES = ("command", "mask_file", "save_act-activations", "save_act-dict", "save_act-datatree",
+          "open_act-values")
+#: The routes that read an input each their own way.
+READ_ROUTES = ("command", "mask_file", "open_act-values", "save_act-activations")
 PROG = "dnn_mask"
 
 
@@ -80,11 +89,18 @@ def _write(route: str, argv: list[str]) -> None:
                "memory": args.memory or DEFAULT_MEMORY, "threads": args.threads,
                "verify": args.verify}
     if route == "mask_file":
-        dx.mask_file(args.act, args.out, mask, stim=args.stim, by="ordinal", **options)
+        dx.mask_file(args.act, args.out, mask, stim=args.stim, by="ordinal",
+                     allow_external=args.allow_external, **options)
         return
-    with dx.open_act(args.act, stim=args.stim) as acts:
+    with dx.open_act(args.act, stim=args.stim, allow_external=args.allow_external) as acts:
         masked = acts.mask(mask, by="ordinal")
-        if route == "save_act-dict":
+        if route == "open_act-values":
+            # every value read through the lazy layers (.values), then saved
+            # from memory: the reading route, not the file-to-file copy
+            dx.save_act(dx.Activations({name: layer.load() for name, layer in masked.items()},
+                                       attrs=masked.attrs, stim_header=masked.stim_header),
+                        args.out, **options)
+        elif route == "save_act-dict":
             dx.save_act(dict(masked), args.out, **options)
         elif route == "save_act-datatree":
             dx.save_act(dx.to_datatree(masked), args.out, **options)

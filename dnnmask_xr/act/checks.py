@@ -17,7 +17,13 @@ from typing import Any
 import h5py
 import numpy as np
 
-from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS, is_reserved
+from dnnmask_xr.act.layout import (
+    DIMS,
+    FIELD_NAME_RULE,
+    NUMBERED_DIMS,
+    is_field_name,
+    is_reserved,
+)
 from dnnmask_xr.act.plan import Plan
 from dnnmask_xr.errors import ActFileError, DnnMaskError, OutputIsInputError, UsageError
 
@@ -117,9 +123,8 @@ def check_plan(plan: Plan) -> None:
     stimulus = plan.stimulus
     _check_values(stimulus.ids, "stimulus IDs")
     for name, values in stimulus.fields.items():
-        if not isinstance(name, str) or not name or "/" in name or name in DIMS:
-            raise DnnMaskError(f"stimulus field name {name!r} is not valid; give a name "
-                               f"without '/', other than {', '.join(DIMS)}")
+        if not is_field_name(name):
+            raise DnnMaskError(f"stimulus field name {name!r} is not valid; {FIELD_NAME_RULE}")
         _check_text(name, "stimulus field name")
         if np.shape(values) != stimulus.ids.shape:
             raise DnnMaskError(f"stimulus field {name!r} holds {np.size(values)} values for "

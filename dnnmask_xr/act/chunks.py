@@ -3,7 +3,9 @@
 Three ways, fastest first:
 
 - **copied**: the output keeps whole chunks of a gzip-compressed input
-  layer, so their compressed bytes are copied as they are;
+  layer, so their compressed bytes are copied as they are, one chunk at a
+  time, each looked up as a read looks it up (never by HDF5's object copy,
+  which trusts a damaged index where a read does not);
 - **re-encoded**: every input chunk the selection touches is read once and
   inflated, its selected values placed into the output block, and the
   output's chunks deflated;
@@ -12,12 +14,16 @@ Three ways, fastest first:
 
 HDF5 is called from the calling thread only; inflating, scattering and
 deflating run on a thread pool (the codecs release the GIL). Memory held at
-once is one output block plus a few chunks in flight per thread.
+once is one output block plus a few chunks in flight per thread; a layer
+whose chunks alone would not fit the budget is refused before anything is
+read. Every chunked input's index is checked first
+(:mod:`~dnnmask_xr.act.chunk_index`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
@@ -28,6 +34,7 @@ import h5py
 import numpy as np
 
 from dnnmask_xr.act._interrupt import check_interrupt
+from dnnmask_xr.act.chunk_index import ChunkIndex
 from dnnmask_xr.act.chunking import (
     AxisPieces,
     aligned_chunks,
@@ -46,6 +53,9 @@ _DEFLATE = h5py.h5z.FILTER_DEFLATE
 # Layers are created with track_order=True: it gives them the newer object
 # header (HDF5 1.8's), whose attributes may exceed 64 KiB, so the unit
 # numbers of a layer of any width fit.
+#: A chunk needs this many times its size of the budget: the output block
+#: takes a third, and a chunk in flight is held compressed and inflated.
+_BUDGET_PER_CHUNK = 3
 
 #: Level recorded in the output's gzip filter, DNNBrain's (h5py's default).
 GZIP_LEVEL = 4
@@ -54,9 +64,6 @@ GZIP_LEVEL = 4
 _IN_FLIGHT_PER_THREAD = 4
 #: Bytes of input chunks inflated per task on the pool.
 _BATCH_BYTES = 2**20
-#: Most bytes of unit numbers written as attributes of a layer copied by
-#: HDF5's object copy (its header, version 1, holds 64 KiB in all).
-_COMPACT_BYTES = 32 * 2**10
 
 
 class Sink(Protocol):
@@ -72,9 +79,6 @@ class Sink(Protocol):
         level: int | None, fillvalue: Any,
     ) -> h5py.Dataset:
         """Create the layer's dataset: chunked and gzip at ``level``, or plain if None."""
-
-    def copy_object(self, source: h5py.Dataset) -> h5py.Dataset | None:
-        """Copy a whole input layer with HDF5's object copy; None if the format cannot."""
 
 
 @dataclass
@@ -165,10 +169,12 @@ def write_selection(sink: Sink, selection: FileSelection, budget: Budget) -> Lay
         sink.create(shape, dtype, None, None, None)
         return report
     with _reading(source):
-        gzip_chunks = source.chunks is not None and _is_gzip_only(source)
-        copy_whole = gzip_chunks and _can_copy_object(source, selection.positions, budget)
-    if copy_whole and _copy_object(source, sink, budget, report):
-        return report
+        chunked = source.chunks is not None
+        gzip_chunks = chunked and _is_gzip_only(source)
+    index = None
+    if chunked:
+        _check_chunk_fits(source, budget)
+        index = ChunkIndex(source)
     if gzip_chunks:
         mapping = [aligned_chunks(positions, size, step) for positions, size, step
                    in zip(selection.positions, source.shape, source.chunks, strict=True)]
@@ -178,13 +184,13 @@ def write_selection(sink: Sink, selection: FileSelection, budget: Budget) -> Lay
         if fits and all(axis is not None for axis in mapping):
             target = sink.create(shape, dtype, source.chunks, source.compression_opts,
                                  source.fillvalue)
-            _copy_chunks(source, target, mapping, budget, report)
+            _copy_chunks(index, target, mapping, budget, report)
             return report
     stimulus_step = None
-    if source.chunks is not None and _is_identity(selection.positions[0], source.shape[0]):
+    if chunked and _is_identity(selection.positions[0], source.shape[0]):
         stimulus_step = source.chunks[0]
     target = _create_output(sink, shape, dtype, stimulus_step)
-    _reencode(selection, target, budget, report, raw=gzip_chunks)
+    _reencode(selection, target, budget, report, index if gzip_chunks else None)
     return report
 
 
@@ -234,11 +240,28 @@ def _create_output(
     return sink.create(shape, dtype, chunks, GZIP_LEVEL, None)
 
 
+def _check_chunk_fits(source: h5py.Dataset, budget: Budget) -> None:
+    """Refuse a layer whose chunks are too large to read within the budget."""
+    chunk_bytes = int(np.prod(source.chunks)) * source.dtype.itemsize
+    needed = _BUDGET_PER_CHUNK * chunk_bytes
+    if needed > budget.memory:
+        raise ActFileError(
+            f"{source.file.filename!r}: layer {_layer(source)!r} is stored in chunks of "
+            f"{_mib(chunk_bytes)} (shape {source.chunks}); reading them needs a memory "
+            f"budget of at least {_mib(needed)} (--memory {-(-needed // 2**20)}M, or "
+            f"memory={needed}), more than the {_mib(budget.memory)} given")
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
 def _copy_chunks(
-    source: h5py.Dataset, target: h5py.Dataset, mapping: list[np.ndarray],
+    index: ChunkIndex, target: h5py.Dataset, mapping: list[np.ndarray],
     budget: Budget, report: LayerReport,
 ) -> None:
     report.method = "copied"
+    source = index.dataset
     steps = source.chunks
     pending: deque[Future] = deque()
     limit = budget.threads * _IN_FLIGHT_PER_THREAD
@@ -247,10 +270,14 @@ def _copy_chunks(
     unwritten = None
     if not np.array_equal(np.asarray(target.fillvalue), np.asarray(source.fillvalue)):
         unwritten = (0, deflate(np.full(steps, source.fillvalue, dtype=source.dtype).data))
-    for count, index in enumerate(chunk_grid(target.shape, steps)):
-        offset = tuple(int(axis[i]) * step for axis, i, step in zip(mapping, index, steps,
+    # bytes of the layer in each chunk along each axis (edge chunks are short)
+    extents = [[min(step, size - start) for start in range(0, size, step)]
+               for step, size in zip(steps, target.shape, strict=True)]
+    itemsize = source.dtype.itemsize
+    for count, grid_index in enumerate(chunk_grid(target.shape, steps)):
+        offset = tuple(int(axis[i]) * step for axis, i, step in zip(mapping, grid_index, steps,
                                                                      strict=True))
-        stored = _read_raw(source, offset)
+        stored = index.read(offset)
         report.chunks_read += stored is not None
         stored = stored or unwritten
         if stored is not None:
@@ -258,69 +285,29 @@ def _copy_chunks(
             if budget.verify:
                 pending.append(budget.pool.submit(_decode, stored, steps, source))
                 report.chunks_inflated += not filter_mask
-            target.id.write_direct_chunk(tuple(i * step for i, step in zip(index, steps,
+            target.id.write_direct_chunk(tuple(i * step for i, step in zip(grid_index, steps,
                                                                            strict=True)),
                                          data, filter_mask)
             report.chunks_written += 1
             report.bytes_written += len(data)
         while len(pending) >= limit:
             pending.popleft().result()
-        # edge chunks count only the part inside the layer
-        budget.on_progress(int(np.prod([min(step, size - i * step) for i, step, size
-                                        in zip(index, steps, target.shape, strict=True)]))
-                           * source.dtype.itemsize)
+        budget.on_progress(math.prod(axis[i] for axis, i in zip(extents, grid_index,
+                                                                 strict=True)) * itemsize)
         if count % 256 == 255:
             check_interrupt()
     while pending:
         pending.popleft().result()
 
 
-def _can_copy_object(
-    source: h5py.Dataset, positions: tuple[np.ndarray, ...], budget: Budget
-) -> bool:
-    """Tell whether HDF5 can copy the whole layer in one call.
-
-    Only a layer kept whole and in order, unverified, stored in the oldest
-    format (object header version 1, so a chunk index HDF5 1.8 reads), with
-    unit numbers small enough to fit that header as attributes.
-    """
-    if budget.verify or not all(_is_identity(axis, size)
-                                for axis, size in zip(positions, source.shape, strict=True)):
-        return False
-    numbers_bytes = 8 * sum(source.shape[1:])
-    return h5py.h5o.get_info(source.id).hdr.version == 1 and numbers_bytes <= _COMPACT_BYTES
-
-
-def _copy_object(source: h5py.Dataset, sink: Sink, budget: Budget, report: LayerReport) -> bool:
-    """Copy a whole layer with HDF5's object copy: chunks copied unchanged, in C.
-
-    Returns False, having done nothing, where the output's format cannot.
-    """
-    try:
-        target = sink.copy_object(source)
-    except (OSError, RuntimeError) as err:
-        raise ActFileError(f"cannot copy layer {_layer(source)!r} of {source.file.filename!r} "
-                           f"to the output ({err})") from None
-    if target is None:
-        return False
-    report.method = "copied"
-    for key in list(target.attrs):  # the source's own attributes are not the output's
-        del target.attrs[key]
-    report.chunks_read = report.chunks_written = target.id.get_num_chunks()
-    report.bytes_written = target.id.get_storage_size()
-    budget.on_progress(int(np.prod(source.shape)) * source.dtype.itemsize)
-    check_interrupt()
-    return True
-
-
 def _reencode(
     selection: FileSelection, target: h5py.Dataset, budget: Budget, report: LayerReport,
-    *, raw: bool,
+    index: ChunkIndex | None,
 ) -> None:
     """Inflate the touched input chunks and deflate the output, block by block.
 
-    ``raw``: the input is chunked and gzip alone, so its chunks are read
-    compressed and inflated here; otherwise HDF5 decodes them.
+    With the ``index`` of an input chunked with gzip alone, its chunks are
+    read compressed and inflated here; without, HDF5 decodes them.
     """
     report.method = "re-encoded"
     source = selection.dataset
@@ -333,12 +320,13 @@ def _reencode(
                   *inner]
         block = np.empty((stimuli.stop - stimuli.start, channels.stop - channels.start,
                           rows.size, cols.size), dtype=source.dtype)
-        _fill_block(source, steps, raw, pieces, block, budget, report)
+        _fill_block(source, steps, index, pieces, block, budget, report)
         _store_block(target, block, (stimuli.start, channels.start, 0, 0), budget, report)
 
 
 def _fill_block(
-    source: h5py.Dataset, steps: tuple[int, ...], raw: bool, pieces: list[AxisPieces],
+    source: h5py.Dataset, steps: tuple[int, ...], index: ChunkIndex | None,
+    pieces: list[AxisPieces],
     block: np.ndarray, budget: Budget, report: LayerReport,
 ) -> None:
     """Read each touched input chunk once and place its selected values.
@@ -355,13 +343,13 @@ def _fill_block(
     limit = max(1, min(budget.threads * _IN_FLIGHT_PER_THREAD,
                        spare // (2 * per_batch * chunk_bytes)))
     batch: list[tuple] = []
-    for index in touched_chunks(pieces):
-        ids = [axis.chunk_ids[i] for axis, i in zip(pieces, index, strict=True)]
+    for touched in touched_chunks(pieces):
+        ids = [axis.chunk_ids[i] for axis, i in zip(pieces, touched, strict=True)]
         offset = tuple(chunk_id * step for chunk_id, step in zip(ids, steps, strict=True))
-        out_index = [axis.out_index[i] for axis, i in zip(pieces, index, strict=True)]
-        in_index = [axis.in_index[i] for axis, i in zip(pieces, index, strict=True)]
-        if raw:
-            stored = _read_raw(source, offset)
+        out_index = [axis.out_index[i] for axis, i in zip(pieces, touched, strict=True)]
+        in_index = [axis.in_index[i] for axis, i in zip(pieces, touched, strict=True)]
+        if index is not None:
+            stored = index.read(offset)
             report.chunks_read += stored is not None
             report.chunks_inflated += stored is not None and not stored[0]
             batch.append((_scatter_raw, block, out_index, in_index, stored, chunk_shape, source))
@@ -464,25 +452,6 @@ def _outer(index: list, shape: tuple[int, ...]) -> tuple:
         return tuple(index)
     return np.ix_(*(np.arange(*item.indices(size)) if isinstance(item, slice) else item
                     for item, size in zip(index, shape, strict=True)))
-
-
-def _read_raw(source: h5py.Dataset, offset: tuple[int, ...]) -> tuple[int, bytes] | None:
-    """Read one chunk's stored bytes; None if the chunk was never written."""
-    try:
-        return source.id.read_direct_chunk(offset)
-    except (OSError, RuntimeError) as err:
-        info = _chunk_info(source, offset)
-        if info is not None and info.byte_offset is None:
-            return None
-        raise ActFileError(f"{source.file.filename!r}: cannot read layer "
-                           f"{_layer(source)!r} ({err})") from None
-
-
-def _chunk_info(source: h5py.Dataset, offset: tuple[int, ...]):
-    try:
-        return source.id.get_chunk_info_by_coord(offset)
-    except (OSError, RuntimeError):
-        return None
 
 
 @contextlib.contextmanager

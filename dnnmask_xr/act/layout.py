@@ -27,6 +27,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from dnnmask_xr.act.external import check_link, check_storage
 from dnnmask_xr.errors import ActFileError
 
 DIMS: tuple[str, str, str, str] = ("stimulus", "channel", "row", "column")
@@ -36,6 +37,15 @@ STIMULUS = "stimulus"
 STIMULUS_FIELDS = "stimulus_fields"
 STIMULUS_FIELD_PREFIX = "stimulus:"
 STIMULUS_HEADER = "stimulus_header"
+
+#: Most units (or stimuli) along any axis of a layer. Every axis's labels
+#: and selected positions are held in memory (8 bytes each), so a damaged
+#: or hostile shape such as (2**61, 16, 1, 1) is refused in one line rather
+#: than failing to allocate; 2**28 is 2 GiB of labels, far beyond any network.
+MAX_AXIS_LENGTH = 2**28
+#: Largest item size per dtype kind: long doubles (float96/float128) differ
+#: between platforms and cannot be coded like other numbers.
+_LARGEST_ITEM = {"b": 1, "i": 8, "u": 8, "f": 8, "c": 16}
 
 
 def count_from_one(size: int) -> np.ndarray:
@@ -115,6 +125,11 @@ def decode_stimulus(
     ids = _decode_values(attrs[STIMULUS], size, STIMULUS, where) if STIMULUS in attrs else None
     fields = {}
     for name in _decode_strings(attrs.get(STIMULUS_FIELDS, []), STIMULUS_FIELDS, where):
+        if not is_field_name(name):
+            # a field named like a dimension would replace that dimension's
+            # coordinate: .sel(channel=1) would select stimuli
+            raise ActFileError(f"{where}: attribute {STIMULUS_FIELDS!r} names the stimulus "
+                               f"field {name!r}; {FIELD_NAME_RULE}")
         key = STIMULUS_FIELD_PREFIX + name
         if key not in attrs:
             raise ActFileError(f"{where}: attribute {STIMULUS_FIELDS!r} names {name!r} "
@@ -154,6 +169,15 @@ def encode_stimulus(
         _create(attrs, STIMULUS_FIELD_PREFIX + name, values)
     if header:
         attrs[STIMULUS_HEADER] = json.dumps(dict(header))
+
+
+#: What a stimulus field may be called, said in errors.
+FIELD_NAME_RULE = f"field names are not empty, hold no '/' and are none of {', '.join(DIMS)}"
+
+
+def is_field_name(name: object) -> bool:
+    """Tell whether ``name`` may name a stimulus field (a coordinate along ``stimulus``)."""
+    return isinstance(name, str) and bool(name) and "/" not in name and name not in DIMS
 
 
 def is_reserved(name: str) -> bool:
@@ -206,13 +230,15 @@ def _as_str(value: Any, name: str, where: str) -> str:
     return text
 
 def open_file(where: str, mode: str = "r") -> h5py.File:
-    """Open an ``.act.h5`` file for reading, even while another process locks it.
+    """Open an ``.act.h5`` file for reading, even while another process writes it.
 
     HDF5's default locking comes first: within a process HDF5 shares one
     handle per file and refuses opens whose locking flags differ. Reading
     never changes the file, so a lock it cannot take (another process has
     the file open for writing, or the file system has no locks) must not
     make the activations unreadable: the file is then opened without one.
+    A file a SWMR writer holds open (``swmr_mode=True``) is opened in
+    HDF5's SWMR read mode, which sees what the writer had flushed.
 
     ``mode`` must be ``"r"``; it is there for ``CachingFileManager``, which
     passes it on.
@@ -220,36 +246,60 @@ def open_file(where: str, mode: str = "r") -> h5py.File:
     Raises
     ------
     ActFileError
-        If the file is missing, a folder, unreadable, not HDF5 or damaged.
+        If the file is missing, a folder, unreadable, not HDF5 or damaged,
+        or marked open for writing by a program that is not a SWMR writer.
     """
     if mode != "r":
         raise ValueError(f"mode={mode!r}: .act.h5 inputs are opened read-only ('r')")
     check_readable(where)
-    try:
-        return h5py.File(where, "r")
-    except OSError as err:
-        if "lock" not in str(err).lower():
-            raise ActFileError(f"cannot read {where!r}: the file is damaged ({err})") from None
-    try:
-        return h5py.File(where, "r", locking=False)
-    except OSError as err:
-        raise ActFileError(f"cannot read {where!r}: the file is damaged ({err})") from None
+    error = None
+    for options in ({}, {"locking": False}, {"swmr": True}, {"swmr": True, "locking": False}):
+        try:
+            return h5py.File(where, "r", **options)
+        except OSError as err:
+            error = error or err
+            if not _may_retry(err, options):
+                break
+    if "already open for write" in str(error):
+        raise ActFileError(f"cannot read {where!r}: HDF5 marks it as open for writing by "
+                           "another program (or by one that stopped before closing it; "
+                           "'h5clear -s' clears the mark once no program writes it)") from None
+    raise ActFileError(f"cannot read {where!r}: the file is damaged ({error})") from None
 
 
-def layer_datasets(root: h5py.File, where: str) -> dict[str, h5py.Dataset]:
+def _may_retry(err: OSError, tried: dict[str, bool]) -> bool:
+    """Tell whether another way of opening might succeed where ``tried`` failed."""
+    text = str(err).lower()
+    return "lock" in text or ("already open for write" in text and not tried.get("swmr"))
+
+
+def layer_datasets(
+    root: h5py.File, where: str, *, allow_external: bool = False
+) -> dict[str, h5py.Dataset]:
     """Return the layers at a file's root, in order, each checked.
+
+    Parameters
+    ----------
+    root
+        The open file.
+    where
+        How to name the file in errors.
+    allow_external
+        Follow external links, virtual datasets and external raw storage
+        (:mod:`dnnmask_xr.act.external`); refused by default.
 
     Raises
     ------
     ActFileError
-        If a root object is not a 4-D numeric dataset, the layers disagree
-        on the number of stimuli, or the file is damaged.
+        If a root object is not a 4-D numeric dataset stored in the file,
+        the layers disagree on the number of stimuli, or the file is damaged.
     """
     try:
         names = layer_names(root)
     except (OSError, RuntimeError, KeyError) as err:
         raise ActFileError(f"{where!r} is damaged: cannot list its layers ({err})") from None
-    layers = {name: layer_dataset(root, name, where) for name in names}
+    layers = {name: layer_dataset(root, name, where, allow_external=allow_external)
+              for name in names}
     sizes = {name: dataset.shape[0] for name, dataset in layers.items()}
     if len(set(sizes.values())) > 1:
         listing = ", ".join(f"{name!r}: {size}" for name, size in sizes.items())
@@ -283,16 +333,36 @@ def layer_names(root: h5py.Group) -> list[str]:
     the order written. h5py iterates in that order only from some version
     on (older ones list by name), so the order is asked for explicitly.
     Files without tracking (DNNBrain's) list by name, as h5py does.
+
+    Raises
+    ------
+    ActFileError
+        If a name is not UTF-8 (h5py could not name the layer either).
     """
-    if not root["/"].id.get_create_plist().get_link_creation_order():
-        return list(root)
     names: list[bytes] = []
-    root.id.links.iterate(names.append, idx_type=h5py.h5.INDEX_CRT_ORDER)
-    return [name.decode("utf-8") for name in names]
+    order = (h5py.h5.INDEX_CRT_ORDER
+             if root["/"].id.get_create_plist().get_link_creation_order()
+             else h5py.h5.INDEX_NAME)
+    root.id.links.iterate(names.append, idx_type=order)
+    decoded = []
+    for name in names:
+        try:
+            decoded.append(name.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ActFileError(f"{root.filename!r}: root object {name!r} has a name that is "
+                               "not UTF-8 text; layer names are UTF-8") from None
+    return decoded
 
 
-def layer_dataset(root: h5py.File, name: str, where: str) -> h5py.Dataset:
-    """Return the root object ``name``, checked to be a 4-D numeric dataset."""
+def layer_dataset(
+    root: h5py.File, name: str, where: str, *, allow_external: bool = False
+) -> h5py.Dataset:
+    """Return the root object ``name``, checked to be a 4-D numeric dataset.
+
+    Its link is checked before it is opened, and its storage before any of
+    its values is read (:mod:`dnnmask_xr.act.external`).
+    """
+    check_link(root, name, repr(where), allow_external)
     try:
         node = root[name]
     except (OSError, KeyError, RuntimeError) as err:
@@ -303,9 +373,22 @@ def layer_dataset(root: h5py.File, name: str, where: str) -> h5py.Dataset:
         raise ActFileError(f"{where!r}: root object {name!r} is {kind}; every root object of "
                            "an .act.h5 file must be a 4-D dataset (stimulus, channel, row, "
                            "column)")
-    if node.dtype.kind not in "biufc":
-        raise ActFileError(f"{where!r}: layer {name!r} holds {node.dtype} values; layers "
+    dtype = node.dtype
+    if dtype.kind not in "biufc":
+        raise ActFileError(f"{where!r}: layer {name!r} holds {dtype} values; layers "
                            "hold numbers (integer, float or complex)")
+    if dtype.itemsize > _LARGEST_ITEM[dtype.kind]:
+        raise ActFileError(f"{where!r}: layer {name!r} holds {dtype} values (extended "
+                           "precision), which numpy cannot handle the same way everywhere; "
+                           "layers hold numbers of at most 64 bits (complex: 128)")
+    too_long = [(dim, size) for dim, size in zip(DIMS, node.shape, strict=True)
+                if size > MAX_AXIS_LENGTH]
+    if too_long:
+        dim, size = too_long[0]
+        raise ActFileError(f"{where!r}: layer {name!r} declares {size} {dim}s (shape "
+                           f"{node.shape}); layers have at most {MAX_AXIS_LENGTH} along "
+                           "each axis")
+    check_storage(node, name, repr(where), allow_external)
     return node
 
 

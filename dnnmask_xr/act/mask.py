@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from dnnmask_xr._args import mapping_arg, path_arg
+from dnnmask_xr._args import bool_arg, mapping_arg, path_arg
 from dnnmask_xr.act.checks import check_output
 from dnnmask_xr.act.layout import open_file
 from dnnmask_xr.act.plan import plan_mask
@@ -36,6 +36,7 @@ def mask_file(
     threads: int | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
     verify: bool = False,
+    allow_external: bool = False,
 ) -> SaveReport:
     """Write the units a mask keeps of one ``.act.h5`` file to another.
 
@@ -69,6 +70,10 @@ def mask_file(
     verify
         Also inflate the compressed chunks copied unchanged, so that a
         damaged input chunk stops the write rather than being copied.
+    allow_external
+        Follow layers whose values live in other files (external links,
+        virtual datasets, external raw storage), after checking that each
+        target is a regular file; refused by default.
 
     Returns
     -------
@@ -94,4 +99,6 @@ def mask_file(
     target = path_arg(out, "output")
     check_output(target)
     with open_file(path_arg(act, "input")) as root:
-        return write(plan_mask(root, mask, stim=stim, by=by, attrs=attrs), target, options)
+        plan = plan_mask(root, mask, stim=stim, by=by, attrs=attrs,
+                         allow_external=bool_arg(allow_external, "allow_external"))
+        return write(plan, target, options)

@@ -116,10 +116,6 @@ class _VariableSink:
         self.dataset = variable._h5ds
         return self.dataset
 
-    def copy_object(self, source: h5py.Dataset) -> None:
-        # a netCDF variable needs dimension scales attached: copied chunk by chunk instead
-        return None
-
 
 def _check_attr(key: str, value: Any, where: str) -> None:
     if key.startswith("_"):

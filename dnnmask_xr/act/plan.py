@@ -238,6 +238,7 @@ def plan_mask(
     stim: str | os.PathLike[str] | Stimuli | None = None,
     by: NumberMeaning = "ordinal",
     attrs: Mapping[str, Any] | None = None,
+    allow_external: bool = False,
 ) -> Plan:
     """Plan the units a mask keeps of an open ``.act.h5`` file.
 
@@ -253,6 +254,9 @@ def plan_mask(
         How the mask's numbers are read (see :data:`~dnnmask_xr.act.select.NumberMeaning`).
     attrs
         More provenance for the output's root.
+    allow_external
+        Follow root objects whose values live in other files
+        (:mod:`~dnnmask_xr.act.external`); refused by default.
 
     Raises
     ------
@@ -268,7 +272,7 @@ def plan_mask(
 
     by = check_meaning(by)
     where = root.filename
-    datasets = layer_datasets(root, where)
+    datasets = layer_datasets(root, where, allow_external=allow_external)
     missing = [layer for layer in mask if layer not in datasets]
     if missing:
         raise SelectionError(f"layer {missing[0]!r} is not in {where!r} "

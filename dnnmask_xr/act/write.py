@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import h5py
 import numpy as np
 
-from dnnmask_xr._args import path_arg
+from dnnmask_xr._args import bool_arg, path_arg
 from dnnmask_xr._atomic import atomic_path
 from dnnmask_xr._version import __version__
 from dnnmask_xr.act._interrupt import check_interrupt, deferred_interrupts
@@ -88,8 +88,7 @@ class WriteOptions:
             raise UsageError(f"memory budget {self.memory!r} is not a positive number of bytes")
         if self.threads is not None and not _is_count(self.threads):
             raise UsageError(f"threads={self.threads!r} is not a positive number of threads")
-        if not isinstance(self.verify, bool | np.bool_):
-            raise UsageError(f"verify={self.verify!r} is neither True nor False")
+        bool_arg(self.verify, "verify")
 
 
 @dataclass(frozen=True)
@@ -266,11 +265,6 @@ class _GroupSink:
                                                  chunks=chunks, fillvalue=fillvalue,
                                                  track_order=True,
                                                  **gzip_options(chunks, level))
-        return self.dataset
-
-    def copy_object(self, source: h5py.Dataset) -> h5py.Dataset:
-        h5py.h5o.copy(source.file.id, source.name.encode(), self.group.id, self.name.encode())
-        self.dataset = self.group[self.name]
         return self.dataset
 
 
