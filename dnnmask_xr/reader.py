@@ -11,6 +11,7 @@ from xarray.core import indexing
 
 from dnnmask_xr._args import bool_arg, path_arg
 from dnnmask_xr.act.checks import NC_SUFFIX
+from dnnmask_xr.act.chunk_index import ChunkIndex
 from dnnmask_xr.act.layout import (
     DIMS,
     check_readable,
@@ -116,6 +117,10 @@ def _read_metadata(
                 LayerArray(manager, where, name, dataset.shape, dataset.dtype)
             )
         )
+        if dataset.chunks:
+            # a damaged chunk index is refused here, as the writer refuses it,
+            # rather than read as whatever HDF5 finds through it
+            ChunkIndex(dataset)
         numbers = decode_unit_labels(dataset, repr(where))
         layers[name] = xr.DataArray(variable, coords=numbers, name=name)
         if dataset.chunks:

@@ -161,17 +161,29 @@ def _check_virtual_source(
             source = source_file.get(path)
             if not isinstance(source, h5py.Dataset):
                 raise ActFileError(f"{what}, but {file!r} has no dataset {path!r}")
-            selection = plist.get_vsrc_space(index)
-            if selection.get_select_type() != h5py.h5s.SEL_ALL:
-                _, last = selection.get_select_bounds()
-                if any(end >= size for end, size in zip(last, source.shape, strict=False)):
-                    raise ActFileError(f"{what}, but dataset {path!r} of {file!r} (shape "
-                                       f"{source.shape}) is smaller than its mapping")
+            if not _covers(source.shape, plist, index):
+                raise ActFileError(f"{what}, but dataset {path!r} of {file!r} (shape "
+                                   f"{source.shape}) is smaller than its mapping")
         finally:
             if source_file is not dataset.file:
                 source_file.close()
     except (OSError, RuntimeError, ValueError) as err:
         raise ActFileError(f"{what}, but {file!r} cannot be read ({err})") from None
+
+
+def _covers(shape: tuple[int, ...], plist: h5py.h5p.PropDCID, index: int) -> bool:
+    """Tell whether a source of ``shape`` holds every value mapping ``index`` takes.
+
+    Whatever of a mapping falls outside its source reads as fill values.
+    """
+    source = plist.get_virtual_srcspace(index)
+    if source.get_select_type() == h5py.h5s.SEL_ALL:
+        # the whole source maps onto the virtual selection, which it must fill
+        first, last = plist.get_virtual_vspace(index).get_select_bounds()
+        return tuple(b - a + 1 for a, b in zip(first, last, strict=True)) == tuple(shape)
+    bounds = source.get_select_bounds()
+    return bounds is None or (len(bounds[1]) == len(shape) and all(
+        end < size for end, size in zip(bounds[1], shape, strict=True)))
 
 
 def _check_segments(segments: list[tuple[bytes, int, int]], needed: int, what: str) -> None:

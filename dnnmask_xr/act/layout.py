@@ -385,9 +385,9 @@ def layer_dataset(
                 if size > MAX_AXIS_LENGTH]
     if too_long:
         dim, size = too_long[0]
-        raise ActFileError(f"{where!r}: layer {name!r} declares {size} {dim}s (shape "
-                           f"{node.shape}); layers have at most {MAX_AXIS_LENGTH} along "
-                           "each axis")
+        raise ActFileError(f"{where!r}: layer {name!r} declares {size} along its {dim} "
+                           f"axis (shape {node.shape}); layers have at most "
+                           f"{MAX_AXIS_LENGTH} along each axis")
     check_storage(node, name, repr(where), allow_external)
     return node
 

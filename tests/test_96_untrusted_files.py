@@ -1,0 +1,398 @@
+"""Untrusted ``.act.h5`` files: exact values or one line, never a hang or a read outside.
+
+Files are shared between labs and downloaded with papers, so each case here
+is a file someone could hand over: root objects that point outside the
+file (external links, virtual datasets, external raw storage), a chunk
+index that lies, shapes and chunks that would exhaust memory, dtypes and
+names the rest of the tool cannot carry, a stimulus table that would
+shadow a dimension, a file a SWMR writer holds open.
+
+Every case runs through every route that reads an input its own way
+(``tests/routes.py`` ``READ_ROUTES``: ``dnn_mask``, ``mask_file``,
+``open_act`` + ``.values``, ``save_act`` of an opened file). The outcome is
+either exactly what h5py (DNNBrain's reader) reads from the file, or status
+1 and one ``dnn_mask: error:`` line naming the file and the object, with
+nothing left in the output's folder and the input unchanged. Cases whose
+risk is a hang (a FIFO) run in a child process with a timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from conftest import digest
+from reliability import assert_one_line_error, run_cli, run_route
+from routes import READ_ROUTES
+
+from dnnmask_xr import ActFileError, open_act
+from dnnmask_xr.act.layout import MAX_AXIS_LENGTH
+from dnnmask_xr.cli import _get_parser
+from dnnmask_xr.testing import relu_activations, write_reference_act
+
+SHAPES = {"conv": (6, 4, 4), "fc": (5, 1, 1)}
+N_STIMULI = 4
+
+
+def _layers() -> dict[str, np.ndarray]:
+    return relu_activations(N_STIMULI, SHAPES, seed=96)
+
+
+def _dnnbrain_file(path: Path) -> Path:
+    write_reference_act(path, _layers())
+    return path
+
+
+@dataclass
+class Case:
+    """A hostile file, the flags to run on it, and the one right outcome."""
+
+    build: Callable[[Path], Path]
+    flags: tuple[str, ...] = ("-layer", "conv")
+    #: regular expressions the one error line must match; None: exact values
+    error: tuple[str, ...] | None = None
+    #: the risk is a hang: run every route in a child process with a timeout
+    may_hang: bool = False
+    #: the routes that must give the error; the others read exactly
+    error_routes: tuple[str, ...] = READ_ROUTES
+
+
+# -- the files ---------------------------------------------------------------------------
+
+
+def _with_external_link(target: Callable[[Path], Path | str], inner: str = "/conv"):
+    def build(folder: Path) -> Path:
+        path = _dnnbrain_file(folder / "in.act.h5")
+        with h5py.File(path, "a") as root:
+            root["elsewhere"] = h5py.ExternalLink(str(target(folder)), inner)
+        return path
+    return build
+
+
+def _fifo(folder: Path) -> Path:
+    fifo = folder / "pipe"
+    os.mkfifo(fifo)
+    return fifo
+
+
+def _other_file(folder: Path) -> Path:
+    other = folder / "other.h5"
+    with h5py.File(other, "w") as root:
+        root["conv"] = np.arange(N_STIMULI * 3 * 2 * 2, dtype="f4").reshape(N_STIMULI, 3, 2, 2)
+    return other
+
+
+def _virtual(source: Callable[[Path], Path | str], shape=(N_STIMULI, 3, 2, 2)):
+    def build(folder: Path) -> Path:
+        path = _dnnbrain_file(folder / "in.act.h5")
+        layout = h5py.VirtualLayout(shape=shape, dtype="f4")
+        layout[:] = h5py.VirtualSource(str(source(folder)), "conv", shape=shape)
+        with h5py.File(path, "a") as root:
+            root.create_virtual_dataset("mapped", layout, fillvalue=-1)
+        return path
+    return build
+
+
+def _external_storage(target: Callable[[Path], Path | str], nbytes: int | None = None):
+    shape = (N_STIMULI, 2, 1, 1)
+
+    def build(folder: Path) -> Path:
+        path = _dnnbrain_file(folder / "in.act.h5")
+        name = str(target(folder))
+        size = nbytes if nbytes is not None else int(np.prod(shape)) * 4
+        with h5py.File(path, "a") as root:
+            root.create_dataset("raw", shape=shape, dtype="<f4", external=[(name, 0, size)])
+        return path
+    return build
+
+
+def _raw_values(folder: Path) -> Path:
+    raw = folder / "values.bin"
+    raw.write_bytes(np.arange(N_STIMULI * 2, dtype="<f4").tobytes())
+    return raw
+
+
+def _soft_to_external(folder: Path) -> Path:
+    path = _with_external_link(_other_file)(folder)
+    with h5py.File(path, "a") as root:
+        root["alias"] = h5py.SoftLink("/elsewhere")
+    return path
+
+
+def _non_utf8_name(folder: Path) -> Path:
+    path = _dnnbrain_file(folder / "in.act.h5")
+    with h5py.File(path, "a") as root:
+        space = h5py.h5s.create_simple((N_STIMULI, 1, 1, 1))
+        h5py.h5d.create(root.id, b"caf\xe9", h5py.h5t.NATIVE_FLOAT, space)
+    return path
+
+
+def _never_written(folder: Path) -> Path:
+    # allocated incrementally and never written: every chunk reads as the fill value
+    path = _dnnbrain_file(folder / "in.act.h5")
+    with h5py.File(path, "a") as root:
+        root.create_dataset("empty", shape=(N_STIMULI, 8, 32, 32), dtype="f4",
+                            chunks=(2, 4, 32, 32), compression="gzip", fillvalue=0.5)
+    return path
+
+
+def _huge_shape(folder: Path) -> Path:
+    path = folder / "in.act.h5"
+    with h5py.File(path, "w") as root:
+        root.create_dataset("conv", shape=(2**61, 16, 1, 1), dtype="f4", chunks=(1024, 16, 1, 1),
+                            compression="gzip")
+    return path
+
+
+def _long_double(folder: Path) -> Path:
+    path = _dnnbrain_file(folder / "in.act.h5")
+    with h5py.File(path, "a") as root:
+        root.create_dataset("wide", data=np.ones((N_STIMULI, 2, 1, 1), dtype=np.longdouble))
+    return path
+
+
+def _big_chunks(folder: Path) -> Path:
+    # 8 MiB chunks of one mostly-zero layer: a small file that inflates big
+    path = folder / "in.act.h5"
+    values = np.zeros((2, 8, 512, 512), dtype="f4")
+    values[:, :, 0, 0] = np.arange(16).reshape(2, 8)
+    with h5py.File(path, "w") as root:
+        root.create_dataset("conv", data=values, chunks=(1, 8, 512, 512), compression="gzip")
+    return path
+
+
+def _field_named_channel(folder: Path) -> Path:
+    path = _dnnbrain_file(folder / "in.act.h5")
+    with h5py.File(path, "a") as root:
+        root.attrs.create("stimulus", np.arange(1, N_STIMULI + 1))
+        root.attrs.create("stimulus_fields", np.array(["channel"], dtype=object),
+                          dtype=h5py.string_dtype())
+        root.attrs.create("stimulus:channel", np.arange(N_STIMULI) + 100)
+    return path
+
+
+def _chunk_key_moved(folder: Path) -> Path:
+    """A flipped bit in the chunk B-tree: one chunk's stimulus offset changes."""
+    path = folder / "in.act.h5"
+    with h5py.File(path, "w") as root:
+        root.create_dataset("conv", data=np.arange(8 * 6 * 4 * 4, dtype="f4").reshape(8, 6, 4, 4),
+                            chunks=(2, 6, 4, 4), compression="gzip")
+    data = bytearray(path.read_bytes())
+    at = _chunk_key_offsets(data, ndim=4)[1]  # the second chunk's key, stimulus offset 2
+    assert struct.unpack_from("<Q", data, at)[0] == 2
+    struct.pack_into("<Q", data, at, 4)  # now it claims to be the third chunk
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _chunk_key_offsets(data: bytes, ndim: int) -> list[int]:
+    """Byte offsets of the first coordinate of each key of a v1 chunk B-tree leaf."""
+    at = data.find(b"TREE")
+    while at >= 0 and not (data[at + 4] == 1 and data[at + 5] == 0):
+        at = data.find(b"TREE", at + 1)
+    used = struct.unpack_from("<H", data, at + 6)[0]
+    key_size = 8 + 8 * (ndim + 1)
+    first = at + 8 + 16  # signature, type, level, entries used, two sibling addresses
+    return [first + i * (key_size + 8) + 8 for i in range(used)]
+
+
+#: The routes that write straight from the input file, within the memory budget.
+FROM_FILE = ("command", "mask_file", "save_act-activations")
+
+CASES: dict[str, Case] = {
+    "external-link-to-fifo": Case(_with_external_link(_fifo), error=(
+        r"root object 'elsewhere' is an external link to '.*pipe:/conv'", r"--allow-external"),
+        may_hang=True),
+    "external-link-to-fifo-allowed": Case(
+        _with_external_link(_fifo), ("-layer", "conv", "--allow-external"),
+        error=(r"'elsewhere' is an external link", r"not a regular file"), may_hang=True),
+    "external-link-dry-run-of-another-layer": Case(
+        _with_external_link(_fifo), ("-layer", "fc", "--dry-run"),
+        error=(r"'elsewhere' is an external link",), may_hang=True),
+    "external-link-to-missing-file": Case(_with_external_link(lambda f: f / "gone.h5"),
+                                          error=(r"external link to '.*gone.h5:/conv'",)),
+    "external-link-to-missing-file-allowed": Case(
+        _with_external_link(lambda f: f / "gone.h5"), ("-layer", "conv", "--allow-external"),
+        error=(r"external link to '.*gone.h5:/conv'", r"No such file")),
+    "external-link-allowed": Case(_with_external_link(_other_file),
+                                  ("-layer", "elsewhere", "conv", "--allow-external")),
+    "soft-link-to-external-link": Case(_soft_to_external, ("-layer", "fc"),
+                                       error=(r"root object 'alias' is an external link",)),
+    "virtual-to-fifo": Case(_virtual(_fifo), error=(r"layer 'mapped' is a virtual dataset",
+                                                   r"--allow-external"), may_hang=True),
+    "virtual-to-fifo-allowed": Case(_virtual(_fifo), ("-layer", "mapped", "--allow-external"),
+                                    error=(r"virtual dataset", r"not a regular file"),
+                                    may_hang=True),
+    "virtual-to-missing-file-allowed": Case(
+        _virtual(lambda f: f / "gone.h5"), ("-layer", "mapped", "--allow-external"),
+        error=(r"virtual dataset of .*gone.h5:conv", r"No such file")),
+    "virtual-to-smaller-source-allowed": Case(
+        _virtual(_other_file, shape=(N_STIMULI, 3, 2, 3)), ("-layer", "mapped",
+                                                            "--allow-external"),
+        error=(r"virtual dataset", r"smaller than its mapping|cannot be read")),
+    "virtual-allowed": Case(_virtual(_other_file), ("-layer", "mapped", "conv",
+                                                    "--allow-external")),
+    "external-storage-of-etc-passwd": Case(
+        _external_storage(lambda f: "/etc/passwd", 32), ("-layer", "raw"),
+        error=(r"layer 'raw' keeps its values in other files \(/etc/passwd\)",
+               r"--allow-external")),
+    "external-storage-fifo-allowed": Case(
+        _external_storage(_fifo), ("-layer", "raw", "--allow-external"),
+        error=(r"keeps its values in other files", r"not a regular file"), may_hang=True),
+    "external-storage-too-short-allowed": Case(
+        _external_storage(lambda f: (f / "short.bin", (f / "short.bin").write_bytes(b"\0"))[0]),
+        ("-layer", "raw", "--allow-external"),
+        error=(r"keeps its values in other files", r"holds 1 bytes, fewer than the 32")),
+    "external-storage-allowed": Case(_external_storage(_raw_values),
+                                     ("-layer", "raw", "--allow-external")),
+    "name-not-utf8": Case(_non_utf8_name, error=(r"root object b'caf\\xe9'", r"not UTF-8")),
+    "never-written-chunks": Case(_never_written, ("-layer", "empty", "conv")),
+    "never-written-chunks-masked": Case(_never_written, ("-layer", "empty", "-chn", "2", "7")),
+    "huge-shape": Case(_huge_shape, error=(rf"declares {2**61} along its stimulus axis",
+                                           rf"at most {MAX_AXIS_LENGTH}")),
+    "huge-shape-dry-run": Case(_huge_shape, ("-layer", "conv", "--dry-run"),
+                               error=(r"declares \d+ along its stimulus axis",)),
+    "long-double": Case(_long_double, ("-layer", "wide"),
+                        error=(r"layer 'wide' holds float128 values",)),
+    # the budget bounds writing from a file; open_act + .values holds what it reads
+    "chunks-over-the-budget": Case(_big_chunks, ("-layer", "conv", "--memory", "1M"),
+                                   error=(r"layer 'conv' is stored in chunks of 8.0 MiB",
+                                          r"--memory 24M"), error_routes=FROM_FILE),
+    "chunks-over-the-budget-masked": Case(_big_chunks, ("-layer", "conv", "-chn", "3",
+                                                        "--memory", "1M"),
+                                          error=(r"chunks of 8.0 MiB", r"--memory 24M"),
+                                          error_routes=FROM_FILE),
+    "chunks-within-the-budget": Case(_big_chunks, ("-layer", "conv", "-chn", "3", "1",
+                                                   "--memory", "24M")),
+    "stimulus-field-named-channel": Case(_field_named_channel, error=(
+        r"names the stimulus field 'channel'", r"none of stimulus, channel, row, column")),
+    "chunk-index-key-moved": Case(_chunk_key_moved, error=(
+        r"layer 'conv' is damaged: its chunk index lists the chunk at \(4, 0, 0, 0\) twice",)),
+    "chunk-index-key-moved-masked": Case(_chunk_key_moved, ("-layer", "conv", "-chn", "2"),
+                                         error=(r"layer 'conv' is damaged",)),
+}
+#: --dry-run is the command's own: the Python routes always write
+RUNS = [(name, route) for name, case in CASES.items() for route in READ_ROUTES
+        if route == "command" or "--dry-run" not in case.flags]
+
+
+def _expected(path: Path, flags: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """What h5py reads of the layers and channels the flags name (DNNBrain's reading)."""
+    args = _get_parser().parse_args(["-act", str(path), *flags, "-out", "x.act.h5"])
+    with h5py.File(path, "r") as root:
+        values = {name: root[name][()] for name in args.layer}
+    if args.chn is not None:
+        values = {name: array[:, [c - 1 for c in args.chn]] for name, array in values.items()}
+    return values
+
+
+@pytest.mark.parametrize(("case", "route"), RUNS, ids=[f"{c}-{r}" for c, r in RUNS])
+def test_untrusted_file_gives_exact_values_or_one_line(case: str, route: str, tmp_path: Path):
+    spec = CASES[case]
+    source = tmp_path / "in"
+    source.mkdir()
+    path = spec.build(source)
+    before = {p.name: (digest(p) if p.is_file() and not p.is_fifo() else None)
+              for p in source.iterdir()}
+    outs = tmp_path / "out"
+    outs.mkdir()
+    out = outs / "o.act.h5"
+    args = ("-act", path, *spec.flags, "-out", out)
+    if spec.may_hang:
+        done = run_cli(*args, timeout=60, route=route)
+    else:
+        done = run_route(*args, route=route)
+    if spec.error is None or route not in spec.error_routes:
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == ""
+        with h5py.File(out, "r") as got:
+            for name, expected in _expected(path, spec.flags).items():
+                np.testing.assert_array_equal(got[name][()], expected, err_msg=name)
+    else:
+        assert done.returncode == 1, (done.returncode, done.stderr)
+        message = assert_one_line_error(done.stderr, *spec.error)
+        assert str(path) in message, message
+        assert list(outs.iterdir()) == [], "the failed run left files behind"
+    after = {p.name: (digest(p) if p.is_file() and not p.is_fifo() else None)
+             for p in source.iterdir()}
+    assert after == before, "the input or its neighbours changed"
+
+
+def test_open_act_refuses_external_storage_before_reading_it(tmp_path: Path):
+    path = _external_storage(lambda f: "/etc/passwd", 32)(tmp_path)
+    with pytest.raises(ActFileError, match=r"layer 'raw' keeps its values in other files "
+                                           r"\(/etc/passwd\)"):
+        open_act(path)
+
+
+def test_open_act_refuses_a_field_that_would_replace_a_dimension(tmp_path: Path):
+    path = _field_named_channel(tmp_path)
+    with pytest.raises(ActFileError, match=r"stimulus field 'channel'"):
+        open_act(path)
+
+
+def test_never_written_layer_reads_its_fill_value_through_open_act(tmp_path: Path):
+    path = _never_written(tmp_path)
+    with open_act(path) as acts:
+        np.testing.assert_array_equal(acts["empty"].values, np.full((N_STIMULI, 8, 32, 32), 0.5,
+                                                                    dtype="f4"))
+
+
+# -- a file another program is writing ----------------------------------------------------
+
+_SWMR_WRITER = textwrap.dedent("""
+    import sys, h5py, numpy as np
+    path = sys.argv[1]
+    root = h5py.File(path, "w", libver="latest")
+    layer = root.create_dataset("conv", shape=(2, 3, 2, 2), maxshape=(None, 3, 2, 2),
+                                chunks=(1, 3, 2, 2), dtype="f4", compression="gzip")
+    layer[...] = np.arange(24, dtype="f4").reshape(2, 3, 2, 2)
+    root.swmr_mode = True
+    layer.resize((3, 3, 2, 2))
+    layer[2] = 100
+    layer.flush()
+    print("ready", flush=True)
+    sys.stdin.read()  # hold the file open until the test is done
+    root.close()
+""")
+
+
+@pytest.mark.parametrize("route", READ_ROUTES)
+def test_a_file_held_by_a_swmr_writer_is_read(route: str, tmp_path: Path):
+    path = tmp_path / "live.act.h5"
+    writer = subprocess.Popen([sys.executable, "-c", _SWMR_WRITER, str(path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline() == "ready\n"
+        out = tmp_path / "o.act.h5"
+        done = run_route("-act", path, "-layer", "conv", "-out", out, route=route)
+        assert done.returncode == 0, done.stderr
+        with h5py.File(path, "r", swmr=True) as live, h5py.File(out, "r") as got:
+            expected = live["conv"][()]
+            assert expected.shape == (3, 3, 2, 2)  # what the writer had flushed
+            np.testing.assert_array_equal(got["conv"][()], expected)
+    finally:
+        writer.communicate("", timeout=30)
+
+
+def test_a_file_left_marked_open_for_writing_names_the_fix(tmp_path: Path):
+    # a latest-format writer killed before closing: HDF5 marks the file as open
+    path = tmp_path / "left.act.h5"
+    script = (f"import h5py, os, numpy as np; root = h5py.File({str(path)!r}, 'w', "
+              "libver='latest'); root['conv'] = np.zeros((1, 1, 1, 1)); root.flush(); "
+              "os._exit(0)")
+    subprocess.run([sys.executable, "-c", script], check=True)
+    done = run_cli("-act", path, "-layer", "conv", "-out", tmp_path / "o.act.h5")
+    assert done.returncode == 1
+    assert_one_line_error(done.stderr, re.escape(repr(str(path))), r"open for writing",
+                          r"h5clear -s")
