@@ -32,7 +32,7 @@ def test_act_to_nc_to_open_act_is_exact(tmp_path, stim_file, dtype):
     act_path, nc_path = tmp_path / "in.act.h5", tmp_path / "out.nc"
     write_reference_act(act_path, {k: (v * 40).astype(dtype) for k, v in arrays.items()})
     acts = open_act(act_path, stim=stim_file)
-    save_act(acts, nc_path, attrs={"cmd": "test"}, memory=2_000)
+    save_act(acts, nc_path, attrs={"cmd": "test"}, memory=100_000)
     back = open_act(nc_path)
     assert_exact(back, acts)
     assert back.attrs["cmd"] == "test" and back.attrs["software"].startswith("dnnmask_xr")

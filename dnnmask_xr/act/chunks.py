@@ -247,13 +247,23 @@ def _check_chunk_fits(source: h5py.Dataset, budget: Budget) -> None:
     if needed > budget.memory:
         raise ActFileError(
             f"{source.file.filename!r}: layer {_layer(source)!r} is stored in chunks of "
-            f"{_mib(chunk_bytes)} (shape {source.chunks}); reading them needs a memory "
-            f"budget of at least {_mib(needed)} (--memory {-(-needed // 2**20)}M, or "
-            f"memory={needed}), more than the {_mib(budget.memory)} given")
+            f"{_size(chunk_bytes)} (shape {source.chunks}); reading them needs a memory "
+            f"budget of at least {_size(needed)} (--memory {_memory_flag(needed)}, or "
+            f"memory={needed}), more than the {_size(budget.memory)} given")
 
 
-def _mib(size: int) -> str:
-    return f"{size / 2**20:.1f} MiB"
+def _size(nbytes: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} bytes"
+
+
+def _memory_flag(nbytes: int) -> str:
+    """Give the smallest round ``--memory`` value of at least ``nbytes``."""
+    if nbytes <= 2**20:
+        return f"{-(-nbytes // 2**10)}K"
+    return f"{-(-nbytes // 2**20)}M"
 
 
 def _copy_chunks(
