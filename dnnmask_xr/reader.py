@@ -20,6 +20,7 @@ from dnnmask_xr.act.layout import (
     is_reserved,
     layer_datasets,
     open_file,
+    read_attrs,
 )
 from dnnmask_xr.act.select import blaming
 from dnnmask_xr.activations import Activations
@@ -127,11 +128,12 @@ def _read_metadata(
             # how xarray (and chunks=) learns the HDF5 chunk shape
             layers[name].encoding["preferred_chunks"] = dict(zip(DIMS, dataset.chunks,
                                                                  strict=True))
-    attrs = {key: value for key, value in root.attrs.items() if not is_reserved(key)}
+    stored = read_attrs(root, repr(where))
+    attrs = {key: value for key, value in stored.items() if not is_reserved(key)}
     header: dict[str, str] = {}
     if layers:
         n_stim = next(iter(layers.values())).sizes["stimulus"]
-        ids, fields, header = decode_stimulus(root.attrs, n_stim, repr(where))
+        ids, fields, header = decode_stimulus(stored, n_stim, repr(where))
         coords = {"stimulus": ids, **{key: ("stimulus", v) for key, v in fields.items()}}
         layers = {name: array.assign_coords(coords) for name, array in layers.items()}
     return layers, attrs, header

@@ -12,8 +12,16 @@ index is checked first:
 
 - every chunk's offset is on the chunk grid and inside the layer, once;
 - its bytes lie inside the file and are no more than a compressed chunk
-  can take;
+  can take, and exactly a chunk's bytes where no filter applies (HDF5
+  would read the rest from uninitialised memory);
 - a chunk read by coordinate is the one the index lists there.
+
+The layer's own description is checked too, since raw chunks are decoded
+here, not by HDF5: chunks are inflated here only for a pipeline of gzip
+alone with a valid level (HDF5 refuses to read other levels) and for
+values of a standard numpy type (a damaged type that HDF5 converts on
+reading would be decoded as the standard one); other layers are left to
+HDF5. A damaged fill value is refused, as reading it crashes h5py.
 
 One pass over the index (``chunk_iter``) costs a few milliseconds per
 10 000 chunks.
@@ -50,11 +58,20 @@ class ChunkIndex:
     dataset
         A chunked layer of an open input file.
 
+    Attributes
+    ----------
+    level
+        The gzip level if the chunks may be inflated here (gzip alone, a
+        valid level, a standard type), None if HDF5 must decode them.
+    fillvalue
+        What chunks never written read as; None if the layer has none.
+
     Raises
     ------
     ActFileError
         If the index cannot be read, or lists a chunk off the grid, outside
-        the layer, twice, outside the file or larger than any chunk can be.
+        the layer, twice, outside the file or larger than any chunk can be;
+        if the layer's chunk shape or fill value is damaged.
     """
 
     def __init__(self, dataset: h5py.Dataset) -> None:
@@ -62,14 +79,27 @@ class ChunkIndex:
         self.where = f"{dataset.file.filename!r}: layer {dataset.name.lstrip('/')!r}"
         self.chunks: dict[tuple[int, ...], StoredChunk] = {}
         shape, steps = dataset.shape, dataset.chunks
-        largest = math.prod(steps) * dataset.dtype.itemsize
-        largest += largest // 16 + _SLACK_BYTES
+        if len(steps) != len(shape) or not all(step >= 1 for step in steps):
+            raise self.damaged(f"has chunks of {steps} for a layer of shape {shape}")
+        raw_size = math.prod(steps) * dataset.dtype.itemsize
+        largest = raw_size + raw_size // 16 + _SLACK_BYTES
         try:
+            plist = dataset.id.get_create_plist()
+            filters = [plist.get_filter(i) for i in range(plist.get_nfilters())]
+            self.fillvalue = _fill_value(dataset, plist)
+            standard = dataset.id.get_type().equal(h5py.h5t.py_create(dataset.dtype))
             file_size = dataset.file.id.get_filesize()
             infos = _chunk_infos(dataset)
-        except (OSError, RuntimeError, ValueError, MemoryError) as err:
-            raise ActFileError(f"{self.where} is damaged: its chunk index cannot be read "
+        except (OSError, RuntimeError, ValueError, TypeError, MemoryError) as err:
+            raise ActFileError(f"{self.where} is damaged: its storage cannot be read "
                                f"({err})") from None
+        self.level = None
+        if standard and [code for code, *_ in filters] == [h5py.h5z.FILTER_DEFLATE]:
+            levels = tuple(filters[0][2])
+            if len(levels) == 1 and 0 <= levels[0] <= 9:
+                self.level = int(levels[0])
+        # a chunk whose every filter was skipped (or that has none) is stored raw
+        unfiltered = (1 << len(filters)) - 1
         for info in infos:
             offset = tuple(int(i) for i in info.chunk_offset)
             if len(offset) != len(shape) or not all(
@@ -83,6 +113,9 @@ class ChunkIndex:
             if byte_offset is None or size <= 0 or size > largest:
                 raise self.damaged(f"gives the chunk at {offset} {size} bytes; a chunk of "
                                    f"{steps} takes 1 to {largest}")
+            if info.filter_mask & unfiltered == unfiltered and size != raw_size:
+                raise self.damaged(f"gives the unfiltered chunk at {offset} {size} bytes; "
+                                   f"it holds {raw_size}")
             if byte_offset < 0 or byte_offset + size > file_size:
                 raise self.damaged(f"places the chunk at {offset} at bytes {byte_offset} to "
                                    f"{byte_offset + size}, beyond the file's {file_size}")
@@ -113,6 +146,15 @@ class ChunkIndex:
             raise self.damaged(f"disagrees with itself about the chunk at {offset} "
                                f"({len(data)} bytes found where it lists {expected.size})")
         return filter_mask, data
+
+
+def _fill_value(dataset: h5py.Dataset, plist: h5py.h5p.PropDCID) -> object:
+    """Return the layer's fill value, None if undefined; checked before h5py reads it."""
+    # h5py's Dataset.fillvalue crashes the process on a damaged fill value
+    # message; asking whether one is defined fails cleanly instead
+    if plist.fill_value_defined() == h5py.h5d.FILL_VALUE_UNDEFINED:
+        return None
+    return dataset.fillvalue
 
 
 def _chunk_infos(dataset: h5py.Dataset) -> list:

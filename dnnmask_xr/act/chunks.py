@@ -48,8 +48,6 @@ from dnnmask_xr.act.codec import CodecError, deflate, inflate
 from dnnmask_xr.act.plan import BlockReader, FileSelection
 from dnnmask_xr.errors import ActFileError
 
-#: The HDF5 filter id of gzip (deflate).
-_DEFLATE = h5py.h5z.FILTER_DEFLATE
 # Layers are created with track_order=True: it gives them the newer object
 # header (HDF5 1.8's), whose attributes may exceed 64 KiB, so the unit
 # numbers of a layer of any width fit.
@@ -170,11 +168,11 @@ def write_selection(sink: Sink, selection: FileSelection, budget: Budget) -> Lay
         return report
     with _reading(source):
         chunked = source.chunks is not None
-        gzip_chunks = chunked and _is_gzip_only(source)
     index = None
     if chunked:
-        _check_chunk_fits(source, budget)
         index = ChunkIndex(source)
+        _check_chunk_fits(source, budget)
+    gzip_chunks = index is not None and index.level is not None
     if gzip_chunks:
         mapping = [aligned_chunks(positions, size, step) for positions, size, step
                    in zip(selection.positions, source.shape, source.chunks, strict=True)]
@@ -182,8 +180,7 @@ def write_selection(sink: Sink, selection: FileSelection, budget: Budget) -> Lay
         # just one short edge chunk along an axis is re-encoded instead
         fits = all(step <= size for step, size in zip(source.chunks, shape, strict=True))
         if fits and all(axis is not None for axis in mapping):
-            target = sink.create(shape, dtype, source.chunks, source.compression_opts,
-                                 source.fillvalue)
+            target = sink.create(shape, dtype, source.chunks, index.level, index.fillvalue)
             _copy_chunks(index, target, mapping, budget, report)
             return report
     stimulus_step = None
@@ -278,8 +275,9 @@ def _copy_chunks(
     # a chunk the input never wrote reads as its fill value: an output that
     # could not take that fill value gets the chunk written out
     unwritten = None
-    if not np.array_equal(np.asarray(target.fillvalue), np.asarray(source.fillvalue)):
-        unwritten = (0, deflate(np.full(steps, source.fillvalue, dtype=source.dtype).data))
+    if index.fillvalue is not None and not np.array_equal(np.asarray(target.fillvalue),
+                                                          np.asarray(index.fillvalue)):
+        unwritten = (0, deflate(np.full(steps, index.fillvalue, dtype=source.dtype).data))
     # bytes of the layer in each chunk along each axis (edge chunks are short)
     extents = [[min(step, size - start) for start in range(0, size, step)]
                for step, size in zip(steps, target.shape, strict=True)]
@@ -289,11 +287,13 @@ def _copy_chunks(
                                                                      strict=True))
         stored = index.read(offset)
         report.chunks_read += stored is not None
+        if stored is None and index.fillvalue is None:
+            raise _no_fill_value(index, offset)
         stored = stored or unwritten
         if stored is not None:
             filter_mask, data = stored
             if budget.verify:
-                pending.append(budget.pool.submit(_decode, stored, steps, source))
+                pending.append(budget.pool.submit(_decode, stored, steps, index))
                 report.chunks_inflated += not filter_mask
             target.id.write_direct_chunk(tuple(i * step for i, step in zip(grid_index, steps,
                                                                            strict=True)),
@@ -362,7 +362,9 @@ def _fill_block(
             stored = index.read(offset)
             report.chunks_read += stored is not None
             report.chunks_inflated += stored is not None and not stored[0]
-            batch.append((_scatter_raw, block, out_index, in_index, stored, chunk_shape, source))
+            if stored is None and index.fillvalue is None:
+                raise _no_fill_value(index, offset)
+            batch.append((_scatter_raw, block, out_index, in_index, stored, chunk_shape, index))
         else:
             box = tuple(slice(start, min(start + step, size))
                         for start, step, size in zip(offset, steps, source.shape, strict=True))
@@ -430,18 +432,25 @@ def _deflate_piece(piece: np.ndarray, steps: tuple[int, ...]) -> bytes:
 
 def _scatter_raw(
     block: np.ndarray, out_index: list, in_index: list,
-    stored: tuple[int, bytes] | None, chunk_shape: tuple[int, ...], source: h5py.Dataset,
+    stored: tuple[int, bytes] | None, chunk_shape: tuple[int, ...], index: ChunkIndex,
 ) -> None:
-    _scatter(block, out_index, in_index, _decode(stored, chunk_shape, source))
+    _scatter(block, out_index, in_index, _decode(stored, chunk_shape, index))
+
+
+def _no_fill_value(index: ChunkIndex, offset: tuple[int, ...]) -> ActFileError:
+    # HDF5 would read such a chunk from uninitialised memory
+    return ActFileError(f"{index.where}: the chunk at {offset} was never written and the "
+                        "layer has no fill value, so it holds no values")
 
 
 def _decode(
-    stored: tuple[int, bytes] | None, chunk_shape: tuple[int, ...], source: h5py.Dataset
+    stored: tuple[int, bytes] | None, chunk_shape: tuple[int, ...], index: ChunkIndex
 ) -> np.ndarray:
     """Turn a gzip chunk's stored bytes into its values."""
+    source = index.dataset
     dtype = source.dtype
     if stored is None:  # never written: HDF5 reads its fill value
-        return np.full(chunk_shape, source.fillvalue, dtype=dtype)
+        return np.full(chunk_shape, index.fillvalue, dtype=dtype)
     filter_mask, data = stored
     size = int(np.prod(chunk_shape)) * dtype.itemsize
     try:
@@ -484,11 +493,6 @@ def _read_box(source: h5py.Dataset, box: tuple[slice, ...]) -> np.ndarray:
     except OSError as err:
         raise ActFileError(f"{source.file.filename!r}: cannot read layer "
                            f"{_layer(source)!r} ({err})") from None
-
-
-def _is_gzip_only(dataset: h5py.Dataset) -> bool:
-    plist = dataset.id.get_create_plist()
-    return [plist.get_filter(i)[0] for i in range(plist.get_nfilters())] == [_DEFLATE]
 
 
 def _is_identity(positions: np.ndarray, size: int) -> bool:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,36 @@ def is_counted_from_one(labels: np.ndarray) -> bool:
     return labels.dtype.kind in "iu" and np.array_equal(labels, count_from_one(labels.size))
 
 
+def read_attrs(
+    node: h5py.HLObject, where: str, wanted: Callable[[str], bool] | None = None
+) -> dict[str, Any]:
+    """Read a file object's attributes (those ``wanted``, or all) as a plain dict.
+
+    Only the values asked for are read: a damaged attribute value (a
+    variable-length string in a damaged global heap) can crash HDF5, so
+    the command never reads the ones it does not use. A damaged attribute
+    message makes h5py fail in several ways (even asking whether a name
+    exists); here that is one error naming the object.
+
+    Raises
+    ------
+    ActFileError
+        If an attribute cannot be read.
+    """
+    name = node.name.lstrip("/") or "the root"
+    key = None
+    try:
+        values = {}
+        for key in list(node.attrs):
+            if wanted is None or wanted(key):
+                values[key] = node.attrs[key]
+        return values
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError, UnicodeError) as err:
+        which = "attributes" if key is None else f"attribute {key!r}"
+        raise ActFileError(f"{where}: the {which} of {name} cannot be read; the file is "
+                           f"damaged ({err})") from None
+
+
 def decode_unit_labels(dataset: h5py.Dataset, where: str) -> dict[str, np.ndarray]:
     """Read a layer's channel, row and column numbers.
 
@@ -75,11 +105,12 @@ def decode_unit_labels(dataset: h5py.Dataset, where: str) -> dict[str, np.ndarra
         ``{"channel": ..., "row": ..., "column": ...}``, int64 arrays.
     """
     numbers = {}
+    attrs = read_attrs(dataset, where, NUMBERED_DIMS.__contains__)
     for dim, size in zip(NUMBERED_DIMS, dataset.shape[1:], strict=True):
-        if dim not in dataset.attrs:
+        if dim not in attrs:
             numbers[dim] = count_from_one(size)
             continue
-        value = np.atleast_1d(dataset.attrs[dim])
+        value = np.atleast_1d(attrs[dim])
         if value.dtype.kind not in "iu" or value.ndim != 1 or value.size != size:
             raise ActFileError(
                 f"{where}: attribute {dim!r} of layer {_layer(dataset)!r} must hold "
@@ -256,7 +287,7 @@ def open_file(where: str, mode: str = "r") -> h5py.File:
     for options in ({}, {"locking": False}, {"swmr": True}, {"swmr": True, "locking": False}):
         try:
             return h5py.File(where, "r", **options)
-        except OSError as err:
+        except (OSError, RuntimeError, ValueError) as err:
             error = error or err
             if not _may_retry(err, options):
                 break
@@ -267,7 +298,7 @@ def open_file(where: str, mode: str = "r") -> h5py.File:
     raise ActFileError(f"cannot read {where!r}: the file is damaged ({error})") from None
 
 
-def _may_retry(err: OSError, tried: dict[str, bool]) -> bool:
+def _may_retry(err: Exception, tried: dict[str, bool]) -> bool:
     """Tell whether another way of opening might succeed where ``tried`` failed."""
     text = str(err).lower()
     return "lock" in text or ("already open for write" in text and not tried.get("swmr"))
@@ -365,7 +396,7 @@ def layer_dataset(
     check_link(root, name, repr(where), allow_external)
     try:
         node = root[name]
-    except (OSError, KeyError, RuntimeError) as err:
+    except (OSError, KeyError, RuntimeError, ValueError, UnicodeError) as err:
         raise ActFileError(f"{where!r}: cannot read layer {name!r} ({err})") from None
     kind = ("a group" if isinstance(node, h5py.Group) else
             f"a {node.ndim}-D dataset" if isinstance(node, h5py.Dataset) else "not a dataset")
@@ -373,7 +404,11 @@ def layer_dataset(
         raise ActFileError(f"{where!r}: root object {name!r} is {kind}; every root object of "
                            "an .act.h5 file must be a 4-D dataset (stimulus, channel, row, "
                            "column)")
-    dtype = node.dtype
+    try:
+        dtype = node.dtype
+    except (ValueError, TypeError, OSError, RuntimeError) as err:
+        raise ActFileError(f"{where!r}: layer {name!r} holds values of a type numpy cannot "
+                           f"represent; the file is damaged ({err})") from None
     if dtype.kind not in "biufc":
         raise ActFileError(f"{where!r}: layer {name!r} holds {dtype} values; layers "
                            "hold numbers (integer, float or complex)")

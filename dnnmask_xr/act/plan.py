@@ -24,7 +24,9 @@ from dnnmask_xr.act.layout import (
     count_from_one,
     decode_stimulus,
     decode_unit_labels,
+    is_reserved,
     layer_datasets,
+    read_attrs,
 )
 from dnnmask_xr.act.select import (
     NumberMeaning,
@@ -289,7 +291,8 @@ def plan_mask(
         layers.append(PlannedLayer(name, kept, FileSelection(dataset, positions)))
     n_stim = next(iter(datasets.values())).shape[0] if datasets else 0
     if stim is None:
-        stimulus = StimulusTable(*decode_stimulus(root.attrs, n_stim, repr(where)))
+        stored = read_attrs(root, repr(where), is_reserved)
+        stimulus = StimulusTable(*decode_stimulus(stored, n_stim, repr(where)))
     else:
         stimulus = _stimulus_table(stim, n_stim, where)
     provenance = {"source": where, "mask": format_dmask(mask), "mask_by": by, **(attrs or {})}
