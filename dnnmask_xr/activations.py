@@ -13,7 +13,7 @@ from dnnmask_xr._args import mapping_arg
 from dnnmask_xr.act.checks import check_layer_name
 from dnnmask_xr.act.describe import describe_layers
 from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS, count_from_one
-from dnnmask_xr.act.plan import StimulusTable, shared_stimulus
+from dnnmask_xr.act.plan import INPUTS_KEY, StimulusTable, shared_stimulus, text_inputs
 from dnnmask_xr.act.select import (
     NumberMeaning,
     check_meaning,
@@ -160,7 +160,8 @@ class Activations(Mapping[str, xr.DataArray]):
         for layer, layer_mask in mask.items():
             array = self._layers[layer]
             labels = {dim: array[dim].values for dim in NUMBERED_DIMS}
-            layers[layer] = array.isel(layer_positions(layer, layer_mask, labels, by))
+            layers[layer] = with_inputs(array.isel(layer_positions(layer, layer_mask, labels, by)),
+                                        text_inputs(mask=mask))
         provenance = {"source": self.source} if self.source else {}
         provenance.update(mask=format_dmask(mask), mask_by=by)
         return self._derive(layers, attrs=provenance)
@@ -199,7 +200,8 @@ class Activations(Mapping[str, xr.DataArray]):
         layers = {}
         for name, array in self._layers.items():
             old = list(stimulus_fields(array))
-            layers[name] = array.drop_vars(old).assign_coords(coords)
+            layers[name] = with_inputs(array.drop_vars(old).assign_coords(coords),
+                                       text_inputs(stimuli=stimuli))
         return self._derive(layers, attrs=self.attrs, stim_header=stimuli.header)
 
     def close(self) -> None:
@@ -247,6 +249,20 @@ class Activations(Mapping[str, xr.DataArray]):
             source=self.source,
             closers=self._closers,
         )
+
+
+def with_inputs(array: xr.DataArray, inputs: Mapping[str, str]) -> xr.DataArray:
+    """Return ``array`` remembering that it was masked or labelled with ``inputs``.
+
+    ``inputs`` maps a text file to what was read from it (see
+    :data:`~dnnmask_xr.act.plan.INPUTS_KEY`); a write refuses to replace them.
+    """
+    if not inputs:
+        return array
+    array = array.copy(deep=False)  # a new encoding dict: the original keeps its own
+    array.encoding = {**array.encoding,
+                      INPUTS_KEY: {**array.encoding.get(INPUTS_KEY, {}), **inputs}}
+    return array
 
 
 def stimulus_fields(array: xr.DataArray) -> dict[str, np.ndarray]:

@@ -9,7 +9,8 @@ Reads an .act.h5 activation file and writes the units of interest to a new
   N -layer with N -chn         one channel per layer, paired in order
 
 Numbers are 1-based, in any order, repeats allowed; the output keeps the
-order given. Channel, row and column numbers of the input, stimulus IDs and
+order given. Each option is given at most once: list all layers (channels)
+after one -layer (-chn). Channel, row and column numbers of the input, stimulus IDs and
 fields (-stim) are kept in the output's HDF5 attributes.
 
 Examples
@@ -18,7 +19,8 @@ Examples
   dnn_mask -act test.act.h5 -dmask test.dmask.csv -stim test.stim.csv -out masked.act.h5
 
 exit status: 0 on success, 1 for a bad file or selection, 2 for misused
-flags (an -out that is the input included), 130 on Ctrl-C, 143 on SIGTERM,
+flags (an option given twice, an -out that is the -act, -dmask or -stim
+file included), 130 on Ctrl-C, 143 on SIGTERM,
 129 on SIGHUP. On failure nothing is written at -out; a signal that comes
 after -out was written is said on stderr, with status 0.
 """
@@ -30,6 +32,7 @@ import re
 import shlex
 import sys
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import NoReturn
 
 from dnnmask_xr.act._interrupt import Interrupted, signal_name
@@ -42,6 +45,14 @@ PROG = "dnn_mask"
 _NUMBER = re.compile(r"-\d+")
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+#: The largest --memory: more is no machine's, and sizes are int64 downstream.
+_MOST_MEMORY = 2**63 - 1
+_INTEGER = re.compile(r"\s*([+-]?)0*([0-9]+)\s*")
+#: The largest channel number: unit numbers are int64.
+_LARGEST = 2**63 - 1
+#: How to give all values of an option that takes several, once.
+_ONCE_HINTS = {"layer": "list all layers after one -layer (-layer conv5 fc3)",
+               "chn": "list all channels after one -chn (-chn 1 2 3)"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,13 +64,23 @@ class _Parser(argparse.ArgumentParser):
     def parse_args(self, args: Sequence[str] | None = None, namespace=None):
         # Python < 3.12 expands abbreviations of single-dash long options
         # ('-ou' for '-out') even with allow_abbrev=False: refuse them here.
-        known = set(self._option_string_actions)
+        # argparse also keeps only the last of an option given twice
+        # ('-layer conv5 -layer fc3' writes fc3 alone): refuse that too.
+        known = self._option_string_actions
+        seen: dict[str, str] = {}
         for token in args or ():
             name = token.split("=", 1)[0]
             if token == "--":
                 break
-            if name.startswith("-") and not _NUMBER.fullmatch(name) and name not in known:
+            if not name.startswith("-") or _NUMBER.fullmatch(name):
+                continue
+            if name not in known:
                 self.error(f"unrecognized argument: {token}")
+            dest = known[name].dest
+            if dest in seen:
+                also = f" (also as {seen[dest]})" if seen[dest] != name else ""
+                self.error(f"{name} given twice{also}; {_ONCE_HINTS.get(dest, 'give it once')}")
+            seen[dest] = name
         return super().parse_args(args, namespace)
 
 
@@ -76,15 +97,17 @@ def _get_parser() -> argparse.ArgumentParser:
     parser.add_argument("-layer", metavar="Layer", nargs="+",
                         help="name of the target layer(s), e.g. 'conv1' for the first "
                              "convolution layer or 'fc1' for the first fully connected layer")
-    parser.add_argument("-chn", metavar="Channel", nargs="+", type=int,
+    parser.add_argument("-chn", metavar="Channel", nargs="+", type=channel_number,
                         help="number(s) of the target channel(s), starting from 1; needs "
                              "-layer; default is all channels")
     parser.add_argument("-dmask", metavar="DnnMask",
                         help="path of a .dmask.csv file naming the layers, channels, rows "
-                             "and columns of interest; excludes -layer and -chn")
+                             "and columns of interest; excludes -layer and -chn (a regular "
+                             "file of at most 256 MiB)")
     parser.add_argument("-stim", metavar="Stimulus",
                         help="path of a .stim.csv file describing the input's stimuli, one "
-                             "row per stimulus; its IDs and fields are kept in the output")
+                             "row per stimulus; its IDs and fields are kept in the output (a "
+                             "regular file of at most 256 MiB)")
     parser.add_argument("-out", metavar="Output", required=True,
                         help="output path, ending in .act.h5 (or .nc for netCDF4); written only "
                              "when complete")
@@ -107,16 +130,49 @@ def _get_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def channel_number(text: str) -> int:
+    """Read a ``-chn`` number as :func:`int` does, with any number of leading zeros.
+
+    :func:`int` refuses more than 4300 digits, even ``0...01``. Leading
+    zeros are dropped first; a number still too long for :func:`int` is
+    refused here, quoted in short (no layer has that many units), and any
+    other is left for the mask to check against its layer, as before.
+    """
+    match = _INTEGER.fullmatch(text)
+    if match is None:
+        try:  # what int() alone takes ('1_0'), as DNNBrain's type=int does
+            return int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{_shorten(text)!r} is not an integer; "
+                                             "channel numbers are 1-based integers") from None
+    sign, digits = match.groups()
+    try:
+        return int(sign + digits)
+    except ValueError:  # more digits than int() converts
+        raise argparse.ArgumentTypeError(
+            f"{_shorten(text)!r} is out of range for any layer; numbers are 1-based and at "
+            f"most {_LARGEST}") from None
+
+
 def memory_size(text: str) -> int:
     """Read a size such as ``512M``, ``2G``, ``1.5GiB`` or ``1000000`` as bytes."""
     match = _SIZE.fullmatch(text.strip())
     if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size; give bytes or a number "
-                                         "with K, M, G or T, such as 512M")
-    size = int(float(match[1]) * _UNITS[match[2].upper()])
+        raise argparse.ArgumentTypeError(f"{_shorten(text)!r} is not a size; give bytes or a "
+                                         "number with K, M, G or T, such as 512M")
+    # Decimal: exact for any number of digits (float overflows at 400, int() stops at 4300)
+    exact = Decimal(match[1]) * _UNITS[match[2].upper()]
+    if exact > _MOST_MEMORY:
+        raise argparse.ArgumentTypeError(f"{_shorten(text)!r} is more than any memory; give "
+                                         f"at most {_MOST_MEMORY} bytes, such as 512M or 2G")
+    size = int(exact)
     if size < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive size")
+        raise argparse.ArgumentTypeError(f"{_shorten(text)!r} is not a positive size")
     return size
+
+
+def _shorten(text: str, most: int = 40) -> str:
+    return text if len(text) <= most else f"{text[:most - 3]}... ({len(text)} characters)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,7 @@ import xarray as xr
 
 from dnnmask_xr._args import mapping_arg
 from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS
-from dnnmask_xr.act.plan import ComputedValues, Plan, PlannedLayer
+from dnnmask_xr.act.plan import INPUTS_KEY, ComputedValues, Plan, PlannedLayer
 from dnnmask_xr.act.write import DEFAULT_MEMORY, SaveReport, WriteOptions, progress_bar, write
 from dnnmask_xr.activations import Activations
 from dnnmask_xr.errors import DnnMaskError
@@ -130,13 +130,16 @@ def plan_layers(acts: Activations, attrs: Mapping[str, Any] | None = None) -> Pl
     """
     stimulus = acts.stimulus_table()
     layers = []
+    # the .dmask.csv and .stim.csv files the layers were masked or labelled with
+    inputs: dict[str, str] = {}
     for name, array in acts.items():
+        inputs.update(array.encoding.get(INPUTS_KEY, {}))
         _check_coords(name, array)
         labels = {dim: array[dim].values for dim in NUMBERED_DIMS}
         values = file_selection(array) or ComputedValues(
             array.shape, array.dtype, _block_reader(array), layer_sources(array))
         layers.append(PlannedLayer(name, labels, values, dict(array.attrs)))
-    return Plan(tuple(layers), stimulus, {**acts.attrs, **(attrs or {})})
+    return Plan(tuple(layers), stimulus, {**acts.attrs, **(attrs or {})}, inputs)
 
 
 def _block_reader(array: xr.DataArray):

@@ -395,7 +395,7 @@ HEAD = "type=image\npath=p\n"
         pytest.param(
             HEAD + "data=stimID,label\na,3.5\n",
             4,
-            r"field 'label': value '3\.5' is not an integer \(e\.g\. 3, -3, \+3\)",
+            r"field 'label': value '3\.5' is not an integer \(e\.g\. 3, -3, \+3, 3\.0\)",
             id="float-label",
         ),
         pytest.param(
@@ -407,7 +407,7 @@ HEAD = "type=image\npath=p\n"
         pytest.param(
             HEAD + "data=stimID,label\na,9223372036854775808\n",
             4,
-            "field 'label': value 9223372036854775808 is out of the int64 range",
+            "field 'label': value '9223372036854775808' is out of the int64 range",
             id="label-overflow",
         ),
         pytest.param(

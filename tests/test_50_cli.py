@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
@@ -169,3 +170,102 @@ def test_installed_console_script(act_file, layers, tmp_path):
         "numbers are 1-based"
     ]
     assert not (tmp_path / "bad.act.h5").exists()
+
+
+# -- options given twice, numbers of any length --------------------------------------------
+
+#: Each option with a valid value, and the hint its refusal gives.
+ONCE = {
+    "-act": (["in.act.h5"], r"give it once"),
+    "-layer": (["fc3"], r"list all layers after one -layer \(-layer conv5 fc3\)"),
+    "-chn": (["1"], r"list all channels after one -chn \(-chn 1 2 3\)"),
+    "-dmask": (["m.dmask.csv"], r"give it once"),
+    "-stim": (["s.stim.csv"], r"give it once"),
+    "-out": (["other.act.h5"], r"give it once"),
+    "--dry-run": ([], r"give it once"),
+    "-q": ([], r"give it once"),
+    "--quiet": ([], r"give it once"),
+    "--memory": (["64M"], r"give it once"),
+    "--threads": (["2"], r"give it once"),
+    "--verify": ([], r"give it once"),
+}
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.endswith("\n") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize("option", list(ONCE))
+def test_every_option_given_twice_is_refused(option, act_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    value, hint = ONCE[option]
+    args = ["-act", str(act_file), "-layer", "conv5", "-chn", "3", "-out", "o.act.h5"]
+    if option not in args:
+        args += [option, *value]
+    # the second time, -q is named by its other name
+    again = "--quiet" if option == "-q" else option
+    args += [again, *value]
+    assert main(args) == 2
+    err = _one_line(capsys)
+    also = r" \(also as -q\)" if option == "-q" else ""
+    assert re.fullmatch(rf"dnn_mask: error: {re.escape(again)} given twice{also}; {hint} "
+                        r"\(see dnn_mask --help\)\n", err), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.act.h5"]
+
+
+@pytest.mark.parametrize("args", [["-layer", "conv5", "-layer", "fc3"],
+                                  ["-layer", "conv5", "-chn", "1", "2", "-chn", "3"],
+                                  ["-layer=conv5", "-layer", "fc3"]],
+                         ids=["layer", "chn", "with-equals"])
+def test_repeated_selection_options_write_nothing(args, act_file, tmp_path, capsys):
+    out = tmp_path / "o.act.h5"
+    assert main(["-act", str(act_file), *args, "-out", str(out)]) == 2
+    assert "given twice" in _one_line(capsys)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("number", "status", "pattern"), [
+    ("9" * 5000, 2, r"argument -chn: '9{37}\.\.\. \(5000 characters\)' is out of range for "
+                    r"any layer; numbers are 1-based and at most 9223372036854775807"),
+    ("-" + "9" * 5000, 2, r"argument -chn: '-9{36}\.\.\. \(5001 characters\)' is out of range"),
+    ("0" * 4999 + "1", 0, None),
+    ("0" * 4999 + "21", 1, r"channel number 21 is out of range for layer 'conv5' "
+                           r"\(valid: 1\.\.20\)"),
+])
+def test_channel_numbers_of_any_length_give_one_line(number, status, pattern, act_file,
+                                                     layers, tmp_path, capsys):
+    out = tmp_path / "o.act.h5"
+    assert main(["-act", str(act_file), "-layer", "conv5", "-chn", number, "-out",
+                 str(out)]) == status
+    if status == 0:
+        assert capsys.readouterr().err == ""
+        np.testing.assert_array_equal(open_act(out)["conv5"].values, layers["conv5"][:, [0]])
+        return
+    err = _one_line(capsys)
+    assert len(err) < 300 and re.search(pattern, err), err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("size", "pattern"), [
+    ("9" * 400, r"argument --memory: '9{37}\.\.\. \(400 characters\)' is more than any "
+                r"memory; give at most 9223372036854775807 bytes, such as 512M or 2G"),
+    ("9" * 400 + "T", r"is more than any memory"),
+    ("1e400", r"is not a size"),
+    ("0.1", r"is not a positive size"),
+])
+def test_memory_sizes_of_any_length_give_one_line(size, pattern, act_file, tmp_path, capsys):
+    assert main(["-act", str(act_file), "-layer", "conv5", "--memory", size, "-out",
+                 str(tmp_path / "o.act.h5")]) == 2
+    err = _one_line(capsys)
+    assert len(err) < 300 and re.search(pattern, err), err
+
+
+def test_memory_sizes_are_exact():
+    from dnnmask_xr.cli import memory_size
+
+    assert memory_size("1.5G") == 3 * 2**29
+    assert memory_size("512M") == 2**29
+    assert memory_size("0" * 500 + "64K") == 2**16
+    assert memory_size(f"{2**63 - 1}") == 2**63 - 1

@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_11_stim import assert_same, stimuli_strategy
 
@@ -253,3 +253,136 @@ def test_stim_and_dmask_agree_on_line_ends():
                         (parse_dmask, "conv5=chn\n1\f2\n")):
         with pytest.raises(FormatError, match=r"holds the line break '\\x0c' inside it"):
             parse(text)
+
+
+# -- numbers of any length ---------------------------------------------------------------
+
+
+@SETTINGS
+@given(value=st.integers(-(2**63) + 1, 2**63 - 1), zeros=st.integers(0, 6000))
+@example(value=1, zeros=5000)  # past int()'s 4300 digits, which hypothesis rarely draws
+@example(value=-(2**63) + 1, zeros=4300)
+def test_dmask_numbers_may_have_any_number_of_leading_zeros(value: int, zeros: int):
+    sign = "-" if value < 0 else ""
+    text = f"conv5=chn\n{sign}{'0' * zeros}{abs(value)}\n"
+    assert parse_dmask(text)["conv5"].channel == (value,)
+
+
+@pytest.mark.parametrize("digits", ["9" * 5000, "1" + "0" * 4300, "0" * 10 + "9" * 20],
+                         ids=["5000-nines", "10**4300", "zeros-then-20-nines"])
+@pytest.mark.parametrize("sign", ["", "-", "+"])
+def test_dmask_numbers_too_large_for_any_unit_give_the_line(digits: str, sign: str):
+    text = f"conv5=chn,row\n1\n2,{sign}{digits}\n"
+    with pytest.raises(FormatError, match=r"is out of range for any layer") as caught:
+        parse_dmask(text, "m.dmask.csv")
+    assert (caught.value.path, caught.value.line) == ("m.dmask.csv", 3)
+    assert len(str(caught.value)) < 300  # the number is shortened, the line still one
+
+
+# -- comments ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "line"), [("#conv5=chn\n1\n", 1),
+                                            ("conv5=chn\n1\n  # fc3=\n", 3),
+                                            ("\ufeff#x\nconv5=\n", 1)])
+def test_dmask_lines_starting_with_a_hash_are_refused_as_documented(text: str, line: int):
+    with pytest.raises(FormatError, match=r"starts with '#'; a \.dmask\.csv file has no "
+                                          r"comments") as caught:
+        parse_dmask(text, "m.dmask.csv")
+    assert caught.value.line == line
+
+
+def test_a_layer_named_with_a_leading_hash_cannot_be_built():
+    # it could not be read back from a file
+    with pytest.raises(DnnMaskError, match=r"layer name '#conv5' starts with '#'"):
+        DnnMask({"#conv5": {}})
+    assert parse_dmask(format_dmask(DnnMask({"conv#5": {}}))) == DnnMask({"conv#5": {}})
+
+
+# -- the documented line ends --------------------------------------------------------------
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def _documented_line_ends(section: str) -> set[str]:
+    """The line ends docs/formats.md's Reading section of ``section`` says are tolerated."""
+    text = (DOCS / "formats.md").read_text()
+    body = text[text.index(f"## `{section}`"):]
+    body = body[body.index("### Reading"):]
+    bullet = next(line for line in body.splitlines() if line.startswith("- line ends"))
+    names = {"\\n": "\n", "\\r\\n": "\r\n", "\\r": "\r"}
+    return {names[code] for code in re.findall(r"`([^`]+)`", bullet)}
+
+
+@pytest.mark.parametrize(("section", "parse", "lines"), [
+    (".dmask.csv", parse_dmask, ["conv5=chn", "1,2", "fc3="]),
+    (".stim.csv", parse_stim, ["type=image", "path=p", "data=stimID,label", "a,1", "b,2"]),
+], ids=["dmask", "stim"])
+def test_docs_list_the_line_ends_the_parser_takes(section: str, parse, lines: list[str]):
+    assert _documented_line_ends(section) == set(LINE_ENDS)
+    expected = parse("\n".join(lines))
+    for end in LINE_ENDS:
+        got = parse(end.join(lines) + end)
+        assert got == expected if section == ".dmask.csv" else got.equals(expected)
+
+
+# -- integral floats in integer fields ---------------------------------------------------
+
+
+def _float_texts(value: int) -> st.SearchStrategy[str]:
+    """Ways DNNBrain's writer (and people) spell an integer as a float."""
+    return st.sampled_from([f"{value}.0", f"{value}.", f"{value}.000", repr(float(value))
+                            if abs(value) < 2**53 else f"{value}.0", f"{value}e0",
+                            f"{value}0e-1", f"+{value}.0" if value >= 0 else f"{value}.0"])
+
+
+@SETTINGS
+@given(value=st.integers(-(2**63) + 1, 2**63 - 1), data=st.data())
+def test_integral_floats_read_as_integers(value: int, data):
+    label = data.draw(_float_texts(value))
+    frame = data.draw(_float_texts(abs(value)))
+    stim = parse_stim(f"type=video\npath=v.mp4\ndata=stimID,label\n{frame},{label}\n")
+    assert stim.table["label"].tolist() == [value]
+    assert stim.stim_ids.tolist() == [abs(value)]
+    assert stim.table["label"].dtype == "int64" and stim.table["stimID"].dtype == "int64"
+
+
+@pytest.mark.parametrize(("value", "pattern"), [
+    ("1.5", r"value '1\.5' is not an integer"),
+    ("1e-3", r"value '1e-3' is not an integer"),
+    ("nan", r"value 'nan' is not an integer"),
+    ("inf", r"value 'inf' is not an integer"),
+    ("-inf", r"value '-inf' is not an integer"),
+    ("9223372036854775808.0", r"out of the int64 range"),
+    ("1e19", r"out of the int64 range"),
+    ("1e999999999", r"out of the int64 range"),
+    ("0." + "0" * 5000 + "1", r"is not an integer"),
+    ("9" * 5000, r"out of the int64 range"),
+    ("0" * 5000 + "7", None),
+    ("1_0", r"is not an integer"),
+    ("\uff11", r"is not an integer"),
+    ("0x10", r"is not an integer"),
+], ids=lambda value: value if value is None or len(value) < 30 else f"{len(value)}-chars")
+@pytest.mark.parametrize("field", ["label", "stimID"])
+def test_integer_fields_refuse_what_is_not_an_integer_in_one_line(value: str, pattern, field):
+    row = f"{value},2" if field == "stimID" else f"1,{value}"
+    text = f"type=video\npath=v.mp4\ndata=stimID,label\n1,2\n{row}\n"
+    if pattern is None:
+        assert parse_stim(text).table[field].tolist() == [1 if field == "stimID" else 2, 7]
+        return
+    with pytest.raises(FormatError, match=rf"field '{field}': (value .* )?{pattern}") as caught:
+        parse_stim(text, "s.stim.csv")
+    assert caught.value.line == 5 and len(str(caught.value)) < 300
+    assert "\n" not in str(caught.value)
+
+
+def test_integral_floats_written_as_strings_in_code_read_as_integers():
+    import pandas as pd
+
+    from dnnmask_xr import Stimuli
+
+    built = Stimuli({"type": "video", "path": "v.mp4"},
+                    pd.DataFrame({"stimID": ["1.0", "2.0"], "label": ["3.0", 4.0]}))
+    assert built.stim_ids.tolist() == [1, 2] and built.table["label"].tolist() == [3, 4]
+    assert format_stim(built).splitlines()[-2:] == ["1,3", "2,4"]

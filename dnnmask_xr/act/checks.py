@@ -63,7 +63,11 @@ def check_output(target: str) -> None:
 
 
 def check_not_input(plan: Plan, target: str) -> None:
-    """Refuse to replace a file the layers are read from, or one this process holds open.
+    """Refuse to replace a file the plan reads, or one this process holds open.
+
+    The files the plan reads are those the layers are read from
+    (:attr:`Plan.sources`) and the text files it was made from
+    (:attr:`Plan.inputs`: the ``.dmask.csv`` and ``.stim.csv``).
 
     Raises
     ------
@@ -75,6 +79,9 @@ def check_not_input(plan: Plan, target: str) -> None:
     for source in sorted(plan.sources):
         if same_file(source, target):
             raise OutputIsInputError(_is_input(target, "the layers are read from it"))
+    for source, what in sorted(plan.inputs.items()):
+        if same_file(source, target):
+            raise OutputIsInputError(_is_input(target, f"the {what} was read from it"))
     for source in open_hdf5_files():
         if same_file(source, target):
             raise OutputIsInputError(_is_input(target, "this process holds it open; close "

@@ -43,6 +43,12 @@ if TYPE_CHECKING:
 
 #: Reads the values of an output block: (stimulus slice, channel slice) -> array.
 BlockReader = Callable[[slice, slice], np.ndarray]
+#: The key of a layer's ``encoding`` that names the text files it was masked
+#: or labelled with (path to what it held, see :attr:`Plan.inputs`). Kept in
+#: the layer, not in a container, so that a dict of layers or a DataTree
+#: still knows them; xarray carries ``encoding`` through ``isel``,
+#: ``assign_coords`` and conversions, and its writers ignore unknown keys.
+INPUTS_KEY = "dnnmask_xr_inputs"
 
 
 @dataclass(frozen=True)
@@ -154,11 +160,17 @@ class Plan:
     attrs
         Provenance for the file's root (``date`` and ``software`` are added
         by the writer).
+    inputs
+        The text files the plan was made from, other than :attr:`sources`:
+        absolute path to what was read from it (``"mask"``, ``"stimulus
+        table"``). The writer refuses to replace them as it refuses the
+        sources.
     """
 
     layers: tuple[PlannedLayer, ...]
     stimulus: StimulusTable
     attrs: Mapping[str, Any] = field(default_factory=dict)
+    inputs: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def nbytes(self) -> int:
@@ -186,6 +198,16 @@ class Plan:
         return (f"would write {out!r}: {len(self.layers)} layer(s), "
                 f"{self.stimulus.ids.size} stimuli, {format_bytes(self.nbytes)} before "
                 "compression")
+
+
+def text_inputs(mask: DnnMask | None = None, stimuli: Stimuli | None = None) -> dict[str, str]:
+    """Name the files a mask and a stimulus table were read from, for :attr:`Plan.inputs`."""
+    found = {}
+    if mask is not None and mask.source is not None:
+        found[mask.source] = "mask"
+    if stimuli is not None and stimuli.source is not None:
+        found[stimuli.source] = "stimulus table"
+    return found
 
 
 def shared_stimulus(tables: Iterable[tuple[str, StimulusTable]]) -> StimulusTable:
@@ -290,22 +312,23 @@ def plan_mask(
                 for axis, dim in enumerate(NUMBERED_DIMS, start=1)}
         layers.append(PlannedLayer(name, kept, FileSelection(dataset, positions)))
     n_stim = next(iter(datasets.values())).shape[0] if datasets else 0
+    table = None
     if stim is None:
         stored = read_attrs(root, repr(where), is_reserved)
         stimulus = StimulusTable(*decode_stimulus(stored, n_stim, repr(where)))
     else:
-        stimulus = _stimulus_table(stim, n_stim, where)
+        stimulus, table = _stimulus_table(stim, n_stim, where)
     provenance = {"source": where, "mask": format_dmask(mask), "mask_by": by, **(attrs or {})}
-    return Plan(tuple(layers), stimulus, provenance)
+    return Plan(tuple(layers), stimulus, provenance, text_inputs(mask, table))
 
 
 def _stimulus_table(
     stim: str | os.PathLike[str] | Stimuli, n_stim: int, where: str
-) -> StimulusTable:
+) -> tuple[StimulusTable, Stimuli]:
     # pandas is imported only when a stimulus table is given
     from dnnmask_xr.formats.stim import Stimuli, read_stim
 
     table = stim if isinstance(stim, Stimuli) else read_stim(stim)
     with blaming(stim):
         ids, fields = stimulus_labels(table, n_stim, repr(where))
-    return StimulusTable(ids, fields, table.header)
+    return StimulusTable(ids, fields, table.header), table

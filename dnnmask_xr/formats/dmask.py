@@ -20,7 +20,6 @@ the file, the line and what would be valid.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 
@@ -28,7 +27,7 @@ import numpy as np
 
 from dnnmask_xr._atomic import atomic_path
 from dnnmask_xr.errors import DnnMaskError, FormatError
-from dnnmask_xr.formats._lines import read_utf8, text_lines
+from dnnmask_xr.formats._lines import integer_value, read_utf8, text_lines
 
 __all__ = [
     "AXES",
@@ -46,8 +45,6 @@ _FILE_AXIS = {"channel": "chn", "row": "row", "column": "col"}
 _MODEL_AXIS = {short: long for long, short in _FILE_AXIS.items()}
 _FILE_AXES_TEXT = ", ".join(repr(short) for short in _FILE_AXIS.values())
 _LAYER_LINE_EXAMPLE = "a layer line looks like 'conv5=chn,row,col'"
-# Stricter than int(), which also takes '1_000' and non-ASCII digits.
-_INTEGER = re.compile(r"[+-]?[0-9]+")
 # Positions are int64 when the file is read; a larger number fits no layer.
 _LARGEST = int(np.iinfo(np.int64).max)
 
@@ -161,6 +158,11 @@ class DnnMask(Mapping[str, LayerMask]):
     layers
         Layer name to its mask (a :class:`LayerMask` or a mapping accepted by
         it). Layer order is kept; layers not named are dropped by a mask.
+    source
+        The ``.dmask.csv`` file the mask was read from, if any (set by
+        :func:`read_dmask`). Not part of the mask's value: two masks with the
+        same layers are equal wherever they came from. A write refuses to
+        replace this file.
 
     Raises
     ------
@@ -169,10 +171,13 @@ class DnnMask(Mapping[str, LayerMask]):
         layer mask is invalid.
     """
 
-    __slots__ = ("_layers",)
+    __slots__ = ("_layers", "_source")
 
     def __init__(
-        self, layers: Mapping[str, LayerMask | Mapping[str, Iterable[int]]] | None = None
+        self,
+        layers: Mapping[str, LayerMask | Mapping[str, Iterable[int]]] | None = None,
+        *,
+        source: str | os.PathLike[str] | None = None,
     ) -> None:
         if layers is None:
             layers = {}
@@ -186,6 +191,13 @@ class DnnMask(Mapping[str, LayerMask]):
             _check_layer_name(name)
             checked[name] = mask if isinstance(mask, LayerMask) else LayerMask(mask)
         self._layers = checked
+        # absolute, so that it still names the file after a chdir
+        self._source = None if source is None else os.path.abspath(source)
+
+    @property
+    def source(self) -> str | None:
+        """The absolute path of the file the mask was read from, or None."""
+        return self._source
 
     def __getitem__(self, name: str) -> LayerMask:
         return self._layers[name]
@@ -221,10 +233,14 @@ def _check_layer_name(name: object) -> None:
         problem = "contains a line break"
     elif name != name.strip():
         problem = "starts or ends with whitespace"
+    elif name.startswith("#"):
+        # its layer line would start with '#', which reading refuses
+        problem = "starts with '#'"
     if problem:
         raise DnnMaskError(
             f"layer name {name!r} {problem}; a layer name is non-empty text without '=', "
-            "line breaks or surrounding whitespace, e.g. 'conv5' or 'features.3'"
+            "line breaks, surrounding whitespace or a leading '#', e.g. 'conv5' or "
+            "'features.3'"
         )
 
 
@@ -253,6 +269,16 @@ def parse_dmask(text: str, path: str | os.PathLike[str] | None = None) -> DnnMas
         If the text breaks the format; the error gives the line number.
     """
     lines = list(text_lines(text, path))
+    for number, line in lines:
+        if line.startswith("#"):
+            # DNNBrain would read '#conv5=chn' as a layer named '#conv5', and a
+            # person as a comment: neither is safe to guess
+            raise FormatError(
+                f"line {_shorten(line)!r} starts with '#'; a .dmask.csv file has no comments: "
+                "delete the line, or remove the '#'",
+                path,
+                number,
+            )
     layers: dict[str, LayerMask] = {}
     named_on: dict[str, int] = {}
     previous: tuple[str, list[str]] | None = None
@@ -333,6 +359,7 @@ def _parse_numbers(
     if len(items) > 1 and not items[-1]:
         items.pop()
     where = f"{axis} numbers of layer {layer!r}"
+    values = []
     for item in items:
         if not item:
             raise FormatError(
@@ -341,22 +368,23 @@ def _parse_numbers(
                 path,
                 number,
             )
-        if not _INTEGER.fullmatch(item):
+        value = integer_value(item)
+        if value is None:
             raise FormatError(
                 f"{_shorten(item)!r} in {_shorten(line)!r} is not an integer ({where}); "
                 "numbers are 1-based integers, e.g. '1,2,3'",
                 path,
                 number,
             )
-        # int() refuses more than 4300 digits by default; no such number fits a layer.
-        if len(item.lstrip("+-0")) > len(str(_LARGEST)) or abs(int(item)) > _LARGEST:
+        if abs(value) > _LARGEST:
             raise FormatError(
                 f"{_shorten(item)!r} in {_shorten(line)!r} is out of range for any layer "
                 f"({where}); numbers are 1-based and at most {_LARGEST}",
                 path,
                 number,
             )
-    return tuple(int(item) for item in items)
+        values.append(value)
+    return tuple(values)
 
 
 def _shorten(text: str, most: int = 40) -> str:
@@ -434,17 +462,17 @@ def read_dmask(path: str | os.PathLike[str]) -> DnnMask:
     Returns
     -------
     DnnMask
-        The layers in file order.
+        The layers in file order; its ``source`` is the file.
 
     Raises
     ------
     FormatError
-        If the file is not UTF-8 or breaks the format; the error names the
-        file and line.
+        If the path is not a regular file of at most 256 MiB, or the file is
+        not UTF-8 or breaks the format; the error names the file (and line).
     OSError
         If the file cannot be read.
     """
-    return parse_dmask(read_utf8(path), path)
+    return DnnMask(parse_dmask(read_utf8(path, ".dmask.csv"), path), source=path)
 
 
 def write_dmask(mask: DnnMask, path: str | os.PathLike[str]) -> None:

@@ -10,6 +10,7 @@ float. This module knows nothing of xarray.
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 import os
 import re
@@ -23,7 +24,7 @@ import pandas as pd
 
 from dnnmask_xr._atomic import atomic_path
 from dnnmask_xr.errors import DnnMaskError, FormatError, UsageError
-from dnnmask_xr.formats._lines import read_utf8, text_lines
+from dnnmask_xr.formats._lines import integer_value, read_utf8, text_lines
 
 __all__ = ["STIM_TYPES", "Stimuli", "format_stim", "parse_stim", "read_stim", "write_stim"]
 
@@ -33,7 +34,6 @@ STIM_TYPES = ("image", "video", "video_clip")
 # splitlines(), so any of them inside a value would split its line there.
 _LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
 _LINE_BREAK = re.compile(f"[{re.escape(_LINE_BREAKS)}]")
-_INTEGER = re.compile(r"[+-]?[0-9]+")
 _INT64 = np.iinfo(np.int64)
 _EXAMPLE_DATA = "data=stimID,label"
 
@@ -58,9 +58,14 @@ class Stimuli:
         and these dtypes: ``stimID`` ``int64`` for ``video``, else ``str``;
         ``label`` ``int64``; ``condition`` ``str``; any other field
         ``float64``. Integer fields accept integers, integral floats and
-        strings such as ``'+3'``; float fields accept numbers and whatever
-        :func:`float` accepts (missing values become NaN); string fields
-        accept strings and integers.
+        strings such as ``'+3'`` or ``'3.0'`` (as a file's values); float
+        fields accept numbers and whatever :func:`float` accepts (missing
+        values become NaN); string fields accept strings and integers.
+    source
+        The ``.stim.csv`` file the table was read from, if any (set by
+        :func:`read_stim`; stored as an absolute path). Not part of the
+        table's value (:meth:`equals` ignores it). A write refuses to
+        replace this file.
 
     Raises
     ------
@@ -71,6 +76,7 @@ class Stimuli:
 
     header: Mapping[str, str]
     table: pd.DataFrame
+    source: str | None = dataclasses.field(default=None, kw_only=True, repr=False)
 
     def __post_init__(self) -> None:
         header = _normalise_header(self.header)
@@ -78,6 +84,9 @@ class Stimuli:
         # Frozen dataclass: normalised copies replace what was passed in.
         object.__setattr__(self, "header", MappingProxyType(header))
         object.__setattr__(self, "table", table)
+        if self.source is not None:
+            # absolute, so that it still names the file after a chdir
+            object.__setattr__(self, "source", os.path.abspath(self.source))
 
     @property
     def type(self) -> str:
@@ -264,15 +273,20 @@ def read_stim(path: str | os.PathLike[str]) -> Stimuli:
     Returns
     -------
     Stimuli
-        The header and the typed table.
+        The header and the typed table; its ``source`` is the file.
 
     Raises
     ------
     FormatError
-        If the file is not UTF-8 or breaks the format; the error names the
-        file and the line.
+        If the path is not a regular file of at most 256 MiB, or the file is
+        not UTF-8 or breaks the format; the error names the file (and line).
+    OSError
+        If the file cannot be read.
     """
-    return parse_stim(read_utf8(path), path)
+    stimuli = parse_stim(read_utf8(path, ".stim.csv"), path)
+    # the table is already normalised: only the source is added
+    object.__setattr__(stimuli, "source", os.path.abspath(path))
+    return stimuli
 
 
 def write_stim(stimuli: Stimuli, path: str | os.PathLike[str]) -> None:
@@ -349,9 +363,20 @@ def _field_kind(field: str, stim_type: str) -> str:
 
 
 def _parse_int(text: str) -> int:
-    if not _INTEGER.fullmatch(text):
-        raise ValueError(f"value {text!r} is not an integer (e.g. 3, -3, +3)")
-    return _in_int64(int(text))
+    # DNNBrain's writer spells integers as '1.0' when pandas made a row float,
+    # and its reader takes them back: whole numbers in decimal notation count
+    value = integer_value(text, decimals=True)
+    if value is None:
+        raise ValueError(f"value {_shorten(text)!r} is not an integer "
+                         "(e.g. 3, -3, +3, 3.0)")
+    if not _INT64.min <= value <= _INT64.max:
+        raise ValueError(f"value {_shorten(text)!r} is out of the int64 range "
+                         f"({_INT64.min}..{_INT64.max})")
+    return value
+
+
+def _shorten(text: str, most: int = 40) -> str:
+    return text if len(text) <= most else f"{text[:most - 3]}... ({len(text)} characters)"
 
 
 def _parse_float(text: str) -> float:
