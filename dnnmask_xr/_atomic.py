@@ -3,22 +3,56 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from dnnmask_xr._args import path_arg
 
+#: Temporary files are named ``.dnnmask-<random>.tmp``: hidden, recognisable, and short
+#: whatever the target's name, so that any name the file system takes can be written.
+TEMP_PREFIX = ".dnnmask-"
+TEMP_SUFFIX = ".tmp"
+
+
+def real_target(path: str | os.PathLike[str]) -> Path:
+    """Name the file that writing ``path`` replaces: ``path``, or what its links lead to.
+
+    A symbolic link is written through, as ``open(path, "w")`` does: the
+    file it points to is replaced and the link stays. A dangling link gives
+    the file it would point to.
+
+    Raises
+    ------
+    OSError
+        ``ELOOP`` if the links lead in a circle (or too deep).
+    """
+    name = path_arg(path, "output")
+    try:
+        os.stat(name)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), name) from None
+    return Path(os.path.realpath(name))
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; move it to ``path`` on success.
+    """Yield a temporary path beside ``path``'s file; move it there on success.
 
-    The temporary file lives in the target's folder so that the final
-    ``os.replace`` is a rename on one file system: readers see either the old
-    file or the complete new one. On any exception (``KeyboardInterrupt``
-    included) the temporary file is removed and the target is left as it was.
+    The temporary file (``.dnnmask-<random>.tmp``) lives in the folder of
+    the file replaced, so that the final ``os.replace`` is a rename on one
+    file system: readers see either the old file or the complete new one.
+    A symbolic link at ``path`` is written through (see :func:`real_target`):
+    the file it points to is replaced, the link is kept. A file replaced
+    keeps its permission bits (``rwx`` for owner, group and others) and,
+    where the process may set them, its owner and group; a new file gets
+    ``0o666 & ~umask``, as any new file. On any exception
+    (``KeyboardInterrupt`` included) the temporary file is removed and the
+    target is left as it was.
 
     Parameters
     ----------
@@ -30,19 +64,36 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     Path
         Where to write; it exists (empty) when yielded.
     """
-    target = Path(path_arg(path, "output"))
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    target = real_target(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
-        # mkstemp creates files readable by the owner only; give the result
-        # the permissions an ordinary new file would get.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        _take_permissions(tmp, target)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def _take_permissions(tmp: Path, target: Path) -> None:
+    """Give ``tmp`` the permissions of the file it replaces, or of a new file."""
+    try:
+        old = os.stat(target)
+    except FileNotFoundError:
+        # mkstemp (and HDF5) create files as they please; give the result the
+        # permissions an ordinary new file would get
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        return
+    # owner and group first: changing them may clear mode bits
+    for uid in (old.st_uid, -1):
+        try:
+            os.chown(tmp, uid, old.st_gid)
+            break
+        except PermissionError:
+            continue
+    os.chmod(tmp, stat.S_IMODE(old.st_mode) & 0o777)

@@ -28,6 +28,8 @@ after -out was written is said on stderr, with status 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import re
 import shlex
 import sys
@@ -189,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
+    _open_std_fds()
     try:
         args = _get_parser().parse_args(argv)
     except SystemExit as done:  # --help, or a misused flag already reported
@@ -206,8 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Interrupted as stop:
         if stop.written:
             # the signal came after the rename: the output is complete
-            print(f"{PROG}: interrupted by {signal_name(stop.signum)} after -out "
-                  f"{stop.written!r} was written; the output is complete", file=sys.stderr)
+            _say(f"{PROG}: interrupted by {signal_name(stop.signum)} after -out "
+                 f"{stop.written!r} was written; the output is complete")
             return 0
         return _fail(f"interrupted by {stop}; nothing was written", 128 + stop.signum)
     except KeyboardInterrupt:
@@ -259,8 +262,50 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 def _fail(error: object, status: int) -> int:
     message = " ".join(str(error).split("\n"))
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    _say(f"{PROG}: error: {message}")
     return status
+
+
+def _say(line: str) -> None:
+    """Print one line on stderr, if it can be printed: the exit status matters more.
+
+    A closed or broken stderr (``2>&-``, a pipe whose reader has gone) makes
+    printing raise; then stderr is pointed at ``/dev/null``, so that
+    Python's flush of it at exit cannot fail again and change the status.
+    """
+    stream = sys.stderr
+    if stream is None:  # Python found no stderr at start-up
+        return
+    try:
+        print(line, file=stream, flush=True)
+    except (OSError, ValueError):  # closed, broken, or a closed file object
+        with contextlib.suppress(OSError, ValueError):
+            fd = stream.fileno()
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, fd)
+            os.close(null)
+
+
+def _open_std_fds() -> None:
+    """Open ``/dev/null`` on stdin, stdout and stderr where they are closed.
+
+    Run with ``2>&-``, the first file this process opened would become
+    file descriptor 2, and whatever is written to stderr (an error line, a
+    warning) would go into it, an output file included. Python, finding no
+    stderr at start-up, sets ``sys.stderr`` to None: it gets one on
+    ``/dev/null``, so that what writes there needs no special case.
+    """
+    for fd, name in enumerate(("stdin", "stdout", "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", buffering=1, closefd=False,
+                                    errors="backslashreplace"))
 
 
 if __name__ == "__main__":

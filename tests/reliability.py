@@ -30,6 +30,8 @@ from dnnmask_xr import open_act
 TESTS = Path(__file__).resolve().parent
 SUFFIXES = (".act.h5", ".nc")
 PREFIX = "dnn_mask: error: "
+#: The writer's temporary files: hidden, beside the file they replace, whatever its name.
+TEMP_GLOB = ".dnnmask-*.tmp"
 #: Seconds any single run of dnn_mask may take before the test calls it a hang.
 TIMEOUT = 120
 
@@ -115,8 +117,12 @@ def assert_one_line_error(stderr: str, *patterns: str) -> str:
 
 
 def temp_files(folder: Path, out: Path) -> set[str]:
-    """Names of the temporary files the writer makes beside ``out``."""
-    return {path.name for path in folder.glob(f".{out.name}.*.tmp")}
+    """Names of the temporary files the writer makes beside ``out`` (in ``folder``).
+
+    Their names do not say which output they are for: a test's folder holds
+    one output's.
+    """
+    return {path.name for path in folder.glob(TEMP_GLOB)}
 
 
 def wait_for_temp(proc: subprocess.Popen[str], out: Path, at_least: int) -> int:
@@ -127,7 +133,7 @@ def wait_for_temp(proc: subprocess.Popen[str], out: Path, at_least: int) -> int:
     """
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
-        for tmp in out.parent.glob(f".{out.name}.*.tmp"):
+        for tmp in out.parent.glob(TEMP_GLOB):
             try:
                 size = tmp.stat().st_size
             except FileNotFoundError:
@@ -172,8 +178,7 @@ def holds_temp(proc: subprocess.Popen[str], out: Path) -> bool:
             target = Path(os.readlink(fd))
         except OSError:
             continue
-        if (target.parent == folder and target.name.startswith(f".{out.name}.")
-                and target.name.endswith(".tmp")):
+        if target.parent == folder and target.match(TEMP_GLOB):
             return True
     return False
 

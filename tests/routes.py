@@ -21,7 +21,8 @@ The mask is built as the command builds it (its own parser,
 output's root gets the same ``cmd`` attribute. The project's errors are
 reported as the command reports them, so one set of assertions holds for
 every route: a :class:`~dnnmask_xr.DnnMaskError` is one ``dnn_mask: error:``
-line and status 1 (2 for a :class:`~dnnmask_xr.UsageError`); an
+line and status 1 (2 for a :class:`~dnnmask_xr.UsageError`), printed by the
+command's own ``_fail`` (so a closed or broken stderr changes no status); an
 ``Interrupted`` write is one line and status 128 + the signal's number, or
 status 0 and a line saying the output was written. Anything else is a bug
 and surfaces as a traceback.
@@ -47,7 +48,7 @@ PROG = "dnn_mask"
 def run(route: str, argv: Sequence[str]) -> int:
     """Write what ``dnn_mask argv`` writes through ``route``; return the command's status."""
     from dnnmask_xr.act._interrupt import Interrupted, signal_name
-    from dnnmask_xr.cli import main
+    from dnnmask_xr.cli import _fail, _say, main
     from dnnmask_xr.errors import DnnMaskError, UsageError
 
     if route not in ROUTES:
@@ -64,8 +65,8 @@ def run(route: str, argv: Sequence[str]) -> int:
         return _fail(err, 1)
     except Interrupted as stop:
         if stop.written:
-            print(f"{PROG}: interrupted by {signal_name(stop.signum)} after {stop.written!r} "
-                  "was written; the output is complete", file=sys.stderr)
+            _say(f"{PROG}: interrupted by {signal_name(stop.signum)} after {stop.written!r} "
+                 "was written; the output is complete")
             return 0
         return _fail(f"interrupted by {signal_name(stop.signum)}; nothing was written",
                      128 + stop.signum)
@@ -106,12 +107,6 @@ def _write(route: str, argv: list[str]) -> None:
             dx.save_act(dx.to_datatree(masked), args.out, **options)
         else:
             dx.save_act(masked, args.out, **options)
-
-
-def _fail(error: object, status: int) -> int:
-    message = " ".join(str(error).split("\n"))
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return status
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ write seen on disk, not a guess in seconds), then sends a signal. Then:
 - SIGINT and SIGTERM: exit status 130 or 143, one line on stderr, no file
   at ``-out`` (or the previous ``-out`` byte for byte), no temporary file;
 - SIGKILL: nothing can run, so the temporary file may stay; it is a hidden
-  ``.<out>.<random>.tmp`` name, never ``-out``, and ``-out`` is absent or
+  ``.dnnmask-<random>.tmp`` name, never ``-out``, and ``-out`` is absent or
   the previous one byte for byte, and a rerun succeeds with the exact
   values beside the stray file;
 - always: the input is byte for byte unchanged.

@@ -17,6 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from dnnmask_xr._atomic import real_target
 from dnnmask_xr.act.layout import (
     DIMS,
     FIELD_NAME_RULE,
@@ -38,28 +39,58 @@ _SYSTEM_ATTRS = ("DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME", "coordinat
 def check_output(target: str) -> None:
     """Check that an output file can be created at ``target``.
 
+    A symbolic link at ``target`` is written through, as DNNBrain's
+    ``h5py.File(target, "w")`` does: the checks apply to the file it points
+    to (which need not exist yet) and its folder.
+
     Raises
     ------
     UsageError
         If the name ends in neither ``.act.h5`` nor ``.nc``.
     ActFileError
-        If its folder is missing, not a folder or not writable, or the
-        target is a folder.
+        If its folder is missing, not a folder or not writable, the target
+        is a folder or another non-regular file (a device, a FIFO), or
+        symbolic links at ``target`` lead in a circle.
     """
     if not isinstance(target, str):
         raise UsageError(f"output path {target!r} is not a path")
     if not target.endswith(SUFFIXES):
         raise UsageError(f"output {target!r} does not end in {SUFFIX!r} or {NC_SUFFIX!r}; "
                          f"name it like 'masked{SUFFIX}'")
-    folder = Path(target).parent
+    try:
+        real = real_target(target)
+    except OSError:
+        raise ActFileError(f"cannot write {target!r}: its symbolic links lead in a circle "
+                           "(or too deep)") from None
+    linked = (f" (the symbolic link {target!r} points to {str(real)!r})"
+              if os.path.islink(target) else "")
+    folder = real.parent if linked else Path(target).parent
     if folder.exists() and not folder.is_dir():
-        raise ActFileError(f"cannot write {target!r}: {str(folder)!r} is a file, not a folder")
+        raise ActFileError(f"cannot write {target!r}: {str(folder)!r} is a file, not a "
+                           f"folder{linked}")
     if not folder.is_dir():
-        raise ActFileError(f"cannot write {target!r}: folder {str(folder)!r} does not exist")
+        raise ActFileError(f"cannot write {target!r}: folder {str(folder)!r} does not "
+                           f"exist{linked}")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise ActFileError(f"cannot write {target!r}: folder {str(folder)!r} is not writable")
-    if Path(target).is_dir():
-        raise ActFileError(f"cannot write {target!r}: it is a folder")
+        raise ActFileError(f"cannot write {target!r}: folder {str(folder)!r} is not "
+                           f"writable{linked}")
+    longest = _name_max(folder)
+    if len(os.fsencode(real.name)) > longest:
+        raise ActFileError(f"cannot write {target!r}: its file name is "
+                           f"{len(os.fsencode(real.name))} bytes long, and names in "
+                           f"{str(folder)!r} are at most {longest} bytes{linked}")
+    if real.is_dir():
+        raise ActFileError(f"cannot write {target!r}: it is a folder{linked}")
+    if real.exists() and not real.is_file():
+        raise ActFileError(f"cannot write {target!r}: it is not a regular file but a "
+                           f"device, a FIFO or a socket{linked}; name a file")
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
 
 
 def check_not_input(plan: Plan, target: str) -> None:

@@ -21,6 +21,7 @@ xarray.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,6 +40,7 @@ class NcLayout:
 
     def __init__(self, root: h5py.File) -> None:
         # h5netcdf leaves a file it was handed open: the writer closes it
+        self.root = root
         self.nc = h5netcdf.File(root, "w")
 
     @staticmethod
@@ -68,6 +70,7 @@ class NcLayout:
 
     def write_root(self, attrs: Mapping[str, Any], stimulus: StimulusTable) -> None:
         """Store provenance as root attributes, the stimulus table as root variables."""
+        _reserve_space(self.root)
         root = self.nc
         root.attrs.update(attrs)
         root.dimensions["stimulus"] = stimulus.ids.size
@@ -83,6 +86,7 @@ class NcLayout:
 
     def sink(self, layer: PlannedLayer) -> _VariableSink:
         """Create the layer's group, its dimensions and their coordinate variables."""
+        _reserve_space(self.root)
         group = self.nc.create_group(layer.name)
         for dim, size in zip(NUMBERED_DIMS, layer.shape[1:], strict=True):
             group.dimensions[dim] = size
@@ -95,8 +99,35 @@ class NcLayout:
         self.nc[layer.name][layer.name].attrs.update(layer.attrs)
 
     def close(self) -> None:
-        """Write h5netcdf's own bookkeeping (dimension ids, ``_NCProperties``)."""
+        """Write h5netcdf's own bookkeeping (dimension ids, ``_NCProperties``).
+
+        Then give back the room :func:`_reserve_space` took beyond HDF5's end
+        of file (HDF5 writes nothing past it as it closes the file).
+        """
         self.nc.close()
+        os.truncate(self.root.filename, self.root.id.get_filesize())
+
+
+#: Bytes reserved on disk before h5netcdf creates dimensions (see _reserve_space).
+RESERVED_BYTES = 256 * 2**10
+
+
+def _reserve_space(root: h5py.File) -> None:
+    """Make sure the next metadata h5netcdf writes has room on disk, or fail here.
+
+    h5netcdf makes a dimension by creating a dataset, detaching and deleting
+    it again; if the disk fills during that, HDF5 reports the failed write
+    only to Python's "Exception ignored" printer and then crashes
+    (segmentation fault). So room is allocated beyond the file's end before
+    each group: a full disk is then an ``OSError`` (``ENOSPC``) here, which
+    the writer reports in one line. :meth:`NcLayout.close` cuts the file
+    back to HDF5's own end.
+    """
+    fd = os.open(root.filename, os.O_WRONLY)
+    try:
+        os.posix_fallocate(fd, root.id.get_filesize(), RESERVED_BYTES)
+    finally:
+        os.close(fd)
 
 
 class _VariableSink:

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import os
+import re
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -193,8 +196,8 @@ def write(plan: Plan, path: str | os.PathLike[str], options: WriteOptions | None
                 # creation order keeps the layers in the order written and
                 # stores attributes densely, so 100 000 stimulus IDs fit.
                 tmp.unlink()
-                with h5py.File(tmp, "x", libver=("earliest", "v108"),
-                               track_order=True) as root:
+                with _ignored_hdf5_errors() as ignored, h5py.File(
+                        tmp, "x", libver=("earliest", "v108"), track_order=True) as root:
                     with contextlib.closing(layout_of(root)) as layout:
                         layout.write_root(root_attrs, plan.stimulus)
                         for layer in plan.layers:
@@ -202,10 +205,16 @@ def write(plan: Plan, path: str | os.PathLike[str], options: WriteOptions | None
                                             _layer_progress(options.on_progress, layer.name,
                                                             total), options.verify)
                             reports.append(_write_layer(layout, layer, budget))
+                if ignored:
+                    # a write HDF5 could only report as "ignored": the file is not whole
+                    raise ignored[0]
                 check_interrupt()
             deferral.commit(target)
-    except (OSError, RuntimeError) as err:  # h5py reports HDF5's failures as either
-        raise ActFileError(f"cannot write {target!r}: {_hdf5_message(err)}") from None
+    except Exception as err:
+        reason = write_failure(err)
+        if reason is None:
+            raise
+        raise ActFileError(f"cannot write {target!r}: {reason}") from None
     return SaveReport(target, tuple(reports))
 
 
@@ -331,14 +340,60 @@ def _store_attrs(attrs: h5py.AttributeManager, values: Mapping[str, Any], where:
                                f"({err})") from None
 
 
-def _hdf5_message(err: BaseException) -> str:
-    """HDF5's message without its timestamp and buffer addresses."""
+#: The errno HDF5 gives in its text, and the reason said for it.
+_FULL = {errno.ENOSPC: "No space left on device",
+         errno.EFBIG: "File too large for the file-size limit of this process (ulimit -f)"}
+_ERRNO = re.compile(r"\berrno = (\d+)")
+_MESSAGE = re.compile(r"\berror message = '([^']*)'")
+
+
+def write_failure(err: BaseException) -> str | None:
+    """Say in a few words why writing the output failed, or None if ``err`` is not that.
+
+    The one place HDF5's failures become a reason: a full disk or the
+    file-size limit, whatever the exception and however deep it was
+    raised (HDF5's raw text embedded in one of this package's errors
+    included), is said as ``No space left on device`` or ``File too large
+    ...``; any other ``OSError`` or ``RuntimeError`` (how h5py reports HDF5's
+    failures) gives HDF5's error message without its timestamp, file
+    descriptor and buffer address. Errors of this package that are not
+    about a full disk are not write failures: they keep their own message.
+    """
     text = str(err)
-    if "No space left" in text or getattr(err, "errno", None) == 28:
-        return "No space left on device"
-    if "File too large" in text or getattr(err, "errno", None) == 27:
-        return "File too large for the file-size limit of this process (ulimit -f)"
-    return text
+    numbers = {getattr(err, "errno", None), *map(int, _ERRNO.findall(text))}
+    for number, reason in _FULL.items():
+        if number in numbers or os.strerror(number) in text:
+            return reason
+    if isinstance(err, DnnMaskError) or not isinstance(err, OSError | RuntimeError):
+        return None
+    message = _MESSAGE.search(text)
+    if message:
+        return message[1]
+    return " ".join(text.split())
+
+
+@contextlib.contextmanager
+def _ignored_hdf5_errors() -> Iterator[list[BaseException]]:
+    """Collect the errors h5py can only hand to Python's "Exception ignored" printer.
+
+    h5py closes HDF5 objects when Python frees them; a write that fails
+    then (a full disk) is not raised but printed, raw, on stderr. Here it is
+    kept instead, for the writer to raise once the file is closed.
+    """
+    ignored: list[BaseException] = []
+    previous = sys.unraisablehook
+
+    def keep(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, OSError | RuntimeError):
+            ignored.append(unraisable.exc_value)
+        else:
+            previous(unraisable)
+
+    sys.unraisablehook = keep
+    try:
+        yield ignored
+    finally:
+        sys.unraisablehook = previous
 
 
 def _is_count(value: object) -> bool:
