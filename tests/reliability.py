@@ -17,7 +17,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -317,7 +317,7 @@ def check_damaged() -> None:
                 if result["status"] == 0:
                     result["reference_readable"] = expected is not None
                     result["values_match"] = expected is not None and _holds(out, expected)
-                    result["same_chunks"] = _same_chunks(path, out, WHOLE)
+                    result["same_chunks"] = same_chunks(path, out, WHOLE)
                     out.unlink()
                 result["left"] = sorted(p.name for p in path.parent.iterdir()
                                         if p.name not in (path.name, Path(case["dmask"]).name))
@@ -374,7 +374,7 @@ def _reference(path: Path, dmask: dict) -> dict[str, np.ndarray] | None:
         return None
 
 
-def _same_chunks(source: Path, copy: Path, layers: dict) -> bool:
+def same_chunks(source: Path, copy: Path, layers: Iterable[str]) -> bool:
     """Tell whether ``copy`` stores every chunk of ``source``'s layers byte for byte."""
     try:
         with h5py.File(source, "r") as old, h5py.File(copy, "r") as new:

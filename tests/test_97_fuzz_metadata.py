@@ -76,6 +76,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from reliability import same_chunks
 
 TESTS = Path(__file__).resolve().parent
 
@@ -411,26 +412,6 @@ def _one_line_error(stderr: str, path: Path) -> str | None:
     return None
 
 
-def _same_chunks(source: Path, copy: Path, names: list[str]) -> bool:
-    """Tell whether ``copy`` stores every chunk of ``source``'s layers byte for byte.
-
-    The rule of ``reliability._same_chunks`` (test_91), for ``.act.h5`` outputs.
-    """
-    try:
-        with h5py.File(source, "r") as old, h5py.File(copy, "r") as new:
-            for name in names:
-                before, after = old[name], new[name]
-                if after.chunks != before.chunks:
-                    return False
-                for i in range(before.id.get_num_chunks()):
-                    offset = before.id.get_chunk_info(i).chunk_offset
-                    if after.id.read_direct_chunk(offset) != before.id.read_direct_chunk(offset):
-                        return False
-            return True
-    except Exception:
-        return False
-
-
 def _last_lines(text: str) -> str:
     """A traceback on one line: the innermost frame of this package, and the exception."""
     lines = [line.strip() for line in text.strip().splitlines()]
@@ -484,7 +465,7 @@ def _verdict(path: Path, data: bytes, run_name: str, done: dict, work: Path,
     if expected is not None:
         problem = _differs(out, expected)
         return ("exact", "") if problem is None else ("difference", problem)
-    if run_name == "whole" and _same_chunks(path, out, list(RUNS[run_name][1])):
+    if run_name == "whole" and same_chunks(path, out, list(RUNS[run_name][1])):
         return "passed-through", why[:300]
     return "difference", f"status 0 where h5py cannot read the input ({why[:300]})"
 
