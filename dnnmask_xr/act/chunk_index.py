@@ -30,9 +30,10 @@ One pass over the index (``chunk_iter``) costs a few milliseconds per
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import h5py
+import numpy as np
 
 from dnnmask_xr.errors import ActFileError
 
@@ -41,8 +42,7 @@ from dnnmask_xr.errors import ActFileError
 _SLACK_BYTES = 4096
 
 
-@dataclass(frozen=True)
-class StoredChunk:
+class StoredChunk(NamedTuple):
     """Where one chunk's bytes are: its filter mask, file offset and size."""
 
     filter_mask: int
@@ -99,27 +99,52 @@ class ChunkIndex:
             if len(levels) == 1 and 0 <= levels[0] <= 9:
                 self.level = int(levels[0])
         # a chunk whose every filter was skipped (or that has none) is stored raw
-        unfiltered = (1 << len(filters)) - 1
-        for info in infos:
-            offset = tuple(int(i) for i in info.chunk_offset)
-            if len(offset) != len(shape) or not all(
-                    0 <= start < size and start % step == 0
-                    for start, size, step in zip(offset, shape, steps, strict=True)):
-                raise self.damaged(f"lists a chunk at {offset}, which is not a chunk of a "
-                                   f"layer of shape {shape} in chunks of {steps}")
-            if offset in self.chunks:
-                raise self.damaged(f"lists the chunk at {offset} twice")
-            byte_offset, size = info.byte_offset, info.size
-            if byte_offset is None or size <= 0 or size > largest:
-                raise self.damaged(f"gives the chunk at {offset} {size} bytes; a chunk of "
-                                   f"{steps} takes 1 to {largest}")
-            if info.filter_mask & unfiltered == unfiltered and size != raw_size:
-                raise self.damaged(f"gives the unfiltered chunk at {offset} {size} bytes; "
-                                   f"it holds {raw_size}")
-            if byte_offset < 0 or byte_offset + size > file_size:
-                raise self.damaged(f"places the chunk at {offset} at bytes {byte_offset} to "
-                                   f"{byte_offset + size}, beyond the file's {file_size}")
-            self.chunks[offset] = StoredChunk(int(info.filter_mask), byte_offset, size)
+        self._check(infos, raw_size, largest, (1 << len(filters)) - 1, file_size)
+
+    def _check(self, infos: list, raw_size: int, largest: int, unfiltered: int,
+               file_size: int) -> None:
+        """Check every entry at once (numpy), then name the first bad one."""
+        shape, steps = self.dataset.shape, self.dataset.chunks
+        if any(len(info.chunk_offset) != len(shape) for info in infos):
+            bad = next(info for info in infos if len(info.chunk_offset) != len(shape))
+            raise self.damaged(f"lists a chunk at {tuple(bad.chunk_offset)}, which is not a "
+                               f"chunk of a layer of shape {shape}")
+        count = len(infos)
+        # HDF5 stores offsets and addresses as unsigned 64-bit numbers; a
+        # damaged one may be anything up to 2**64 - 1
+        offsets = np.array([info.chunk_offset for info in infos],
+                           dtype=np.uint64).reshape(count, len(shape))
+        missing = np.array([info.byte_offset is None for info in infos], dtype=bool)
+        where = np.minimum(np.array([info.byte_offset or 0 for info in infos],
+                                    dtype=np.uint64), 2**62).astype(np.int64)
+        sizes = np.minimum(np.array([info.size for info in infos], dtype=np.uint64),
+                           2**62).astype(np.int64)
+        masks = np.array([info.filter_mask for info in infos], dtype=np.uint64)
+        keys = [tuple(offset) for offset in offsets.tolist()]
+        checks = [
+            (~(((offsets < np.array(shape, dtype=np.uint64))
+                & (offsets % np.array(steps, dtype=np.uint64) == 0)).all(axis=1)),
+             lambda i: f"lists a chunk at {keys[i]}, which is not a chunk of a layer of "
+                       f"shape {shape} in chunks of {steps}"),
+            (missing | (sizes <= 0) | (sizes > largest),
+             lambda i: f"gives the chunk at {keys[i]} {sizes[i]} bytes; a chunk of {steps} "
+                       f"takes 1 to {largest}"),
+            (((masks & np.uint64(unfiltered)) == unfiltered) & (sizes != raw_size),
+             lambda i: f"gives the unfiltered chunk at {keys[i]} {sizes[i]} bytes; it holds "
+                       f"{raw_size}"),
+            (where + sizes > file_size,
+             lambda i: f"places the chunk at {keys[i]} at bytes {where[i]} to "
+                       f"{where[i] + sizes[i]}, beyond the file's {file_size}"),
+        ]
+        for bad, say in checks:
+            if bad.any():
+                raise self.damaged(say(int(np.argmax(bad))))
+        self.chunks = dict(zip(keys, map(StoredChunk._make, zip(
+            masks.tolist(), where.tolist(), sizes.tolist(), strict=True)), strict=True))
+        if len(self.chunks) != count:
+            seen: set[tuple[int, ...]] = set()
+            twice = next(key for key in keys if key in seen or seen.add(key))
+            raise self.damaged(f"lists the chunk at {twice} twice")
 
     def damaged(self, what: str) -> ActFileError:
         """Make the error for a damaged index, naming the file, the layer and the fault."""

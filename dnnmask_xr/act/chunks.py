@@ -23,6 +23,7 @@ read. Every chunked input's index is checked first
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -278,13 +279,16 @@ def _copy_chunks(
     if index.fillvalue is not None and not np.array_equal(np.asarray(target.fillvalue),
                                                           np.asarray(index.fillvalue)):
         unwritten = (0, deflate(np.full(steps, index.fillvalue, dtype=source.dtype).data))
-    # bytes of the layer in each chunk along each axis (edge chunks are short)
-    extents = [[min(step, size - start) for start in range(0, size, step)]
-               for step, size in zip(steps, target.shape, strict=True)]
+    # per axis, for each output chunk: where it is read, where it goes, and
+    # how much of the layer it holds (edge chunks are short); the loop below
+    # runs once per chunk, so it only looks these up
+    axes = [[(int(read) * step, start, min(step, size - start))
+             for read, start in zip(positions, range(0, size, step), strict=True)]
+            for positions, step, size in zip(mapping, steps, target.shape, strict=True)]
     itemsize = source.dtype.itemsize
-    for count, grid_index in enumerate(chunk_grid(target.shape, steps)):
-        offset = tuple(int(axis[i]) * step for axis, i, step in zip(mapping, grid_index, steps,
-                                                                     strict=True))
+    done = 0
+    for count, pieces in enumerate(itertools.product(*axes)):
+        offset = tuple(piece[0] for piece in pieces)
         stored = index.read(offset)
         report.chunks_read += stored is not None
         if stored is None and index.fillvalue is None:
@@ -295,17 +299,18 @@ def _copy_chunks(
             if budget.verify:
                 pending.append(budget.pool.submit(_decode, stored, steps, index))
                 report.chunks_inflated += not filter_mask
-            target.id.write_direct_chunk(tuple(i * step for i, step in zip(grid_index, steps,
-                                                                           strict=True)),
-                                         data, filter_mask)
+            target.id.write_direct_chunk(tuple(piece[1] for piece in pieces), data,
+                                         filter_mask)
             report.chunks_written += 1
             report.bytes_written += len(data)
         while len(pending) >= limit:
             pending.popleft().result()
-        budget.on_progress(math.prod(axis[i] for axis, i in zip(extents, grid_index,
-                                                                 strict=True)) * itemsize)
+        done += math.prod(piece[2] for piece in pieces) * itemsize
         if count % 256 == 255:
+            budget.on_progress(done)
+            done = 0
             check_interrupt()
+    budget.on_progress(done)
     while pending:
         pending.popleft().result()
 
