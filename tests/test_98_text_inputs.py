@@ -258,3 +258,18 @@ def test_the_capped_child_runs_a_normal_write(act_file: Path, tmp_path: Path):
     done = run_capped("-act", act_file, "-dmask", dmask, "-out", tmp_path / "o.act.h5",
                       route="command")
     assert (done.returncode, done.stderr) == (0, "")
+
+
+@pytest.mark.parametrize("kind", ["missing", "under-a-file"])
+@pytest.mark.parametrize("reader", ["read_dmask", "read_stim"])
+def test_a_text_file_that_cannot_be_read_is_a_format_error(tmp_path: Path, kind: str,
+                                                           reader: str):
+    import dnnmask_xr as dx
+
+    path = tmp_path / "x.txt"
+    if kind == "under-a-file":
+        # ENOTDIR: a path through a regular file (root reads past permissions)
+        path.write_text("conv5=chn\n1\n")
+        path = tmp_path / "x.txt" / "inside"
+    with pytest.raises(dx.FormatError, match=re.escape(str(path)) + r": cannot read it: "):
+        getattr(dx, reader)(path)

@@ -157,15 +157,16 @@ def read_utf8(path: str | os.PathLike[str], kind: str = "text") -> str:
     Raises
     ------
     FormatError
-        If the path is not a regular file (a FIFO, a device, a folder, a
-        socket), is larger than :data:`MAX_TEXT_BYTES`, or is not UTF-8;
-        names the file, and the line of a bad byte.
-    OSError
-        If the file cannot be read (missing, no permission).
+        If the path is missing or unreadable, is not a regular file (a FIFO,
+        a device, a folder, a socket), is larger than :data:`MAX_TEXT_BYTES`,
+        or is not UTF-8; names the file, and the line of a bad byte.
     """
     path = path_arg(path, "file")
-    _check_regular(os.stat(path), path, kind)
-    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        _check_regular(os.stat(path), path, kind)
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as err:
+        raise FormatError(f"cannot read it: {err.strerror or err}", path) from None
     with open(fd, "rb", closefd=True) as file:
         _check_regular(os.fstat(fd), path, kind)
         # one byte more than allowed tells a file that grew since it was measured

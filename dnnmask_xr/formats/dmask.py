@@ -467,10 +467,9 @@ def read_dmask(path: str | os.PathLike[str]) -> DnnMask:
     Raises
     ------
     FormatError
-        If the path is not a regular file of at most 256 MiB, or the file is
-        not UTF-8 or breaks the format; the error names the file (and line).
-    OSError
-        If the file cannot be read.
+        If the path is missing, unreadable or not a regular file of at most
+        256 MiB, or the file is not UTF-8 or breaks the format; the error
+        names the file (and line).
     """
     return DnnMask(parse_dmask(read_utf8(path, ".dmask.csv"), path), source=path)
 

@@ -278,10 +278,9 @@ def read_stim(path: str | os.PathLike[str]) -> Stimuli:
     Raises
     ------
     FormatError
-        If the path is not a regular file of at most 256 MiB, or the file is
-        not UTF-8 or breaks the format; the error names the file (and line).
-    OSError
-        If the file cannot be read.
+        If the path is missing, unreadable or not a regular file of at most
+        256 MiB, or the file is not UTF-8 or breaks the format; the error
+        names the file (and line).
     """
     stimuli = parse_stim(read_utf8(path, ".stim.csv"), path)
     # the table is already normalised: only the source is added
