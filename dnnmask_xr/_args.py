@@ -32,8 +32,8 @@ def path_arg(value: object, what: str) -> str:
     raise UsageError(f"{what} {value!r} is not a path; give a str or pathlib.Path")
 
 
-def mapping_arg(value: object, what: str) -> Mapping[str, Any]:
-    """Return ``value`` as a mapping, ``{}`` for None.
+def mapping_arg(value: object, what: str, example: str = "{'cmd': '...'}") -> Mapping[str, Any]:
+    """Return ``value`` as a mapping, ``{}`` for None; ``example`` shows one in errors.
 
     Raises
     ------
@@ -43,8 +43,7 @@ def mapping_arg(value: object, what: str) -> Mapping[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise UsageError(f"{what} {value!r} is not a mapping; give a dict such as "
-                         "{'cmd': '...'}")
+        raise UsageError(f"{what} {value!r} is not a mapping; give a dict such as {example}")
     return value
 
 

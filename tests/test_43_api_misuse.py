@@ -28,6 +28,7 @@ def calls(act: Path, out: Path) -> dict:
         "open_act": lambda bad: dx.open_act(bad),
         "open_act-stim": lambda bad: dx.open_act(act, stim=bad),
         "open_act-chunks": lambda bad: dx.open_act(act, chunks=bad),
+        "open_act-allow_external": lambda bad: dx.open_act(act, allow_external=bad),
         "save_act": lambda bad: dx.save_act(bad, out),
         "save_act-path": lambda bad: dx.save_act(acts, bad),
         "save_act-attrs": lambda bad: dx.save_act(acts, out, attrs=bad),
@@ -40,6 +41,8 @@ def calls(act: Path, out: Path) -> dict:
         "mask_file-stim": lambda bad: dx.mask_file(act, out, whole, stim=bad),
         "mask_file-attrs": lambda bad: dx.mask_file(act, out, whole, attrs=bad),
         "mask_file-by": lambda bad: dx.mask_file(act, out, whole, by=bad),
+        "mask_file-allow_external": lambda bad: dx.mask_file(act, out, whole,
+                                                             allow_external=bad),
         "read_dmask": lambda bad: dx.read_dmask(bad),
         "read_stim": lambda bad: dx.read_stim(bad),
         "write_dmask": lambda bad: dx.write_dmask(bad, out.with_suffix(".dmask.csv")),
@@ -61,10 +64,12 @@ def calls(act: Path, out: Path) -> dict:
     }
 
 
-NAMES = ["open_act", "open_act-stim", "open_act-chunks", "save_act", "save_act-path",
+NAMES = ["open_act", "open_act-stim", "open_act-chunks", "open_act-allow_external",
+         "save_act", "save_act-path",
          "save_act-attrs", "save_act-memory", "save_act-threads", "save_act-verify",
          "mask_file-act", "mask_file-out", "mask_file-mask", "mask_file-stim",
-         "mask_file-attrs", "mask_file-by", "read_dmask", "read_stim", "write_dmask",
+         "mask_file-attrs", "mask_file-by", "mask_file-allow_external", "read_dmask",
+         "read_stim", "write_dmask",
          "write_stim", "DnnMask", "LayerMask", "mask_from_flags", "mask_from_flags-chn",
          "Activations", "Activations-attrs", "Activations.mask", "Activations.mask-by",
          "Activations.with_stimuli", "to_datatree", "from_datatree", "stack_neuroids",

@@ -396,3 +396,31 @@ def test_a_file_left_marked_open_for_writing_names_the_fix(tmp_path: Path):
     assert done.returncode == 1
     assert_one_line_error(done.stderr, re.escape(repr(str(path))), r"open for writing",
                           r"h5clear -s")
+
+
+def test_the_chunk_index_reads_the_same_without_chunk_iter(tmp_path: Path):
+    # the one-call-per-chunk fallback, for h5py built on HDF5 before 1.14
+    from dnnmask_xr.act.chunk_index import _chunk_infos, chunk_infos_one_by_one
+
+    path = _never_written(tmp_path)
+    with h5py.File(path, "r") as root:
+        for name in ("conv", "fc", "empty"):  # "empty" has no chunk stored
+            fields = ("chunk_offset", "filter_mask", "byte_offset", "size")
+            listed = [tuple(getattr(info, f) for f in fields) for info in _chunk_infos(root[name])]
+            assert listed == [tuple(getattr(info, f) for f in fields)
+                              for info in chunk_infos_one_by_one(root[name])]
+            assert len(listed) == root[name].id.get_num_chunks()
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_the_backend_takes_allow_external(tmp_path: Path, allowed: bool):
+    import xarray as xr
+
+    path = _with_external_link(_other_file)(tmp_path)
+    if not allowed:
+        with pytest.raises(ActFileError, match=r"'elsewhere' is an external link"):
+            xr.open_dataset(path, engine="dnnact", group="conv")
+        return
+    with xr.open_dataset(path, engine="dnnact", group="elsewhere", allow_external=True) as got:
+        with h5py.File(tmp_path / "other.h5", "r") as other:
+            np.testing.assert_array_equal(got["elsewhere"].values, other["conv"][()])

@@ -188,6 +188,10 @@ def _chunk_infos(dataset: h5py.Dataset) -> list:
     try:
         dataset.id.chunk_iter(infos.append)
     except (AttributeError, NotImplementedError):
-        # older HDF5: one call per chunk
-        infos = [dataset.id.get_chunk_info(i) for i in range(dataset.id.get_num_chunks())]
+        return chunk_infos_one_by_one(dataset)
     return infos
+
+
+def chunk_infos_one_by_one(dataset: h5py.Dataset) -> list:
+    """Every stored chunk's info, one call each: HDF5 before 1.14 has no ``chunk_iter``."""
+    return [dataset.id.get_chunk_info(i) for i in range(dataset.id.get_num_chunks())]

@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from dnnmask_xr._args import bool_arg, mapping_arg, path_arg
-from dnnmask_xr.act.checks import check_output
 from dnnmask_xr.act.layout import open_file
 from dnnmask_xr.act.plan import plan_mask
 from dnnmask_xr.act.select import NumberMeaning
@@ -85,9 +84,12 @@ def mask_file(
     UsageError
         If ``out`` ends in neither ``.act.h5`` nor ``.nc``, or an option is
         out of range.
+    OutputIsInputError
+        If ``out`` is the input, or the ``.dmask.csv`` or ``.stim.csv`` the
+        mask and stimuli were read from; nothing is written.
     ActFileError
-        If ``out`` is the input, or the input is not a valid ``.act.h5``
-        file; nothing is written.
+        If the input is not a valid ``.act.h5`` file, or the output cannot
+        be written; nothing is written.
     SelectionError, FormatError
         For a bad mask or stimulus table; nothing is written.
     """
@@ -97,7 +99,6 @@ def mask_file(
         mask = DnnMask(mask)
     attrs = mapping_arg(attrs, "attrs")
     target = path_arg(out, "output")
-    check_output(target)
     with open_file(path_arg(act, "input")) as root:
         plan = plan_mask(root, mask, stim=stim, by=by, attrs=attrs,
                          allow_external=bool_arg(allow_external, "allow_external"))

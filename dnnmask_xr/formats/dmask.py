@@ -25,6 +25,7 @@ from types import MappingProxyType
 
 import numpy as np
 
+from dnnmask_xr._args import mapping_arg
 from dnnmask_xr._atomic import atomic_path
 from dnnmask_xr.errors import DnnMaskError, FormatError
 from dnnmask_xr.formats._lines import integer_value, read_utf8, text_lines
@@ -70,13 +71,7 @@ class LayerMask:
     __slots__ = ("_numbers",)
 
     def __init__(self, numbers: Mapping[str, Iterable[int]] | None = None) -> None:
-        if numbers is None:
-            numbers = {}
-        if not isinstance(numbers, Mapping):
-            raise DnnMaskError(
-                f"layer mask {numbers!r} is not a mapping; give a dict such as "
-                "{'channel': [1, 2, 3]}"
-            )
+        numbers = mapping_arg(numbers, "layer mask", "{'channel': [1, 2, 3]}")
         checked: dict[str, tuple[int, ...]] = {}
         for axis, values in numbers.items():
             if axis not in AXES:
@@ -179,13 +174,7 @@ class DnnMask(Mapping[str, LayerMask]):
         *,
         source: str | os.PathLike[str] | None = None,
     ) -> None:
-        if layers is None:
-            layers = {}
-        if not isinstance(layers, Mapping):
-            raise DnnMaskError(
-                f"mask {layers!r} is not a mapping; give a dict such as "
-                "{'conv5': {'channel': [1, 2, 3]}}"
-            )
+        layers = mapping_arg(layers, "mask", "{'conv5': {'channel': [1, 2, 3]}}")
         checked: dict[str, LayerMask] = {}
         for name, mask in layers.items():
             _check_layer_name(name)
