@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from reliability import BigInput, make_big_input
 
+import dnnmask_xr.act.chunk_read
 from dnnmask_xr.testing import relu_activations, write_reference_act
 
 #: Small layers shaped like AlexNet's: a conv layer and a fully connected one.
@@ -55,3 +56,17 @@ def digest(path: Path) -> str:
 def big(tmp_path_factory: pytest.TempPathFactory) -> BigInput:
     """A large input whose mask must be re-encoded (the interrupt and race tests)."""
     return make_big_input(tmp_path_factory.mktemp("big-input"))
+
+
+@pytest.fixture
+def inflations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record every chunk the chunk reader inflates (its size), calling the real codec."""
+    seen: list[int] = []
+    real = dnnmask_xr.act.chunk_read.inflate
+
+    def counting(data: bytes, size: int) -> bytes:
+        seen.append(size)
+        return real(data, size)
+
+    monkeypatch.setattr(dnnmask_xr.act.chunk_read, "inflate", counting)
+    return seen

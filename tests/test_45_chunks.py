@@ -57,20 +57,6 @@ def alexnet(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def inflations(monkeypatch) -> list[int]:
-    """Record every chunk the engine inflates (its size), calling the real codec."""
-    seen: list[int] = []
-    real = dnnmask_xr.act.chunks.inflate
-
-    def counting(data: bytes, size: int) -> bytes:
-        seen.append(size)
-        return real(data, size)
-
-    monkeypatch.setattr(dnnmask_xr.act.chunks, "inflate", counting)
-    return seen
-
-
-@pytest.fixture
 def deflations(monkeypatch) -> list[int]:
     """Record every chunk the engine deflates, calling the real codec."""
     seen: list[int] = []

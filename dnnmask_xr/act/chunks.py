@@ -36,6 +36,13 @@ import numpy as np
 
 from dnnmask_xr.act._interrupt import check_interrupt
 from dnnmask_xr.act.chunk_index import ChunkIndex
+from dnnmask_xr.act.chunk_read import (
+    IN_FLIGHT_PER_THREAD,
+    decode_chunk,
+    fill_from_chunks,
+    layer_name,
+    no_fill_value,
+)
 from dnnmask_xr.act.chunking import (
     AxisPieces,
     aligned_chunks,
@@ -43,9 +50,8 @@ from dnnmask_xr.act.chunking import (
     chunk_grid,
     iter_blocks,
     output_chunks,
-    touched_chunks,
 )
-from dnnmask_xr.act.codec import CodecError, deflate, inflate
+from dnnmask_xr.act.codec import deflate
 from dnnmask_xr.act.plan import BlockReader, FileSelection
 from dnnmask_xr.errors import ActFileError
 
@@ -58,11 +64,6 @@ _BUDGET_PER_CHUNK = 3
 
 #: Level recorded in the output's gzip filter, DNNBrain's (h5py's default).
 GZIP_LEVEL = 4
-#: Chunks in flight per pool thread: enough to keep threads busy, few enough
-#: to keep memory flat.
-_IN_FLIGHT_PER_THREAD = 4
-#: Bytes of input chunks inflated per task on the pool.
-_BATCH_BYTES = 2**20
 
 
 class Sink(Protocol):
@@ -244,7 +245,7 @@ def _check_chunk_fits(source: h5py.Dataset, budget: Budget) -> None:
     needed = _BUDGET_PER_CHUNK * chunk_bytes
     if needed > budget.memory:
         raise ActFileError(
-            f"{source.file.filename!r}: layer {_layer(source)!r} is stored in chunks of "
+            f"{source.file.filename!r}: layer {layer_name(source)!r} is stored in chunks of "
             f"{_size(chunk_bytes)} (shape {source.chunks}); reading them needs a memory "
             f"budget of at least {_size(needed)} (--memory {_memory_flag(needed)}, or "
             f"memory={needed}), more than the {_size(budget.memory)} given")
@@ -272,7 +273,7 @@ def _copy_chunks(
     source = index.dataset
     steps = source.chunks
     pending: deque[Future] = deque()
-    limit = budget.threads * _IN_FLIGHT_PER_THREAD
+    limit = budget.threads * IN_FLIGHT_PER_THREAD
     # a chunk the input never wrote reads as its fill value: an output that
     # could not take that fill value gets the chunk written out
     unwritten = None
@@ -292,12 +293,12 @@ def _copy_chunks(
         stored = index.read(offset)
         report.chunks_read += stored is not None
         if stored is None and index.fillvalue is None:
-            raise _no_fill_value(index, offset)
+            raise no_fill_value(index, offset)
         stored = stored or unwritten
         if stored is not None:
             filter_mask, data = stored
             if budget.verify:
-                pending.append(budget.pool.submit(_decode, stored, steps, index))
+                pending.append(budget.pool.submit(decode_chunk, stored, steps, index))
                 report.chunks_inflated += not filter_mask
             target.id.write_direct_chunk(tuple(piece[1] for piece in pieces), data,
                                          filter_mask)
@@ -344,53 +345,9 @@ def _fill_block(
     pieces: list[AxisPieces],
     block: np.ndarray, budget: Budget, report: LayerReport,
 ) -> None:
-    """Read each touched input chunk once and place its selected values.
-
-    Chunks go to the pool in batches of about ``_BATCH_BYTES``: small chunks
-    one task each would spend more time handing over than inflating.
-    """
-    pending: deque[Future] = deque()
-    chunk_shape = tuple(steps)
-    chunk_bytes = int(np.prod(chunk_shape)) * source.dtype.itemsize
-    per_batch = max(1, _BATCH_BYTES // chunk_bytes)
-    # what the block leaves of the budget bounds the batches in flight
-    spare = budget.memory - block.nbytes
-    limit = max(1, min(budget.threads * _IN_FLIGHT_PER_THREAD,
-                       spare // (2 * per_batch * chunk_bytes)))
-    batch: list[tuple] = []
-    for touched in touched_chunks(pieces):
-        ids = [axis.chunk_ids[i] for axis, i in zip(pieces, touched, strict=True)]
-        offset = tuple(chunk_id * step for chunk_id, step in zip(ids, steps, strict=True))
-        out_index = [axis.out_index[i] for axis, i in zip(pieces, touched, strict=True)]
-        in_index = [axis.in_index[i] for axis, i in zip(pieces, touched, strict=True)]
-        if index is not None:
-            stored = index.read(offset)
-            report.chunks_read += stored is not None
-            report.chunks_inflated += stored is not None and not stored[0]
-            if stored is None and index.fillvalue is None:
-                raise _no_fill_value(index, offset)
-            batch.append((_scatter_raw, block, out_index, in_index, stored, chunk_shape, index))
-        else:
-            box = tuple(slice(start, min(start + step, size))
-                        for start, step, size in zip(offset, steps, source.shape, strict=True))
-            values = _read_box(source, box)
-            report.chunks_read += 1
-            batch.append((_scatter, block, out_index, in_index, values))
-        if len(batch) >= per_batch:
-            pending.append(budget.pool.submit(_run_batch, batch))
-            batch = []
-            check_interrupt()
-        while len(pending) >= limit:
-            pending.popleft().result()
-    if batch:
-        pending.append(budget.pool.submit(_run_batch, batch))
-    while pending:
-        pending.popleft().result()
-
-
-def _run_batch(batch: list[tuple]) -> None:
-    for function, *args in batch:
-        function(*args)
+    """Read each touched input chunk once and place its selected values in ``block``."""
+    fill_from_chunks(source, steps, index, pieces, block, report, pool=budget.pool,
+                     threads=budget.threads, spare=budget.memory - block.nbytes)
 
 
 def _store_block(
@@ -401,7 +358,7 @@ def _store_block(
     steps = target.chunks
     pending: deque[tuple[tuple[int, ...], Future]] = deque()
     chunk_bytes = int(np.prod(steps)) * block.dtype.itemsize
-    limit = max(1, min(budget.threads * _IN_FLIGHT_PER_THREAD,
+    limit = max(1, min(budget.threads * IN_FLIGHT_PER_THREAD,
                        (budget.memory - block.nbytes) // (2 * chunk_bytes)))
     for index in chunk_grid(block.shape, steps):
         local = tuple(i * step for i, step in zip(index, steps, strict=True))
@@ -435,69 +392,14 @@ def _deflate_piece(piece: np.ndarray, steps: tuple[int, ...]) -> bytes:
     return deflate(np.ascontiguousarray(piece).data)
 
 
-def _scatter_raw(
-    block: np.ndarray, out_index: list, in_index: list,
-    stored: tuple[int, bytes] | None, chunk_shape: tuple[int, ...], index: ChunkIndex,
-) -> None:
-    _scatter(block, out_index, in_index, _decode(stored, chunk_shape, index))
-
-
-def _no_fill_value(index: ChunkIndex, offset: tuple[int, ...]) -> ActFileError:
-    # HDF5 would read such a chunk from uninitialised memory
-    return ActFileError(f"{index.where}: the chunk at {offset} was never written and the "
-                        "layer has no fill value, so it holds no values")
-
-
-def _decode(
-    stored: tuple[int, bytes] | None, chunk_shape: tuple[int, ...], index: ChunkIndex
-) -> np.ndarray:
-    """Turn a gzip chunk's stored bytes into its values."""
-    source = index.dataset
-    dtype = source.dtype
-    if stored is None:  # never written: HDF5 reads its fill value
-        return np.full(chunk_shape, index.fillvalue, dtype=dtype)
-    filter_mask, data = stored
-    size = int(np.prod(chunk_shape)) * dtype.itemsize
-    try:
-        data = data if filter_mask else inflate(data, size)
-        return np.frombuffer(data, dtype=dtype).reshape(chunk_shape)
-    except (*CodecError, ValueError) as err:
-        raise ActFileError(f"{source.file.filename!r}: cannot read layer "
-                           f"{_layer(source)!r} (damaged chunk: {err})") from None
-
-
-def _scatter(block: np.ndarray, out_index: list, in_index: list, values: np.ndarray) -> None:
-    block[_outer(out_index, block.shape)] = values[_outer(in_index, values.shape)]
-
-
-def _outer(index: list, shape: tuple[int, ...]) -> tuple:
-    """Turn per-axis slices and position arrays into one orthogonal index."""
-    if all(isinstance(item, slice) for item in index):
-        return tuple(index)
-    return np.ix_(*(np.arange(*item.indices(size)) if isinstance(item, slice) else item
-                    for item, size in zip(index, shape, strict=True)))
-
-
 @contextlib.contextmanager
 def _reading(source: h5py.Dataset) -> Iterator[None]:
     """Turn HDF5's errors reading a damaged input into a one-line error."""
     try:
         yield
     except (OSError, RuntimeError, KeyError, ValueError) as err:
-        raise ActFileError(f"{source.file.filename!r}: cannot read layer {_layer(source)!r} "
-                           f"({err})") from None
-
-
-def _layer(dataset: h5py.Dataset) -> str:
-    return dataset.name.lstrip("/")
-
-
-def _read_box(source: h5py.Dataset, box: tuple[slice, ...]) -> np.ndarray:
-    try:
-        return source[box]
-    except OSError as err:
         raise ActFileError(f"{source.file.filename!r}: cannot read layer "
-                           f"{_layer(source)!r} ({err})") from None
+                           f"{layer_name(source)!r} ({err})") from None
 
 
 def _is_identity(positions: np.ndarray, size: int) -> bool:
