@@ -58,3 +58,9 @@ def bool_arg(value: object, what: str) -> bool:
     if isinstance(value, bool | np.bool_):
         return bool(value)
     raise UsageError(f"{what}={value!r} is neither True nor False")
+
+
+def is_count(value: object) -> bool:
+    """Tell whether ``value`` is a positive integer (a bool is not one)."""
+    return (isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+            and value >= 1)

@@ -9,8 +9,11 @@ and never replaces the file it comes from.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import h5py
@@ -20,8 +23,13 @@ from xarray.backends import BackendArray, CachingFileManager
 from xarray.backends.locks import HDF5_LOCK
 from xarray.core import indexing
 
+from dnnmask_xr.act.chunk_index import ChunkIndex
+from dnnmask_xr.act.chunk_read import fill_from_chunks
+from dnnmask_xr.act.chunking import axis_pieces
 from dnnmask_xr.act.plan import FileSelection
+from dnnmask_xr.act.pool import default_threads, shared_pool
 from dnnmask_xr.errors import ActFileError
+from dnnmask_xr.options import OPTIONS
 
 #: xarray's wrappers that hold another array as ``.array`` and index it as it is.
 _PLAIN_WRAPPERS = (indexing.CopyOnWriteArray, indexing.MemoryCachedArray)
@@ -41,6 +49,18 @@ class LayerArray(BackendArray):
         The layer's dataset name at the file's root.
     shape, dtype
         The dataset's shape and dtype, read once when the file was opened.
+    opened
+        The open file and the layer's checked chunk index in it (None if
+        its chunks are not inflated here), if already at hand.
+
+    Notes
+    -----
+    A gzip layer is read by the chunk reader ``dnn_mask`` uses
+    (:func:`~dnnmask_xr.act.chunk_read.fill_from_chunks`): the chunks a key
+    touches are read as stored under xarray's HDF5 lock, one call at a
+    time, and inflated outside it, on the shared read pool when the read is
+    made from the main thread, in the reading thread otherwise (a dask
+    worker's). Other layers are read by HDF5 in one call under the lock.
     """
 
     def __init__(
@@ -50,12 +70,18 @@ class LayerArray(BackendArray):
         name: str,
         shape: tuple[int, ...],
         dtype: np.dtype,
+        opened: tuple[h5py.File, ChunkIndex | None] | None = None,
     ) -> None:
         self.manager = manager
         self.path = path
         self.name = name
         self.shape = shape
         self.dtype = dtype
+        self._opened = opened
+
+    def __getstate__(self) -> dict[str, Any]:
+        # an open file does not travel; the other process checks its own index
+        return {**self.__dict__, "_opened": None}
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
         # xarray's slice decomposition fails on empty reversed slices such as
@@ -72,16 +98,88 @@ class LayerArray(BackendArray):
         with HDF5_LOCK:
             root = self.manager.acquire(needs_lock=False)
             try:
-                return read_outer(root[self.name], key)
+                index = self._chunk_index(root)
+                if index is None:
+                    return read_outer(root[self.name], key)
             except OSError as err:
                 # h5py reports damaged chunks as OSError; say which file and layer
                 raise ActFileError(
                     f"{root.filename!r}: cannot read layer {self.name!r} ({err})"
                 ) from None
+        return read_chunks(index, key, lock=HDF5_LOCK)
+
+    def _chunk_index(self, root: h5py.File) -> ChunkIndex | None:
+        """Give the layer's checked gzip index in ``root``, None to let HDF5 read it."""
+        if self._opened is None or self._opened[0] is not root:
+            # first read in this process, or the file was closed and reopened
+            dataset = root[self.name]
+            index = ChunkIndex(dataset) if dataset.chunks else None
+            self._opened = (root, index if index is not None and index.level is not None
+                            else None)
+        return self._opened[1]
+
+
+@dataclass
+class ReadCounts:
+    """Chunks one read took from the file."""
+
+    chunks_read: int = 0
+    chunks_inflated: int = 0
+
+
+def read_chunks(
+    index: ChunkIndex, key: tuple[Any, ...],
+    lock: contextlib.AbstractContextManager[Any] | None = None,
+) -> np.ndarray:
+    """Read an outer selection of a gzip layer through the chunk reader.
+
+    Parameters
+    ----------
+    index
+        The layer's checked chunk index, with a gzip level.
+    key
+        One entry per axis: a slice with a positive step, an integer, or an
+        array of positions (in any order, repeats allowed).
+    lock
+        Held around each HDF5 call.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``dataset[...]`` as numpy would index it orthogonally; axes given
+        by an integer are dropped.
+    """
+    dataset = index.dataset
+    positions, squeeze = _outer_positions(key, dataset.shape)
+    out = np.empty(tuple(axis.size for axis in positions), dtype=dataset.dtype)
+    if out.size:
+        threads = OPTIONS["read_threads"] or default_threads()
+        in_main = threading.current_thread() is threading.main_thread()
+        pool = shared_pool(threads) if threads > 1 and in_main else None
+        pieces = [axis_pieces(axis, step) for axis, step in zip(positions, dataset.chunks,
+                                                                strict=True)]
+        fill_from_chunks(dataset, dataset.chunks, index, pieces, out, ReadCounts(),
+                         pool=pool, threads=threads, spare=OPTIONS["read_memory"], lock=lock)
+    return out.squeeze(axis=tuple(squeeze)) if squeeze else out
+
+
+def _outer_positions(
+    key: tuple[Any, ...], shape: tuple[int, ...]
+) -> tuple[list[np.ndarray], list[int]]:
+    """Turn an outer key into positions per axis, and the axes an integer drops."""
+    positions, squeeze = [], []
+    for axis, (item, size) in enumerate(zip(key, shape, strict=True)):
+        if isinstance(item, slice):
+            positions.append(np.arange(*item.indices(size), dtype=np.int64))
+        else:
+            positions.append(np.atleast_1d(np.asarray(item, dtype=np.int64)))
+            if np.ndim(item) == 0:
+                squeeze.append(axis)
+    return positions, squeeze
 
 
 def read_outer(dataset: h5py.Dataset, key: tuple[Any, ...]) -> np.ndarray:
-    """Read an outer (orthogonal) selection in one pass over the file.
+    """Read an outer (orthogonal) selection in one pass over the file, by HDF5.
 
     Parameters
     ----------
@@ -102,18 +200,13 @@ def read_outer(dataset: h5py.Dataset, key: tuple[Any, ...]) -> np.ndarray:
     h5py allows one position list per read, in increasing order. Here every
     axis is cut into runs of consecutive positions and the union of their
     boxes becomes one HDF5 selection, so each chunk the selection touches is
-    read and inflated once, and chunks it does not touch are never read.
+    read and decoded once, and chunks it does not touch are never read.
     """
-    runs, repeats, squeeze = [], [], []
-    for axis, (item, size) in enumerate(zip(key, dataset.shape, strict=True)):
-        if isinstance(item, slice):
-            positions = np.arange(*item.indices(size))
-        else:
-            positions = np.atleast_1d(np.asarray(item, dtype=np.int64))
-            if np.ndim(item) == 0:
-                squeeze.append(axis)
-        unique, inverse = np.unique(positions, return_inverse=True)
-        repeats.append(None if unique.size == positions.size else inverse)
+    positions, squeeze = _outer_positions(key, dataset.shape)
+    runs, repeats = [], []
+    for axis in positions:
+        unique, inverse = np.unique(axis, return_inverse=True)
+        repeats.append(None if unique.size == axis.size else inverse)
         runs.append(_runs(unique))
 
     shape = tuple(sum(count for _, count in axis_runs) for axis_runs in runs)

@@ -15,7 +15,9 @@ from dnnmask_xr.datatree import from_datatree
 from dnnmask_xr.errors import ActFileError, DnnMaskError
 
 
-def open_nc(path: str | os.PathLike[str], *, chunks: Chunks | None = None) -> Activations:
+def open_nc(
+    path: str | os.PathLike[str], *, chunks: Chunks | None = None, cache: bool | None = None
+) -> Activations:
     """Open the layers of a netCDF4 file written by :func:`save_nc`.
 
     :func:`~dnnmask_xr.open_act` calls this for paths ending in ``.nc``.
@@ -27,6 +29,9 @@ def open_nc(path: str | os.PathLike[str], *, chunks: Chunks | None = None) -> Ac
     chunks
         As for :func:`~dnnmask_xr.open_act`: ``None`` for lazy numpy-backed
         layers, otherwise dask-backed layers chunked like the file.
+    cache
+        As for :func:`~dnnmask_xr.open_act`: keep values once read (default:
+        True unless ``chunks`` is given).
 
     Returns
     -------
@@ -43,7 +48,8 @@ def open_nc(path: str | os.PathLike[str], *, chunks: Chunks | None = None) -> Ac
     try:
         # phony_dims: a file not written here may lack dimension scales; it
         # then fails the layout check below rather than on opening
-        tree = xr.open_datatree(where, engine="h5netcdf", cache=False, phony_dims="access",
+        tree = xr.open_datatree(where, engine="h5netcdf", phony_dims="access",
+                                cache=chunks is None if cache is None else cache,
                                 decode_times=False, decode_timedelta=False)
     except (OSError, ValueError) as err:
         raise ActFileError(f"cannot read {where!r} as netCDF4 ({err})") from None

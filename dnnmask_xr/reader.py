@@ -25,6 +25,7 @@ from dnnmask_xr.act.layout import (
 from dnnmask_xr.act.select import blaming
 from dnnmask_xr.activations import Activations
 from dnnmask_xr.dask_layers import Chunks, chunk_layer
+from dnnmask_xr.errors import ActFileError
 from dnnmask_xr.formats.stim import Stimuli, read_stim
 from dnnmask_xr.lazy import LayerArray
 
@@ -34,6 +35,7 @@ def open_act(
     *,
     stim: str | os.PathLike[str] | Stimuli | None = None,
     chunks: Chunks | None = None,
+    cache: bool | None = None,
     allow_external: bool = False,
 ) -> Activations:
     """Open the layers of an ``.act.h5`` file, reading metadata only.
@@ -56,6 +58,13 @@ def open_act(
         mapping such as ``{"stimulus": 1000}`` sets some dimensions (``-1``
         for whole) and leaves the others to the file; ``"auto"`` lets dask
         choose multiples of the file's chunks.
+    cache
+        Keep a layer's values in memory once read, so that later
+        computations on the same layer do not read the file again (and so
+        that values can be assigned to), as ``xr.open_dataset(cache=...)``
+        does. Selections stay lazy: ``layer.sel(...)`` reads, and keeps,
+        only what it selects. None (default): True unless ``chunks`` is
+        given.
     allow_external
         Follow layers whose values live in other files (external links,
         virtual datasets, external raw storage), after checking that each
@@ -80,15 +89,16 @@ def open_act(
         from dnnmask_xr.netcdf import open_nc
 
         check_readable(where)
-        acts = open_nc(where, chunks=chunks)
+        acts = open_nc(where, chunks=chunks, cache=cache)
         return acts if stim is None else _with_stim(acts, stim)
     # mode="r" is passed on to open_file: a manager unpickled in another
     # process (a dask worker) passes its mode when it reopens the file
     allow_external = bool_arg(allow_external, "allow_external")
+    cache = chunks is None if cache is None else bool_arg(cache, "cache")
     manager = CachingFileManager(open_file, where, mode="r")
     try:
         layers, attrs, header = _read_metadata(manager.acquire(), where, manager,
-                                               allow_external)
+                                               allow_external, cache)
     except BaseException:
         manager.close()
         raise
@@ -109,25 +119,24 @@ def _with_stim(acts: Activations, stim: str | os.PathLike[str] | Stimuli) -> Act
 
 
 def _read_metadata(
-    root: h5py.File, where: str, manager: CachingFileManager, allow_external: bool
+    root: h5py.File, where: str, manager: CachingFileManager, allow_external: bool,
+    cache: bool,
 ) -> tuple[dict[str, xr.DataArray], dict[str, object], dict[str, str]]:
     layers = {}
     for name, dataset in layer_datasets(root, where, allow_external=allow_external).items():
-        variable = xr.Variable(
-            DIMS, indexing.LazilyIndexedArray(
-                LayerArray(manager, where, name, dataset.shape, dataset.dtype)
-            )
-        )
-        if dataset.chunks:
-            # a damaged chunk index is refused here, as the writer refuses it,
-            # rather than read as whatever HDF5 finds through it
-            ChunkIndex(dataset)
+        # a damaged chunk index is refused here, as the writer refuses it,
+        # rather than read as whatever HDF5 finds through it
+        index = ChunkIndex(dataset) if dataset.chunks else None
+        array = LayerArray(manager, where, name, dataset.shape, dataset.dtype,
+                           opened=(root, index if index and index.level is not None else None))
+        # the wrappers xarray's backends put on every variable: copy before
+        # assigning to values, and keep what was read (cache=True)
+        data = indexing.CopyOnWriteArray(indexing.LazilyIndexedArray(array))
+        if cache:
+            data = indexing.MemoryCachedArray(data)
         numbers = decode_unit_labels(dataset, repr(where))
-        layers[name] = xr.DataArray(variable, coords=numbers, name=name)
-        if dataset.chunks:
-            # how xarray (and chunks=) learns the HDF5 chunk shape
-            layers[name].encoding["preferred_chunks"] = dict(zip(DIMS, dataset.chunks,
-                                                                 strict=True))
+        layers[name] = xr.DataArray(xr.Variable(DIMS, data), coords=numbers, name=name)
+        layers[name].encoding = _encoding(dataset, where)
     stored = read_attrs(root, repr(where))
     attrs = {key: value for key, value in stored.items() if not is_reserved(key)}
     header: dict[str, str] = {}
@@ -137,3 +146,32 @@ def _read_metadata(
         coords = {"stimulus": ids, **{key: ("stimulus", v) for key, v in fields.items()}}
         layers = {name: array.assign_coords(coords) for name, array in layers.items()}
     return layers, attrs, header
+
+
+def _encoding(dataset: h5py.Dataset, where: str) -> dict[str, object]:
+    """Describe a layer's storage as xarray's h5netcdf backend does.
+
+    ``to_netcdf`` then keeps its chunks and compression, ``chunks=`` and
+    xarray its chunk shape (``preferred_chunks``); ``original_shape`` lets
+    xarray drop the chunk shape once a selection changes the layer's shape.
+    """
+    try:
+        filters = h5py.filters.get_filters(dataset.id.get_create_plist())
+    except (OSError, RuntimeError, ValueError, TypeError) as err:
+        raise ActFileError(f"{where!r}: layer {dataset.name.lstrip('/')!r} is damaged: its "
+                           f"filters cannot be read ({err})") from None
+    encoding: dict[str, object] = {
+        "dtype": dataset.dtype, "source": where, "original_shape": dataset.shape,
+        "contiguous": dataset.chunks is None, "chunksizes": dataset.chunks,
+        "shuffle": "shuffle" in filters, "fletcher32": "fletcher32" in filters,
+    }
+    if dataset.chunks:
+        encoding["preferred_chunks"] = dict(zip(DIMS, dataset.chunks, strict=True))
+    if "gzip" in filters:
+        encoding.update(zlib=True, complevel=filters["gzip"])
+    else:
+        encoding["zlib"] = False
+        other = [name for name in filters if name not in ("shuffle", "fletcher32")]
+        if other:
+            encoding.update(compression=other[0], compression_opts=filters[other[0]])
+    return encoding

@@ -14,15 +14,20 @@ from dnnmask_xr.backend import DnnActBackendEntrypoint
 
 @pytest.fixture
 def reads(monkeypatch) -> list[str]:
-    """Record every read of layer values from an .act.h5 file."""
+    """Record every read of layer values from an .act.h5 file, by either reader."""
     done: list[str] = []
-    read_outer = dnnmask_xr.lazy.read_outer
+    read_outer, read_chunks = dnnmask_xr.lazy.read_outer, dnnmask_xr.lazy.read_chunks
 
-    def recording(dataset, key):
+    def by_hdf5(dataset, key):
         done.append(dataset.name)
         return read_outer(dataset, key)
 
-    monkeypatch.setattr(dnnmask_xr.lazy, "read_outer", recording)
+    def by_chunks(index, key, lock=None):
+        done.append(index.dataset.name)
+        return read_chunks(index, key, lock)
+
+    monkeypatch.setattr(dnnmask_xr.lazy, "read_outer", by_hdf5)
+    monkeypatch.setattr(dnnmask_xr.lazy, "read_chunks", by_chunks)
     return done
 
 

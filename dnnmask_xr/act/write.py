@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import h5py
 import numpy as np
 
-from dnnmask_xr._args import bool_arg, path_arg
+from dnnmask_xr._args import bool_arg, is_count, path_arg
 from dnnmask_xr._atomic import atomic_path
 from dnnmask_xr._version import __version__
 from dnnmask_xr.act._interrupt import check_interrupt, deferred_interrupts
@@ -52,6 +52,7 @@ from dnnmask_xr.act.chunks import (
 )
 from dnnmask_xr.act.layout import encode_stimulus, encode_unit_labels
 from dnnmask_xr.act.plan import FileSelection, Plan, PlannedLayer, StimulusTable
+from dnnmask_xr.act.pool import default_threads
 from dnnmask_xr.errors import ActFileError, DnnMaskError, UsageError
 
 #: Default memory budget: bytes of activations held at once while writing.
@@ -87,9 +88,9 @@ class WriteOptions:
     on_progress: Callable[[str, int, int], None] | None = None
 
     def __post_init__(self) -> None:
-        if not _is_count(self.memory):
+        if not is_count(self.memory):
             raise UsageError(f"memory budget {self.memory!r} is not a positive number of bytes")
-        if self.threads is not None and not _is_count(self.threads):
+        if self.threads is not None and not is_count(self.threads):
             raise UsageError(f"threads={self.threads!r} is not a positive number of threads")
         bool_arg(self.verify, "verify")
 
@@ -294,14 +295,6 @@ def provenance_stamp() -> dict[str, str]:
     return {"date": now, "software": f"dnnmask_xr {__version__}"}
 
 
-def default_threads() -> int:
-    """Threads to code chunks with: the cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 @contextlib.contextmanager
 def progress_bar(shown: bool) -> Iterator[Callable[[str, int, int], None] | None]:
     """Give a progress callback for :class:`WriteOptions` that draws a bar on stderr.
@@ -394,8 +387,3 @@ def _ignored_hdf5_errors() -> Iterator[list[BaseException]]:
         yield ignored
     finally:
         sys.unraisablehook = previous
-
-
-def _is_count(value: object) -> bool:
-    return (isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
-            and value >= 1)
