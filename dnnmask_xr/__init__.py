@@ -36,6 +36,7 @@ _WHERE = {
     "read_dmask": "formats.dmask",
     "read_stim": "formats.stim",
     "save_act": "save",
+    "set_options": "options",
     "stack_neuroids": "neuroid",
     "to_datatree": "datatree",
     "unstack_neuroids": "neuroid",
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
     from dnnmask_xr.formats.dmask import DnnMask, LayerMask, read_dmask, write_dmask
     from dnnmask_xr.formats.stim import Stimuli, read_stim, write_stim
     from dnnmask_xr.neuroid import stack_neuroids, unstack_neuroids
+    from dnnmask_xr.options import set_options
     from dnnmask_xr.reader import open_act
     from dnnmask_xr.save import save_act
 

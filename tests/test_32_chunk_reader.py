@@ -1,0 +1,332 @@
+"""Lazy reads go through the chunk reader: counted, not timed.
+
+Each touched chunk is read and inflated once per read and no other chunk is
+read; inflation runs on the shared pool's threads for reads from the main
+thread, in the reading thread otherwise (dask's workers); tiny reads start
+no thread; layers are cached as xarray's backends cache them; memory held
+besides the output stays within ``read_memory``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+import tracemalloc
+
+import h5py
+import numpy as np
+import pytest
+import xarray as xr
+
+import dnnmask_xr.act.chunk_read
+import dnnmask_xr.act.pool
+from dnnmask_xr import UsageError, open_act, set_options
+from dnnmask_xr.act.chunk_index import ChunkIndex
+
+SHAPE = (40, 24, 9, 10)
+CHUNKS = (8, 6, 4, 5)
+
+
+@pytest.fixture
+def gzip_file(tmp_path):
+    # small whole numbers: sums are exact in float32, whatever the order
+    data = np.random.default_rng(11).integers(0, 100, SHAPE).astype("float32")
+    path = tmp_path / "layer.act.h5"
+    with h5py.File(path, "w") as root:
+        root.create_dataset("conv", data=data, chunks=CHUNKS, compression="gzip")
+        root.create_dataset("plain", data=data, chunks=CHUNKS)
+    return path, data
+
+
+@pytest.fixture(scope="module")
+def many_chunks(tmp_path_factory):
+    """16 MiB in chunks of 256 KiB: a read of it is many batches."""
+    shape, chunks = (64, 64, 32, 32), (4, 16, 32, 32)
+    data = np.random.default_rng(2).standard_normal(shape).astype("float32")
+    path = tmp_path_factory.mktemp("many") / "big.act.h5"
+    with h5py.File(path, "w") as root:
+        root.create_dataset("conv", data=data, chunks=chunks, compression="gzip")
+    return path, data
+
+
+@pytest.fixture
+def chunk_reads(monkeypatch) -> list[tuple[int, ...]]:
+    """Record the offset of every chunk read as stored, by any reader."""
+    seen: list[tuple[int, ...]] = []
+    real = ChunkIndex.read
+
+    def recording(self, offset):
+        seen.append(offset)
+        return real(self, offset)
+
+    monkeypatch.setattr(ChunkIndex, "read", recording)
+    return seen
+
+
+@pytest.fixture
+def inflating_threads(monkeypatch) -> list[int]:
+    """Record the thread of every inflation; the first few wait, so that all threads get work."""
+    seen: list[int] = []
+    real = dnnmask_xr.act.chunk_read.inflate
+
+    def recording(data, size):
+        seen.append(threading.get_ident())
+        if len(seen) <= 8:
+            time.sleep(0.01)
+        return real(data, size)
+
+    monkeypatch.setattr(dnnmask_xr.act.chunk_read, "inflate", recording)
+    return seen
+
+
+def touched(key: dict[str, object]) -> set[tuple[int, ...]]:
+    """The chunk offsets an outer selection touches, worked out with numpy alone."""
+    axes = []
+    for dim, size, step in zip(("stimulus", "channel", "row", "column"), SHAPE, CHUNKS,
+                               strict=True):
+        positions = np.arange(size)[key.get(dim, slice(None))]
+        axes.append(np.unique(np.atleast_1d(positions) // step) * step)
+    return {tuple(int(i) for i in offset) for offset in itertools.product(*axes)}
+
+
+KEYS = [
+    {},
+    {"channel": [0, 7, 23, 7]},
+    {"channel": slice(0, 24, 8), "row": [8]},
+    {"stimulus": slice(3, 30, 2), "column": [9, 0]},
+    {"stimulus": 5, "channel": 5, "row": 5, "column": 5},
+]
+
+
+@pytest.mark.parametrize("key", KEYS, ids=lambda key: ",".join(key) or "whole")
+def test_each_touched_chunk_is_read_and_inflated_once(gzip_file, chunk_reads, inflations, key):
+    path, data = gzip_file
+    layer = open_act(path, cache=False)["conv"]
+    got = layer.isel(key).values
+    expected = data
+    for axis, dim in reversed(list(enumerate(layer.dims))):
+        expected = np.take(expected, np.arange(SHAPE[axis])[key.get(dim, slice(None))],
+                           axis=axis)
+    np.testing.assert_array_equal(got, expected)
+    assert sorted(chunk_reads) == sorted(touched(key))
+    assert len(inflations) == len(chunk_reads)
+
+
+def test_a_second_read_of_an_uncached_layer_reads_again(gzip_file, chunk_reads):
+    path, _ = gzip_file
+    layer = open_act(path, cache=False)["conv"]
+    layer.mean().values  # noqa: B018
+    layer.std().values  # noqa: B018
+    assert len(chunk_reads) == 2 * len(touched({}))
+
+
+def test_two_reductions_of_a_cached_layer_read_its_chunks_once(gzip_file, chunk_reads):
+    path, data = gzip_file
+    layer = open_act(path)["conv"]
+    assert float(layer.mean()) == pytest.approx(float(data.mean()), rel=1e-6)
+    assert float(layer.std()) == pytest.approx(float(data.std()), rel=1e-6)
+    assert sorted(chunk_reads) == sorted(touched({}))
+
+
+def test_a_cached_layer_stays_lazy_under_selection(gzip_file, chunk_reads):
+    path, data = gzip_file
+    layer = open_act(path)["conv"]
+    picked = layer.isel(channel=[2])
+    assert chunk_reads == []
+    np.testing.assert_array_equal(picked.values, data[:, [2]])
+    assert sorted(chunk_reads) == sorted(touched({"channel": [2]}))
+
+
+def test_values_can_be_assigned_to_without_touching_the_file(gzip_file):
+    path, data = gzip_file
+    before = path.read_bytes()
+    acts = open_act(path)
+    acts["conv"][0, 0] = 0.0
+    assert float(abs(acts["conv"][0, 0]).max()) == 0.0
+    np.testing.assert_array_equal(acts["conv"][1:].values, data[1:])
+    acts.close()
+    assert path.read_bytes() == before
+
+
+def test_cache_is_a_bool(gzip_file):
+    path, _ = gzip_file
+    with pytest.raises(UsageError, match=r"^cache='yes' is neither True nor False$"):
+        open_act(path, cache="yes")
+
+
+def test_inflation_runs_on_several_threads_for_a_read_from_the_main_thread(
+        many_chunks, inflating_threads):
+    path, data = many_chunks
+    with set_options(read_threads=2):
+        np.testing.assert_array_equal(open_act(path)["conv"].values, data)
+    assert threading.get_ident() not in inflating_threads
+    assert len(set(inflating_threads)) == 2
+
+
+def test_reads_from_another_thread_inflate_in_that_thread(many_chunks, inflating_threads):
+    path, data = many_chunks
+    layer = open_act(path)["conv"]
+    got, reader = {}, []
+
+    def read():
+        reader.append(threading.get_ident())
+        got["values"] = layer.values
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    thread.join()
+    np.testing.assert_array_equal(got["values"], data)
+    assert set(inflating_threads) == set(reader)
+
+
+def test_a_tiny_read_starts_no_thread(gzip_file, monkeypatch, inflating_threads):
+    path, data = gzip_file
+    monkeypatch.setattr(dnnmask_xr.act.pool, "_shared", None)
+    layer = open_act(path)["conv"]
+    threads_before = threading.active_count()
+    np.testing.assert_array_equal(layer.isel(stimulus=[1], channel=[2, 3]).values,
+                                  data[[1]][:, [2, 3]])
+    assert threading.active_count() == threads_before
+    assert set(inflating_threads) == {threading.get_ident()}
+
+
+def test_one_thread_reads_in_the_calling_thread(many_chunks, inflating_threads):
+    path, data = many_chunks
+    with set_options(read_threads=1):
+        np.testing.assert_array_equal(open_act(path)["conv"].values, data)
+    assert set(inflating_threads) == {threading.get_ident()}
+
+
+def test_a_read_holds_at_most_its_output_and_the_memory_budget(many_chunks):
+    path, data = many_chunks
+    layer = open_act(path, cache=False)["conv"]
+    budget = 2**21
+    with set_options(read_threads=2, read_memory=budget):
+        tracemalloc.start()
+        try:
+            values = layer.values
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    np.testing.assert_array_equal(values, data)
+    assert peak - values.nbytes <= budget
+
+
+def test_a_layer_that_is_not_gzip_is_read_by_hdf5(gzip_file, chunk_reads):
+    path, data = gzip_file
+    np.testing.assert_array_equal(open_act(path)["plain"].isel(channel=[3]).values,
+                                  data[:, [3]])
+    assert chunk_reads == []
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"read_threads": 0}, r"^read_threads=0 is not valid; give a positive number of threads"),
+    ({"read_memory": None}, r"^read_memory=None is not valid; give a positive number of bytes"),
+    ({"read_memory": True}, r"^read_memory=True is not valid"),
+    ({"threads": 2}, r"^set_options\(\) has no option 'threads'; options: read_threads, "),
+])
+def test_set_options_refuses_bad_values(options, message):
+    with pytest.raises(UsageError, match=message):
+        set_options(**options)
+
+
+def test_set_options_is_restored_after_a_with_block():
+    from dnnmask_xr.options import OPTIONS
+
+    before = dict(OPTIONS)
+    with set_options(read_threads=3, read_memory=10):
+        assert OPTIONS == {"read_threads": 3, "read_memory": 10}
+    assert before == OPTIONS
+
+
+# dask: each task reads the chunks inside its block, and no other
+
+def test_a_dask_task_reads_its_own_chunks_only(gzip_file, chunk_reads):
+    path, data = gzip_file
+    layer = open_act(path, chunks={"stimulus": 16, "channel": 12})["conv"]
+    block = layer.data.blocks[1, 1]
+    np.testing.assert_array_equal(block.compute(scheduler="sync"), data[16:32, 12:24])
+    assert sorted(chunk_reads) == sorted(touched({"stimulus": slice(16, 32),
+                                                  "channel": slice(12, 24)}))
+
+
+def test_dask_threads_read_every_chunk_once_and_inflate_in_their_own_threads(
+        gzip_file, chunk_reads, inflating_threads):
+    path, data = gzip_file
+    layer = open_act(path, chunks={"stimulus": 8})["conv"]
+    got = layer.sum("stimulus").compute(scheduler="threads", num_workers=2)
+    np.testing.assert_array_equal(got.values, data.sum(axis=0))
+    assert sorted(chunk_reads) == sorted(touched({}))
+    pool_threads = {thread.ident for thread in threading.enumerate()
+                    if thread.name.startswith("dnnmask_xr-read")}
+    assert not set(inflating_threads) & pool_threads
+    assert threading.get_ident() not in inflating_threads
+
+
+def test_groupby_reads_a_layer_once(gzip_file, chunk_reads):
+    import flox  # noqa: F401 - a dependency of the dask extra: xarray uses it when present
+
+    path, data = gzip_file
+    conditions = np.array(["a", "b", "c", "d"] * (SHAPE[0] // 4))
+    layer = open_act(path)["conv"].assign_coords(condition=("stimulus", conditions))
+    sums = layer.groupby("condition").sum()
+    np.testing.assert_array_equal(sums.sel(condition="b").values, data[1::4].sum(axis=0))
+    assert sorted(chunk_reads) == sorted(touched({}))
+
+
+# encoding: as xarray's h5netcdf backend fills it
+
+def test_encoding_describes_the_storage_as_h5netcdf_does(tmp_path):
+    data = np.arange(np.prod(SHAPE), dtype="float32").reshape(SHAPE)
+    path = tmp_path / "kinds.act.h5"
+    with h5py.File(path, "w") as root:
+        root.create_dataset("gzip", data=data, chunks=CHUNKS, compression="gzip",
+                            compression_opts=6, shuffle=True)
+        root.create_dataset("lzf", data=data, chunks=CHUNKS, compression="lzf")
+        root.create_dataset("contiguous", data=data)
+    acts = open_act(path)
+    theirs = {name: xr.open_dataset(path, engine="h5netcdf", phony_dims="sort")[name].encoding
+              for name in acts}
+    for name, layer in acts.items():
+        ours = layer.encoding
+        for key in ("chunksizes", "contiguous", "zlib", "complevel", "shuffle", "fletcher32",
+                    "compression", "compression_opts", "dtype", "original_shape", "source"):
+            assert ours.get(key) == theirs[name].get(key), (name, key)
+    assert acts["gzip"].encoding["preferred_chunks"] == dict(zip(acts["gzip"].dims, CHUNKS,
+                                                                 strict=True))
+
+
+@pytest.mark.parametrize("engine", ["h5netcdf", "netcdf4"])
+def test_to_netcdf_keeps_the_chunks_and_compression(gzip_file, tmp_path, engine):
+    path, data = gzip_file
+    layer = open_act(path)["conv"]
+    out = tmp_path / "conv.nc"
+    layer.drop_vars(list(layer.coords)).to_netcdf(out, engine=engine)
+    with h5py.File(out) as root:
+        written = root["conv"]
+        assert written.chunks == CHUNKS
+        assert written.compression == "gzip" and written.compression_opts == 4
+        np.testing.assert_array_equal(written[...], data)
+
+
+def test_to_netcdf_of_a_selection_chooses_its_own_chunks(gzip_file, tmp_path):
+    path, data = gzip_file
+    picked = open_act(path)["conv"].isel(channel=[1], row=[2])
+    out = tmp_path / "picked.nc"
+    picked.drop_vars(list(picked.coords)).to_netcdf(out, engine="h5netcdf")
+    with h5py.File(out) as root:
+        assert root["conv"].compression == "gzip"
+        np.testing.assert_array_equal(root["conv"][...], data[:, [1]][:, :, [2]])
+
+
+def test_to_zarr_writes_the_values_compressed(gzip_file, tmp_path):
+    import zarr
+
+    path, data = gzip_file
+    layer = open_act(path)["conv"]
+    store = tmp_path / "conv.zarr"
+    layer.drop_vars(list(layer.coords)).to_dataset().to_zarr(store, consolidated=False)
+    written = zarr.open_group(store)["conv"]
+    np.testing.assert_array_equal(written[...], data)
+    assert written.compressors
