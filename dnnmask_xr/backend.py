@@ -3,7 +3,9 @@
 It forwards to :func:`~dnnmask_xr.open_act` and
 :func:`~dnnmask_xr.to_datatree`, so labels and laziness are theirs; xarray
 itself applies ``chunks=``, following each layer's
-``encoding["preferred_chunks"]`` (the file's HDF5 chunks).
+``encoding["preferred_chunks"]`` (the file's HDF5 chunks), and its
+``cache=``: layers are opened uncached here, and xarray wraps them in its
+memory cache as it wraps every backend's arrays.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
         from dnnmask_xr.errors import SelectionError
         from dnnmask_xr.reader import open_act
 
-        acts = open_act(filename_or_obj, stim=stim, allow_external=allow_external)
+        acts = open_act(filename_or_obj, stim=stim, allow_external=allow_external,
+                        cache=False)
         name = None if group is None else group.strip("/")
         if name is None and len(acts) != 1:
             acts.close()
@@ -88,7 +91,8 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
         from dnnmask_xr.datatree import to_datatree
         from dnnmask_xr.reader import open_act
 
-        acts = open_act(filename_or_obj, stim=stim, allow_external=allow_external)
+        acts = open_act(filename_or_obj, stim=stim, allow_external=allow_external,
+                        cache=False)
         tree = to_datatree(acts)
         if drop_variables:
             tree = tree.map_over_datasets(lambda dataset: _drop(dataset, drop_variables))

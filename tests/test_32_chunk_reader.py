@@ -129,6 +129,15 @@ def test_two_reductions_of_a_cached_layer_read_its_chunks_once(gzip_file, chunk_
     assert sorted(chunk_reads) == sorted(touched({}))
 
 
+@pytest.mark.parametrize(("cache", "reads"), [(True, 1), (False, 2)])
+def test_the_backend_caches_as_xarray_is_told(gzip_file, chunk_reads, cache, reads):
+    path, _ = gzip_file
+    layer = xr.open_dataarray(path, engine="dnnact", group="conv", cache=cache)
+    layer.mean().values  # noqa: B018
+    layer.std().values  # noqa: B018
+    assert len(chunk_reads) == reads * len(touched({}))
+
+
 def test_a_cached_layer_stays_lazy_under_selection(gzip_file, chunk_reads):
     path, data = gzip_file
     layer = open_act(path)["conv"]
