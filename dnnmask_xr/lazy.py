@@ -49,9 +49,6 @@ class LayerArray(BackendArray):
         The layer's dataset name at the file's root.
     shape, dtype
         The dataset's shape and dtype, read once when the file was opened.
-    opened
-        The open file and the layer's checked chunk index in it (None if
-        its chunks are not inflated here), if already at hand.
 
     Notes
     -----
@@ -70,14 +67,15 @@ class LayerArray(BackendArray):
         name: str,
         shape: tuple[int, ...],
         dtype: np.dtype,
-        opened: tuple[h5py.File, ChunkIndex | None] | None = None,
     ) -> None:
         self.manager = manager
         self.path = path
         self.name = name
         self.shape = shape
         self.dtype = dtype
-        self._opened = opened
+        # the open file and the layer's checked gzip index in it (None: HDF5
+        # reads it), from the first read in this process
+        self._opened: tuple[h5py.File, ChunkIndex | None] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # an open file does not travel; the other process checks its own index
@@ -111,7 +109,8 @@ class LayerArray(BackendArray):
     def _chunk_index(self, root: h5py.File) -> ChunkIndex | None:
         """Give the layer's checked gzip index in ``root``, None to let HDF5 read it."""
         if self._opened is None or self._opened[0] is not root:
-            # first read in this process, or the file was closed and reopened
+            # first read in this process, or the file was closed and reopened;
+            # a damaged index is refused before any chunk is read through it
             dataset = root[self.name]
             index = ChunkIndex(dataset) if dataset.chunks else None
             self._opened = (root, index if index is not None and index.level is not None

@@ -11,7 +11,6 @@ from xarray.core import indexing
 
 from dnnmask_xr._args import bool_arg, path_arg
 from dnnmask_xr.act.checks import NC_SUFFIX
-from dnnmask_xr.act.chunk_index import ChunkIndex
 from dnnmask_xr.act.layout import (
     DIMS,
     check_readable,
@@ -124,11 +123,10 @@ def _read_metadata(
 ) -> tuple[dict[str, xr.DataArray], dict[str, object], dict[str, str]]:
     layers = {}
     for name, dataset in layer_datasets(root, where, allow_external=allow_external).items():
-        # a damaged chunk index is refused here, as the writer refuses it,
-        # rather than read as whatever HDF5 finds through it
-        index = ChunkIndex(dataset) if dataset.chunks else None
-        array = LayerArray(manager, where, name, dataset.shape, dataset.dtype,
-                           opened=(root, index if index and index.level is not None else None))
+        # the chunk index is checked on the layer's first read (a damaged one
+        # is refused then, as the writer refuses it), so that opening a file
+        # of many layers costs only what the layers used need
+        array = LayerArray(manager, where, name, dataset.shape, dataset.dtype)
         # the wrappers xarray's backends put on every variable: copy before
         # assigning to values, and keep what was read (cache=True)
         data = indexing.CopyOnWriteArray(indexing.LazilyIndexedArray(array))
