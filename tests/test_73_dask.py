@@ -16,6 +16,7 @@ from dask.callbacks import Callback
 
 from dnnmask_xr import UsageError, open_act, save_act
 from dnnmask_xr.act.layout import DIMS
+from dnnmask_xr.dask_layers import AUTO_CHUNK_BYTES
 
 
 @pytest.fixture
@@ -59,6 +60,26 @@ def test_chunks_set_some_dimensions_and_the_file_the_rest(chunked_file, chunks, 
     layer = open_act(path, chunks=chunks)["conv"]
     assert layer.chunks == expected
     np.testing.assert_array_equal(layer.isel(channel=[4, 1]).values, data[:, [4, 1]])
+
+
+@pytest.mark.parametrize(("setting", "largest"), [(None, AUTO_CHUNK_BYTES), ("1MiB", 2**20)])
+def test_auto_chunks_are_multiples_of_the_files_of_a_bounded_size(tmp_path, setting, largest):
+    # AlexNet's conv2 for 1000 stimuli, in h5py's automatic chunks; never
+    # written, so the file is small
+    shape, steps = (1000, 192, 27, 27), (63, 24, 4, 4)
+    path = tmp_path / "conv2.act.h5"
+    with h5py.File(path, "w") as root:
+        root.create_dataset("conv2", shape=shape, dtype="float32", chunks=steps,
+                            compression="gzip")
+    config = {} if setting is None else {"array.chunk-size": setting}
+    with dask.config.set(config):
+        layer = open_act(path, chunks="auto")["conv2"]
+    first = tuple(sizes[0] for sizes in layer.chunks)
+    assert all(size % step == 0 or size == n for size, step, n in zip(first, steps, shape,
+                                                                     strict=True))
+    assert 4 * np.prod(first) <= largest
+    if setting is None:  # large enough that a task reads many of the file's chunks
+        assert 4 * np.prod(first) > largest / 4
 
 
 def test_chunks_naming_an_unknown_dimension_are_refused(chunked_file):

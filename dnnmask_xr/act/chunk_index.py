@@ -60,6 +60,8 @@ class ChunkIndex:
 
     Attributes
     ----------
+    dtype
+        The layer's values' type.
     level
         The gzip level if the chunks may be inflated here (gzip alone, a
         valid level, a standard type), None if HDF5 must decode them.
@@ -76,6 +78,7 @@ class ChunkIndex:
 
     def __init__(self, dataset: h5py.Dataset) -> None:
         self.dataset = dataset
+        self.dtype = dataset.dtype
         self.where = f"{dataset.file.filename!r}: layer {dataset.name.lstrip('/')!r}"
         self.chunks: dict[tuple[int, ...], StoredChunk] = {}
         shape, steps = dataset.shape, dataset.chunks

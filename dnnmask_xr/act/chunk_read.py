@@ -15,6 +15,7 @@ with a level) HDF5 decodes each touched chunk itself, one box at a time.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ import numpy as np
 
 from dnnmask_xr.act._interrupt import check_interrupt
 from dnnmask_xr.act.chunk_index import ChunkIndex
-from dnnmask_xr.act.chunking import AxisPieces, touched_chunks
+from dnnmask_xr.act.chunking import AxisPieces
 from dnnmask_xr.act.codec import CodecError, inflate
 from dnnmask_xr.errors import ActFileError
 
@@ -102,12 +103,17 @@ def fill_from_chunks(
     limit = max(1, min(threads * IN_FLIGHT_PER_THREAD, spare // (2 * per_batch * chunk_bytes)))
     pending: deque[Future] = deque()
     batch: list[tuple] = []
+    # per axis, for each touched chunk: where it starts, where its values go
+    # and where they are in it; the loop below runs once per chunk, so it
+    # only looks these up
+    axes = [list(zip([chunk_id * step for chunk_id in axis.chunk_ids], axis.out_index,
+                     axis.in_index, strict=True))
+            for axis, step in zip(pieces, steps, strict=True)]
     try:
-        for touched in touched_chunks(pieces):
-            ids = [axis.chunk_ids[i] for axis, i in zip(pieces, touched, strict=True)]
-            offset = tuple(chunk_id * step for chunk_id, step in zip(ids, steps, strict=True))
-            out_index = [axis.out_index[i] for axis, i in zip(pieces, touched, strict=True)]
-            in_index = [axis.in_index[i] for axis, i in zip(pieces, touched, strict=True)]
+        for parts in itertools.product(*axes):
+            offset = tuple(part[0] for part in parts)
+            out_index = tuple(part[1] for part in parts)
+            in_index = tuple(part[2] for part in parts)
             if index is not None:
                 with lock:
                     stored = index.read(offset)
@@ -157,20 +163,20 @@ def _run_batch(batch: list[tuple]) -> None:
 
 
 def _scatter_raw(
-    out: np.ndarray, out_index: list, in_index: list,
+    out: np.ndarray, out_index: tuple, in_index: tuple,
     stored: tuple[int, bytes] | None, chunk_shape: tuple[int, ...], index: ChunkIndex,
 ) -> None:
     _scatter(out, out_index, in_index, decode_chunk(stored, chunk_shape, index))
 
 
-def _scatter(out: np.ndarray, out_index: list, in_index: list, values: np.ndarray) -> None:
+def _scatter(out: np.ndarray, out_index: tuple, in_index: tuple, values: np.ndarray) -> None:
     out[_outer(out_index, out.shape)] = values[_outer(in_index, values.shape)]
 
 
-def _outer(index: list, shape: tuple[int, ...]) -> tuple:
+def _outer(index: tuple, shape: tuple[int, ...]) -> tuple:
     """Turn per-axis slices and position arrays into one orthogonal index."""
-    if all(isinstance(item, slice) for item in index):
-        return tuple(index)
+    if all(type(item) is slice for item in index):
+        return index
     return np.ix_(*(np.arange(*item.indices(size)) if isinstance(item, slice) else item
                     for item, size in zip(index, shape, strict=True)))
 
@@ -179,8 +185,7 @@ def decode_chunk(
     stored: tuple[int, bytes] | None, chunk_shape: tuple[int, ...], index: ChunkIndex
 ) -> np.ndarray:
     """Turn a gzip chunk's stored bytes into its values (its fill value if None)."""
-    source = index.dataset
-    dtype = source.dtype
+    dtype = index.dtype
     if stored is None:  # never written: HDF5 reads its fill value
         return np.full(chunk_shape, index.fillvalue, dtype=dtype)
     filter_mask, data = stored
@@ -189,8 +194,8 @@ def decode_chunk(
         data = data if filter_mask else inflate(data, size)
         return np.frombuffer(data, dtype=dtype).reshape(chunk_shape)
     except (*CodecError, ValueError) as err:
-        raise ActFileError(f"{source.file.filename!r}: cannot read layer "
-                           f"{layer_name(source)!r} (damaged chunk: {err})") from None
+        raise ActFileError(f"{index.dataset.file.filename!r}: cannot read layer "
+                           f"{layer_name(index.dataset)!r} (damaged chunk: {err})") from None
 
 
 def no_fill_value(index: ChunkIndex, offset: tuple[int, ...]) -> ActFileError:

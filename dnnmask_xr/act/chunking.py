@@ -114,11 +114,6 @@ def axis_pieces(positions: np.ndarray, chunk: int) -> AxisPieces:
     return AxisPieces(tuple(chunk_ids), tuple(out_index), tuple(in_index))
 
 
-def touched_chunks(pieces: Sequence[AxisPieces]) -> Iterator[tuple[int, ...]]:
-    """Yield, for every input chunk a selection touches, its index per axis."""
-    return itertools.product(*(range(len(axis.chunk_ids)) for axis in pieces))
-
-
 def chunk_grid(shape: Sequence[int], chunks: Sequence[int]) -> Iterator[tuple[int, ...]]:
     """Yield the index of every chunk of a chunked array, in C order."""
     return itertools.product(*(range(-(-size // step)) for size, step in zip(shape, chunks,
