@@ -118,6 +118,16 @@ class LayerArray(BackendArray):
         return self._opened[1]
 
 
+def as_variable_data(array: LayerArray, cache: bool) -> indexing.ExplicitlyIndexed:
+    """Wrap a layer array as xarray's backends wrap theirs.
+
+    Lazily indexed; copied before values are assigned to; with ``cache``,
+    kept in memory once read (``xr.open_dataset(cache=True)``).
+    """
+    data = indexing.CopyOnWriteArray(indexing.LazilyIndexedArray(array))
+    return indexing.MemoryCachedArray(data) if cache else data
+
+
 @dataclass
 class ReadCounts:
     """Chunks one read took from the file."""

@@ -8,11 +8,14 @@ from __future__ import annotations
 import os
 
 import xarray as xr
+from xarray.backends import CachingFileManager
 
+from dnnmask_xr.act.layout import open_file
 from dnnmask_xr.activations import Activations
 from dnnmask_xr.dask_layers import Chunks, chunk_layer
 from dnnmask_xr.datatree import from_datatree
 from dnnmask_xr.errors import ActFileError, DnnMaskError
+from dnnmask_xr.lazy import LayerArray, as_variable_data
 
 
 def open_nc(
@@ -45,11 +48,11 @@ def open_nc(
         If the file is not netCDF4 or its groups are not layers.
     """
     where = os.fspath(path)
+    cache = chunks is None if cache is None else cache
     try:
         # phony_dims: a file not written here may lack dimension scales; it
         # then fails the layout check below rather than on opening
-        tree = xr.open_datatree(where, engine="h5netcdf", phony_dims="access",
-                                cache=chunks is None if cache is None else cache,
+        tree = xr.open_datatree(where, engine="h5netcdf", cache=False, phony_dims="access",
                                 decode_times=False, decode_timedelta=False)
     except (OSError, ValueError) as err:
         raise ActFileError(f"cannot read {where!r} as netCDF4 ({err})") from None
@@ -58,12 +61,21 @@ def open_nc(
     except DnnMaskError as err:
         tree.close()
         raise ActFileError(f"{where!r}: {err}") from None
+    # values are read by the chunk reader, as for .act.h5; h5netcdf gives
+    # the labels and the storage's description (encoding)
+    manager = CachingFileManager(open_file, where, mode="r")
     layers = {}
     for name, array in acts.items():
         # h5netcdf gives text as fixed-width numpy strings; .act.h5 text is object
         text = {key: coord.astype(object) for key, coord in array.coords.items()
                 if coord.dtype.kind == "U"}
-        array = array.assign_coords(text)
+        variable = next(iter(tree[name].data_vars))
+        values = LayerArray(manager, where, f"/{name}/{variable}", array.shape, array.dtype)
+        encoding = array.encoding
+        array = xr.DataArray(xr.Variable(array.dims, as_variable_data(values, cache),
+                                         attrs=array.attrs),
+                             coords=array.coords, name=name).assign_coords(text)
+        array.encoding = encoding
         layers[name] = array if chunks is None else chunk_layer(array, chunks)
     return Activations(layers, attrs=acts.attrs, stim_header=acts.stim_header, source=where,
-                       closers=[tree.close])
+                       closers=[tree.close, manager.close])

@@ -7,7 +7,6 @@ import os
 import h5py
 import xarray as xr
 from xarray.backends import CachingFileManager
-from xarray.core import indexing
 
 from dnnmask_xr._args import bool_arg, path_arg
 from dnnmask_xr.act.checks import NC_SUFFIX
@@ -26,7 +25,7 @@ from dnnmask_xr.activations import Activations
 from dnnmask_xr.dask_layers import Chunks, chunk_layer
 from dnnmask_xr.errors import ActFileError
 from dnnmask_xr.formats.stim import Stimuli, read_stim
-from dnnmask_xr.lazy import LayerArray
+from dnnmask_xr.lazy import LayerArray, as_variable_data
 
 
 def open_act(
@@ -126,12 +125,8 @@ def _read_metadata(
         # the chunk index is checked on the layer's first read (a damaged one
         # is refused then, as the writer refuses it), so that opening a file
         # of many layers costs only what the layers used need
-        array = LayerArray(manager, where, name, dataset.shape, dataset.dtype)
-        # the wrappers xarray's backends put on every variable: copy before
-        # assigning to values, and keep what was read (cache=True)
-        data = indexing.CopyOnWriteArray(indexing.LazilyIndexedArray(array))
-        if cache:
-            data = indexing.MemoryCachedArray(data)
+        data = as_variable_data(LayerArray(manager, where, name, dataset.shape,
+                                           dataset.dtype), cache)
         numbers = decode_unit_labels(dataset, repr(where))
         layers[name] = xr.DataArray(xr.Variable(DIMS, data), coords=numbers, name=name)
         layers[name].encoding = _encoding(dataset, where)

@@ -21,7 +21,7 @@ import xarray as xr
 
 import dnnmask_xr.act.chunk_read
 import dnnmask_xr.act.pool
-from dnnmask_xr import UsageError, open_act, set_options
+from dnnmask_xr import UsageError, open_act, save_act, set_options
 from dnnmask_xr.act.chunk_index import ChunkIndex
 
 SHAPE = (40, 24, 9, 10)
@@ -80,10 +80,11 @@ def inflating_threads(monkeypatch) -> list[int]:
     return seen
 
 
-def touched(key: dict[str, object]) -> set[tuple[int, ...]]:
+def touched(key: dict[str, object], chunks: tuple[int, ...] = CHUNKS
+            ) -> set[tuple[int, ...]]:
     """The chunk offsets an outer selection touches, worked out with numpy alone."""
     axes = []
-    for dim, size, step in zip(("stimulus", "channel", "row", "column"), SHAPE, CHUNKS,
+    for dim, size, step in zip(("stimulus", "channel", "row", "column"), SHAPE, chunks,
                                strict=True):
         positions = np.arange(size)[key.get(dim, slice(None))]
         axes.append(np.unique(np.atleast_1d(positions) // step) * step)
@@ -111,6 +112,18 @@ def test_each_touched_chunk_is_read_and_inflated_once(gzip_file, chunk_reads, in
     np.testing.assert_array_equal(got, expected)
     assert sorted(chunk_reads) == sorted(touched(key))
     assert len(inflations) == len(chunk_reads)
+
+
+def test_nc_layers_are_read_by_the_chunk_reader(gzip_file, tmp_path, chunk_reads):
+    path, data = gzip_file
+    nc = tmp_path / "layer.nc"
+    save_act(open_act(path), nc)
+    with h5py.File(nc) as root:
+        chunks = root["conv/conv"].chunks
+    chunk_reads.clear()
+    layer = open_act(nc)["conv"]
+    np.testing.assert_array_equal(layer.isel(channel=[3, 20]).values, data[:, [3, 20]])
+    assert sorted(chunk_reads) == sorted(touched({"channel": [3, 20]}, chunks))
 
 
 def test_a_second_read_of_an_uncached_layer_reads_again(gzip_file, chunk_reads):
