@@ -21,6 +21,7 @@ import xarray as xr
 
 import dnnmask_xr.act.chunk_read
 import dnnmask_xr.act.pool
+import dnnmask_xr.lazy
 from dnnmask_xr import UsageError, open_act, save_act, set_options
 from dnnmask_xr.act.chunk_index import ChunkIndex
 
@@ -191,6 +192,13 @@ def test_inflation_runs_on_several_threads_for_a_read_from_the_main_thread(
     with set_options(read_threads=2):
         np.testing.assert_array_equal(open_act(path)["conv"].values, data)
     assert threading.get_ident() not in inflating_threads
+    assert len(set(inflating_threads)) == 2
+
+
+def test_by_default_reads_use_every_core(many_chunks, inflating_threads, monkeypatch):
+    path, data = many_chunks
+    monkeypatch.setattr(dnnmask_xr.lazy, "default_threads", lambda: 2)  # a 2-core machine
+    np.testing.assert_array_equal(open_act(path)["conv"].values, data)
     assert len(set(inflating_threads)) == 2
 
 
