@@ -2,11 +2,13 @@
 
 The one chunk reader behind every read of a chunked layer: ``dnn_mask``
 and ``save_act`` re-encoding a selection, ``.values`` of a lazy layer, a
-dask task. Each touched chunk is read once, as stored (HDF5 called from the
-calling thread, under a lock when one is given, for that call alone), then
-inflated and its selected values scattered into the output on a thread
-pool, outside any lock (the codecs and numpy's copies release the GIL).
-Chunks no selected position falls in are never read.
+dask task. The touched chunks go to a thread pool in batches; each pool
+thread reads a chunk as stored (one HDF5 call, under the lock when one is
+given, and h5py's own), inflates it and scatters its selected values into
+the output outside any lock (the codecs and numpy's copies release the
+GIL), so one thread reads while the others inflate. Each touched chunk is
+read once; chunks no selected position falls in are never read. A read of
+one batch runs in the calling thread.
 
 Without a checked gzip index (:class:`~dnnmask_xr.act.chunk_index.ChunkIndex`
 with a level) HDF5 decodes each touched chunk itself, one box at a time.
@@ -15,10 +17,11 @@ with a level) HDF5 decodes each touched chunk itself, one box at a time.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future
 from typing import Any, Protocol
 
@@ -95,51 +98,31 @@ def fill_from_chunks(
         layer without a fill value.
     """
     lock = lock if lock is not None else contextlib.nullcontext()
-    chunk_shape = tuple(steps)
-    chunk_bytes = math.prod(chunk_shape) * source.dtype.itemsize
+    chunk_bytes = math.prod(steps) * source.dtype.itemsize
     per_batch = max(1, BATCH_BYTES // chunk_bytes)
     if pool is not None and math.prod(len(axis.chunk_ids) for axis in pieces) <= per_batch:
         pool = None  # one batch: handing it over would cost more than it saves
     limit = max(1, min(threads * IN_FLIGHT_PER_THREAD, spare // (2 * per_batch * chunk_bytes)))
-    pending: deque[Future] = deque()
-    batch: list[tuple] = []
+    read = functools.partial(_read_batch, source, tuple(steps), index, out, lock)
     # per axis, for each touched chunk: where it starts, where its values go
     # and where they are in it; the loop below runs once per chunk, so it
     # only looks these up
     axes = [list(zip([chunk_id * step for chunk_id in axis.chunk_ids], axis.out_index,
                      axis.in_index, strict=True))
             for axis, step in zip(pieces, steps, strict=True)]
+    batches = _batches(itertools.product(*axes), per_batch)
+    pending: deque[Future] = deque()
     try:
-        for parts in itertools.product(*axes):
-            offset = tuple(part[0] for part in parts)
-            out_index = tuple(part[1] for part in parts)
-            in_index = tuple(part[2] for part in parts)
-            if index is not None:
-                with lock:
-                    stored = index.read(offset)
-                counts.chunks_read += stored is not None
-                counts.chunks_inflated += stored is not None and not stored[0]
-                if stored is None and index.fillvalue is None:
-                    raise no_fill_value(index, offset)
-                batch.append((_scatter_raw, out, out_index, in_index, stored, chunk_shape,
-                              index))
+        for batch in batches:
+            if pool is None:
+                _count(counts, read(batch))
             else:
-                box = tuple(slice(start, min(start + step, size)) for start, step, size
-                            in zip(offset, steps, source.shape, strict=True))
-                with lock:
-                    values = read_box(source, box)
-                counts.chunks_read += 1
-                batch.append((_scatter, out, out_index, in_index, values))
-            if len(batch) >= per_batch:
-                _hand_over(pool, batch, pending)
-                batch = []
-                check_interrupt()
+                pending.append(pool.submit(read, batch))
+            check_interrupt()
             while len(pending) >= limit:
-                pending.popleft().result()
-        if batch:
-            _hand_over(pool, batch, pending)
+                _count(counts, pending.popleft().result())
         while pending:
-            pending.popleft().result()
+            _count(counts, pending.popleft().result())
     finally:
         # a failed read leaves no task writing into ``out`` after it returns
         for done in pending:
@@ -150,23 +133,46 @@ def fill_from_chunks(
                     done.result()
 
 
-def _hand_over(pool: Executor | None, batch: list[tuple], pending: deque[Future]) -> None:
-    if pool is None:
-        _run_batch(batch)
-    else:
-        pending.append(pool.submit(_run_batch, batch))
+def _batches(parts: Iterator[tuple], size: int) -> Iterator[list[tuple[tuple, ...]]]:
+    """Group the touched chunks ``size`` at a time: offset, output and chunk index each."""
+    while batch := [(tuple(part[0] for part in chunk), tuple(part[1] for part in chunk),
+                     tuple(part[2] for part in chunk))
+                    for chunk in itertools.islice(parts, size)]:
+        yield batch
 
 
-def _run_batch(batch: list[tuple]) -> None:
-    for function, *args in batch:
-        function(*args)
+def _count(counts: ChunkCounts, done: tuple[int, int]) -> None:
+    counts.chunks_read += done[0]
+    counts.chunks_inflated += done[1]
 
 
-def _scatter_raw(
-    out: np.ndarray, out_index: tuple, in_index: tuple,
-    stored: tuple[int, bytes] | None, chunk_shape: tuple[int, ...], index: ChunkIndex,
-) -> None:
-    _scatter(out, out_index, in_index, decode_chunk(stored, chunk_shape, index))
+def _read_batch(
+    source: h5py.Dataset, steps: tuple[int, ...], index: ChunkIndex | None, out: np.ndarray,
+    lock: contextlib.AbstractContextManager[Any], batch: list[tuple[tuple, ...]],
+) -> tuple[int, int]:
+    """Read, inflate and place a batch of chunks; give how many were read and inflated.
+
+    Runs on a pool thread: the lock is held only for each HDF5 call, so that
+    one thread reads while the others inflate.
+    """
+    read = inflated = 0
+    for offset, out_index, in_index in batch:
+        if index is not None:
+            with lock:
+                stored = index.read(offset)
+            if stored is None and index.fillvalue is None:
+                raise no_fill_value(index, offset)
+            values = decode_chunk(stored, steps, index)
+            read += stored is not None
+            inflated += stored is not None and not stored[0]
+        else:
+            box = tuple(slice(start, min(start + step, size))
+                        for start, step, size in zip(offset, steps, source.shape, strict=True))
+            with lock:
+                values = read_box(source, box)
+            read += 1
+        _scatter(out, out_index, in_index, values)
+    return read, inflated
 
 
 def _scatter(out: np.ndarray, out_index: tuple, in_index: tuple, values: np.ndarray) -> None:

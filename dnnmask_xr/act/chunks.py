@@ -12,8 +12,10 @@ Three ways, fastest first:
 - **encoded**: values come from elsewhere (memory, dask, any lazy array) a
   block at a time, and the output's chunks are deflated.
 
-HDF5 is called from the calling thread only; inflating, scattering and
-deflating run on a thread pool (the codecs release the GIL). Memory held at
+The output is written from the calling thread; the input's touched chunks
+are read, inflated and scattered by the chunk reader
+(:mod:`~dnnmask_xr.act.chunk_read`) and the output's chunks deflated on a
+thread pool (the codecs release the GIL). Memory held at
 once is one output block plus a few chunks in flight per thread; a layer
 whose chunks alone would not fit the budget is refused before anything is
 read. Every chunked input's index is checked first
