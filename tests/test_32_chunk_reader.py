@@ -10,6 +10,8 @@ besides the output stays within ``read_memory``.
 from __future__ import annotations
 
 import itertools
+import multiprocessing
+import signal
 import threading
 import time
 import tracemalloc
@@ -368,3 +370,42 @@ def test_to_zarr_writes_the_values_compressed(gzip_file, tmp_path):
     written = zarr.open_group(store)["conv"]
     np.testing.assert_array_equal(written[...], data)
     assert written.compressors
+
+
+# attacks: an interrupt in the middle of a read, a fork after one
+
+def test_an_interrupted_read_stops_and_the_next_read_is_exact(many_chunks, monkeypatch):
+    path, data = many_chunks
+    real = dnnmask_xr.act.chunk_read.inflate
+    calls = []
+
+    def interrupting(stream, size):
+        calls.append(size)
+        if len(calls) == 10:
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        return real(stream, size)
+
+    monkeypatch.setattr(dnnmask_xr.act.chunk_read, "inflate", interrupting)
+    layer = open_act(path, cache=False)["conv"]
+    with set_options(read_threads=2), pytest.raises(KeyboardInterrupt):
+        layer.values  # noqa: B018
+    stopped_at = len(calls)
+    assert stopped_at < 64  # the read stopped instead of running to the end
+    time.sleep(0.2)
+    assert len(calls) == stopped_at  # and nothing still runs on the pool
+    with set_options(read_threads=2):
+        np.testing.assert_array_equal(layer.values, data)
+
+
+def test_a_forked_child_reads_on_its_own_pool(many_chunks):
+    path, data = many_chunks
+    with set_options(read_threads=2):
+        open_act(path)["conv"].values  # noqa: B018 - the parent's pool now has threads
+        context = multiprocessing.get_context("fork")
+        with context.Pool(1) as children:
+            result = children.apply_async(_checksum, (str(path),))
+            assert result.get(timeout=60) == float(data.astype("float64").sum())
+
+
+def _checksum(path: str) -> float:
+    return float(open_act(path)["conv"].values.astype("float64").sum())
