@@ -367,9 +367,11 @@ def test_to_zarr_writes_the_values_compressed(gzip_file, tmp_path):
     layer = open_act(path)["conv"]
     store = tmp_path / "conv.zarr"
     layer.drop_vars(list(layer.coords)).to_dataset().to_zarr(store, consolidated=False)
-    written = zarr.open_group(store)["conv"]
+    written = zarr.open_group(store, mode="r")["conv"]
     np.testing.assert_array_equal(written[...], data)
-    assert written.compressors
+    # zarr's default compressor applies (whatever zarr's version)
+    stored = sum(path.stat().st_size for path in store.rglob("*") if path.is_file())
+    assert stored < data.nbytes / 2
 
 
 # attacks: an interrupt in the middle of a read, a fork after one
