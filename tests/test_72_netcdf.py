@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import h5py
 import numpy as np
 import pytest
@@ -131,6 +133,19 @@ def test_a_field_name_with_white_space_is_refused(tmp_path):
     with pytest.raises(DnnMaskError, match=r"stimulus field 'trial type' has white space"):
         save_act({"z": layer}, tmp_path / "out.nc")
     assert not (tmp_path / "out.nc").exists()
+
+
+@pytest.mark.parametrize("field", [".", ".."])
+def test_a_field_named_as_hdf5_reserves_is_refused(tmp_path, field):
+    # found by hypothesis (test_42): HDF5 raised "name already exists"
+    layer = xr.DataArray(np.ones((2, 3, 1, 1)), dims=DIMS,
+                         coords={field: ("stimulus", ["a", "b"])})
+    with pytest.raises(DnnMaskError, match=rf"^stimulus field '{re.escape(field)}' cannot "
+                                           r"name a variable of a netCDF4 file"):
+        save_act({"z": layer}, tmp_path / "out.nc")
+    assert list(tmp_path.iterdir()) == []
+    save_act({"z": layer}, tmp_path / "out.act.h5")  # .act.h5 stores it as an attribute
+    assert list(open_act(tmp_path / "out.act.h5")["z"][field].values) == ["a", "b"]
 
 
 def test_nc_is_never_written_over_its_input(act_file, tmp_path):

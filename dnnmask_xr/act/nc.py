@@ -67,6 +67,12 @@ class NcLayout:
             raise DnnMaskError(f"stimulus field {spaced[0]!r} has white space in its name, "
                                "which netCDF's list of coordinates cannot hold; rename the "
                                "field")
+        dotted = [name for name in plan.stimulus.fields if name in (".", "..")]
+        if dotted:
+            # each field is a variable of the root group, and HDF5 reserves these names
+            raise DnnMaskError(f"stimulus field {dotted[0]!r} cannot name a variable of a "
+                               "netCDF4 file ('.' and '..' are reserved); rename the field, "
+                               "or save as .act.h5")
 
     def write_root(self, attrs: Mapping[str, Any], stimulus: StimulusTable) -> None:
         """Store provenance as root attributes, the stimulus table as root variables."""
