@@ -139,12 +139,15 @@ def stored(tmp_path_factory) -> dict[str, tuple[str, dict[str, np.ndarray]]]:
     return files
 
 
-#: How a file is opened; the backend opens one layer (group) at a time.
+#: How a file is opened; the backend opens one layer (group) at a time. The
+#: files are opened once per module, so nothing is cached: every key is read
+#: from the file, never from values an earlier test loaded.
 OPENINGS: dict[str, Callable[[str, str], Any]] = {
-    "lazy": lambda path, name: open_act(path),
+    "lazy": lambda path, name: open_act(path, cache=False),
     "dask-file-chunks": lambda path, name: open_act(path, chunks={}),
     "dask-stimulus-2": lambda path, name: open_act(path, chunks={"stimulus": 2}),
-    "backend": lambda path, name: xr.open_dataset(path, engine="dnnact", group=name),
+    "backend": lambda path, name: xr.open_dataset(path, engine="dnnact", group=name,
+                                                  cache=False),
     "backend-dask": lambda path, name: xr.open_dataset(path, engine="dnnact", group=name,
                                                        chunks={}),
 }
