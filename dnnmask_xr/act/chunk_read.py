@@ -120,9 +120,9 @@ def fill_from_chunks(
                 pending.append(pool.submit(read, batch))
             check_interrupt()
             while len(pending) >= limit:
-                _count(counts, pending.popleft().result())
+                _count(counts, _finish(pending))
         while pending:
-            _count(counts, pending.popleft().result())
+            _count(counts, _finish(pending))
     finally:
         # a failed read leaves no task writing into ``out`` after it returns
         for done in pending:
@@ -139,6 +139,15 @@ def _batches(parts: Iterator[tuple], size: int) -> Iterator[list[tuple[tuple, ..
                      tuple(part[2] for part in chunk))
                     for chunk in itertools.islice(parts, size)]:
         yield batch
+
+
+def _finish(pending: deque[Future]) -> tuple[int, int]:
+    """Wait for the oldest task and drop it from ``pending`` only once it is done."""
+    # popped before waiting, a task interrupted while awaited (Ctrl-C) would
+    # escape the clean-up and go on writing into the output
+    done = pending[0].result()
+    pending.popleft()
+    return done
 
 
 def _count(counts: ChunkCounts, done: tuple[int, int]) -> None:
