@@ -13,7 +13,6 @@ import contextlib
 import itertools
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import h5py
@@ -53,11 +52,12 @@ class LayerArray(BackendArray):
     Notes
     -----
     A gzip layer is read by the chunk reader ``dnn_mask`` uses
-    (:func:`~dnnmask_xr.act.chunk_read.fill_from_chunks`): the chunks a key
-    touches are read as stored under xarray's HDF5 lock, one call at a
-    time, and inflated outside it, on the shared read pool when the read is
-    made from the main thread, in the reading thread otherwise (a dask
-    worker's). Other layers are read by HDF5 in one call under the lock.
+    (:func:`~dnnmask_xr.act.chunk_read.fill_from_chunks`): each chunk a key
+    touches is read as stored (one HDF5 call under xarray's HDF5 lock),
+    inflated outside the lock and placed into the output, on the shared read
+    pool when the read is made from the main thread, in the reading thread
+    otherwise (a dask worker's). Other layers are read by HDF5 in one call
+    under the lock.
     """
 
     def __init__(
@@ -128,14 +128,6 @@ def as_variable_data(array: LayerArray, cache: bool) -> indexing.ExplicitlyIndex
     return indexing.MemoryCachedArray(data) if cache else data
 
 
-@dataclass
-class ReadCounts:
-    """Chunks one read took from the file."""
-
-    chunks_read: int = 0
-    chunks_inflated: int = 0
-
-
 def read_chunks(
     index: ChunkIndex, key: tuple[Any, ...],
     lock: contextlib.AbstractContextManager[Any] | None = None,
@@ -167,8 +159,8 @@ def read_chunks(
         pool = shared_pool(threads) if threads > 1 and in_main else None
         pieces = [axis_pieces(axis, step) for axis, step in zip(positions, dataset.chunks,
                                                                 strict=True)]
-        fill_from_chunks(dataset, dataset.chunks, index, pieces, out, ReadCounts(),
-                         pool=pool, threads=threads, spare=OPTIONS["read_memory"], lock=lock)
+        fill_from_chunks(dataset, dataset.chunks, index, pieces, out, pool=pool,
+                         threads=threads, spare=OPTIONS["read_memory"], lock=lock)
     return out.squeeze(axis=tuple(squeeze)) if squeeze else out
 
 

@@ -253,6 +253,31 @@ def test_a_read_holds_at_most_its_output_and_the_memory_budget(many_chunks):
     assert peak - values.nbytes <= budget
 
 
+def test_a_small_budget_still_inflates_on_every_thread(many_chunks, monkeypatch):
+    # a task holds one chunk at a time: a budget of 4 chunks pairs (2 MiB)
+    # keeps both threads busy, rather than one task at a time
+    path, data = many_chunks
+    real = dnnmask_xr.act.chunk_read.inflate
+    running, most = [0], [0]
+    guard = threading.Lock()
+
+    def overlapping(stream, size):
+        with guard:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.005)
+        try:
+            return real(stream, size)
+        finally:
+            with guard:
+                running[0] -= 1
+
+    monkeypatch.setattr(dnnmask_xr.act.chunk_read, "inflate", overlapping)
+    with set_options(read_threads=2, read_memory=2**21):
+        np.testing.assert_array_equal(open_act(path, cache=False)["conv"].values, data)
+    assert most[0] == 2
+
+
 def test_a_layer_that_is_not_gzip_is_read_by_hdf5(gzip_file, chunk_reads):
     path, data = gzip_file
     np.testing.assert_array_equal(open_act(path)["plain"].isel(channel=[3]).values,

@@ -56,7 +56,7 @@ def fill_from_chunks(
     index: ChunkIndex | None,
     pieces: Sequence[AxisPieces],
     out: np.ndarray,
-    counts: ChunkCounts,
+    counts: ChunkCounts | None = None,
     *,
     pool: Executor | None,
     threads: int,
@@ -80,7 +80,7 @@ def fill_from_chunks(
     out
         Receives the selection; every element is written.
     counts
-        Incremented by the chunks read and inflated.
+        Incremented by the chunks read and inflated, if given.
     pool
         The threads that inflate and scatter; None to do it all here.
     threads
@@ -102,7 +102,9 @@ def fill_from_chunks(
     per_batch = max(1, BATCH_BYTES // chunk_bytes)
     if pool is not None and math.prod(len(axis.chunk_ids) for axis in pieces) <= per_batch:
         pool = None  # one batch: handing it over would cost more than it saves
-    limit = max(1, min(threads * IN_FLIGHT_PER_THREAD, spare // (2 * per_batch * chunk_bytes)))
+    # a task holds one chunk at a time, stored and inflated; queued tasks hold
+    # none: the tasks in flight bound the running ones, and so the memory
+    limit = max(1, min(threads * IN_FLIGHT_PER_THREAD, spare // (2 * chunk_bytes)))
     read = functools.partial(_read_batch, source, tuple(steps), index, out, lock)
     # per axis, for each touched chunk: where it starts, where its values go
     # and where they are in it; the loop below runs once per chunk, so it
@@ -150,9 +152,10 @@ def _finish(pending: deque[Future]) -> tuple[int, int]:
     return done
 
 
-def _count(counts: ChunkCounts, done: tuple[int, int]) -> None:
-    counts.chunks_read += done[0]
-    counts.chunks_inflated += done[1]
+def _count(counts: ChunkCounts | None, done: tuple[int, int]) -> None:
+    if counts is not None:
+        counts.chunks_read += done[0]
+        counts.chunks_inflated += done[1]
 
 
 def _read_batch(

@@ -46,7 +46,6 @@ from dnnmask_xr.act.chunk_read import (
     no_fill_value,
 )
 from dnnmask_xr.act.chunking import (
-    AxisPieces,
     aligned_chunks,
     axis_pieces,
     chunk_grid,
@@ -338,18 +337,9 @@ def _reencode(
                   *inner]
         block = np.empty((stimuli.stop - stimuli.start, channels.stop - channels.start,
                           rows.size, cols.size), dtype=source.dtype)
-        _fill_block(source, steps, index, pieces, block, budget, report)
+        fill_from_chunks(source, steps, index, pieces, block, report, pool=budget.pool,
+                         threads=budget.threads, spare=budget.memory - block.nbytes)
         _store_block(target, block, (stimuli.start, channels.start, 0, 0), budget, report)
-
-
-def _fill_block(
-    source: h5py.Dataset, steps: tuple[int, ...], index: ChunkIndex | None,
-    pieces: list[AxisPieces],
-    block: np.ndarray, budget: Budget, report: LayerReport,
-) -> None:
-    """Read each touched input chunk once and place its selected values in ``block``."""
-    fill_from_chunks(source, steps, index, pieces, block, report, pool=budget.pool,
-                     threads=budget.threads, spare=budget.memory - block.nbytes)
 
 
 def _store_block(
