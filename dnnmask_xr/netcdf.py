@@ -19,7 +19,7 @@ from dnnmask_xr.lazy import LayerArray, as_variable_data
 
 
 def open_nc(
-    path: str | os.PathLike[str], *, chunks: Chunks | None = None, cache: bool | None = None
+    path: str | os.PathLike[str], *, chunks: Chunks | None = None, cache: bool = True
 ) -> Activations:
     """Open the layers of a netCDF4 file written by :func:`save_nc`.
 
@@ -33,8 +33,7 @@ def open_nc(
         As for :func:`~dnnmask_xr.open_act`: ``None`` for lazy numpy-backed
         layers, otherwise dask-backed layers chunked like the file.
     cache
-        As for :func:`~dnnmask_xr.open_act`: keep values once read (default:
-        True unless ``chunks`` is given).
+        Keep values once read; :func:`~dnnmask_xr.open_act` passes its own.
 
     Returns
     -------
@@ -48,7 +47,6 @@ def open_nc(
         If the file is not netCDF4 or its groups are not layers.
     """
     where = os.fspath(path)
-    cache = chunks is None if cache is None else cache
     try:
         # phony_dims: a file not written here may lack dimension scales; it
         # then fails the layout check below rather than on opening

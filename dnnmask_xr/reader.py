@@ -10,6 +10,7 @@ from xarray.backends import CachingFileManager
 
 from dnnmask_xr._args import bool_arg, path_arg
 from dnnmask_xr.act.checks import NC_SUFFIX
+from dnnmask_xr.act.chunk_read import layer_name
 from dnnmask_xr.act.layout import (
     DIMS,
     check_readable,
@@ -83,6 +84,7 @@ def open_act(
         If ``chunks`` names a dimension layers do not have.
     """
     where = path_arg(path, "activation file")
+    cache = chunks is None if cache is None else bool_arg(cache, "cache")
     if where.endswith(NC_SUFFIX):
         from dnnmask_xr.netcdf import open_nc
 
@@ -92,7 +94,6 @@ def open_act(
     # mode="r" is passed on to open_file: a manager unpickled in another
     # process (a dask worker) passes its mode when it reopens the file
     allow_external = bool_arg(allow_external, "allow_external")
-    cache = chunks is None if cache is None else bool_arg(cache, "cache")
     manager = CachingFileManager(open_file, where, mode="r")
     try:
         layers, attrs, header = _read_metadata(manager.acquire(), where, manager,
@@ -151,7 +152,7 @@ def _encoding(dataset: h5py.Dataset, where: str) -> dict[str, object]:
     try:
         filters = h5py.filters.get_filters(dataset.id.get_create_plist())
     except (OSError, RuntimeError, ValueError, TypeError) as err:
-        raise ActFileError(f"{where!r}: layer {dataset.name.lstrip('/')!r} is damaged: its "
+        raise ActFileError(f"{where!r}: layer {layer_name(dataset)!r} is damaged: its "
                            f"filters cannot be read ({err})") from None
     encoding: dict[str, object] = {
         "dtype": dataset.dtype, "source": where, "original_shape": dataset.shape,

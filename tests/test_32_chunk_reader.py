@@ -182,8 +182,12 @@ def test_values_can_be_assigned_to_without_touching_the_file(gzip_file):
     assert path.read_bytes() == before
 
 
-def test_cache_is_a_bool(gzip_file):
+@pytest.mark.parametrize("suffix", [".act.h5", ".nc"])
+def test_cache_is_a_bool(gzip_file, tmp_path, suffix):
     path, _ = gzip_file
+    if suffix == ".nc":
+        save_act(open_act(path), tmp_path / "layer.nc")
+        path = tmp_path / "layer.nc"
     with pytest.raises(UsageError, match=r"^cache='yes' is neither True nor False$"):
         open_act(path, cache="yes")
 

@@ -41,6 +41,14 @@ EVERY_IDS = [f"{route}-{suffix}" for route, suffix in EVERY]
 every_write = pytest.mark.parametrize(("route", "suffix"), EVERY, ids=EVERY_IDS)
 
 
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """An empty folder for the output, apart from the input's."""
+    made = tmp_path / "out"
+    made.mkdir()
+    return made
+
+
 def listing(folder: Path) -> list[str]:
     return sorted(path.name for path in folder.iterdir())
 
@@ -59,12 +67,10 @@ def write(act: Path, out: Path, route: str):
 
 @pytest.mark.parametrize("length", [253, 255])
 @every_write
-def test_the_longest_names_are_written(act_file: Path, tmp_path: Path, route: str,
+def test_the_longest_names_are_written(act_file: Path, folder: Path, route: str,
                                        suffix: str, length: int):
     # bug: the temporary name was '.<name>.<random>.tmp', 14 bytes longer than -out's, so a
     # legal name of 242 bytes or more failed with "File name too long"
-    folder = tmp_path / "out"
-    folder.mkdir()
     out = folder / ("n" * (length - len(suffix)) + suffix)
     assert len(out.name) == length
     assert_ok(write(act_file, out, route))
@@ -73,9 +79,7 @@ def test_the_longest_names_are_written(act_file: Path, tmp_path: Path, route: st
 
 
 @every_write
-def test_a_name_too_long_is_one_line(act_file: Path, tmp_path: Path, route: str, suffix: str):
-    folder = tmp_path / "out"
-    folder.mkdir()
+def test_a_name_too_long_is_one_line(act_file: Path, folder: Path, route: str, suffix: str):
     out = folder / ("n" * (256 - len(suffix)) + suffix)
     done = write(act_file, out, route)
     assert done.returncode == 1
@@ -151,11 +155,9 @@ BAD_LINKS = {"dangling-into-a-missing-folder": _dangling_into_nothing, "loop": _
 
 @pytest.mark.parametrize("make", list(BAD_LINKS.values()), ids=list(BAD_LINKS))
 @every_write
-def test_a_link_that_cannot_be_written_is_one_line(act_file: Path, tmp_path: Path, route: str,
+def test_a_link_that_cannot_be_written_is_one_line(act_file: Path, folder: Path, route: str,
                                                   suffix: str, make):
     # bug: a loop and a link to a device were replaced by a regular file
-    folder = tmp_path / "out"
-    folder.mkdir()
     link = folder / f"link{suffix}"
     pattern = make(folder, link)
     before = listing(folder)
@@ -167,12 +169,10 @@ def test_a_link_that_cannot_be_written_is_one_line(act_file: Path, tmp_path: Pat
 
 
 @every_write
-def test_a_link_to_the_input_is_refused(act_file: Path, tmp_path: Path, route: str,
+def test_a_link_to_the_input_is_refused(act_file: Path, folder: Path, route: str,
                                         suffix: str):
     # the input stays the input however it is reached (.nc names too: the suffix decides
     # the layout, the link decides the file)
-    folder = tmp_path / "out"
-    folder.mkdir()
     link = folder / f"link{suffix}"
     link.symlink_to(act_file)
     before = digest(act_file)
@@ -188,11 +188,9 @@ def test_a_link_to_the_input_is_refused(act_file: Path, tmp_path: Path, route: s
 
 @pytest.mark.parametrize("mode", [0o600, 0o640, 0o444], ids=oct)
 @every_write
-def test_a_file_replaced_keeps_its_mode_owner_and_group(act_file: Path, tmp_path: Path,
+def test_a_file_replaced_keeps_its_mode_owner_and_group(act_file: Path, folder: Path,
                                                         route: str, suffix: str, mode: int):
     # bug: the output got 0o666 & ~umask whatever the file it replaced had
-    folder = tmp_path / "out"
-    folder.mkdir()
     out = folder / f"out{suffix}"
     out.write_bytes(b"old")
     out.chmod(mode)
@@ -206,9 +204,7 @@ def test_a_file_replaced_keeps_its_mode_owner_and_group(act_file: Path, tmp_path
 
 
 @every_write
-def test_a_linked_file_keeps_its_mode(act_file: Path, tmp_path: Path, route: str, suffix: str):
-    folder = tmp_path / "out"
-    folder.mkdir()
+def test_a_linked_file_keeps_its_mode(act_file: Path, folder: Path, route: str, suffix: str):
     real = folder / f"real{suffix}"
     real.write_bytes(b"old")
     real.chmod(0o640)
@@ -221,10 +217,8 @@ def test_a_linked_file_keeps_its_mode(act_file: Path, tmp_path: Path, route: str
 
 @pytest.mark.parametrize("umask", [0o022, 0o077], ids=oct)
 @every_write
-def test_a_new_file_gets_the_umask_mode(act_file: Path, tmp_path: Path, route: str,
+def test_a_new_file_gets_the_umask_mode(act_file: Path, folder: Path, route: str,
                                         suffix: str, umask: int):
-    folder = tmp_path / "out"
-    folder.mkdir()
     out = folder / f"out{suffix}"
     previous = os.umask(umask)
     try:
