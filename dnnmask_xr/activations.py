@@ -11,12 +11,13 @@ import xarray as xr
 
 from dnnmask_xr._args import mapping_arg
 from dnnmask_xr.act.checks import check_layer_name
-from dnnmask_xr.act.describe import describe_layers
+from dnnmask_xr.act.describe import count, describe_layers, layers_html
 from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS, count_from_one
 from dnnmask_xr.act.plan import INPUTS_KEY, StimulusTable, shared_stimulus, text_inputs
 from dnnmask_xr.act.select import (
     NumberMeaning,
     check_meaning,
+    describe_numbers,
     layer_positions,
     stimulus_labels,
 )
@@ -41,7 +42,10 @@ class Activations(Mapping[str, xr.DataArray]):
     attrs
         Free metadata (provenance) written to the file's root on saving.
     stim_header
-        The header of the stimulus table (``type``, ``path``, ...), if any.
+        The header of the stimulus table (``type``, ``path``, ...), kept as
+        the attributes of every layer's ``stimulus`` coordinate too, so that
+        layers taken out (``dict(acts)``) still carry it. None (default):
+        the attributes of the first layer's ``stimulus`` coordinate.
     source
         The file the layers are read from, if any.
     closers
@@ -60,7 +64,14 @@ class Activations(Mapping[str, xr.DataArray]):
         if not isinstance(layers, Mapping):
             raise DnnMaskError(f"layers are given as a mapping of layer name to DataArray, "
                                f"not a {type(layers).__name__}")
-        self._layers = {name: _as_layer(name, array) for name, array in layers.items()}
+        layers = {name: _as_layer(name, array) for name, array in layers.items()}
+        if stim_header is None:
+            # a mapping of layers taken from Activations keeps the header on
+            # each layer's stimulus coordinate
+            stim_header = _header_of(next(iter(layers.values()))) if layers else {}
+        self.stim_header: dict[str, str] = dict(mapping_arg(stim_header, "stim_header"))
+        self._layers = {name: _with_header(array, self.stim_header)
+                        for name, array in layers.items()}
         sizes = {name: array.sizes["stimulus"] for name, array in self._layers.items()}
         if len(set(sizes.values())) > 1:
             listing = ", ".join(f"{name!r}: {size}" for name, size in sizes.items())
@@ -69,7 +80,6 @@ class Activations(Mapping[str, xr.DataArray]):
                 "of an activation file describe the same stimuli"
             )
         self.attrs: dict[str, Any] = dict(mapping_arg(attrs, "attrs"))
-        self.stim_header: dict[str, str] = dict(stim_header or {})
         self.source = source
         self._closers = tuple(closers)
 
@@ -166,6 +176,119 @@ class Activations(Mapping[str, xr.DataArray]):
         provenance.update(mask=format_dmask(mask), mask_by=by)
         return self._derive(layers, attrs=provenance)
 
+    def isel(self, indexers: Mapping[str, Any] | None = None,
+             **indexers_kwargs: Any) -> Activations:
+        """Select by 0-based position along the dims of every layer, and layers by position.
+
+        Parameters
+        ----------
+        indexers
+            Dim name to positions, as for ``xarray.DataArray.isel``:
+            ``stimulus`` applies to every layer (all layers keep describing
+            the same stimuli); ``channel``, ``row`` and ``column`` (also
+            spelled ``chn``, ``col``) apply to every layer kept; ``layer``
+            keeps the layers at these positions, in this order.
+        **indexers_kwargs
+            The same, as keywords.
+
+        Returns
+        -------
+        Activations
+            Still lazy, with the stimulus header, ``attrs`` and ``source``
+            kept.
+
+        Raises
+        ------
+        SelectionError
+            If a position is not in a layer (the error names the layer).
+        UsageError
+            If a dim is unknown, or an indexer is a single number (it would
+            drop a dim every layer keeps; give a list).
+        """
+        return self._select("isel", _indexers(indexers, indexers_kwargs, "isel"), {})
+
+    def sel(self, indexers: Mapping[str, Any] | None = None, *, method: str | None = None,
+            tolerance: Any = None, **indexers_kwargs: Any) -> Activations:
+        """Select by label along the dims of every layer, and layers by name.
+
+        ``acts.sel(stimulus=["n01.JPEG", "n04.JPEG"])`` keeps two stimuli of
+        every layer; ``acts.sel(layer=["fc3", "conv5"], channel=[1, 2])``
+        keeps channels 1 and 2 of two layers, in that order.
+
+        Parameters
+        ----------
+        indexers
+            Dim name to labels, as for ``xarray.DataArray.sel``: ``stimulus``
+            (IDs, or a boolean array such as ``acts.condition == "cat"``)
+            applies to every layer; ``channel``, ``row`` and ``column``
+            (also spelled ``chn``, ``col``: the network's 1-based numbers)
+            apply to every layer kept; ``layer`` keeps the layers of these
+            names, in this order.
+        method, tolerance
+            As for ``xarray.DataArray.sel``, for the dims of the layers.
+        **indexers_kwargs
+            The same as ``indexers``, as keywords.
+
+        Returns
+        -------
+        Activations
+            Still lazy, with the stimulus header, ``attrs`` and ``source``
+            kept.
+
+        Raises
+        ------
+        SelectionError
+            If a label is not in a layer (the error names the layer), or a
+            layer is not in the activations.
+        UsageError
+            If a dim is unknown, or an indexer is a single label (it would
+            drop a dim every layer keeps; give a list).
+        """
+        options = {key: value for key, value in (("method", method), ("tolerance", tolerance))
+                   if value is not None}
+        return self._select("sel", _indexers(indexers, indexers_kwargs, "sel"), options)
+
+    def _select(self, how: str, indexers: dict[str, Any], options: dict[str, Any],
+                ) -> Activations:
+        names = list(self._layers)
+        if "layer" in indexers:
+            names = self._chosen_layers(how, indexers.pop("layer"))
+        layers = {}
+        for name in names:
+            array = self._layers[name]
+            if how == "sel" and not options:
+                _check_labels(name, array, indexers)
+            try:
+                layers[name] = getattr(array, how)(indexers, **options) if indexers else array
+            except (KeyError, IndexError, ValueError, TypeError) as err:
+                reason = err.args[0] if err.args else type(err).__name__
+                raise SelectionError(f"layer {name!r} of {self._where()}: {reason}") from None
+        return self._derive(layers, attrs=self.attrs)
+
+    def _chosen_layers(self, how: str, chosen: Any) -> list[str]:
+        items = [chosen] if isinstance(chosen, str | int | np.integer) else list(chosen)
+        available = list(self._layers)
+        names = []
+        for item in items:
+            if how == "isel":
+                if not isinstance(item, int | np.integer) or isinstance(item, bool):
+                    raise UsageError(f"isel(layer=...) takes layer positions (ints), not "
+                                     f"{item!r}; select layers by name with sel(layer=...)")
+                if not -len(available) <= item < len(available):
+                    raise SelectionError(f"layer position {item} is out of range: "
+                                         f"{self._where()} has {len(available)} layer(s)")
+                names.append(available[item])
+            else:
+                if item not in self._layers:
+                    raise SelectionError(f"layer {item!r} is not in {self._where()} "
+                                         f"(layers: {', '.join(available) or 'none'})")
+                names.append(item)
+        repeated = [name for name in names if names.count(name) > 1]
+        if repeated:
+            raise SelectionError(f"layer {repeated[0]!r} is chosen twice; each layer of "
+                                 "Activations has one name")
+        return names
+
     def with_stimuli(self, stimuli: Stimuli) -> Activations:
         """Label the stimuli with a stimulus table.
 
@@ -227,10 +350,25 @@ class Activations(Mapping[str, xr.DataArray]):
         )
 
     def __repr__(self) -> str:
-        head = (f"<Activations of {self._where()}: {len(self)} layer(s), "
-                f"{self.n_stimuli} stimuli>")
+        of = f" of {self.source!r}" if self.source else ""
+        head = f"<Activations{of}: {len(self)} layer(s), {count(self.n_stimuli, 'stimulus')}>"
         body = self.describe()
         return f"{head}\n{body}" if body else head
+
+    def _repr_html_(self) -> str:
+        """Describe the activations in a notebook: a table of layers, then the stimuli."""
+        head, *_ = repr(self).split("\n", 1)
+        first = next(iter(self._layers.values()), None)
+        fields = {} if first is None else {
+            name: f"{coord.dtype}: {_preview(coord.values)}"
+            for name, coord in first.coords.items() if coord.dims == ("stimulus",)}
+        return layers_html(
+            head.strip("<>"),
+            ((name, array.shape, array.dtype, {dim: array[dim].values for dim in NUMBERED_DIMS})
+             for name, array in self._layers.items()),
+            {"stimulus coordinates": fields, "stimulus header": self.stim_header,
+             "attributes": {key: _preview(np.atleast_1d(value)) if np.ndim(value) else value
+                            for key, value in self.attrs.items()}})
 
     def _where(self) -> str:
         return repr(self.source) if self.source else "the activations"
@@ -286,3 +424,65 @@ def _as_layer(name: str, array: xr.DataArray) -> xr.DataArray:
     if missing:
         array = array.assign_coords(missing)
     return array.rename(name)
+
+
+#: What a DNNBrain user types for a dim (as in ``.dmask.csv`` and its dicts).
+DIM_ALIASES = {"chn": "channel", "col": "column"}
+
+
+def _indexers(indexers: Mapping[str, Any] | None, kwargs: Mapping[str, Any],
+              how: str) -> dict[str, Any]:
+    """Merge indexers given both ways, with DNNBrain's dim names, and check them."""
+    if indexers is not None and kwargs:
+        raise UsageError(f"{how}: give indexers as a mapping or as keywords, not both")
+    given = dict(mapping_arg(indexers, "indexers", "{'stimulus': [...]}") or kwargs)
+    known = ("layer", *DIMS)
+    merged: dict[str, Any] = {}
+    for key, value in given.items():
+        dim = DIM_ALIASES.get(key, key)
+        if dim not in known:
+            raise UsageError(f"{how}: {key!r} is not a dim of activations; the dims are "
+                             "layer, stimulus, channel (chn), row and column (col)")
+        if dim in merged:
+            raise UsageError(f"{how}: {dim!r} is given twice ({key!r} is another name for it)")
+        if dim != "layer" and not isinstance(value, slice) and np.ndim(value) == 0:
+            raise UsageError(f"{how}({key}={value!r}) would drop the {dim} dim, which every "
+                             f"layer keeps; give a list ({key}=[{value!r}]), or select from "
+                             f"one layer (acts['conv5'].{how}({key}={value!r}))")
+        merged[dim] = value
+    return merged
+
+
+def _check_labels(name: str, array: xr.DataArray, indexers: Mapping[str, Any]) -> None:
+    """Name the labels a list given to ``sel`` asks for that a layer lacks."""
+    for dim, value in indexers.items():
+        wanted = np.asarray(value) if isinstance(value, list | tuple | np.ndarray) else None
+        if wanted is None or wanted.dtype.kind == "b" or wanted.ndim != 1:
+            continue
+        labels = array[dim].values
+        known = set(labels.tolist())
+        missing = [item for item in wanted.tolist() if item not in known]
+        if missing:
+            which = ", ".join(map(repr, missing[:5])) + (", ..." if len(missing) > 5 else "")
+            have = (f"its {count(labels.size, 'stimulus')} have other IDs" if dim == "stimulus"
+                    else f"its {dim} numbers are {describe_numbers(labels)}")
+            raise SelectionError(f"layer {name!r} has no {dim} {which} ({have})")
+
+
+def _preview(values: np.ndarray, most: int = 6) -> str:
+    shown = ", ".join(map(str, values[:most].tolist()))
+    return shown + (f", ... ({values.size} in all)" if values.size > most else "")
+
+
+def _header_of(array: xr.DataArray) -> dict[str, str]:
+    # only text entries: a header maps names to text, other attrs are not one
+    return {key: value for key, value in array["stimulus"].attrs.items()
+            if isinstance(key, str) and isinstance(value, str)}
+
+
+def _with_header(array: xr.DataArray, header: Mapping[str, str]) -> xr.DataArray:
+    if array["stimulus"].attrs == header:
+        return array
+    array = array.copy(deep=False)  # new attrs dicts: the caller's layer keeps its own
+    array["stimulus"].attrs = dict(header)
+    return array

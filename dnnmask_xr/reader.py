@@ -9,10 +9,11 @@ import xarray as xr
 from xarray.backends import CachingFileManager
 
 from dnnmask_xr._args import bool_arg, path_arg
-from dnnmask_xr.act.checks import NC_SUFFIX
+from dnnmask_xr.act.checks import NC_SUFFIX, SYSTEM_ATTRS
 from dnnmask_xr.act.chunk_read import layer_name
 from dnnmask_xr.act.layout import (
     DIMS,
+    NUMBERED_DIMS,
     check_readable,
     decode_stimulus,
     decode_unit_labels,
@@ -129,7 +130,10 @@ def _read_metadata(
         data = as_variable_data(LayerArray(manager, where, name, dataset.shape,
                                            dataset.dtype), cache)
         numbers = decode_unit_labels(dataset, repr(where))
-        layers[name] = xr.DataArray(xr.Variable(DIMS, data), coords=numbers, name=name)
+        # the layer's own attributes (DNNBrain ignores them), not its labels
+        attrs = read_attrs(dataset, repr(where), lambda key: not _is_label(key))
+        layers[name] = xr.DataArray(xr.Variable(DIMS, data, attrs=attrs), coords=numbers,
+                                    name=name)
         layers[name].encoding = _encoding(dataset, where)
     stored = read_attrs(root, repr(where))
     attrs = {key: value for key, value in stored.items() if not is_reserved(key)}
@@ -140,6 +144,10 @@ def _read_metadata(
         coords = {"stimulus": ids, **{key: ("stimulus", v) for key, v in fields.items()}}
         layers = {name: array.assign_coords(coords) for name, array in layers.items()}
     return layers, attrs, header
+
+
+def _is_label(key: str) -> bool:
+    return key in NUMBERED_DIMS or key in SYSTEM_ATTRS
 
 
 def _encoding(dataset: h5py.Dataset, where: str) -> dict[str, object]:

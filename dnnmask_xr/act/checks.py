@@ -33,7 +33,7 @@ SUFFIX = ".act.h5"
 NC_SUFFIX = ".nc"
 SUFFIXES = (SUFFIX, NC_SUFFIX)
 #: Attribute names HDF5's dimension scales and netCDF use for themselves.
-_SYSTEM_ATTRS = ("DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME", "coordinates")
+SYSTEM_ATTRS = ("DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME", "coordinates")
 
 
 def check_output(target: str) -> None:
@@ -220,7 +220,7 @@ def _check_attrs(attrs: Mapping[str, Any], where: str, reserved: tuple[str, ...]
             raise DnnMaskError(f"attribute name {key!r} of {where} is not valid; attribute "
                                "names are non-empty text")
         _check_text(key, f"attribute name of {where}")
-        if key in reserved or key in _SYSTEM_ATTRS or (not reserved and is_reserved(key)):
+        if key in reserved or key in SYSTEM_ATTRS or (not reserved and is_reserved(key)):
             raise DnnMaskError(f"attribute {key!r} of {where} is reserved: the file keeps "
                                "labels there; rename the attribute")
         _check_values(value, f"attribute {key!r} of {where}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -39,3 +41,43 @@ def format_bytes(nbytes: float) -> str:
             return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
         nbytes /= 1000
     raise AssertionError("unreachable")
+
+
+def count(number: int, noun: str) -> str:
+    """Write a count with its noun: ``1 stimulus``, ``6 stimuli``, ``2 layers``."""
+    plural = {"stimulus": "stimuli"}.get(noun, noun + "s")
+    return f"{number} {noun if number == 1 else plural}"
+
+
+def layers_html(title: str, layers: Iterable[LayerSummary],
+                sections: Mapping[str, Mapping[str, Any]]) -> str:
+    """Describe layers as an HTML table for notebooks, with titled sections of entries after it.
+
+    Parameters
+    ----------
+    title
+        The heading (the text repr's first line).
+    layers
+        The layers, as :func:`describe_layers` takes them.
+    sections
+        Heading to entries (name to value), such as the stimulus fields,
+        the stimulus header and the attributes; empty sections are left out.
+    """
+    rows = []
+    for name, shape, dtype, numbers in layers:
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        units = "; ".join(f"{dim} {describe_numbers(numbers[dim])}" for dim in NUMBERED_DIMS
+                          if not is_counted_from_one(numbers[dim]))
+        cells = (name, " x ".join(map(str, shape)), str(dtype), format_bytes(nbytes), units)
+        rows.append("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>")
+    head = "".join(f"<th>{name}</th>" for name in ("layer", "stimulus x channel x row x column",
+                                                    "dtype", "size", "units kept"))
+    parts = [f"<div><strong>{html.escape(title)}</strong>",
+             f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"]
+    for heading, entries in sections.items():
+        if entries:
+            items = "".join(f"<li><code>{html.escape(str(key))}</code>: "
+                            f"{html.escape(str(value))}</li>" for key, value in entries.items())
+            parts.append(f"<details><summary>{html.escape(heading)} ({len(entries)})</summary>"
+                         f"<ul>{items}</ul></details>")
+    return "".join(parts) + "</div>"

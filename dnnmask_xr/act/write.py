@@ -255,8 +255,9 @@ class ActLayout:
         return _GroupSink(self.root, layer.name)
 
     def finish_layer(self, layer: PlannedLayer, dataset: h5py.Dataset) -> None:
-        """Store the unit labels as the dataset's attributes."""
+        """Store the unit labels and the layer's own attributes as the dataset's attributes."""
         encode_unit_labels(dataset, layer.labels)
+        _store_attrs(dataset.attrs, layer.attrs, f"layer {layer.name!r}")
 
     def close(self) -> None:
         """Nothing to complete: the layout is plain HDF5."""

@@ -1,0 +1,202 @@
+"""Selections across layers (Activations.sel/.isel), and what a save keeps of them."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import xarray as xr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import dnnmask_xr as dx
+from dnnmask_xr import Activations, SelectionError, UsageError, open_act, save_act
+from dnnmask_xr.act.layout import DIMS
+from dnnmask_xr.testing import read_reference_act
+
+SUFFIXES = (".act.h5", ".nc")
+
+
+@pytest.fixture
+def acts(act_file: Path, stim_file: Path) -> Activations:
+    opened = open_act(act_file, stim=stim_file)
+    yield opened
+    opened.close()
+
+
+# -- .isel / .sel ---------------------------------------------------------------------------
+
+# the file is only read: one for all examples
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_isel_along_stimulus_and_units_matches_numpy_on_every_layer(act_file, layers, data):
+    n_stim = next(iter(layers.values())).shape[0]
+    stimuli = data.draw(st.lists(st.integers(0, n_stim - 1), min_size=1, max_size=6))
+    channels = data.draw(st.lists(st.integers(0, 5), min_size=1, max_size=4))
+    with open_act(act_file, cache=False) as opened:
+        chosen = opened.isel(stimulus=stimuli, channel=channels)
+        assert list(chosen) == list(layers)
+        for name, array in layers.items():
+            np.testing.assert_array_equal(chosen[name].values, array[stimuli][:, channels])
+            np.testing.assert_array_equal(chosen[name]["channel"].values,
+                                          np.asarray(channels) + 1)
+
+
+def test_sel_by_stimulus_id_keeps_table_header_attrs_and_source(acts, layers, stim_file):
+    chosen = acts.sel(stimulus=["img3.png", "img0.png"])
+    assert chosen.n_stimuli == 2
+    assert chosen.source == acts.source
+    assert chosen.attrs == acts.attrs
+    assert chosen.stim_header == {"type": "image", "path": "/data/images"}
+    table = chosen.stimuli.table
+    assert table["stimID"].tolist() == ["img3.png", "img0.png"]
+    assert table["condition"].tolist() == ["cat", "dog"]
+    for name, array in layers.items():
+        np.testing.assert_array_equal(chosen[name].values, array[[3, 0]])
+
+
+def test_sel_with_a_boolean_stimulus_field(acts, layers):
+    cats = acts.sel(stimulus=acts["conv5"].condition == "cat")
+    np.testing.assert_array_equal(cats["fc3"].values, layers["fc3"][[1, 3]])
+    assert set(cats["fc3"].condition.values) == {"cat"}
+
+
+def test_sel_takes_dnnbrain_axis_names(acts, layers):
+    chosen = acts.sel(layer=["conv5"], chn=[3, 1], row=[2], col=[1])
+    np.testing.assert_array_equal(chosen["conv5"].values, layers["conv5"][:, [2, 0]][:, :, [1]][
+        :, :, :, [0]])
+    assert chosen["conv5"].dims == DIMS
+    assert chosen["conv5"]["column"].values.tolist() == [1]
+
+
+def test_sel_layers_by_name_in_the_order_given(acts, layers):
+    chosen = acts.sel(layer=["fc3", "conv5"], channel=[2])
+    assert list(chosen) == ["fc3", "conv5"]
+    np.testing.assert_array_equal(chosen["fc3"].values, layers["fc3"][:, [1]])
+    assert list(acts.sel(layer="fc3")) == ["fc3"]
+    assert list(acts.isel(layer=[-1, 0])) == ["fc3", "conv5"]
+
+
+def test_selection_stays_lazy_until_values_are_asked_for(acts, inflations):
+    chosen = acts.sel(stimulus=["img1.png"], channel=[1])
+    assert inflations == []
+    np.testing.assert_array_equal(chosen["conv5"].values[:, 0], acts["conv5"].values[[1], 0])
+    assert inflations
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda a: a.sel(stimulus="img1.png"),
+     "sel(stimulus='img1.png') would drop the stimulus dim, which every layer keeps; give a "
+     "list (stimulus=['img1.png']), or select from one layer "
+     "(acts['conv5'].sel(stimulus='img1.png'))"),
+    (lambda a: a.isel(channel=0), "isel(channel=0) would drop the channel dim"),
+    (lambda a: a.sel(neuron=[1]), "sel: 'neuron' is not a dim of activations; the dims are "
+                                  "layer, stimulus, channel (chn), row and column (col)"),
+    (lambda a: a.sel(chn=[1], channel=[2]), "'channel' is given twice"),
+    (lambda a: a.sel({"channel": [1]}, row=[1]), "not both"),
+    (lambda a: a.isel(layer=["conv5"]), "isel(layer=...) takes layer positions"),
+])
+def test_bad_selections_are_usage_errors(acts, call, message):
+    with pytest.raises(UsageError) as err:
+        call(acts)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda a: a.sel(channel=[1, 15]),
+     "layer 'fc3' has no channel 15 (its channel numbers are 1..12)"),
+    (lambda a: a.sel(stimulus=["img9.png"]),
+     "layer 'conv5' has no stimulus 'img9.png' (its 5 stimuli have other IDs)"),
+    (lambda a: a.sel(layer=["conv9"]), "layer 'conv9' is not in"),
+    (lambda a: a.sel(layer=["fc3", "fc3"]), "layer 'fc3' is chosen twice"),
+    (lambda a: a.isel(layer=[2]), "layer position 2 is out of range"),
+    (lambda a: a.isel(row=[7]), "layer 'conv5' of"),
+])
+def test_selections_that_do_not_fit_name_the_layer(acts, call, message):
+    with pytest.raises(SelectionError) as err:
+        call(acts)
+    assert message in str(err.value)
+
+
+# -- what a save keeps ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+@pytest.mark.parametrize("container", ["activations", "dict", "datatree"])
+def test_save_of_a_selection_keeps_the_header_table_and_layer_attrs(
+        acts, layers, tmp_path, suffix, container):
+    chosen = acts.sel(stimulus=["img4.png", "img2.png"])
+    marked = {name: array.assign_attrs(units="a.u.", model="alexnet")
+              for name, array in chosen.items()}
+    given = {"activations": Activations(marked, stim_header=chosen.stim_header),
+             "dict": marked, "datatree": dx.to_datatree(Activations(marked))}[container]
+    out = tmp_path / f"out{suffix}"
+    save_act(given, out)
+    with open_act(out) as back:
+        assert back.stim_header == {"type": "image", "path": "/data/images"}
+        assert back.stimuli.table["stimID"].tolist() == ["img4.png", "img2.png"]
+        assert back.stimuli.table["onset"].tolist() == [2.0, 1.0]
+        for name, array in layers.items():
+            np.testing.assert_array_equal(back[name].values, array[[4, 2]])
+            assert back[name].attrs == {"units": "a.u.", "model": "alexnet"}
+
+
+def test_layer_attrs_in_act_h5_are_dataset_attributes_dnnbrain_ignores(acts, layers, tmp_path):
+    out = tmp_path / "out.act.h5"
+    save_act({"fc3": acts["fc3"].assign_attrs(units="a.u.")}, out)
+    with h5py.File(out, "r") as root:
+        assert list(root) == ["fc3"]
+        assert root["fc3"].attrs["units"] == "a.u."
+    np.testing.assert_array_equal(read_reference_act(out)["fc3"], layers["fc3"])
+
+
+def test_layers_taken_out_of_activations_carry_the_header(acts):
+    assert acts["conv5"]["stimulus"].attrs == acts.stim_header
+    assert Activations(dict(acts)).stim_header == acts.stim_header
+    assert Activations(dict(acts), stim_header={}).stim_header == {}
+    # the header given wins, and the caller's layer keeps its own attributes
+    relabelled = Activations(dict(acts), stim_header={"type": "video"})
+    assert relabelled["fc3"]["stimulus"].attrs == {"type": "video"}
+    assert acts["fc3"]["stimulus"].attrs == {"type": "image", "path": "/data/images"}
+
+
+# -- how activations describe themselves ----------------------------------------------------
+
+def test_repr_of_activations_in_memory_counts_right():
+    one = Activations({"fc3": xr.DataArray(np.zeros((1, 2, 1, 1)), dims=DIMS)})
+    assert repr(one).splitlines()[0] == "<Activations: 1 layer(s), 1 stimulus>"
+    assert "the activations" not in repr(one)
+
+
+class _Cells(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells: list[str] = []
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+
+    def handle_data(self, data):
+        self.cells.append(data)
+
+
+def test_html_repr_lists_layers_stimuli_and_escapes_text(act_file, tmp_path):
+    stim = tmp_path / "odd.stim.csv"
+    stim.write_text("type=image\npath=x\ndata=stimID,condition\n" +
+                    "".join(f"<b>{i}</b>,a&b\n" for i in range(5)))
+    with open_act(act_file, stim=stim) as opened:
+        text = opened.sel(channel=[2, 1])._repr_html_()
+    parser = _Cells()
+    parser.feed(text)
+    assert "b" not in parser.tags  # the stimulus IDs are text, not markup
+    cells = parser.cells
+    assert "conv5" in cells and "fc3" in cells
+    assert "5 x 2 x 7 x 1" in cells or "5 x 2 x 6 x 7" in cells
+    assert "channel 2, 1" in cells
+    assert any("<b>0</b>" in cell for cell in cells)
+    assert any("a&b" in cell for cell in cells)
+    assert ": image" in cells
