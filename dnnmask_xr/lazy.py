@@ -118,7 +118,60 @@ class LayerArray(BackendArray):
         return self._opened[1]
 
 
-def as_variable_data(array: LayerArray, cache: bool) -> indexing.ExplicitlyIndexed:
+class ConcatenatedArray(BackendArray):
+    """Layers of several files read as one, along the first axis (stimulus).
+
+    Parameters
+    ----------
+    parts
+        Each file's layer as xarray holds it (lazy, uncached), in order;
+        they agree on every axis but the first.
+
+    Notes
+    -----
+    A key reads, from each part it touches, only the positions it selects
+    there, through that part's own reader (the chunk reader for a gzip
+    layer), so a selection of a set reads what it would read of each file.
+    """
+
+    def __init__(self, parts: list[indexing.ExplicitlyIndexed]) -> None:
+        self.parts = parts
+        sizes = [part.shape[0] for part in parts]
+        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.shape = (int(self.starts[-1]), *parts[0].shape[1:])
+        self.dtype = parts[0].dtype
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        return indexing.explicit_indexing_adapter(
+            key, self.shape, indexing.IndexingSupport.OUTER, self._read
+        )
+
+    def _read(self, key: tuple[Any, ...]) -> np.ndarray:
+        first, rest = key[0], key[1:]
+        wanted = (np.arange(*first.indices(self.shape[0]), dtype=np.int64)
+                  if isinstance(first, slice) else np.atleast_1d(np.asarray(first, np.int64)))
+        # integers keep their axis here and are squeezed once, at the end
+        kept = tuple(np.atleast_1d(np.asarray(item, np.int64))
+                     if not isinstance(item, slice) and np.ndim(item) == 0 else item
+                     for item in rest)
+        squeeze = [axis for axis, item in enumerate(key)
+                   if not isinstance(item, slice) and np.ndim(item) == 0]
+        part_of = np.searchsorted(self.starts, wanted, side="right") - 1
+        out = None
+        for part in np.unique(part_of):
+            chosen = np.flatnonzero(part_of == part)
+            local = wanted[chosen] - self.starts[part]
+            values = np.asarray(self.parts[part].oindex[indexing.OuterIndexer((local, *kept))])
+            if out is None:
+                out = np.empty((wanted.size, *values.shape[1:]), dtype=self.dtype)
+            out[chosen] = values
+        if out is None:  # nothing along the first axis: read the others' shape from a part
+            values = np.asarray(self.parts[0].oindex[indexing.OuterIndexer((slice(0, 0), *kept))])
+            out = np.empty((0, *values.shape[1:]), dtype=self.dtype)
+        return out.squeeze(axis=tuple(squeeze)) if squeeze else out
+
+
+def as_variable_data(array: BackendArray, cache: bool) -> indexing.ExplicitlyIndexed:
     """Wrap a layer array as xarray's backends wrap theirs.
 
     Lazily indexed; copied before values are assigned to; with ``cache``,
@@ -282,6 +335,8 @@ def _paths(item: Any, depth: int) -> Iterator[str]:
         return
     if isinstance(item, LayerArray):
         yield item.path
+    elif isinstance(item, ConcatenatedArray):
+        yield from _paths(item.parts, depth + 1)
     elif isinstance(getattr(getattr(item, "datastore", None), "_filename", None), str):
         # the arrays of xarray's own file backends (netcdf4, h5netcdf, scipy):
         # netCDF4 brings its own HDF5 library, whose open files h5py cannot list

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import h5py
 import xarray as xr
@@ -25,15 +26,18 @@ from dnnmask_xr.act.layout import (
 from dnnmask_xr.act.select import blaming
 from dnnmask_xr.activations import Activations
 from dnnmask_xr.dask_layers import Chunks, chunk_layer
-from dnnmask_xr.errors import ActFileError
+from dnnmask_xr.errors import ActFileError, UsageError
 from dnnmask_xr.formats.stim import Stimuli, read_stim
 from dnnmask_xr.lazy import LayerArray, as_variable_data
 
+#: A stimulus table as open_act takes it: a ``.stim.csv`` path, a table, or None.
+StimArg = str | os.PathLike[str] | Stimuli | None
+
 
 def open_act(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
-    stim: str | os.PathLike[str] | Stimuli | None = None,
+    stim: StimArg | Sequence[StimArg] = None,
     chunks: Chunks | None = None,
     cache: bool | None = None,
     allow_external: bool = False,
@@ -46,11 +50,15 @@ def open_act(
         The activation file: one 4-D dataset per layer at its root, as
         DNNBrain writes it (plain gzip datasets, any attributes or none).
         A path ending in ``.nc`` is read as the netCDF4 file
-        :func:`~dnnmask_xr.save_act` writes there.
+        :func:`~dnnmask_xr.save_act` writes there. A list of paths opens
+        files of one network (one per session or run) as one set,
+        concatenated along ``stimulus`` in that order (see
+        :func:`~dnnmask_xr.file_set.open_file_set`).
     stim
         A ``.stim.csv`` path or a :class:`~dnnmask_xr.formats.stim.Stimuli` table
         describing the stimuli, one row per stimulus. Without it the file's
-        own stimulus labels are used (``1..n`` if it has none).
+        own stimulus labels are used (``1..n`` if it has none). For a list
+        of files, a list of as many (None for a file's own).
     chunks
         ``None`` (default): lazy layers backed by the file. Otherwise
         dask-backed layers (dask must be installed), chunked as xarray's
@@ -83,9 +91,23 @@ def open_act(
         that is not a 4-D numeric dataset stored in the file.
     UsageError
         If ``chunks`` names a dimension layers do not have.
+    SelectionError
+        If the stimulus table does not fit, or (for a list of files) a
+        stimulus ID is in two files.
     """
-    where = path_arg(path, "activation file")
     cache = chunks is None if cache is None else bool_arg(cache, "cache")
+    if isinstance(path, list | tuple):
+        from dnnmask_xr.file_set import open_file_set
+
+        allow = bool_arg(allow_external, "allow_external")
+        return open_file_set(
+            path, stim,
+            lambda one, table: open_act(one, stim=table, cache=False, allow_external=allow),
+            chunks=chunks, cache=cache)
+    if isinstance(stim, list | tuple):
+        raise UsageError(f"stim= lists {len(stim)} stimulus tables for one file; give one "
+                         "table, or a list of files (path=[...]) with one table each")
+    where = path_arg(path, "activation file")
     if where.endswith(NC_SUFFIX):
         from dnnmask_xr.netcdf import open_nc
 
@@ -113,7 +135,7 @@ def open_act(
     return acts if stim is None else _with_stim(acts, stim)
 
 
-def _with_stim(acts: Activations, stim: str | os.PathLike[str] | Stimuli) -> Activations:
+def _with_stim(acts: Activations, stim: StimArg) -> Activations:
     with blaming(stim):
         return acts.with_stimuli(stim if isinstance(stim, Stimuli) else read_stim(stim))
 

@@ -1,0 +1,222 @@
+"""Several activation files of one network, opened as one set along ``stimulus``.
+
+A study extracts activations per scanning session or run, one file and one
+stimulus table each. :func:`open_file_set` (what
+``open_act([p1, p2, ...], stim=[s1, s2, ...])`` calls) checks that the files
+hold the same layers with the same units, that no stimulus is in two files,
+and gives their layers concatenated, still lazy: a selection reads from
+each file only what it selects there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from dnnmask_xr._args import path_arg
+from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS
+from dnnmask_xr.act.plan import INPUTS_KEY, same_values
+from dnnmask_xr.act.select import describe_numbers
+from dnnmask_xr.activations import Activations, stimulus_fields
+from dnnmask_xr.dask_layers import Chunks, chunk_layer
+from dnnmask_xr.errors import ActFileError, SelectionError, UsageError
+from dnnmask_xr.formats.stim import Stimuli
+from dnnmask_xr.lazy import ConcatenatedArray, as_variable_data
+from dnnmask_xr.reader import StimArg
+
+#: Opens one file of the set: ``(path, stim)`` -> its activations, lazy and uncached.
+OpenOne = Callable[[str, StimArg], Activations]
+
+
+def open_file_set(
+    paths: Sequence[str | os.PathLike[str]],
+    stim: Sequence[StimArg] | None,
+    open_one: OpenOne,
+    *,
+    chunks: Chunks | None,
+    cache: bool,
+) -> Activations:
+    """Open files of one network as one set of layers, concatenated along ``stimulus``.
+
+    Parameters
+    ----------
+    paths
+        The files, in the order their stimuli are to follow.
+    stim
+        One stimulus table per file (a ``.stim.csv`` path, a table, or None
+        for the table embedded in that file), or None for every file's own.
+    open_one
+        Opens one file (:func:`~dnnmask_xr.open_act`, uncached, without dask).
+    chunks, cache
+        As for :func:`~dnnmask_xr.open_act`, applied to the set's layers.
+
+    Returns
+    -------
+    Activations
+        The layers of the first file, each concatenated with the same layer
+        of the others; the stimulus fields concatenated likewise, under
+        the one header all files share. Root and layer attributes keep
+        what every file agrees on; ``attrs["sources"]`` lists the files.
+
+    Raises
+    ------
+    UsageError
+        If ``paths`` is empty or ``stim`` does not give one table per file.
+    ActFileError
+        If the files hold different layers, or a layer's units or dtype
+        differ between files.
+    SelectionError
+        If a stimulus ID is in two files, or the files' stimulus tables
+        have different fields or headers.
+    """
+    where = [path_arg(path, "activation file") for path in paths]
+    if not where:
+        raise UsageError("open_act was given no file; give a path or a list of paths")
+    tables = _stim_per_file(stim, len(where))
+    with contextlib.ExitStack() as undo:
+        opened = []
+        for path, table in zip(where, tables, strict=True):
+            acts = open_one(path, table)
+            undo.callback(acts.close)
+            opened.append(acts)
+        _check_layers(where, opened)
+        _check_distinct_stimuli(where, opened)
+        header = _shared_header(where, opened)
+        coords = _stimulus_coords(where, opened) if opened[0] else {}
+        layers = {name: _concatenated(name, [acts[name] for acts in opened], coords, cache)
+                  for name in opened[0]}
+        if chunks is not None:
+            layers = {name: chunk_layer(array, chunks) for name, array in layers.items()}
+        undo.pop_all()
+    attrs = {**_agreed([acts.attrs for acts in opened]), "sources": where}
+    return Activations(layers, attrs=attrs, stim_header=header,
+                       closers=[acts.close for acts in opened])
+
+
+def _stim_per_file(stim: Sequence[StimArg] | None, count: int) -> list[StimArg]:
+    if stim is None:
+        return [None] * count
+    if isinstance(stim, str | os.PathLike | Stimuli) or not isinstance(stim, Sequence):
+        raise UsageError(f"stim={stim!r} is one stimulus table for {count} files; give a list "
+                         f"of {count}, one per file (None for a file's own table)")
+    if len(stim) != count:
+        raise UsageError(f"stim= lists {len(stim)} stimulus table(s) for {count} files; give "
+                         "one per file, in the same order (None for a file's own table)")
+    return list(stim)
+
+
+def _check_layers(where: list[str], opened: list[Activations]) -> None:
+    first, names = where[0], list(opened[0])
+    for path, acts in zip(where[1:], opened[1:], strict=True):
+        if list(acts) != names:
+            raise ActFileError(f"{path!r} holds the layers {', '.join(acts) or 'none'} but "
+                               f"{first!r} holds {', '.join(names) or 'none'}; the files of one "
+                               "set hold the same layers, in the same order")
+        for name in names:
+            mine, theirs = acts[name], opened[0][name]
+            if mine.dtype != theirs.dtype:
+                raise ActFileError(f"{path!r} stores layer {name!r} as {mine.dtype} but "
+                                   f"{first!r} as {theirs.dtype}; the files of one set store "
+                                   "a layer alike")
+            for dim in NUMBERED_DIMS:
+                if not same_values(mine[dim].values, theirs[dim].values):
+                    raise ActFileError(
+                        f"{path!r}: layer {name!r} has the {dim}s "
+                        f"{describe_numbers(mine[dim].values)} but in {first!r} "
+                        f"{describe_numbers(theirs[dim].values)}; the files of one set hold "
+                        "the same units of each layer")
+
+
+def _check_distinct_stimuli(where: list[str], opened: list[Activations]) -> None:
+    seen: dict[Any, str] = {}
+    for path, acts in zip(where, opened, strict=True):
+        ids = next(iter(acts.values()))["stimulus"].values.tolist() if acts else []
+        for stim_id in set(ids):
+            if stim_id in seen:
+                raise SelectionError(
+                    f"stimulus {stim_id!r} is in both {seen[stim_id]!r} and {path!r}; the files "
+                    "of one set describe distinct stimuli: give each file its own stimulus "
+                    "table (stim=[...], one per file) so that the IDs tell them apart")
+        seen.update(dict.fromkeys(ids, path))
+
+
+def _shared_header(where: list[str], opened: list[Activations]) -> dict[str, str]:
+    """Give the one stimulus header of the set: every file's, which must agree."""
+    first = opened[0].stim_header
+    for path, acts in zip(where[1:], opened[1:], strict=True):
+        header = acts.stim_header
+        for key in dict.fromkeys([*first, *header]):
+            if header.get(key) != first.get(key):
+                raise SelectionError(
+                    f"the stimulus tables of {where[0]!r} and {path!r} differ in their header: "
+                    f"{key}={_shown(first.get(key))} and {key}={_shown(header.get(key))}; a set "
+                    "of files has one stimulus table, so give every file's table the same "
+                    "header (for stimuli in several folders: one path, and IDs relative to "
+                    "it, such as ses-02/img1.png)")
+    return dict(first)
+
+
+def _shown(value: str | None) -> str:
+    return "(none)" if value is None else repr(value)
+
+
+def _stimulus_coords(where: list[str], opened: list[Activations]) -> dict[str, Any]:
+    layers = [next(iter(acts.values())) for acts in opened]
+    fields = [stimulus_fields(layer) for layer in layers]
+    for path, own in zip(where[1:], fields[1:], strict=True):
+        if sorted(own) != sorted(fields[0]):
+            raise SelectionError(f"{path!r} labels its stimuli with the fields "
+                                 f"{sorted(own) or 'none'} but {where[0]!r} with "
+                                 f"{sorted(fields[0]) or 'none'}; the files of one set have "
+                                 "stimulus tables with the same columns")
+    coords: dict[str, Any] = {
+        "stimulus": np.concatenate([layer["stimulus"].values for layer in layers])}
+    for name in fields[0]:
+        coords[name] = ("stimulus", np.concatenate([own[name] for own in fields]))
+    return coords
+
+
+def _concatenated(name: str, parts: list[xr.DataArray], coords: Mapping[str, Any],
+                  cache: bool) -> xr.DataArray:
+    data = as_variable_data(ConcatenatedArray([part.variable._data for part in parts]), cache)
+    first = parts[0]
+    layer = xr.DataArray(
+        xr.Variable(DIMS, data, attrs=_agreed([part.attrs for part in parts])),
+        coords={dim: first[dim].values for dim in NUMBERED_DIMS}, name=name,
+    ).assign_coords(coords)
+    layer.encoding = _encoding(parts, layer.shape)
+    return layer
+
+
+def _encoding(parts: list[xr.DataArray], shape: tuple[int, ...]) -> dict[str, Any]:
+    """Keep the storage description all parts share (chunks, compression) for the set."""
+    encoding = {key: value for key, value in _agreed([part.encoding for part in parts]).items()
+                if key not in ("source", INPUTS_KEY)}
+    encoding["original_shape"] = shape
+    inputs: dict[str, str] = {}
+    for part in parts:
+        inputs.update(part.encoding.get(INPUTS_KEY, {}))
+    if inputs:
+        encoding[INPUTS_KEY] = inputs
+    return encoding
+
+
+def _agreed(mappings: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Keep the entries every mapping has, with equal values."""
+    first = mappings[0]
+    return {key: value for key, value in first.items()
+            if all(key in other and _equal(other[key], value) for other in mappings[1:])}
+
+
+def _equal(first: Any, second: Any) -> bool:
+    try:
+        if isinstance(first, np.ndarray | list | tuple):
+            return same_values(np.asarray(first), np.asarray(second))
+        return bool(first == second)
+    except (TypeError, ValueError):  # values numpy cannot compare are taken as different
+        return False
