@@ -475,13 +475,19 @@ def _preview(values: np.ndarray, most: int = 6) -> str:
 
 
 def _header_of(array: xr.DataArray) -> dict[str, str]:
-    # only text entries: a header maps names to text, other attrs are not one
-    return {key: value for key, value in array["stimulus"].attrs.items()
-            if isinstance(key, str) and isinstance(value, str)}
+    """Give the stimulus header a layer carries, or ``{}`` if its attrs are not one."""
+    attrs = array["stimulus"].attrs
+    # a .stim.csv header has text entries and always a type and a path; other
+    # attributes a stimulus coordinate may have (units, ...) are no header
+    if not all(key in attrs for key in ("type", "path")) or not all(
+            isinstance(key, str) and isinstance(value, str) for key, value in attrs.items()):
+        return {}
+    return dict(attrs)
 
 
 def _with_header(array: xr.DataArray, header: Mapping[str, str]) -> xr.DataArray:
-    if array["stimulus"].attrs == header:
+    attrs = array["stimulus"].attrs
+    if attrs == header or (not header and not _header_of(array)):
         return array
     array = array.copy(deep=False)  # new attrs dicts: the caller's layer keeps its own
     array["stimulus"].attrs = dict(header)

@@ -200,3 +200,12 @@ def test_html_repr_lists_layers_stimuli_and_escapes_text(act_file, tmp_path):
     assert any("<b>0</b>" in cell for cell in cells)
     assert any("a&b" in cell for cell in cells)
     assert ": image" in cells
+
+
+def test_other_attributes_of_the_stimulus_coordinate_are_no_header():
+    layer = xr.DataArray(np.zeros((2, 1, 1, 1)), dims=DIMS, coords={"stimulus": [1, 2]})
+    layer["stimulus"].attrs = {"long_name": "image number"}
+    acts = Activations({"fc3": layer})
+    assert acts.stim_header == {}
+    assert acts.stimuli is None
+    assert acts["fc3"]["stimulus"].attrs == {"long_name": "image number"}
