@@ -102,8 +102,10 @@ def _stim_per_file(stim: Sequence[StimArg] | None, count: int) -> list[StimArg]:
     if stim is None:
         return [None] * count
     if isinstance(stim, str | os.PathLike | Stimuli) or not isinstance(stim, Sequence):
-        raise UsageError(f"stim={stim!r} is one stimulus table for {count} files; give a list "
-                         f"of {count}, one per file (None for a file's own table)")
+        given = repr(os.fspath(stim)) if isinstance(stim, str | os.PathLike) else (
+            f"a {type(stim).__name__}")
+        raise UsageError(f"stim= gives one stimulus table ({given}) for {count} files; give a "
+                         f"list of {count}, one per file (None for a file's own table)")
     if len(stim) != count:
         raise UsageError(f"stim= lists {len(stim)} stimulus table(s) for {count} files; give "
                          "one per file, in the same order (None for a file's own table)")

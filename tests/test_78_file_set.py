@@ -258,7 +258,9 @@ def test_different_fields_are_refused(tmp_path):
 
 @pytest.mark.parametrize(("paths", "stim", "message"), [
     (lambda p, s: [], None, "open_act was given no file"),
-    (lambda p, s: p, lambda p, s: s[0], "is one stimulus table for 2 files; give a list of 2"),
+    (lambda p, s: p, lambda p, s: s[0], "stim= gives one stimulus table ('"),
+    (lambda p, s: p, lambda p, s: dx.read_stim(s[0]),
+     "stim= gives one stimulus table (a Stimuli) for 2 files; give a list of 2"),
     (lambda p, s: p, lambda p, s: s[:1], "stim= lists 1 stimulus table(s) for 2 files"),
     (lambda p, s: p[0], lambda p, s: s, "stim= lists 2 stimulus tables for one file"),
 ])
