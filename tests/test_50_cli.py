@@ -335,3 +335,26 @@ def test_memory_sizes_are_exact():
     assert memory_size("0" * 500 + "64K") == 2**16
     assert memory_size(f"{2**63 - 1}") == 2**63 - 1
 
+
+# --- a file of the wrong kind -----------------------------------------------------------------
+
+@pytest.mark.parametrize(("flag", "given", "message"), [
+    ("-dmask", "stim", "looks like a stimulus table (.stim.csv), not a mask (.dmask.csv); pass "
+                       "it with -stim (read_stim in Python)"),
+    ("-dmask", "act", "is an HDF5 file (such as an .act.h5 activation file), not a mask "
+                      "(.dmask.csv); pass activations with -act (open_act in Python)"),
+    ("-stim", "dmask", "looks like a mask (.dmask.csv), not a stimulus table (.stim.csv); pass "
+                       "it with -dmask (read_dmask in Python)"),
+    ("-stim", "act", "is an HDF5 file (such as an .act.h5 activation file), not a stimulus "
+                     "table (.stim.csv); pass activations with -act (open_act in Python)"),
+])
+def test_a_file_of_the_wrong_kind_is_named(flag, given, message, act_file, stim_file, tmp_path,
+                                           capsys):
+    dmask = tmp_path / "m.dmask.csv"
+    dmask.write_text("conv5=chn\n1,2\n")
+    path = {"stim": stim_file, "act": act_file, "dmask": dmask}[given]
+    out = tmp_path / "o.act.h5"
+    units = ["-layer", "fc3"] if flag == "-stim" else []
+    assert main(["-act", str(act_file), *units, flag, str(path), "-out", str(out)]) == 1
+    assert _one_line(capsys) == f"dnn_mask: error: {path}: {message}\n"
+    assert not out.exists()

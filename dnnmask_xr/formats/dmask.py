@@ -28,6 +28,7 @@ import numpy as np
 from dnnmask_xr._args import mapping_arg
 from dnnmask_xr._atomic import atomic_path
 from dnnmask_xr.errors import DnnMaskError, FormatError
+from dnnmask_xr.formats._kind import looks_like_stim, wrong_kind
 from dnnmask_xr.formats._lines import integer_value, read_utf8, text_lines
 
 __all__ = [
@@ -458,9 +459,17 @@ def read_dmask(path: str | os.PathLike[str]) -> DnnMask:
     FormatError
         If the path is missing, unreadable or not a regular file of at most
         256 MiB, or the file is not UTF-8 or breaks the format; the error
-        names the file (and line).
+        names the file (and line). A file that breaks the format but is an
+        HDF5 file or looks like a ``.stim.csv`` is said to be one.
     """
-    return DnnMask(parse_dmask(read_utf8(path, ".dmask.csv"), path), source=path)
+    text = read_utf8(path, ".dmask.csv")
+    try:
+        mask = parse_dmask(text, path)
+    except FormatError:
+        if looks_like_stim(text):
+            raise wrong_kind(path, ".dmask.csv", ".stim.csv") from None
+        raise
+    return DnnMask(mask, source=path)
 
 
 def write_dmask(mask: DnnMask, path: str | os.PathLike[str]) -> None:
