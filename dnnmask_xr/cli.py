@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import NoReturn
 
+from dnnmask_xr._version import __version__
 from dnnmask_xr.act._interrupt import Interrupted, signal_name
 from dnnmask_xr.errors import DnnMaskError, UsageError
 
@@ -50,6 +51,14 @@ _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 #: The largest --memory: more is no machine's, and sizes are int64 downstream.
 _MOST_MEMORY = 2**63 - 1
 _INTEGER = re.compile(r"\s*([+-]?)0*([0-9]+)\s*")
+# What people type for several channels in one word: '1,2,3', '1-10', '1,5-8'
+# or a quoted '1 2 3'. Short numbers only: the hint lists them.
+_LIST_ITEM = re.compile(r"([0-9]{1,18})(?:-([0-9]{1,18}))?")
+_LIST_SEPARATOR = re.compile(r"\s*,\s*|\s+")
+#: The most numbers of a range a hint lists before eliding the middle.
+_HINT_NUMBERS = 10
+#: The most words a hint's command has before eliding the middle.
+_HINT_WORDS = 20
 #: The largest channel number: unit numbers are int64.
 _LARGEST = 2**63 - 1
 #: How to give all values of an option that takes several, once.
@@ -115,6 +124,8 @@ def _get_parser() -> argparse.ArgumentParser:
                              "when complete")
     parser.add_argument("--dry-run", action="store_true",
                         help="print each output layer's shape, dtype and size; write nothing")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help="print the version and exit")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no progress report on stderr")
     parser.add_argument("--memory", metavar="SIZE", type=memory_size, default=None,
@@ -145,8 +156,10 @@ def channel_number(text: str) -> int:
         try:  # what int() alone takes ('1_0'), as DNNBrain's type=int does
             return int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{_shorten(text)!r} is not an integer; "
-                                             "channel numbers are 1-based integers") from None
+            raise argparse.ArgumentTypeError(
+                _several_numbers_hint(text)
+                or f"{_shorten(text)!r} is not an integer; channel numbers are 1-based integers"
+            ) from None
     sign, digits = match.groups()
     try:
         return int(sign + digits)
@@ -154,6 +167,48 @@ def channel_number(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"{_shorten(text)!r} is out of range for any layer; numbers are 1-based and at "
             f"most {_LARGEST}") from None
+
+
+def _several_numbers_hint(text: str, flag: str = "-chn") -> str | None:
+    """Say how to give the numbers ``text`` holds in one word, or None if it holds none.
+
+    DNNBrain's flags take one number per word (``type=int, nargs='+'``), so
+    ``1,2,3`` and ``1-10`` are refused rather than guessed at; the message
+    spells out the command that means what was probably meant.
+    """
+    items = [item for item in _LIST_SEPARATOR.split(text.strip()) if item]
+    matches = [_LIST_ITEM.fullmatch(item) for item in items]
+    if not items or not all(matches):
+        return None
+    ranges = [(int(match[1]), int(match[2])) for match in matches if match[2]]
+    quoted = repr(_shorten(text))
+    if len(items) < 2 and not ranges:
+        # '1,' of '-chn 1, 2, 3': the other numbers are in other words
+        return (f"{quoted} is not a number; separate numbers with spaces, not commas "
+                f"({flag} 1 2 3)" if "," in text else None)
+    words = []
+    for match in matches:
+        first, last = int(match[1]), int(match[2] or match[1])
+        step = 1 if last >= first else -1
+        if abs(last - first) < _HINT_NUMBERS:
+            words += [str(number) for number in range(first, last + step, step)]
+        else:
+            words += [str(first), str(first + step), str(first + 2 * step), "...", str(last)]
+    if len(words) > _HINT_WORDS:
+        words = [*words[:3], "...", words[-1]]
+    listed = f"{flag} {' '.join(words)}"
+    if ranges:
+        what = "is a range" if len(items) == 1 else "holds a range"
+        seq = ""
+        if len(items) == 1 and "..." in words:
+            first, last = ranges[0]
+            step = "" if last >= first else " -1"
+            seq = f" (or, in a shell, {flag} $(seq {first}{step} {last}))"
+        return (f"{quoted} {what}, which {flag} does not take; list every number, separated "
+                f"by spaces: {listed}{seq}")
+    if "," in text:
+        return f"{quoted} is not a number; separate numbers with spaces, not commas: {listed}"
+    return f"{quoted} is not a number; give each number as its own word, not quoted: {listed}"
 
 
 def memory_size(text: str) -> int:

@@ -3,7 +3,8 @@
 Encoding models, RSA and Brain-Score-style analyses take one
 ``(stimulus, neuroid)`` matrix, a neuroid being one unit of the network:
 a ``(layer, channel, row, column)`` tuple. :func:`stack_neuroids` builds it
-from layers, :func:`unstack_neuroids` gives the layers back.
+from layers, :func:`unstack_neuroids` gives the layers back, and puts any
+result along ``neuroid`` (a score or a weight per unit) on the layers' grids.
 """
 
 from __future__ import annotations
@@ -78,59 +79,102 @@ def stack_neuroids(
     return stacked.rename("activation")
 
 
-def unstack_neuroids(stacked: xr.DataArray) -> Activations:
-    """Give back the layers of a ``(stimulus, neuroid)`` array.
+def unstack_neuroids(stacked: xr.DataArray) -> Activations | dict[str, xr.DataArray]:
+    """Put an array along ``neuroid`` back on each layer's channel x row x column grid.
 
     Parameters
     ----------
     stacked
-        As :func:`stack_neuroids` makes it: dims ``stimulus`` and
-        ``neuroid``, the latter with coordinates ``layer``, ``channel``,
-        ``row`` and ``column``. Its neuroids may come in any order, but
-        each layer's must form a full channel x row x column grid.
+        An array with a ``neuroid`` dim whose coordinates ``layer``,
+        ``channel``, ``row`` and ``column`` say which unit each neuroid is:
+        what :func:`stack_neuroids` makes, or anything computed from it that
+        keeps the ``neuroid`` coordinates: a score per neuroid
+        (``(X * w).mean("stimulus")``), weights of dims ``("component",
+        "neuroid")``, a numpy vector wrapped as ``xr.DataArray(v,
+        coords=X["neuroid"].coords)``. A coordinate that a selection made
+        scalar is the value of every neuroid: ``X.sel(layer="conv5")``
+        unstacks as layer ``conv5``, ``X.sel(channel=3)`` as channel 3 of
+        each layer. Neuroids may come in any order and be a subset
+        (``X.isel(neuroid=...)``), as long as each layer's neuroids fill a
+        grid: every channel given with every row and column given, once.
 
     Returns
     -------
-    Activations
+    Activations or dict of str to xarray.DataArray
         One layer per ``layer`` value, in order of first appearance; along
-        each axis the numbers in order of first appearance. Stimulus
-        coordinates are kept. Stacking then unstacking gives the layers
-        back exactly.
+        each axis the numbers (the coordinates' labels) in order of first
+        appearance. An array of dims exactly ``stimulus`` and ``neuroid``
+        gives :class:`Activations`, with the stimulus coordinates kept:
+        stacking then unstacking gives the layers back exactly. Any other
+        array gives a dict of DataArrays with dims (the array's other dims,
+        in order, then ``channel``, ``row``, ``column``), its name,
+        attributes and coordinates along the other dims kept, other
+        coordinates along ``neuroid`` put on the grid too, and a scalar
+        ``layer`` coordinate.
 
     Raises
     ------
     SelectionError
         If a coordinate is missing, or a layer's neuroids do not fill its
-        grid (some were selected away, or repeated).
+        grid (some were selected away, or repeated): units missing from a
+        grid are refused rather than filled, since a fill value would be
+        taken for data.
     """
     if not isinstance(stacked, xr.DataArray):
-        raise SelectionError(f"unstack_neuroids takes the DataArray stack_neuroids makes, not "
-                             f"a {type(stacked).__name__}")
-    missing = [name for name in ("stimulus", *NEUROID_LEVELS) if name not in stacked.coords]
-    if missing or set(stacked.dims) != {"stimulus", "neuroid"}:
+        raise SelectionError(f"unstack_neuroids takes a DataArray along 'neuroid', as "
+                             f"stack_neuroids makes it, not a {type(stacked).__name__}")
+    others = tuple(dim for dim in stacked.dims if dim != "neuroid")
+    as_layers = set(others) == {"stimulus"}
+    needed = ("stimulus", *NEUROID_LEVELS) if as_layers else NEUROID_LEVELS
+    missing = [name for name in needed if name not in stacked.coords]
+    misplaced = [name for name in NEUROID_LEVELS if name in stacked.coords
+                 and stacked[name].dims not in ((), ("neuroid",))]
+    if missing or misplaced or "neuroid" not in stacked.dims:
         raise SelectionError(
-            f"a stacked array has dims ('stimulus', 'neuroid') and neuroid coordinates "
-            f"{', '.join(NEUROID_LEVELS)}; this one has dims {stacked.dims}"
+            "an array to unstack has a 'neuroid' dim with coordinates "
+            f"{', '.join(NEUROID_LEVELS)} along it (and 'stimulus' coordinates as "
+            f"stack_neuroids makes it); this one has dims {stacked.dims}"
             + (f" and lacks {', '.join(missing)}" if missing else "")
+            + (f" and has {', '.join(misplaced)} along other dims" if misplaced else "")
         )
-    stacked = stacked.transpose("stimulus", "neuroid")
-    labels = {name: stacked[name].values for name in NEUROID_LEVELS}
+    stacked = stacked.transpose(*others, "neuroid")
+    size = stacked.sizes["neuroid"]
+    # a level that .sel made scalar labels every neuroid alike
+    labels = {name: np.broadcast_to(stacked[name].values, (size,)) for name in NEUROID_LEVELS}
     # the MultiIndex goes: the layers must not keep its levels as coordinates
     plain = stacked.drop_vars(["neuroid", *NEUROID_LEVELS], errors="ignore")
-    fields = stimulus_fields(stacked)
     layers = {}
     for name in pd.unique(labels["layer"]):
         where = np.flatnonzero(labels["layer"] == name)
         numbers, flat = _grid(str(name), {dim: labels[dim][where] for dim in NUMBERED_DIMS})
-        ordered = where[np.argsort(flat, kind="stable")]
-        part = plain.isel(neuroid=ordered)
-        shape = (stacked.sizes["stimulus"], *(numbers[dim].size for dim in NUMBERED_DIMS))
-        layers[str(name)] = xr.DataArray(
-            part.data.reshape(shape), dims=DIMS, name=str(name),
-            coords={"stimulus": stacked["stimulus"].values, **numbers,
-                    **{key: ("stimulus", values) for key, values in fields.items()}},
-        )
-    return Activations(layers)
+        part = plain.isel(neuroid=where[np.argsort(flat, kind="stable")])
+        shape = tuple(numbers[dim].size for dim in NUMBERED_DIMS)
+        if as_layers:
+            layers[str(name)] = xr.DataArray(
+                part.data.reshape(*part.shape[:-1], *shape), dims=DIMS, name=str(name),
+                coords={"stimulus": stacked["stimulus"].values, **numbers,
+                        **{key: ("stimulus", values)
+                           for key, values in stimulus_fields(stacked).items()}},
+            )
+        else:
+            layers[str(name)] = _on_grid(part, numbers).assign_coords(layer=str(name))
+    return Activations(layers) if as_layers else layers
+
+
+def _on_grid(part: xr.DataArray, numbers: dict[str, np.ndarray]) -> xr.DataArray:
+    """Reshape a layer's neuroids, in grid order, to its channel x row x column grid."""
+    shape = tuple(axis.size for axis in numbers.values())
+
+    def grid(variable: xr.Variable) -> xr.Variable:
+        if "neuroid" not in variable.dims:
+            return variable
+        variable = variable.transpose(..., "neuroid")
+        return xr.Variable((*variable.dims[:-1], *numbers),
+                           variable.data.reshape(*variable.shape[:-1], *shape),
+                           attrs=variable.attrs)
+
+    coords = {name: grid(coord.variable) for name, coord in part.coords.items()}
+    return xr.DataArray(grid(part.variable), coords={**coords, **numbers}, name=part.name)
 
 
 def _grid(name: str, numbers: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:

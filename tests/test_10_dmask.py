@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dnnmask_xr.errors import DnnMaskError, FormatError
@@ -96,7 +96,8 @@ def test_reprs_show_the_numbers():
 @pytest.mark.parametrize(
     ("numbers", "pattern"),
     [
-        ({"chn": [1]}, r"unknown axis 'chn'; valid axes are 'channel', 'row', 'column'"),
+        ({"chan": [1]}, r"unknown axis 'chan'; valid axes are 'channel', 'row', 'column' "
+                        r"\(or DNNBrain's 'chn', 'col'\)"),
         ({"channel": [1.0]}, r"channel number 1\.0 is a float, not an integer"),
         ({"row": [np.float32(2)]}, r"row number .*2.* is a float32, not an integer"),
         ({"channel": [True]}, r"channel number True is a bool, not an integer"),
@@ -130,8 +131,8 @@ def test_dnn_mask_rejects_bad_layer_names(name, pattern):
 
 
 def test_dnn_mask_checks_plain_mappings_as_layer_masks():
-    with pytest.raises(DnnMaskError, match=r"unknown axis 'col'"):
-        DnnMask({"conv5": {"col": [1]}})
+    with pytest.raises(DnnMaskError, match=r"^layer 'conv5': unknown axis 'cols'"):
+        DnnMask({"conv5": {"cols": [1]}})
 
 
 # --- writing: the reference writer's exact text ---------------------------
@@ -361,3 +362,48 @@ def test_read_reports_an_empty_file_with_its_path(tmp_path):
     path.write_bytes(b"")
     with pytest.raises(FormatError, match=rf"^{re.escape(str(path))}: no layer found"):
         read_dmask(path)
+
+
+# --- DNNBrain's axis names in a mask built in code ----------------------------------------
+
+
+def test_dnnbrain_axis_names_are_the_model_names():
+    dnnbrain = DnnMask({"conv5": {"chn": [1, 2], "row": [3], "col": [4, 5]}, "fc3": {"chn": [7]}})
+    assert dnnbrain == DnnMask({"conv5": {"channel": [1, 2], "row": [3], "column": [4, 5]},
+                                "fc3": {"channel": [7]}})
+    assert dnnbrain["conv5"].axes == ("channel", "row", "column")
+    assert LayerMask({"col": [2], "chn": [1]}).numbers == {"column": (2,), "channel": (1,)}
+    assert format_dmask(dnnbrain) == "conv5=chn,row,col\n1,2\n3\n4,5\nfc3=chn\n7\n"
+
+
+@pytest.mark.parametrize(("numbers", "message"), [
+    ({"chn": [1], "channel": [2]}, "axis 'channel' is given twice, as 'chn' and 'channel'"),
+    ({"column": [1], "col": [1]}, "axis 'column' is given twice, as 'column' and 'col'"),
+])
+def test_an_axis_under_both_names_is_refused(numbers, message):
+    with pytest.raises(DnnMaskError, match=rf"^layer 'conv5': {message}; give its numbers once, "
+                                           r"under one name$"):
+        DnnMask({"conv5": numbers})
+    with pytest.raises(DnnMaskError, match=rf"^{message}"):
+        LayerMask(numbers)
+
+
+# the file is only read: one per test is enough
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_dnnbrain_mask_dict_keeps_what_dnnbrain_keeps(data, act_file, layers):
+    from dnnmask_xr import open_act
+    from dnnmask_xr.testing import read_reference_act
+
+    sizes = dict(zip(("chn", "row", "col"), layers["conv5"].shape[1:], strict=True))
+    # DNNBrain's reader needs sorted unique numbers; ours takes any, so those it takes
+    # are the ones to compare
+    dnnbrain = {"conv5": {axis: sorted(data.draw(st.sets(st.integers(1, size), min_size=1)))
+                          for axis, size in sizes.items()
+                          if data.draw(st.booleans(), label=f"mask {axis}")}}
+    masked = open_act(act_file).mask(DnnMask(dnnbrain), by="ordinal")["conv5"].values
+    np.testing.assert_array_equal(masked, read_reference_act(act_file, dnnbrain)["conv5"])
+    chosen = [np.array(dnnbrain["conv5"].get(axis, range(1, size + 1))) - 1
+              for axis, size in sizes.items()]
+    np.testing.assert_array_equal(masked, layers["conv5"][np.ix_(range(5), *chosen)])

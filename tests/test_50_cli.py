@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 
 import h5py
 import numpy as np
 import pytest
 import tqdm
 
+import dnnmask_xr
 import dnnmask_xr.act.mask
 import dnnmask_xr.cli
 from dnnmask_xr import open_act
@@ -149,8 +151,23 @@ def test_help_explains_every_flag(capsys):
     assert main(["--help"]) == 0
     text = capsys.readouterr().out
     for flag in ("-act", "-layer", "-chn", "-dmask", "-stim", "-out", "--dry-run", "-q",
-                 "--memory", "--threads"):
+                 "--memory", "--threads", "--version"):
         assert f"  {flag}" in text
+
+
+def test_version_is_printed_like_argparse_does(capsys):
+    assert main(["--version"]) == 0
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == (f"dnn_mask {dnnmask_xr.__version__}\n", "")
+
+
+def test_version_needs_no_other_flag_and_no_xarray():
+    code = ("import sys\nfrom dnnmask_xr.cli import main\nstatus = main(['--version'])\n"
+            "print(status, sorted(m for m in ('xarray', 'pandas', 'numpy', 'h5py') "
+            "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.splitlines() == [f"dnn_mask {dnnmask_xr.__version__}", "0 []"]
 
 
 def test_installed_console_script(act_file, layers, tmp_path):
@@ -248,6 +265,54 @@ def test_channel_numbers_of_any_length_give_one_line(number, status, pattern, ac
     assert not out.exists()
 
 
+#: Several channels in one word, and the one-line refusal that says how to write them.
+SEVERAL_NUMBERS = {
+    "1,2,3": "'1,2,3' is not a number; separate numbers with spaces, not commas: -chn 1 2 3",
+    " 1, 2 ,3,": "' 1, 2 ,3,' is not a number; separate numbers with spaces, not commas: "
+                 "-chn 1 2 3",
+    "1,": "'1,' is not a number; separate numbers with spaces, not commas (-chn 1 2 3)",
+    "1 2 3": "'1 2 3' is not a number; give each number as its own word, not quoted: "
+             "-chn 1 2 3",
+    "1-10": "'1-10' is a range, which -chn does not take; list every number, separated by "
+            "spaces: -chn 1 2 3 4 5 6 7 8 9 10",
+    "3-1": "'3-1' is a range, which -chn does not take; list every number, separated by "
+           "spaces: -chn 3 2 1",
+    "1-256": "'1-256' is a range, which -chn does not take; list every number, separated by "
+             "spaces: -chn 1 2 3 ... 256 (or, in a shell, -chn $(seq 1 256))",
+    "256-1": "'256-1' is a range, which -chn does not take; list every number, separated by "
+             "spaces: -chn 256 255 254 ... 1 (or, in a shell, -chn $(seq 256 -1 1))",
+    "1,5-8,20": "'1,5-8,20' holds a range, which -chn does not take; list every number, "
+                "separated by spaces: -chn 1 5 6 7 8 20",
+    ",".join(map(str, range(1, 31))): "'1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,1... (80 "
+                                      "characters)' is not a number; separate numbers with "
+                                      "spaces, not commas: -chn 1 2 3 ... 30",
+    # nothing to rewrite: the plain refusal
+    "1,x": "'1,x' is not an integer; channel numbers are 1-based integers",
+    "1-2-3": "'1-2-3' is not an integer; channel numbers are 1-based integers",
+    "a-b": "'a-b' is not an integer; channel numbers are 1-based integers",
+}
+
+
+@pytest.mark.parametrize("word", list(SEVERAL_NUMBERS))
+def test_several_channels_in_one_word_say_how_to_give_them(word, act_file, tmp_path, capsys):
+    out = tmp_path / "o.act.h5"
+    assert main(["-act", str(act_file), "-layer", "conv5", "-chn", word, "-out", str(out)]) == 2
+    assert _one_line(capsys) == (f"dnn_mask: error: argument -chn: {SEVERAL_NUMBERS[word]} "
+                                 "(see dnn_mask --help)\n")
+    assert not out.exists()
+
+
+def test_the_hinted_command_means_the_numbers_given(act_file, layers, tmp_path, capsys):
+    # the hint is what to type: typed, it keeps the channels the word listed
+    out = tmp_path / "o.act.h5"
+    assert main(["-act", str(act_file), "-layer", "conv5", "-chn", "2,4-6,1", "-out",
+                 str(out)]) == 2
+    hinted = _one_line(capsys).split(": -chn ")[1].removesuffix(" (see dnn_mask --help)\n")
+    run_ok(capsys, "-act", act_file, "-layer", "conv5", "-chn", *hinted.split(), "-out", out)
+    np.testing.assert_array_equal(open_act(out)["conv5"].values,
+                                  layers["conv5"][:, [1, 3, 4, 5, 0]])
+
+
 @pytest.mark.parametrize(("size", "pattern"), [
     ("9" * 400, r"argument --memory: '9{37}\.\.\. \(400 characters\)' is more than any "
                 r"memory; give at most 9223372036854775807 bytes, such as 512M or 2G"),
@@ -269,3 +334,27 @@ def test_memory_sizes_are_exact():
     assert memory_size("512M") == 2**29
     assert memory_size("0" * 500 + "64K") == 2**16
     assert memory_size(f"{2**63 - 1}") == 2**63 - 1
+
+
+# --- a file of the wrong kind -----------------------------------------------------------------
+
+@pytest.mark.parametrize(("flag", "given", "message"), [
+    ("-dmask", "stim", "looks like a stimulus table (.stim.csv), not a mask (.dmask.csv); pass "
+                       "it with -stim (read_stim in Python)"),
+    ("-dmask", "act", "is an HDF5 file (such as an .act.h5 activation file), not a mask "
+                      "(.dmask.csv); pass activations with -act (open_act in Python)"),
+    ("-stim", "dmask", "looks like a mask (.dmask.csv), not a stimulus table (.stim.csv); pass "
+                       "it with -dmask (read_dmask in Python)"),
+    ("-stim", "act", "is an HDF5 file (such as an .act.h5 activation file), not a stimulus "
+                     "table (.stim.csv); pass activations with -act (open_act in Python)"),
+])
+def test_a_file_of_the_wrong_kind_is_named(flag, given, message, act_file, stim_file, tmp_path,
+                                           capsys):
+    dmask = tmp_path / "m.dmask.csv"
+    dmask.write_text("conv5=chn\n1,2\n")
+    path = {"stim": stim_file, "act": act_file, "dmask": dmask}[given]
+    out = tmp_path / "o.act.h5"
+    units = ["-layer", "fc3"] if flag == "-stim" else []
+    assert main(["-act", str(act_file), *units, flag, str(path), "-out", str(out)]) == 1
+    assert _one_line(capsys) == f"dnn_mask: error: {path}: {message}\n"
+    assert not out.exists()

@@ -81,6 +81,9 @@ def test_dask_layers_stay_lazy(act_file, layers):
     back = unstack_neuroids(stacked)
     assert back["conv5"].chunks is not None
     np.testing.assert_array_equal(back["conv5"].values, layers["conv5"])
+    maps = unstack_neuroids(stacked.mean("stimulus"))
+    assert maps["conv5"].chunks is not None
+    np.testing.assert_allclose(maps["conv5"].values, layers["conv5"].mean(axis=0), rtol=1e-6)
 
 
 def test_an_incomplete_grid_cannot_be_unstacked(act_file):
@@ -100,4 +103,117 @@ def test_an_unknown_layer_is_named(act_file):
 def test_unstack_needs_the_neuroid_coordinates():
     plain = xr.DataArray(np.zeros((2, 3)), dims=("stimulus", "neuroid"))
     with pytest.raises(SelectionError, match="lacks stimulus, layer, channel, row, column"):
+        unstack_neuroids(plain)
+
+
+# --- selections and per-unit results back on the grid ---------------------------------------
+
+def _stack_slices(acts) -> dict[str, slice]:
+    """Where each layer's neuroids are in stack_neuroids' order."""
+    slices, start = {}, 0
+    for name, array in acts.items():
+        slices[name] = slice(start, start + array[0].size)
+        start += array[0].size
+    return slices
+
+
+@settings(max_examples=40, deadline=None)
+@given(acts=layer_sets(), data=st.data())
+def test_results_with_leading_dims_go_back_on_each_grid(acts, data):
+    stacked = stack_neuroids(acts)
+    n_comp = data.draw(st.integers(1, 3))
+    values = np.random.default_rng(0).standard_normal((n_comp, stacked.sizes["neuroid"]))
+    weights = xr.DataArray(values, dims=("component", "neuroid"), name="weight",
+                           coords={"component": np.arange(n_comp) + 10,
+                                   **stacked["neuroid"].coords}, attrs={"units": "a.u."})
+    back = unstack_neuroids(weights)
+    assert isinstance(back, dict) and list(back) == list(acts)
+    for name, where in _stack_slices(acts).items():
+        layer = acts[name]
+        grid = back[name]
+        assert grid.dims == ("component", "channel", "row", "column")
+        np.testing.assert_array_equal(grid.values, values[:, where].reshape(n_comp,
+                                                                            *layer.shape[1:]))
+        for dim in ("channel", "row", "column"):
+            np.testing.assert_array_equal(grid[dim].values, layer[dim].values)
+        assert grid["component"].values.tolist() == list(range(10, 10 + n_comp))
+        assert (grid.name, grid.attrs, grid["layer"].item()) == ("weight", {"units": "a.u."},
+                                                                 name)
+    # in any order of the neuroids, each value stays with its unit
+    order = list(data.draw(st.permutations(range(stacked.sizes["neuroid"]))))
+    shuffled = unstack_neuroids(weights.isel(neuroid=order))
+    for name in acts:
+        xr.testing.assert_identical(shuffled[name].sortby(["channel", "row", "column"]),
+                                    back[name].sortby(["channel", "row", "column"]))
+
+
+@settings(max_examples=30, deadline=None)
+@given(acts=layer_sets())
+def test_a_score_per_neuroid_is_a_map_per_layer(acts):
+    stacked = stack_neuroids(acts)
+    w = np.random.default_rng(1).standard_normal(stacked.sizes["neuroid"])
+    score = (stacked * xr.DataArray(w, dims="neuroid")).mean("stimulus")
+    wrapped = xr.DataArray(w, dims="neuroid", coords=stacked["neuroid"].coords)
+    maps, plain = unstack_neuroids(score), unstack_neuroids(wrapped)
+    for name, where in _stack_slices(acts).items():
+        layer = acts[name].values
+        expected = (layer * w[where].reshape(layer.shape[1:])).mean(axis=0)
+        assert maps[name].dims == ("channel", "row", "column")
+        np.testing.assert_allclose(maps[name].values, expected, rtol=1e-12)
+        np.testing.assert_array_equal(plain[name].values, w[where].reshape(layer.shape[1:]))
+        np.testing.assert_array_equal(plain[name].channel.values, acts[name].channel.values)
+
+
+@settings(max_examples=30, deadline=None)
+@given(acts=layer_sets())
+def test_a_layer_selected_by_sel_unstacks(acts):
+    # .sel(layer=...) drops the 'layer' level, leaving it a scalar coordinate
+    stacked = stack_neuroids(acts)
+    for name in acts:
+        back = unstack_neuroids(stacked.sel(layer=name))
+        assert list(back) == [name]
+        xr.testing.assert_identical(back[name], acts[name])
+        maps = unstack_neuroids(stacked.sel(layer=name).mean("stimulus"))
+        np.testing.assert_array_equal(maps[name].values, acts[name].values.mean(axis=0))
+    first = next(iter(acts))
+    channel = int(acts[first].channel[-1])
+    one = unstack_neuroids(stacked.sel(layer=first, channel=channel))
+    xr.testing.assert_identical(one[first], acts[first].sel(channel=[channel]))
+
+
+def test_several_layers_selected_by_isel_unstack(act_file, layers):
+    # xarray's .sel takes no list along a MultiIndex level: .isel with a boolean does
+    stacked = stack_neuroids(open_act(act_file))
+    picked = stacked.isel(neuroid=stacked["layer"].isin(["fc3", "conv5"]).values)
+    back = unstack_neuroids(picked)
+    assert list(back) == ["conv5", "fc3"]
+    for name in back:
+        np.testing.assert_array_equal(back[name].values, layers[name])
+    # a sub-grid (every row and column of channels 2 and 5) fills a grid of its own
+    sub = stacked.isel(neuroid=(stacked["layer"] == "conv5").values
+                       & stacked["channel"].isin([5, 2]).values)
+    np.testing.assert_array_equal(unstack_neuroids(sub)["conv5"].values,
+                                  layers["conv5"][:, [1, 4]])
+
+
+def test_coordinates_along_neuroid_go_on_the_grid_too(act_file, layers):
+    stacked = stack_neuroids(open_act(act_file), ["fc3"])
+    score = stacked.mean("stimulus").assign_coords(rank=("neuroid", np.arange(12)[::-1]))
+    rank = unstack_neuroids(score)["fc3"]["rank"]
+    assert rank.dims == ("channel", "row", "column")
+    np.testing.assert_array_equal(rank.values, np.arange(12)[::-1].reshape(12, 1, 1))
+
+
+def test_a_result_with_missing_units_is_refused(act_file):
+    score = stack_neuroids(open_act(act_file), ["conv5"]).mean("stimulus")
+    with pytest.raises(SelectionError, match=r"the neuroids of layer 'conv5' do not fill its "
+                                             r"channel x row x column grid \(20 x 6 x 7 = 840 "
+                                             r"units, 839 neuroids given\)"):
+        unstack_neuroids(score.isel(neuroid=slice(1, None)))
+
+
+def test_a_result_needs_the_neuroid_coordinates():
+    plain = xr.DataArray(np.zeros(3), dims="neuroid")
+    with pytest.raises(SelectionError, match=r"has dims \('neuroid',\) and lacks layer, "
+                                             r"channel, row, column$"):
         unstack_neuroids(plain)

@@ -23,6 +23,7 @@ from decimal import Decimal
 
 from dnnmask_xr._args import path_arg
 from dnnmask_xr.errors import FormatError
+from dnnmask_xr.formats._kind import is_hdf5, wrong_kind
 
 BOM = "\ufeff"
 LINE_END = re.compile(r"\r\n|\r|\n")
@@ -177,6 +178,8 @@ def read_utf8(path: str | os.PathLike[str], kind: str = "text") -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
+        if is_hdf5(data):
+            raise wrong_kind(path, kind, ".act.h5") from None
         bad = data[error.start : error.start + 1]
         raise FormatError(
             f"byte {bad!r} is not UTF-8; save the file as UTF-8 text",
@@ -192,8 +195,20 @@ def _check_regular(status: os.stat_result, path: str, kind: str) -> None:
     if not stat.S_ISREG(status.st_mode):
         raise FormatError(f"is not a regular file; {_valid(kind)}", path)
     if status.st_size > MAX_TEXT_BYTES:
+        # activation files are often this large: say what it is, not only its size
+        if _starts_hdf5(path):
+            raise wrong_kind(path, kind, ".act.h5")
         raise FormatError(f"holds {status.st_size} bytes, more than the {MAX_TEXT_BYTES} "
                           f"allowed; {_valid(kind)}", path)
+
+
+def _starts_hdf5(path: str) -> bool:
+    try:
+        # without blocking, and only a regular file: the path may have been swapped
+        with open(os.open(path, _OPEN_FLAGS), "rb", closefd=True) as file:
+            return stat.S_ISREG(os.fstat(file.fileno()).st_mode) and is_hdf5(file.read(4096))
+    except OSError:
+        return False
 
 
 def _valid(kind: str) -> str:

@@ -28,6 +28,7 @@ import numpy as np
 from dnnmask_xr._args import mapping_arg
 from dnnmask_xr._atomic import atomic_path
 from dnnmask_xr.errors import DnnMaskError, FormatError
+from dnnmask_xr.formats._kind import looks_like_stim, wrong_kind
 from dnnmask_xr.formats._lines import integer_value, read_utf8, text_lines
 
 __all__ = [
@@ -45,6 +46,7 @@ AXES: tuple[str, ...] = ("channel", "row", "column")
 _FILE_AXIS = {"channel": "chn", "row": "row", "column": "col"}
 _MODEL_AXIS = {short: long for long, short in _FILE_AXIS.items()}
 _FILE_AXES_TEXT = ", ".join(repr(short) for short in _FILE_AXIS.values())
+_AXES_TEXT = ", ".join(repr(name) for name in AXES) + " (or DNNBrain's 'chn', 'col')"
 _LAYER_LINE_EXAMPLE = "a layer line looks like 'conv5=chn,row,col'"
 # Positions are int64 when the file is read; a larger number fits no layer.
 _LARGEST = int(np.iinfo(np.int64).max)
@@ -59,13 +61,15 @@ class LayerMask:
         Axis name (one of :data:`AXES`) to the 1-based numbers of interest
         along it, kept in the order given, repeats included. Axes keep the
         order given too; an axis left out means all of it. Signs and ranges
-        are not checked here: that needs the activation file.
+        are not checked here: that needs the activation file. DNNBrain's
+        names ``chn`` and ``col`` (as in its ``{'conv5': {'chn': [1, 2]}}``)
+        are taken for ``channel`` and ``column``.
 
     Raises
     ------
     DnnMaskError
-        If an axis is unknown, a number is not an integer, or an axis has no
-        number.
+        If an axis is unknown or given twice (``chn`` and ``channel``), a
+        number is not an integer, or an axis has no number.
     """
 
     __slots__ = ("_numbers",)
@@ -73,10 +77,18 @@ class LayerMask:
     def __init__(self, numbers: Mapping[str, Iterable[int]] | None = None) -> None:
         numbers = mapping_arg(numbers, "layer mask", "{'channel': [1, 2, 3]}")
         checked: dict[str, tuple[int, ...]] = {}
-        for axis, values in numbers.items():
+        given_as: dict[str, str] = {}
+        for name, values in numbers.items():
+            # the one place DNNBrain's abbreviations become the model's names
+            axis = _MODEL_AXIS.get(name, name)
             if axis not in AXES:
-                valid = ", ".join(repr(name) for name in AXES)
-                raise DnnMaskError(f"unknown axis {axis!r}; valid axes are {valid}")
+                raise DnnMaskError(f"unknown axis {name!r}; valid axes are {_AXES_TEXT}")
+            if axis in given_as:
+                raise DnnMaskError(
+                    f"axis {axis!r} is given twice, as {given_as[axis]!r} and {name!r}; "
+                    "give its numbers once, under one name"
+                )
+            given_as[axis] = name
             checked[axis] = _check_numbers(axis, values)
         self._numbers = MappingProxyType(checked)
 
@@ -152,7 +164,8 @@ class DnnMask(Mapping[str, LayerMask]):
     ----------
     layers
         Layer name to its mask (a :class:`LayerMask` or a mapping accepted by
-        it). Layer order is kept; layers not named are dropped by a mask.
+        it, such as DNNBrain's ``{'chn': [1, 2], 'row': [3], 'col': [4]}``).
+        Layer order is kept; layers not named are dropped by a mask.
     source
         The ``.dmask.csv`` file the mask was read from, if any (set by
         :func:`read_dmask`). Not part of the mask's value: two masks with the
@@ -178,7 +191,11 @@ class DnnMask(Mapping[str, LayerMask]):
         checked: dict[str, LayerMask] = {}
         for name, mask in layers.items():
             _check_layer_name(name)
-            checked[name] = mask if isinstance(mask, LayerMask) else LayerMask(mask)
+            try:
+                checked[name] = mask if isinstance(mask, LayerMask) else LayerMask(mask)
+            except DnnMaskError as error:
+                # a mask of many layers: say which one is at fault
+                raise type(error)(f"layer {name!r}: {error}") from None
         self._layers = checked
         # absolute, so that it still names the file after a chdir
         self._source = None if source is None else os.path.abspath(source)
@@ -458,9 +475,17 @@ def read_dmask(path: str | os.PathLike[str]) -> DnnMask:
     FormatError
         If the path is missing, unreadable or not a regular file of at most
         256 MiB, or the file is not UTF-8 or breaks the format; the error
-        names the file (and line).
+        names the file (and line). A file that breaks the format but is an
+        HDF5 file or looks like a ``.stim.csv`` is said to be one.
     """
-    return DnnMask(parse_dmask(read_utf8(path, ".dmask.csv"), path), source=path)
+    text = read_utf8(path, ".dmask.csv")
+    try:
+        mask = parse_dmask(text, path)
+    except FormatError:
+        if looks_like_stim(text):
+            raise wrong_kind(path, ".dmask.csv", ".stim.csv") from None
+        raise
+    return DnnMask(mask, source=path)
 
 
 def write_dmask(mask: DnnMask, path: str | os.PathLike[str]) -> None:

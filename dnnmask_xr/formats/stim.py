@@ -24,6 +24,7 @@ import pandas as pd
 
 from dnnmask_xr._atomic import atomic_path
 from dnnmask_xr.errors import DnnMaskError, FormatError, UsageError
+from dnnmask_xr.formats._kind import looks_like_dmask, wrong_kind
 from dnnmask_xr.formats._lines import integer_value, read_utf8, text_lines
 
 __all__ = ["STIM_TYPES", "Stimuli", "format_stim", "parse_stim", "read_stim", "write_stim"]
@@ -280,9 +281,16 @@ def read_stim(path: str | os.PathLike[str]) -> Stimuli:
     FormatError
         If the path is missing, unreadable or not a regular file of at most
         256 MiB, or the file is not UTF-8 or breaks the format; the error
-        names the file (and line).
+        names the file (and line). A file that breaks the format but is an
+        HDF5 file or looks like a ``.dmask.csv`` is said to be one.
     """
-    stimuli = parse_stim(read_utf8(path, ".stim.csv"), path)
+    text = read_utf8(path, ".stim.csv")
+    try:
+        stimuli = parse_stim(text, path)
+    except FormatError:
+        if looks_like_dmask(text):
+            raise wrong_kind(path, ".stim.csv", ".dmask.csv") from None
+        raise
     # the table is already normalised: only the source is added
     object.__setattr__(stimuli, "source", os.path.abspath(path))
     return stimuli
