@@ -22,7 +22,7 @@ from dnnmask_xr.act.select import (
     stimulus_labels,
 )
 from dnnmask_xr.errors import DnnMaskError, SelectionError, UsageError
-from dnnmask_xr.formats.dmask import DnnMask, format_dmask
+from dnnmask_xr.formats.dmask import DNNBRAIN_AXES, DnnMask, format_dmask
 from dnnmask_xr.formats.stim import Stimuli
 
 
@@ -426,10 +426,6 @@ def _as_layer(name: str, array: xr.DataArray) -> xr.DataArray:
     return array.rename(name)
 
 
-#: What a DNNBrain user types for a dim (as in ``.dmask.csv`` and its dicts).
-DIM_ALIASES = {"chn": "channel", "col": "column"}
-
-
 def _indexers(indexers: Mapping[str, Any] | None, kwargs: Mapping[str, Any],
               how: str) -> dict[str, Any]:
     """Merge indexers given both ways, with DNNBrain's dim names, and check them."""
@@ -439,7 +435,7 @@ def _indexers(indexers: Mapping[str, Any] | None, kwargs: Mapping[str, Any],
     known = ("layer", *DIMS)
     merged: dict[str, Any] = {}
     for key, value in given.items():
-        dim = DIM_ALIASES.get(key, key)
+        dim = DNNBRAIN_AXES.get(key, key)
         if dim not in known:
             raise UsageError(f"{how}: {key!r} is not a dim of activations; the dims are "
                              "layer, stimulus, channel (chn), row and column (col)")

@@ -44,7 +44,8 @@ __all__ = [
 AXES: tuple[str, ...] = ("channel", "row", "column")
 
 _FILE_AXIS = {"channel": "chn", "row": "row", "column": "col"}
-_MODEL_AXIS = {short: long for long, short in _FILE_AXIS.items()}
+#: The axis names of DNNBrain's files and dicts (``chn``, ``row``, ``col``) to ours.
+DNNBRAIN_AXES = {short: long for long, short in _FILE_AXIS.items()}
 _FILE_AXES_TEXT = ", ".join(repr(short) for short in _FILE_AXIS.values())
 _AXES_TEXT = ", ".join(repr(name) for name in AXES) + " (or DNNBrain's 'chn', 'col')"
 _LAYER_LINE_EXAMPLE = "a layer line looks like 'conv5=chn,row,col'"
@@ -80,7 +81,7 @@ class LayerMask:
         given_as: dict[str, str] = {}
         for name, values in numbers.items():
             # the one place DNNBrain's abbreviations become the model's names
-            axis = _MODEL_AXIS.get(name, name)
+            axis = DNNBRAIN_AXES.get(name, name)
             if axis not in AXES:
                 raise DnnMaskError(f"unknown axis {name!r}; valid axes are {_AXES_TEXT}")
             if axis in given_as:
@@ -310,7 +311,7 @@ def parse_dmask(text: str, path: str | os.PathLike[str] | None = None) -> DnnMas
             raise FormatError(_missing_numbers_message(name, file_axes, found), path, at)
         layers[name] = LayerMask(
             {
-                _MODEL_AXIS[axis]: _parse_numbers(text_, axis, name, path, at)
+                DNNBRAIN_AXES[axis]: _parse_numbers(text_, axis, name, path, at)
                 for axis, (at, text_) in zip(file_axes, numbers_lines, strict=True)
             }
         )
@@ -343,7 +344,7 @@ def _parse_layer_line(
     # DNNBrain drops empty axis items too, so 'conv5=chn,' means 'conv5=chn'.
     file_axes = [axis.strip() for axis in axes_text.split(",") if axis.strip()]
     for i, axis in enumerate(file_axes):
-        if axis not in _MODEL_AXIS:
+        if axis not in DNNBRAIN_AXES:
             raise FormatError(
                 f"unknown axis {axis!r} in layer {name!r}; valid axes are {_FILE_AXES_TEXT}",
                 path,
