@@ -45,8 +45,10 @@ def test_open_datatree_gives_a_node_per_layer_and_stimuli_on_the_root(act_file, 
     acts = open_act(act_file, stim=stim_file)
     for name in layers:
         node = tree[name].to_dataset(inherit=False)
-        # the stimulus labels are stored once, on the root, not on each node
-        assert "stimulus" not in node.coords and "condition" not in node.coords
+        # the stimulus index is stored once, on the root; each node holds the fields,
+        # which xarray's nodes would not inherit
+        assert "stimulus" not in node.coords
+        assert {"label", "condition", "onset"} <= set(node.coords)
         array = tree[name][name]
         np.testing.assert_array_equal(array.values, layers[name])
         assert array.dtype == layers[name].dtype
