@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager
+from typing import Any, Literal
 
 import h5py
 import xarray as xr
 from xarray.backends import CachingFileManager
 
-from dnnmask_xr._args import bool_arg, path_arg
+from dnnmask_xr._args import bool_arg, lock_arg, path_arg
 from dnnmask_xr.act.checks import NC_SUFFIX
 from dnnmask_xr.act.chunk_read import layer_name
 from dnnmask_xr.act.layout import (
@@ -36,6 +38,7 @@ def open_act(
     chunks: Chunks | None = None,
     cache: bool | None = None,
     allow_external: bool = False,
+    lock: bool | AbstractContextManager[Any] | None = None,
 ) -> Activations:
     """Open the layers of an ``.act.h5`` file, reading metadata only.
 
@@ -68,6 +71,14 @@ def open_act(
         Follow layers whose values live in other files (external links,
         virtual datasets, external raw storage), after checking that each
         target is a regular file; such layers are refused by default.
+    lock
+        Held around each call into the HDF5 library when values are read:
+        None or True (default) for xarray's HDF5 lock, which its own HDF5
+        backends hold too; False for none but the global lock h5py holds
+        around every HDF5 call (still safe in threads, but no longer
+        excluding netCDF4 readers of the same HDF5 library); or a lock of
+        your own (picklable, such as ``dask.utils.SerializableLock()``,
+        for dask's process or distributed schedulers).
 
     Returns
     -------
@@ -81,15 +92,17 @@ def open_act(
         If the file is missing, unreadable, not HDF5, or holds a root object
         that is not a 4-D numeric dataset stored in the file.
     UsageError
-        If ``chunks`` names a dimension layers do not have.
+        If ``chunks`` names a dimension layers do not have, or ``lock`` is
+        not a lock.
     """
     where = path_arg(path, "activation file")
+    lock = lock_arg(lock)
     cache = chunks is None if cache is None else bool_arg(cache, "cache")
     if where.endswith(NC_SUFFIX):
         from dnnmask_xr.netcdf import open_nc
 
         check_readable(where)
-        acts = open_nc(where, chunks=chunks, cache=cache)
+        acts = open_nc(where, chunks=chunks, cache=cache, lock=lock)
         return acts if stim is None else _with_stim(acts, stim)
     # mode="r" is passed on to open_file: a manager unpickled in another
     # process (a dask worker) passes its mode when it reopens the file
@@ -97,7 +110,7 @@ def open_act(
     manager = CachingFileManager(open_file, where, mode="r")
     try:
         layers, attrs, header = _read_metadata(manager.acquire(), where, manager,
-                                               allow_external, cache)
+                                               allow_external, cache, lock)
     except BaseException:
         manager.close()
         raise
@@ -119,7 +132,7 @@ def _with_stim(acts: Activations, stim: str | os.PathLike[str] | Stimuli) -> Act
 
 def _read_metadata(
     root: h5py.File, where: str, manager: CachingFileManager, allow_external: bool,
-    cache: bool,
+    cache: bool, lock: AbstractContextManager[Any] | Literal[False] | None,
 ) -> tuple[dict[str, xr.DataArray], dict[str, object], dict[str, str]]:
     layers = {}
     for name, dataset in layer_datasets(root, where, allow_external=allow_external).items():
@@ -127,7 +140,7 @@ def _read_metadata(
         # is refused then, as the writer refuses it), so that opening a file
         # of many layers costs only what the layers used need
         data = as_variable_data(LayerArray(manager, where, name, dataset.shape,
-                                           dataset.dtype), cache)
+                                           dataset.dtype, lock), cache)
         numbers = decode_unit_labels(dataset, repr(where))
         layers[name] = xr.DataArray(xr.Variable(DIMS, data), coords=numbers, name=name)
         layers[name].encoding = _encoding(dataset, where)
