@@ -87,8 +87,9 @@ class LayerArray(BackendArray):
         self.name = name
         self.shape = shape
         self.dtype = dtype
-        # None here: no lock of ours
-        self.lock = HDF5_LOCK if lock is None else None if lock is False else lock
+        # None is looked up at each read: an array pickled into another process
+        # then holds that process's HDF5 lock, the one its xarray backends hold
+        self.lock = lock
         # the open file and the layer's checked gzip index in it (None: HDF5
         # reads it), from the first read in this process
         self._opened: tuple[h5py.File, ChunkIndex | None] | None = None
@@ -109,9 +110,10 @@ class LayerArray(BackendArray):
         )
 
     def _read(self, key: tuple[Any, ...]) -> np.ndarray:
-        with contextlib.nullcontext() if self.lock is None else self.lock:
+        lock = HDF5_LOCK if self.lock is None else None if self.lock is False else self.lock
+        with contextlib.nullcontext() if lock is None else lock:
             # without a lock of ours the manager's own guards its open files
-            root = self.manager.acquire(needs_lock=self.lock is None)
+            root = self.manager.acquire(needs_lock=lock is None)
             try:
                 index = self._chunk_index(root)
                 if index is None:
@@ -121,7 +123,7 @@ class LayerArray(BackendArray):
                 raise ActFileError(
                     f"{root.filename!r}: cannot read layer {self.name!r} ({err})"
                 ) from None
-        return read_chunks(index, key, lock=self.lock)
+        return read_chunks(index, key, lock=lock)
 
     def _chunk_index(self, root: h5py.File) -> ChunkIndex | None:
         """Give the layer's checked gzip index in ``root``, None to let HDF5 read it."""
