@@ -64,3 +64,22 @@ def is_count(value: object) -> bool:
     """Tell whether ``value`` is a positive integer (a bool is not one)."""
     return (isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
             and value >= 1)
+
+
+def lock_arg(value: object) -> Any:
+    """Return ``lock=`` as a lock, False for none, or None for xarray's HDF5 lock.
+
+    True means the default lock, as None does.
+
+    Raises
+    ------
+    UsageError
+        If ``value`` is neither None, a bool, nor a lock (an object with
+        ``acquire``, ``release`` and the context-manager methods).
+    """
+    if value is None or value is True or value is False:
+        return None if value is True else value
+    if all(hasattr(value, name) for name in ("acquire", "release", "__enter__", "__exit__")):
+        return value
+    raise UsageError(f"lock={value!r} is not a lock; give None (xarray's HDF5 lock), False "
+                     "(h5py's own alone), or a lock such as dask.utils.SerializableLock()")

@@ -12,18 +12,26 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Union
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Union
 
 from xarray.backends import BackendEntrypoint
 
 if TYPE_CHECKING:
     import xarray as xr
 
+    from dnnmask_xr.activations import Activations
     from dnnmask_xr.formats.stim import Stimuli
 
 # xarray imports every backend's entry point for every open_dataset call of
 # every user: the package itself is imported only when a file is opened here.
 StimArg = Union[str, os.PathLike, "Stimuli", None]
+#: ``lock=``: None or True for xarray's HDF5 lock, False for h5py's own alone, or a lock.
+LockArg = Union[bool, "AbstractContextManager[Any]", None]
+
+#: xarray's decoding keywords, which it passes to every backend that names them.
+DECODERS = ("mask_and_scale", "decode_times", "concat_characters", "decode_coords",
+            "use_cftime", "decode_timedelta")
 
 
 class DnnActBackendEntrypoint(BackendEntrypoint):
@@ -32,13 +40,20 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
     ``xr.open_datatree(path, engine="dnnact")`` gives the stimuli on the
     root and one node per layer; ``xr.open_dataset(path, engine="dnnact",
     group="conv5")`` (or ``open_dataarray``) gives one layer. Both take
-    ``stim=``, a ``.stim.csv`` path, and ``allow_external=``, like
+    ``stim=``, a ``.stim.csv`` path, ``allow_external=`` and ``lock=``, like
     :func:`~dnnmask_xr.open_act`.
+
+    xarray's decoding keywords (``mask_and_scale``, ``decode_times``,
+    ``decode_timedelta``, ``use_cftime``, ``concat_characters``,
+    ``decode_coords``, and ``decode_cf``, which xarray turns into them) are
+    accepted and have nothing to do: layers hold plain numbers with no
+    fill value, scale or time units, and the stimulus fields are
+    coordinates by the file's layout, not by a CF attribute.
     """
 
     description = "Open DNNBrain activation files (.act.h5) as labelled, lazy layers"
-    open_dataset_parameters = ("filename_or_obj", "drop_variables", "group", "stim",
-                               "allow_external")
+    open_dataset_parameters = ("filename_or_obj", "drop_variables", *DECODERS, "group",
+                               "stim", "allow_external", "lock")
     supports_groups = True
 
     def open_dataset(
@@ -46,9 +61,16 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
         filename_or_obj: str | os.PathLike[str],
         *,
         drop_variables: str | Iterable[str] | None = None,
+        mask_and_scale: object = None,
+        decode_times: object = None,
+        concat_characters: object = None,
+        decode_coords: object = None,
+        use_cftime: object = None,
+        decode_timedelta: object = None,
         group: str | None = None,
         stim: StimArg = None,
         allow_external: bool = False,
+        lock: LockArg = None,
     ) -> xr.Dataset:
         """Open one layer (``group="conv5"``), or the root's stimuli (``group="/"``).
 
@@ -56,10 +78,8 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
         """
         from dnnmask_xr.datatree import to_datatree
         from dnnmask_xr.errors import SelectionError
-        from dnnmask_xr.reader import open_act
 
-        acts = open_act(filename_or_obj, stim=stim, allow_external=allow_external,
-                        cache=False)
+        acts = _open(filename_or_obj, stim, allow_external, lock)
         name = None if group is None else group.strip("/")
         if name is None and len(acts) != 1:
             acts.close()
@@ -71,11 +91,7 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
         if name == "":
             dataset = to_datatree(acts).to_dataset()
         else:
-            try:
-                dataset = acts[name or next(iter(acts))].to_dataset()
-            except KeyError as err:
-                acts.close()
-                raise SelectionError(err.args[0]) from None
+            dataset = _layer(acts, name or next(iter(acts))).to_dataset()
         dataset.set_close(acts.close)
         return _drop(dataset, drop_variables)
 
@@ -84,38 +100,67 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
         filename_or_obj: str | os.PathLike[str],
         *,
         drop_variables: str | Iterable[str] | None = None,
+        mask_and_scale: object = None,
+        decode_times: object = None,
+        concat_characters: object = None,
+        decode_coords: object = None,
+        use_cftime: object = None,
+        decode_timedelta: object = None,
+        group: str | None = None,
         stim: StimArg = None,
         allow_external: bool = False,
+        lock: LockArg = None,
     ) -> xr.DataTree:
-        """Open every layer: the stimuli on the root, one node per layer."""
-        from dnnmask_xr.datatree import to_datatree
-        from dnnmask_xr.reader import open_act
+        """Open every layer: the stimuli on the root, one node per layer.
 
-        acts = open_act(filename_or_obj, stim=stim, allow_external=allow_external,
-                        cache=False)
-        tree = to_datatree(acts)
+        With ``group="conv5"``, the tree of that node alone, as xarray's
+        netCDF backends open a group: the layer, its stimuli and numbers.
+        """
+        import xarray as xr
+
+        from dnnmask_xr.datatree import to_datatree
+
+        acts = _open(filename_or_obj, stim, allow_external, lock)
+        name = "" if group is None else group.strip("/")
+        if name:
+            tree = xr.DataTree(_layer(acts, name).to_dataset(), name=name)
+        else:
+            tree = to_datatree(acts)
         if drop_variables:
             tree = tree.map_over_datasets(lambda dataset: _drop(dataset, drop_variables))
-            tree.set_close(acts.close)
+        tree.set_close(acts.close)
         return tree
 
     def open_groups_as_dict(
-        self,
-        filename_or_obj: str | os.PathLike[str],
-        *,
-        drop_variables: str | Iterable[str] | None = None,
-        stim: StimArg = None,
-        allow_external: bool = False,
+        self, filename_or_obj: str | os.PathLike[str], **kwargs: Any
     ) -> dict[str, xr.Dataset]:
-        """Open every node of :meth:`open_datatree` as a dataset, by path."""
-        tree = self.open_datatree(filename_or_obj, drop_variables=drop_variables, stim=stim,
-                                  allow_external=allow_external)
+        """Open every node of :meth:`open_datatree` (same keywords) as a dataset, by path."""
+        tree = self.open_datatree(filename_or_obj, **kwargs)
         return {node.path: node.to_dataset(inherit=False) for node in tree.subtree}
 
     def guess_can_open(self, filename_or_obj: object) -> bool:
         """Claim paths ending in ``.act.h5``."""
         return isinstance(filename_or_obj, str | os.PathLike) and os.fspath(
             filename_or_obj).endswith(".act.h5")
+
+
+def _open(filename_or_obj: str | os.PathLike[str], stim: StimArg, allow_external: bool,
+          lock: LockArg) -> Activations:
+    from dnnmask_xr.reader import open_act
+
+    # uncached: xarray wraps the layers in its own cache when cache= says so
+    return open_act(filename_or_obj, stim=stim, allow_external=allow_external, lock=lock,
+                    cache=False)
+
+
+def _layer(acts: Activations, name: str) -> xr.DataArray:
+    from dnnmask_xr.errors import SelectionError
+
+    try:
+        return acts[name]
+    except KeyError as err:
+        acts.close()
+        raise SelectionError(err.args[0]) from None
 
 
 def _drop(dataset: xr.Dataset, names: str | Iterable[str] | None) -> xr.Dataset:

@@ -47,7 +47,9 @@ def chunk_layer(array: xr.DataArray, chunks: Chunks) -> xr.DataArray:
     Returns
     -------
     xarray.DataArray
-        The same layer, dask-backed; nothing is read.
+        The same layer, its values dask-backed (nothing is read); its
+        coordinates (the unit numbers, stimulus labels and fields) stay
+        numpy arrays.
 
     Raises
     ------
@@ -87,4 +89,9 @@ def chunk_layer(array: xr.DataArray, chunks: Chunks) -> xr.DataArray:
     limit = min(AUTO_CHUNK_BYTES, parse_bytes(dask.config.get("array.chunk-size")))
     sizes = normalize_chunks(wanted, array.shape, dtype=array.dtype, previous_chunks=previous,
                              limit=limit)
-    return array.chunk(dict(zip(array.dims, sizes, strict=True)))
+    chunked = array.chunk(dict(zip(array.dims, sizes, strict=True)))
+    # the values alone: stimulus fields as dask arrays would be computed at each
+    # use (a groupby, a to_zarr that must look at object text to type it)
+    fields = {name: coord.variable.compute() for name, coord in array.coords.items()
+              if name not in array.xindexes}
+    return chunked.assign_coords(fields)

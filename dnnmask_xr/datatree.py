@@ -5,15 +5,19 @@ The tree of activations ``acts`` is::
     /                  coords: stimulus (index) and the stimulus fields
                        (label, condition, ...) along it; attrs: provenance;
                        stimulus.attrs: the .stim.csv header (type, path, ...)
-    /conv5             coords: channel, row, column; data: conv5
-    /fc3               coords: channel, row, column; data: fc3
+    /conv5             coords: the stimulus fields, channel, row, column;
+                       data: conv5
+    /fc3               coords: the stimulus fields, channel, row, column;
+                       data: fc3
 
 Each layer node holds one variable named after the layer, with dims
 ``(stimulus, channel, row, column)``. The ``stimulus`` index is stored once,
-on the root, and every layer node inherits it; the other stimulus fields
-are not indexes, and xarray lets nodes inherit indexed coordinates only, so
-they are on the root alone (``tree.condition``), and
-:func:`from_datatree` puts them back on every layer.
+on the root, and every layer node inherits it. xarray's nodes inherit
+indexes only, not the other coordinates, so the stimulus fields are on
+every layer node as well as on the root: ``tree["conv5"]["conv5"]`` is
+labelled as ``acts["conv5"]`` is, and ``.groupby("condition")`` works on
+it as on the tree's root. The ``.nc`` files :func:`~dnnmask_xr.save_act`
+writes hold the same layout, so ``xr.open_datatree`` opens this tree.
 """
 
 from __future__ import annotations
@@ -42,8 +46,9 @@ def to_datatree(acts: Activations | Mapping[str, xr.DataArray]) -> xr.DataTree:
         The root holds the ``stimulus`` coordinate (with the stimulus-table
         header as its attributes), the other stimulus fields along it, and
         ``acts.attrs``; each child, named after a layer in order, holds
-        that layer under its own name with its ``channel``, ``row`` and
-        ``column`` numbers. Closing the tree closes ``acts``.
+        that layer under its own name with the stimulus fields and its
+        ``channel``, ``row`` and ``column`` numbers, and inherits the
+        ``stimulus`` index. Closing the tree closes ``acts``.
 
     Raises
     ------
@@ -70,7 +75,8 @@ def to_datatree(acts: Activations | Mapping[str, xr.DataArray]) -> xr.DataTree:
                     "needs distinct names: rename the layer, as in "
                     f"Activations({{'{name}_layer': acts[{name!r}], ...}})"
                 )
-            nodes[name] = array.drop_vars(["stimulus", *fields]).to_dataset(name=name)
+            # the node inherits the root's stimulus index, not its other coordinates
+            nodes[name] = array.drop_vars("stimulus").to_dataset(name=name)
     tree = xr.DataTree.from_dict({"/": root, **nodes})
     tree.set_close(acts.close)
     return tree
@@ -89,17 +95,19 @@ def from_datatree(tree: xr.DataTree) -> Activations:
     Returns
     -------
     Activations
-        The layers in node order, each labelled with the root's stimulus
-        fields; ``attrs`` from the root's attributes, the stimulus-table
-        header from those of its ``stimulus`` coordinate, ``source`` from
-        ``tree.encoding`` (set when the tree was read from a file). Closing
-        them closes the tree.
+        The layers in node order, each labelled with the stimulus fields
+        (the root's where its node has none, as in trees and ``.nc`` files
+        made before layer nodes held them); ``attrs`` from the root's
+        attributes, the stimulus-table header from those of its
+        ``stimulus`` coordinate, ``source`` from ``tree.encoding`` (set
+        when the tree was read from a file). Closing them closes the tree.
 
     Raises
     ------
     DnnMaskError
-        If the root holds variables, or a node is nested deeper than one
-        level or holds other than one variable.
+        If the root holds variables, a node is nested deeper than one
+        level or holds other than one variable, or a node's stimulus field
+        differs from the root's.
     """
     if not isinstance(tree, xr.DataTree):
         raise DnnMaskError(f"from_datatree takes an xarray.DataTree, not a "
@@ -132,7 +140,15 @@ def from_datatree(tree: xr.DataTree) -> Activations:
         # the header lives in stim_header; layers carry bare stimulus labels
         stimulus = layer["stimulus"].variable.copy(deep=False)
         stimulus.attrs = {}
-        layers[name] = layer.assign_coords(fields).assign_coords(stimulus=stimulus)
+        for key, coord in fields.items():
+            # both copies are the user's to change: refuse to pick one
+            if key in layer.coords and not layer[key].variable.equals(coord.variable):
+                raise DnnMaskError(
+                    f"node {node.path!r} holds stimulus field {key!r} with values other "
+                    "than the root's; a tree of activations holds each field alike on the "
+                    "root and on every layer node: change it on all of them")
+        inherited = {key: coord for key, coord in fields.items() if key not in layer.coords}
+        layers[name] = layer.assign_coords(inherited).assign_coords(stimulus=stimulus)
     header = {}
     if "stimulus" in tree.coords:
         header = {str(key): str(value) for key, value in tree["stimulus"].attrs.items()}

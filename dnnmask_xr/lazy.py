@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import h5py
 import numpy as np
@@ -48,16 +48,29 @@ class LayerArray(BackendArray):
         The layer's dataset name at the file's root.
     shape, dtype
         The dataset's shape and dtype, read once when the file was opened.
+    lock
+        Held around each HDF5 call: None for xarray's HDF5 lock (the one its
+        h5netcdf and netCDF4 backends hold, so that no two threads are in
+        the HDF5 library at once), False for none but h5py's own, or a lock
+        of the caller's (picklable, such as dask's ``SerializableLock``, for
+        the array to travel to other processes).
 
     Notes
     -----
     A gzip layer is read by the chunk reader ``dnn_mask`` uses
     (:func:`~dnnmask_xr.act.chunk_read.fill_from_chunks`): each chunk a key
-    touches is read as stored (one HDF5 call under xarray's HDF5 lock),
-    inflated outside the lock and placed into the output, on the shared read
-    pool when the read is made from the main thread, in the reading thread
+    touches is read as stored (one HDF5 call under the lock), inflated
+    outside the lock and placed into the output, on the shared read pool
+    when the read is made from the main thread, in the reading thread
     otherwise (a dask worker's). Other layers are read by HDF5 in one call
     under the lock.
+
+    Without a lock of ours (``lock=False``) reads are still safe: h5py
+    holds its own global lock around every call into the HDF5 library,
+    which is not thread-safe, and the file manager's lock guards opening
+    the file. What is lost is the exclusion of other HDF5 users that do not
+    go through h5py (netCDF4 linked to the same HDF5 library) and hold
+    xarray's lock instead.
     """
 
     def __init__(
@@ -67,12 +80,16 @@ class LayerArray(BackendArray):
         name: str,
         shape: tuple[int, ...],
         dtype: np.dtype,
+        lock: contextlib.AbstractContextManager[Any] | Literal[False] | None = None,
     ) -> None:
         self.manager = manager
         self.path = path
         self.name = name
         self.shape = shape
         self.dtype = dtype
+        # None is looked up at each read: an array pickled into another process
+        # then holds that process's HDF5 lock, the one its xarray backends hold
+        self.lock = lock
         # the open file and the layer's checked gzip index in it (None: HDF5
         # reads it), from the first read in this process
         self._opened: tuple[h5py.File, ChunkIndex | None] | None = None
@@ -93,8 +110,10 @@ class LayerArray(BackendArray):
         )
 
     def _read(self, key: tuple[Any, ...]) -> np.ndarray:
-        with HDF5_LOCK:
-            root = self.manager.acquire(needs_lock=False)
+        lock = HDF5_LOCK if self.lock is None else None if self.lock is False else self.lock
+        with contextlib.nullcontext() if lock is None else lock:
+            # without a lock of ours the manager's own guards its open files
+            root = self.manager.acquire(needs_lock=lock is None)
             try:
                 index = self._chunk_index(root)
                 if index is None:
@@ -104,7 +123,7 @@ class LayerArray(BackendArray):
                 raise ActFileError(
                     f"{root.filename!r}: cannot read layer {self.name!r} ({err})"
                 ) from None
-        return read_chunks(index, key, lock=HDF5_LOCK)
+        return read_chunks(index, key, lock=lock)
 
     def _chunk_index(self, root: h5py.File) -> ChunkIndex | None:
         """Give the layer's checked gzip index in ``root``, None to let HDF5 read it."""

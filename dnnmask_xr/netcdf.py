@@ -6,6 +6,8 @@ Their layout is described in :mod:`dnnmask_xr.act.nc`, which writes them.
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager
+from typing import Any, Literal
 
 import xarray as xr
 from xarray.backends import CachingFileManager
@@ -19,7 +21,8 @@ from dnnmask_xr.lazy import LayerArray, as_variable_data
 
 
 def open_nc(
-    path: str | os.PathLike[str], *, chunks: Chunks | None = None, cache: bool = True
+    path: str | os.PathLike[str], *, chunks: Chunks | None = None, cache: bool = True,
+    lock: AbstractContextManager[Any] | Literal[False] | None = None,
 ) -> Activations:
     """Open the layers of a netCDF4 file written by :func:`save_nc`.
 
@@ -34,6 +37,9 @@ def open_nc(
         layers, otherwise dask-backed layers chunked like the file.
     cache
         Keep values once read; :func:`~dnnmask_xr.open_act` passes its own.
+    lock
+        As for :func:`~dnnmask_xr.open_act` (None, False or a lock; checked
+        there): held around the HDF5 calls that read labels and values.
 
     Returns
     -------
@@ -51,7 +57,7 @@ def open_nc(
         # phony_dims: a file not written here may lack dimension scales; it
         # then fails the layout check below rather than on opening
         tree = xr.open_datatree(where, engine="h5netcdf", cache=False, phony_dims="access",
-                                decode_times=False, decode_timedelta=False)
+                                decode_times=False, decode_timedelta=False, lock=lock)
     except (OSError, ValueError) as err:
         raise ActFileError(f"cannot read {where!r} as netCDF4 ({err})") from None
     try:
@@ -68,7 +74,8 @@ def open_nc(
         text = {key: coord.astype(object) for key, coord in array.coords.items()
                 if coord.dtype.kind == "U"}
         variable = next(iter(tree[name].data_vars))
-        values = LayerArray(manager, where, f"/{name}/{variable}", array.shape, array.dtype)
+        values = LayerArray(manager, where, f"/{name}/{variable}", array.shape, array.dtype,
+                            lock)
         encoding = array.encoding
         array = xr.DataArray(xr.Variable(array.dims, as_variable_data(values, cache),
                                          attrs=array.attrs),

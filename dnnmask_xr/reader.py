@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Literal
 
 import h5py
 import xarray as xr
 from xarray.backends import CachingFileManager
 
-from dnnmask_xr._args import bool_arg, path_arg
+from dnnmask_xr._args import bool_arg, lock_arg, path_arg
 from dnnmask_xr.act.checks import NC_SUFFIX, SYSTEM_ATTRS
 from dnnmask_xr.act.chunk_read import layer_name
 from dnnmask_xr.act.layout import (
@@ -41,6 +43,7 @@ def open_act(
     chunks: Chunks | None = None,
     cache: bool | None = None,
     allow_external: bool = False,
+    lock: bool | AbstractContextManager[Any] | None = None,
 ) -> Activations:
     """Open the layers of an ``.act.h5`` file, reading metadata only.
 
@@ -77,6 +80,14 @@ def open_act(
         Follow layers whose values live in other files (external links,
         virtual datasets, external raw storage), after checking that each
         target is a regular file; such layers are refused by default.
+    lock
+        Held around each call into the HDF5 library when values are read:
+        None or True (default) for xarray's HDF5 lock, which its own HDF5
+        backends hold too; False for none but the global lock h5py holds
+        around every HDF5 call (still safe in threads, but no longer
+        excluding netCDF4 readers of the same HDF5 library); or a lock of
+        your own (picklable, such as ``dask.utils.SerializableLock()``,
+        for dask's process or distributed schedulers).
 
     Returns
     -------
@@ -90,11 +101,13 @@ def open_act(
         If the file is missing, unreadable, not HDF5, or holds a root object
         that is not a 4-D numeric dataset stored in the file.
     UsageError
-        If ``chunks`` names a dimension layers do not have.
+        If ``chunks`` names a dimension layers do not have, or ``lock`` is
+        not a lock.
     SelectionError
         If the stimulus table does not fit, or (for a list of files) a
         stimulus ID is in two files.
     """
+    lock = lock_arg(lock)
     cache = chunks is None if cache is None else bool_arg(cache, "cache")
     if isinstance(path, list | tuple):
         from dnnmask_xr.file_set import open_file_set
@@ -102,7 +115,8 @@ def open_act(
         allow = bool_arg(allow_external, "allow_external")
         return open_file_set(
             path, stim,
-            lambda one, table: open_act(one, stim=table, cache=False, allow_external=allow),
+            lambda one, table: open_act(one, stim=table, cache=False, allow_external=allow,
+                                        lock=lock),
             chunks=chunks, cache=cache)
     if isinstance(stim, list | tuple):
         raise UsageError(f"stim= lists {len(stim)} stimulus tables for one file; give one "
@@ -112,7 +126,7 @@ def open_act(
         from dnnmask_xr.netcdf import open_nc
 
         check_readable(where)
-        acts = open_nc(where, chunks=chunks, cache=cache)
+        acts = open_nc(where, chunks=chunks, cache=cache, lock=lock)
         return acts if stim is None else _with_stim(acts, stim)
     # mode="r" is passed on to open_file: a manager unpickled in another
     # process (a dask worker) passes its mode when it reopens the file
@@ -120,7 +134,7 @@ def open_act(
     manager = CachingFileManager(open_file, where, mode="r")
     try:
         layers, attrs, header = _read_metadata(manager.acquire(), where, manager,
-                                               allow_external, cache)
+                                               allow_external, cache, lock)
     except BaseException:
         manager.close()
         raise
@@ -142,7 +156,7 @@ def _with_stim(acts: Activations, stim: StimArg) -> Activations:
 
 def _read_metadata(
     root: h5py.File, where: str, manager: CachingFileManager, allow_external: bool,
-    cache: bool,
+    cache: bool, lock: AbstractContextManager[Any] | Literal[False] | None,
 ) -> tuple[dict[str, xr.DataArray], dict[str, object], dict[str, str]]:
     layers = {}
     for name, dataset in layer_datasets(root, where, allow_external=allow_external).items():
@@ -150,7 +164,7 @@ def _read_metadata(
         # is refused then, as the writer refuses it), so that opening a file
         # of many layers costs only what the layers used need
         data = as_variable_data(LayerArray(manager, where, name, dataset.shape,
-                                           dataset.dtype), cache)
+                                           dataset.dtype, lock), cache)
         numbers = decode_unit_labels(dataset, repr(where))
         # the layer's own attributes (DNNBrain ignores them), not its labels
         attrs = read_attrs(dataset, repr(where), lambda key: not _is_label(key))

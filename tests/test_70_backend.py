@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+
+import dask
 import h5py
 import numpy as np
 import pytest
 import xarray as xr
 
 import dnnmask_xr.lazy
-from dnnmask_xr import SelectionError, open_act
+from dnnmask_xr import Activations, SelectionError, UsageError, open_act, save_act
 from dnnmask_xr.backend import DnnActBackendEntrypoint
 
 
@@ -45,8 +48,10 @@ def test_open_datatree_gives_a_node_per_layer_and_stimuli_on_the_root(act_file, 
     acts = open_act(act_file, stim=stim_file)
     for name in layers:
         node = tree[name].to_dataset(inherit=False)
-        # the stimulus labels are stored once, on the root, not on each node
-        assert "stimulus" not in node.coords and "condition" not in node.coords
+        # the stimulus index is stored once, on the root; each node holds the fields,
+        # which xarray's nodes would not inherit
+        assert "stimulus" not in node.coords
+        assert {"label", "condition", "onset"} <= set(node.coords)
         array = tree[name][name]
         np.testing.assert_array_equal(array.values, layers[name])
         assert array.dtype == layers[name].dtype
@@ -130,3 +135,136 @@ def test_several_layers_need_a_group(act_file):
     with pytest.raises(SelectionError, match=r"holds 2 layers \(conv5, fc3\); open one with "
                                              r"group=, e\.g\. group='conv5'"):
         xr.open_dataarray(act_file, engine="dnnact")
+
+
+#: xarray's own keywords, as its netCDF backends take them: accepted, nothing to decode.
+KEYWORDS = [
+    {"decode_times": False}, {"decode_timedelta": False}, {"use_cftime": False},
+    {"mask_and_scale": False}, {"decode_coords": False}, {"concat_characters": False},
+    {"decode_cf": False}, {"lock": None}, {"lock": False}, {"lock": True},
+]
+
+
+@pytest.fixture
+def parts(act_file, stim_file, tmp_path):
+    """The stimuli of act_file in two .act.h5 files: 2 stimuli, then 3."""
+    acts = open_act(act_file, stim=stim_file)
+    paths = []
+    for number, stimuli in enumerate([slice(0, 2), slice(2, 5)]):
+        paths.append(tmp_path / f"part{number}.act.h5")
+        save_act(Activations({name: layer.isel(stimulus=stimuli)
+                              for name, layer in acts.items()}), paths[-1])
+    return paths
+
+
+@pytest.mark.parametrize("keywords", KEYWORDS, ids=lambda kw: "-".join(map(str, kw.items())))
+def test_xarrays_keywords_are_taken_by_every_opener(act_file, stim_file, layers, parts,
+                                                    keywords):
+    with xr.open_dataset(act_file, engine="dnnact", group="conv5", stim=stim_file,
+                         **keywords) as layer:
+        np.testing.assert_array_equal(layer["conv5"].values, layers["conv5"])
+        assert layer["condition"].values.tolist() == ["dog", "cat", "dog", "cat", "dog"]
+    with xr.open_datatree(act_file, engine="dnnact", **keywords) as tree:
+        np.testing.assert_array_equal(tree["fc3/fc3"].values, layers["fc3"])
+    assert list(xr.open_groups(act_file, engine="dnnact", **keywords)) == ["/", "/conv5",
+                                                                           "/fc3"]
+    with xr.open_mfdataset(parts, engine="dnnact", group="conv5", combine="nested",
+                           concat_dim="stimulus", **keywords) as joined:
+        np.testing.assert_array_equal(joined["conv5"].values, layers["conv5"])
+
+
+def test_open_mfdataset_joins_a_layer_of_many_files(act_file, stim_file, layers, parts):
+    with xr.open_mfdataset(parts, engine="dnnact", group="fc3", combine="nested",
+                           concat_dim="stimulus") as joined:
+        assert joined["fc3"].chunks is not None
+        np.testing.assert_array_equal(joined["fc3"].values,
+                                      np.concatenate([layers["fc3"][:2], layers["fc3"][2:]]))
+        assert joined["stimulus"].values.tolist() == [f"img{i}.png" for i in range(5)]
+        assert joined["onset"].values.tolist() == [0.0, 0.5, 1.0, 1.5, 2.0]
+        np.testing.assert_array_equal(joined["channel"].values, np.arange(1, 13))
+
+
+class CountingLock:
+    """A lock that counts how often it is taken."""
+
+    def __init__(self) -> None:
+        self.lock, self.taken = threading.Lock(), 0
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        self.taken += 1
+        return self.lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self.lock.release()
+
+    def __enter__(self) -> CountingLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+@pytest.mark.parametrize("opener", ["dataset", "datatree", "mfdataset", "open_act-nc"])
+def test_reads_hold_the_lock_given(act_file, layers, parts, opener, tmp_path):
+    lock = CountingLock()
+    if opener == "open_act-nc":
+        save_act(open_act(act_file), tmp_path / "out.nc")
+        opened = open_act(tmp_path / "out.nc", lock=lock)
+        array = opened["conv5"]
+    elif opener == "dataset":
+        opened = xr.open_dataset(act_file, engine="dnnact", group="conv5", lock=lock)
+        array = opened["conv5"]
+    elif opener == "datatree":
+        opened = xr.open_datatree(act_file, engine="dnnact", lock=lock)
+        array = opened["conv5/conv5"]
+    else:
+        opened = xr.open_mfdataset(parts, engine="dnnact", group="conv5", combine="nested",
+                                   concat_dim="stimulus", lock=lock)
+        array = opened["conv5"]
+    assert lock.taken == 0
+    np.testing.assert_array_equal(array.values, layers["conv5"])
+    assert lock.taken > 0
+    opened.close()
+
+
+@pytest.mark.parametrize(("lock", "holds_xarrays"), [(None, True), (True, True),
+                                                     (False, False)])
+def test_the_default_lock_is_xarrays_hdf5_lock_and_false_is_none(act_file, layers,
+                                                                  monkeypatch, lock,
+                                                                  holds_xarrays):
+    hdf5_lock = CountingLock()
+    monkeypatch.setattr(dnnmask_xr.lazy, "HDF5_LOCK", hdf5_lock)
+    with xr.open_dataset(act_file, engine="dnnact", group="conv5", lock=lock,
+                         chunks={}) as layer:
+        assert len(layer["conv5"].data.blocks.ravel()) > 1
+        # dask's threads read at once: without a lock of ours, h5py's own keeps HDF5 safe
+        with dask.config.set(scheduler="threads", num_workers=4):
+            np.testing.assert_array_equal(layer["conv5"].values, layers["conv5"])
+    assert (hdf5_lock.taken > 0) == holds_xarrays
+
+
+def test_a_lock_that_is_not_one_is_refused(act_file):
+    with pytest.raises(UsageError, match=r"^lock='yes' is not a lock; give None \(xarray's "
+                                         r"HDF5 lock\), False"):
+        xr.open_dataset(act_file, engine="dnnact", group="conv5", lock="yes")
+
+
+def test_open_datatree_of_a_group_gives_that_layer_with_its_stimuli(act_file, stim_file,
+                                                                     layers):
+    with xr.open_datatree(act_file, engine="dnnact", group="fc3", stim=stim_file) as tree:
+        assert not tree.children and list(tree.data_vars) == ["fc3"]
+        np.testing.assert_array_equal(tree["fc3"].values, layers["fc3"])
+        assert tree["stimulus"].values.tolist() == [f"img{i}.png" for i in range(5)]
+        assert tree["condition"].values.tolist() == ["dog", "cat", "dog", "cat", "dog"]
+    with pytest.raises(SelectionError, match="'conv6' is not a layer"):
+        xr.open_datatree(act_file, engine="dnnact", group="conv6")
+
+
+def test_chunks_leave_the_unit_numbers_and_stimulus_labels_numpy(act_file, stim_file):
+    with xr.open_dataset(act_file, engine="dnnact", group="conv5", stim=stim_file,
+                         chunks={}) as layer:
+        assert layer["conv5"].chunks is not None
+        for name in ("stimulus", "channel", "row", "column"):
+            assert name in layer.indexes
+            assert not hasattr(layer[name].variable._data, "__dask_graph__"), name

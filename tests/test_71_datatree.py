@@ -49,7 +49,9 @@ def test_tree_has_stimuli_on_the_root_and_a_node_per_layer(acts):
     assert conv5.dims == DIMS
     assert list(conv5.channel.values) == [8, 3, 16]
     assert list(conv5.stimulus.values) == [f"img{i}.png" for i in range(5)]
-    assert set(tree["conv5"].to_dataset(inherit=False).coords) == {"channel", "row", "column"}
+    # the stimulus index is inherited from the root; the fields are on the node too
+    assert list(tree["conv5"].to_dataset(inherit=False).coords) == [
+        "channel", "row", "column", "label", "condition", "onset"]
 
 
 def test_activations_to_tree_and_back_is_exact(acts):
@@ -80,6 +82,44 @@ def test_selecting_stimuli_on_the_tree_by_a_field(acts, layers):
     cats = tree.sel(stimulus=tree.condition == "cat")
     np.testing.assert_array_equal(cats["fc3/fc3"].values, layers["fc3"][[1, 3]])
     assert list(cats["stimulus"].values) == ["img1.png", "img3.png"]
+
+
+def test_a_layer_node_groups_by_a_stimulus_field(acts, layers):
+    tree = to_datatree(acts)
+    conv5 = tree["conv5"]["conv5"]
+    means = conv5.groupby("condition").mean()
+    assert list(means.condition.values) == ["cat", "dog"]
+    np.testing.assert_allclose(means.sel(condition="cat").values,
+                               layers["conv5"][[1, 3]][:, [7, 2, 15]].mean(axis=0))
+    for name in ("label", "condition", "onset"):
+        np.testing.assert_array_equal(conv5[name].values, acts["conv5"][name].values)
+        np.testing.assert_array_equal(tree["fc3"][name].values, tree[name].values)
+
+
+def test_a_tree_with_fields_on_the_root_alone_gives_them_to_every_layer(acts):
+    # as trees were made, and .nc files written, before layer nodes held the fields
+    tree = to_datatree(acts)
+    fields = ["label", "condition", "onset"]
+    bare = xr.DataTree.from_dict({
+        "/": tree.to_dataset(inherit=False),
+        **{name: tree[name].to_dataset(inherit=False).drop_vars(fields) for name in acts},
+    })
+    assert "condition" not in bare["conv5"].coords
+    assert_same_layers(from_datatree(bare), acts)
+
+
+def test_a_node_whose_field_differs_from_the_root_is_refused(acts):
+    tree = to_datatree(acts)
+    relabelled = ("stimulus", ["a", "b", "c", "d", "e"])
+    tree["fc3"] = tree["fc3"].to_dataset(inherit=False).assign_coords(condition=relabelled)
+    with pytest.raises(DnnMaskError, match=r"^node '/fc3' holds stimulus field 'condition' "
+                                           r"with values other than the root's; a tree"):
+        from_datatree(tree)
+    # changed alike everywhere, it is the new label
+    tree = xr.DataTree.from_dict({
+        node.path: node.to_dataset(inherit=False).assign_coords(condition=relabelled)
+        for node in tree.subtree})
+    assert list(from_datatree(tree)["conv5"].condition.values) == ["a", "b", "c", "d", "e"]
 
 
 def test_lazy_layers_stay_lazy(act_file, layers):

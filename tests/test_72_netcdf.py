@@ -10,6 +10,7 @@ import pytest
 import tqdm
 import xarray as xr
 
+import dnnmask_xr.act.nc
 from dnnmask_xr import ActFileError, Activations, DnnMaskError, open_act, read_dmask, save_act
 from dnnmask_xr.act.layout import DIMS
 from dnnmask_xr.cli import main
@@ -73,6 +74,76 @@ def test_plain_xarray_opens_the_file_with_named_dims(act_file, stim_file, layers
                                           np.arange(1, values.shape[1] + 1))
         assert list(tree["stimulus"].values) == [f"img{i}.png" for i in range(5)]
         np.testing.assert_array_equal(tree["onset"].values, np.arange(5) * 0.5)
+
+
+#: The stimuli of the stim_file fixture, as a reader of the .nc file should see them.
+STIMULI = {"stimulus": [f"img{i}.png" for i in range(5)], "label": [0, 1, 0, 1, 0],
+           "condition": ["dog", "cat", "dog", "cat", "dog"], "onset": [0.0, 0.5, 1.0, 1.5, 2.0]}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_layer_group_holds_the_stimuli(act_file, stim_file, layers, tmp_path, engine):
+    path = tmp_path / "out.nc"
+    save_act(open_act(act_file, stim=stim_file), path)
+    for name, values in layers.items():
+        with xr.open_dataset(path, group=name, engine=engine) as layer:
+            assert set(layer.coords) == {*STIMULI, "channel", "row", "column"}
+            assert "stimulus" in layer.indexes
+            for key, expected in STIMULI.items():
+                assert layer[key].dims == ("stimulus",)
+                assert layer[key].values.tolist() == expected, key
+            np.testing.assert_array_equal(layer[name].values, values)
+
+
+def test_the_netcdf4_library_reads_the_stimuli_of_a_group(act_file, stim_file, tmp_path):
+    netCDF4 = pytest.importorskip("netCDF4")
+    path = tmp_path / "out.nc"
+    save_act(open_act(act_file, stim=stim_file), path)
+    with netCDF4.Dataset(path) as root:
+        group = root["conv5"]
+        # the group uses the root's dimension; it defines none of its own
+        assert "stimulus" not in group.dimensions
+        assert group["conv5"].dimensions == DIMS
+        assert group.getncattr("coordinates") == "label condition onset"
+        for key, expected in STIMULI.items():
+            assert group[key].dimensions == ("stimulus",)
+            assert list(group[key][:]) == expected, key
+        assert list(root["stimulus"][:]) == STIMULI["stimulus"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_open_mfdataset_joins_a_layer_of_many_nc_files_with_its_stimuli(act_file, stim_file,
+                                                                         layers, tmp_path,
+                                                                         engine):
+    acts = open_act(act_file, stim=stim_file)
+    parts = []
+    for number, stimuli in enumerate([slice(0, 2), slice(2, 5)]):
+        parts.append(tmp_path / f"part{number}.nc")
+        save_act(Activations({name: layer.isel(stimulus=stimuli)
+                              for name, layer in acts.items()}), parts[-1])
+    with xr.open_mfdataset(parts, group="conv5", engine=engine, combine="nested",
+                           concat_dim="stimulus") as joined:
+        np.testing.assert_array_equal(joined["conv5"].values, layers["conv5"])
+        for key, expected in STIMULI.items():
+            assert joined[key].values.tolist() == expected, key
+
+
+def test_open_act_reads_nc_files_whose_groups_lack_the_stimuli(act_file, stim_file, tmp_path,
+                                                               monkeypatch):
+    # the layout written before groups held the stimuli: the root alone holds them
+    real = dnnmask_xr.act.nc._write_stimuli
+    monkeypatch.setattr(dnnmask_xr.act.nc, "_write_stimuli",
+                        lambda group, stimulus: real(group, stimulus) if group.name == "/"
+                        else None)
+    path = tmp_path / "old.nc"
+    acts = open_act(act_file, stim=stim_file)
+    save_act(acts, path)
+    with h5py.File(path) as root:
+        assert "stimulus" in root and set(root["conv5"]) == {"channel", "row", "column",
+                                                             "conv5"}
+    assert_exact(open_act(path), acts)
+    with xr.open_datatree(path, engine="dnnact") as tree:
+        assert tree["conv5"]["conv5"]["condition"].values.tolist() == STIMULI["condition"]
 
 
 def test_the_layers_are_compressed_in_chunks(act_file, tmp_path):

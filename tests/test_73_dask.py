@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+import warnings
 
 import dask
 import dask.array as da
@@ -14,7 +15,7 @@ import pytest
 import xarray as xr
 from dask.callbacks import Callback
 
-from dnnmask_xr import UsageError, open_act, save_act
+from dnnmask_xr import UsageError, open_act, save_act, to_datatree
 from dnnmask_xr.act.layout import DIMS
 from dnnmask_xr.dask_layers import AUTO_CHUNK_BYTES
 
@@ -80,6 +81,40 @@ def test_auto_chunks_are_multiples_of_the_files_of_a_bounded_size(tmp_path, sett
     assert 4 * np.prod(first) <= largest
     if setting is None:  # large enough that a task reads many of the file's chunks
         assert 4 * np.prod(first) > largest / 4
+
+
+@pytest.fixture(params=[".act.h5", ".nc"])
+def labelled_file(request, act_file, stim_file, tmp_path):
+    """A file that stores stimulus fields itself (no stim= at opening), of each format."""
+    path = tmp_path / f"labelled{request.param}"
+    save_act(open_act(act_file, stim=stim_file), path)
+    return path
+
+
+def test_only_the_values_are_dask_arrays(labelled_file, layers):
+    acts = open_act(labelled_file, chunks={})
+    for layer in (acts["conv5"], to_datatree(acts)["conv5"]["conv5"]):
+        assert isinstance(layer.data, da.Array)
+        for name, coord in layer.coords.items():
+            # unit numbers and the stimulus index are indexes; the fields plain numpy
+            assert not isinstance(coord.variable._data, da.Array), name
+            assert isinstance(coord.values, np.ndarray)
+        assert layer.condition.values.tolist() == ["dog", "cat", "dog", "cat", "dog"]
+        means = layer.groupby("condition").mean()
+        np.testing.assert_allclose(means.sel(condition="cat").values,
+                                   layers["conv5"][[1, 3]].mean(axis=0), rtol=1e-6)
+
+
+def test_to_zarr_of_a_chunked_layer_need_not_load_text_fields(labelled_file, tmp_path):
+    pytest.importorskip("zarr")
+    layer = open_act(labelled_file, chunks={})["conv5"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        layer.to_dataset().to_zarr(tmp_path / "out.zarr", mode="w")
+    # xarray warns when a dask array of object dtype must be loaded to pick a type
+    assert not [w for w in caught if "dtype=object" in str(w.message)]
+    with xr.open_zarr(tmp_path / "out.zarr") as back:
+        assert back["condition"].values.tolist() == ["dog", "cat", "dog", "cat", "dog"]
 
 
 def test_chunks_naming_an_unknown_dimension_are_refused(chunked_file):

@@ -11,12 +11,22 @@ here. The file holds, as any netCDF4 reader expects:
   attributes;
 - one group per layer, named after it, in order: the dimensions
   ``channel``, ``row`` and ``column`` with their coordinate variables (the
-  network's 1-based numbers), and the variable named after the layer, of
-  dims ``(stimulus, channel, row, column)``, in gzip-compressed chunks.
+  network's 1-based numbers); the variable ``stimulus`` (the stimulus IDs
+  again, without the header) and one variable per stimulus field, of the
+  root's dimension ``stimulus`` and listed in the group's attribute
+  ``coordinates``; and the variable named after the layer, of dims
+  ``(stimulus, channel, row, column)``, in gzip-compressed chunks.
+
+The stimuli are in every group because a group is what
+``xr.open_dataset(path, group="conv5")`` and ``xr.open_mfdataset`` open:
+without them a layer would have no stimulus labels there, and a layer node
+of ``xr.open_datatree(path)`` no fields (xarray's nodes inherit indexes
+only). netCDF4 lets a group use its parent's dimension; the tree opens
+because the group's ``stimulus`` holds the same values as the root's.
 
 So ``xr.open_datatree(path)`` opens it with named dims, and
-:func:`~dnnmask_xr.open_act` reads it back exactly. Nothing here imports
-xarray.
+:func:`~dnnmask_xr.open_act` reads it back exactly (also the files written
+before the groups held the stimuli). Nothing here imports xarray.
 """
 
 from __future__ import annotations
@@ -42,6 +52,8 @@ class NcLayout:
         # h5netcdf leaves a file it was handed open: the writer closes it
         self.root = root
         self.nc = h5netcdf.File(root, "w")
+        # set by write_root, which the writer calls before any layer's sink
+        self.stimulus = StimulusTable(np.empty(0, dtype=object))
 
     @staticmethod
     def check(plan: Plan) -> None:
@@ -77,18 +89,12 @@ class NcLayout:
     def write_root(self, attrs: Mapping[str, Any], stimulus: StimulusTable) -> None:
         """Store provenance as root attributes, the stimulus table as root variables."""
         _reserve_space(self.root)
+        self.stimulus = stimulus
         root = self.nc
         root.attrs.update(attrs)
         root.dimensions["stimulus"] = stimulus.ids.size
-        ids = root.create_variable("stimulus", ("stimulus",), data=_storable(stimulus.ids),
-                                   dtype=_dtype(stimulus.ids))
+        ids = _write_stimuli(root, stimulus)
         ids.attrs.update(stimulus.header)
-        for name, values in stimulus.fields.items():
-            root.create_variable(name, ("stimulus",), data=_storable(values),
-                                 dtype=_dtype(values))
-        if stimulus.fields:
-            # xarray reads the variables a root 'coordinates' attribute lists as coordinates
-            root.attrs["coordinates"] = " ".join(stimulus.fields)
 
     def sink(self, layer: PlannedLayer) -> _VariableSink:
         """Create the layer's group, its dimensions and their coordinate variables."""
@@ -98,6 +104,8 @@ class NcLayout:
             group.dimensions[dim] = size
             group.create_variable(dim, (dim,), data=np.asarray(layer.labels[dim],
                                                                dtype=np.int64))
+        # of the root's dimension: the group defines no stimulus dimension of its own
+        _write_stimuli(group, self.stimulus)
         return _VariableSink(group, layer.name)
 
     def finish_layer(self, layer: PlannedLayer, dataset: h5py.Dataset) -> None:
@@ -152,6 +160,18 @@ class _VariableSink:
                                               **gzip_options(chunks, level))
         self.dataset = variable._h5ds
         return self.dataset
+
+
+def _write_stimuli(group: h5netcdf.Group, stimulus: StimulusTable) -> h5netcdf.Variable:
+    """Store the stimulus IDs and fields in ``group``, the fields listed as coordinates."""
+    ids = group.create_variable("stimulus", ("stimulus",), data=_storable(stimulus.ids),
+                                dtype=_dtype(stimulus.ids))
+    for name, values in stimulus.fields.items():
+        group.create_variable(name, ("stimulus",), data=_storable(values), dtype=_dtype(values))
+    if stimulus.fields:
+        # xarray reads the variables a group's 'coordinates' attribute lists as coordinates
+        group.attrs["coordinates"] = " ".join(stimulus.fields)
+    return ids
 
 
 def _check_attr(key: str, value: Any, where: str) -> None:
