@@ -180,14 +180,23 @@ class ConcatenatedArray(BackendArray):
         for part in np.unique(part_of):
             chosen = np.flatnonzero(part_of == part)
             local = wanted[chosen] - self.starts[part]
-            values = np.asarray(self.parts[part].oindex[indexing.OuterIndexer((local, *kept))])
+            values = np.asarray(self.parts[part].oindex[indexing.OuterIndexer(
+                (_as_run(local), *kept))])
             if out is None:
                 out = np.empty((wanted.size, *values.shape[1:]), dtype=self.dtype)
-            out[chosen] = values
+            out[_as_run(chosen)] = values
         if out is None:  # nothing along the first axis: read the others' shape from a part
             values = np.asarray(self.parts[0].oindex[indexing.OuterIndexer((slice(0, 0), *kept))])
             out = np.empty((0, *values.shape[1:]), dtype=self.dtype)
         return out.squeeze(axis=tuple(squeeze)) if squeeze else out
+
+
+def _as_run(positions: np.ndarray) -> slice | np.ndarray:
+    """Give increasing consecutive positions as a slice (a copy, not a gather)."""
+    if positions.size and positions[-1] - positions[0] == positions.size - 1 and (
+            positions.size == 1 or bool(np.all(np.diff(positions) == 1))):
+        return slice(int(positions[0]), int(positions[-1]) + 1)
+    return positions
 
 
 def as_variable_data(array: BackendArray, cache: bool) -> indexing.ExplicitlyIndexed:
