@@ -25,6 +25,11 @@ Jobs (``--only`` takes their numbers or the first words of their names):
 6. ``two reductions``: ``c = open_act(path)["conv5"]; c.mean(); c.std()``,
    with the bytes the process reads meanwhile (``rchar`` of ``/proc/self/io``):
    about the layer's stored size if it is read once, twice that if twice.
+7. ``set whole``: conv2 as a study of four sessions (``ses-1.act.h5`` ..
+   ``ses-4.act.h5`` of 250 stimuli each, written once into ``--data/sessions``
+   as DNNBrain writes them, with a ``.stim.csv`` each): ``open_act([...],
+   stim=[...])["conv2"].values`` against h5py reading each file and
+   ``np.concatenate``, and the limit over the four files' chunks.
 
 Jobs 1-3 also run, each in its own process, the ways a user would without
 this package: ``h5py`` (``root["conv2"][...]``, ``[:, list_of_channels]``),
@@ -103,7 +108,10 @@ JOBS = [
     Job(4, "mean threads", ("threads1", "threads2", "h5py")),
     Job(5, "mean cluster", ("ours",)),
     Job(6, "two reductions", ("ours", "h5py")),
+    Job(7, "set whole", ("ours", "h5py", "limit")),
 ]
+#: Sessions the study of job 7 is cut into, and stimuli per session.
+SESSIONS, PER_SESSION = 4, 250
 
 
 # ---------------------------------------------------------------- child side
@@ -143,7 +151,64 @@ def prepare(number: int, way: str, path: str) -> tuple[Run, Run | None]:
         return prepare_cluster(path)
     if number == 6:
         return prepare_reductions(way, path), None
+    if number == 7:
+        return prepare_set(way, session_paths(path)), None
     raise SystemExit(f"no job {number}")
+
+
+def session_paths(path: str) -> list[tuple[str, str]]:
+    """The ``(activation file, stimulus table)`` of each session of job 7."""
+    folder = Path(path).parent / "sessions"
+    return [(str(folder / f"ses-{k}.act.h5"), str(folder / f"ses-{k}.stim.csv"))
+            for k in range(1, SESSIONS + 1)]
+
+
+def make_sessions(path: Path) -> None:
+    """Cut conv2 of the benchmark file into the sessions of job 7, once."""
+    import h5py
+
+    sessions = session_paths(str(path))
+    if all(Path(act).exists() for act, _ in sessions):
+        return
+    Path(sessions[0][0]).parent.mkdir(exist_ok=True)
+    with h5py.File(path, "r") as root:
+        for k, (act, stim) in enumerate(sessions):
+            part = root["conv2"][k * PER_SESSION:(k + 1) * PER_SESSION]
+            with h5py.File(act, "w") as out:
+                out.create_dataset("conv2", data=part, compression="gzip")
+            rows = "".join(f"ses{k + 1}_img{i:03d}.jpg,{i % 2}\n" for i in range(PER_SESSION))
+            Path(stim).write_text("type=image\npath=/data/stimuli\ndata=stimID,label\n" + rows)
+            del part
+
+
+def prepare_set(way: str, sessions: list[tuple[str, str]]) -> Run:
+    acts, stims = [act for act, _ in sessions], [stim for _, stim in sessions]
+    if way == "ours":
+        import dnnmask_xr as dx
+
+        import_xarray()
+        import pandas  # noqa: F401  (the stimulus tables need it; imported before the clock)
+
+        def run() -> Any:
+            return dx.open_act(acts, stim=stims)["conv2"].values
+
+        return run
+    if way == "h5py":
+        import h5py
+        import numpy as np
+
+        def run() -> Any:
+            parts = []
+            for act in acts:
+                with h5py.File(act, "r") as root:
+                    parts.append(root["conv2"][...])
+            return np.concatenate(parts)
+
+        return run
+    if way == "limit":
+        limits = [prepare_limit(act, "conv2", None) for act in acts]
+        return lambda: [limit() for limit in limits]
+    raise SystemExit(f"job 7 has no way {way!r}")
 
 
 def prepare_read(number: int, way: str, path: str) -> Run:
@@ -322,6 +387,9 @@ def check(number: int, way: str, path: str, value: Any) -> None:
             if np.shape(value) != expected.shape or not np.allclose(value, expected,
                                                                     rtol=1e-4, atol=1e-6):
                 fail("the means differ from h5py's")
+        elif number == 7 and way != "limit":
+            if not np.array_equal(value, root["conv2"][...]):
+                fail("the set's values differ from the layer's")
         elif number == 6:
             values = root["conv5"][...].astype(np.float64)
             if not np.allclose(value, (values.mean(), values.std()), rtol=1e-4):
@@ -451,6 +519,8 @@ def main() -> None:
     from bench_mask import make_inputs
 
     make_inputs(args.data, big=False)
+    if any(job.number == 7 for job in selected(args.only)):
+        make_sessions(path)
     jobs = selected(args.only)
     print(f"{os.cpu_count()} cores, {args.runs} runs, medians of the time inside fresh "
           "processes (open + job, imports excluded); peak RSS of the process (GNU time %M)")
@@ -496,6 +566,13 @@ def main() -> None:
                          f"layer's {stored / MIB:.0f} MiB on disk (h5py {h5_read / stored:.2f}x)")
             print(line, flush=True)
 
+        elif job.number == 7:
+            ours, h5, limit = (job.median(way) for way in job.ways)
+            print(f"\nset of {SESSIONS} files, conv2 .values: ours {ours:.3f} s, h5py + "
+                  f"np.concatenate {h5:.3f} s, limit {limit:.3f} s; h5py/ours {h5 / ours:.2f}, "
+                  f"ours/limit {ours / limit:.2f}; peak {job.peaks['ours']:.0f} / "
+                  f"{job.peaks['h5py']:.0f} MiB", flush=True)
+
     targets = []
     if 1 in done:
         job = done[1]
@@ -509,6 +586,11 @@ def main() -> None:
         targets.append((f"whole-layer peak RSS <= {out_mib:.0f} MiB output + 128 MiB + "
                         f"{baseline:.0f} MiB baseline = {budget:.0f} MiB: "
                         f"{job.peaks['ours']:.0f} MiB", job.peaks["ours"] <= budget))
+    if 7 in done:
+        job = done[7]
+        ours, h5 = job.median("ours"), job.median("h5py")
+        targets.append((f"a set of files as fast as one file (>= 2x h5py): {h5 / ours:.2f}x",
+                        h5 / ours >= 2))
     if 2 in done:
         job = done[2]
         ratio = job.median("h5py") / job.median("ours")

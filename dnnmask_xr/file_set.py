@@ -26,7 +26,7 @@ from dnnmask_xr.activations import Activations, stimulus_fields
 from dnnmask_xr.dask_layers import Chunks, chunk_layer
 from dnnmask_xr.errors import ActFileError, SelectionError, UsageError
 from dnnmask_xr.formats.stim import Stimuli
-from dnnmask_xr.lazy import ConcatenatedArray, as_variable_data
+from dnnmask_xr.lazy import ConcatenatedArray, as_variable_data, whole_layer
 from dnnmask_xr.reader import StimArg
 
 #: Opens one file of the set: ``(path, stim)`` -> its activations, lazy and uncached.
@@ -185,7 +185,10 @@ def _stimulus_coords(where: list[str], opened: list[Activations]) -> dict[str, A
 
 def _concatenated(name: str, parts: list[xr.DataArray], coords: Mapping[str, Any],
                   cache: bool) -> xr.DataArray:
-    data = as_variable_data(ConcatenatedArray([part.variable._data for part in parts]), cache)
+    files = [whole_layer(part) for part in parts]
+    if any(layer is None for layer in files):  # open_act gives whole file layers
+        raise AssertionError(f"layer {name!r} of a set is not a whole file layer")
+    data = as_variable_data(ConcatenatedArray(files), cache)
     first = parts[0]
     layer = xr.DataArray(
         xr.Variable(DIMS, data, attrs=_agreed([part.attrs for part in parts])),

@@ -99,17 +99,14 @@ class LayerArray(BackendArray):
         return {**self.__dict__, "_opened": None}
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
-        # xarray's slice decomposition fails on empty reversed slices such as
-        # slice(0, 0, -1) (IndexError); they select nothing, like slice(0, 0).
-        key = type(key)(tuple(
-            slice(0, 0) if isinstance(item, slice) and not range(*item.indices(size)) else item
-            for item, size in zip(key.tuple, self.shape, strict=True)
-        ))
-        return indexing.explicit_indexing_adapter(
-            key, self.shape, indexing.IndexingSupport.OUTER, self._read
-        )
+        return outer_read(self, key, self.read)
 
-    def _read(self, key: tuple[Any, ...]) -> np.ndarray:
+    def read(self, key: tuple[Any, ...], out: np.ndarray | None = None) -> np.ndarray:
+        """Read an outer key (positive-step slices, increasing positions, integers).
+
+        With ``out`` (the key's shape, no integer in the key), the values
+        are placed there rather than into a new array.
+        """
         lock = HDF5_LOCK if self.lock is None else None if self.lock is False else self.lock
         with contextlib.nullcontext() if lock is None else lock:
             # without a lock of ours the manager's own guards its open files
@@ -117,13 +114,17 @@ class LayerArray(BackendArray):
             try:
                 index = self._chunk_index(root)
                 if index is None:
-                    return read_outer(root[self.name], key)
+                    values = read_outer(root[self.name], key)
+                    if out is None:
+                        return values
+                    out[...] = values
+                    return out
             except OSError as err:
                 # h5py reports damaged chunks as OSError; say which file and layer
                 raise ActFileError(
                     f"{root.filename!r}: cannot read layer {self.name!r} ({err})"
                 ) from None
-        return read_chunks(index, key, lock=lock)
+        return read_chunks(index, key, lock=lock, out=out)
 
     def _chunk_index(self, root: h5py.File) -> ChunkIndex | None:
         """Give the layer's checked gzip index in ``root``, None to let HDF5 read it."""
@@ -143,17 +144,16 @@ class ConcatenatedArray(BackendArray):
     Parameters
     ----------
     parts
-        Each file's layer as xarray holds it (lazy, uncached), in order;
-        they agree on every axis but the first.
+        Each file's layer, in order; they agree on every axis but the first.
 
     Notes
     -----
     A key reads, from each part it touches, only the positions it selects
-    there, through that part's own reader (the chunk reader for a gzip
-    layer), so a selection of a set reads what it would read of each file.
+    there, through that part's reader (the chunk reader for a gzip layer),
+    straight into the output.
     """
 
-    def __init__(self, parts: list[indexing.ExplicitlyIndexed]) -> None:
+    def __init__(self, parts: list[LayerArray]) -> None:
         self.parts = parts
         sizes = [part.shape[0] for part in parts]
         self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
@@ -161,34 +161,34 @@ class ConcatenatedArray(BackendArray):
         self.dtype = parts[0].dtype
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
-        return indexing.explicit_indexing_adapter(
-            key, self.shape, indexing.IndexingSupport.OUTER, self._read
-        )
+        return outer_read(self, key, self._read)
 
     def _read(self, key: tuple[Any, ...]) -> np.ndarray:
-        first, rest = key[0], key[1:]
-        wanted = (np.arange(*first.indices(self.shape[0]), dtype=np.int64)
-                  if isinstance(first, slice) else np.atleast_1d(np.asarray(first, np.int64)))
-        # integers keep their axis here and are squeezed once, at the end
-        kept = tuple(np.atleast_1d(np.asarray(item, np.int64))
-                     if not isinstance(item, slice) and np.ndim(item) == 0 else item
-                     for item in rest)
-        squeeze = [axis for axis, item in enumerate(key)
-                   if not isinstance(item, slice) and np.ndim(item) == 0]
-        part_of = np.searchsorted(self.starts, wanted, side="right") - 1
-        out = None
+        # the key is outer: slices of positive step, increasing positions, integers
+        positions, squeeze = _outer_positions(key, self.shape)
+        out = np.empty(tuple(axis.size for axis in positions), dtype=self.dtype)
+        rest = tuple(_as_run(axis) for axis in positions[1:])
+        part_of = np.searchsorted(self.starts, positions[0], side="right") - 1
         for part in np.unique(part_of):
+            # increasing positions: each part's are one run of the output
             chosen = np.flatnonzero(part_of == part)
-            local = wanted[chosen] - self.starts[part]
-            values = np.asarray(self.parts[part].oindex[indexing.OuterIndexer(
-                (_as_run(local), *kept))])
-            if out is None:
-                out = np.empty((wanted.size, *values.shape[1:]), dtype=self.dtype)
-            out[_as_run(chosen)] = values
-        if out is None:  # nothing along the first axis: read the others' shape from a part
-            values = np.asarray(self.parts[0].oindex[indexing.OuterIndexer((slice(0, 0), *kept))])
-            out = np.empty((0, *values.shape[1:]), dtype=self.dtype)
+            local = positions[0][chosen] - self.starts[part]
+            self.parts[part].read((_as_run(local), *rest),
+                                  out=out[chosen[0]:chosen[-1] + 1])
         return out.squeeze(axis=tuple(squeeze)) if squeeze else out
+
+
+def outer_read(array: BackendArray, key: indexing.ExplicitIndexer,
+               read: Any) -> np.ndarray:
+    """Index a lazily read array as xarray's backends do: ``read`` takes outer keys."""
+    # xarray's slice decomposition fails on empty reversed slices such as
+    # slice(0, 0, -1) (IndexError); they select nothing, like slice(0, 0).
+    key = type(key)(tuple(
+        slice(0, 0) if isinstance(item, slice) and not range(*item.indices(size)) else item
+        for item, size in zip(key.tuple, array.shape, strict=True)
+    ))
+    return indexing.explicit_indexing_adapter(key, array.shape,
+                                              indexing.IndexingSupport.OUTER, read)
 
 
 def _as_run(positions: np.ndarray) -> slice | np.ndarray:
@@ -212,6 +212,7 @@ def as_variable_data(array: BackendArray, cache: bool) -> indexing.ExplicitlyInd
 def read_chunks(
     index: ChunkIndex, key: tuple[Any, ...],
     lock: contextlib.AbstractContextManager[Any] | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Read an outer selection of a gzip layer through the chunk reader.
 
@@ -224,6 +225,9 @@ def read_chunks(
         array of positions (in any order, repeats allowed).
     lock
         Held around each HDF5 call.
+    out
+        Where to place the values (of the key's shape; no integer in the
+        key); a new array if None.
 
     Returns
     -------
@@ -233,7 +237,8 @@ def read_chunks(
     """
     dataset = index.dataset
     positions, squeeze = _outer_positions(key, dataset.shape)
-    out = np.empty(tuple(axis.size for axis in positions), dtype=dataset.dtype)
+    if out is None:
+        out = np.empty(tuple(axis.size for axis in positions), dtype=dataset.dtype)
     if out.size:
         threads = OPTIONS["read_threads"] or default_threads()
         in_main = threading.current_thread() is threading.main_thread()
@@ -327,11 +332,8 @@ def file_selection(array: xr.DataArray) -> FileSelection | None:
         None if the values do not come straight from an ``.act.h5`` layer
         (in memory, dask-backed, or computed).
     """
-    data = array.variable._data
-    while isinstance(data, _PLAIN_WRAPPERS):
-        data = data.array
-    if not (isinstance(data, indexing.LazilyIndexedArray)
-            and isinstance(data.array, LayerArray)):
+    data = _lazily_indexed_layer(array)
+    if data is None:
         return None
     layer = data.array
     positions = []
@@ -342,6 +344,25 @@ def file_selection(array: xr.DataArray) -> FileSelection | None:
             positions.append(np.asarray(item, dtype=np.int64).reshape(-1))
     dataset = layer.manager.acquire()[layer.name]
     return FileSelection(dataset, tuple(positions))
+
+
+def whole_layer(array: xr.DataArray) -> LayerArray | None:
+    """Give the file layer behind a layer opened and not selected from, or None."""
+    data = _lazily_indexed_layer(array)
+    if data is None or data.shape != data.array.shape or any(
+            item != slice(None) for item in data.key.tuple):
+        return None
+    return data.array
+
+
+def _lazily_indexed_layer(array: xr.DataArray) -> indexing.LazilyIndexedArray | None:
+    # behind xarray's copy-on-write and cache wrappers, a lazy key on a file layer
+    data = array.variable._data
+    while isinstance(data, _PLAIN_WRAPPERS):
+        data = data.array
+    if isinstance(data, indexing.LazilyIndexedArray) and isinstance(data.array, LayerArray):
+        return data
+    return None
 
 
 def layer_sources(array: xr.DataArray) -> frozenset[str]:

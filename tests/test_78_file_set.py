@@ -105,13 +105,13 @@ def test_a_selection_of_a_set_reads_only_the_files_it_touches(tmp_path, monkeypa
     sessions = [write_session(tmp_path, k, 3) for k in range(3)]
     paths, stims, arrays = zip(*sessions, strict=True)
     read_from = []
-    real = dnnmask_xr.lazy.LayerArray._read
+    real = dnnmask_xr.lazy.LayerArray.read
 
-    def recording(self, key):
+    def recording(self, key, out=None):
         read_from.append(Path(self.path).name)
-        return real(self, key)
+        return real(self, key, out)
 
-    monkeypatch.setattr(dnnmask_xr.lazy.LayerArray, "_read", recording)
+    monkeypatch.setattr(dnnmask_xr.lazy.LayerArray, "read", recording)
     with open_act(list(paths), stim=list(stims)) as acts:
         values = acts["conv5"].sel(stimulus=["ses1_img2.png", "ses1_img0.png"]).values
         np.testing.assert_array_equal(values, arrays[1]["conv5"][[2, 0]])
@@ -270,3 +270,44 @@ def test_misused_arguments_are_usage_errors(tmp_path, paths, stim, message):
     with pytest.raises(UsageError) as err:
         open_act(paths(p, s), stim=None if stim is None else stim(p, s))
     assert message in str(err.value)
+
+
+STORAGE = {
+    "gzip": {"compression": "gzip"},
+    "shuffle+gzip": {"compression": "gzip", "shuffle": True, "chunks": (1, 2, 3, 4)},
+    "lzf": {"compression": "lzf"},
+    "plain chunks": {"chunks": (1, 5, 3, 4)},
+    "contiguous": {},
+}
+
+
+@pytest.mark.parametrize("storage", STORAGE, ids=list(STORAGE))
+@settings(max_examples=20, deadline=None)
+@given(data=st.data())
+def test_a_set_of_any_storage_reads_what_numpy_selects(storage, data):
+    # each part read through its own path (chunk reader, or HDF5 for non-gzip)
+    with tempfile.TemporaryDirectory() as folder:
+        sizes = data.draw(st.lists(st.integers(1, 4), min_size=2, max_size=3))
+        paths, stims, parts = [], [], []
+        for k, size in enumerate(sizes):
+            path, stim, layers = write_session(Path(folder), k, size)
+            with h5py.File(path, "w") as root:
+                for name, values in layers.items():
+                    options = dict(STORAGE[storage])
+                    if name == "fc3" and "chunks" in options:
+                        options["chunks"] = (1, 6, 1, 1)
+                    root.create_dataset(name, data=values, **options)
+            paths.append(path)
+            stims.append(stim)
+            parts.append(layers["conv5"])
+        expected = np.concatenate(parts)
+        picks = data.draw(st.lists(st.integers(0, expected.shape[0] - 1), max_size=6))
+        rows = data.draw(st.lists(st.integers(0, 2), min_size=1, max_size=3))
+        with open_act(paths, stim=stims, cache=False) as acts:
+            layer = acts["conv5"]
+            np.testing.assert_array_equal(layer.values, expected)
+            np.testing.assert_array_equal(layer.isel(stimulus=picks, row=rows).values,
+                                          expected[picks][:, :, rows])
+            np.testing.assert_array_equal(layer.isel(stimulus=slice(None, None, -2)).values,
+                                          expected[::-2])
+            np.testing.assert_array_equal(layer[-1, 2].values, expected[-1, 2])
