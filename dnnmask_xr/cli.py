@@ -70,7 +70,9 @@ class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line, status 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        # through _say: argparse before Python 3.11 lets a broken stderr raise
+        _say(f"{self.prog}: error: {message} (see {self.prog} --help)")
+        self.exit(2)
 
     def parse_args(self, args: Sequence[str] | None = None, namespace=None):
         # Python < 3.12 expands abbreviations of single-dash long options

@@ -3,14 +3,37 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 from reliability import BigInput, make_big_input
 
 import dnnmask_xr.act.chunk_read
 from dnnmask_xr.testing import relu_activations, write_reference_act
+
+#: ``DNNMASK_XR_HYPOTHESIS=quick`` runs every property test on fewer examples: .ci/run
+#: uses it for its second pass, on the lowest dependency versions, which checks that
+#: the same tests pass there rather than searching as hard for new failures.
+settings.register_profile("quick", max_examples=10)
+HYPOTHESIS_PROFILE = os.environ.get("DNNMASK_XR_HYPOTHESIS", "default")
+settings.load_profile(HYPOTHESIS_PROFILE)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under the quick profile, cap the examples that a test's own ``@settings`` asks for."""
+    if HYPOTHESIS_PROFILE != "quick":
+        return
+    cap = settings.default.max_examples
+    for item in items:
+        test = getattr(item, "obj", None)
+        # where hypothesis keeps a test's @settings, read when the test runs
+        own = getattr(test, "_hypothesis_internal_use_settings", None)
+        if own is not None and own.max_examples > cap:
+            test._hypothesis_internal_use_settings = settings(own, max_examples=cap)
+
 
 #: Small layers shaped like AlexNet's: a conv layer and a fully connected one.
 SMALL_SHAPES = {"conv5": (20, 6, 7), "fc3": (12, 1, 1)}
