@@ -25,9 +25,9 @@ def reads(monkeypatch) -> list[str]:
         done.append(dataset.name)
         return read_outer(dataset, key)
 
-    def by_chunks(index, key, lock=None):
+    def by_chunks(index, key, lock=None, out=None):
         done.append(index.dataset.name)
-        return read_chunks(index, key, lock)
+        return read_chunks(index, key, lock, out)
 
     monkeypatch.setattr(dnnmask_xr.lazy, "read_outer", by_hdf5)
     monkeypatch.setattr(dnnmask_xr.lazy, "read_chunks", by_chunks)
