@@ -206,8 +206,26 @@ def prepare_set(way: str, sessions: list[tuple[str, str]]) -> Run:
 
         return run
     if way == "limit":
-        limits = [prepare_limit(act, "conv2", None) for act in acts]
-        return lambda: [limit() for limit in limits]
+        import h5py
+        from isal import isal_zlib
+
+        def run() -> Any:
+            # every chunk of every file, inflated on one pool, as the limit of job 1
+            with ThreadPoolExecutor(os.cpu_count()) as pool:
+                pieces = []
+                for act in acts:
+                    with h5py.File(act, "r") as root:
+                        dataset = root["conv2"]
+                        nbytes = math.prod(dataset.chunks) * dataset.dtype.itemsize
+                        read = dataset.id.read_direct_chunk
+
+                        def inflate(offset: tuple[int, ...], read=read, nbytes=nbytes) -> bytes:
+                            return isal_zlib.decompress(read(offset)[1], bufsize=nbytes)
+
+                        pieces += pool.map(inflate, touched_offsets(dataset, None))
+                return pieces
+
+        return run
     raise SystemExit(f"job 7 has no way {way!r}")
 
 
