@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from dnnmask_xr.errors import FormatError
+
+#: What a parser gives: a mask or a stimulus table.
+T = TypeVar("T")
 
 #: The first bytes of every HDF5 file (an ``.act.h5``, a netCDF4 ``.nc``).
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -89,6 +93,23 @@ def wrong_kind(path: str | os.PathLike[str], expected: str, found: str) -> Forma
     verb, what_to_pass = ("is", "activations") if found == ".act.h5" else ("looks like", "it")
     return FormatError(f"{verb} {looks}, not {what}; pass {what_to_pass} with {flag} "
                        f"({function} in Python)", path)
+
+
+def parse_as(text: str, path: str | os.PathLike[str], kind: str,
+             parse: Callable[[str, str | os.PathLike[str]], T]) -> T:
+    """Parse ``text`` as a file of ``kind``; a text of the other kind is said to be one.
+
+    Only a text that fails to parse is looked at, so a valid file is never
+    refused for looking like the other kind.
+    """
+    try:
+        return parse(text, path)
+    except FormatError:
+        other, looks_like = ((".stim.csv", looks_like_stim) if kind == ".dmask.csv"
+                             else (".dmask.csv", looks_like_dmask))
+        if looks_like(text):
+            raise wrong_kind(path, kind, other) from None
+        raise
 
 
 def _lines(text: str) -> Iterator[str]:

@@ -28,7 +28,7 @@ import numpy as np
 from dnnmask_xr._args import mapping_arg
 from dnnmask_xr._atomic import atomic_path
 from dnnmask_xr.errors import DnnMaskError, FormatError
-from dnnmask_xr.formats._kind import looks_like_stim, wrong_kind
+from dnnmask_xr.formats._kind import parse_as
 from dnnmask_xr.formats._lines import integer_value, read_utf8, text_lines
 
 __all__ = [
@@ -480,12 +480,7 @@ def read_dmask(path: str | os.PathLike[str]) -> DnnMask:
         HDF5 file or looks like a ``.stim.csv`` is said to be one.
     """
     text = read_utf8(path, ".dmask.csv")
-    try:
-        mask = parse_dmask(text, path)
-    except FormatError:
-        if looks_like_stim(text):
-            raise wrong_kind(path, ".dmask.csv", ".stim.csv") from None
-        raise
+    mask = parse_as(text, path, ".dmask.csv", parse_dmask)
     return DnnMask(mask, source=path)
 
 

@@ -24,7 +24,7 @@ import pandas as pd
 
 from dnnmask_xr._atomic import atomic_path
 from dnnmask_xr.errors import DnnMaskError, FormatError, UsageError
-from dnnmask_xr.formats._kind import looks_like_dmask, wrong_kind
+from dnnmask_xr.formats._kind import parse_as
 from dnnmask_xr.formats._lines import integer_value, read_utf8, text_lines
 
 __all__ = ["STIM_TYPES", "Stimuli", "format_stim", "parse_stim", "read_stim", "write_stim"]
@@ -285,12 +285,7 @@ def read_stim(path: str | os.PathLike[str]) -> Stimuli:
         HDF5 file or looks like a ``.dmask.csv`` is said to be one.
     """
     text = read_utf8(path, ".stim.csv")
-    try:
-        stimuli = parse_stim(text, path)
-    except FormatError:
-        if looks_like_dmask(text):
-            raise wrong_kind(path, ".stim.csv", ".dmask.csv") from None
-        raise
+    stimuli = parse_as(text, path, ".stim.csv", parse_stim)
     # the table is already normalised: only the source is added
     object.__setattr__(stimuli, "source", os.path.abspath(path))
     return stimuli
