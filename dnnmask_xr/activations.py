@@ -11,7 +11,7 @@ import xarray as xr
 
 from dnnmask_xr._args import mapping_arg
 from dnnmask_xr.act.checks import check_layer_name
-from dnnmask_xr.act.describe import count, describe_layers, layers_html
+from dnnmask_xr.act.describe import LayerSummary, count, describe_layers, layers_html
 from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS, count_from_one
 from dnnmask_xr.act.plan import INPUTS_KEY, StimulusTable, shared_stimulus, text_inputs
 from dnnmask_xr.act.select import (
@@ -162,10 +162,7 @@ class Activations(Mapping[str, xr.DataArray]):
             mask = DnnMask(mask)
         missing = [layer for layer in mask if layer not in self._layers]
         if missing:
-            raise SelectionError(
-                f"layer {missing[0]!r} is not in {self._where()} "
-                f"(layers: {', '.join(self._layers) or 'none'})"
-            )
+            raise self._no_layer(missing[0])
         layers = {}
         for layer, layer_mask in mask.items():
             array = self._layers[layer]
@@ -280,8 +277,7 @@ class Activations(Mapping[str, xr.DataArray]):
                 names.append(available[item])
             else:
                 if item not in self._layers:
-                    raise SelectionError(f"layer {item!r} is not in {self._where()} "
-                                         f"(layers: {', '.join(available) or 'none'})")
+                    raise self._no_layer(item)
                 names.append(item)
         repeated = [name for name in names if names.count(name) > 1]
         if repeated:
@@ -344,10 +340,12 @@ class Activations(Mapping[str, xr.DataArray]):
         Name, shape, dtype, size once loaded, and the channel/row/column
         numbers where they are not simply ``1..n``.
         """
-        return describe_layers(
-            (name, array.shape, array.dtype, {dim: array[dim].values for dim in NUMBERED_DIMS})
-            for name, array in self._layers.items()
-        )
+        return describe_layers(self._summaries())
+
+    def _summaries(self) -> Iterator[LayerSummary]:
+        for name, array in self._layers.items():
+            yield name, array.shape, array.dtype, {dim: array[dim].values
+                                                   for dim in NUMBERED_DIMS}
 
     def __repr__(self) -> str:
         of = f" of {self.source!r}" if self.source else ""
@@ -360,15 +358,17 @@ class Activations(Mapping[str, xr.DataArray]):
         head, *_ = repr(self).split("\n", 1)
         first = next(iter(self._layers.values()), None)
         fields = {} if first is None else {
-            name: f"{coord.dtype}: {_preview(coord.values)}"
+            name: f"{coord.dtype}: {describe_numbers(coord.values, most=6)}"
             for name, coord in first.coords.items() if coord.dims == ("stimulus",)}
         return layers_html(
-            head.strip("<>"),
-            ((name, array.shape, array.dtype, {dim: array[dim].values for dim in NUMBERED_DIMS})
-             for name, array in self._layers.items()),
+            head.strip("<>"), self._summaries(),
             {"stimulus coordinates": fields, "stimulus header": self.stim_header,
-             "attributes": {key: _preview(np.atleast_1d(value)) if np.ndim(value) else value
+             "attributes": {key: describe_numbers(value, most=6) if np.ndim(value) else value
                             for key, value in self.attrs.items()}})
+
+    def _no_layer(self, name: object) -> SelectionError:
+        return SelectionError(f"layer {name!r} is not in {self._where()} "
+                              f"(layers: {', '.join(self._layers) or 'none'})")
 
     def _where(self) -> str:
         return repr(self.source) if self.source else "the activations"
@@ -463,11 +463,6 @@ def _check_labels(name: str, array: xr.DataArray, indexers: Mapping[str, Any]) -
             have = (f"its {count(labels.size, 'stimulus')} have other IDs" if dim == "stimulus"
                     else f"its {dim} numbers are {describe_numbers(labels)}")
             raise SelectionError(f"layer {name!r} has no {dim} {which} ({have})")
-
-
-def _preview(values: np.ndarray, most: int = 6) -> str:
-    shown = ", ".join(map(str, values[:most].tolist()))
-    return shown + (f", ... ({values.size} in all)" if values.size > most else "")
 
 
 def _header_of(array: xr.DataArray) -> dict[str, str]:

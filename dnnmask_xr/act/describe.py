@@ -21,17 +21,19 @@ def describe_layers(layers: Iterable[LayerSummary]) -> str:
     Name, shape, dtype, size once loaded, and the channel/row/column
     numbers where they are not simply ``1..n``.
     """
-    layers = list(layers)
-    width = max((len(name) for name, *_ in layers), default=0)
-    lines = []
-    for name, shape, dtype, numbers in layers:
-        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        line = (f"{name:<{width}}  {' x '.join(map(str, shape))}  {dtype}  "
-                f"{format_bytes(nbytes)}")
-        cut = [f"{dim} {describe_numbers(numbers[dim])}" for dim in NUMBERED_DIMS
-               if not is_counted_from_one(numbers[dim])]
-        lines.append(f"{line}  ({'; '.join(cut)})" if cut else line)
-    return "\n".join(lines)
+    rows = [(name, *_cells(shape, dtype, numbers)) for name, shape, dtype, numbers in layers]
+    width = max((len(name) for name, *_ in rows), default=0)
+    return "\n".join(f"{name:<{width}}  {shape}  {dtype}  {size}" + (f"  ({cut})" if cut else "")
+                     for name, shape, dtype, size, cut in rows)
+
+
+def _cells(shape: tuple[int, ...], dtype: np.dtype,
+           numbers: Mapping[str, np.ndarray]) -> tuple[str, str, str, str]:
+    """Shape, dtype, size once loaded, and the unit numbers not ``1..n``, as text."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    cut = "; ".join(f"{dim} {describe_numbers(numbers[dim])}" for dim in NUMBERED_DIMS
+                    if not is_counted_from_one(numbers[dim]))
+    return " x ".join(map(str, shape)), str(dtype), format_bytes(nbytes), cut
 
 
 def format_bytes(nbytes: float) -> str:
@@ -63,13 +65,9 @@ def layers_html(title: str, layers: Iterable[LayerSummary],
         Heading to entries (name to value), such as the stimulus fields,
         the stimulus header and the attributes; empty sections are left out.
     """
-    rows = []
-    for name, shape, dtype, numbers in layers:
-        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        units = "; ".join(f"{dim} {describe_numbers(numbers[dim])}" for dim in NUMBERED_DIMS
-                          if not is_counted_from_one(numbers[dim]))
-        cells = (name, " x ".join(map(str, shape)), str(dtype), format_bytes(nbytes), units)
-        rows.append("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>")
+    rows = ["<tr>" + "".join(f"<td>{html.escape(cell)}</td>"
+                             for cell in (name, *_cells(shape, dtype, numbers))) + "</tr>"
+            for name, shape, dtype, numbers in layers]
     head = "".join(f"<th>{name}</th>" for name in ("layer", "stimulus x channel x row x column",
                                                     "dtype", "size", "units kept"))
     parts = [f"<div><strong>{html.escape(title)}</strong>",

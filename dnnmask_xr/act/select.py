@@ -167,10 +167,12 @@ def _span(size: int) -> str:
 
 
 def describe_numbers(labels: np.ndarray, most: int = 8) -> str:
-    """Write numbers briefly: ``1..13`` for a run, else the first few."""
+    """Write labels briefly: ``1..13`` for a run of integers, else the first few."""
+    labels = np.asarray(labels)
     if labels.size == 1:
-        return str(labels[0])
-    if labels.size and np.array_equal(labels, np.arange(labels[0], labels[0] + labels.size)):
+        return str(labels.flat[0])
+    if labels.size and labels.dtype.kind in "iu" and np.array_equal(
+            labels, np.arange(labels[0], labels[0] + labels.size)):
         return f"{labels[0]}..{labels[-1]}"
     shown = ", ".join(str(label) for label in labels[:most])
     return shown + (f", ... ({labels.size} in all)" if labels.size > most else "") or "none"
