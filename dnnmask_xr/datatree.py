@@ -137,9 +137,6 @@ def from_datatree(tree: xr.DataTree) -> Activations:
                 f"with dims {DIMS}"
             )
         layer = node.to_dataset()[variables[0]]
-        # the header lives in stim_header; layers carry bare stimulus labels
-        stimulus = layer["stimulus"].variable.copy(deep=False)
-        stimulus.attrs = {}
         for key, coord in fields.items():
             # both copies are the user's to change: refuse to pick one
             if key in layer.coords and not layer[key].variable.equals(coord.variable):
@@ -148,7 +145,8 @@ def from_datatree(tree: xr.DataTree) -> Activations:
                     "than the root's; a tree of activations holds each field alike on the "
                     "root and on every layer node: change it on all of them")
         inherited = {key: coord for key, coord in fields.items() if key not in layer.coords}
-        layers[name] = layer.assign_coords(inherited).assign_coords(stimulus=stimulus)
+        # the header given below becomes the attrs of every layer's stimulus
+        layers[name] = layer.assign_coords(inherited)
     header = {}
     if "stimulus" in tree.coords:
         header = {str(key): str(value) for key, value in tree["stimulus"].attrs.items()}

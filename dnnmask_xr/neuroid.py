@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS
-from dnnmask_xr.activations import Activations, stimulus_fields
+from dnnmask_xr.act.layout import NUMBERED_DIMS
+from dnnmask_xr.activations import Activations
 from dnnmask_xr.errors import SelectionError
 
 #: The levels of the ``neuroid`` index, in order.
@@ -148,16 +148,8 @@ def unstack_neuroids(stacked: xr.DataArray) -> Activations | dict[str, xr.DataAr
         where = np.flatnonzero(labels["layer"] == name)
         numbers, flat = _grid(str(name), {dim: labels[dim][where] for dim in NUMBERED_DIMS})
         part = plain.isel(neuroid=where[np.argsort(flat, kind="stable")])
-        shape = tuple(numbers[dim].size for dim in NUMBERED_DIMS)
-        if as_layers:
-            layers[str(name)] = xr.DataArray(
-                part.data.reshape(*part.shape[:-1], *shape), dims=DIMS, name=str(name),
-                coords={"stimulus": stacked["stimulus"].values, **numbers,
-                        **{key: ("stimulus", values)
-                           for key, values in stimulus_fields(stacked).items()}},
-            )
-        else:
-            layers[str(name)] = _on_grid(part, numbers).assign_coords(layer=str(name))
+        layer = _on_grid(part, numbers)
+        layers[str(name)] = layer if as_layers else layer.assign_coords(layer=str(name))
     return Activations(layers) if as_layers else layers
 
 
