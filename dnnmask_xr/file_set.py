@@ -20,9 +20,9 @@ import xarray as xr
 
 from dnnmask_xr._args import path_arg
 from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS
-from dnnmask_xr.act.plan import INPUTS_KEY, same_values
+from dnnmask_xr.act.plan import INPUTS_KEY, StimulusTable, same_values
 from dnnmask_xr.act.select import describe_numbers
-from dnnmask_xr.activations import Activations, stimulus_fields
+from dnnmask_xr.activations import Activations
 from dnnmask_xr.dask_layers import Chunks, chunk_layer
 from dnnmask_xr.errors import ActFileError, SelectionError, UsageError
 from dnnmask_xr.formats.stim import Stimuli
@@ -85,9 +85,10 @@ def open_file_set(
             undo.callback(acts.close)
             opened.append(acts)
         _check_layers(where, opened)
-        _check_distinct_stimuli(where, opened)
-        header = _shared_header(where, opened)
-        coords = _stimulus_coords(where, opened) if opened[0] else {}
+        tables = [acts.stimulus_table() for acts in opened]
+        _check_distinct_stimuli(where, tables)
+        header = _shared_header(where, tables)
+        coords = _stimulus_coords(where, tables)
         layers = {name: _concatenated(name, [acts[name] for acts in opened], coords, cache)
                   for name in opened[0]}
         if chunks is not None:
@@ -134,10 +135,10 @@ def _check_layers(where: list[str], opened: list[Activations]) -> None:
                         "the same units of each layer")
 
 
-def _check_distinct_stimuli(where: list[str], opened: list[Activations]) -> None:
+def _check_distinct_stimuli(where: list[str], tables: list[StimulusTable]) -> None:
     seen: dict[Any, str] = {}
-    for path, acts in zip(where, opened, strict=True):
-        ids = next(iter(acts.values()))["stimulus"].values.tolist() if acts else []
+    for path, table in zip(where, tables, strict=True):
+        ids = table.ids.tolist()
         for stim_id in set(ids):
             if stim_id in seen:
                 raise SelectionError(
@@ -147,19 +148,18 @@ def _check_distinct_stimuli(where: list[str], opened: list[Activations]) -> None
         seen.update(dict.fromkeys(ids, path))
 
 
-def _shared_header(where: list[str], opened: list[Activations]) -> dict[str, str]:
+def _shared_header(where: list[str], tables: list[StimulusTable]) -> dict[str, str]:
     """Give the one stimulus header of the set: every file's, which must agree."""
-    first = opened[0].stim_header
-    for path, acts in zip(where[1:], opened[1:], strict=True):
-        header = acts.stim_header
-        for key in dict.fromkeys([*first, *header]):
-            if header.get(key) != first.get(key):
+    first = tables[0].header
+    for path, table in zip(where[1:], tables[1:], strict=True):
+        for key in dict.fromkeys([*first, *table.header]):
+            if table.header.get(key) != first.get(key):
                 raise SelectionError(
                     f"the stimulus tables of {where[0]!r} and {path!r} differ in their header: "
-                    f"{key}={_shown(first.get(key))} and {key}={_shown(header.get(key))}; a set "
-                    "of files has one stimulus table, so give every file's table the same "
-                    "header (for stimuli in several folders: one path, and IDs relative to "
-                    "it, such as ses-02/img1.png)")
+                    f"{key}={_shown(first.get(key))} and {key}={_shown(table.header.get(key))}; "
+                    "a set of files has one stimulus table, so give every file's table the "
+                    "same header (for stimuli in several folders: one path, and IDs relative "
+                    "to it, such as ses-02/img1.png)")
     return dict(first)
 
 
@@ -167,19 +167,17 @@ def _shown(value: str | None) -> str:
     return "(none)" if value is None else repr(value)
 
 
-def _stimulus_coords(where: list[str], opened: list[Activations]) -> dict[str, Any]:
-    layers = [next(iter(acts.values())) for acts in opened]
-    fields = [stimulus_fields(layer) for layer in layers]
-    for path, own in zip(where[1:], fields[1:], strict=True):
-        if sorted(own) != sorted(fields[0]):
+def _stimulus_coords(where: list[str], tables: list[StimulusTable]) -> dict[str, Any]:
+    names = sorted(tables[0].fields)
+    for path, table in zip(where[1:], tables[1:], strict=True):
+        if sorted(table.fields) != names:
             raise SelectionError(f"{path!r} labels its stimuli with the fields "
-                                 f"{sorted(own) or 'none'} but {where[0]!r} with "
-                                 f"{sorted(fields[0]) or 'none'}; the files of one set have "
-                                 "stimulus tables with the same columns")
-    coords: dict[str, Any] = {
-        "stimulus": np.concatenate([layer["stimulus"].values for layer in layers])}
-    for name in fields[0]:
-        coords[name] = ("stimulus", np.concatenate([own[name] for own in fields]))
+                                 f"{sorted(table.fields) or 'none'} but {where[0]!r} with "
+                                 f"{names or 'none'}; the files of one set have stimulus "
+                                 "tables with the same columns")
+    coords: dict[str, Any] = {"stimulus": np.concatenate([table.ids for table in tables])}
+    for name in tables[0].fields:
+        coords[name] = ("stimulus", np.concatenate([table.fields[name] for table in tables]))
     return coords
 
 
