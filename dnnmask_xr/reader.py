@@ -165,10 +165,12 @@ def _read_metadata(
         # of many layers costs only what the layers used need
         data = as_variable_data(LayerArray(manager, where, name, dataset.shape,
                                            dataset.dtype, lock), cache)
-        numbers = decode_unit_labels(dataset, repr(where))
-        # the layer's own attributes (DNNBrain ignores them), not its labels
-        attrs = read_attrs(dataset, repr(where), lambda key: not _is_label(key))
-        layers[name] = xr.DataArray(xr.Variable(DIMS, data, attrs=attrs), coords=numbers,
+        # one read of the layer's attributes: its unit numbers, and its own
+        # attributes (DNNBrain ignores them)
+        stored_here = read_attrs(dataset, repr(where))
+        numbers = decode_unit_labels(dataset, repr(where), stored_here)
+        own = {key: value for key, value in stored_here.items() if not _is_label(key)}
+        layers[name] = xr.DataArray(xr.Variable(DIMS, data, attrs=own), coords=numbers,
                                     name=name)
         layers[name].encoding = _encoding(dataset, where)
     stored = read_attrs(root, repr(where))

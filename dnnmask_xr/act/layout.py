@@ -89,7 +89,8 @@ def read_attrs(
                            f"damaged ({err})") from None
 
 
-def decode_unit_labels(dataset: h5py.Dataset, where: str) -> dict[str, np.ndarray]:
+def decode_unit_labels(dataset: h5py.Dataset, where: str,
+                       attrs: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
     """Read a layer's channel, row and column numbers.
 
     Parameters
@@ -98,6 +99,9 @@ def decode_unit_labels(dataset: h5py.Dataset, where: str) -> dict[str, np.ndarra
         A 4-D layer dataset.
     where
         How to name the file in errors.
+    attrs
+        The dataset's attributes, if already read (by :func:`read_attrs`);
+        otherwise only ``channel``, ``row`` and ``column`` are read here.
 
     Returns
     -------
@@ -105,7 +109,8 @@ def decode_unit_labels(dataset: h5py.Dataset, where: str) -> dict[str, np.ndarra
         ``{"channel": ..., "row": ..., "column": ...}``, int64 arrays.
     """
     numbers = {}
-    attrs = read_attrs(dataset, where, NUMBERED_DIMS.__contains__)
+    if attrs is None:
+        attrs = read_attrs(dataset, where, NUMBERED_DIMS.__contains__)
     for dim, size in zip(NUMBERED_DIMS, dataset.shape[1:], strict=True):
         if dim not in attrs:
             numbers[dim] = count_from_one(size)
