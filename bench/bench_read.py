@@ -206,24 +206,12 @@ def prepare_set(way: str, sessions: list[tuple[str, str]]) -> Run:
 
         return run
     if way == "limit":
-        import h5py
-        from isal import isal_zlib
+        import_limit()
 
         def run() -> Any:
             # every chunk of every file, inflated on one pool, as the limit of job 1
             with ThreadPoolExecutor(os.cpu_count()) as pool:
-                pieces = []
-                for act in acts:
-                    with h5py.File(act, "r") as root:
-                        dataset = root["conv2"]
-                        nbytes = math.prod(dataset.chunks) * dataset.dtype.itemsize
-                        read = dataset.id.read_direct_chunk
-
-                        def inflate(offset: tuple[int, ...], read=read, nbytes=nbytes) -> bytes:
-                            return isal_zlib.decompress(read(offset)[1], bufsize=nbytes)
-
-                        pieces += pool.map(inflate, touched_offsets(dataset, None))
-                return pieces
+                return [inflate_touched(pool, act, "conv2", None) for act in acts]
 
         return run
     raise SystemExit(f"job 7 has no way {way!r}")
@@ -282,23 +270,38 @@ def touched_offsets(dataset: Any, zero: list[int] | None) -> list[tuple[int, ...
     return list(itertools.product(*axes))
 
 
+def import_limit() -> None:
+    """Do before the clock the imports the limit's work needs."""
+    import h5py  # noqa: F401
+    from isal import isal_zlib  # noqa: F401
+
+
 def prepare_limit(path: str, layer: str, zero: list[int] | None) -> Run:
+    import_limit()
+
+    def run() -> Any:
+        with ThreadPoolExecutor(os.cpu_count()) as pool:
+            return inflate_touched(pool, path, layer, zero)
+
+    return run
+
+
+def inflate_touched(pool: ThreadPoolExecutor, path: str, layer: str,
+                    zero: list[int] | None) -> tuple[list[tuple[int, ...]], list[bytes]]:
+    """The limit's work: read the chunks a selection touches as stored, and inflate them."""
     import h5py
     from isal import isal_zlib
 
-    def run() -> Any:
-        with h5py.File(path, "r") as root, ThreadPoolExecutor(os.cpu_count()) as pool:
-            dataset = root[layer]
-            nbytes = math.prod(dataset.chunks) * dataset.dtype.itemsize
-            read = dataset.id.read_direct_chunk
-            offsets = touched_offsets(dataset, zero)
+    with h5py.File(path, "r") as root:
+        dataset = root[layer]
+        nbytes = math.prod(dataset.chunks) * dataset.dtype.itemsize
+        read = dataset.id.read_direct_chunk
+        offsets = touched_offsets(dataset, zero)
 
-            def inflate(offset: tuple[int, ...]) -> bytes:
-                return isal_zlib.decompress(read(offset)[1], bufsize=nbytes)
+        def inflate(offset: tuple[int, ...]) -> bytes:
+            return isal_zlib.decompress(read(offset)[1], bufsize=nbytes)
 
-            return offsets, list(pool.map(inflate, offsets))
-
-    return run
+        return offsets, list(pool.map(inflate, offsets))
 
 
 def prepare_mean(way: str, path: str) -> Run:
@@ -583,7 +586,6 @@ def main() -> None:
                 line += (f"; read {ours_read / MIB:.0f} MiB = {ours_read / stored:.2f}x the "
                          f"layer's {stored / MIB:.0f} MiB on disk (h5py {h5_read / stored:.2f}x)")
             print(line, flush=True)
-
         elif job.number == 7:
             ours, h5, limit = (job.median(way) for way in job.ways)
             print(f"\nset of {SESSIONS} files, conv2 .values: ours {ours:.3f} s, h5py + "
