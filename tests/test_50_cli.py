@@ -17,7 +17,7 @@ import dnnmask_xr.act.mask
 import dnnmask_xr.cli
 from dnnmask_xr import open_act
 from dnnmask_xr.cli import main
-from dnnmask_xr.testing import read_reference_act
+from dnnmask_xr.testing import read_reference_act, relu_activations, write_reference_act
 
 
 def run_ok(capsys, *args) -> str:
@@ -117,6 +117,14 @@ def test_dry_run_prints_the_plan_and_writes_nothing(act_file, tmp_path, capsys):
         "conv5  5 x 2 x 6 x 7  float32  1.7 kB  (channel 3, 1)",
     ]
     assert not out.exists()
+
+
+def test_dry_run_counts_one_stimulus_as_one(tmp_path, capsys):
+    path = tmp_path / "one.act.h5"
+    write_reference_act(path, relu_activations(1, {"fc3": (4, 1, 1)}))
+    printed = run_ok(capsys, "-act", path, "-layer", "fc3", "--dry-run", "-out",
+                     tmp_path / "out.act.h5")
+    assert printed.splitlines()[0].endswith(": 1 layer(s), 1 stimulus, 16 B before compression")
 
 
 @pytest.mark.parametrize(("isatty", "quiet", "expected"),

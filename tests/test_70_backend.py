@@ -205,10 +205,14 @@ class CountingLock:
         self.release()
 
 
-@pytest.mark.parametrize("opener", ["dataset", "datatree", "mfdataset", "open_act-nc"])
+@pytest.mark.parametrize("opener", ["dataset", "datatree", "mfdataset", "open_act-nc",
+                                    "open_act-set"])
 def test_reads_hold_the_lock_given(act_file, layers, parts, opener, tmp_path):
     lock = CountingLock()
-    if opener == "open_act-nc":
+    if opener == "open_act-set":
+        opened = open_act(parts, lock=lock)
+        array = opened["conv5"]
+    elif opener == "open_act-nc":
         save_act(open_act(act_file), tmp_path / "out.nc")
         opened = open_act(tmp_path / "out.nc", lock=lock)
         array = opened["conv5"]

@@ -209,3 +209,11 @@ def test_other_attributes_of_the_stimulus_coordinate_are_no_header():
     assert acts.stim_header == {}
     assert acts.stimuli is None
     assert acts["fc3"]["stimulus"].attrs == {"long_name": "image number"}
+
+
+def test_sel_passes_method_and_tolerance_to_every_layer(acts, layers):
+    near = acts.sel(channel=[2.4, 5.8], method="nearest")
+    for name, array in layers.items():
+        np.testing.assert_array_equal(near[name].values, array[:, [1, 5]])
+    with pytest.raises(SelectionError, match="layer 'conv5'"):
+        acts.sel(channel=[2.4], method="nearest", tolerance=0.1)

@@ -424,3 +424,16 @@ def test_the_backend_takes_allow_external(tmp_path: Path, allowed: bool):
     with xr.open_dataset(path, engine="dnnact", group="elsewhere", allow_external=True) as got:
         with h5py.File(tmp_path / "other.h5", "r") as other:
             np.testing.assert_array_equal(got["elsewhere"].values, other["conv"][()])
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_a_set_of_files_takes_allow_external(tmp_path: Path, allowed: bool):
+    from dnnmask_xr import open_act
+
+    path = _with_external_link(_other_file)(tmp_path)
+    if not allowed:
+        with pytest.raises(ActFileError, match=r"'elsewhere' is an external link"):
+            open_act([path])
+        return
+    with open_act([path], allow_external=True) as got, h5py.File(tmp_path / "other.h5") as other:
+        np.testing.assert_array_equal(got["elsewhere"].values, other["conv"][()])

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import h5py
 import numpy as np
 
-from dnnmask_xr.act.describe import describe_layers, format_bytes
+from dnnmask_xr.act.describe import count, describe_layers, format_bytes
 from dnnmask_xr.act.layout import (
     DIMS,
     NUMBERED_DIMS,
@@ -196,7 +196,7 @@ class Plan:
     def summary(self, out: str) -> str:
         """Say what would be written at ``out``."""
         return (f"would write {out!r}: {len(self.layers)} layer(s), "
-                f"{self.stimulus.ids.size} stimuli, {format_bytes(self.nbytes)} before "
+                f"{count(self.stimulus.ids.size, 'stimulus')}, {format_bytes(self.nbytes)} before "
                 "compression")
 
 
