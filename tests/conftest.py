@@ -93,3 +93,19 @@ def inflations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(dnnmask_xr.act.chunk_read, "inflate", counting)
     return seen
+
+
+@pytest.fixture
+def split_parts(act_file: Path, stim_file: Path, tmp_path: Path):
+    """Save ``act_file``'s stimuli, labelled, as two files of a suffix: 2 stimuli, then 3."""
+    from dnnmask_xr import open_act, save_act
+
+    def split(suffix: str) -> list[Path]:
+        paths = []
+        with open_act(act_file, stim=stim_file) as acts:
+            for number, stimuli in enumerate([[0, 1], [2, 3, 4]]):
+                paths.append(tmp_path / f"part{number}{suffix}")
+                save_act(acts.isel(stimulus=stimuli), paths[-1])
+        return paths
+
+    return split

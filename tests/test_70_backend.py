@@ -11,7 +11,7 @@ import pytest
 import xarray as xr
 
 import dnnmask_xr.lazy
-from dnnmask_xr import Activations, SelectionError, UsageError, open_act, save_act
+from dnnmask_xr import SelectionError, UsageError, open_act, save_act
 from dnnmask_xr.backend import DnnActBackendEntrypoint
 
 
@@ -146,15 +146,9 @@ KEYWORDS = [
 
 
 @pytest.fixture
-def parts(act_file, stim_file, tmp_path):
+def parts(split_parts):
     """The stimuli of act_file in two .act.h5 files: 2 stimuli, then 3."""
-    acts = open_act(act_file, stim=stim_file)
-    paths = []
-    for number, stimuli in enumerate([slice(0, 2), slice(2, 5)]):
-        paths.append(tmp_path / f"part{number}.act.h5")
-        save_act(Activations({name: layer.isel(stimulus=stimuli)
-                              for name, layer in acts.items()}), paths[-1])
-    return paths
+    return split_parts(".act.h5")
 
 
 @pytest.mark.parametrize("keywords", KEYWORDS, ids=lambda kw: "-".join(map(str, kw.items())))

@@ -112,16 +112,9 @@ def test_the_netcdf4_library_reads_the_stimuli_of_a_group(act_file, stim_file, t
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_open_mfdataset_joins_a_layer_of_many_nc_files_with_its_stimuli(act_file, stim_file,
-                                                                         layers, tmp_path,
+def test_open_mfdataset_joins_a_layer_of_many_nc_files_with_its_stimuli(split_parts, layers,
                                                                          engine):
-    acts = open_act(act_file, stim=stim_file)
-    parts = []
-    for number, stimuli in enumerate([slice(0, 2), slice(2, 5)]):
-        parts.append(tmp_path / f"part{number}.nc")
-        save_act(Activations({name: layer.isel(stimulus=stimuli)
-                              for name, layer in acts.items()}), parts[-1])
-    with xr.open_mfdataset(parts, group="conv5", engine=engine, combine="nested",
+    with xr.open_mfdataset(split_parts(".nc"), group="conv5", engine=engine, combine="nested",
                            concat_dim="stimulus") as joined:
         np.testing.assert_array_equal(joined["conv5"].values, layers["conv5"])
         for key, expected in STIMULI.items():
