@@ -10,7 +10,7 @@ and never replaces the file it comes from.
 from __future__ import annotations
 
 import contextlib
-import itertools
+import math
 import threading
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -23,8 +23,8 @@ from xarray.backends.locks import HDF5_LOCK
 from xarray.core import indexing
 
 from dnnmask_xr.act.chunk_index import ChunkIndex
-from dnnmask_xr.act.chunk_read import fill_from_chunks
-from dnnmask_xr.act.chunking import axis_pieces
+from dnnmask_xr.act.chunk_read import CHUNK_COPIES, fill_from_chunks, layer_name, size_text
+from dnnmask_xr.act.chunking import CHUNK_BYTES, axis_pieces, read_boxes
 from dnnmask_xr.act.plan import FileSelection
 from dnnmask_xr.act.pool import default_threads, shared_pool
 from dnnmask_xr.errors import ActFileError
@@ -62,8 +62,9 @@ class LayerArray(BackendArray):
     touches is read as stored (one HDF5 call under the lock), inflated
     outside the lock and placed into the output, on the shared read pool
     when the read is made from the main thread, in the reading thread
-    otherwise (a dask worker's). Other layers are read by HDF5 in one call
-    under the lock.
+    otherwise (a dask worker's). Other layers go through the same reader,
+    HDF5 decoding each touched chunk (or box) in one call under the lock
+    (:func:`read_outer`).
 
     Without a lock of ours (``lock=False``) reads are still safe: h5py
     holds its own global lock around every call into the HDF5 library,
@@ -234,19 +235,48 @@ def read_chunks(
     numpy.ndarray
         ``dataset[...]`` as numpy would index it orthogonally; axes given
         by an integer are dropped.
+
+    Raises
+    ------
+    ActFileError
+        If a chunk cannot be read, or a chunk in flight (stored and
+        inflated) would not fit ``read_memory``.
     """
-    dataset = index.dataset
+    threads = OPTIONS["read_threads"] or default_threads()
+    in_main = threading.current_thread() is threading.main_thread()
+    pool = shared_pool(threads) if threads > 1 and in_main else None
+    return _read(index.dataset, index.dataset.chunks, index, key, out, pool=pool,
+                 threads=threads, lock=lock)
+
+
+def _read(
+    dataset: h5py.Dataset, steps: tuple[int, ...], index: ChunkIndex | None,
+    key: tuple[Any, ...], out: np.ndarray | None, **how: Any,
+) -> np.ndarray:
+    """Read a key through the chunk reader, each chunk (or box) of ``steps`` once.
+
+    The one place lazy reads meet ``read_memory``: a chunk in flight is
+    held as stored and as decoded, so a layer whose chunks are decoded
+    whole needs twice a chunk; one that needs more is refused before
+    anything is read, as the writer refuses a ``--memory`` its chunks do
+    not fit.
+    """
     positions, squeeze = _outer_positions(key, dataset.shape)
     if out is None:
         out = np.empty(tuple(axis.size for axis in positions), dtype=dataset.dtype)
     if out.size:
-        threads = OPTIONS["read_threads"] or default_threads()
-        in_main = threading.current_thread() is threading.main_thread()
-        pool = shared_pool(threads) if threads > 1 and in_main else None
-        pieces = [axis_pieces(axis, step) for axis, step in zip(positions, dataset.chunks,
-                                                                strict=True)]
-        fill_from_chunks(dataset, dataset.chunks, index, pieces, out, pool=pool,
-                         threads=threads, spare=OPTIONS["read_memory"], lock=lock)
+        spare = OPTIONS["read_memory"]
+        chunk_bytes = math.prod(steps) * dataset.dtype.itemsize
+        if CHUNK_COPIES * chunk_bytes > spare:
+            needed = CHUNK_COPIES * chunk_bytes
+            raise ActFileError(
+                f"{dataset.file.filename!r}: layer {layer_name(dataset)!r} is stored in "
+                f"chunks of {size_text(chunk_bytes)} (shape {steps}), each read whole; "
+                f"reading them needs read_memory of at least {size_text(needed)} "
+                f"(dx.set_options(read_memory={needed})), more than the "
+                f"{size_text(spare)} set")
+        pieces = [axis_pieces(axis, step) for axis, step in zip(positions, steps, strict=True)]
+        fill_from_chunks(dataset, steps, index, pieces, out, spare=spare, **how)
     return out.squeeze(axis=tuple(squeeze)) if squeeze else out
 
 
@@ -266,15 +296,16 @@ def _outer_positions(
 
 
 def read_outer(dataset: h5py.Dataset, key: tuple[Any, ...]) -> np.ndarray:
-    """Read an outer (orthogonal) selection in one pass over the file, by HDF5.
+    """Read an outer (orthogonal) selection of a layer HDF5 decodes, chunk by chunk.
 
     Parameters
     ----------
     dataset
-        The HDF5 dataset.
+        The HDF5 dataset: contiguous, or chunked with filters other than
+        gzip alone (lzf, shuffle, fletcher32, scale-offset) or none.
     key
         One entry per axis: a slice with a positive step, an integer, or an
-        array of non-decreasing positions (repeats allowed).
+        array of positions (in any order, repeats allowed).
 
     Returns
     -------
@@ -284,43 +315,29 @@ def read_outer(dataset: h5py.Dataset, key: tuple[Any, ...]) -> np.ndarray:
 
     Notes
     -----
-    h5py allows one position list per read, in increasing order. Here every
-    axis is cut into runs of consecutive positions and the union of their
-    boxes becomes one HDF5 selection, so each chunk the selection touches is
-    read and decoded once, and chunks it does not touch are never read.
+    Each chunk the selection touches is read by HDF5 once, in one call for
+    the box the selection spans in it, and its values are placed into the
+    output in memory (a strided copy where the positions are evenly
+    spaced): the time goes with the chunks touched, not with the number of
+    runs of positions, whose product HDF5 would otherwise take one
+    hyperslab each for. Layers HDF5 can read in any box (contiguous, or
+    chunked without filters) are read in boxes that fit ``read_memory``
+    instead of their chunks, if theirs would not.
+
+    Raises
+    ------
+    ActFileError
+        If a filtered layer's chunks (decoded whole) would not fit
+        ``read_memory``.
     """
-    positions, squeeze = _outer_positions(key, dataset.shape)
-    runs, repeats = [], []
-    for axis in positions:
-        unique, inverse = np.unique(axis, return_inverse=True)
-        repeats.append(None if unique.size == axis.size else inverse)
-        runs.append(_runs(unique))
-
-    shape = tuple(sum(count for _, count in axis_runs) for axis_runs in runs)
-    out = np.empty(shape, dtype=dataset.dtype)
-    if out.size:
-        file_space = dataset.id.get_space()
-        file_space.select_none()
-        for box in itertools.product(*runs):
-            file_space.select_hyperslab(
-                tuple(start for start, _ in box),
-                tuple(count for _, count in box),
-                op=h5py.h5s.SELECT_OR,
-            )
-        dataset.id.read(h5py.h5s.create_simple(shape), file_space, out)
-
-    for axis, inverse in enumerate(repeats):
-        if inverse is not None:
-            out = np.take(out, inverse, axis=axis)
-    return out.squeeze(axis=tuple(squeeze)) if squeeze else out
-
-
-def _runs(positions: np.ndarray) -> list[tuple[int, int]]:
-    """Cut sorted unique positions into ``(start, count)`` runs."""
-    if positions.size == 0:
-        return []
-    breaks = np.flatnonzero(np.diff(positions) != 1) + 1
-    return [(int(run[0]), run.size) for run in np.split(positions, breaks)]
+    steps = dataset.chunks
+    itemsize = dataset.dtype.itemsize
+    box_bytes = min(CHUNK_BYTES, OPTIONS["read_memory"] // CHUNK_COPIES)
+    if steps is None or (not dataset.id.get_create_plist().get_nfilters()
+                         and math.prod(steps) * itemsize > box_bytes):
+        steps = read_boxes(dataset.shape, itemsize, box_bytes)
+    # the caller holds the lock around the whole read: HDF5 decodes here
+    return _read(dataset, steps, None, key, None, pool=None, threads=1)
 
 
 def file_selection(array: xr.DataArray) -> FileSelection | None:

@@ -41,7 +41,11 @@ class set_options:
         scheduler's thread count sets how many cores are used.
     read_memory
         Most bytes of chunks a read holds besides its output (default
-        128 MiB).
+        128 MiB). A chunk decoded whole (gzip, lzf, shuffle, fletcher32,
+        scale-offset) takes twice its size while in flight; a read of a
+        layer whose chunks do not fit is refused with an ``ActFileError``
+        that gives the ``read_memory`` it needs. The setting holds in this
+        process (dask's process workers read with their own).
 
     Raises
     ------

@@ -66,7 +66,14 @@ class ChunkIndex:
         The gzip level if the chunks may be inflated here (gzip alone, a
         valid level, a standard type), None if HDF5 must decode them.
     fillvalue
-        What chunks never written read as; None if the layer has none.
+        What chunks never written read as; None if HDF5 leaves them unset
+        (no fill value, or a fill time of "never").
+    unset
+        Why chunks never written hold no values, if they hold none.
+    unfiltered
+        The filter mask of a chunk stored raw: filter ``i`` of the pipeline
+        is skipped when bit ``i`` is set, and bits past the pipeline mean
+        nothing, as in HDF5.
 
     Raises
     ------
@@ -89,7 +96,7 @@ class ChunkIndex:
         try:
             plist = dataset.id.get_create_plist()
             filters = [plist.get_filter(i) for i in range(plist.get_nfilters())]
-            self.fillvalue = _fill_value(dataset, plist)
+            self.fillvalue, self.unset = _fill_value(dataset, plist)
             standard = dataset.id.get_type().equal(h5py.h5t.py_create(dataset.dtype))
             file_size = dataset.file.id.get_filesize()
             infos = _chunk_infos(dataset)
@@ -102,10 +109,14 @@ class ChunkIndex:
             if len(levels) == 1 and 0 <= levels[0] <= 9:
                 self.level = int(levels[0])
         # a chunk whose every filter was skipped (or that has none) is stored raw
-        self._check(infos, raw_size, largest, (1 << len(filters)) - 1, file_size)
+        self.unfiltered = (1 << len(filters)) - 1
+        self._check(infos, raw_size, largest, file_size)
 
-    def _check(self, infos: list, raw_size: int, largest: int, unfiltered: int,
-               file_size: int) -> None:
+    def stored_raw(self, filter_mask: int) -> bool:
+        """Tell whether a chunk with ``filter_mask`` skipped every filter (is stored raw)."""
+        return (filter_mask & self.unfiltered) == self.unfiltered
+
+    def _check(self, infos: list, raw_size: int, largest: int, file_size: int) -> None:
         """Check every entry at once (numpy), then name the first bad one."""
         shape, steps = self.dataset.shape, self.dataset.chunks
         if any(len(info.chunk_offset) != len(shape) for info in infos):
@@ -123,6 +134,7 @@ class ChunkIndex:
         sizes = np.minimum(np.array([info.size for info in infos], dtype=np.uint64),
                            2**62).astype(np.int64)
         masks = np.array([info.filter_mask for info in infos], dtype=np.uint64)
+        unfiltered = np.uint64(self.unfiltered)
         keys = [tuple(offset) for offset in offsets.tolist()]
         checks = [
             (~(((offsets < np.array(shape, dtype=np.uint64))
@@ -132,7 +144,7 @@ class ChunkIndex:
             (missing | (sizes <= 0) | (sizes > largest),
              lambda i: f"gives the chunk at {keys[i]} {sizes[i]} bytes; a chunk of {steps} "
                        f"takes 1 to {largest}"),
-            (((masks & np.uint64(unfiltered)) == unfiltered) & (sizes != raw_size),
+            (((masks & unfiltered) == unfiltered) & (sizes != raw_size),
              lambda i: f"gives the unfiltered chunk at {keys[i]} {sizes[i]} bytes; it holds "
                        f"{raw_size}"),
             (where + sizes > file_size,
@@ -176,13 +188,20 @@ class ChunkIndex:
         return filter_mask, data
 
 
-def _fill_value(dataset: h5py.Dataset, plist: h5py.h5p.PropDCID) -> object:
-    """Return the layer's fill value, None if undefined; checked before h5py reads it."""
+def _fill_value(dataset: h5py.Dataset, plist: h5py.h5p.PropDCID) -> tuple[object, str]:
+    """Give what chunks never written read as, or None and why they hold no values.
+
+    As HDF5 reads them: with a fill time of "never" it leaves such chunks
+    unset whatever the fill value (h5py then gives whatever memory held),
+    and so it does without a fill value.
+    """
+    if plist.get_fill_time() == h5py.h5d.FILL_TIME_NEVER:
+        return None, "the layer's fill time is 'never' (HDF5 leaves such chunks unset)"
     # h5py's Dataset.fillvalue crashes the process on a damaged fill value
     # message; asking whether one is defined fails cleanly instead
     if plist.fill_value_defined() == h5py.h5d.FILL_VALUE_UNDEFINED:
-        return None
-    return dataset.fillvalue
+        return None, "the layer has no fill value"
+    return dataset.fillvalue, ""
 
 
 def _chunk_infos(dataset: h5py.Dataset) -> list:

@@ -37,6 +37,9 @@ from dnnmask_xr.errors import ActFileError
 #: Chunks in flight per pool thread: enough to keep threads busy, few enough
 #: to keep memory flat.
 IN_FLIGHT_PER_THREAD = 4
+#: Copies of a chunk in flight: as stored and as decoded. A chunk needs this
+#: many times its size of the memory a read may hold besides its output.
+CHUNK_COPIES = 2
 #: Bytes of input chunks inflated per task on the pool: small chunks one
 #: task each would spend more time handing over than inflating. A read of
 #: no more than this is done in the calling thread.
@@ -104,7 +107,7 @@ def fill_from_chunks(
         pool = None  # one batch: handing it over would cost more than it saves
     # a task holds one chunk at a time, stored and inflated; queued tasks hold
     # none: the tasks in flight bound the running ones, and so the memory
-    limit = max(1, min(threads * IN_FLIGHT_PER_THREAD, spare // (2 * chunk_bytes)))
+    limit = max(1, min(threads * IN_FLIGHT_PER_THREAD, spare // (CHUNK_COPIES * chunk_bytes)))
     read = functools.partial(_read_batch, source, tuple(steps), index, out, lock)
     # per axis, for each touched chunk: where it starts, where its values go
     # and where they are in it; the loop below runs once per chunk, so it
@@ -176,15 +179,30 @@ def _read_batch(
                 raise no_fill_value(index, offset)
             values = decode_chunk(stored, steps, index)
             read += stored is not None
-            inflated += stored is not None and not stored[0]
+            inflated += stored is not None and not index.stored_raw(stored[0])
         else:
-            box = tuple(slice(start, min(start + step, size))
-                        for start, step, size in zip(offset, steps, source.shape, strict=True))
+            # HDF5 decodes the chunk (or reads the box) itself; only the part
+            # the selection spans is copied out of it
+            box, in_index = _span(offset, in_index)
             with lock:
                 values = read_box(source, box)
             read += 1
         _scatter(out, out_index, in_index, values)
     return read, inflated
+
+
+def _span(offset: tuple[int, ...], in_index: tuple) -> tuple[tuple[slice, ...], tuple]:
+    """Give the box of a chunk that its selected positions span, and where they are in it."""
+    box, local = [], []
+    for start, item in zip(offset, in_index, strict=True):
+        if isinstance(item, slice):  # increasing, and ``stop`` is one past the last
+            first, last = item.start, item.stop - 1
+            local.append(slice(0, last - first + 1, item.step))
+        else:
+            first, last = int(item.min()), int(item.max())
+            local.append(item - first)
+        box.append(slice(start + first, start + last + 1))
+    return tuple(box), tuple(local)
 
 
 def _scatter(out: np.ndarray, out_index: tuple, in_index: tuple, values: np.ndarray) -> None:
@@ -202,14 +220,19 @@ def _outer(index: tuple, shape: tuple[int, ...]) -> tuple:
 def decode_chunk(
     stored: tuple[int, bytes] | None, chunk_shape: tuple[int, ...], index: ChunkIndex
 ) -> np.ndarray:
-    """Turn a gzip chunk's stored bytes into its values (its fill value if None)."""
+    """Turn a gzip chunk's stored bytes into its values (its fill value if None).
+
+    As HDF5 decodes it: inflated unless its filter mask skips the gzip
+    filter (bit 0; the other bits name no filter of the pipeline), and
+    never inflated past the chunk's size.
+    """
     dtype = index.dtype
     if stored is None:  # never written: HDF5 reads its fill value
         return np.full(chunk_shape, index.fillvalue, dtype=dtype)
     filter_mask, data = stored
     size = math.prod(chunk_shape) * dtype.itemsize
     try:
-        data = data if filter_mask else inflate(data, size)
+        data = data if index.stored_raw(filter_mask) else inflate(data, size)
         return np.frombuffer(data, dtype=dtype).reshape(chunk_shape)
     except (*CodecError, ValueError) as err:
         raise ActFileError(f"{index.dataset.file.filename!r}: cannot read layer "
@@ -219,8 +242,8 @@ def decode_chunk(
 def no_fill_value(index: ChunkIndex, offset: tuple[int, ...]) -> ActFileError:
     """Make the error for a chunk never written in a layer without a fill value."""
     # HDF5 would read such a chunk from uninitialised memory
-    return ActFileError(f"{index.where}: the chunk at {offset} was never written and the "
-                        "layer has no fill value, so it holds no values")
+    return ActFileError(f"{index.where}: the chunk at {offset} was never written and "
+                        f"{index.unset}, so it holds no values")
 
 
 def read_box(source: h5py.Dataset, box: tuple[slice, ...]) -> np.ndarray:
@@ -230,6 +253,14 @@ def read_box(source: h5py.Dataset, box: tuple[slice, ...]) -> np.ndarray:
     except OSError as err:
         raise ActFileError(f"{source.file.filename!r}: cannot read layer "
                            f"{layer_name(source)!r} ({err})") from None
+
+
+def size_text(nbytes: int) -> str:
+    """Give a number of bytes as people read it: ``8.0 MiB``."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} bytes"
 
 
 def layer_name(dataset: h5py.Dataset) -> str:

@@ -7,6 +7,7 @@ a file.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -121,9 +122,30 @@ def chunk_grid(shape: Sequence[int], chunks: Sequence[int]) -> Iterator[tuple[in
 
 
 def _as_slice(index: np.ndarray) -> np.ndarray | slice:
-    if index.size and np.all(np.diff(index) == 1):
-        return slice(int(index[0]), int(index[-1]) + 1)
+    """Give evenly spaced increasing positions as a slice, a strided copy rather than a gather."""
+    if index.size == 1:
+        return slice(int(index[0]), int(index[0]) + 1)
+    if index.size:
+        steps = np.diff(index)
+        if steps[0] > 0 and np.all(steps == steps[0]):
+            return slice(int(index[0]), int(index[-1]) + 1, int(steps[0]))
     return index
+
+
+def read_boxes(shape: Sequence[int], itemsize: int, nbytes: int) -> tuple[int, ...]:
+    """Cut a layer HDF5 reads in any box into boxes of at most ``nbytes``, where it can.
+
+    Boxes cut the first axes first, so that each is a few long runs of the
+    file's bytes; a box of one value is the smallest there is.
+    """
+    steps = [max(1, int(size)) for size in shape]
+    for axis in range(len(steps)):
+        inner = math.prod(steps[axis + 1:]) * itemsize
+        if inner <= nbytes:
+            steps[axis] = max(1, min(steps[axis], nbytes // inner))
+            break
+        steps[axis] = 1
+    return tuple(steps)
 
 
 def iter_blocks(

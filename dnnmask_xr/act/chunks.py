@@ -45,6 +45,7 @@ from dnnmask_xr.act.chunk_read import (
     layer_name,
     no_fill_value,
 )
+from dnnmask_xr.act.chunk_read import size_text as _size
 from dnnmask_xr.act.chunking import (
     aligned_chunks,
     axis_pieces,
@@ -252,13 +253,6 @@ def _check_chunk_fits(source: h5py.Dataset, budget: Budget) -> None:
             f"memory={needed}), more than the {_size(budget.memory)} given")
 
 
-def _size(nbytes: int) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if nbytes >= scale:
-            return f"{nbytes / scale:.1f} {unit}"
-    return f"{nbytes} bytes"
-
-
 def _memory_flag(nbytes: int) -> str:
     """Give the smallest round ``--memory`` value of at least ``nbytes``."""
     if nbytes <= 2**20:
@@ -300,7 +294,7 @@ def _copy_chunks(
             filter_mask, data = stored
             if budget.verify:
                 pending.append(budget.pool.submit(decode_chunk, stored, steps, index))
-                report.chunks_inflated += not filter_mask
+                report.chunks_inflated += not index.stored_raw(filter_mask)
             target.id.write_direct_chunk(tuple(piece[1] for piece in pieces), data,
                                          filter_mask)
             report.chunks_written += 1

@@ -33,14 +33,30 @@ def deflate(data: bytes | memoryview) -> bytes:
 
 
 def inflate(data: bytes, size: int) -> bytes:
-    """Decompress one gzip-filtered chunk of ``size`` bytes.
+    """Decompress one gzip-filtered chunk of ``size`` bytes, never more.
+
+    Inflating stops at ``size`` bytes, so a stream that would inflate to
+    gigabytes (a few hundred kilobytes of zeros can) allocates no more
+    than the chunk before it is refused.
 
     Raises
     ------
     zlib.error
-        If the stream is damaged or does not hold ``size`` bytes.
+        If the stream is damaged or does not hold exactly ``size`` bytes.
     """
-    raw = _zlib.decompress(data, bufsize=size)
-    if len(raw) != size:
+    # ``decompress(data, bufsize=size)`` only sizes the first buffer: it
+    # goes on growing it to the end of the stream
+    stream = _zlib.decompressobj()
+    raw = stream.decompress(data, size)
+    if len(raw) < size:
+        if not stream.eof:
+            raise zlib.error(f"chunk stream ends after {len(raw)} bytes, expected {size}")
         raise zlib.error(f"chunk holds {len(raw)} bytes, expected {size}")
+    if not stream.eof:
+        # the end of the stream (and its checksum) may be all that is left;
+        # one byte more is enough to tell it from a longer stream
+        if stream.decompress(stream.unconsumed_tail, 1):
+            raise zlib.error(f"chunk holds more than the {size} bytes expected")
+        if not stream.eof:
+            raise zlib.error(f"chunk stream does not end after its {size} bytes")
     return raw

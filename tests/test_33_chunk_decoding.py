@@ -1,0 +1,461 @@
+"""The chunk reader decodes what HDF5 would, within its bounds, on every route.
+
+- A chunk's filter mask is read bit by bit: filter ``i`` is skipped only
+  when bit ``i`` is set, so a gzip chunk with mask 2 is inflated, as HDF5
+  inflates it (a raw-sized stream passes the index's size checks).
+- Chunks never written in a layer whose fill time is "never" hold no
+  values (HDF5 leaves them unset): refused in one line, as a layer without
+  a fill value is, never read as the fill value.
+- Inflating stops at the chunk's size: a stream that inflates to 512 MiB
+  is refused having allocated no more than the chunk.
+- Lazy reads refuse, in one line and before reading, chunks that do not
+  fit ``read_memory`` twice (stored and decoded).
+- Strided selections of layers HDF5 decodes are read one HDF5 call per
+  chunk touched, not one hyperslab per combination of runs.
+
+Memory is measured as the peak resident size of a child process, against
+the same run on a well-formed file of the same shape; nothing is timed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import zlib
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reliability import assert_one_line_error, command, layer_dataset, run_route
+from routes import READ_ROUTES
+
+import dnnmask_xr.act.chunk_read
+from dnnmask_xr import ActFileError, open_act, set_options
+
+SUFFIXES = (".act.h5", ".nc")
+#: The lazy ways of reading a layer: ``.values``, and dask on each scheduler.
+LAZY = ("values", "dask-threads", "dask-processes")
+
+
+def _lazy_read(path: Path, name: str, how: str, key: tuple = ()) -> np.ndarray:
+    """Read ``layer[key]`` of ``path`` through ``open_act`` the way ``how`` says."""
+    with open_act(path, chunks=None if how == "values" else {}) as acts:
+        layer = acts[name][key] if key else acts[name]
+        if how == "values":
+            return layer.values
+        return layer.data.compute(scheduler=how.removeprefix("dask-"))
+
+
+def _run(route: str, path: Path, flags: tuple[str, ...], out: Path):
+    return run_route("-act", path, *flags, "-out", out, route=route)
+
+
+# -- 1. filter masks, bit by bit --------------------------------------------------------------
+
+SHAPE = (4, 8, 4, 4)
+CHUNKS = (1, 8, 4, 4)  # 512 bytes of float32
+
+
+def _masked_chunk_file(folder: Path) -> tuple[Path, np.ndarray]:
+    """A gzip layer whose chunk (1, 0, 0, 0) has filter mask 2, padded to the raw size.
+
+    Bit 1 names no filter of a gzip-only pipeline, so HDF5 still inflates
+    the chunk; its stream, padded with zeros to the 512 bytes of a raw
+    chunk, passes every size check of the index.
+    """
+    # small whole numbers: they compress, so the stream can be padded to a raw chunk
+    data = np.random.default_rng(1).integers(0, 9, SHAPE).astype("f4")
+    path = folder / "masked.act.h5"
+    with h5py.File(path, "w") as root:
+        layer = root.create_dataset("conv", data=data, chunks=CHUNKS, compression="gzip")
+        stream = zlib.compress(data[1].tobytes())
+        raw_size = data[1].nbytes
+        assert len(stream) < raw_size
+        layer.id.write_direct_chunk((1, 0, 0, 0), stream.ljust(raw_size, b"\0"), filter_mask=2)
+    with h5py.File(path, "r") as root:  # h5py reads the right values
+        np.testing.assert_array_equal(root["conv"][()], data)
+    return path, data
+
+
+MASK_FLAGS = (("-layer", "conv"), ("-layer", "conv", "--verify"),
+              ("-layer", "conv", "-chn", "2", "1"))
+
+
+@pytest.mark.parametrize("flags", MASK_FLAGS, ids=" ".join)
+@pytest.mark.parametrize("suffix", SUFFIXES)
+@pytest.mark.parametrize("route", READ_ROUTES)
+def test_a_chunk_with_an_unused_mask_bit_is_inflated_on_every_write_route(
+        route: str, suffix: str, flags: tuple[str, ...], tmp_path: Path):
+    path, data = _masked_chunk_file(tmp_path)
+    out = tmp_path / f"out{suffix}"
+    done = _run(route, path, flags, out)
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    expected = data[:, [1, 0]] if "-chn" in flags else data
+    with h5py.File(out, "r") as root:
+        got = layer_dataset(root, "conv")[()]
+    assert got.tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("how", LAZY)
+def test_a_chunk_with_an_unused_mask_bit_is_inflated_by_lazy_reads(how: str, tmp_path: Path):
+    path, data = _masked_chunk_file(tmp_path)
+    assert _lazy_read(path, "conv", how).tobytes() == data.tobytes()
+
+
+def test_a_mask_bit_past_the_pipeline_is_ignored_and_bit_zero_skips_gzip(tmp_path: Path):
+    path, data = _masked_chunk_file(tmp_path)
+    with h5py.File(path, "a") as root:
+        # every bit but the gzip filter's set: inflated; bit 0 set: raw
+        root["conv"].id.write_direct_chunk((2, 0, 0, 0), zlib.compress(data[2].tobytes()),
+                                           filter_mask=0xFFFFFFFE)
+        root["conv"].id.write_direct_chunk((3, 0, 0, 0), data[3].tobytes(), filter_mask=1)
+    with h5py.File(path, "r") as root:
+        np.testing.assert_array_equal(root["conv"][()], data)
+    with open_act(path) as acts:
+        assert acts["conv"].values.tobytes() == data.tobytes()
+
+
+# -- 2. fill time "never" ---------------------------------------------------------------------
+
+
+def _fill_never_file(folder: Path, written: bool = False) -> Path:
+    """A gzip layer with fill value 7 and fill time never; only its first chunk is written."""
+    path = folder / "never.act.h5"
+    with h5py.File(path, "w") as root:
+        plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        plist.set_chunk(CHUNKS)
+        plist.set_deflate(4)
+        plist.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+        plist.set_fill_value(np.array(7, dtype="f4"))
+        space = h5py.h5s.create_simple(SHAPE)
+        h5py.h5d.create(root.id, b"conv", h5py.h5t.IEEE_F32LE, space, plist)
+        values = np.arange(np.prod(SHAPE), dtype="f4").reshape(SHAPE)
+        root["conv"][:SHAPE[0] if written else 1] = values[:SHAPE[0] if written else 1]
+    return path
+
+
+NEVER_ERROR = (r"never\.act\.h5'?: layer 'conv': the chunk at \([1-3], 0, 0, 0\) was never "
+               r"written and the layer's fill time is 'never' \(HDF5 leaves such chunks unset\), "
+               r"so it holds no values$")
+
+
+@pytest.mark.parametrize("flags", [("-layer", "conv"), ("-layer", "conv", "-chn", "2", "1")],
+                         ids=" ".join)
+@pytest.mark.parametrize("suffix", SUFFIXES)
+@pytest.mark.parametrize("route", READ_ROUTES)
+def test_chunks_never_written_with_fill_time_never_are_refused_on_every_write_route(
+        route: str, suffix: str, flags: tuple[str, ...], tmp_path: Path):
+    path = _fill_never_file(tmp_path)
+    outs = tmp_path / "out"
+    outs.mkdir()
+    done = _run(route, path, flags, outs / f"o{suffix}")
+    assert done.returncode == 1, done.stderr
+    assert_one_line_error(done.stderr, NEVER_ERROR)
+    assert list(outs.iterdir()) == []
+
+
+@pytest.mark.parametrize("how", LAZY)
+def test_chunks_never_written_with_fill_time_never_are_refused_by_lazy_reads(
+        how: str, tmp_path: Path):
+    path = _fill_never_file(tmp_path)
+    with pytest.raises(ActFileError, match=NEVER_ERROR):
+        _lazy_read(path, "conv", how)
+    # the chunk that was written reads as h5py reads it
+    with h5py.File(path, "r") as root:
+        np.testing.assert_array_equal(_lazy_read(path, "conv", how, (0,)), root["conv"][0])
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_layer_with_fill_time_never_and_every_chunk_written_is_copied_exactly(
+        suffix: str, tmp_path: Path):
+    path = _fill_never_file(tmp_path, written=True)
+    out = tmp_path / f"out{suffix}"
+    done = _run("command", path, ("-layer", "conv"), out)
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    with h5py.File(path, "r") as source, h5py.File(out, "r") as copy:
+        assert layer_dataset(copy, "conv")[()].tobytes() == source["conv"][()].tobytes()
+
+
+# -- 11. inflating stops at the chunk's size --------------------------------------------------
+
+BOMB_SHAPE = (2, 256, 32, 32)
+BOMB_CHUNKS = (1, 256, 32, 32)  # 1 MiB
+BOMB_BYTES = 512 * 2**20
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory) -> tuple[Path, Path]:
+    """A layer whose second chunk's stream inflates to 512 MiB, and a good file of its shape."""
+    folder = tmp_path_factory.mktemp("bomb")
+    packer = zlib.compressobj(9)
+    zeros = bytes(16 * 2**20)
+    stream = b"".join(packer.compress(zeros) for _ in range(BOMB_BYTES // len(zeros)))
+    stream += packer.flush()
+    paths = []
+    for name, second in (("bomb.act.h5", stream), ("good.act.h5", None)):
+        path = folder / name
+        with h5py.File(path, "w") as root:
+            layer = root.create_dataset("conv", data=np.ones(BOMB_SHAPE, "f4"),
+                                        chunks=BOMB_CHUNKS, compression="gzip")
+            if second is not None:
+                layer.id.write_direct_chunk((1, 0, 0, 0), second)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def _peak_rss(argv: list[str]) -> tuple[int, str]:
+    """Run ``argv`` to its end; give its peak resident size in bytes and its stderr."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # os.wait4 gives this child's own peak, not the largest of every child's
+    stderr = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.stderr.close()
+    assert proc.returncode in (0, 1), stderr
+    return usage.ru_maxrss * 1024, stderr
+
+
+_LAZY_CHILD = textwrap.dedent("""
+    import sys
+    import dnnmask_xr as dx
+    path, how, memory = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    with dx.set_options(read_memory=memory), dx.open_act(
+            path, chunks=None if how == "values" else {"channel": 1}) as acts:
+        layer = acts["conv"][:, :1]
+        try:
+            layer.values if how == "values" else layer.data.compute(scheduler="threads")
+        except dx.DnnMaskError as err:
+            sys.exit(f"dnn_mask: error: {err}")
+""")
+
+
+def _lazy_child(path: Path, how: str, memory: int) -> list[str]:
+    return [sys.executable, "-c", _LAZY_CHILD, str(path), how, str(memory)]
+
+
+def _out(path: Path, suffix: str) -> Path:
+    return path.with_name(f"{path.name.split('.')[0]}-out{suffix}")
+
+
+BOMB_RUNS = {
+    "dnn_mask-chn": lambda path: command("-act", path, "-layer", "conv", "-chn", "2", "1",
+                                         "--memory", "16M", "-out", _out(path, ".act.h5")),
+    "dnn_mask-verify": lambda path: command("-act", path, "-layer", "conv", "--verify",
+                                            "--memory", "16M",
+                                            "-out", _out(path, ".nc")),
+    "values": lambda path: _lazy_child(path, "values", 2**21),
+    "dask": lambda path: _lazy_child(path, "dask", 2**21),
+}
+
+
+@pytest.mark.parametrize("run", BOMB_RUNS)
+def test_a_chunk_that_inflates_past_its_size_is_refused_within_memory(
+        run: str, bomb: tuple[Path, Path]):
+    bad, good = bomb
+    baseline, stderr = _peak_rss(BOMB_RUNS[run](good))
+    assert stderr == ""
+    peak, stderr = _peak_rss(BOMB_RUNS[run](bad))
+    assert_one_line_error(stderr, r"bomb\.act\.h5'?: cannot read layer 'conv' \(damaged chunk: "
+                                  r"chunk holds more than the 1048576 bytes expected\)")
+    # the good run inflates the same chunks; the bomb may not add a chunk's worth
+    assert peak - baseline < 2**20 + 8 * 2**20, (peak, baseline)
+    assert not _out(bad, ".act.h5").exists() and not _out(bad, ".nc").exists()
+
+
+def test_inflate_takes_exactly_the_chunk_and_refuses_anything_else():
+    from dnnmask_xr.act.codec import CodecError, inflate
+
+    raw = np.arange(3000, dtype="f4").tobytes()
+    stream = zlib.compress(raw)
+    assert inflate(stream, len(raw)) == raw
+    assert inflate(stream + b"\0" * 40, len(raw)) == raw  # HDF5 stops at the stream's end
+    for data, size, why in [(stream, len(raw) - 1, "more than"), (stream, len(raw) + 1, "holds"),
+                            (stream[:-4], len(raw), "does not end"),
+                            (stream[:100], len(raw), "ends after")]:
+        with pytest.raises(CodecError, match=why):
+            inflate(data, size)
+
+
+# -- 12. lazy reads and read_memory -----------------------------------------------------------
+
+BIG_SHAPE = (1, 8192, 32, 32)  # one chunk of 32 MiB
+
+
+@pytest.fixture(scope="module")
+def big_chunks(tmp_path_factory) -> Path:
+    """Layers of one 32 MiB chunk each: gzip, lzf; and a contiguous one."""
+    path = tmp_path_factory.mktemp("big-chunks") / "big.act.h5"
+    values = np.zeros(BIG_SHAPE, "f4")
+    values[0, :, 0, 0] = np.arange(BIG_SHAPE[1])
+    with h5py.File(path, "w") as root:
+        root.create_dataset("conv", data=values, chunks=BIG_SHAPE, compression="gzip")
+        root.create_dataset("lzf", data=values, chunks=BIG_SHAPE, compression="lzf")
+        root.create_dataset("plain", data=values)
+        root.create_dataset("unfiltered", data=values, chunks=BIG_SHAPE)
+    return path
+
+
+BUDGET_ERROR = (r"big\.act\.h5'?: layer '{}' is stored in chunks of 32\.0 MiB "
+                r"\(shape \(1, 8192, 32, 32\)\), each read whole; reading them needs read_memory "
+                r"of at least 64\.0 MiB \(dx\.set_options\(read_memory=67108864\)\), more than "
+                r"the 2\.0 MiB set$")
+
+
+# set_options holds for this process: dask's process workers read with their own
+@pytest.mark.parametrize("how", ["values", "dask-threads"])
+@pytest.mark.parametrize("name", ["conv", "lzf"])
+def test_a_read_of_chunks_beyond_read_memory_is_refused_in_one_line(
+        name: str, how: str, big_chunks: Path):
+    with set_options(read_memory=2**21), pytest.raises(ActFileError,
+                                                       match=BUDGET_ERROR.format(name)):
+        _lazy_read(big_chunks, name, how, (0, 5))
+
+
+@pytest.mark.parametrize("how", LAZY)
+@pytest.mark.parametrize("name", ["plain", "unfiltered"])
+def test_layers_hdf5_reads_in_any_box_are_read_within_read_memory(
+        name: str, how: str, big_chunks: Path):
+    with h5py.File(big_chunks, "r") as root:
+        expected = root[name][0, 3:5000:7]
+    with set_options(read_memory=2**16):
+        got = _lazy_read(big_chunks, name, how, (0, slice(3, 5000, 7)))
+    assert got.tobytes() == expected.tobytes()
+
+
+_ONE_ROW_CHILD = textwrap.dedent("""
+    import resource, sys
+    import dnnmask_xr as dx
+    path, name, how = sys.argv[1], sys.argv[2], sys.argv[3]
+    with dx.set_options(read_memory=2**21), dx.open_act(
+            path, chunks=None if how == "values" else {"channel": 1}) as acts:
+        row = acts[name][0, 5, 0]
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+            row.values if how == "values" else row.data.compute(scheduler="threads")
+        except dx.DnnMaskError as err:
+            print(f"refused: {err}", file=sys.stderr)
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print((after - before) * 1024)
+""")
+
+
+@pytest.mark.parametrize("how", ["values", "dask"])
+@pytest.mark.parametrize("name", ["conv", "lzf", "plain", "unfiltered"])
+def test_reading_a_row_under_a_small_read_memory_stays_within_it(
+        name: str, how: str, big_chunks: Path):
+    done = subprocess.run([sys.executable, "-c", _ONE_ROW_CHILD, str(big_chunks), name, how],
+                          capture_output=True, text=True, check=True)
+    grown = int(done.stdout)
+    assert grown < 4 * 2**20, f"the read grew the process by {grown} bytes"
+    assert done.stderr.startswith("refused: ") == (name in ("conv", "lzf")), done.stderr
+
+
+# -- 15. strided selections of layers HDF5 decodes --------------------------------------------
+
+STRIDED_SHAPE = (4, 24, 10, 12)
+HDF5_DECODED = {
+    "contiguous": {},
+    "chunked": {"chunks": (1, 5, 4, 5)},
+    "lzf": {"chunks": (2, 5, 4, 5), "compression": "lzf"},
+    "shuffle-gzip": {"chunks": (2, 5, 4, 5), "compression": "gzip", "shuffle": True},
+    "fletcher32": {"chunks": (2, 5, 4, 5), "fletcher32": True},
+    "scale-offset": {"chunks": (2, 5, 4, 5), "scaleoffset": 0},
+}
+
+
+@pytest.fixture(scope="module")
+def decoded(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
+    """One layer per storage kind HDF5 decodes, and what h5py reads of each."""
+    path = tmp_path_factory.mktemp("decoded") / "decoded.act.h5"
+    values = np.random.default_rng(15).integers(-1000, 1000, STRIDED_SHAPE).astype("i4")
+    with h5py.File(path, "w") as root:
+        for name, options in HDF5_DECODED.items():
+            root.create_dataset(name, data=values, **options)
+        read = {name: root[name][()] for name in HDF5_DECODED}
+    return path, read
+
+
+def _axis_key(size: int) -> st.SearchStrategy:
+    slices = st.builds(slice, st.integers(0, size - 1) | st.none(),
+                       st.integers(0, size) | st.none(), st.integers(1, 5))
+    arrays = st.lists(st.integers(0, size - 1), min_size=1, max_size=size).map(np.array)
+    return slices | arrays | st.integers(0, size - 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(key=st.tuples(*(_axis_key(size) for size in STRIDED_SHAPE)),
+       memory=st.sampled_from([2**11, 2**13, 2**20]))
+def test_strided_keys_read_what_h5py_reads_on_every_storage_kind(decoded, key, memory):
+    path, read = decoded
+    with set_options(read_memory=memory), open_act(path) as acts:
+        for name, values in read.items():
+            got = acts[name].isel(dict(zip(acts[name].dims, key, strict=True))).values
+            # orthogonal indexing, as xarray's isel means it
+            expected = values[np.ix_(*(np.atleast_1d(np.arange(size)[item])
+                                       for item, size in zip(key, values.shape, strict=True)))]
+            expected = expected.reshape(got.shape)
+            assert got.tobytes() == expected.tobytes(), name
+
+
+@pytest.fixture
+def hdf5_reads(monkeypatch) -> list[tuple[slice, ...]]:
+    """Record every box the chunk reader has HDF5 read (and decode)."""
+    seen: list[tuple[slice, ...]] = []
+    real = dnnmask_xr.act.chunk_read.read_box
+
+    def counting(source: h5py.Dataset, box: tuple[slice, ...]) -> np.ndarray:
+        seen.append(box)
+        return real(source, box)
+
+    monkeypatch.setattr(dnnmask_xr.act.chunk_read, "read_box", counting)
+    return seen
+
+
+def _chunks_touched(key: tuple[slice, ...], shape: tuple[int, ...],
+                    chunks: tuple[int, ...]) -> int:
+    return int(np.prod([np.unique(np.arange(size)[item] // step).size
+                        for item, size, step in zip(key, shape, chunks, strict=True)]))
+
+
+@pytest.mark.parametrize("name", [name for name in HDF5_DECODED if name != "contiguous"])
+def test_a_strided_read_is_one_hdf5_call_per_chunk_touched(
+        name: str, decoded: tuple[Path, dict[str, np.ndarray]], hdf5_reads: list):
+    path, read = decoded
+    every_other = (slice(None, None, 2),) * 4
+    with open_act(path) as acts:
+        got = acts[name][every_other].values
+    assert got.tobytes() == read[name][every_other].tobytes()
+    chunks = HDF5_DECODED[name]["chunks"]
+    assert len(hdf5_reads) == _chunks_touched(every_other, STRIDED_SHAPE, chunks)
+
+
+def test_a_strided_read_of_a_contiguous_layer_is_a_few_boxes(
+        decoded: tuple[Path, dict[str, np.ndarray]], hdf5_reads: list):
+    path, read = decoded
+    every_other = (slice(None, None, 2),) * 4
+    with set_options(read_memory=2 * 24 * 10 * 12 * 4), open_act(path) as acts:
+        got = acts["contiguous"][every_other].values
+    assert got.tobytes() == read["contiguous"][every_other].tobytes()
+    # boxes of one stimulus each (what read_memory holds twice), every other one touched
+    assert hdf5_reads == [(slice(s, s + 1), slice(0, 23), slice(0, 9), slice(0, 11))
+                          for s in (0, 2)]
+
+
+def test_a_large_strided_read_takes_one_call_per_chunk_whatever_its_runs(
+        tmp_path: Path, hdf5_reads: list):
+    # 128 * 28 * 28 runs of one value: the old reader built 100 352 hyperslabs
+    shape = (2, 256, 56, 56)
+    values = np.random.default_rng(3).standard_normal(shape).astype("f4")
+    path = tmp_path / "wide.act.h5"
+    with h5py.File(path, "w") as root:
+        root.create_dataset("lzf", data=values, chunks=(1, 64, 56, 56), compression="lzf")
+    key = (slice(None), slice(None, None, 2), slice(None, None, 2), slice(None, None, 2))
+    with open_act(path) as acts:
+        got = acts["lzf"][key].values
+    assert got.tobytes() == values[key].tobytes()
+    assert len(hdf5_reads) == 2 * 4
