@@ -30,6 +30,11 @@ Jobs (``--only`` takes their numbers or the first words of their names):
    as DNNBrain writes them, with a ``.stim.csv`` each): ``open_act([...],
    stim=[...])["conv2"].values`` against h5py reading each file and
    ``np.concatenate``, and the limit over the four files' chunks.
+8. ``strided``: every other channel, row and column
+   (``[:, ::2, ::2, ::2]``) of an (8, 256, 56, 56) float32 layer stored
+   contiguous and one stored with lzf (h5py's automatic chunks), both in
+   ``--data/strided.act.h5`` (written once): ``open_act(path)[layer]
+   [key].values`` against h5py's own strided read ``root[layer][key]``.
 
 Jobs 1-3 also run, each in its own process, the ways a user would without
 this package: ``h5py`` (``root["conv2"][...]``, ``[:, list_of_channels]``),
@@ -109,9 +114,12 @@ JOBS = [
     Job(5, "mean cluster", ("ours",)),
     Job(6, "two reductions", ("ours", "h5py")),
     Job(7, "set whole", ("ours", "h5py", "limit")),
+    Job(8, "strided", ("ours-contiguous", "h5py-contiguous", "ours-lzf", "h5py-lzf")),
 ]
 #: Sessions the study of job 7 is cut into, and stimuli per session.
 SESSIONS, PER_SESSION = 4, 250
+#: Job 8: the layer's shape, and every other channel, row and column of it.
+STRIDED_SHAPE, STRIDED_KEY = (8, 256, 56, 56), (slice(None),) + (slice(None, None, 2),) * 3
 
 
 # ---------------------------------------------------------------- child side
@@ -153,7 +161,49 @@ def prepare(number: int, way: str, path: str) -> tuple[Run, Run | None]:
         return prepare_reductions(way, path), None
     if number == 7:
         return prepare_set(way, session_paths(path)), None
+    if number == 8:
+        return prepare_strided(way, strided_path(path)), None
     raise SystemExit(f"no job {number}")
+
+
+def strided_path(path: str) -> str:
+    """The file of job 8, beside the benchmark's file."""
+    return str(Path(path).parent / "strided.act.h5")
+
+
+def make_strided(path: Path) -> None:
+    """Write job 8's file once: the same values stored contiguous and with lzf."""
+    import h5py
+    import numpy as np
+
+    target = Path(strided_path(str(path)))
+    if target.exists():
+        return
+    values = np.random.default_rng(8).standard_normal(STRIDED_SHAPE).astype("float32")
+    with h5py.File(target, "w") as root:
+        root.create_dataset("contiguous", data=values)
+        root.create_dataset("lzf", data=values, chunks=True, compression="lzf")
+
+
+def prepare_strided(way: str, path: str) -> Run:
+    who, layer = way.split("-")
+    if who == "ours":
+        import dnnmask_xr as dx
+
+        import_xarray()
+        open_act = dx.open_act
+
+        def run() -> Any:
+            return open_act(path)[layer][STRIDED_KEY].values
+
+        return run
+    import h5py
+
+    def run() -> Any:
+        with h5py.File(path, "r") as root:
+            return root[layer][STRIDED_KEY]
+
+    return run
 
 
 def session_paths(path: str) -> list[tuple[str, str]]:
@@ -411,6 +461,12 @@ def check(number: int, way: str, path: str, value: Any) -> None:
         elif number == 7 and way != "limit":
             if not np.array_equal(value, root["conv2"][...]):
                 fail("the set's values differ from the layer's")
+        elif number == 8:
+            with h5py.File(strided_path(path), "r") as strided:
+                expected = strided[way.split("-")[1]][...][STRIDED_KEY]  # numpy's striding
+            if not (isinstance(value, np.ndarray) and value.dtype == expected.dtype
+                    and np.array_equal(value, expected)):
+                fail("values differ from h5py's")
         elif number == 6:
             values = root["conv5"][...].astype(np.float64)
             if not np.allclose(value, (values.mean(), values.std()), rtol=1e-4):
@@ -542,6 +598,8 @@ def main() -> None:
     make_inputs(args.data, big=False)
     if any(job.number == 7 for job in selected(args.only)):
         make_sessions(path)
+    if any(job.number == 8 for job in selected(args.only)):
+        make_strided(path)
     jobs = selected(args.only)
     print(f"{os.cpu_count()} cores, {args.runs} runs, medians of the time inside fresh "
           "processes (open + job, imports excluded); peak RSS of the process (GNU time %M)")
@@ -593,6 +651,15 @@ def main() -> None:
                   f"ours/limit {ours / limit:.2f}; peak {job.peaks['ours']:.0f} / "
                   f"{job.peaks['h5py']:.0f} MiB", flush=True)
 
+        elif job.number == 8:
+            parts = []
+            for layer in ("contiguous", "lzf"):
+                ours, h5 = job.median(f"ours-{layer}"), job.median(f"h5py-{layer}")
+                parts.append(f"{layer} ours {ours:.4f} s, h5py {h5:.4f} s, "
+                             f"ours/h5py {ours / h5:.2f}")
+            print(f"\nevery other channel, row, column of {STRIDED_SHAPE}: "
+                  + "; ".join(parts), flush=True)
+
     targets = []
     if 1 in done:
         job = done[1]
@@ -615,6 +682,11 @@ def main() -> None:
         job = done[2]
         ratio = job.median("h5py") / job.median("ours")
         targets.append((f"every 8th >= 2.5x faster than h5py: {ratio:.2f}x", ratio >= 2.5))
+    if 8 in done:
+        for layer in ("contiguous", "lzf"):
+            ratio = done[8].median(f"ours-{layer}") / done[8].median(f"h5py-{layer}")
+            targets.append((f"strided {layer} within 1.2x of h5py's strided read: "
+                            f"{ratio:.2f}x", ratio <= 1.2))
     if 4 in done:
         ratio = done[4].median("threads1") / done[4].median("threads2")
         targets.append((f"dask 2 threads >= 1.6x faster than 1: {ratio:.2f}x", ratio >= 1.6))
