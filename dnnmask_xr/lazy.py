@@ -245,21 +245,21 @@ def read_chunks(
     threads = OPTIONS["read_threads"] or default_threads()
     in_main = threading.current_thread() is threading.main_thread()
     pool = shared_pool(threads) if threads > 1 and in_main else None
-    return _read(index.dataset, index.dataset.chunks, index, key, out, pool=pool,
-                 threads=threads, lock=lock)
+    return _read_by_chunks(index.dataset, index.dataset.chunks, index, key, out, pool=pool,
+                           threads=threads, lock=lock)
 
 
-def _read(
+def _read_by_chunks(
     dataset: h5py.Dataset, steps: tuple[int, ...], index: ChunkIndex | None,
-    key: tuple[Any, ...], out: np.ndarray | None, **how: Any,
+    key: tuple[Any, ...], out: np.ndarray | None, whole: bool = True, **how: Any,
 ) -> np.ndarray:
     """Read a key through the chunk reader, each chunk (or box) of ``steps`` once.
 
     The one place lazy reads meet ``read_memory``: a chunk in flight is
     held as stored and as decoded, so a layer whose chunks are decoded
-    whole needs twice a chunk; one that needs more is refused before
+    ``whole`` needs twice a chunk; one that needs more is refused before
     anything is read, as the writer refuses a ``--memory`` its chunks do
-    not fit.
+    not fit. Boxes HDF5 reads in part (``whole=False``) are chosen to fit.
     """
     positions, squeeze = _outer_positions(key, dataset.shape)
     if out is None:
@@ -267,7 +267,7 @@ def _read(
     if out.size:
         spare = OPTIONS["read_memory"]
         chunk_bytes = math.prod(steps) * dataset.dtype.itemsize
-        if CHUNK_COPIES * chunk_bytes > spare:
+        if whole and CHUNK_COPIES * chunk_bytes > spare:
             needed = CHUNK_COPIES * chunk_bytes
             raise ActFileError(
                 f"{dataset.file.filename!r}: layer {layer_name(dataset)!r} is stored in "
@@ -333,11 +333,11 @@ def read_outer(dataset: h5py.Dataset, key: tuple[Any, ...]) -> np.ndarray:
     steps = dataset.chunks
     itemsize = dataset.dtype.itemsize
     box_bytes = min(CHUNK_BYTES, OPTIONS["read_memory"] // CHUNK_COPIES)
-    if steps is None or (not dataset.id.get_create_plist().get_nfilters()
-                         and math.prod(steps) * itemsize > box_bytes):
+    whole = steps is not None and dataset.id.get_create_plist().get_nfilters() > 0
+    if not whole and (steps is None or math.prod(steps) * itemsize > box_bytes):
         steps = read_boxes(dataset.shape, itemsize, box_bytes)
     # the caller holds the lock around the whole read: HDF5 decodes here
-    return _read(dataset, steps, None, key, None, pool=None, threads=1)
+    return _read_by_chunks(dataset, steps, None, key, None, whole, pool=None, threads=1)
 
 
 def file_selection(array: xr.DataArray) -> FileSelection | None:
