@@ -23,7 +23,13 @@ from xarray.backends.locks import HDF5_LOCK
 from xarray.core import indexing
 
 from dnnmask_xr.act.chunk_index import ChunkIndex
-from dnnmask_xr.act.chunk_read import CHUNK_COPIES, fill_from_chunks, layer_name, size_text
+from dnnmask_xr.act.chunk_read import (
+    CHUNK_COPIES,
+    fill_from_chunks,
+    layer_name,
+    read_box,
+    size_text,
+)
 from dnnmask_xr.act.chunking import CHUNK_BYTES, axis_pieces, read_boxes
 from dnnmask_xr.act.plan import FileSelection
 from dnnmask_xr.act.pool import default_threads, shared_pool
@@ -275,8 +281,15 @@ def _read_by_chunks(
                 f"reading them needs read_memory of at least {size_text(needed)} "
                 f"(dx.set_options(read_memory={needed})), more than the "
                 f"{size_text(spare)} set")
-        pieces = [axis_pieces(axis, step) for axis, step in zip(positions, steps, strict=True)]
-        fill_from_chunks(dataset, steps, index, pieces, out, spare=spare, **how)
+        runs = [_as_run(axis) for axis in positions]
+        if index is None and all(isinstance(run, slice) for run in runs):
+            # one box: HDF5 reads it straight into the output in one call,
+            # decoding each chunk once, as h5py does
+            read_box(dataset, tuple(runs), out=out)
+        else:
+            pieces = [axis_pieces(axis, step)
+                      for axis, step in zip(positions, steps, strict=True)]
+            fill_from_chunks(dataset, steps, index, pieces, out, spare=spare, **how)
     return out.squeeze(axis=tuple(squeeze)) if squeeze else out
 
 

@@ -35,6 +35,7 @@ from reliability import assert_one_line_error, command, layer_dataset, run_route
 from routes import READ_ROUTES
 
 import dnnmask_xr.act.chunk_read
+import dnnmask_xr.lazy
 from dnnmask_xr import ActFileError, open_act, set_options
 
 SUFFIXES = (".act.h5", ".nc")
@@ -408,11 +409,12 @@ def hdf5_reads(monkeypatch) -> list[tuple[slice, ...]]:
     seen: list[tuple[slice, ...]] = []
     real = dnnmask_xr.act.chunk_read.read_box
 
-    def counting(source: h5py.Dataset, box: tuple[slice, ...]) -> np.ndarray:
+    def counting(source: h5py.Dataset, box: tuple[slice, ...], out=None) -> np.ndarray:
         seen.append(box)
-        return real(source, box)
+        return real(source, box, out)
 
     monkeypatch.setattr(dnnmask_xr.act.chunk_read, "read_box", counting)
+    monkeypatch.setattr(dnnmask_xr.lazy, "read_box", counting)
     return seen
 
 
@@ -432,6 +434,17 @@ def test_a_strided_read_is_one_hdf5_call_per_chunk_touched(
     assert got.tobytes() == read[name][every_other].tobytes()
     chunks = HDF5_DECODED[name]["chunks"]
     assert len(hdf5_reads) == _chunks_touched(every_other, STRIDED_SHAPE, chunks)
+
+
+@pytest.mark.parametrize("key", [(), (slice(1, 3), slice(2, 10), 4)], ids=["whole", "box"])
+@pytest.mark.parametrize("name", list(HDF5_DECODED))
+def test_a_read_of_one_box_is_one_hdf5_call(
+        name: str, key: tuple, decoded: tuple[Path, dict[str, np.ndarray]], hdf5_reads: list):
+    path, read = decoded
+    with open_act(path) as acts:
+        got = acts[name][key].values
+    assert got.tobytes() == read[name][key].tobytes()
+    assert len(hdf5_reads) == 1
 
 
 def test_a_strided_read_of_a_contiguous_layer_is_a_few_boxes(

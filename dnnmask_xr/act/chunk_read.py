@@ -246,10 +246,14 @@ def no_fill_value(index: ChunkIndex, offset: tuple[int, ...]) -> ActFileError:
                         f"{index.unset}, so it holds no values")
 
 
-def read_box(source: h5py.Dataset, box: tuple[slice, ...]) -> np.ndarray:
-    """Read a box of a layer through HDF5, damage reported in one line."""
+def read_box(source: h5py.Dataset, box: tuple[slice, ...],
+             out: np.ndarray | None = None) -> np.ndarray:
+    """Read a box of a layer through HDF5 (into ``out`` if given), damage reported in one line."""
     try:
-        return source[box]
+        if out is None:
+            return source[box]
+        source.read_direct(out, box)
+        return out
     except OSError as err:
         raise ActFileError(f"{source.file.filename!r}: cannot read layer "
                            f"{layer_name(source)!r} ({err})") from None
