@@ -30,7 +30,7 @@ from dnnmask_xr.act.chunk_read import (
     read_box,
     size_text,
 )
-from dnnmask_xr.act.chunking import CHUNK_BYTES, axis_pieces, read_boxes
+from dnnmask_xr.act.chunking import CHUNK_BYTES, as_slice, axis_pieces, read_boxes
 from dnnmask_xr.act.plan import FileSelection
 from dnnmask_xr.act.pool import default_threads, shared_pool
 from dnnmask_xr.errors import ActFileError
@@ -281,11 +281,13 @@ def _read_by_chunks(
                 f"reading them needs read_memory of at least {size_text(needed)} "
                 f"(dx.set_options(read_memory={needed})), more than the "
                 f"{size_text(spare)} set")
-        runs = [_as_run(axis) for axis in positions]
-        if index is None and all(isinstance(run, slice) for run in runs):
-            # one box: HDF5 reads it straight into the output in one call,
-            # decoding each chunk once, as h5py does
-            read_box(dataset, tuple(runs), out=out)
+        spaced = [as_slice(axis) for axis in positions]
+        if index is None and all(isinstance(item, slice) for item in spaced) and (
+                dataset.chunks is None or all(item.step in (None, 1) for item in spaced)):
+            # one box, or evenly spaced positions of a contiguous layer: HDF5
+            # reads them straight into the output in one call, as h5py does
+            # (its strided reads of chunked layers are the slow ones)
+            read_box(dataset, tuple(spaced), out=out)
         else:
             pieces = [axis_pieces(axis, step)
                       for axis, step in zip(positions, steps, strict=True)]

@@ -447,16 +447,28 @@ def test_a_read_of_one_box_is_one_hdf5_call(
     assert len(hdf5_reads) == 1
 
 
-def test_a_strided_read_of_a_contiguous_layer_is_a_few_boxes(
+def test_evenly_spaced_positions_of_a_contiguous_layer_are_one_hdf5_call(
         decoded: tuple[Path, dict[str, np.ndarray]], hdf5_reads: list):
     path, read = decoded
     every_other = (slice(None, None, 2),) * 4
-    with set_options(read_memory=2 * 24 * 10 * 12 * 4), open_act(path) as acts:
+    with open_act(path) as acts:
         got = acts["contiguous"][every_other].values
     assert got.tobytes() == read["contiguous"][every_other].tobytes()
-    # boxes of one stimulus each (what read_memory holds twice), every other one touched
-    assert hdf5_reads == [(slice(s, s + 1), slice(0, 23), slice(0, 9), slice(0, 11))
-                          for s in (0, 2)]
+    assert hdf5_reads == [(slice(0, 3, 2), slice(0, 23, 2), slice(0, 9, 2), slice(0, 11, 2))]
+
+
+def test_scattered_positions_of_a_contiguous_layer_are_read_in_boxes_within_read_memory(
+        decoded: tuple[Path, dict[str, np.ndarray]], hdf5_reads: list):
+    path, read = decoded
+    key = ([0, 2, 3], [1, 2, 7, 20], slice(None, None, 2), slice(None))
+    with set_options(read_memory=2 * 24 * 10 * 12 * 4), open_act(path) as acts:
+        got = acts["contiguous"].isel(stimulus=key[0], channel=key[1], row=key[2]).values
+    expected = read["contiguous"][key[0]][:, key[1]][:, :, key[2]]
+    assert got.tobytes() == expected.tobytes()
+    # boxes of one stimulus each (what read_memory holds twice), three touched,
+    # each read for the part the selection spans
+    assert hdf5_reads == [(slice(s, s + 1), slice(1, 21), slice(0, 9), slice(0, 12))
+                          for s in (0, 2, 3)]
 
 
 def test_a_large_strided_read_takes_one_call_per_chunk_whatever_its_runs(

@@ -110,8 +110,8 @@ def axis_pieces(positions: np.ndarray, chunk: int) -> AxisPieces:
         chunk_id = int(ids[group[0]])
         local = positions[group] - chunk_id * chunk
         chunk_ids.append(chunk_id)
-        out_index.append(_as_slice(group))
-        in_index.append(_as_slice(local))
+        out_index.append(as_slice(group))
+        in_index.append(as_slice(local))
     return AxisPieces(tuple(chunk_ids), tuple(out_index), tuple(in_index))
 
 
@@ -121,7 +121,7 @@ def chunk_grid(shape: Sequence[int], chunks: Sequence[int]) -> Iterator[tuple[in
                                                                               strict=True)))
 
 
-def _as_slice(index: np.ndarray) -> np.ndarray | slice:
+def as_slice(index: np.ndarray) -> np.ndarray | slice:
     """Give evenly spaced increasing positions as a slice, a strided copy rather than a gather."""
     if index.size == 1:
         return slice(int(index[0]), int(index[0]) + 1)
