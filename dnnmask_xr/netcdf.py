@@ -12,7 +12,7 @@ from typing import Any, Literal
 import xarray as xr
 from xarray.backends import CachingFileManager
 
-from dnnmask_xr.act.layout import open_file
+from dnnmask_xr.act.layout import file_identity, open_file
 from dnnmask_xr.activations import Activations
 from dnnmask_xr.dask_layers import Chunks, chunk_layer
 from dnnmask_xr.datatree import from_datatree
@@ -53,6 +53,8 @@ def open_nc(
         If the file is not netCDF4 or its groups are not layers.
     """
     where = os.fspath(path)
+    # taken before the labels are read: values are read only from this file
+    identity = file_identity(where)
     try:
         # phony_dims: a file not written here may lack dimension scales; it
         # then fails the layout check below rather than on opening
@@ -67,7 +69,7 @@ def open_nc(
         raise ActFileError(f"{where!r}: {err}") from None
     # values are read by the chunk reader, as for .act.h5; h5netcdf gives
     # the labels and the storage's description (encoding)
-    manager = CachingFileManager(open_file, where, mode="r")
+    manager = CachingFileManager(open_file, where, mode="r", kwargs={"identity": identity})
     layers = {}
     for name, array in acts.items():
         # h5netcdf gives text as fixed-width numpy strings; .act.h5 text is object
