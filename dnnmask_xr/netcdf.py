@@ -72,16 +72,20 @@ def open_nc(
     manager = CachingFileManager(open_file, where, mode="r", kwargs={"identity": identity})
     layers = {}
     for name, array in acts.items():
-        # h5netcdf gives text as fixed-width numpy strings; .act.h5 text is object
-        text = {key: coord.astype(object) for key, coord in array.coords.items()
-                if coord.dtype.kind == "U"}
+        # the labels are read now, from the file identified above: read later
+        # (through h5netcdf's own file manager) they could come from a file put
+        # at its path since. h5netcdf gives text as fixed-width numpy strings;
+        # .act.h5 text is object
+        labels = {key: coord.astype(object) if coord.dtype.kind == "U" else coord.compute()
+                  for key, coord in array.coords.items()
+                  if coord.dtype.kind == "U" or key not in array.xindexes}
         variable = next(iter(tree[name].data_vars))
         values = LayerArray(manager, where, f"/{name}/{variable}", array.shape, array.dtype,
                             lock)
         encoding = array.encoding
         array = xr.DataArray(xr.Variable(array.dims, as_variable_data(values, cache),
                                          attrs=array.attrs),
-                             coords=array.coords, name=name).assign_coords(text)
+                             coords=array.coords, name=name).assign_coords(labels)
         array.encoding = encoding
         layers[name] = array if chunks is None else chunk_layer(array, chunks)
     return Activations(layers, attrs=acts.attrs, stim_header=acts.stim_header, source=where,

@@ -23,6 +23,7 @@ import pytest
 import xarray as xr
 
 from dnnmask_xr import ActFileError, open_act, save_act
+from dnnmask_xr.act.layout import encode_stimulus
 from dnnmask_xr.activations import Activations
 
 SHAPE = (3, 4, 5, 5)
@@ -32,15 +33,15 @@ CHANGED = "changed since it was opened"
 
 
 def make(path: Path, data: np.ndarray, *, channels: np.ndarray | None = None,
-         stimuli: np.ndarray | None = None) -> np.ndarray:
+         stimuli: np.ndarray | None = None, onsets: np.ndarray | None = None) -> np.ndarray:
     """Put a file of one layer ``conv`` at ``path``: written beside it, renamed over it."""
     staged = path.with_name(".staged.act.h5")
     with h5py.File(staged, "w") as root:
         layer = root.create_dataset("conv", data=data, chunks=CHUNKS, compression="gzip")
         if channels is not None:
             layer.attrs["channel"] = channels
-        if stimuli is not None:
-            root.attrs["stimulus"] = stimuli
+        ids = np.arange(1, len(data) + 1) if stimuli is None else stimuli
+        encode_stimulus(root.attrs, ids, {} if onsets is None else {"onset": onsets}, {})
     if path.name.endswith(".nc"):
         nc = path.with_name(".staged.nc")
         with open_act(staged) as acts:
@@ -129,6 +130,21 @@ def test_a_file_left_alone_reopens_after_close(tmp_path, suffix, read):
     acts.close()
     expected = data[:, [3, 0]] if read == "selection" else data
     np.testing.assert_array_equal(read_values(acts, out), expected)
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_labels_are_those_read_when_the_file_was_opened(tmp_path, suffix):
+    # .nc stimulus fields come through h5netcdf, which would read them from
+    # whatever file is at the path when they are first used
+    path = tmp_path / f"x{suffix}"
+    make(path, values(1), onsets=np.array([0.5, 1.5, 2.5]))
+    acts = open_act(path)
+    acts.close()
+    make(path, values(9), onsets=np.array([7.0, 8.0, 9.0]))
+    assert acts["conv"]["onset"].values.tolist() == [0.5, 1.5, 2.5]
+    with pytest.raises(ActFileError) as err:
+        acts["conv"].values  # noqa: B018
+    assert_changed(err, path)
 
 
 # -- #3: a member of a set replaced after close() -------------------------------------------
