@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
+import weakref
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -159,9 +160,18 @@ def held_file(
     -----
     xarray's file cache closes the file it evicts, from whichever thread
     opens another file, and :meth:`Activations.close` closes files too:
-    while held, such a close waits for the read to let go. A file closed
-    between the manager giving it and the hold is opened again.
+    while held, such a close waits for the read to let go.
     """
+    root = hold_file(manager, lock)
+    try:
+        yield root
+    finally:
+        root.release(lock)
+
+
+def hold_file(manager: CachingFileManager,
+              lock: contextlib.AbstractContextManager[Any] | None) -> HeldFile:
+    """Give a file manager's file, held (see :func:`held_file`); the caller releases it."""
     guard = contextlib.nullcontext() if lock is None else lock
     closed = None
     while True:
@@ -173,12 +183,9 @@ def held_file(
                 manager.close(needs_lock=lock is None)
                 continue
         if root.hold():
-            break
+            return root
+        # closed between the manager giving it and the hold: open it again
         closed = root
-    try:
-        yield root
-    finally:
-        root.release(lock)
 
 
 class ConcatenatedArray(BackendArray):
@@ -385,7 +392,15 @@ def file_selection(array: xr.DataArray) -> FileSelection | None:
             positions.append(np.arange(*item.indices(size), dtype=np.int64))
         else:
             positions.append(np.asarray(item, dtype=np.int64).reshape(-1))
-    dataset = layer.manager.acquire()[layer.name]
+    root = hold_file(layer.manager, None)
+    try:
+        dataset = root[layer.name]
+    except BaseException:
+        root.release()
+        raise
+    # the writer reads the dataset after this returns: the file stays open
+    # (whatever xarray's cache evicts meanwhile) until the selection is dropped
+    weakref.finalize(dataset, root.release)
     return FileSelection(dataset, tuple(positions))
 
 

@@ -248,3 +248,19 @@ def test_a_small_file_cache_never_closes_a_file_under_a_dask_read(tmp_path):
                 np.testing.assert_array_equal(got, expected)
                 part = layer.isel(channel=[3, 1]).compute(scheduler="threads", num_workers=8)
                 np.testing.assert_array_equal(part.values, expected[:, [3, 1]])
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_small_file_cache_never_closes_a_file_a_save_reads(tmp_path, suffix):
+    # the writer reads each layer's file after planning them all, that is after
+    # opening the other 39
+    arrays = {f"l{k}": make(tmp_path / f"m{k:03d}.act.h5", values(k)) for k in range(40)}
+    out = tmp_path / f"out{suffix}"
+    with xr.set_options(file_cache_maxsize=2):
+        opened = [open_act(tmp_path / f"m{k:03d}.act.h5") for k in range(40)]
+        save_act({name: acts["conv"] for name, acts in zip(arrays, opened, strict=True)}, out)
+        for acts in opened:
+            acts.close()
+    with open_act(out) as saved:
+        for name, data in arrays.items():
+            np.testing.assert_array_equal(saved[name].values, data)
