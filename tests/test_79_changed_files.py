@@ -56,11 +56,29 @@ def values(seed: int, shape: tuple[int, ...] = SHAPE, dtype: str = "float32") ->
     return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
 
 
-#: What may replace the file: the issue's fewer stimuli of another dtype, and a
-#: file alike in everything but its values (so the check is not on shapes).
-REPLACEMENTS: dict[str, Callable[[Path], np.ndarray]] = {
+def backdate(path: Path) -> None:
+    """Set a file's modification time a second back, as if written a second before."""
+    status = path.stat()
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns - 10**9))
+
+
+def rewrite_in_place(path: Path) -> None:
+    """Change a file's values where they are, as ``h5py.File(path, "r+")`` does."""
+    with h5py.File(path, "r+") as root:
+        layers = []
+        root.visititems(lambda name, node: layers.append(node)
+                        if isinstance(node, h5py.Dataset) and node.ndim == 4 else None)
+        layers[0][0] = 0
+
+
+#: What may replace the file: the issue's fewer stimuli of another dtype, a file
+#: alike in everything but its values (so the check is not on shapes), and the
+#: same file with values changed in place (its mtime then differs from the one
+#: the test backdated: file systems keep times at a coarse granularity).
+REPLACEMENTS: dict[str, Callable[[Path], object]] = {
     "fewer-stimuli-float64": lambda path: make(path, values(9, (2, *SHAPE[1:]), "float64")),
     "same-shape-other-values": lambda path: make(path, values(9)),
+    "rewritten-in-place": rewrite_in_place,
 }
 
 
@@ -106,6 +124,7 @@ def test_a_file_replaced_after_close_is_refused_on_reopen(tmp_path, suffix, repl
                                                           read):
     path = tmp_path / f"x{suffix}"
     make(path, values(1))
+    backdate(path)
     out = tmp_path / "out"
     out.mkdir()
     how, read_values = READS[read]
