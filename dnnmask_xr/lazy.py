@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+import weakref
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -31,6 +32,7 @@ from dnnmask_xr.act.chunk_read import (
     size_text,
 )
 from dnnmask_xr.act.chunking import CHUNK_BYTES, as_slice, axis_pieces, read_boxes
+from dnnmask_xr.act.layout import HeldFile
 from dnnmask_xr.act.plan import FileSelection
 from dnnmask_xr.act.pool import default_threads, shared_pool
 from dnnmask_xr.errors import ActFileError
@@ -115,34 +117,82 @@ class LayerArray(BackendArray):
         are placed there rather than into a new array.
         """
         lock = HDF5_LOCK if self.lock is None else None if self.lock is False else self.lock
-        with contextlib.nullcontext() if lock is None else lock:
-            # without a lock of ours the manager's own guards its open files
-            root = self.manager.acquire(needs_lock=lock is None)
-            try:
-                index = self._chunk_index(root)
-                if index is None:
-                    values = read_outer(root[self.name], key)
-                    if out is None:
-                        return values
-                    out[...] = values
-                    return out
-            except OSError as err:
-                # h5py reports damaged chunks as OSError; say which file and layer
-                raise ActFileError(
-                    f"{root.filename!r}: cannot read layer {self.name!r} ({err})"
-                ) from None
-        return read_chunks(index, key, lock=lock, out=out)
+        # held until the last chunk is placed, inflation on the pool included
+        with held_file(self.manager, lock) as root:
+            with contextlib.nullcontext() if lock is None else lock:
+                try:
+                    index = self._chunk_index(root)
+                    if index is None:
+                        values = read_outer(root[self.name], key)
+                        if out is None:
+                            return values
+                        out[...] = values
+                        return out
+                except OSError as err:
+                    # h5py reports damaged chunks as OSError; say which file and layer
+                    raise ActFileError(
+                        f"{root.filename!r}: cannot read layer {self.name!r} ({err})"
+                    ) from None
+            return read_chunks(index, key, lock=lock, out=out)
 
     def _chunk_index(self, root: h5py.File) -> ChunkIndex | None:
         """Give the layer's checked gzip index in ``root``, None to let HDF5 read it."""
-        if self._opened is None or self._opened[0] is not root:
+        # read once: a read on another thread may put another file's index here
+        opened = self._opened
+        if opened is None or opened[0] is not root:
             # first read in this process, or the file was closed and reopened;
             # a damaged index is refused before any chunk is read through it
             dataset = root[self.name]
             index = ChunkIndex(dataset) if dataset.chunks else None
-            self._opened = (root, index if index is not None and index.level is not None
-                            else None)
-        return self._opened[1]
+            opened = (root, index if index is not None and index.level is not None else None)
+            self._opened = opened
+        return opened[1]
+
+
+@contextlib.contextmanager
+def held_file(
+    manager: CachingFileManager, lock: contextlib.AbstractContextManager[Any] | None,
+) -> Iterator[HeldFile]:
+    """Hold a file manager's file open from the first HDF5 call of a read to the last.
+
+    Parameters
+    ----------
+    manager
+        Opens the file (:func:`~dnnmask_xr.act.layout.open_file`, which
+        checks that a file opened again is the one first opened).
+    lock
+        Held around opening and closing the file; None for the manager's own.
+
+    Notes
+    -----
+    xarray's file cache closes the file it evicts, from whichever thread
+    opens another file, and :meth:`Activations.close` closes files too:
+    while held, such a close waits for the read to let go.
+    """
+    root = hold_file(manager, lock)
+    try:
+        yield root
+    finally:
+        root.release(lock)
+
+
+def hold_file(manager: CachingFileManager,
+              lock: contextlib.AbstractContextManager[Any] | None) -> HeldFile:
+    """Give a file manager's file, held (see :func:`held_file`); the caller releases it."""
+    guard = contextlib.nullcontext() if lock is None else lock
+    closed = None
+    while True:
+        with guard:
+            root = manager.acquire(needs_lock=lock is None)
+            if root is closed:
+                # closed and still cached (closed behind the cache's back): let
+                # the next acquire open the file again
+                manager.close(needs_lock=lock is None)
+                continue
+        if root.hold():
+            return root
+        # closed between the manager giving it and the hold: open it again
+        closed = root
 
 
 class ConcatenatedArray(BackendArray):
@@ -374,7 +424,15 @@ def file_selection(array: xr.DataArray) -> FileSelection | None:
             positions.append(np.arange(*item.indices(size), dtype=np.int64))
         else:
             positions.append(np.asarray(item, dtype=np.int64).reshape(-1))
-    dataset = layer.manager.acquire()[layer.name]
+    root = hold_file(layer.manager, None)
+    try:
+        dataset = root[layer.name]
+    except BaseException:
+        root.release()
+        raise
+    # the writer reads the dataset after this returns: the file stays open
+    # (whatever xarray's cache evicts meanwhile) until the selection is dropped
+    weakref.finalize(dataset, root.release)
     return FileSelection(dataset, tuple(positions))
 
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import xarray as xr
 from xarray.backends import CachingFileManager
 
-from dnnmask_xr.act.layout import open_file
+from dnnmask_xr.act.layout import file_identity, open_file
 from dnnmask_xr.activations import Activations
 from dnnmask_xr.dask_layers import Chunks, chunk_layer
 from dnnmask_xr.datatree import from_datatree
@@ -53,6 +53,8 @@ def open_nc(
         If the file is not netCDF4 or its groups are not layers.
     """
     where = os.fspath(path)
+    # taken before the labels are read: values are read only from this file
+    identity = file_identity(where)
     try:
         # phony_dims: a file not written here may lack dimension scales; it
         # then fails the layout check below rather than on opening
@@ -67,19 +69,23 @@ def open_nc(
         raise ActFileError(f"{where!r}: {err}") from None
     # values are read by the chunk reader, as for .act.h5; h5netcdf gives
     # the labels and the storage's description (encoding)
-    manager = CachingFileManager(open_file, where, mode="r")
+    manager = CachingFileManager(open_file, where, mode="r", kwargs={"identity": identity})
     layers = {}
     for name, array in acts.items():
-        # h5netcdf gives text as fixed-width numpy strings; .act.h5 text is object
-        text = {key: coord.astype(object) for key, coord in array.coords.items()
-                if coord.dtype.kind == "U"}
+        # the labels are read now, from the file identified above: read later
+        # (through h5netcdf's own file manager) they could come from a file put
+        # at its path since. h5netcdf gives text as fixed-width numpy strings;
+        # .act.h5 text is object
+        labels = {key: coord.astype(object) if coord.dtype.kind == "U" else coord.compute()
+                  for key, coord in array.coords.items()
+                  if coord.dtype.kind == "U" or key not in array.xindexes}
         variable = next(iter(tree[name].data_vars))
         values = LayerArray(manager, where, f"/{name}/{variable}", array.shape, array.dtype,
                             lock)
         encoding = array.encoding
         array = xr.DataArray(xr.Variable(array.dims, as_variable_data(values, cache),
                                          attrs=array.attrs),
-                             coords=array.coords, name=name).assign_coords(text)
+                             coords=array.coords, name=name).assign_coords(labels)
         array.encoding = encoding
         layers[name] = array if chunks is None else chunk_layer(array, chunks)
     return Activations(layers, attrs=acts.attrs, stim_header=acts.stim_header, source=where,

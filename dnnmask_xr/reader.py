@@ -20,6 +20,7 @@ from dnnmask_xr.act.layout import (
     check_readable,
     decode_stimulus,
     decode_unit_labels,
+    file_identity,
     is_reserved,
     layer_datasets,
     open_file,
@@ -30,7 +31,7 @@ from dnnmask_xr.activations import Activations
 from dnnmask_xr.dask_layers import Chunks, chunk_layer
 from dnnmask_xr.errors import ActFileError, UsageError
 from dnnmask_xr.formats.stim import Stimuli, read_stim
-from dnnmask_xr.lazy import LayerArray, as_variable_data
+from dnnmask_xr.lazy import LayerArray, as_variable_data, held_file
 
 #: A stimulus table as open_act takes it: a ``.stim.csv`` path, a table, or None.
 StimArg = str | os.PathLike[str] | Stimuli | None
@@ -129,12 +130,15 @@ def open_act(
         acts = open_nc(where, chunks=chunks, cache=cache, lock=lock)
         return acts if stim is None else _with_stim(acts, stim)
     # mode="r" is passed on to open_file: a manager unpickled in another
-    # process (a dask worker) passes its mode when it reopens the file
+    # process (a dask worker) passes its mode when it reopens the file, and
+    # the file's identity, so that every reopen checks it is the same file
     allow_external = bool_arg(allow_external, "allow_external")
-    manager = CachingFileManager(open_file, where, mode="r")
+    manager = CachingFileManager(open_file, where, mode="r",
+                                 kwargs={"identity": file_identity(where)})
     try:
-        layers, attrs, header = _read_metadata(manager.acquire(), where, manager,
-                                               allow_external, cache, lock)
+        with held_file(manager, None) as root:
+            layers, attrs, header = _read_metadata(root, where, manager, allow_external,
+                                                   cache, lock)
     except BaseException:
         manager.close()
         raise

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable, Mapping, MutableMapping
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import h5py
 import numpy as np
@@ -265,7 +267,87 @@ def _as_str(value: Any, name: str, where: str) -> str:
                            "UTF-8 text") from None
     return text
 
-def open_file(where: str, mode: str = "r") -> h5py.File:
+class FileIdentity(NamedTuple):
+    """What tells an open file from another one put at its path since.
+
+    A file replaced by a rename (what ``dnn_mask`` and ``save_act`` do to an
+    existing output) has another inode; one rewritten in place, another size
+    or modification time. The device is left out: machines that mount one
+    share (a dask cluster's workers) see the same file on different devices.
+    """
+
+    inode: int
+    size: int
+    mtime_ns: int
+
+
+def file_identity(where: str) -> FileIdentity:
+    """Identify the file at ``where`` now, before it is opened.
+
+    Raises
+    ------
+    ActFileError
+        If the file cannot be looked at (missing, permission denied).
+    """
+    try:
+        return _identity(os.stat(where))
+    except OSError as err:
+        failed = err
+    check_readable(where)  # says why in the words every open uses
+    raise ActFileError(f"cannot open {where!r}: {failed.strerror or failed}")
+
+
+def _identity(status: os.stat_result) -> FileIdentity:
+    return FileIdentity(status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+class HeldFile(h5py.File):
+    """An open file that reads hold: closing it waits for the last read to let go.
+
+    xarray's file cache closes the file it evicts when another file is
+    opened, from whichever thread opens it; a read that is still inflating
+    chunks of the evicted file on other threads would then read through
+    closed identifiers. A read holds the file (:meth:`hold`) from before
+    its first HDF5 call to after its last, and a close asked for meanwhile
+    happens when it lets go (:meth:`release`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._guard = threading.Lock()
+        self._holders = 0
+        self._closing = False
+
+    def hold(self) -> bool:
+        """Hold the file open; False if it is closed or closing (open it again)."""
+        with self._guard:
+            if self._closing or not self.id.valid:
+                return False
+            self._holders += 1
+            return True
+
+    def release(self, lock: AbstractContextManager[Any] | None = None) -> None:
+        """Let go of a hold; the last to let go of a file asked to close closes it.
+
+        ``lock`` is held around that close, an HDF5 call.
+        """
+        with self._guard:
+            self._holders -= 1
+            close = self._closing and not self._holders
+        if close:
+            with lock if lock is not None else nullcontext():
+                super().close()
+
+    def close(self) -> None:
+        """Close the file now, or once the reads that hold it let go."""
+        with self._guard:
+            self._closing = True
+            if self._holders:
+                return
+        super().close()
+
+
+def open_file(where: str, mode: str = "r", identity: FileIdentity | None = None) -> HeldFile:
     """Open an ``.act.h5`` file for reading, even while another process writes it.
 
     HDF5's default locking comes first: within a process HDF5 shares one
@@ -276,22 +358,44 @@ def open_file(where: str, mode: str = "r") -> h5py.File:
     A file a SWMR writer holds open (``swmr_mode=True``) is opened in
     HDF5's SWMR read mode, which sees what the writer had flushed.
 
-    ``mode`` must be ``"r"``; it is there for ``CachingFileManager``, which
-    passes it on.
+    Parameters
+    ----------
+    where
+        The file's path.
+    mode
+        Must be ``"r"``; it is there for ``CachingFileManager``, which
+        passes it on.
+    identity
+        The file as it was when first opened (:func:`file_identity`): a
+        lazy layer's file manager reopens it with this, in this process
+        (after a close, or after xarray's cache closed it) or in a dask
+        worker, so that values are never read from another file under
+        the labels read from the first.
 
     Raises
     ------
     ActFileError
         If the file is missing, a folder, unreadable, not HDF5 or damaged,
-        or marked open for writing by a program that is not a SWMR writer.
+        marked open for writing by a program that is not a SWMR writer, or
+        not the file ``identity`` describes.
     """
     if mode != "r":
         raise ValueError(f"mode={mode!r}: .act.h5 inputs are opened read-only ('r')")
     check_readable(where)
+    root = _open_read_only(where)
+    if identity is not None and _opened_identity(root, where) != identity:
+        root.close()
+        raise ActFileError(f"{where!r} changed since it was opened (it was replaced or "
+                           "rewritten), so its values no longer match the labels read then; "
+                           "open it again to read what it holds now") from None
+    return root
+
+
+def _open_read_only(where: str) -> HeldFile:
     error = None
     for options in ({}, {"locking": False}, {"swmr": True}, {"swmr": True, "locking": False}):
         try:
-            return h5py.File(where, "r", **options)
+            return HeldFile(where, "r", **options)
         except (OSError, RuntimeError, ValueError) as err:
             error = error or err
             if not _may_retry(err, options):
@@ -301,6 +405,14 @@ def open_file(where: str, mode: str = "r") -> h5py.File:
                            "another program (or by one that stopped before closing it; "
                            "'h5clear -s' clears the mark once no program writes it)") from None
     raise ActFileError(f"cannot read {where!r}: the file is damaged ({error})") from None
+
+
+def _opened_identity(root: h5py.File, where: str) -> FileIdentity:
+    """Identify the file HDF5 opened: its own descriptor, not the path, which may have moved on."""
+    try:
+        return _identity(os.fstat(root.id.get_vfd_handle()))
+    except (OSError, TypeError, ValueError, RuntimeError):  # a driver without a descriptor
+        return file_identity(where)
 
 
 def _may_retry(err: Exception, tried: dict[str, bool]) -> bool:
