@@ -62,6 +62,8 @@ def check_link(root: h5py.File, name: str, where: str, allow_external: bool) -> 
         For an external link that is not allowed or whose target cannot be
         followed safely, a user-defined link, or a loop of soft links.
     """
+    if _link_kind(root, name) in (None, h5py.h5l.TYPE_HARD):
+        return  # stored in the file (the usual layer), or missing: the caller says so
     with _Walk(allow_external) as walk:
         walk.follow(root, name, f"{where}: root object {name!r}", named=True)
 
