@@ -65,6 +65,9 @@ class Case:
     may_hang: bool = False
     #: the routes that must give the error; the others read exactly
     error_routes: tuple[str, ...] = READ_ROUTES
+    #: environment variables for the run ("{folder}" is the input's folder), which is run
+    #: from the input's folder
+    env: dict[str, str] | None = None
 
 
 # -- the files ---------------------------------------------------------------------------
@@ -120,6 +123,74 @@ def _raw_values(folder: Path) -> Path:
     raw = folder / "values.bin"
     raw.write_bytes(np.arange(N_STIMULI * 2, dtype="<f4").tobytes())
     return raw
+
+
+def _raw_layer(folder: Path) -> Path:
+    """The bytes of a (N_STIMULI, 3, 2, 2) float32 layer, as raw storage keeps them."""
+    raw = folder / "layer.bin"
+    raw.write_bytes(np.arange(N_STIMULI * 12, dtype="<f4").tobytes())
+    return raw
+
+
+# a second file in the chain: its /conv points on to ``target``, one hop further
+
+
+def _mid_link(target: Callable[[Path], Path | str]):
+    def build(folder: Path) -> Path:
+        mid = folder / "mid.h5"
+        with h5py.File(mid, "w") as root:
+            root["conv"] = h5py.ExternalLink(str(target(folder)), "/conv")
+        return mid
+    return build
+
+
+def _mid_virtual(source: Callable[[Path], Path | str], shape=(N_STIMULI, 3, 2, 2)):
+    def build(folder: Path) -> Path:
+        mid = folder / "mid.h5"
+        layout = h5py.VirtualLayout(shape=shape, dtype="f4")
+        layout[:] = h5py.VirtualSource(str(source(folder)), "conv", shape=shape)
+        with h5py.File(mid, "w") as root:
+            root.create_virtual_dataset("conv", layout, fillvalue=-1)
+        return mid
+    return build
+
+
+def _mid_storage(target: Callable[[Path], Path | str]):
+    def build(folder: Path) -> Path:
+        mid = folder / "mid.h5"
+        with h5py.File(mid, "w") as root:
+            root.create_dataset("conv", shape=(N_STIMULI, 3, 2, 2), dtype="<f4",
+                                external=[(str(target(folder)), 0, N_STIMULI * 12 * 4)])
+        return mid
+    return build
+
+
+def _virtual_loop(folder: Path) -> Path:
+    # in.act.h5:mapped maps mid.h5:conv, which maps in.act.h5:mapped back
+    path = _virtual(lambda f: f / "mid.h5")(folder)
+    shape = (N_STIMULI, 3, 2, 2)
+    layout = h5py.VirtualLayout(shape=shape, dtype="f4")
+    layout[:] = h5py.VirtualSource(path.name, "mapped", shape=shape)
+    with h5py.File(folder / "mid.h5", "w") as root:
+        root.create_virtual_dataset("conv", layout, fillvalue=-1)
+    return path
+
+
+def _decoy(build: Callable[[Path], Path]):
+    """A folder ``decoy`` beside the input, holding other values under the same names."""
+    def with_decoy(folder: Path) -> Path:
+        decoy = folder / "decoy"
+        decoy.mkdir()
+        with h5py.File(decoy / "other.h5", "w") as root:
+            root["conv"] = np.full((N_STIMULI, 3, 2, 2), 7, dtype="f4")
+        (decoy / "layer.bin").write_bytes(np.full(N_STIMULI * 12, 7, dtype="<f4").tobytes())
+        return build(folder)
+    return with_decoy
+
+
+def _relative(make: Callable[[Path], Path]) -> Callable[[Path], str]:
+    """Make a file in the folder and name it by its name alone."""
+    return lambda folder: make(folder).name
 
 
 def _soft_to_external(folder: Path) -> Path:
@@ -255,6 +326,54 @@ CASES: dict[str, Case] = {
         error=(r"keeps its values in other files", r"holds 1 bytes, fewer than the 32")),
     "external-storage-allowed": Case(_external_storage(_raw_values),
                                      ("-layer", "raw", "--allow-external")),
+    # every hop is checked to its end: a file an external object points to may point on
+    "external-link-to-external-link-to-fifo-allowed": Case(
+        _with_external_link(_mid_link(_fifo)), ("-layer", "conv", "--allow-external"),
+        error=(r"'elsewhere' is an external link", r"mid.h5", r"not a regular file"),
+        may_hang=True),
+    "external-link-to-external-link-allowed": Case(
+        _with_external_link(_mid_link(_other_file)),
+        ("-layer", "elsewhere", "conv", "--allow-external")),
+    "external-link-to-virtual-of-fifo-allowed": Case(
+        _with_external_link(_mid_virtual(_fifo)), ("-layer", "conv", "--allow-external"),
+        error=(r"layer 'elsewhere' is a virtual dataset", r"not a regular file"),
+        may_hang=True),
+    "virtual-of-external-link-to-fifo-allowed": Case(
+        _virtual(_mid_link(_fifo)), ("-layer", "mapped", "--allow-external"),
+        error=(r"layer 'mapped' is a virtual dataset", r"external link", r"not a regular file"),
+        may_hang=True),
+    "virtual-of-fifo-storage-allowed": Case(
+        _virtual(_mid_storage(_fifo)), ("-layer", "mapped", "--allow-external"),
+        error=(r"layer 'mapped' is a virtual dataset", r"keeps its values in other files",
+               r"not a regular file"), may_hang=True),
+    "virtual-of-virtual-of-missing-file-allowed": Case(
+        _virtual(_mid_virtual(lambda f: f / "gone.h5")), ("-layer", "mapped",
+                                                         "--allow-external"),
+        error=(r"layer 'mapped' is a virtual dataset", r"gone.h5", r"No such file")),
+    "virtual-of-virtual-allowed": Case(_virtual(_mid_virtual(_other_file)),
+                                       ("-layer", "mapped", "conv", "--allow-external")),
+    "virtual-of-storage-allowed": Case(_virtual(_mid_storage(_raw_layer)),
+                                       ("-layer", "mapped", "conv", "--allow-external")),
+    "virtual-loop-allowed": Case(_virtual_loop, ("-layer", "conv", "--allow-external"),
+                                 error=(r"layer 'mapped' is a virtual dataset", r"loop")),
+    # HDF5's prefix variables would make it read other files than the ones checked
+    "external-link-with-HDF5_EXT_PREFIX": Case(
+        _decoy(_with_external_link(_relative(_other_file))),
+        ("-layer", "elsewhere", "--allow-external"),
+        error=(r"'elsewhere' is an external link", r"HDF5_EXT_PREFIX is set"),
+        env={"HDF5_EXT_PREFIX": "{folder}/decoy"}),
+    "virtual-with-HDF5_VDS_PREFIX": Case(
+        _decoy(_virtual(_relative(_other_file))), ("-layer", "mapped", "--allow-external"),
+        error=(r"layer 'mapped' is a virtual dataset", r"HDF5_VDS_PREFIX is set"),
+        env={"HDF5_VDS_PREFIX": "{folder}/decoy"}),
+    "external-storage-with-HDF5_EXTFILE_PREFIX": Case(
+        _decoy(_virtual(_mid_storage(_relative(_raw_layer)))),
+        ("-layer", "mapped", "--allow-external"),
+        error=(r"keeps its values in other files", r"HDF5_EXTFILE_PREFIX is set"),
+        env={"HDF5_EXTFILE_PREFIX": "{folder}/decoy"}),
+    "virtual-with-an-empty-HDF5_VDS_PREFIX": Case(
+        _virtual(_relative(_other_file)), ("-layer", "mapped", "--allow-external"),
+        env={"HDF5_VDS_PREFIX": ""}),
     "name-not-utf8": Case(_non_utf8_name, error=(r"root object b'caf\\xe9'", r"not UTF-8")),
     "never-written-chunks": Case(_never_written, ("-layer", "empty", "conv")),
     "never-written-chunks-masked": Case(_never_written, ("-layer", "empty", "-chn", "2", "7")),
@@ -297,11 +416,18 @@ def _expected(path: Path, flags: tuple[str, ...]) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize(("case", "route"), RUNS, ids=[f"{c}-{r}" for c, r in RUNS])
-def test_untrusted_file_gives_exact_values_or_one_line(case: str, route: str, tmp_path: Path):
+def test_untrusted_file_gives_exact_values_or_one_line(case: str, route: str, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch):
     spec = CASES[case]
     source = tmp_path / "in"
     source.mkdir()
     path = spec.build(source)
+    env = None
+    if spec.env is not None:
+        # from the input's folder, where HDF5 looks for raw storage named relatively
+        monkeypatch.chdir(source)
+        env = {**os.environ, **{name: value.format(folder=source)
+                                for name, value in spec.env.items()}}
     before = {p.name: (digest(p) if p.is_file() and not p.is_fifo() else None)
               for p in source.iterdir()}
     outs = tmp_path / "out"
@@ -309,9 +435,9 @@ def test_untrusted_file_gives_exact_values_or_one_line(case: str, route: str, tm
     out = outs / "o.act.h5"
     args = ("-act", path, *spec.flags, "-out", out)
     if spec.may_hang:
-        done = run_cli(*args, timeout=60, route=route)
+        done = run_cli(*args, timeout=60, route=route, env=env)
     else:
-        done = run_route(*args, route=route)
+        done = run_route(*args, route=route, env=env)
     if spec.error is None or route not in spec.error_routes:
         assert done.returncode == 0, done.stderr
         assert done.stderr == ""
@@ -346,6 +472,60 @@ def test_never_written_layer_reads_its_fill_value_through_open_act(tmp_path: Pat
     with open_act(path) as acts:
         np.testing.assert_array_equal(acts["empty"].values, np.full((N_STIMULI, 8, 32, 32), 0.5,
                                                                     dtype="f4"))
+
+
+# -- every file an object reads from is an input ------------------------------------------
+
+
+def _behind(suffix: str) -> dict[str, tuple[Callable[[Path], Path], str, str]]:
+    """Inputs whose layer reads another file: (build, layer, the file it reads)."""
+    wide = (N_STIMULI, 6, 4, 4)  # the shape of a DNNBrain file's conv layer
+
+    def layers(folder: Path) -> Path:
+        return _dnnbrain_file(folder / f"b{suffix}")
+
+    def raw(count: int) -> Callable[[Path], Path]:
+        def build(folder: Path) -> Path:
+            path = folder / f"raw{suffix}"
+            path.write_bytes(np.arange(count, dtype="<f4").tobytes())
+            return path
+        return build
+
+    return {
+        "virtual-source": (_virtual(layers, shape=wide), "mapped", f"b{suffix}"),
+        "virtual-of-virtual-source": (_virtual(_mid_virtual(layers, shape=wide), shape=wide),
+                                      "mapped", f"b{suffix}"),
+        "external-link-to-virtual-source": (_with_external_link(_mid_virtual(layers, wide)),
+                                            "elsewhere", f"b{suffix}"),
+        "external-storage": (_external_storage(raw(N_STIMULI * 2)), "raw", f"raw{suffix}"),
+        "virtual-of-external-storage": (_virtual(_mid_storage(raw(N_STIMULI * 12))), "mapped",
+                                        f"raw{suffix}"),
+    }
+
+
+BEHIND = [(case, route, suffix) for case in _behind(".act.h5")
+          for route in ("command", "mask_file", "save_act-activations")
+          for suffix in (".act.h5", ".nc")]
+
+
+@pytest.mark.parametrize(("case", "route", "suffix"), BEHIND,
+                         ids=[f"{c}-{r}-{s}" for c, r, s in BEHIND])
+def test_a_file_a_layer_reads_from_is_never_replaced(case: str, route: str, suffix: str,
+                                                     tmp_path: Path):
+    # bug: -out naming a virtual dataset's source file or a raw storage file replaced it
+    # (the source's other layers lost), exit 0
+    build, layer, read = _behind(suffix)[case]
+    path = build(tmp_path)
+    out = tmp_path / read
+    before = {p.name: digest(p) for p in tmp_path.iterdir()}
+    done = run_route("-act", path, "-layer", layer, "--allow-external", "-out", out,
+                     route=route)
+    assert done.returncode == 2, done.stderr
+    # the file named is the input, or the one its external link leads to (mid.h5)
+    assert_one_line_error(done.stderr, rf"^output {re.escape(repr(str(out)))} is the input "
+                                       r"file \(layers of '.*/(in\.act|mid)\.h5' read their "
+                                       r"values from it")
+    assert {p.name: digest(p) for p in tmp_path.iterdir()} == before
 
 
 # -- a file another program is writing ----------------------------------------------------

@@ -20,6 +20,7 @@ suffixes, and lists the folders involved: nothing else is left there.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -226,3 +227,20 @@ def test_a_new_file_gets_the_umask_mode(act_file: Path, folder: Path, route: str
     finally:
         os.umask(previous)
     assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
+
+
+# -- a folder ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("slash", ["/", ""], ids=["with-slash", "without-slash"])
+@pytest.mark.parametrize("route", ROUTES)
+def test_an_existing_folder_is_refused_as_a_folder(act_file: Path, folder: Path, route: str,
+                                                   slash: str):
+    # bug: 'out/' was refused for its suffix, as if it were a file badly named
+    (folder / "kept").write_bytes(b"old")
+    out = f"{folder}{slash}"
+    done = run_route("-act", act_file, "-layer", "conv5", "-out", out, route=route)
+    assert done.returncode == 1, done.stderr
+    assert_one_line_error(done.stderr, rf"^cannot write {re.escape(repr(out))}: it is a "
+                                       r"folder; name a file in it, like '.*masked\.act\.h5'$")
+    assert listing(folder) == ["kept"] and (folder / "kept").read_bytes() == b"old"

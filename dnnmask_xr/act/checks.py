@@ -18,12 +18,14 @@ import h5py
 import numpy as np
 
 from dnnmask_xr._atomic import real_target
+from dnnmask_xr.act.external import files_read
 from dnnmask_xr.act.layout import (
     DIMS,
     FIELD_NAME_RULE,
     NUMBERED_DIMS,
     is_field_name,
     is_reserved,
+    open_file,
 )
 from dnnmask_xr.act.plan import Plan
 from dnnmask_xr.errors import ActFileError, DnnMaskError, OutputIsInputError, UsageError
@@ -45,15 +47,21 @@ def check_output(target: str) -> None:
 
     Raises
     ------
+    ActFileError
+        If the target is a folder (whatever its name) or another
+        non-regular file (a device, a FIFO), its folder is missing, not a
+        folder or not writable, or symbolic links at ``target`` lead in a
+        circle.
     UsageError
         If the name ends in neither ``.act.h5`` nor ``.nc``.
-    ActFileError
-        If its folder is missing, not a folder or not writable, the target
-        is a folder or another non-regular file (a device, a FIFO), or
-        symbolic links at ``target`` lead in a circle.
     """
     if not isinstance(target, str):
         raise UsageError(f"output path {target!r} is not a path")
+    if os.path.isdir(target):
+        # before the suffix: 'out/' names a folder that exists, not a badly named file
+        example = os.path.join(target, f"masked{SUFFIX}")
+        raise ActFileError(f"cannot write {target!r}: it is a folder; name a file in it, "
+                           f"like {example!r}")
     if not target.endswith(SUFFIXES):
         raise UsageError(f"output {target!r} does not end in {SUFFIX!r} or {NC_SUFFIX!r}; "
                          f"name it like 'masked{SUFFIX}'")
@@ -79,8 +87,6 @@ def check_output(target: str) -> None:
         raise ActFileError(f"cannot write {target!r}: its file name is "
                            f"{len(os.fsencode(real.name))} bytes long, and names in "
                            f"{str(folder)!r} are at most {longest} bytes{linked}")
-    if real.is_dir():
-        raise ActFileError(f"cannot write {target!r}: it is a folder{linked}")
     if real.exists() and not real.is_file():
         raise ActFileError(f"cannot write {target!r}: it is not a regular file but a "
                            f"device, a FIFO or a socket{linked}; name a file")
@@ -97,8 +103,11 @@ def check_not_input(plan: Plan, target: str) -> None:
     """Refuse to replace a file the plan reads, or one this process holds open.
 
     The files the plan reads are those the layers are read from
-    (:attr:`Plan.sources`) and the text files it was made from
-    (:attr:`Plan.inputs`: the ``.dmask.csv`` and ``.stim.csv``).
+    (:attr:`Plan.sources`), every file their objects read from in turn
+    (external links' targets, virtual datasets' sources and external raw
+    storage, at every depth: :func:`~dnnmask_xr.act.external.files_read`),
+    and the text files it was made from (:attr:`Plan.inputs`: the
+    ``.dmask.csv`` and ``.stim.csv``).
 
     Raises
     ------
@@ -110,6 +119,11 @@ def check_not_input(plan: Plan, target: str) -> None:
     for source in sorted(plan.sources):
         if same_file(source, target):
             raise OutputIsInputError(_is_input(target, "the layers are read from it"))
+        for behind in sorted(_files_behind(source)):
+            if same_file(behind, target):
+                raise OutputIsInputError(_is_input(
+                    target, f"layers of {source!r} read their values from it through an "
+                            "external link, a virtual dataset or external raw storage"))
     for source, what in sorted(plan.inputs.items()):
         if same_file(source, target):
             raise OutputIsInputError(_is_input(target, f"the {what} was read from it"))
@@ -117,6 +131,16 @@ def check_not_input(plan: Plan, target: str) -> None:
         if same_file(source, target):
             raise OutputIsInputError(_is_input(target, "this process holds it open; close "
                                                        "what was opened from it first"))
+
+
+def _files_behind(source: str) -> frozenset[str]:
+    """Name the files the objects of ``source`` read from, none if it is not HDF5."""
+    try:
+        root = open_file(source)
+    except DnnMaskError:  # not HDF5 (a netCDF3 file xarray read) or gone: nothing behind
+        return frozenset()
+    with root:
+        return files_read(root)
 
 
 def _is_input(target: str, why: str) -> str:
