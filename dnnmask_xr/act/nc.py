@@ -31,7 +31,6 @@ before the groups held the stimuli). Nothing here imports xarray.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,7 +45,15 @@ from dnnmask_xr.errors import DnnMaskError
 
 
 class NcLayout:
-    """Lays a plan out as netCDF4 groups and variables in an open HDF5 file."""
+    """Lays a plan out as netCDF4 groups and variables in an open HDF5 file.
+
+    The writer reserves room on disk before each step (h5netcdf makes a
+    dimension by creating a dataset, detaching and deleting it; a full disk
+    then crashes HDF5): see :func:`~dnnmask_xr.act.write.reserve_room`.
+    """
+
+    #: each group holds the stimulus table again (see the module's docstring)
+    stimulus_in_every_layer = True
 
     def __init__(self, root: h5py.File) -> None:
         # h5netcdf leaves a file it was handed open: the writer closes it
@@ -88,7 +95,6 @@ class NcLayout:
 
     def write_root(self, attrs: Mapping[str, Any], stimulus: StimulusTable) -> None:
         """Store provenance as root attributes, the stimulus table as root variables."""
-        _reserve_space(self.root)
         self.stimulus = stimulus
         root = self.nc
         root.attrs.update(attrs)
@@ -98,7 +104,6 @@ class NcLayout:
 
     def sink(self, layer: PlannedLayer) -> _VariableSink:
         """Create the layer's group, its dimensions and their coordinate variables."""
-        _reserve_space(self.root)
         group = self.nc.create_group(layer.name)
         for dim, size in zip(NUMBERED_DIMS, layer.shape[1:], strict=True):
             group.dimensions[dim] = size
@@ -113,35 +118,8 @@ class NcLayout:
         self.nc[layer.name][layer.name].attrs.update(layer.attrs)
 
     def close(self) -> None:
-        """Write h5netcdf's own bookkeeping (dimension ids, ``_NCProperties``).
-
-        Then give back the room :func:`_reserve_space` took beyond HDF5's end
-        of file (HDF5 writes nothing past it as it closes the file).
-        """
+        """Write h5netcdf's own bookkeeping (dimension ids, ``_NCProperties``)."""
         self.nc.close()
-        os.truncate(self.root.filename, self.root.id.get_filesize())
-
-
-#: Bytes reserved on disk before h5netcdf creates dimensions (see _reserve_space).
-RESERVED_BYTES = 256 * 2**10
-
-
-def _reserve_space(root: h5py.File) -> None:
-    """Make sure the next metadata h5netcdf writes has room on disk, or fail here.
-
-    h5netcdf makes a dimension by creating a dataset, detaching and deleting
-    it again; if the disk fills during that, HDF5 reports the failed write
-    only to Python's "Exception ignored" printer and then crashes
-    (segmentation fault). So room is allocated beyond the file's end before
-    each group: a full disk is then an ``OSError`` (``ENOSPC``) here, which
-    the writer reports in one line. :meth:`NcLayout.close` cuts the file
-    back to HDF5's own end.
-    """
-    fd = os.open(root.filename, os.O_WRONLY)
-    try:
-        os.posix_fallocate(fd, root.id.get_filesize(), RESERVED_BYTES)
-    finally:
-        os.close(fd)
 
 
 class _VariableSink:

@@ -123,6 +123,9 @@ class SaveReport:
 class Layout(Protocol):
     """How one suffix lays a plan out in an open HDF5 file."""
 
+    #: Whether each layer stores the stimulus table again (room is reserved for it).
+    stimulus_in_every_layer: bool
+
     def __init__(self, root: h5py.File) -> None: ...
 
     @staticmethod
@@ -200,12 +203,19 @@ def write(plan: Plan, path: str | os.PathLike[str], options: WriteOptions | None
                 with _ignored_hdf5_errors() as ignored, h5py.File(
                         tmp, "x", libver=("earliest", "v108"), track_order=True) as root:
                     with contextlib.closing(layout_of(root)) as layout:
+                        reserve_room(root, metadata_bytes(root_attrs, plan.stimulus))
                         layout.write_root(root_attrs, plan.stimulus)
                         for layer in plan.layers:
+                            reserve_room(root, metadata_bytes(
+                                layer.attrs, layer.labels,
+                                plan.stimulus if layout_of.stimulus_in_every_layer else None))
                             budget = Budget(options.memory, pool, threads,
                                             _layer_progress(options.on_progress, layer.name,
                                                             total), options.verify)
                             reports.append(_write_layer(layout, layer, budget))
+                        # the layout's own bookkeeping, written as it closes
+                        reserve_room(root, RESERVED_BYTES + _BOOKKEEPING_BYTES * len(plan.layers))
+                    give_back_room(root)
                 if ignored:
                     # a write HDF5 could only report as "ignored": the file is not whole
                     raise ignored[0]
@@ -233,6 +243,8 @@ def _write_layer(layout: Layout, layer: PlannedLayer, budget: Budget) -> LayerRe
 
 class ActLayout:
     """DNNBrain's layout: one 4-D dataset per layer at the root, labels in attributes."""
+
+    stimulus_in_every_layer = False
 
     def __init__(self, root: h5py.File) -> None:
         self.root = root
@@ -332,6 +344,80 @@ def _store_attrs(attrs: h5py.AttributeManager, values: Mapping[str, Any], where:
         except (TypeError, ValueError) as err:
             raise DnnMaskError(f"attribute {key!r} of {where} cannot be stored "
                                f"({err})") from None
+
+
+# -- room on disk for metadata --------------------------------------------------------------
+
+#: Room reserved beyond what the values take: HDF5's object headers, B-trees and heaps.
+RESERVED_BYTES = 256 * 2**10
+#: Room per layer for what a layout writes as it closes (h5netcdf's dimension ids).
+_BOOKKEEPING_BYTES = 4 * 2**10
+#: What HDF5 stores besides a variable-length string's bytes: its global heap object's
+#: header and padding, and the reference to it in the attribute or dataset.
+_PER_STRING = 48
+
+
+def metadata_bytes(*parts: Any) -> int:
+    """Bound the bytes HDF5 writes to store ``parts``: attributes, labels, a stimulus table.
+
+    The values' own size, an eighth more, plus :data:`RESERVED_BYTES`. ``parts`` are mappings of name to value,
+    :class:`~dnnmask_xr.act.plan.StimulusTable` or None.
+    """
+    values: list[Any] = []
+    for part in parts:
+        if isinstance(part, StimulusTable):
+            values += [part.ids, *part.fields.values(), dict(part.header)]
+        elif isinstance(part, Mapping):
+            values += [*part.keys(), *part.values()]
+    nbytes = sum(map(_stored_bytes, values))
+    return nbytes + nbytes // 8 + RESERVED_BYTES
+
+
+def _stored_bytes(value: Any) -> int:
+    if isinstance(value, Mapping):
+        return sum(map(_stored_bytes, (*value.keys(), *value.values())))
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError):
+        return len(repr(value).encode("utf-8", "surrogatepass"))
+    if array.dtype.kind not in "OSU":
+        return array.nbytes
+    return sum(len(item if isinstance(item, bytes) else
+                   str(item).encode("utf-8", "surrogatepass")) + _PER_STRING
+               for item in array.ravel().tolist())
+
+
+def reserve_room(root: h5py.File, nbytes: int) -> None:
+    """Make sure the file has room on disk for ``nbytes`` more, or fail here.
+
+    HDF5 does not survive a full disk while it writes metadata: a large
+    attribute or a variable of strings that fails half-written crashes the
+    process (segmentation fault) inside ``attrs.create`` or
+    ``create_dataset``, leaving the temporary file. So the disk blocks of
+    the whole file and ``nbytes`` past HDF5's end are allocated first
+    (holes HDF5 left included): the next metadata then lands on blocks
+    that exist, and a full disk is an ``OSError`` (``ENOSPC``, or ``EFBIG``
+    under ``ulimit -f``) here, which the writer reports in one line.
+    :func:`give_back_room` cuts the file back to HDF5's end.
+    """
+    fd = os.open(root.filename, os.O_WRONLY)
+    try:
+        os.posix_fallocate(fd, 0, root.id.get_filesize() + nbytes)
+    except OSError as err:
+        # a file system that cannot allocate ahead leaves HDF5 on its own
+        if err.errno not in (errno.EOPNOTSUPP, errno.ENOSYS):
+            raise
+    finally:
+        os.close(fd)
+
+
+def give_back_room(root: h5py.File) -> None:
+    """Cut the file back to HDF5's own end, giving back what :func:`reserve_room` took.
+
+    Called once the layout is closed: HDF5 writes nothing past its end as
+    it closes the file.
+    """
+    os.truncate(root.filename, root.id.get_filesize())
 
 
 #: The errno HDF5 gives in its text, and the reason said for it.
