@@ -360,7 +360,8 @@ _PER_STRING = 48
 def metadata_bytes(*parts: Any) -> int:
     """Bound the bytes HDF5 writes to store ``parts``: attributes, labels, a stimulus table.
 
-    The values' own size, an eighth more, plus :data:`RESERVED_BYTES`. ``parts`` are mappings of name to value,
+    The values' own size, an eighth more, plus :data:`RESERVED_BYTES`.
+    ``parts`` are mappings of name to value,
     :class:`~dnnmask_xr.act.plan.StimulusTable` or None.
     """
     values: list[Any] = []
