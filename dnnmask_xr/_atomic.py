@@ -54,6 +54,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     (``KeyboardInterrupt`` included) the temporary file is removed and the
     target is left as it was.
 
+    The file is synced to disk (``fsync``) before the rename, and its folder
+    after: without the first, a power loss soon after could leave the new
+    name on a file whose blocks never reached the disk (an empty or partial
+    output where a whole one was); without the second, the rename itself
+    could be lost.
+
     Parameters
     ----------
     path
@@ -71,11 +77,29 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         _take_permissions(tmp, target)
+        _sync(tmp)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+    _sync(target.parent)
+
+
+#: What fsync of a folder gives on file systems that cannot sync one: nothing to do there.
+_CANNOT_SYNC = (errno.EINVAL, errno.EBADF, errno.ENOTSUP)
+
+
+def _sync(path: Path) -> None:
+    """Flush a file's (or a folder's) data and metadata to the disk (``fsync``)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if not (path.is_dir() and err.errno in _CANNOT_SYNC):
+            raise
+    finally:
+        os.close(fd)
 
 
 def _take_permissions(tmp: Path, target: Path) -> None:
