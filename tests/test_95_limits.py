@@ -394,3 +394,43 @@ def test_a_disk_full_while_text_is_written_is_one_clean_line(
         else:
             with open_act(out) as acts:
                 assert acts["fc"].stimulus.values.tolist() == ids
+
+
+# -- many layers ----------------------------------------------------------------------
+
+
+def _longest_reference_list(path: Path) -> int:
+    """The most variables any dimension scale of ``path`` lists as attached to it."""
+    longest = 0
+
+    def visit(name: str, item: object) -> None:
+        nonlocal longest
+        if isinstance(item, h5py.Dataset) and "REFERENCE_LIST" in item.attrs:
+            longest = max(longest, len(item.attrs["REFERENCE_LIST"]))
+
+    with h5py.File(path, "r") as root:
+        root.visititems(visit)
+    return longest
+
+
+def test_nc_work_per_layer_does_not_grow_with_the_number_of_layers(tmp_path: Path):
+    # bug: every layer's variables were attached to the root's stimulus dimension, whose
+    # REFERENCE_LIST HDF5 reads, checks and writes whole on each attach: writing n layers
+    # took time and space in n**2 (10 000 layers did not finish in 600 s)
+    import xarray as xr
+
+    longest = {}
+    for count in (5, 40):
+        layers = {f"layer{i}": xr.DataArray(np.full((3, 2, 1, 1), i, np.float32),
+                                            dims=("stimulus", "channel", "row", "column"),
+                                            coords={"stimulus": ["a", "b", "c"]})
+                  for i in range(count)}
+        out = tmp_path / f"{count}.nc"
+        save_act(layers, out)
+        longest[count] = _longest_reference_list(out)
+        with open_act(out) as acts:
+            assert list(acts) == list(layers)
+            for name, layer in layers.items():
+                np.testing.assert_array_equal(acts[name].values, layer.values)
+                assert acts[name].stimulus.values.tolist() == ["a", "b", "c"]
+    assert longest[40] == longest[5] <= 2, longest

@@ -10,19 +10,23 @@ here. The file holds, as any netCDF4 reader expects:
   so that xarray opens them as coordinates, and the provenance as root
   attributes;
 - one group per layer, named after it, in order: the dimensions
-  ``channel``, ``row`` and ``column`` with their coordinate variables (the
-  network's 1-based numbers); the variable ``stimulus`` (the stimulus IDs
-  again, without the header) and one variable per stimulus field, of the
-  root's dimension ``stimulus`` and listed in the group's attribute
-  ``coordinates``; and the variable named after the layer, of dims
-  ``(stimulus, channel, row, column)``, in gzip-compressed chunks.
+  ``stimulus``, ``channel``, ``row`` and ``column`` with their coordinate
+  variables (the stimulus IDs again, without the header, and the
+  network's 1-based numbers); one variable per stimulus field, listed in
+  the group's attribute ``coordinates``; and the variable named after the
+  layer, of dims ``(stimulus, channel, row, column)``, in gzip-compressed
+  chunks.
 
 The stimuli are in every group because a group is what
 ``xr.open_dataset(path, group="conv5")`` and ``xr.open_mfdataset`` open:
 without them a layer would have no stimulus labels there, and a layer node
 of ``xr.open_datatree(path)`` no fields (xarray's nodes inherit indexes
-only). netCDF4 lets a group use its parent's dimension; the tree opens
-because the group's ``stimulus`` holds the same values as the root's.
+only). The tree opens because the group's ``stimulus`` holds the same
+values as the root's. Each group has a ``stimulus`` dimension of its own
+(files written before this used the root's, and still open): a dimension
+shared by every layer would list all their variables in one attribute that
+HDF5 rewrites whole on each new one, so that writing n layers took time
+and space in n**2.
 
 So ``xr.open_datatree(path)`` opens it with named dims, and
 :func:`~dnnmask_xr.open_act` reads it back exactly (also the files written
@@ -98,7 +102,6 @@ class NcLayout:
         self.stimulus = stimulus
         root = self.nc
         root.attrs.update(attrs)
-        root.dimensions["stimulus"] = stimulus.ids.size
         ids = _write_stimuli(root, stimulus)
         ids.attrs.update(stimulus.header)
 
@@ -109,7 +112,6 @@ class NcLayout:
             group.dimensions[dim] = size
             group.create_variable(dim, (dim,), data=np.asarray(layer.labels[dim],
                                                                dtype=np.int64))
-        # of the root's dimension: the group defines no stimulus dimension of its own
         _write_stimuli(group, self.stimulus)
         return _VariableSink(group, layer.name)
 
@@ -142,6 +144,8 @@ class _VariableSink:
 
 def _write_stimuli(group: h5netcdf.Group, stimulus: StimulusTable) -> h5netcdf.Variable:
     """Store the stimulus IDs and fields in ``group``, the fields listed as coordinates."""
+    # each group a stimulus dimension of its own, not the root's (see the module's docstring)
+    group.dimensions["stimulus"] = stimulus.ids.size
     ids = group.create_variable("stimulus", ("stimulus",), data=_storable(stimulus.ids),
                                 dtype=_dtype(stimulus.ids))
     for name, values in stimulus.fields.items():
