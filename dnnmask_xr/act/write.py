@@ -35,7 +35,7 @@ import numpy as np
 from dnnmask_xr._args import bool_arg, is_count, path_arg
 from dnnmask_xr._atomic import atomic_path
 from dnnmask_xr._version import __version__
-from dnnmask_xr.act._interrupt import check_interrupt, deferred_interrupts
+from dnnmask_xr.act._interrupt import Interrupted, check_interrupt, deferred_interrupts
 from dnnmask_xr.act.checks import (
     NC_SUFFIX,
     check_not_input,
@@ -467,7 +467,8 @@ def _ignored_hdf5_errors() -> Iterator[list[BaseException]]:
     def keep(unraisable: Any) -> None:
         if isinstance(unraisable.exc_value, OSError | RuntimeError):
             ignored.append(unraisable.exc_value)
-        else:
+        elif not isinstance(unraisable.exc_value, Interrupted):
+            # a signal is also recorded, and raised at the writer's next check
             previous(unraisable)
 
     sys.unraisablehook = keep
