@@ -53,7 +53,7 @@ class NcLayout:
 
     The writer reserves room on disk before each step (h5netcdf makes a
     dimension by creating a dataset, detaching and deleting it; a full disk
-    then crashes HDF5): see :func:`~dnnmask_xr.act.write.reserve_room`.
+    then crashes HDF5): see :class:`~dnnmask_xr.act.write.RoomOnDisk`.
     """
 
     #: each group holds the stimulus table again (see the module's docstring)

@@ -202,20 +202,21 @@ def write(plan: Plan, path: str | os.PathLike[str], options: WriteOptions | None
                 tmp.unlink()
                 with _ignored_hdf5_errors() as ignored, h5py.File(
                         tmp, "x", libver=("earliest", "v108"), track_order=True) as root:
-                    with contextlib.closing(layout_of(root)) as layout:
-                        reserve_room(root, metadata_bytes(root_attrs, plan.stimulus))
-                        layout.write_root(root_attrs, plan.stimulus)
-                        for layer in plan.layers:
-                            reserve_room(root, metadata_bytes(
-                                layer.attrs, layer.labels,
-                                plan.stimulus if layout_of.stimulus_in_every_layer else None))
-                            budget = Budget(options.memory, pool, threads,
-                                            _layer_progress(options.on_progress, layer.name,
-                                                            total), options.verify)
-                            reports.append(_write_layer(layout, layer, budget))
-                        # the layout's own bookkeeping, written as it closes
-                        reserve_room(root, RESERVED_BYTES + _BOOKKEEPING_BYTES * len(plan.layers))
-                    give_back_room(root)
+                    with RoomOnDisk(root) as room:
+                        with contextlib.closing(layout_of(root)) as layout:
+                            room.reserve(metadata_bytes(root_attrs, plan.stimulus))
+                            layout.write_root(root_attrs, plan.stimulus)
+                            for layer in plan.layers:
+                                room.reserve(metadata_bytes(
+                                    layer.attrs, layer.labels,
+                                    plan.stimulus if layout_of.stimulus_in_every_layer else None))
+                                budget = Budget(options.memory, pool, threads,
+                                                _layer_progress(options.on_progress, layer.name,
+                                                                total), options.verify)
+                                reports.append(_write_layer(layout, layer, budget))
+                            # the layout's own bookkeeping, written as it closes
+                            room.reserve(RESERVED_BYTES + _BOOKKEEPING_BYTES * len(plan.layers))
+                        room.give_back()
                 if ignored:
                     # a write HDF5 could only report as "ignored": the file is not whole
                     raise ignored[0]
@@ -388,37 +389,51 @@ def _stored_bytes(value: Any) -> int:
                for item in array.ravel().tolist())
 
 
-def reserve_room(root: h5py.File, nbytes: int) -> None:
-    """Make sure the file has room on disk for ``nbytes`` more, or fail here.
+class RoomOnDisk:
+    """Room on disk for the metadata HDF5 writes next, taken ahead or refused here.
 
     HDF5 does not survive a full disk while it writes metadata: a large
     attribute or a variable of strings that fails half-written crashes the
     process (segmentation fault) inside ``attrs.create`` or
-    ``create_dataset``, leaving the temporary file. So the disk blocks of
-    the whole file and ``nbytes`` past HDF5's end are allocated first
-    (holes HDF5 left included): the next metadata then lands on blocks
+    ``create_dataset``, leaving the temporary file. So :meth:`reserve`
+    allocates the file's disk blocks up to ``nbytes`` past HDF5's end (holes
+    HDF5 left included) before each step: the metadata then lands on blocks
     that exist, and a full disk is an ``OSError`` (``ENOSPC``, or ``EFBIG``
-    under ``ulimit -f``) here, which the writer reports in one line.
-    :func:`give_back_room` cuts the file back to HDF5's end.
+    under ``ulimit -f``) there, which the writer reports in one line. Each
+    call allocates only past what earlier calls did, so a write of n layers
+    costs n small allocations. :meth:`give_back` cuts the file back to
+    HDF5's end, once the layout is closed (HDF5 writes nothing past its end
+    as it closes the file).
     """
-    fd = os.open(root.filename, os.O_WRONLY)
-    try:
-        os.posix_fallocate(fd, 0, root.id.get_filesize() + nbytes)
-    except OSError as err:
-        # a file system that cannot allocate ahead leaves HDF5 on its own
-        if err.errno not in (errno.EOPNOTSUPP, errno.ENOSYS):
-            raise
-    finally:
-        os.close(fd)
 
+    def __init__(self, root: h5py.File) -> None:
+        self.root = root
+        self.fd = os.open(root.filename, os.O_WRONLY)
+        #: the file's blocks below this are allocated
+        self.allocated = 0
 
-def give_back_room(root: h5py.File) -> None:
-    """Cut the file back to HDF5's own end, giving back what :func:`reserve_room` took.
+    def __enter__(self) -> RoomOnDisk:
+        return self
 
-    Called once the layout is closed: HDF5 writes nothing past its end as
-    it closes the file.
-    """
-    os.truncate(root.filename, root.id.get_filesize())
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+    def reserve(self, nbytes: int) -> None:
+        """Allocate the file up to ``nbytes`` past HDF5's end, or raise ``OSError``."""
+        end = self.root.id.get_filesize() + nbytes
+        if end <= self.allocated:
+            return
+        try:
+            os.posix_fallocate(self.fd, self.allocated, end - self.allocated)
+        except OSError as err:
+            # a file system that cannot allocate ahead leaves HDF5 on its own
+            if err.errno not in (errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+        self.allocated = end
+
+    def give_back(self) -> None:
+        """Cut the file back to HDF5's own end."""
+        os.ftruncate(self.fd, self.root.id.get_filesize())
 
 
 #: The errno HDF5 gives in its text, and the reason said for it.
