@@ -7,8 +7,12 @@ Every route that writes comes here, so every guarantee is kept here once:
 - no file the layers are read from, and no HDF5 file this process holds
   open, is ever replaced;
 - the output appears only once complete (a temporary file beside it,
-  renamed), and an error, a full disk or a signal (SIGINT, SIGTERM, SIGHUP)
-  leaves nothing behind;
+  synced, renamed, its folder synced: :mod:`dnnmask_xr._atomic`), and an
+  error, a full disk or a signal (SIGINT, SIGTERM, SIGHUP) leaves nothing
+  behind, whatever the thread (a watchdog removes the temporary file of a
+  process that ended without cleaning up);
+- room on disk is taken before each step that writes metadata
+  (:class:`RoomOnDisk`), where HDF5 would crash on a full disk;
 - memory stays within the budget, chunks are coded on a thread pool;
 - one report, one set of errors, for ``.act.h5`` and ``.nc`` alike.
 
