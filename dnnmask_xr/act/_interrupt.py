@@ -61,7 +61,10 @@ def deferred_interrupts() -> Iterator[Deferral]:
     writer chooses; one that arrives after :meth:`Deferral.commit` is raised
     on leaving, saying that the output was written. A signal whose handling
     the program changed (its own handler, or ignored) is left alone, and so
-    is everything outside the main thread.
+    is everything outside the main thread (where Python lets no handler be
+    installed: there a signal ends the process as it would have, and the
+    watchdog of :func:`~dnnmask_xr._atomic.atomic_path` removes the
+    temporary file).
     """
     deferral = Deferral()
     if threading.current_thread() is not threading.main_thread():
