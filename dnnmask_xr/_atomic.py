@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import stat
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,6 +55,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     (``KeyboardInterrupt`` included) the temporary file is removed and the
     target is left as it was.
 
+    The file is synced to disk (``fsync``) before the rename, and its folder
+    after: without the first, a power loss soon after could leave the new
+    name on a file whose blocks never reached the disk (an empty or partial
+    output where a whole one was); without the second, the rename itself
+    could be lost.
+
     Parameters
     ----------
     path
@@ -68,14 +75,67 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    with _removed_if_the_process_ends(tmp):
+        try:
+            yield tmp
+            _take_permissions(tmp, target)
+            _sync(tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+    _sync(target.parent)
+
+
+#: The watchdog: waits for "done" on its stdin; if the pipe closes first (every process
+#: that could write to it has ended), removes the temporary file named by $1.
+_WATCHDOG = 'read -r line; [ "$line" = done ] || exec rm -f -- "$1"'
+
+
+@contextlib.contextmanager
+def _removed_if_the_process_ends(tmp: Path) -> Iterator[None]:
+    """Remove ``tmp`` even if this process ends without running another line.
+
+    A signal whose default action ends the process (SIGTERM or SIGHUP while
+    the write runs outside the main thread, where Python cannot install a
+    handler), SIGKILL, a crash, or the interpreter leaving a daemon thread
+    mid-write: none lets this process clean up. So a small shell process,
+    in a session of its own (a terminal's SIGHUP or Ctrl-C does not reach
+    it), holds the other end of a pipe and removes the file when the pipe
+    closes without the word ``done``. Without ``/bin/sh`` the write goes on
+    unwatched.
+    """
     try:
-        yield tmp
-        _take_permissions(tmp, target)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+        watchdog = subprocess.Popen(
+            ["/bin/sh", "-c", _WATCHDOG, "dnnmask-watchdog", os.fspath(tmp)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        # here the file is renamed or removed: the watchdog has nothing left to do
+        with contextlib.suppress(OSError):
+            watchdog.communicate(b"done\n")
+
+
+#: What fsync of a folder gives on file systems that cannot sync one: nothing to do there.
+_CANNOT_SYNC = (errno.EINVAL, errno.EBADF, errno.ENOTSUP)
+
+
+def _sync(path: Path) -> None:
+    """Flush a file's (or a folder's) data and metadata to the disk (``fsync``)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if not (path.is_dir() and err.errno in _CANNOT_SYNC):
+            raise
+    finally:
+        os.close(fd)
 
 
 def _take_permissions(tmp: Path, target: Path) -> None:

@@ -23,13 +23,18 @@ of signals and the temporary file are the one writer's, whatever the route.
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import digest
 from reliability import (
     ROUTES,
     SUFFIXES,
+    TIMEOUT,
     BigInput,
     assert_ok,
     assert_one_line_error,
@@ -120,3 +125,128 @@ def test_interrupted_write_loses_nothing(
         # the rerun leaves no temporary file of its own (a stray from the kill may stay)
         assert temp_files(tmp_path, out) <= strays
         assert digest(big.act) == input_digest
+
+
+# -- signals while a block is computed, and writes outside the main thread -------------
+
+#: Saves a dask-backed layer of 400 dask chunks (one block of the writer's), each printing
+#: "chunk" and taking a moment, from the thread argv[3] names; the project's errors and an
+#: interrupt are said in one line, as the command says them.
+SLOW_SAVE = """
+import os, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
+import numpy as np, dask.array as da, xarray as xr
+import dnnmask_xr as dx
+from dnnmask_xr.act._interrupt import Interrupted, signal_name
+from dnnmask_xr.cli import _fail
+
+def slow(block):
+    print("chunk", flush=True)
+    time.sleep(0.02)
+    return block
+
+values = da.ones((400, 8, 4, 4), chunks=(1, 8, 4, 4), dtype=np.float32)
+layer = xr.DataArray(values.map_blocks(slow, dtype=np.float32),
+                     dims=("stimulus", "channel", "row", "column"))
+
+def save():
+    dx.save_act({"fc": layer}, sys.argv[1])
+
+where = sys.argv[2]
+try:
+    if where == "main":
+        save()
+    elif where == "pool":
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(save).result()
+    else:
+        thread = threading.Thread(target=save, daemon=where == "daemon-thread")
+        thread.start()
+        thread.join()
+except Interrupted as stop:
+    sys.exit(_fail(f"interrupted by {signal_name(stop.signum)}; nothing was written",
+                   128 + stop.signum))
+except KeyboardInterrupt:
+    # a program that stops at once on Ctrl-C, leaving its threads mid-write
+    _fail("interrupted by SIGINT", 130)
+    os._exit(130)
+"""
+SLOW_CHUNKS = 400
+
+
+def _start_slow_save(out: Path, where: str) -> tuple[subprocess.Popen[str], int]:
+    """Start the save; return once it has computed 10 chunks (its temporary file exists)."""
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SAVE, str(out), where],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = 0
+    while seen < 10:
+        line = proc.stdout.readline()
+        assert line, f"the save ended first: {proc.wait()} {proc.stderr.read()}"
+        seen += line == "chunk\n"
+    return proc, seen
+
+
+def _no_temp_file_left(folder: Path, out: Path) -> bool:
+    """Wait (at most TIMEOUT) for the watchdog to remove what a dead writer left."""
+    deadline = time.monotonic() + TIMEOUT
+    while temp_files(folder, out) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return not temp_files(folder, out)
+
+
+STOPS = [(suffix, signum) for suffix in SUFFIXES for signum in (signal.SIGINT, signal.SIGTERM)]
+
+
+@pytest.mark.parametrize(("suffix", "signum"), STOPS,
+                         ids=[f"{x}-{s.name}" for x, s in STOPS])
+def test_a_signal_stops_a_computed_block_between_its_chunks(
+    suffix: str, signum: signal.Signals, tmp_path: Path,
+):
+    # bug: the writer looked for signals only between blocks, so save_act of a dask or
+    # computed layer computed its whole block first (9.6 s after Ctrl-C)
+    out = tmp_path / f"out{suffix}"
+    proc, seen = _start_slow_save(out, "main")
+    proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=TIMEOUT)
+    computed = seen + stdout.count("chunk\n")
+    assert proc.returncode == 128 + signum, stderr
+    assert_one_line_error(stderr, r"^interrupted\b.*nothing was written")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    # the chunks in flight when the signal came, not the rest of the block
+    assert computed < SLOW_CHUNKS // 4, computed
+
+
+#: Where save_act runs: a thread, a daemon thread, a worker pool; and the main thread, for
+#: SIGKILL. On Ctrl-C the program stops at once (os._exit): a program whose interpreter
+#: waits for the thread instead meets CPython 3.11's exit, which now and then ends a thread
+#: holding h5py's lock and then waits for that lock forever (any h5py use, not only ours).
+OFF_MAIN = [(where, signum) for where in ("thread", "daemon-thread", "pool")
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)] + [
+    (where, signal.SIGKILL) for where in ("main", "thread")]
+
+
+@pytest.mark.parametrize(("where", "signum"), OFF_MAIN,
+                         ids=[f"{w}-{s.name}" for w, s in OFF_MAIN])
+def test_a_signal_during_a_write_from_any_thread_leaves_no_temporary_file(
+    where: str, signum: signal.Signals, tmp_path: Path,
+):
+    # bug: outside the main thread the writer cannot install signal handlers, so SIGTERM
+    # and SIGHUP (and SIGKILL anywhere) ended the process with the temporary file left
+    out = tmp_path / "out.nc"
+    proc, _ = _start_slow_save(out, where)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=TIMEOUT)
+    assert _no_temp_file_left(tmp_path, out), temp_files(tmp_path, out)
+    if signum == signal.SIGINT:
+        # Python raises KeyboardInterrupt in the main thread, and the program says so
+        assert proc.returncode == 130, stderr
+        assert_one_line_error(stderr, r"^interrupted by SIGINT$")
+        if where == "pool":
+            # leaving the pool's `with` waits for the write: it ends whole
+            assert_same_layer(out, "fc", np.ones((SLOW_CHUNKS, 8, 4, 4), np.float32))
+            return
+    else:
+        # the signal's default action ends the process: nothing runs, nothing is said
+        assert proc.returncode == -signum, stderr
+        assert stderr == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

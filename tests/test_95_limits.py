@@ -19,6 +19,7 @@ import contextlib
 import resource
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -133,9 +134,9 @@ def incompressible(tmp_path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def small_tmpfs(folder: Path) -> Iterator[Path]:
+def small_tmpfs(folder: Path, size: int = 2**20) -> Iterator[Path]:
     folder.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", folder],
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", folder],
                           capture_output=True, check=False)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
@@ -308,3 +309,128 @@ def test_hdf5s_raw_text_never_reaches_stderr(
     assert sorted(p.name for p in folder.iterdir()) == []
     assert done.returncode == 1, done.stderr
     assert_clean_full_disk(done.stderr, out, how)
+
+
+# -- a disk that fills while large text is written ------------------------------------
+
+#: Stimuli with text IDs, and strings in one attribute: HDF5 stores both as variable-length
+#: strings in its heaps, where a write that fails on a full disk crashed the process.
+N_TEXT_STIMULI = 20_000
+N_NAMES = 40_000
+TEXT_DISK = 6 * 2**20
+#: Bytes free on the 6 MiB tmpfs: from too little for the text to enough for all.
+TEXT_FREE = [512 * 2**10, 1536 * 2**10, 2560 * 2**10, 3584 * 2**10, 5 * 2**20]
+
+
+@pytest.fixture(scope="module")
+def text_table(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[str]]:
+    folder = tmp_path_factory.mktemp("text")
+    act = folder / "in.act.h5"
+    values = np.arange(N_TEXT_STIMULI * 3, dtype=np.float32).reshape(N_TEXT_STIMULI, 3, 1, 1)
+    write_reference_act(act, {"fc": values})
+    ids = [f"stimuli/session{i % 7}/image_{i:06d}_ünïcode.png" for i in range(N_TEXT_STIMULI)]
+    stim = folder / "in.stim.csv"
+    stim.write_text("type=image\npath=/data\ndata=stimID,label\n"
+                    + "".join(f"{name},{i % 10}\n" for i, name in enumerate(ids)),
+                    encoding="utf-8")
+    return act, stim, ids
+
+
+#: save_act(..., attrs={"names": [40 000 strings]}) in its own process, its errors said as
+#: the command says them.
+NAMES_SCRIPT = f"""
+import sys
+import numpy as np
+import xarray as xr
+import dnnmask_xr as dx
+from dnnmask_xr.cli import _fail
+
+layer = xr.DataArray(np.ones((2, 3, 1, 1), np.float32),
+                     dims=("stimulus", "channel", "row", "column"))
+names = [f"unit name {{i:06d}}" for i in range({N_NAMES})]
+try:
+    dx.save_act({{"fc": layer}}, sys.argv[1], attrs={{"names": names}})
+except dx.DnnMaskError as err:
+    sys.exit(_fail(err, 1))
+"""
+
+TEXT_CASES = [(what, suffix, free) for what in ("table-command", "table-save_act", "names")
+              for suffix in SUFFIXES for free in TEXT_FREE]
+
+
+@pytest.mark.parametrize(("what", "suffix", "free"), TEXT_CASES,
+                         ids=[f"{w}-{x}-{f // 2**10}KiB-free" for w, x, f in TEXT_CASES])
+def test_a_disk_full_while_text_is_written_is_one_clean_line(
+    what: str, suffix: str, free: int, text_table: tuple[Path, Path, list[str]],
+    tmp_path: Path,
+):
+    # bug: with 1-4 MiB free, HDF5 died of SIGSEGV inside attrs.create (.act.h5) and
+    # create_dataset (.nc's stimulus variables), printing nothing and leaving the
+    # temporary file
+    act, stim, ids = text_table
+    with small_tmpfs(tmp_path / "small", TEXT_DISK) as folder:
+        with contextlib.suppress(OSError), (folder / "filler").open("wb") as stream:
+            stream.write(bytes(TEXT_DISK - free))
+        out = folder / f"out{suffix}"
+        if what == "names":
+            argv = [sys.executable, "-c", NAMES_SCRIPT, str(out)]
+        else:
+            argv = command("-act", act, "-stim", stim, "-layer", "fc", "-chn", "3", "1",
+                           "-out", out, route=what.removeprefix("table-").replace(
+                               "save_act", "save_act-activations"))
+        # a child process: a crash is seen as one, not as the test runner's
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode in (0, 1), (done.returncode, done.stderr[-3000:])
+        if done.returncode == 1:
+            assert sorted(p.name for p in folder.iterdir()) == ["filler"]
+            assert_clean_full_disk(done.stderr, out, "tmpfs")
+            return
+        assert done.stderr == ""
+        assert sorted(p.name for p in folder.iterdir()) == ["filler", out.name]
+        if what == "names":
+            with h5py.File(out, "r") as root:
+                assert list(root.attrs["names"]) == [
+                    f"unit name {i:06d}" for i in range(N_NAMES)]
+        else:
+            with open_act(out) as acts:
+                assert acts["fc"].stimulus.values.tolist() == ids
+
+
+# -- many layers ----------------------------------------------------------------------
+
+
+def _longest_reference_list(path: Path) -> int:
+    """The most variables any dimension scale of ``path`` lists as attached to it."""
+    longest = 0
+
+    def visit(name: str, item: object) -> None:
+        nonlocal longest
+        if isinstance(item, h5py.Dataset) and "REFERENCE_LIST" in item.attrs:
+            longest = max(longest, len(item.attrs["REFERENCE_LIST"]))
+
+    with h5py.File(path, "r") as root:
+        root.visititems(visit)
+    return longest
+
+
+def test_nc_work_per_layer_does_not_grow_with_the_number_of_layers(tmp_path: Path):
+    # bug: every layer's variables were attached to the root's stimulus dimension, whose
+    # REFERENCE_LIST HDF5 reads, checks and writes whole on each attach: writing n layers
+    # took time and space in n**2 (10 000 layers did not finish in 600 s)
+    import xarray as xr
+
+    longest = {}
+    for count in (5, 40):
+        layers = {f"layer{i}": xr.DataArray(np.full((3, 2, 1, 1), i, np.float32),
+                                            dims=("stimulus", "channel", "row", "column"),
+                                            coords={"stimulus": ["a", "b", "c"]})
+                  for i in range(count)}
+        out = tmp_path / f"{count}.nc"
+        save_act(layers, out)
+        longest[count] = _longest_reference_list(out)
+        with open_act(out) as acts:
+            assert list(acts) == list(layers)
+            for name, layer in layers.items():
+                np.testing.assert_array_equal(acts[name].values, layer.values)
+                assert acts[name].stimulus.values.tolist() == ["a", "b", "c"]
+    assert longest[40] == longest[5] <= 2, longest

@@ -16,6 +16,8 @@ _DEFERRED = {
     signal.SIGHUP: signal.SIG_DFL,
 }
 _received: list[int] = []
+#: Whether a signal raises at once (see :func:`interruptible`) besides being recorded.
+_raising: list[bool] = [False]
 
 
 class Interrupted(KeyboardInterrupt):
@@ -59,7 +61,10 @@ def deferred_interrupts() -> Iterator[Deferral]:
     writer chooses; one that arrives after :meth:`Deferral.commit` is raised
     on leaving, saying that the output was written. A signal whose handling
     the program changed (its own handler, or ignored) is left alone, and so
-    is everything outside the main thread.
+    is everything outside the main thread (where Python lets no handler be
+    installed: there a signal ends the process as it would have, and the
+    watchdog of :func:`~dnnmask_xr._atomic.atomic_path` removes the
+    temporary file).
     """
     deferral = Deferral()
     if threading.current_thread() is not threading.main_thread():
@@ -86,5 +91,29 @@ def check_interrupt() -> None:
         raise Interrupted(_received[0])
 
 
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Let a deferred signal raise :class:`Interrupted` at once, inside the block.
+
+    For work that leaves the output untouched (computing a block of values,
+    reading the input's chunks), which can take seconds: a signal then
+    stops it where it is, not at the next :func:`check_interrupt`. The
+    signal is recorded as well, so one that lands where Python can only
+    print it as "ignored" is still raised at the next check.
+    """
+    check_interrupt()
+    # handlers run in the main thread: only a write there may be stopped by one
+    main = threading.current_thread() is threading.main_thread()
+    _raising[0] = main
+    try:
+        yield
+    finally:
+        if main:
+            _raising[0] = False
+
+
 def _record(signum: int, frame: FrameType | None) -> None:
     _received.append(signum)
+    if _raising[0]:
+        _raising[0] = False
+        raise Interrupted(signum)

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import h5py
 import numpy as np
 
-from dnnmask_xr.act._interrupt import check_interrupt
+from dnnmask_xr.act._interrupt import check_interrupt, interruptible
 from dnnmask_xr.act.chunk_index import ChunkIndex
 from dnnmask_xr.act.chunk_read import (
     IN_FLIGHT_PER_THREAD,
@@ -224,7 +224,9 @@ def write_values(
     target = _create_output(sink, shape, dtype, None)
     for stimuli, channels in iter_blocks(shape, target.chunks, dtype.itemsize,
                                          budget.block_bytes):
-        block = np.asarray(read_block(stimuli, channels), dtype=dtype)
+        # a block of a dask graph or a computation can take seconds: a signal stops it
+        with interruptible():
+            block = np.asarray(read_block(stimuli, channels), dtype=dtype)
         _store_block(target, block, (stimuli.start, channels.start, 0, 0), budget, report)
     return report
 
@@ -331,8 +333,9 @@ def _reencode(
                   *inner]
         block = np.empty((stimuli.stop - stimuli.start, channels.stop - channels.start,
                           rows.size, cols.size), dtype=source.dtype)
-        fill_from_chunks(source, steps, index, pieces, block, report, pool=budget.pool,
-                         threads=budget.threads, spare=budget.memory - block.nbytes)
+        with interruptible():
+            fill_from_chunks(source, steps, index, pieces, block, report, pool=budget.pool,
+                             threads=budget.threads, spare=budget.memory - block.nbytes)
         _store_block(target, block, (stimuli.start, channels.start, 0, 0), budget, report)
 
 

@@ -10,19 +10,23 @@ here. The file holds, as any netCDF4 reader expects:
   so that xarray opens them as coordinates, and the provenance as root
   attributes;
 - one group per layer, named after it, in order: the dimensions
-  ``channel``, ``row`` and ``column`` with their coordinate variables (the
-  network's 1-based numbers); the variable ``stimulus`` (the stimulus IDs
-  again, without the header) and one variable per stimulus field, of the
-  root's dimension ``stimulus`` and listed in the group's attribute
-  ``coordinates``; and the variable named after the layer, of dims
-  ``(stimulus, channel, row, column)``, in gzip-compressed chunks.
+  ``stimulus``, ``channel``, ``row`` and ``column`` with their coordinate
+  variables (the stimulus IDs again, without the header, and the
+  network's 1-based numbers); one variable per stimulus field, listed in
+  the group's attribute ``coordinates``; and the variable named after the
+  layer, of dims ``(stimulus, channel, row, column)``, in gzip-compressed
+  chunks.
 
 The stimuli are in every group because a group is what
 ``xr.open_dataset(path, group="conv5")`` and ``xr.open_mfdataset`` open:
 without them a layer would have no stimulus labels there, and a layer node
 of ``xr.open_datatree(path)`` no fields (xarray's nodes inherit indexes
-only). netCDF4 lets a group use its parent's dimension; the tree opens
-because the group's ``stimulus`` holds the same values as the root's.
+only). The tree opens because the group's ``stimulus`` holds the same
+values as the root's. Each group has a ``stimulus`` dimension of its own
+(files written before this used the root's, and still open): a dimension
+shared by every layer would list all their variables in one attribute that
+HDF5 rewrites whole on each new one, so that writing n layers took time
+and space in n**2.
 
 So ``xr.open_datatree(path)`` opens it with named dims, and
 :func:`~dnnmask_xr.open_act` reads it back exactly (also the files written
@@ -31,7 +35,6 @@ before the groups held the stimuli). Nothing here imports xarray.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,7 +49,15 @@ from dnnmask_xr.errors import DnnMaskError
 
 
 class NcLayout:
-    """Lays a plan out as netCDF4 groups and variables in an open HDF5 file."""
+    """Lays a plan out as netCDF4 groups and variables in an open HDF5 file.
+
+    The writer reserves room on disk before each step (h5netcdf makes a
+    dimension by creating a dataset, detaching and deleting it; a full disk
+    then crashes HDF5): see :class:`~dnnmask_xr.act.write.RoomOnDisk`.
+    """
+
+    #: each group holds the stimulus table again (see the module's docstring)
+    stimulus_in_every_layer = True
 
     def __init__(self, root: h5py.File) -> None:
         # h5netcdf leaves a file it was handed open: the writer closes it
@@ -88,23 +99,19 @@ class NcLayout:
 
     def write_root(self, attrs: Mapping[str, Any], stimulus: StimulusTable) -> None:
         """Store provenance as root attributes, the stimulus table as root variables."""
-        _reserve_space(self.root)
         self.stimulus = stimulus
         root = self.nc
         root.attrs.update(attrs)
-        root.dimensions["stimulus"] = stimulus.ids.size
         ids = _write_stimuli(root, stimulus)
         ids.attrs.update(stimulus.header)
 
     def sink(self, layer: PlannedLayer) -> _VariableSink:
         """Create the layer's group, its dimensions and their coordinate variables."""
-        _reserve_space(self.root)
         group = self.nc.create_group(layer.name)
         for dim, size in zip(NUMBERED_DIMS, layer.shape[1:], strict=True):
             group.dimensions[dim] = size
             group.create_variable(dim, (dim,), data=np.asarray(layer.labels[dim],
                                                                dtype=np.int64))
-        # of the root's dimension: the group defines no stimulus dimension of its own
         _write_stimuli(group, self.stimulus)
         return _VariableSink(group, layer.name)
 
@@ -113,35 +120,8 @@ class NcLayout:
         self.nc[layer.name][layer.name].attrs.update(layer.attrs)
 
     def close(self) -> None:
-        """Write h5netcdf's own bookkeeping (dimension ids, ``_NCProperties``).
-
-        Then give back the room :func:`_reserve_space` took beyond HDF5's end
-        of file (HDF5 writes nothing past it as it closes the file).
-        """
+        """Write h5netcdf's own bookkeeping (dimension ids, ``_NCProperties``)."""
         self.nc.close()
-        os.truncate(self.root.filename, self.root.id.get_filesize())
-
-
-#: Bytes reserved on disk before h5netcdf creates dimensions (see _reserve_space).
-RESERVED_BYTES = 256 * 2**10
-
-
-def _reserve_space(root: h5py.File) -> None:
-    """Make sure the next metadata h5netcdf writes has room on disk, or fail here.
-
-    h5netcdf makes a dimension by creating a dataset, detaching and deleting
-    it again; if the disk fills during that, HDF5 reports the failed write
-    only to Python's "Exception ignored" printer and then crashes
-    (segmentation fault). So room is allocated beyond the file's end before
-    each group: a full disk is then an ``OSError`` (``ENOSPC``) here, which
-    the writer reports in one line. :meth:`NcLayout.close` cuts the file
-    back to HDF5's own end.
-    """
-    fd = os.open(root.filename, os.O_WRONLY)
-    try:
-        os.posix_fallocate(fd, root.id.get_filesize(), RESERVED_BYTES)
-    finally:
-        os.close(fd)
 
 
 class _VariableSink:
@@ -164,6 +144,8 @@ class _VariableSink:
 
 def _write_stimuli(group: h5netcdf.Group, stimulus: StimulusTable) -> h5netcdf.Variable:
     """Store the stimulus IDs and fields in ``group``, the fields listed as coordinates."""
+    # each group a stimulus dimension of its own, not the root's (see the module's docstring)
+    group.dimensions["stimulus"] = stimulus.ids.size
     ids = group.create_variable("stimulus", ("stimulus",), data=_storable(stimulus.ids),
                                 dtype=_dtype(stimulus.ids))
     for name, values in stimulus.fields.items():

@@ -7,8 +7,12 @@ Every route that writes comes here, so every guarantee is kept here once:
 - no file the layers are read from, and no HDF5 file this process holds
   open, is ever replaced;
 - the output appears only once complete (a temporary file beside it,
-  renamed), and an error, a full disk or a signal (SIGINT, SIGTERM, SIGHUP)
-  leaves nothing behind;
+  synced, renamed, its folder synced: :mod:`dnnmask_xr._atomic`), and an
+  error, a full disk or a signal (SIGINT, SIGTERM, SIGHUP) leaves nothing
+  behind, whatever the thread (a watchdog removes the temporary file of a
+  process that ended without cleaning up);
+- room on disk is taken before each step that writes metadata
+  (:class:`RoomOnDisk`), where HDF5 would crash on a full disk;
 - memory stays within the budget, chunks are coded on a thread pool;
 - one report, one set of errors, for ``.act.h5`` and ``.nc`` alike.
 
@@ -35,7 +39,7 @@ import numpy as np
 from dnnmask_xr._args import bool_arg, is_count, path_arg
 from dnnmask_xr._atomic import atomic_path
 from dnnmask_xr._version import __version__
-from dnnmask_xr.act._interrupt import check_interrupt, deferred_interrupts
+from dnnmask_xr.act._interrupt import Interrupted, check_interrupt, deferred_interrupts
 from dnnmask_xr.act.checks import (
     NC_SUFFIX,
     check_not_input,
@@ -123,6 +127,9 @@ class SaveReport:
 class Layout(Protocol):
     """How one suffix lays a plan out in an open HDF5 file."""
 
+    #: Whether each layer stores the stimulus table again (room is reserved for it).
+    stimulus_in_every_layer: bool
+
     def __init__(self, root: h5py.File) -> None: ...
 
     @staticmethod
@@ -199,13 +206,21 @@ def write(plan: Plan, path: str | os.PathLike[str], options: WriteOptions | None
                 tmp.unlink()
                 with _ignored_hdf5_errors() as ignored, h5py.File(
                         tmp, "x", libver=("earliest", "v108"), track_order=True) as root:
-                    with contextlib.closing(layout_of(root)) as layout:
-                        layout.write_root(root_attrs, plan.stimulus)
-                        for layer in plan.layers:
-                            budget = Budget(options.memory, pool, threads,
-                                            _layer_progress(options.on_progress, layer.name,
-                                                            total), options.verify)
-                            reports.append(_write_layer(layout, layer, budget))
+                    with RoomOnDisk(root) as room:
+                        with contextlib.closing(layout_of(root)) as layout:
+                            room.reserve(metadata_bytes(root_attrs, plan.stimulus))
+                            layout.write_root(root_attrs, plan.stimulus)
+                            for layer in plan.layers:
+                                room.reserve(metadata_bytes(
+                                    layer.attrs, layer.labels,
+                                    plan.stimulus if layout_of.stimulus_in_every_layer else None))
+                                budget = Budget(options.memory, pool, threads,
+                                                _layer_progress(options.on_progress, layer.name,
+                                                                total), options.verify)
+                                reports.append(_write_layer(layout, layer, budget))
+                            # the layout's own bookkeeping, written as it closes
+                            room.reserve(RESERVED_BYTES + _BOOKKEEPING_BYTES * len(plan.layers))
+                        room.give_back()
                 if ignored:
                     # a write HDF5 could only report as "ignored": the file is not whole
                     raise ignored[0]
@@ -233,6 +248,8 @@ def _write_layer(layout: Layout, layer: PlannedLayer, budget: Budget) -> LayerRe
 
 class ActLayout:
     """DNNBrain's layout: one 4-D dataset per layer at the root, labels in attributes."""
+
+    stimulus_in_every_layer = False
 
     def __init__(self, root: h5py.File) -> None:
         self.root = root
@@ -334,6 +351,95 @@ def _store_attrs(attrs: h5py.AttributeManager, values: Mapping[str, Any], where:
                                f"({err})") from None
 
 
+# -- room on disk for metadata --------------------------------------------------------------
+
+#: Room reserved beyond what the values take: HDF5's object headers, B-trees and heaps.
+RESERVED_BYTES = 256 * 2**10
+#: Room per layer for what a layout writes as it closes (h5netcdf's dimension ids).
+_BOOKKEEPING_BYTES = 4 * 2**10
+#: What HDF5 stores besides a variable-length string's bytes: its global heap object's
+#: header and padding, and the reference to it in the attribute or dataset.
+_PER_STRING = 48
+
+
+def metadata_bytes(*parts: Any) -> int:
+    """Bound the bytes HDF5 writes to store ``parts``: attributes, labels, a stimulus table.
+
+    The values' own size, an eighth more, plus :data:`RESERVED_BYTES`.
+    ``parts`` are mappings of name to value,
+    :class:`~dnnmask_xr.act.plan.StimulusTable` or None.
+    """
+    values: list[Any] = []
+    for part in parts:
+        if isinstance(part, StimulusTable):
+            values += [part.ids, *part.fields.values(), dict(part.header)]
+        elif isinstance(part, Mapping):
+            values += [*part.keys(), *part.values()]
+    nbytes = sum(map(_stored_bytes, values))
+    return nbytes + nbytes // 8 + RESERVED_BYTES
+
+
+def _stored_bytes(value: Any) -> int:
+    if isinstance(value, Mapping):
+        return sum(map(_stored_bytes, (*value.keys(), *value.values())))
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError):
+        return len(repr(value).encode("utf-8", "surrogatepass"))
+    if array.dtype.kind not in "OSU":
+        return array.nbytes
+    return sum(len(item if isinstance(item, bytes) else
+                   str(item).encode("utf-8", "surrogatepass")) + _PER_STRING
+               for item in array.ravel().tolist())
+
+
+class RoomOnDisk:
+    """Room on disk for the metadata HDF5 writes next, taken ahead or refused here.
+
+    HDF5 does not survive a full disk while it writes metadata: a large
+    attribute or a variable of strings that fails half-written crashes the
+    process (segmentation fault) inside ``attrs.create`` or
+    ``create_dataset``, leaving the temporary file. So :meth:`reserve`
+    allocates the file's disk blocks up to ``nbytes`` past HDF5's end (holes
+    HDF5 left included) before each step: the metadata then lands on blocks
+    that exist, and a full disk is an ``OSError`` (``ENOSPC``, or ``EFBIG``
+    under ``ulimit -f``) there, which the writer reports in one line. Each
+    call allocates only past what earlier calls did, so a write of n layers
+    costs n small allocations. :meth:`give_back` cuts the file back to
+    HDF5's end, once the layout is closed (HDF5 writes nothing past its end
+    as it closes the file).
+    """
+
+    def __init__(self, root: h5py.File) -> None:
+        self.root = root
+        self.fd = os.open(root.filename, os.O_WRONLY)
+        #: the file's blocks below this are allocated
+        self.allocated = 0
+
+    def __enter__(self) -> RoomOnDisk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+    def reserve(self, nbytes: int) -> None:
+        """Allocate the file up to ``nbytes`` past HDF5's end, or raise ``OSError``."""
+        end = self.root.id.get_filesize() + nbytes
+        if end <= self.allocated:
+            return
+        try:
+            os.posix_fallocate(self.fd, self.allocated, end - self.allocated)
+        except OSError as err:
+            # a file system that cannot allocate ahead leaves HDF5 on its own
+            if err.errno not in (errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+        self.allocated = end
+
+    def give_back(self) -> None:
+        """Cut the file back to HDF5's own end."""
+        os.ftruncate(self.fd, self.root.id.get_filesize())
+
+
 #: The errno HDF5 gives in its text, and the reason said for it.
 _FULL = {errno.ENOSPC: "No space left on device",
          errno.EFBIG: "File too large for the file-size limit of this process (ulimit -f)"}
@@ -380,7 +486,8 @@ def _ignored_hdf5_errors() -> Iterator[list[BaseException]]:
     def keep(unraisable: Any) -> None:
         if isinstance(unraisable.exc_value, OSError | RuntimeError):
             ignored.append(unraisable.exc_value)
-        else:
+        elif not isinstance(unraisable.exc_value, Interrupted):
+            # a signal is also recorded, and raised at the writer's next check
             previous(unraisable)
 
     sys.unraisablehook = keep

@@ -1,0 +1,81 @@
+"""Durability: a write that returned survives a power loss.
+
+The writer syncs the temporary file (``fsync``) before renaming it to the
+output, and the output's folder after, so that after a power loss the
+output is the new file whole or the previous one, never a name on blocks
+that never reached the disk. Shown by recording, in order, every
+``fsync`` (by the path its file descriptor is open on) and every
+``os.replace``: through every route and to both suffixes, in this process
+(``os.fsync`` patched), and for the text files (``write_dmask``,
+``write_stim``), which go through the same ``atomic_path``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from reliability import ROUTES, SUFFIXES, assert_ok, run_here
+
+import dnnmask_xr as dx
+
+CASES = [(route, suffix) for route in ROUTES for suffix in SUFFIXES]
+
+
+def _record(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
+    """Record every fsync (by the file's path) and every rename, in order."""
+    events: list[tuple[str, ...]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst, **kwargs) -> None:
+        events.append(("replace", os.fspath(src), os.fspath(dst)))
+        real_replace(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return events
+
+
+def _assert_synced_around_the_rename(events: list[tuple[str, ...]], out: Path) -> None:
+    """The temporary file is synced before its rename to ``out``, the folder after."""
+    renames = [i for i, event in enumerate(events) if event[0] == "replace"]
+    assert len(renames) == 1, events
+    _, tmp, target = events[renames[0]]
+    assert Path(target) == out.resolve()
+    synced_before = [event[1] for event in events[:renames[0]] if event[0] == "fsync"]
+    synced_after = [event[1] for event in events[renames[0] + 1:] if event[0] == "fsync"]
+    assert synced_before[-1:] == [tmp], events
+    assert synced_after == [str(out.resolve().parent)], events
+
+
+@pytest.mark.parametrize(("route", "suffix"), CASES, ids=[f"{r}-{x}" for r, x in CASES])
+def test_the_file_is_synced_before_the_rename_and_its_folder_after(
+    route: str, suffix: str, act_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+):
+    # bug: neither was synced, so after a power loss the new output could be empty while
+    # the previous one was already replaced
+    out = tmp_path / f"out{suffix}"
+    events = _record(monkeypatch)
+    assert_ok(run_here("-act", act_file, "-layer", "conv5", "-chn", "2", "1", "-out", out,
+                       route=route))
+    _assert_synced_around_the_rename(events, out)
+
+
+@pytest.mark.parametrize("what", ["dmask", "stim"])
+def test_text_files_are_synced_the_same_way(what: str, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch):
+    out = tmp_path / f"out.{what}.csv"
+    events = _record(monkeypatch)
+    if what == "dmask":
+        dx.write_dmask(dx.mask_from_flags(["conv5"], [2, 1]), out)
+    else:
+        import pandas as pd
+
+        dx.write_stim(dx.Stimuli({"type": "image", "path": "/data"},
+                                 pd.DataFrame({"stimID": ["a.png", "b.png"]})), out)
+    _assert_synced_around_the_rename(events, out)
