@@ -45,6 +45,8 @@ def run() -> int:
         The exit status: :func:`dnnmask_xr.cli.main`'s, or ``128 + n`` for
         signal ``n`` before it (130 for Ctrl-C, 143 for SIGTERM).
     """
+    _received.clear()
+    _written.clear()
     mine = [signum for signum, default in _STOPPING.items()
             if signal.getsignal(signum) is default]
     for signum in mine:

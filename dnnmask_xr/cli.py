@@ -28,6 +28,7 @@ after -out was written is said on stderr, with status 0.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import re
 import shlex
@@ -286,6 +287,14 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from dnnmask_xr.act.write import DEFAULT_MEMORY, progress_bar
     from dnnmask_xr.formats.dmask import read_dmask
 
+    shown = not args.quiet and sys.stderr.isatty()
+    # What the run imports later, imported while a signal is only recorded:
+    # raised inside an import, it can come out as another error.
+    later = {"dnnmask_xr.formats.stim": args.stim is not None,  # pandas
+             "dnnmask_xr.act.nc": args.out.endswith(".nc"),  # h5netcdf
+             "tqdm": shown and not args.dry_run}
+    for module in (name for name, needed in later.items() if needed):
+        importlib.import_module(module)
     interruptible()
     check_output(args.out)
     if args.dmask is not None:
@@ -300,7 +309,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(plan.summary(args.out))
         print(plan.describe())
         return 0
-    with writing(args.out), progress_bar(not args.quiet and sys.stderr.isatty()) as on_progress:
+    with writing(args.out), progress_bar(shown) as on_progress:
         mask_file(args.act, args.out, mask, stim=args.stim, by="ordinal",
                   attrs={"cmd": shlex.join([PROG, *argv])},
                   memory=args.memory or DEFAULT_MEMORY, threads=args.threads,
