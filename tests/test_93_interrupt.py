@@ -147,8 +147,10 @@ if __name__ == '__main__':
 #: Delays after the entry point starts: importing the command's modules, parsing the
 #: flags, importing numpy and h5py, planning, writing, and after the output is written.
 STARTUP_DELAYS = (0.001, 0.01, 0.03, 0.06, 0.1, 0.15, 0.2, 0.3, 0.5)
-STARTUP_RUNS = [(signal.SIGINT, delay) for delay in STARTUP_DELAYS] + [
-    (signal.SIGTERM, delay) for delay in STARTUP_DELAYS[::2]]
+STARTUP_RUNS = [(signal.SIGINT, delay, ".act.h5") for delay in STARTUP_DELAYS] + [
+    (signal.SIGTERM, delay, ".act.h5") for delay in STARTUP_DELAYS[::2]] + [
+    # with -stim and to .nc, what the run imports later (pandas, h5netcdf) too
+    (signal.SIGINT, delay, ".nc") for delay in STARTUP_DELAYS[2::2]]
 
 
 def _console_script(folder: Path, ready: int) -> Path:
@@ -161,20 +163,21 @@ def _console_script(folder: Path, ready: int) -> Path:
     return script
 
 
-@pytest.mark.parametrize(("signum", "delay"), STARTUP_RUNS,
-                         ids=[f"{s.name}-at-{d * 1000:g}ms" for s, d in STARTUP_RUNS])
+@pytest.mark.parametrize(("signum", "delay", "suffix"), STARTUP_RUNS,
+                         ids=[f"{s.name}-at-{d * 1000:g}ms-{x[1:]}" for s, d, x in STARTUP_RUNS])
 def test_a_signal_while_the_program_starts_is_one_line(
-        act_file: Path, layers: dict[str, np.ndarray], tmp_path: Path,
-        signum: signal.Signals, delay: float):
+        act_file: Path, stim_file: Path, layers: dict[str, np.ndarray], tmp_path: Path,
+        signum: signal.Signals, delay: float, suffix: str):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    out = out_dir / "out.act.h5"
+    out = out_dir / f"out{suffix}"
+    stim = ["-stim", stim_file] if suffix == ".nc" else []
     ready, ready_w = os.pipe()
     try:
         script = _console_script(tmp_path, ready_w)
         proc = subprocess.Popen(
-            [sys.executable, script, "-act", act_file, "-layer", "conv5", "-chn", "2", "1",
-             "-out", out], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [sys.executable, script, "-act", act_file, *stim, "-layer", "conv5", "-chn", "2",
+             "1", "-out", out], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             pass_fds=(ready_w,))
         os.close(ready_w)
         assert select.select([ready], [], [], 60)[0] and os.read(ready, 1) == b"!"
