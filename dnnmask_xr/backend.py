@@ -91,7 +91,7 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
         if name == "":
             dataset = to_datatree(acts).to_dataset()
         else:
-            dataset = _layer(acts, name or next(iter(acts))).to_dataset()
+            dataset = _layer_dataset(acts, name or next(iter(acts)))
         dataset.set_close(acts.close)
         return _drop(dataset, drop_variables)
 
@@ -123,7 +123,7 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
         acts = _open(filename_or_obj, stim, allow_external, lock)
         name = "" if group is None else group.strip("/")
         if name:
-            tree = xr.DataTree(_layer(acts, name).to_dataset(), name=name)
+            tree = xr.DataTree(_layer_dataset(acts, name), name=name)
         else:
             tree = to_datatree(acts)
         if drop_variables:
@@ -153,14 +153,24 @@ def _open(filename_or_obj: str | os.PathLike[str], stim: StimArg, allow_external
                     cache=False)
 
 
-def _layer(acts: Activations, name: str) -> xr.DataArray:
+def _layer_dataset(acts: Activations, name: str) -> xr.Dataset:
+    """One layer as a dataset: its values under its name, with its coordinates."""
     from dnnmask_xr.errors import SelectionError
 
     try:
-        return acts[name]
+        array = acts[name]
     except KeyError as err:
         acts.close()
         raise SelectionError(err.args[0]) from None
+    if name in array.coords:
+        # xarray refuses a variable named like one of its coordinates
+        acts.close()
+        raise SelectionError(
+            f"layer {name!r} has the name of a dimension or stimulus field, which an xarray "
+            f"dataset cannot hold beside that coordinate; open it as a DataArray with "
+            f"dnnmask_xr.open_act(path)[{name!r}]"
+        )
+    return array.to_dataset()
 
 
 def _drop(dataset: xr.Dataset, names: str | Iterable[str] | None) -> xr.Dataset:

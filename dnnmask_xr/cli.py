@@ -28,23 +28,26 @@ after -out was written is said on stderr, with status 0.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import importlib
 import os
 import re
 import shlex
+import signal
 import sys
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import NoReturn
 
+from dnnmask_xr._start import PROG, interruptible, writing, written_line
+from dnnmask_xr._start import fail as _fail
+from dnnmask_xr._start import say as _say
 from dnnmask_xr._version import __version__
 from dnnmask_xr.act._interrupt import Interrupted, signal_name
 from dnnmask_xr.errors import DnnMaskError, UsageError
 
 # Only what parsing the flags needs is imported here; numpy, h5py and the
-# rest come in main(), so start-up stays short and Ctrl-C during it is
-# handled like any other.
-PROG = "dnn_mask"
+# rest come in main(), so start-up stays short. Signals during start-up are
+# dnnmask_xr._start's (the console script's entry point).
 _NUMBER = re.compile(r"-\d+")
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -266,12 +269,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Interrupted as stop:
         if stop.written:
             # the signal came after the rename: the output is complete
-            _say(f"{PROG}: interrupted by {signal_name(stop.signum)} after -out "
-                 f"{stop.written!r} was written; the output is complete")
+            _say(written_line(stop.signum, stop.written))
             return 0
         return _fail(f"interrupted by {stop}; nothing was written", 128 + stop.signum)
-    except KeyboardInterrupt:
-        return _fail("interrupted; nothing was written", 130)
+    except KeyboardInterrupt:  # Python's own Ctrl-C, outside the writer and dnn_mask's run()
+        return _fail(f"interrupted by {signal_name(signal.SIGINT)}; nothing was written",
+                     128 + signal.SIGINT)
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -284,6 +287,15 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from dnnmask_xr.act.write import DEFAULT_MEMORY, progress_bar
     from dnnmask_xr.formats.dmask import read_dmask
 
+    shown = not args.quiet and sys.stderr.isatty()
+    # What the run imports later, imported while a signal is only recorded:
+    # raised inside an import, it can come out as another error.
+    later = {"dnnmask_xr.formats.stim": args.stim is not None,  # pandas
+             "dnnmask_xr.act.nc": args.out.endswith(".nc"),  # h5netcdf
+             "tqdm": shown and not args.dry_run}
+    for module in (name for name, needed in later.items() if needed):
+        importlib.import_module(module)
+    interruptible()
     check_output(args.out)
     if args.dmask is not None:
         mask = read_dmask(args.dmask)
@@ -297,7 +309,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(plan.summary(args.out))
         print(plan.describe())
         return 0
-    with progress_bar(not args.quiet and sys.stderr.isatty()) as on_progress:
+    with writing(args.out), progress_bar(shown) as on_progress:
         mask_file(args.act, args.out, mask, stim=args.stim, by="ordinal",
                   attrs={"cmd": shlex.join([PROG, *argv])},
                   memory=args.memory or DEFAULT_MEMORY, threads=args.threads,
@@ -315,32 +327,6 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise UsageError("no units chosen; give -layer (with or without -chn) or -dmask")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads {args.threads} is not a positive number of threads")
-
-
-def _fail(error: object, status: int) -> int:
-    message = " ".join(str(error).split("\n"))
-    _say(f"{PROG}: error: {message}")
-    return status
-
-
-def _say(line: str) -> None:
-    """Print one line on stderr, if it can be printed: the exit status matters more.
-
-    A closed or broken stderr (``2>&-``, a pipe whose reader has gone) makes
-    printing raise; then stderr is pointed at ``/dev/null``, so that
-    Python's flush of it at exit cannot fail again and change the status.
-    """
-    stream = sys.stderr
-    if stream is None:  # Python found no stderr at start-up
-        return
-    try:
-        print(line, file=stream, flush=True)
-    except (OSError, ValueError):  # closed, broken, or a closed file object
-        with contextlib.suppress(OSError, ValueError):
-            fd = stream.fileno()
-            null = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(null, fd)
-            os.close(null)
 
 
 def _open_std_fds() -> None:
@@ -366,4 +352,6 @@ def _open_std_fds() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from dnnmask_xr._start import run
+
+    sys.exit(run())

@@ -62,6 +62,7 @@ def stack_neuroids(
                              f"(layers: {', '.join(acts) or 'none'})")
     if not names:
         raise SelectionError("no layer to stack; name at least one layer")
+    _check_common_dtype({name: acts[name].dtype for name in names})
     parts, index = [], []
     for name in names:
         array = acts[name]
@@ -151,6 +152,37 @@ def unstack_neuroids(stacked: xr.DataArray) -> Activations | dict[str, xr.DataAr
         layer = _on_grid(part, numbers)
         layers[str(name)] = layer if as_layers else layer.assign_coords(layer=str(name))
     return Activations(layers) if as_layers else layers
+
+
+def _check_common_dtype(dtypes: dict[str, np.dtype]) -> None:
+    """Refuse layers whose common dtype would round some of their values.
+
+    numpy promotes int64 beside float32 (or uint64 beside int64) to float64,
+    whose 53-bit mantissa rounds integers beyond 2**53: the stacked matrix
+    and the layers unstacked from it would differ from the file.
+    """
+    try:
+        common = np.result_type(*dtypes.values())
+    except TypeError:
+        return  # no numeric promotion (text beside numbers): xarray's object dtype keeps all
+    for name, dtype in dtypes.items():
+        if not _holds_exactly(common, dtype):
+            other = next(other for other, kind in dtypes.items() if kind != dtype)
+            raise SelectionError(
+                f"layers {name!r} ({dtype}) and {other!r} ({dtypes[other]}) have no common "
+                f"dtype that holds both exactly ({common} would round {dtype} values); "
+                "stack them separately, or cast them to one dtype first "
+                f"(acts[{name!r}].astype(...)) if rounding is acceptable"
+            )
+
+
+def _holds_exactly(common: np.dtype, dtype: np.dtype) -> bool:
+    """Whether every value of ``dtype`` is a value of ``common`` too."""
+    if dtype.kind in "iu" and common.kind in "fc":
+        # numpy calls int64 to float64 a safe cast; it is not, beyond 2**53
+        bits = dtype.itemsize * 8 - (dtype.kind == "i")
+        return bits <= np.finfo(common).nmant + 1
+    return bool(np.can_cast(dtype, common, casting="safe"))
 
 
 def _on_grid(part: xr.DataArray, numbers: dict[str, np.ndarray]) -> xr.DataArray:

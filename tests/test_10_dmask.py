@@ -216,6 +216,32 @@ def test_write_of_an_invalid_mask_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("layers", [["\ufeffconv5"], ["fc3", "\ufeffconv5"]],
+                         ids=["first", "later"])
+def test_a_layer_name_led_by_a_byte_order_mark_is_refused(tmp_path, layers):
+    # read_dmask takes a file's first U+FEFF for a byte order mark and drops it, so
+    # that such a first layer would come back as another layer ('conv5')
+    message = (r"^layer name '\\ufeffconv5' starts with a byte order mark \(U\+FEFF\); a layer "
+               r"name is non-empty text without '=', line breaks, surrounding whitespace or a "
+               r"leading '#' or byte order mark")
+    mask = {name: {"chn": [1]} for name in layers}
+    with pytest.raises(DnnMaskError, match=message):
+        DnnMask(mask)
+    with pytest.raises(DnnMaskError, match=message):
+        DnnMask({name: LayerMask({"channel": [1]}) for name in layers})
+    path = tmp_path / "m.dmask.csv"
+    for write in (write_dmask, lambda m, _: format_dmask(m)):
+        with pytest.raises(DnnMaskError, match=message):
+            write(mask, path)
+    assert list(tmp_path.iterdir()) == []
+    # a file written by other means: refused with its line, wherever the layer is
+    text = "".join(f"{name}=chn\n1\n" for name in layers)
+    path.write_bytes(("\ufeff" + text).encode("utf-8"))
+    with pytest.raises(FormatError, match=message[1:]) as caught:
+        read_dmask(path)
+    assert caught.value.line == 2 * len(layers) - 1
+
+
 def test_read_tolerates_a_bom_and_crlf(tmp_path):
     path = tmp_path / "m.dmask.csv"
     path.write_bytes(b"\xef\xbb\xbf" + EXAMPLE.replace("\n", "\r\n").encode("utf-8"))

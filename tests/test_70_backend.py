@@ -13,6 +13,7 @@ import xarray as xr
 import dnnmask_xr.lazy
 from dnnmask_xr import SelectionError, UsageError, open_act, save_act
 from dnnmask_xr.backend import DnnActBackendEntrypoint
+from dnnmask_xr.testing import write_reference_act
 
 
 @pytest.fixture
@@ -135,6 +136,41 @@ def test_several_layers_need_a_group(act_file):
     with pytest.raises(SelectionError, match=r"holds 2 layers \(conv5, fc3\); open one with "
                                              r"group=, e\.g\. group='conv5'"):
         xr.open_dataarray(act_file, engine="dnnact")
+
+
+#: The backend's openers of one layer, by group=.
+GROUP_OPENERS = {
+    "open_dataarray": lambda path, name, **kw: xr.open_dataarray(path, engine="dnnact",
+                                                                 group=name, **kw),
+    "open_dataset": lambda path, name, **kw: xr.open_dataset(path, engine="dnnact",
+                                                             group=name, **kw),
+    "open_datatree": lambda path, name, **kw: xr.open_datatree(path, engine="dnnact",
+                                                               group=name, **kw),
+}
+
+
+@pytest.mark.parametrize("opener", GROUP_OPENERS)
+@pytest.mark.parametrize("name", ["stimulus", "channel", "row", "column", "condition"])
+def test_a_layer_named_like_a_coordinate_is_refused_in_one_line(tmp_path, stim_file, opener,
+                                                                name):
+    # a Dataset cannot hold a variable named like one of its coordinates
+    path = tmp_path / "named.act.h5"
+    write_reference_act(path, {name: np.ones((5, 3, 1, 1), np.float32),
+                               "fc3": np.ones((5, 4, 1, 1), np.float32)})
+    before = len(h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE))
+    with pytest.raises(SelectionError) as caught:
+        GROUP_OPENERS[opener](path, name, stim=stim_file)
+    assert str(caught.value) == (
+        f"layer {name!r} has the name of a dimension or stimulus field, which an xarray "
+        f"dataset cannot hold beside that coordinate; open it as a DataArray with "
+        f"dnnmask_xr.open_act(path)[{name!r}]")
+    assert len(h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE)) == before
+    # the other layer still opens, and the layer itself as open_act's DataArray
+    with GROUP_OPENERS[opener](path, "fc3", stim=stim_file) as other:
+        other = other if isinstance(other, xr.DataArray) else other["fc3"]
+        np.testing.assert_array_equal(other.values, np.ones((5, 4, 1, 1), np.float32))
+    with open_act(path, stim=stim_file) as acts:
+        assert acts[name].name == name and acts[name].shape == (5, 3, 1, 1)
 
 
 #: xarray's own keywords, as its netCDF backends take them: accepted, nothing to decode.

@@ -217,3 +217,76 @@ def test_a_result_needs_the_neuroid_coordinates():
     with pytest.raises(SelectionError, match=r"has dims \('neuroid',\) and lacks layer, "
                                              r"channel, row, column$"):
         unstack_neuroids(plain)
+
+
+# --- dtypes: the stacked matrix holds every layer's values exactly, or is refused ---------
+
+MIXED_DTYPES = ("int64", "uint64", "int32", "float32", "float64", "bool")
+
+
+def _extremes(dtype: np.dtype) -> np.ndarray:
+    """Values of a dtype that a narrower common dtype would round or clip."""
+    if dtype.kind == "b":
+        return np.array([False, True])
+    info = np.iinfo(dtype) if dtype.kind in "iu" else np.finfo(dtype)
+    near = [info.max, info.max - 1, info.min] if dtype.kind in "iu" else [
+        info.max, -info.max, info.smallest_subnormal, 1 + info.eps, np.nan]
+    return np.array(near, dtype=dtype)
+
+
+@settings(max_examples=60, deadline=None)
+@given(kinds=st.lists(st.sampled_from(MIXED_DTYPES), min_size=1, max_size=3), data=st.data(),
+       chunked=st.booleans())
+def test_layers_of_mixed_dtypes_stack_exactly_or_are_refused(kinds, data, chunked):
+    from hypothesis.extra.numpy import arrays, from_dtype
+
+    layers = {}
+    for i, kind in enumerate(kinds):
+        dtype = np.dtype(kind)
+        shape = (2, data.draw(st.integers(1, 3)), 1, 3)
+        values = data.draw(arrays(dtype, shape, elements=from_dtype(dtype)))
+        # the extremes go in: 2**62 + 1 among them, and whatever float64 cannot hold
+        values.reshape(-1)[:3] = np.resize(_extremes(dtype), 3)
+        layer = xr.DataArray(values, dims=DIMS, coords={
+            "channel": np.arange(1, shape[1] + 1), "row": [1], "column": [1, 2, 3]})
+        layers[f"l{i}"] = layer.chunk() if chunked else layer
+    common = np.result_type(*kinds)
+    # numpy's own cast is the oracle: the common dtype must give back every extreme
+    with np.errstate(invalid="ignore"):  # uint64's max comes back from float64 out of range
+        exact = all(np.array_equal(_extremes(np.dtype(kind)).astype(common).astype(kind),
+                                   _extremes(np.dtype(kind)), equal_nan=np.dtype(kind).kind == "f")
+                    for kind in kinds)
+    if not exact:
+        with pytest.raises(SelectionError, match=r"^layers '\w+' \(\w+\) and '\w+' \(\w+\) have "
+                                                 r"no common dtype that holds both exactly"):
+            stack_neuroids(layers)
+        return
+    stacked = stack_neuroids(layers)
+    assert stacked.dtype == common
+    np.testing.assert_array_equal(
+        stacked.values,
+        np.concatenate([layer.values.reshape(2, -1).astype(common)
+                        for layer in layers.values()], axis=1))
+    back = unstack_neuroids(stacked)
+    for name, layer in layers.items():
+        np.testing.assert_array_equal(back[name].values.astype(layer.dtype), layer.values)
+        np.testing.assert_array_equal(back[name].values, layer.values.astype(common))
+
+
+@pytest.mark.parametrize("chunks", [None, {}], ids=["lazy", "dask"])
+def test_an_int64_layer_beside_a_float_layer_is_refused(tmp_path, chunks):
+    from dnnmask_xr import save_act
+
+    big = np.full((2, 1, 1, 2), 2**62 + 1, dtype=np.int64)
+    path = tmp_path / "mixed.act.h5"
+    save_act({"counts": xr.DataArray(big, dims=DIMS),
+              "conv5": xr.DataArray(np.ones((2, 3, 1, 1), np.float32), dims=DIMS)}, path)
+    acts = open_act(path, chunks=chunks)
+    with pytest.raises(SelectionError, match=r"^layers 'counts' \(int64\) and 'conv5' "
+                                             r"\(float32\) have no common dtype that holds both "
+                                             r"exactly \(float64 would round int64 values\); "
+                                             r"stack them separately"):
+        stack_neuroids(acts)
+    back = unstack_neuroids(stack_neuroids(acts, ["counts"]))
+    np.testing.assert_array_equal(back["counts"].values, big)
+    acts.close()

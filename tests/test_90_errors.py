@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -564,3 +566,45 @@ def test_dry_run_checks_the_output_folder(
     out = tmp_path / "missing" / "out.act.h5"
     argv = ["-act", act_file, "-layer", "conv5", "--dry-run", "-out", out]
     check_fails(capsys, tmp_path, argv, 1, [r"folder", r"missing", r"does not exist"], out=out)
+
+
+# -- the Python API: an unreadable file is the project's error alone ----------------------
+
+#: Python routes that open a file through xarray's file manager, whose cache miss (a
+#: KeyError) was shown chained before the project's error.
+OPENERS = {
+    "open_act": "import dnnmask_xr; dnnmask_xr.open_act({path!r})",
+    "open_act-set": "import dnnmask_xr; dnnmask_xr.open_act([{good!r}, {path!r}])",
+    "open_dataarray": "import xarray as xr; xr.open_dataarray({path!r}, engine='dnnact', "
+                      "group='conv5')",
+    "open_datatree": "import xarray as xr; xr.open_datatree({path!r}, engine='dnnact')",
+}
+#: What is at the path, and the error's message.
+UNREADABLE = {
+    "missing": (None, r"cannot open '{path}': no such file"),
+    "folder": ("dir", r"cannot open '{path}': it is a folder, not an \.act\.h5 file"),
+    "not-hdf5": ("text", r"'{path}' is not an HDF5 file; an \.act\.h5 file is HDF5"),
+}
+
+
+@pytest.mark.parametrize("kind", UNREADABLE)
+@pytest.mark.parametrize("opener", OPENERS)
+def test_an_unreadable_file_raises_the_projects_error_alone(tmp_path: Path, act_file: Path,
+                                                            opener: str, kind: str) -> None:
+    path = tmp_path / f"{kind}.act.h5"
+    made, message = UNREADABLE[kind]
+    if made == "dir":
+        path.mkdir()
+    elif made == "text":
+        path.write_text("not hdf5\n")
+    code = OPENERS[opener].format(path=str(path), good=str(act_file))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False, timeout=120)
+    assert done.returncode == 1
+    # one traceback, of the project's error: nothing chained before it
+    assert done.stderr.startswith("Traceback (most recent call last):\n"), done.stderr
+    assert done.stderr.count("Traceback") == 1, done.stderr
+    assert "KeyError" not in done.stderr and "During handling" not in done.stderr, done.stderr
+    last = done.stderr.splitlines()[-1]
+    assert re.fullmatch(r"dnnmask_xr\.errors\.ActFileError: "
+                        + message.format(path=re.escape(str(path))) + ".*", last), last

@@ -22,6 +22,9 @@ of signals and the temporary file are the one writer's, whatever the route.
 
 from __future__ import annotations
 
+import os
+import re
+import select
 import signal
 import subprocess
 import sys
@@ -250,3 +253,78 @@ def test_a_signal_during_a_write_from_any_thread_leaves_no_temporary_file(
         assert proc.returncode == -signum, stderr
         assert stderr == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# --- a signal while the program starts ------------------------------------------------------
+
+#: pip's console script for an entry point ``module:function``, with one test line: once
+#: the entry point's module is imported, the script writes a byte to ``ready`` so that the
+#: delays count from the program's first line rather than from Python's own start-up.
+SCRIPT = """\
+import os
+import re
+import sys
+from {module} import {function}
+if __name__ == '__main__':
+    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
+    os.write({ready}, b"!")
+    sys.exit({function}())
+"""
+#: Delays after the entry point starts: importing the command's modules, parsing the
+#: flags, importing numpy and h5py, planning, writing, and after the output is written.
+STARTUP_DELAYS = (0.001, 0.01, 0.03, 0.06, 0.1, 0.15, 0.2, 0.3, 0.5)
+STARTUP_RUNS = [(signal.SIGINT, delay, ".act.h5") for delay in STARTUP_DELAYS] + [
+    (signal.SIGTERM, delay, ".act.h5") for delay in STARTUP_DELAYS[::2]] + [
+    # with -stim and to .nc, what the run imports later (pandas, h5netcdf) too
+    (signal.SIGINT, delay, ".nc") for delay in STARTUP_DELAYS[2::2]]
+
+
+def _console_script(folder: Path, ready: int) -> Path:
+    """The ``dnn_mask`` script pip makes from pyproject.toml's [project.scripts]."""
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    found = re.search(r'^dnn_mask = "([\w.]+):(\w+)"$', pyproject, re.MULTILINE)
+    assert found, "pyproject.toml declares no dnn_mask script"
+    script = folder / "dnn_mask"
+    script.write_text(SCRIPT.format(module=found[1], function=found[2], ready=ready))
+    return script
+
+
+@pytest.mark.parametrize(("signum", "delay", "suffix"), STARTUP_RUNS,
+                         ids=[f"{s.name}-at-{d * 1000:g}ms-{x[1:]}" for s, d, x in STARTUP_RUNS])
+def test_a_signal_while_the_program_starts_is_one_line(
+        act_file: Path, stim_file: Path, layers: dict[str, np.ndarray], tmp_path: Path,
+        signum: signal.Signals, delay: float, suffix: str):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / f"out{suffix}"
+    stim = ["-stim", stim_file] if suffix == ".nc" else []
+    ready, ready_w = os.pipe()
+    try:
+        script = _console_script(tmp_path, ready_w)
+        proc = subprocess.Popen(
+            [sys.executable, script, "-act", act_file, *stim, "-layer", "conv5", "-chn", "2",
+             "1", "-out", out], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            pass_fds=(ready_w,))
+        os.close(ready_w)
+        assert select.select([ready], [], [], 60)[0] and os.read(ready, 1) == b"!"
+    finally:
+        os.close(ready)
+    time.sleep(delay)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60)
+
+    assert "Traceback" not in stderr and stderr.count("\n") <= 1, stderr
+    assert temp_files(out_dir, out) == set()
+    if proc.returncode == 0:  # the signal came once the output was in place, or after exit
+        assert stderr in ("", f"dnn_mask: interrupted by {signum.name} after -out {str(out)!r} "
+                              "was written; the output is complete\n")
+        assert_same_layer(out, "conv5", layers["conv5"][:, [1, 0]])
+    elif proc.returncode == -signum and signum != signal.SIGINT:
+        # SIGTERM while the write is planned, before the writer defers it: its
+        # default action, silent, nothing written (a shell's status is 128 + n)
+        assert stderr == ""
+        assert not out.exists()
+    else:
+        assert proc.returncode == 128 + signum, stderr
+        assert stderr == f"dnn_mask: error: interrupted by {signum.name}; nothing was written\n"
+        assert not out.exists()

@@ -457,21 +457,27 @@ def layer_datasets(
 
 
 def check_readable(where: str) -> None:
-    """Check that ``where`` is a readable HDF5 file, with one-line errors."""
+    """Check that ``where`` is a readable HDF5 file, with one-line errors.
+
+    Each error is raised ``from None``: called by xarray's file manager on a
+    cache miss, it would otherwise be shown chained to the manager's
+    ``KeyError``, which says nothing of the file.
+    """
     file = Path(where)
     if not file.exists():
-        raise ActFileError(f"cannot open {where!r}: no such file")
+        raise ActFileError(f"cannot open {where!r}: no such file") from None
     if file.is_dir():
-        raise ActFileError(f"cannot open {where!r}: it is a folder, not an .act.h5 file")
+        raise ActFileError(f"cannot open {where!r}: it is a folder, not an .act.h5 file"
+                           ) from None
     if not os.access(file, os.R_OK):
-        raise ActFileError(f"cannot open {where!r}: permission denied")
+        raise ActFileError(f"cannot open {where!r}: permission denied") from None
     try:
         is_hdf5 = h5py.is_hdf5(where)
     except OSError as err:
         raise ActFileError(f"cannot open {where!r}: {err.strerror or err}") from None
     if not is_hdf5:
         raise ActFileError(f"{where!r} is not an HDF5 file; an .act.h5 file is HDF5 with "
-                           "one 4-D dataset per layer")
+                           "one 4-D dataset per layer") from None
 
 
 def layer_names(root: h5py.Group) -> list[str]:

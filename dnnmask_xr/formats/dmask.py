@@ -243,11 +243,14 @@ def _check_layer_name(name: object) -> None:
     elif name.startswith("#"):
         # its layer line would start with '#', which reading refuses
         problem = "starts with '#'"
+    elif name.startswith("\ufeff"):
+        # first in a file, reading takes it for a byte order mark and drops it
+        problem = "starts with a byte order mark (U+FEFF)"
     if problem:
         raise DnnMaskError(
             f"layer name {name!r} {problem}; a layer name is non-empty text without '=', "
-            "line breaks, surrounding whitespace or a leading '#', e.g. 'conv5' or "
-            "'features.3'"
+            "line breaks, surrounding whitespace or a leading '#' or byte order mark, e.g. "
+            "'conv5' or 'features.3'"
         )
 
 
@@ -341,6 +344,11 @@ def _parse_layer_line(
             path,
             number,
         )
+    try:
+        # what is left to check after the line's own checks: a byte order mark
+        _check_layer_name(name)
+    except DnnMaskError as error:
+        raise FormatError(str(error), path, number) from None
     # DNNBrain drops empty axis items too, so 'conv5=chn,' means 'conv5=chn'.
     file_axes = [axis.strip() for axis in axes_text.split(",") if axis.strip()]
     for i, axis in enumerate(file_axes):
