@@ -21,7 +21,12 @@ import sys
 from collections.abc import Iterator
 from types import FrameType
 
-from dnnmask_xr.act._interrupt import Interrupted, signal_name
+from dnnmask_xr.act._interrupt import (
+    Interrupted,
+    signal_name,
+    written_output,
+    yield_to_writes,
+)
 
 PROG = "dnn_mask"
 #: The signals that stop the program, with the handlers Python starts with.
@@ -70,26 +75,25 @@ def interruptible() -> None:
     ours = [signum for signum in _STOPPING if signal.getsignal(signum) is _record]
     if ours and _received:
         raise Interrupted(_received[0])
+    yield_to_writes(_stop)
     for signum in ours:
         signal.signal(signum, _stop)
 
 
 @contextlib.contextmanager
 def writing(path: str) -> Iterator[None]:
-    """Hand the signals to the writer for a write to ``path``; after it, only record them.
+    """Mark a write to ``path``; after it, signals are only recorded.
 
-    The writer defers the signals whose handlers are Python's own, stops
-    where it can clean up, and says whether the output was complete; while
-    it plans (before it defers them), Ctrl-C is Python's KeyboardInterrupt
-    and SIGTERM and SIGHUP end the process. A signal after the write cannot
-    undo it: :func:`run` says it on stderr and the status stays 0. Outside
+    While the write plans, a signal stops the program at once; the writer
+    then takes the signals over (it defers them, stops where it can clean
+    up, and says whether the output was complete) and gives them back
+    once the output is in place. A signal after that cannot undo the
+    write: :func:`run` says it on stderr and the status stays 0. Outside
     :func:`run`, this does nothing.
     """
     ours = [signum for signum in _STOPPING if signal.getsignal(signum) is _stop]
     if ours and _received:  # raised before, where Python reported it as "ignored"
         raise Interrupted(_received[0])
-    for signum in ours:
-        signal.signal(signum, _STOPPING[signum])
     try:
         yield
         if ours:
@@ -144,7 +148,10 @@ def _stop(signum: int, frame: FrameType | None) -> None:
     # reports as "ignored" (h5py's weak references) would be lost, and the
     # hand-over to the writer raises it again.
     _received.append(signum)
-    raise Interrupted(signum)
+    # between the writer giving the handler back and writing() replacing it,
+    # the output is in place: a signal is only said then
+    if written_output() is None:
+        raise Interrupted(signum)
 
 
 def _record(signum: int, frame: FrameType | None) -> None:

@@ -140,8 +140,9 @@ def _get_parser() -> argparse.ArgumentParser:
                         help="threads that inflate and deflate chunks (default: all cores)")
     parser.add_argument("--allow-external", action="store_true",
                         help="follow layers whose values live in other files (external "
-                             "links, virtual datasets, external raw storage), each checked "
-                             "to be a regular file; refused by default")
+                             "links, virtual datasets, external raw storage): every file on "
+                             "the way, up to 16 deep, checked to be a regular file and "
+                             "counted as an input; refused by default")
     parser.add_argument("--verify", action="store_true",
                         help="also inflate the compressed chunks copied unchanged, to stop "
                              "on a damaged input chunk (slower)")

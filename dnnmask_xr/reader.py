@@ -79,8 +79,9 @@ def open_act(
         given.
     allow_external
         Follow layers whose values live in other files (external links,
-        virtual datasets, external raw storage), after checking that each
-        target is a regular file; such layers are refused by default.
+        virtual datasets, external raw storage), after checking that every file on the
+        way (up to 16 deep) is a regular file; such layers are refused by
+        default.
     lock
         Held around each call into the HDF5 library when values are read:
         None or True (default) for xarray's HDF5 lock, which its own HDF5

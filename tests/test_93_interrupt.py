@@ -319,12 +319,57 @@ def test_a_signal_while_the_program_starts_is_one_line(
         assert stderr in ("", f"dnn_mask: interrupted by {signum.name} after -out {str(out)!r} "
                               "was written; the output is complete\n")
         assert_same_layer(out, "conv5", layers["conv5"][:, [1, 0]])
-    elif proc.returncode == -signum and signum != signal.SIGINT:
-        # SIGTERM while the write is planned, before the writer defers it: its
-        # default action, silent, nothing written (a shell's status is 128 + n)
-        assert stderr == ""
-        assert not out.exists()
     else:
         assert proc.returncode == 128 + signum, stderr
         assert stderr == f"dnn_mask: error: interrupted by {signum.name}; nothing was written\n"
         assert not out.exists()
+
+
+#: Runs ``dnn_mask`` through its entry point with a signal sent to itself at one point of
+#: the run: while the write is planned (before the writer defers signals) or just after
+#: the write returns (once the writer has given the signals back).
+AT_A_POINT = """\
+import os, sys
+import dnnmask_xr.act.mask as mask
+from dnnmask_xr._start import run
+
+signum, where = int(sys.argv.pop(1)), sys.argv.pop(1)
+real = {"planning": mask.plan_mask, "written": mask.mask_file}[where]
+
+def signalled(*args, **kwargs):
+    if where == "planning":
+        os.kill(os.getpid(), signum)
+    result = real(*args, **kwargs)
+    if where == "written":
+        os.kill(os.getpid(), signum)
+    return result
+
+setattr(mask, {"planning": "plan_mask", "written": "mask_file"}[where], signalled)
+sys.exit(run())
+"""
+POINTS = [(signum, where) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+          for where in ("planning", "written")]
+
+
+@pytest.mark.parametrize(("signum", "where"), POINTS,
+                         ids=[f"{s.name}-{w}" for s, w in POINTS])
+def test_a_signal_before_or_after_the_write_is_one_line(
+        act_file: Path, layers: dict[str, np.ndarray], tmp_path: Path,
+        signum: signal.Signals, where: str):
+    out = tmp_path / "out" / "out.act.h5"
+    out.parent.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-c", AT_A_POINT, str(int(signum)), where, "-act", act_file,
+         "-layer", "conv5", "-chn", "2", "1", "-out", out],
+        capture_output=True, text=True, timeout=TIMEOUT)
+
+    assert temp_files(out.parent, out) == set()
+    if where == "planning":
+        assert (proc.returncode, proc.stderr) == (
+            128 + signum, f"dnn_mask: error: interrupted by {signum.name}; nothing was written\n")
+        assert not out.exists()
+    else:
+        assert (proc.returncode, proc.stderr) == (
+            0, f"dnn_mask: interrupted by {signum.name} after -out {str(out)!r} was written; "
+               "the output is complete\n")
+        assert_same_layer(out, "conv5", layers["conv5"][:, [1, 0]])

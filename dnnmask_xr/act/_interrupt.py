@@ -16,6 +16,10 @@ _DEFERRED = {
     signal.SIGHUP: signal.SIG_DFL,
 }
 _received: list[int] = []
+#: Handlers a program installed that a write may take over, as it takes over Python's own.
+_YIELDING: list[object] = []
+#: The output of the last write whose output is in place (see :func:`written_output`).
+_committed: list[str] = []
 #: Whether a signal raises at once (see :func:`interruptible`) besides being recorded.
 _raising: list[bool] = [False]
 
@@ -48,6 +52,27 @@ class Deferral:
     def commit(self, path: str) -> None:
         """Record that ``path`` now holds the complete output."""
         self.written = path
+        _committed[:] = [path]
+
+
+def yield_to_writes(handler: object) -> None:
+    """Let writes take over ``handler`` as they take over Python's own handlers.
+
+    For a program's handler that stops it at once (``dnn_mask``'s): a write
+    defers the signal instead while it runs and puts ``handler`` back after.
+    """
+    if handler not in _YIELDING:
+        _YIELDING.append(handler)
+
+
+def written_output() -> str | None:
+    """Give the output of the last deferred write in this process, once it is in place.
+
+    None from the start of a write until it commits: a program's handler
+    tells by it whether a signal came before the output was written or
+    after (then it cannot be undone, only said).
+    """
+    return _committed[0] if _committed else None
 
 
 @contextlib.contextmanager
@@ -70,9 +95,11 @@ def deferred_interrupts() -> Iterator[Deferral]:
     if threading.current_thread() is not threading.main_thread():
         yield deferral
         return
-    previous = {signum: signal.getsignal(signum) for signum, default in _DEFERRED.items()
-                if signal.getsignal(signum) is default}
+    handlers = {signum: signal.getsignal(signum) for signum in _DEFERRED}
+    previous = {signum: handler for signum, handler in handlers.items()
+                if handler is _DEFERRED[signum] or handler in _YIELDING}
     _received.clear()
+    _committed.clear()
     for signum in previous:
         signal.signal(signum, _record)
     try:

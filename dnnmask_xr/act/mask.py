@@ -71,8 +71,8 @@ def mask_file(
         damaged input chunk stops the write rather than being copied.
     allow_external
         Follow layers whose values live in other files (external links,
-        virtual datasets, external raw storage), after checking that each
-        target is a regular file; refused by default.
+        virtual datasets, external raw storage), after checking that every file on the
+        way (up to 16 deep) is a regular file and not the output; refused by default.
 
     Returns
     -------
