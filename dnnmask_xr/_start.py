@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from types import FrameType
 
 from dnnmask_xr.act._interrupt import (
+    STOPPING,
     Interrupted,
     signal_name,
     written_output,
@@ -29,12 +30,6 @@ from dnnmask_xr.act._interrupt import (
 )
 
 PROG = "dnn_mask"
-#: The signals that stop the program, with the handlers Python starts with.
-_STOPPING = {
-    signal.SIGINT: signal.default_int_handler,
-    signal.SIGTERM: signal.SIG_DFL,
-    signal.SIGHUP: signal.SIG_DFL,
-}
 #: Signals that reached the program's handlers, in order.
 _received: list[int] = []
 #: The output, once the write has put it in place.
@@ -52,7 +47,7 @@ def run() -> int:
     """
     _received.clear()
     _written.clear()
-    mine = [signum for signum, default in _STOPPING.items()
+    mine = [signum for signum, default in STOPPING.items()
             if signal.getsignal(signum) is default]
     for signum in mine:
         signal.signal(signum, _record)
@@ -72,7 +67,7 @@ def run() -> int:
 
 def interruptible() -> None:
     """Stop at a signal that came while modules were imported, and at once from now on."""
-    ours = [signum for signum in _STOPPING if signal.getsignal(signum) is _record]
+    ours = [signum for signum in STOPPING if signal.getsignal(signum) is _record]
     if ours and _received:
         raise Interrupted(_received[0])
     yield_to_writes(_stop)
@@ -91,7 +86,7 @@ def writing(path: str) -> Iterator[None]:
     write: :func:`run` says it on stderr and the status stays 0. Outside
     :func:`run`, this does nothing.
     """
-    ours = [signum for signum in _STOPPING if signal.getsignal(signum) is _stop]
+    ours = [signum for signum in STOPPING if signal.getsignal(signum) is _stop]
     if ours and _received:  # raised before, where Python reported it as "ignored"
         raise Interrupted(_received[0])
     try:

@@ -95,14 +95,20 @@ def _other_file(folder: Path) -> Path:
     return other
 
 
+def _add_virtual(path: Path, mode: str, name: str, source: Path | str,
+                 shape: tuple[int, ...]) -> Path:
+    """Add to ``path`` a virtual float32 layer ``name`` over ``source``'s /conv."""
+    layout = h5py.VirtualLayout(shape=shape, dtype="f4")
+    layout[:] = h5py.VirtualSource(str(source), "conv", shape=shape)
+    with h5py.File(path, mode) as root:
+        root.create_virtual_dataset(name, layout, fillvalue=-1)
+    return path
+
+
 def _virtual(source: Callable[[Path], Path | str], shape=(N_STIMULI, 3, 2, 2)):
     def build(folder: Path) -> Path:
         path = _dnnbrain_file(folder / "in.act.h5")
-        layout = h5py.VirtualLayout(shape=shape, dtype="f4")
-        layout[:] = h5py.VirtualSource(str(source(folder)), "conv", shape=shape)
-        with h5py.File(path, "a") as root:
-            root.create_virtual_dataset("mapped", layout, fillvalue=-1)
-        return path
+        return _add_virtual(path, "a", "mapped", source(folder), shape)
     return build
 
 
@@ -146,12 +152,7 @@ def _mid_link(target: Callable[[Path], Path | str]):
 
 def _mid_virtual(source: Callable[[Path], Path | str], shape=(N_STIMULI, 3, 2, 2)):
     def build(folder: Path) -> Path:
-        mid = folder / "mid.h5"
-        layout = h5py.VirtualLayout(shape=shape, dtype="f4")
-        layout[:] = h5py.VirtualSource(str(source(folder)), "conv", shape=shape)
-        with h5py.File(mid, "w") as root:
-            root.create_virtual_dataset("conv", layout, fillvalue=-1)
-        return mid
+        return _add_virtual(folder / "mid.h5", "w", "conv", source(folder), shape)
     return build
 
 
@@ -186,6 +187,12 @@ def _decoy(build: Callable[[Path], Path]):
         (decoy / "layer.bin").write_bytes(np.full(N_STIMULI * 12, 7, dtype="<f4").tobytes())
         return build(folder)
     return with_decoy
+
+
+def _percent_named(folder: Path) -> Path:
+    """A good source named ``other%%.h5``, beside a FIFO ``other%.h5``: the name HDF5 opens."""
+    os.mkfifo(folder / "other%.h5")
+    return _other_file(folder).rename(folder / "other%%.h5")
 
 
 def _relative(make: Callable[[Path], Path]) -> Callable[[Path], str]:
@@ -354,6 +361,9 @@ CASES: dict[str, Case] = {
                                        ("-layer", "mapped", "conv", "--allow-external")),
     "virtual-of-storage-allowed": Case(_virtual(_mid_storage(_raw_layer)),
                                        ("-layer", "mapped", "conv", "--allow-external")),
+    "virtual-of-a-percent-named-source-allowed": Case(
+        _virtual(_percent_named), ("-layer", "mapped", "--allow-external"),
+        error=(r"layer 'mapped' is a virtual dataset", r"printf patterns"), may_hang=True),
     "virtual-loop-allowed": Case(_virtual_loop, ("-layer", "conv", "--allow-external"),
                                  error=(r"layer 'mapped' is a virtual dataset", r"loop")),
     # HDF5's prefix variables would make it read other files than the ones checked

@@ -8,8 +8,9 @@ import threading
 from collections.abc import Iterator
 from types import FrameType
 
-#: The signals a write holds back, with the handlers Python starts with.
-_DEFERRED = {
+#: The signals that stop a write (and the ``dnn_mask`` program), with the handlers
+#: Python starts with.
+STOPPING = {
     signal.SIGINT: signal.default_int_handler,
     signal.SIGTERM: signal.SIG_DFL,
     # what closing the terminal sends to `dnn_mask ... &`
@@ -95,9 +96,9 @@ def deferred_interrupts() -> Iterator[Deferral]:
     if threading.current_thread() is not threading.main_thread():
         yield deferral
         return
-    handlers = {signum: signal.getsignal(signum) for signum in _DEFERRED}
+    handlers = {signum: signal.getsignal(signum) for signum in STOPPING}
     previous = {signum: handler for signum, handler in handlers.items()
-                if handler is _DEFERRED[signum] or handler in _YIELDING}
+                if handler is STOPPING[signum] or handler in _YIELDING}
     _received.clear()
     _committed.clear()
     for signum in previous:

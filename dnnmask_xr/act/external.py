@@ -16,11 +16,12 @@ dataset points to may point on, through the same three kinds of pointers,
 and each file on the way must be a regular file that exists and opens as
 HDF5 (a virtual dataset's source dataset must cover its mapping, a raw
 storage file hold all its bytes), so that following them can neither hang
-nor give fill values. Chains deeper than :data:`MOST_FILES_DEEP` files, and
-loops, are refused. HDF5's prefix variables (``HDF5_EXT_PREFIX``,
-``HDF5_VDS_PREFIX``, ``HDF5_EXTFILE_PREFIX``) would make HDF5 look for
-other files than the ones checked, so a pointer of their kind is refused
-while they are set.
+nor give fill values. Chains deeper than :data:`MOST_FILES_DEEP` files,
+loops, and virtual sources named with HDF5's printf patterns (``%b``,
+``%%``: HDF5 opens another name than the one stored) are refused.
+HDF5's prefix variables (``HDF5_EXT_PREFIX``, ``HDF5_VDS_PREFIX``,
+``HDF5_EXTFILE_PREFIX``) would make HDF5 look for other files than the ones
+checked, so a pointer of their kind is refused while they are set.
 
 :func:`files_read` names every file so reached, for the writer's check that
 the output never replaces an input.
@@ -238,6 +239,12 @@ class _Walk:
     def _source(self, dataset: h5py.Dataset, plist: h5py.h5p.PropDCID, index: int,
                 file: str, path: str, what: str, depth: int) -> None:
         """Check one mapping of a virtual dataset: its source, to the end, covers it."""
+        if "%" in file or "%" in path:
+            # HDF5 reads "%%" as "%" and "%b" as a block number: the file it
+            # opens is not the one named here, so it cannot be checked
+            raise ActFileError(f"{what}, but source {file}:{path} is named with HDF5's "
+                               "printf patterns (%b, %%), which name other files than the "
+                               "one written; only plain source names are followed")
         root = dataset.file if file == "." else self._open(_beside(dataset.file, file), what)
         source = self.follow(root, path, what, named=False, depth=depth + 1)
         if not isinstance(source, h5py.Dataset):
