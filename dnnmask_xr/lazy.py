@@ -23,7 +23,7 @@ from xarray.backends import BackendArray, CachingFileManager
 from xarray.backends.locks import HDF5_LOCK
 from xarray.core import indexing
 
-from dnnmask_xr.act.chunk_index import ChunkIndex
+from dnnmask_xr.act.chunk_index import ChunkIndex, layer_index
 from dnnmask_xr.act.chunk_read import (
     CHUNK_COPIES,
     fill_from_chunks,
@@ -143,8 +143,8 @@ class LayerArray(BackendArray):
             # first read in this process, or the file was closed and reopened;
             # a damaged index is refused before any chunk is read through it
             dataset = root[self.name]
-            index = ChunkIndex(dataset) if dataset.chunks else None
-            opened = (root, index if index is not None and index.level is not None else None)
+            index = layer_index(dataset)
+            opened = (root, index if index is not None and index.decoded_here else None)
             self._opened = opened
         return opened[1]
 

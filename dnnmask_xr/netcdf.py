@@ -12,7 +12,8 @@ from typing import Any, Literal
 import xarray as xr
 from xarray.backends import CachingFileManager
 
-from dnnmask_xr.act.layout import file_identity, open_file
+from dnnmask_xr.act.external import check_objects
+from dnnmask_xr.act.layout import file_identity, open_file, source_files
 from dnnmask_xr.activations import Activations
 from dnnmask_xr.dask_layers import Chunks, chunk_layer
 from dnnmask_xr.datatree import from_datatree
@@ -22,6 +23,7 @@ from dnnmask_xr.lazy import LayerArray, as_variable_data
 
 def open_nc(
     path: str | os.PathLike[str], *, chunks: Chunks | None = None, cache: bool = True,
+    allow_external: bool = False,
     lock: AbstractContextManager[Any] | Literal[False] | None = None,
 ) -> Activations:
     """Open the layers of a netCDF4 file written by :func:`save_nc`.
@@ -37,6 +39,10 @@ def open_nc(
         layers, otherwise dask-backed layers chunked like the file.
     cache
         Keep values once read; :func:`~dnnmask_xr.open_act` passes its own.
+    allow_external
+        As for :func:`~dnnmask_xr.open_act`: objects (in any group) that
+        read other files are refused unless True, and then followed only as
+        far as they are checked.
     lock
         As for :func:`~dnnmask_xr.open_act` (None, False or a lock; checked
         there): held around the HDF5 calls that read labels and values.
@@ -50,11 +56,18 @@ def open_nc(
     Raises
     ------
     ActFileError
-        If the file is not netCDF4 or its groups are not layers.
+        If the file is not netCDF4 or its groups are not layers, or an
+        object reads another file that is not allowed or cannot be followed.
     """
     where = os.fspath(path)
     # taken before the labels are read: values are read only from this file
     identity = file_identity(where)
+    # checked before h5netcdf opens the file, which would follow an external
+    # link blindly (a FIFO blocks it) and read a virtual dataset's missing
+    # sources as fill values
+    with open_file(where, identity=identity) as root:
+        check_objects(root, repr(where), allow_external)
+    sources = source_files(where, identity) if allow_external else ()
     try:
         # phony_dims: a file not written here may lack dimension scales; it
         # then fails the layout check below rather than on opening
@@ -69,7 +82,9 @@ def open_nc(
         raise ActFileError(f"{where!r}: {err}") from None
     # values are read by the chunk reader, as for .act.h5; h5netcdf gives
     # the labels and the storage's description (encoding)
-    manager = CachingFileManager(open_file, where, mode="r", kwargs={"identity": identity})
+    # by its absolute path, as xarray's backends do (see open_act)
+    manager = CachingFileManager(open_file, os.path.abspath(where), mode="r",
+                                 kwargs={"identity": identity, "sources": sources})
     layers = {}
     for name, array in acts.items():
         # the labels are read now, from the file identified above: read later

@@ -25,6 +25,7 @@ from dnnmask_xr.act.layout import (
     layer_datasets,
     open_file,
     read_attrs,
+    source_files,
 )
 from dnnmask_xr.act.select import blaming
 from dnnmask_xr.activations import Activations
@@ -128,14 +129,19 @@ def open_act(
         from dnnmask_xr.netcdf import open_nc
 
         check_readable(where)
-        acts = open_nc(where, chunks=chunks, cache=cache, lock=lock)
+        acts = open_nc(where, chunks=chunks, cache=cache,
+                       allow_external=bool_arg(allow_external, "allow_external"), lock=lock)
         return acts if stim is None else _with_stim(acts, stim)
     # mode="r" is passed on to open_file: a manager unpickled in another
     # process (a dask worker) passes its mode when it reopens the file, and
     # the file's identity, so that every reopen checks it is the same file
     allow_external = bool_arg(allow_external, "allow_external")
-    manager = CachingFileManager(open_file, where, mode="r",
-                                 kwargs={"identity": file_identity(where)})
+    identity = file_identity(where)
+    sources = source_files(where, identity) if allow_external else ()
+    # by its absolute path, as xarray's backends do: a reopen after os.chdir
+    # (or in a worker started elsewhere) finds the file that was opened
+    manager = CachingFileManager(open_file, os.path.abspath(where), mode="r",
+                                 kwargs={"identity": identity, "sources": sources})
     try:
         with held_file(manager, None) as root:
             layers, attrs, header = _read_metadata(root, where, manager, allow_external,

@@ -6,8 +6,11 @@
 - Chunks never written in a layer whose fill time is "never" hold no
   values (HDF5 leaves them unset): refused in one line, as a layer without
   a fill value is, never read as the fill value.
+  Layers HDF5 decodes (lzf, fletcher32, no filter, contiguous) with such
+  parts are refused whole, since HDF5 would give whatever memory held.
+- Byte-shuffled gzip layers are decoded here too, mask bit by mask bit.
 - Inflating stops at the chunk's size: a stream that inflates to 512 MiB
-  is refused having allocated no more than the chunk.
+  is refused having allocated no more than the chunk, behind a shuffle too.
 - Lazy reads refuse, in one line and before reading, chunks that do not
   fit ``read_memory`` twice (stored and decoded).
 - Strided selections of layers HDF5 decodes are read one HDF5 call per
@@ -20,6 +23,7 @@ the same run on a well-formed file of the same shape; nothing is timed.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -121,6 +125,36 @@ def test_a_mask_bit_past_the_pipeline_is_ignored_and_bit_zero_skips_gzip(tmp_pat
         assert acts["conv"].values.tobytes() == data.tobytes()
 
 
+@pytest.mark.parametrize("dtype", ["f4", ">f8", "i1", "<u2", "f2"])
+def test_shuffled_gzip_chunks_are_decoded_as_hdf5_decodes_them_mask_bit_by_bit(
+        dtype: str, tmp_path: Path):
+    data = np.random.default_rng(2).integers(0, 100, SHAPE).astype(dtype)
+    itemsize = data.dtype.itemsize
+    path = tmp_path / "shuffled.act.h5"
+    with h5py.File(path, "w") as root:
+        layer = root.create_dataset("conv", data=data, chunks=CHUNKS, compression="gzip",
+                                    shuffle=True)
+        # HDF5's shuffle by hand: the k-th bytes of all values together
+        planes = data.view("u1").reshape(SHAPE[0], -1, itemsize).transpose(0, 2, 1)
+        shuffled = [planes[i].tobytes() for i in range(SHAPE[0])]
+        layer.id.write_direct_chunk((0, 0, 0, 0), zlib.compress(data[0].tobytes()),
+                                    filter_mask=1)  # shuffle skipped, gzip applied
+        layer.id.write_direct_chunk((1, 0, 0, 0), shuffled[1], filter_mask=2)  # gzip skipped
+        layer.id.write_direct_chunk((2, 0, 0, 0), data[2].tobytes(), filter_mask=3)  # raw
+        layer.id.write_direct_chunk((3, 0, 0, 0), zlib.compress(shuffled[3]),
+                                    filter_mask=0xFFFFFFFC)  # bits past the pipeline
+    with h5py.File(path, "r") as root:  # what HDF5 decodes is the reference
+        expected = root["conv"][()]
+    np.testing.assert_array_equal(expected, data)
+    for how in ("values", "dask-threads"):
+        got = _lazy_read(path, "conv", how)
+        assert (got.dtype, got.tobytes()) == (expected.dtype, expected.tobytes()), how
+    done = _run("command", path, ("-layer", "conv", "-chn", "2", "1"), tmp_path / "o.act.h5")
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    with h5py.File(tmp_path / "o.act.h5", "r") as root:
+        assert layer_dataset(root, "conv")[()].tobytes() == expected[:, [1, 0]].tobytes()
+
+
 # -- 2. fill time "never" ---------------------------------------------------------------------
 
 
@@ -171,6 +205,40 @@ def test_chunks_never_written_with_fill_time_never_are_refused_by_lazy_reads(
         np.testing.assert_array_equal(_lazy_read(path, "conv", how, (0,)), root["conv"][0])
 
 
+#: Layers HDF5 decodes (the chunk reader does not): h5py's storage options.
+HDF5_DECODED_KINDS = {
+    "lzf": {"chunks": CHUNKS, "compression": "lzf"},
+    "fletcher32-gzip": {"chunks": CHUNKS, "compression": "gzip", "fletcher32": True},
+    "unfiltered": {"chunks": CHUNKS},
+    "contiguous": {},
+}
+
+
+@pytest.mark.parametrize("how", ["values", "dask-threads", "command"])
+@pytest.mark.parametrize("kind", HDF5_DECODED_KINDS)
+def test_a_layer_hdf5_decodes_with_parts_never_written_and_unset_is_refused_whole(
+        kind: str, how: str, tmp_path: Path):
+    path = tmp_path / "never.act.h5"
+    with h5py.File(path, "w") as root:
+        layer = root.create_dataset("conv", SHAPE, "f4", fillvalue=7, fill_time="never",
+                                    **HDF5_DECODED_KINDS[kind])
+        if kind != "contiguous":  # (one written would allocate it all)
+            layer[0] = 1
+    where = "the chunk at (1, 0, 0, 0) was" if kind != "contiguous" else "was"
+    error = (rf"never\.act\.h5'?: layer 'conv':? {re.escape(where)} never written and the "
+             r"layer's fill time is 'never' \(HDF5 leaves such chunks unset\), so it holds no "
+             r"values$")
+    if how == "command":
+        done = _run("command", path, ("-layer", "conv", "-chn", "2", "1"), tmp_path / "o.nc")
+        assert done.returncode == 1, done.stderr
+        assert_one_line_error(done.stderr, error)
+        assert not (tmp_path / "o.nc").exists()
+        return
+    for key in ((), (0,)):  # refused whole, the written part too
+        with pytest.raises(ActFileError, match=error):
+            _lazy_read(path, "conv", how, key)
+
+
 @pytest.mark.parametrize("suffix", SUFFIXES)
 def test_a_layer_with_fill_time_never_and_every_chunk_written_is_copied_exactly(
         suffix: str, tmp_path: Path):
@@ -189,9 +257,12 @@ BOMB_CHUNKS = (1, 256, 32, 32)  # 1 MiB
 BOMB_BYTES = 512 * 2**20
 
 
-@pytest.fixture(scope="module")
-def bomb(tmp_path_factory) -> tuple[Path, Path]:
-    """A layer whose second chunk's stream inflates to 512 MiB, and a good file of its shape."""
+@pytest.fixture(scope="module", params=[False, True], ids=["gzip", "shuffle-gzip"])
+def bomb(request, tmp_path_factory) -> tuple[Path, Path]:
+    """A layer whose second chunk's stream inflates to 512 MiB, and a good file of its shape.
+
+    Behind a byte shuffle too: HDF5 would inflate such a stream whole.
+    """
     folder = tmp_path_factory.mktemp("bomb")
     packer = zlib.compressobj(9)
     zeros = bytes(16 * 2**20)
@@ -202,7 +273,8 @@ def bomb(tmp_path_factory) -> tuple[Path, Path]:
         path = folder / name
         with h5py.File(path, "w") as root:
             layer = root.create_dataset("conv", data=np.ones(BOMB_SHAPE, "f4"),
-                                        chunks=BOMB_CHUNKS, compression="gzip")
+                                        chunks=BOMB_CHUNKS, compression="gzip",
+                                        shuffle=request.param)
             if second is not None:
                 layer.id.write_direct_chunk((1, 0, 0, 0), second)
         paths.append(path)
@@ -363,8 +435,8 @@ HDF5_DECODED = {
     "contiguous": {},
     "chunked": {"chunks": (1, 5, 4, 5)},
     "lzf": {"chunks": (2, 5, 4, 5), "compression": "lzf"},
-    "shuffle-gzip": {"chunks": (2, 5, 4, 5), "compression": "gzip", "shuffle": True},
     "fletcher32": {"chunks": (2, 5, 4, 5), "fletcher32": True},
+    "fletcher32-gzip": {"chunks": (2, 5, 4, 5), "compression": "gzip", "fletcher32": True},
     "scale-offset": {"chunks": (2, 5, 4, 5), "scaleoffset": 0},
 }
 

@@ -25,13 +25,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dask.array as da
 import h5py
 import numpy as np
 import pytest
+import xarray as xr
 from conftest import digest
 from reliability import (
     ROUTES,
@@ -51,7 +54,7 @@ from reliability import (
     wait_for_writer,
 )
 
-from dnnmask_xr import open_act
+from dnnmask_xr import open_act, save_act
 
 #: Every route writing each suffix: (route, suffix), ids like save_act-dict-.nc.
 WRITES = [(route, suffix) for route in ROUTES for suffix in SUFFIXES]
@@ -295,3 +298,54 @@ def test_a_reader_of_the_old_output_keeps_its_values_while_it_is_replaced(
     assert read == [hashlib.sha256(old_values.tobytes()).hexdigest()]
     assert_same_layer(out, "conv5", layers["conv5"][:, [4, 5, 6]], [5, 6, 7])
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_writes_in_threads_ending_out_of_order_give_the_program_its_hook_back(
+        tmp_path: Path):
+    """Each write keeps HDF5's "ignored" errors through sys.unraisablehook; two writes
+    in threads that end in the order they began must leave the program's own hook."""
+    a_started, b_started, a_done = threading.Event(), threading.Event(), threading.Event()
+
+    def layer(started: threading.Event, wait_for: threading.Event) -> xr.DataArray:
+        def block(values: np.ndarray) -> np.ndarray:
+            if values.size:  # not dask's trial call on an empty array
+                started.set()
+                assert wait_for.wait(30)
+            return values
+        values = np.arange(2 * 3 * 4 * 5, dtype="f4").reshape(2, 3, 4, 5)
+        lazy = da.from_array(values, chunks=-1).map_blocks(block, dtype="f4")
+        return xr.DataArray(lazy, dims=("stimulus", "channel", "row", "column"))
+
+    def first() -> None:
+        save_act({"conv": layer(a_started, b_started)}, tmp_path / "a.act.h5")
+        a_done.set()
+
+    def second() -> None:
+        assert a_started.wait(30)
+        save_act({"conv": layer(b_started, a_done)}, tmp_path / "b.act.h5")
+
+    def program_hook(unraisable) -> None:
+        seen.append(unraisable.exc_value)
+
+    seen: list[BaseException] = []
+    own = sys.unraisablehook
+    sys.unraisablehook = program_hook
+    try:
+        threads = [threading.Thread(target=first), threading.Thread(target=second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert sys.unraisablehook is program_hook
+        with open_act(tmp_path / "a.act.h5") as a, open_act(tmp_path / "b.act.h5") as b:
+            assert a["conv"].values.tobytes() == b["conv"].values.tobytes()
+            assert a["conv"].shape == (2, 3, 4, 5)
+
+        class Failing:
+            def __del__(self) -> None:
+                raise OSError(5, "an error after the writes")
+
+        Failing()  # freed with no write under way: the program's hook sees it
+        assert [str(error) for error in seen] == ["[Errno 5] an error after the writes"]
+    finally:
+        sys.unraisablehook = own

@@ -17,11 +17,15 @@ index is checked first:
 - a chunk read by coordinate is the one the index lists there.
 
 The layer's own description is checked too, since raw chunks are decoded
-here, not by HDF5: chunks are inflated here only for a pipeline of gzip
-alone with a valid level (HDF5 refuses to read other levels) and for
-values of a standard numpy type (a damaged type that HDF5 converts on
-reading would be decoded as the standard one); other layers are left to
-HDF5. A damaged fill value is refused, as reading it crashes h5py.
+here, not by HDF5: chunks are decoded here only for a pipeline of gzip
+with a valid level (HDF5 refuses to read other levels), alone or after
+HDF5's byte shuffle, and for values of a standard numpy type (a damaged
+type that HDF5 converts on reading would be decoded as the standard one);
+other layers are left to HDF5. Decoding gzip here is what bounds its
+inflation at the chunk's size (HDF5 grows its buffer as long as the
+stream goes on). A damaged fill value is refused, as reading it crashes
+h5py, and so is a layer HDF5 decodes whose chunks never written it would
+leave unset (:func:`layer_index`).
 
 One pass over the index (``chunk_iter``) costs a few milliseconds per
 10 000 chunks.
@@ -29,6 +33,7 @@ One pass over the index (``chunk_iter``) costs a few milliseconds per
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import NamedTuple
 
@@ -62,9 +67,16 @@ class ChunkIndex:
     ----------
     dtype
         The layer's values' type.
+    decoded_here
+        Whether chunks are decoded here (gzip with a valid level, alone or
+        after the byte shuffle, and a standard type), not by HDF5.
     level
-        The gzip level if the chunks may be inflated here (gzip alone, a
-        valid level, a standard type), None if HDF5 must decode them.
+        The gzip level if chunks are decoded here and may be copied as
+        they are stored into an output of gzip alone (no shuffle); None
+        otherwise.
+    shuffled
+        Whether the pipeline shuffles bytes before gzip (filter 0), which
+        :func:`~dnnmask_xr.act.chunk_read.decode_chunk` undoes.
     fillvalue
         What chunks never written read as; None if HDF5 leaves them unset
         (no fill value, or a fill time of "never").
@@ -103,11 +115,18 @@ class ChunkIndex:
         except (OSError, RuntimeError, ValueError, TypeError, MemoryError) as err:
             raise ActFileError(f"{self.where} is damaged: its storage cannot be read "
                                f"({err})") from None
-        self.level = None
-        if standard and [code for code, *_ in filters] == [h5py.h5z.FILTER_DEFLATE]:
-            levels = tuple(filters[0][2])
-            if len(levels) == 1 and 0 <= levels[0] <= 9:
-                self.level = int(levels[0])
+        codes = [code for code, *_ in filters]
+        # HDF5 unshuffles with the element size the filter stores: only the
+        # layer's own is undone here
+        self.shuffled = (codes[:1] == [h5py.h5z.FILTER_SHUFFLE]
+                         and tuple(filters[0][2]) == (dataset.dtype.itemsize,))
+        levels = tuple(filters[-1][2]) if filters else ()
+        self.decoded_here = (standard and codes[-1:] == [h5py.h5z.FILTER_DEFLATE]
+                             and len(codes) == 1 + self.shuffled
+                             and len(levels) == 1 and 0 <= levels[0] <= 9)
+        self.level = int(levels[0]) if self.decoded_here and not self.shuffled else None
+        #: the filter mask bit that skips gzip (the last filter of the pipeline)
+        self.gzip_skipped = 1 << (len(filters) - 1) if filters else 0
         # a chunk whose every filter was skipped (or that has none) is stored raw
         self.unfiltered = (1 << len(filters)) - 1
         self._check(infos, raw_size, largest, file_size)
@@ -161,6 +180,21 @@ class ChunkIndex:
             twice = next(key for key in keys if key in seen or seen.add(key))
             raise self.damaged(f"lists the chunk at {twice} twice")
 
+    def first_unwritten(self) -> tuple[int, ...] | None:
+        """Give the offset of the first chunk never written, None if all were."""
+        shape, steps = self.dataset.shape, self.dataset.chunks
+        grid = [range(0, size, step) for size, step in zip(shape, steps, strict=True)]
+        if len(self.chunks) == math.prod(len(axis) for axis in grid):
+            return None
+        return next(offset for offset in itertools.product(*grid)
+                    if offset not in self.chunks)
+
+    def unset_error(self, offset: tuple[int, ...]) -> ActFileError:
+        """Make the error for a chunk never written in a layer HDF5 leaves unset there."""
+        # HDF5 would read such a chunk from uninitialised memory
+        return ActFileError(f"{self.where}: the chunk at {offset} was never written and "
+                            f"{self.unset}, so it holds no values")
+
     def damaged(self, what: str) -> ActFileError:
         """Make the error for a damaged index, naming the file, the layer and the fault."""
         return ActFileError(f"{self.where} is damaged: its chunk index {what}")
@@ -186,6 +220,42 @@ class ChunkIndex:
             raise self.damaged(f"disagrees with itself about the chunk at {offset} "
                                f"({len(data)} bytes found where it lists {expected.size})")
         return filter_mask, data
+
+
+def layer_index(dataset: h5py.Dataset) -> ChunkIndex | None:
+    """Check a layer's storage before any value is read; give its chunk index if chunked.
+
+    A layer HDF5 decodes whose parts never written hold no values (fill
+    time "never", or no fill value) is refused here whole, where HDF5
+    would give whatever memory held; a layer decoded here refuses such a
+    chunk when a read touches it.
+
+    Raises
+    ------
+    ActFileError
+        As :class:`ChunkIndex` does; for a chunk (or a contiguous layer)
+        never written whose values HDF5 leaves unset.
+    """
+    if dataset.chunks:
+        index = ChunkIndex(dataset)
+        if not index.decoded_here and index.unset:
+            offset = index.first_unwritten()
+            if offset is not None:
+                raise index.unset_error(offset)
+        return index
+    try:
+        plist = dataset.id.get_create_plist()
+        unwritten = (plist.get_layout() == h5py.h5d.CONTIGUOUS
+                     and not plist.get_external_count() and dataset.size
+                     and dataset.id.get_storage_size() == 0)
+        unset = _fill_value(dataset, plist)[1] if unwritten else ""
+    except (OSError, RuntimeError, ValueError, TypeError) as err:
+        raise ActFileError(f"{dataset.file.filename!r}: layer {dataset.name.lstrip('/')!r} is "
+                           f"damaged: its storage cannot be read ({err})") from None
+    if unset:
+        raise ActFileError(f"{dataset.file.filename!r}: layer {dataset.name.lstrip('/')!r} was "
+                           f"never written and {unset}, so it holds no values")
+    return None
 
 
 def _fill_value(dataset: h5py.Dataset, plist: h5py.h5p.PropDCID) -> tuple[object, str]:

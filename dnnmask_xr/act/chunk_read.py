@@ -176,7 +176,7 @@ def _read_batch(
             with lock:
                 stored = index.read(offset)
             if stored is None and index.fillvalue is None:
-                raise no_fill_value(index, offset)
+                raise index.unset_error(offset)
             values = decode_chunk(stored, steps, index)
             read += stored is not None
             inflated += stored is not None and not index.stored_raw(stored[0])
@@ -223,8 +223,9 @@ def decode_chunk(
     """Turn a gzip chunk's stored bytes into its values (its fill value if None).
 
     As HDF5 decodes it: inflated unless its filter mask skips the gzip
-    filter (bit 0; the other bits name no filter of the pipeline), and
-    never inflated past the chunk's size.
+    filter (the pipeline's last), never past the chunk's size, then
+    unshuffled if the pipeline shuffles and the mask does not skip that
+    (bit 0); bits past the pipeline name no filter.
     """
     dtype = index.dtype
     if stored is None:  # never written: HDF5 reads its fill value
@@ -232,18 +233,20 @@ def decode_chunk(
     filter_mask, data = stored
     size = math.prod(chunk_shape) * dtype.itemsize
     try:
-        data = data if index.stored_raw(filter_mask) else inflate(data, size)
+        if not filter_mask & index.gzip_skipped:
+            data = inflate(data, size)
+        if index.shuffled and not filter_mask & 1:
+            data = _unshuffle(data, dtype.itemsize)
         return np.frombuffer(data, dtype=dtype).reshape(chunk_shape)
     except (*CodecError, ValueError) as err:
         raise ActFileError(f"{index.dataset.file.filename!r}: cannot read layer "
                            f"{layer_name(index.dataset)!r} (damaged chunk: {err})") from None
 
 
-def no_fill_value(index: ChunkIndex, offset: tuple[int, ...]) -> ActFileError:
-    """Make the error for a chunk never written in a layer without a fill value."""
-    # HDF5 would read such a chunk from uninitialised memory
-    return ActFileError(f"{index.where}: the chunk at {offset} was never written and "
-                        f"{index.unset}, so it holds no values")
+def _unshuffle(data: bytes | np.ndarray, itemsize: int) -> np.ndarray:
+    """Undo HDF5's byte shuffle: the k-th bytes of all values were stored together."""
+    planes = np.frombuffer(data, dtype=np.uint8).reshape(itemsize, -1)
+    return np.ascontiguousarray(planes.T)
 
 
 def read_box(source: h5py.Dataset, box: tuple[slice, ...],

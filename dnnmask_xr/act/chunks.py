@@ -37,13 +37,12 @@ import h5py
 import numpy as np
 
 from dnnmask_xr.act._interrupt import check_interrupt, interruptible
-from dnnmask_xr.act.chunk_index import ChunkIndex
+from dnnmask_xr.act.chunk_index import ChunkIndex, layer_index
 from dnnmask_xr.act.chunk_read import (
     IN_FLIGHT_PER_THREAD,
     decode_chunk,
     fill_from_chunks,
     layer_name,
-    no_fill_value,
 )
 from dnnmask_xr.act.chunk_read import size_text as _size
 from dnnmask_xr.act.chunking import (
@@ -172,9 +171,8 @@ def write_selection(sink: Sink, selection: FileSelection, budget: Budget) -> Lay
         return report
     with _reading(source):
         chunked = source.chunks is not None
-    index = None
+    index = layer_index(source)
     if chunked:
-        index = ChunkIndex(source)
         _check_chunk_fits(source, budget)
     gzip_chunks = index is not None and index.level is not None
     if gzip_chunks:
@@ -191,7 +189,8 @@ def write_selection(sink: Sink, selection: FileSelection, budget: Budget) -> Lay
     if chunked and _is_identity(selection.positions[0], source.shape[0]):
         stimulus_step = source.chunks[0]
     target = _create_output(sink, shape, dtype, stimulus_step)
-    _reencode(selection, target, budget, report, index if gzip_chunks else None)
+    _reencode(selection, target, budget, report,
+              index if index is not None and index.decoded_here else None)
     return report
 
 
@@ -274,8 +273,9 @@ def _copy_chunks(
     # a chunk the input never wrote reads as its fill value: an output that
     # could not take that fill value gets the chunk written out
     unwritten = None
-    if index.fillvalue is not None and not np.array_equal(np.asarray(target.fillvalue),
-                                                          np.asarray(index.fillvalue)):
+    # compared bit for bit: -0.0 equals 0.0, and NaNs never equal
+    if index.fillvalue is not None and (np.asarray(target.fillvalue, source.dtype).tobytes()
+                                        != np.asarray(index.fillvalue, source.dtype).tobytes()):
         unwritten = (0, deflate(np.full(steps, index.fillvalue, dtype=source.dtype).data))
     # per axis, for each output chunk: where it is read, where it goes, and
     # how much of the layer it holds (edge chunks are short); the loop below
@@ -290,7 +290,7 @@ def _copy_chunks(
         stored = index.read(offset)
         report.chunks_read += stored is not None
         if stored is None and index.fillvalue is None:
-            raise no_fill_value(index, offset)
+            raise index.unset_error(offset)
         stored = stored or unwritten
         if stored is not None:
             filter_mask, data = stored

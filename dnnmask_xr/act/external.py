@@ -83,27 +83,67 @@ def check_storage(dataset: h5py.Dataset, name: str, where: str, allow_external: 
         walk.storage(dataset, f"{where}:", f"layer {name!r}", depth=0)
 
 
+def check_objects(root: h5py.File, where: str, allow_external: bool) -> None:
+    """Check every object of ``root``, in groups at any depth, as layers are checked.
+
+    For files whose layers live in groups (``.nc``): a link or a
+    dataset's storage that reads another file is refused unless
+    ``allow_external``, and then followed to the end as
+    :func:`check_link` and :func:`check_storage` follow a layer.
+
+    Raises
+    ------
+    ActFileError
+        As :func:`check_link` and :func:`check_storage` do, naming the object.
+    """
+    with _Walk(allow_external) as walk:
+        _walk_objects(walk, root, where)
+
+
 def files_read(root: h5py.File) -> frozenset[str]:
-    """Name every other file the root objects of ``root`` read from, at every depth.
+    """Name every other file the objects of ``root`` read from, at every depth.
 
     External links' target files, virtual datasets' source files and
-    external raw storage files, followed as HDF5 follows them (checked as
-    with ``allow_external``, so no FIFO is opened); a pointer that cannot
-    be followed is passed over (reading it fails in one line). The names
-    are paths as HDF5 resolves them (relative ones from the working
-    directory).
+    external raw storage files, of objects in groups at any depth too,
+    followed as HDF5 follows them (checked as with ``allow_external``, so
+    no FIFO is opened); a pointer that cannot be followed is passed over
+    (reading it fails in one line). The names are paths as HDF5 resolves
+    them (relative ones from the working directory).
     """
-    names: list[bytes] = []
-    root.id.links.iterate(names.append)
     with _Walk(allow=True, lenient=True) as walk:
-        for raw in names:
-            name = raw.decode("utf-8", "replace")
-            what = f"{root.filename!r}: root object {name!r}"
-            with contextlib.suppress(ActFileError):
-                node = walk.follow(root, name, what, named=True)
-                if isinstance(node, h5py.Dataset):
-                    walk.storage(node, f"{root.filename!r}:", f"layer {name!r}", depth=0)
+        _walk_objects(walk, root, repr(root.filename))
         return frozenset(walk.files)
+
+
+def _walk_objects(walk: _Walk, root: h5py.File, where: str) -> None:
+    """Follow every link in ``root`` (groups' at any depth), then each dataset's storage."""
+    links: list[tuple[bytes, int]] = []
+    # HDF5 visits groups through hard links only: soft and external links
+    # are listed, not entered, so the walk follows them itself
+    root.id.links.visit(lambda name, info: links.append((name, info.type)), info=True)
+    for raw, kind in links:
+        name = raw.decode("utf-8", "replace")
+        what = f"{where}: object {name!r}"
+        try:
+            if kind == h5py.h5l.TYPE_HARD and not _reads_elsewhere(root, raw):
+                continue  # stored here: nothing to follow (most objects, quickly)
+            node = walk.follow(root, name, what, named=True)
+            if isinstance(node, h5py.Dataset):
+                walk.storage(node, f"{where}:", f"object {name!r}", depth=0)
+        except ActFileError:
+            if not walk.lenient:
+                raise
+
+
+def _reads_elsewhere(root: h5py.File, name: bytes) -> bool:
+    """Tell whether the object hard-linked at ``name`` is a dataset stored in other files."""
+    try:
+        if h5py.h5o.get_info(root.id, name=name).type != h5py.h5o.TYPE_DATASET:
+            return False
+        plist = h5py.h5d.open(root.id, name).get_create_plist()
+    except (KeyError, OSError, RuntimeError, ValueError):
+        return True  # let the walk say what is wrong with it
+    return plist.get_layout() == h5py.h5d.VIRTUAL or plist.get_external_count() > 0
 
 
 class _Walk:

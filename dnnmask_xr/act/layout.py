@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import h5py
 import numpy as np
 
-from dnnmask_xr.act.external import check_link, check_storage
+from dnnmask_xr.act.external import check_link, check_storage, files_read
 from dnnmask_xr.errors import ActFileError
 
 DIMS: tuple[str, str, str, str] = ("stimulus", "channel", "row", "column")
@@ -272,13 +272,22 @@ class FileIdentity(NamedTuple):
 
     A file replaced by a rename (what ``dnn_mask`` and ``save_act`` do to an
     existing output) has another inode; one rewritten in place, another size
-    or modification time. The device is left out: machines that mount one
-    share (a dask cluster's workers) see the same file on different devices.
+    or modification time. The status change time is kept too: no program
+    can set it, so a rewrite whose modification time is set back (``os.utime``,
+    ``cp -p``, ``rsync -t``) still shows; it also moves when the file's
+    permissions or links change, which is then refused as a change too.
+    The device is left out: machines that mount one share (a dask cluster's
+    workers) see the same file on different devices.
     """
 
     inode: int
     size: int
     mtime_ns: int
+    ctime_ns: int
+
+
+#: The other files a layer reads from (``allow_external``), each as it was at open.
+SourceFiles = tuple[tuple[str, FileIdentity], ...]
 
 
 def file_identity(where: str) -> FileIdentity:
@@ -298,7 +307,38 @@ def file_identity(where: str) -> FileIdentity:
 
 
 def _identity(status: os.stat_result) -> FileIdentity:
-    return FileIdentity(status.st_ino, status.st_size, status.st_mtime_ns)
+    return FileIdentity(status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+
+
+def source_files(where: str, identity: FileIdentity) -> SourceFiles:
+    """Identify every other file the layers of ``where`` read from, at every depth.
+
+    HDF5 opens them again by name at each read (a virtual dataset's
+    sources, external links' targets, external raw storage), so each read
+    checks them (:meth:`HeldFile.hold`), where the file itself is checked
+    when it is opened again.
+
+    Raises
+    ------
+    ActFileError
+        If ``where`` is not the file ``identity`` describes.
+    """
+    with open_file(where, identity=identity) as root:
+        files = sorted(files_read(root))
+    return tuple((file, file_identity(file)) for file in files)
+
+
+def _check_sources(sources: SourceFiles, where: str) -> None:
+    for file, identity in sources:
+        try:
+            same = _identity(os.stat(file)) == identity
+        except OSError:
+            same = False
+        if not same:
+            raise ActFileError(f"{where!r}: {file!r}, which its layers read from, changed "
+                               "since the file was opened (it was replaced, rewritten or "
+                               "removed), so its values no longer match the labels read then; "
+                               "open the file again to read what it holds now") from None
 
 
 class HeldFile(h5py.File):
@@ -317,12 +357,22 @@ class HeldFile(h5py.File):
         self._guard = threading.Lock()
         self._holders = 0
         self._closing = False
+        self.sources: SourceFiles = ()
 
     def hold(self) -> bool:
-        """Hold the file open; False if it is closed or closing (open it again)."""
+        """Hold the file open; False if it is closed or closing (open it again).
+
+        Raises
+        ------
+        ActFileError
+            If a file its layers read from (:attr:`sources`) changed since
+            the file was first opened.
+        """
         with self._guard:
             if self._closing or not self.id.valid:
                 return False
+            if self.sources:
+                _check_sources(self.sources, self.filename)
             self._holders += 1
             return True
 
@@ -347,7 +397,8 @@ class HeldFile(h5py.File):
         super().close()
 
 
-def open_file(where: str, mode: str = "r", identity: FileIdentity | None = None) -> HeldFile:
+def open_file(where: str, mode: str = "r", identity: FileIdentity | None = None,
+              sources: SourceFiles = ()) -> HeldFile:
     """Open an ``.act.h5`` file for reading, even while another process writes it.
 
     HDF5's default locking comes first: within a process HDF5 shares one
@@ -371,6 +422,9 @@ def open_file(where: str, mode: str = "r", identity: FileIdentity | None = None)
         (after a close, or after xarray's cache closed it) or in a dask
         worker, so that values are never read from another file under
         the labels read from the first.
+    sources
+        The other files its layers read from (:func:`source_files`), which
+        every read of the opened file checks (:meth:`HeldFile.hold`).
 
     Raises
     ------
@@ -386,8 +440,10 @@ def open_file(where: str, mode: str = "r", identity: FileIdentity | None = None)
     if identity is not None and _opened_identity(root, where) != identity:
         root.close()
         raise ActFileError(f"{where!r} changed since it was opened (it was replaced or "
-                           "rewritten), so its values no longer match the labels read then; "
-                           "open it again to read what it holds now") from None
+                           "rewritten, or its permissions changed), so its values may no "
+                           "longer match the labels read then; open it again to read what it "
+                           "holds now") from None
+    root.sources = sources
     return root
 
 

@@ -28,6 +28,7 @@ import errno
 import os
 import re
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -472,6 +473,13 @@ def write_failure(err: BaseException) -> str | None:
     return " ".join(text.split())
 
 
+#: The errors kept for each write under way, by the thread writing (see below).
+_KEPT: dict[int, list[BaseException]] = {}
+_KEPT_LOCK = threading.Lock()
+#: The program's own hook, put back when the last write under way ends.
+_PROGRAM_HOOK: list[Callable[[Any], object]] = []
+
+
 @contextlib.contextmanager
 def _ignored_hdf5_errors() -> Iterator[list[BaseException]]:
     """Collect the errors h5py can only hand to Python's "Exception ignored" printer.
@@ -479,19 +487,45 @@ def _ignored_hdf5_errors() -> Iterator[list[BaseException]]:
     h5py closes HDF5 objects when Python frees them; a write that fails
     then (a full disk) is not raised but printed, raw, on stderr. Here it is
     kept instead, for the writer to raise once the file is closed.
+
+    Writes in several threads at once share one hook, installed by the
+    first and removed by the last (each saving and restoring its own would
+    leave one installed for good when they end out of order). An error is
+    kept for the write of the thread that freed the object, or, freed on
+    another thread (the garbage collector's), for every write under way:
+    failing a good write is better than passing a broken one.
     """
     ignored: list[BaseException] = []
-    previous = sys.unraisablehook
-
-    def keep(unraisable: Any) -> None:
-        if isinstance(unraisable.exc_value, OSError | RuntimeError):
-            ignored.append(unraisable.exc_value)
-        elif not isinstance(unraisable.exc_value, Interrupted):
-            # a signal is also recorded, and raised at the writer's next check
-            previous(unraisable)
-
-    sys.unraisablehook = keep
+    me = threading.get_ident()
+    with _KEPT_LOCK:
+        if not _KEPT:
+            _PROGRAM_HOOK[:] = [sys.unraisablehook]
+            sys.unraisablehook = _keep_unraisable
+        outer = _KEPT.get(me)
+        _KEPT[me] = ignored
     try:
         yield ignored
     finally:
-        sys.unraisablehook = previous
+        with _KEPT_LOCK:
+            if outer is None:
+                del _KEPT[me]
+            else:  # a write within a write (a progress callback that saves)
+                _KEPT[me] = outer
+            if not _KEPT and sys.unraisablehook is _keep_unraisable:
+                # a hook the program set meanwhile is left in place
+                sys.unraisablehook = _PROGRAM_HOOK[0]
+
+
+def _keep_unraisable(unraisable: Any) -> None:
+    error = unraisable.exc_value
+    if isinstance(error, Interrupted):
+        return  # a signal is also recorded, and raised at the writer's next check
+    if isinstance(error, OSError | RuntimeError):
+        with _KEPT_LOCK:
+            mine = _KEPT.get(threading.get_ident())
+            writes = [mine] if mine is not None else list(_KEPT.values())
+        for kept in writes:
+            kept.append(error)
+        if writes:
+            return
+    _PROGRAM_HOOK[0](unraisable)
