@@ -195,6 +195,75 @@ def _percent_named(folder: Path) -> Path:
     return _other_file(folder).rename(folder / "other%%.h5")
 
 
+def _non_utf8_soft_link(folder: Path) -> Path:
+    """A file whose /conv is a soft link to ``/g/x\\xff``; a decoy at ``/g/x\\ufffd``.
+
+    Decoded with replacement characters, the link leads to the decoy; HDF5
+    follows the bytes, to a virtual dataset over a FIFO.
+    """
+    other = folder / "o.h5"
+    os.mkfifo(folder / "pipe")
+    _add_virtual(other, "w", "g/x\ufffd", _other_file(folder), (N_STIMULI, 3, 2, 2))
+    layout = h5py.VirtualLayout(shape=(N_STIMULI, 3, 2, 2), dtype="f4")
+    layout[:] = h5py.VirtualSource("pipe", "conv", shape=(N_STIMULI, 3, 2, 2))
+    with h5py.File(other, "a") as root:
+        root["g"].create_virtual_dataset("placeholder", layout, fillvalue=-1)
+        root["g"][b"x\xff"] = root["g/placeholder"]
+        root.id.links.create_soft(b"conv", b"/g/x\xff")
+    return other
+
+
+def _non_utf8_target(folder: Path) -> Path:
+    """A file linking to ``x\\xff.h5``, a FIFO; a good decoy at ``x\\ufffd.h5``."""
+    os.mkfifo(os.fsencode(folder) + b"/x\xff.h5")
+    _other_file(folder).rename(folder / "x\ufffd.h5")
+    path = _dnnbrain_file(folder / "in.act.h5")
+    with h5py.File(path, "a") as root:
+        root.id.links.create_external(b"elsewhere", b"x\xff.h5", b"/conv")
+    return path
+
+
+def _non_utf8_source(folder: Path) -> Path:
+    """A virtual layer over ``x\\xff.h5``, a name h5py cannot even decode."""
+    path = _dnnbrain_file(folder / "in.act.h5")
+    shape = (N_STIMULI, 3, 2, 2)
+    plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    space = h5py.h5s.create_simple(shape)
+    plist.set_virtual(space, b"x\xff.h5", b"conv", h5py.h5s.create_simple(shape))
+    with h5py.File(path, "a") as root:
+        h5py.h5d.create(root.id, b"mapped", h5py.h5t.NATIVE_FLOAT, space, dcpl=plist)
+    return path
+
+
+def _soft_chain(count: int):
+    """A file whose /conv is reached through ``count`` soft links, after the link to it."""
+    def build(folder: Path) -> Path:
+        chain = folder / "chain.h5"
+        with h5py.File(chain, "w") as root:
+            root["s0"] = np.arange(N_STIMULI * 12, dtype="f4").reshape(N_STIMULI, 3, 2, 2)
+            for i in range(1, count + 1):
+                root[f"s{i}"] = h5py.SoftLink(f"/s{i - 1}")
+        mid = folder / "mid.h5"
+        with h5py.File(mid, "w") as root:
+            root["conv"] = h5py.ExternalLink(chain.name, f"/s{count}")
+        return mid
+    return build
+
+
+def _unlimited_mapping(folder: Path) -> Path:
+    """A virtual layer mapping every other stimulus of a source, without end."""
+    shape = (N_STIMULI, 3, 2, 2)
+    with h5py.File(folder / "other.h5", "w") as root:
+        root.create_dataset("conv", data=np.ones(shape, "f4"), maxshape=(None, 3, 2, 2))
+    path = _dnnbrain_file(folder / "in.act.h5")
+    layout = h5py.VirtualLayout(shape, "f4", maxshape=(None, 3, 2, 2))
+    source = h5py.VirtualSource("other.h5", "conv", shape=shape, maxshape=(None, 3, 2, 2))
+    layout[0:h5py.h5s.UNLIMITED:2] = source[0:h5py.h5s.UNLIMITED]
+    with h5py.File(path, "a") as root:
+        root.create_virtual_dataset("mapped", layout, fillvalue=-1)
+    return path
+
+
 def _relative(make: Callable[[Path], Path]) -> Callable[[Path], str]:
     """Make a file in the folder and name it by its name alone."""
     return lambda folder: make(folder).name
@@ -364,6 +433,33 @@ CASES: dict[str, Case] = {
     "virtual-of-a-percent-named-source-allowed": Case(
         _virtual(_percent_named), ("-layer", "mapped", "--allow-external"),
         error=(r"layer 'mapped' is a virtual dataset", r"printf patterns"), may_hang=True),
+    # names checked as HDF5 reads them: bytes that are not UTF-8, a trailing "/"
+    "external-link-to-a-non-utf8-soft-link-allowed": Case(
+        _with_external_link(_non_utf8_soft_link), ("-layer", "elsewhere", "--allow-external"),
+        error=(r"o\.h5:/conv' is a soft link to b'/g/x\\xff'", r"not UTF-8"), may_hang=True),
+    "external-link-to-a-non-utf8-file-allowed": Case(
+        _non_utf8_target, ("-layer", "elsewhere", "--allow-external"),
+        error=(r"'elsewhere' is an external link to b'x\\xff\.h5'", r"not UTF-8"),
+        may_hang=True),
+    "virtual-of-a-non-utf8-source": Case(
+        _non_utf8_source, ("-layer", "mapped"),
+        error=(r"layer 'mapped' is a virtual dataset", r"not UTF-8")),
+    "virtual-of-a-non-utf8-source-allowed": Case(
+        _non_utf8_source, ("-layer", "mapped", "--allow-external"),
+        error=(r"layer 'mapped' is a virtual dataset", r"not UTF-8")),
+    "virtual-of-a-source-named-with-a-trailing-slash-allowed": Case(
+        _virtual(lambda folder: f"{_other_file(folder).name}/"),
+        ("-layer", "mapped", "--allow-external"),
+        error=(r"layer 'mapped' is a virtual dataset", r"other\.h5/' cannot be read")),
+    # HDF5 follows 16 links in one path, soft and external alike
+    "virtual-of-a-link-and-16-soft-links-allowed": Case(
+        _virtual(_soft_chain(16)), ("-layer", "mapped", "--allow-external"),
+        error=(r"layer 'mapped' is a virtual dataset", r"more than 16 soft links")),
+    "virtual-of-a-link-and-15-soft-links-allowed": Case(
+        _virtual(_soft_chain(15)), ("-layer", "mapped", "--allow-external")),
+    "virtual-with-an-unlimited-mapping-allowed": Case(
+        _unlimited_mapping, ("-layer", "mapped", "--allow-external"),
+        error=(r"layer 'mapped' is a virtual dataset", r"unlimited mapping")),
     "virtual-loop-allowed": Case(_virtual_loop, ("-layer", "conv", "--allow-external"),
                                  error=(r"layer 'mapped' is a virtual dataset", r"loop")),
     # HDF5's prefix variables would make it read other files than the ones checked

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from pathlib import Path
 from types import TracebackType
 
 import h5py
@@ -122,9 +121,9 @@ def _walk_objects(walk: _Walk, root: h5py.File, where: str) -> None:
     # are listed, not entered, so the walk follows them itself
     root.id.links.visit(lambda name, info: links.append((name, info.type)), info=True)
     for raw, kind in links:
-        name = raw.decode("utf-8", "replace")
-        what = f"{where}: object {name!r}"
+        what = f"{where}: object {raw!r}"
         try:
+            name = _text(raw, what, "is named")
             if kind == h5py.h5l.TYPE_HARD and not _reads_elsewhere(root, raw):
                 continue  # stored here: nothing to follow (most objects, quickly)
             node = walk.follow(root, name, what, named=True)
@@ -200,23 +199,27 @@ class _Walk:
                 if soft_left == 0:
                     raise ActFileError(_lead(what, subject, f"is a chain of more than "
                                              f"{_MOST_SOFT_LINKS} soft links (a loop?)"))
-                target = node.id.links.get_val(part.encode()).decode("utf-8", "replace")
+                target = _text(node.id.links.get_val(part.encode()),
+                               _lead(what, subject, "is a soft link"), "to")
                 found = self.follow(node, target, what, named=last, depth=depth,
                                     soft_left=soft_left - 1)
                 if found is None:
                     return None
                 node = found
             elif kind == h5py.h5l.TYPE_EXTERNAL:
+                if soft_left == 0:
+                    raise ActFileError(_lead(what, subject, f"is a link past the "
+                                             f"{_MOST_SOFT_LINKS} HDF5 follows in one path"))
                 node = self._external(node, part, _lead(what, subject, "is an external link"),
-                                      depth)
+                                      soft_left - 1, depth)
             else:
                 raise ActFileError(_lead(what, subject, f"is a user-defined HDF5 link (type "
                                          f"{kind}); layers are datasets stored in the file"))
         return node
 
-    def _external(self, group: h5py.Group, link: str, what: str, depth: int,
+    def _external(self, group: h5py.Group, link: str, what: str, soft_left: int, depth: int,
                   ) -> h5py.Group | h5py.Dataset:
-        file, path = (part.decode("utf-8", "replace")
+        file, path = (_text(part, what, "to")
                       for part in group.id.links.get_val(link.encode()))
         what = f"{what} to {f'{file}:{path}'!r}"
         if not self.allow:
@@ -224,7 +227,10 @@ class _Walk:
         self._no_prefix("HDF5_EXT_PREFIX", b"", what)
         _within_depth(depth, what)
         target = self._open(_beside(group.file, file), what)
-        node = self.follow(target, path, what, named=False, depth=depth + 1)
+        # HDF5 counts the links of one path across files: soft ones and
+        # external ones alike, at most 16
+        node = self.follow(target, path, what, named=False, depth=depth + 1,
+                           soft_left=soft_left)
         if node is None:
             raise ActFileError(f"{what}, but {file!r} has no object {path!r}")
         return node
@@ -241,8 +247,13 @@ class _Walk:
         plist = dataset.id.get_create_plist()
         layout = plist.get_layout()
         if layout == h5py.h5d.VIRTUAL:
-            sources = [(plist.get_virtual_filename(i), plist.get_virtual_dsetname(i))
-                       for i in range(plist.get_virtual_count())]
+            try:
+                sources = [(plist.get_virtual_filename(i), plist.get_virtual_dsetname(i))
+                           for i in range(plist.get_virtual_count())]
+            except UnicodeDecodeError:
+                raise ActFileError(f"{what} {subject} is a virtual dataset whose source names "
+                                   "hold bytes that are not UTF-8 text, which are not "
+                                   "followed") from None
             shown = ", ".join(f"{file}:{path}" for file, path in sources[:3])
             more = f" and {len(sources) - 3} more" if len(sources) > 3 else ""
             lead = f"{what} {subject} is a virtual dataset of {shown}{more}"
@@ -294,12 +305,17 @@ class _Walk:
         except (OSError, RuntimeError, ValueError) as err:
             raise ActFileError(f"{what}, but dataset {path!r} of {file!r} cannot be read "
                                f"({err})") from None
-        if not _covers(shape, plist, index):
+        try:
+            covered = _covers(shape, plist, index)
+        except (RuntimeError, ValueError, OSError):  # an unlimited mapping has no bounds
+            raise ActFileError(f"{what}, but its mapping {index} has no fixed bounds (an "
+                               "unlimited mapping); only fixed mappings are followed") from None
+        if not covered:
             raise ActFileError(f"{what}, but dataset {path!r} of {file!r} (shape {shape}) "
                                "is smaller than its mapping")
         self.storage(source, f"{what}, and", repr(f"{file}:{path}"), depth + 1)
 
-    def _open(self, path: Path, what: str) -> h5py.File:
+    def _open(self, path: str, what: str) -> h5py.File:
         """Open another file the chain leads to, once checked to be a regular file."""
         key = os.path.realpath(path)
         if key in self._opened:
@@ -353,13 +369,29 @@ def _link_kind(group: h5py.Group, link: str) -> int | None:
         return None
 
 
-def _beside(root: h5py.File, file: str) -> Path:
-    """Say where HDF5 finds a relative external file: beside the file naming it."""
-    named = Path(file)
-    return named if named.is_absolute() else Path(root.filename).parent / named
+def _beside(root: h5py.File, file: str) -> str:
+    """Say where HDF5 finds a relative external file: beside the file naming it.
+
+    Joined as text, not as a ``Path``, which would drop a trailing ``/`` or
+    ``/.`` that HDF5 keeps (and then fails to open, giving fill values).
+    """
+    return os.path.join(os.path.dirname(root.filename), file)
 
 
-def _check_target(path: Path, what: str) -> int:
+def _text(raw: bytes, what: str, verb: str) -> str:
+    """Decode a name stored in a file, refusing bytes that are not UTF-8.
+
+    Decoded with replacement characters, the name checked would not be the
+    one HDF5 follows.
+    """
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ActFileError(f"{what} {verb} {raw!r}, which is not UTF-8 text; such names are "
+                           "not followed") from None
+
+
+def _check_target(path: str, what: str) -> int:
     """Check that ``path`` is a regular file without opening it; return its size."""
     try:
         found = os.stat(path)
@@ -398,7 +430,7 @@ def _check_segments(segments: list[tuple[bytes, int, int]], needed: int, what: s
         if needed <= 0:
             break
         # HDF5 resolves these names from the working directory, as open() does
-        target = Path(os.fsdecode(file))
+        target = os.fsdecode(file)
         length = _check_target(target, what)
         files.append(str(target))
         wanted = needed if size == h5py.h5f.UNLIMITED else min(size, needed)
