@@ -40,7 +40,7 @@ from routes import READ_ROUTES
 
 import dnnmask_xr.act.chunk_read
 import dnnmask_xr.lazy
-from dnnmask_xr import ActFileError, open_act, set_options
+from dnnmask_xr import ActFileError, open_act, save_act, set_options
 
 SUFFIXES = (".act.h5", ".nc")
 #: The lazy ways of reading a layer: ``.values``, and dask on each scheduler.
@@ -248,6 +248,28 @@ def test_a_layer_with_fill_time_never_and_every_chunk_written_is_copied_exactly(
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
     with h5py.File(path, "r") as source, h5py.File(out, "r") as copy:
         assert layer_dataset(copy, "conv")[()].tobytes() == source["conv"][()].tobytes()
+
+
+@pytest.mark.parametrize("route", ["command", "save_act"])
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_chunks_never_written_keep_a_negative_zero_fill_value_bit_for_bit(
+        route: str, suffix: str, tmp_path: Path):
+    path = tmp_path / "zero.act.h5"
+    with h5py.File(path, "w") as root:
+        layer = root.create_dataset("conv", SHAPE, "f4", chunks=CHUNKS, compression="gzip",
+                                    fillvalue=-0.0)
+        layer[0] = 1  # the other chunks are never written: they read as -0.0
+        expected = layer[()]
+    assert np.signbit(expected[1:]).all()
+    out = tmp_path / f"out{suffix}"
+    if route == "command":
+        done = _run("command", path, ("-layer", "conv"), out)
+        assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    else:
+        with open_act(path) as acts:
+            save_act(acts, out)
+    with h5py.File(out, "r") as root:  # -0.0 == 0.0: compared as bytes
+        assert layer_dataset(root, "conv")[()].tobytes() == expected.tobytes()
 
 
 # -- 11. inflating stops at the chunk's size --------------------------------------------------

@@ -14,6 +14,7 @@ open their input once per run, so they have no reopen to check.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -71,6 +72,16 @@ def rewrite_in_place(path: Path) -> None:
         layers[0][0] = 0
 
 
+def rewrite_keeping_mtime(path: Path) -> None:
+    """Write a file's bytes again where they are, then set its times back, as
+    ``cp -p`` or ``rsync -t`` would: inode, size and mtime all as they were."""
+    status = path.stat()
+    path.write_bytes(path.read_bytes())
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert (path.stat().st_ino, path.stat().st_size, path.stat().st_mtime_ns) == (
+        status.st_ino, status.st_size, status.st_mtime_ns)
+
+
 #: What may replace the file: the issue's fewer stimuli of another dtype, a file
 #: alike in everything but its values (so the check is not on shapes), and the
 #: same file with values changed in place (its mtime then differs from the one
@@ -79,6 +90,7 @@ REPLACEMENTS: dict[str, Callable[[Path], object]] = {
     "fewer-stimuli-float64": lambda path: make(path, values(9, (2, *SHAPE[1:]), "float64")),
     "same-shape-other-values": lambda path: make(path, values(9)),
     "rewritten-in-place": rewrite_in_place,
+    "rewritten-in-place-with-its-mtime-set-back": rewrite_keeping_mtime,
 }
 
 
@@ -283,3 +295,119 @@ def test_a_small_file_cache_never_closes_a_file_a_save_reads(tmp_path, suffix):
     with open_act(out) as saved:
         for name, data in arrays.items():
             np.testing.assert_array_equal(saved[name].values, data)
+
+
+def test_a_file_opened_by_a_relative_path_is_reopened_after_a_change_of_folder(
+        tmp_path, monkeypatch):
+    make(tmp_path / "x.act.h5", data := values(1))
+    (tmp_path / "elsewhere").mkdir()
+    make(tmp_path / "elsewhere" / "x.act.h5", values(9))  # what the relative path finds later
+    monkeypatch.chdir(tmp_path)
+    acts = open_act("x.act.h5")
+    acts.close()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert acts["conv"].values.tobytes() == data.tobytes()
+
+
+# -- files a layer reads from (allow_external) ------------------------------------------------
+
+def _source(path: Path, data: np.ndarray) -> None:
+    """Put an HDF5 file with /conv at ``path``: written beside it, renamed over it."""
+    with h5py.File(path.with_name(".staged.h5"), "w") as root:
+        root["conv"] = data
+    os.replace(path.with_name(".staged.h5"), path)
+
+
+def _raw(path: Path, data: np.ndarray) -> None:
+    data.tofile(path.with_name(".staged.bin"))
+    os.replace(path.with_name(".staged.bin"), path)
+
+
+#: How a layer reads another file: the file it reads, how to write that file, and
+#: how the layer points to it.
+POINTERS = {
+    "raw-storage": ("raw.bin", _raw,
+                    lambda root, data: root.create_dataset(
+                        "conv", SHAPE, "f4", external=[("raw.bin", 0, data.nbytes)])),
+    "virtual": ("src.h5", _source,
+                lambda root, data: root.create_virtual_dataset("conv", _mapping(), fillvalue=0)),
+    "external-link": ("src.h5", _source,
+                      lambda root, data: root.__setitem__(
+                          "conv", h5py.ExternalLink("src.h5", "conv"))),
+}
+
+
+def _mapping() -> h5py.VirtualLayout:
+    layout = h5py.VirtualLayout(shape=SHAPE, dtype="f4")
+    layout[...] = h5py.VirtualSource("src.h5", "conv", shape=SHAPE)
+    return layout
+
+
+def _pointing(folder: Path, pointer: str, data: np.ndarray, suffix: str) -> Path:
+    """An input whose layer reads ``data`` from another file, through ``pointer``."""
+    name, write, point = POINTERS[pointer]
+    write(folder / name, data)
+    path = folder / "main.act.h5"
+    with h5py.File(path, "w") as root:
+        point(root, data)
+        encode_stimulus(root.attrs, np.arange(1, SHAPE[0] + 1), {}, {})
+    if suffix == ".nc":
+        # the .nc file's layer variable made to point the same way
+        with open_act(path, allow_external=True) as acts:
+            save_act(acts, folder / "main.nc")
+        with h5py.File(folder / "main.nc", "a") as root:
+            variable = root["conv/conv"]
+            attrs, scales = dict(variable.attrs), [list(dim.values()) for dim in variable.dims]
+            del root["conv/conv"]
+            point(root["conv"], data)
+            for key, value in attrs.items():
+                if key != "DIMENSION_LIST":
+                    root["conv/conv"].attrs[key] = value
+            for axis, found in enumerate(scales):
+                for scale in found:
+                    root["conv/conv"].dims[axis].attach_scale(scale)
+        path = folder / "main.nc"
+    return path
+
+
+@pytest.mark.parametrize("closed", [True, False], ids=["closed", "open"])
+@pytest.mark.parametrize("change", ["replaced", "removed"])
+@pytest.mark.parametrize("read", ["values", "dask-processes", "save_act-.nc"])
+@pytest.mark.parametrize("pointer", POINTERS)
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_file_a_layer_reads_from_that_changed_is_refused(
+        tmp_path, monkeypatch, suffix, pointer, read, change, closed):
+    monkeypatch.chdir(tmp_path)  # raw storage is found from the working folder
+    path = _pointing(tmp_path, pointer, data := values(1), suffix)
+    out = tmp_path / "out"
+    out.mkdir()
+    how, read_values = READS[read]
+    acts = open_act(path, allow_external=True, cache=False, **how)
+    assert acts["conv"].values.tobytes() == data.tobytes()
+    if closed:
+        acts.close()
+    name, write, _ = POINTERS[pointer]
+    if change == "replaced":
+        write(tmp_path / name, values(9))
+    else:
+        (tmp_path / name).unlink()
+    with pytest.raises(ActFileError) as err:
+        read_values(acts, out)
+    message = str(err.value)
+    assert re.match(rf"^'[^']*{re.escape(path.name)}': '[^']*{re.escape(name)}', which its "
+                    r"layers read from, changed since the file was opened .*open the file "
+                    r"again to read what it holds now$", message), message
+    assert_nothing_written(out)
+    acts.close()
+
+
+@pytest.mark.parametrize("pointer", ["virtual", "external-link"])
+def test_an_nc_layer_that_reads_another_file_is_refused_unless_allowed(tmp_path, monkeypatch,
+                                                                         pointer):
+    monkeypatch.chdir(tmp_path)
+    path = _pointing(tmp_path, pointer, data := values(1), ".nc")
+    with pytest.raises(ActFileError, match=r"^'.*main\.nc': object 'conv/conv' is (a virtual "
+                                           r"dataset|an external link).*allow_external=True\)$"):
+        open_act(path)
+    with open_act(path, allow_external=True) as acts:
+        assert acts["conv"].values.tobytes() == data.tobytes()

@@ -121,7 +121,7 @@ def _walk_objects(walk: _Walk, root: h5py.File, where: str) -> None:
     # are listed, not entered, so the walk follows them itself
     root.id.links.visit(lambda name, info: links.append((name, info.type)), info=True)
     for raw, kind in links:
-        what = f"{where}: object {raw!r}"
+        what = f"{where}: object {raw.decode('utf-8', 'replace')!r}"
         try:
             name = _text(raw, what, "is named")
             if kind == h5py.h5l.TYPE_HARD and not _reads_elsewhere(root, raw):
