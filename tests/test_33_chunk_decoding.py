@@ -8,7 +8,8 @@
   a fill value is, never read as the fill value.
   Layers HDF5 decodes (lzf, fletcher32, no filter, contiguous) with such
   parts are refused whole, since HDF5 would give whatever memory held.
-- Byte-shuffled gzip layers are decoded here too, mask bit by mask bit.
+- Byte-shuffled and fletcher32-checked gzip layers are decoded here too,
+  mask bit by mask bit, a checksum that differs refused.
 - Inflating stops at the chunk's size: a stream that inflates to 512 MiB
   is refused having allocated no more than the chunk, behind a shuffle too.
 - Lazy reads refuse, in one line and before reading, chunks that do not
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import textwrap
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
@@ -125,24 +127,65 @@ def test_a_mask_bit_past_the_pipeline_is_ignored_and_bit_zero_skips_gzip(tmp_pat
         assert acts["conv"].values.tobytes() == data.tobytes()
 
 
-@pytest.mark.parametrize("dtype", ["f4", ">f8", "i1", "<u2", "f2"])
-def test_shuffled_gzip_chunks_are_decoded_as_hdf5_decodes_them_mask_bit_by_bit(
-        dtype: str, tmp_path: Path):
+def fletcher32(data: bytes) -> bytes:
+    """HDF5's Fletcher-32 of ``data`` as its filter appends it (H5checksum.c, line by line)."""
+    sum1 = sum2 = 0
+    words = len(data) // 2
+    at = 0
+    while words:
+        block = min(words, 360)
+        words -= block
+        for _ in range(block):
+            sum1 += (data[at] << 8) | data[at + 1]
+            at += 2
+            sum2 += sum1
+        sum1 = (sum1 & 0xFFFF) + (sum1 >> 16)
+        sum2 = (sum2 & 0xFFFF) + (sum2 >> 16)
+    if len(data) % 2:
+        sum1 += data[at] << 8
+        sum2 += sum1
+        sum1 = (sum1 & 0xFFFF) + (sum1 >> 16)
+        sum2 = (sum2 & 0xFFFF) + (sum2 >> 16)
+    sum1 = (sum1 & 0xFFFF) + (sum1 >> 16)
+    sum2 = (sum2 & 0xFFFF) + (sum2 >> 16)
+    return ((sum2 << 16) | sum1).to_bytes(4, "little")
+
+
+#: Pipelines the chunk reader decodes besides gzip alone: h5py's options.
+PIPELINES = {"shuffle-gzip": {"shuffle": True}, "gzip-fletcher32": {"fletcher32": True},
+             "shuffle-gzip-fletcher32": {"shuffle": True, "fletcher32": True}}
+
+
+def _encode(values: np.ndarray, options: dict, mask: int) -> bytes:
+    """Encode one chunk as HDF5's pipeline would, skipping the filters ``mask`` names."""
+    data, bit = values.tobytes(), 1
+    if options.get("shuffle"):
+        if not mask & bit:  # the k-th bytes of all values together
+            data = values.view("u1").reshape(-1, values.dtype.itemsize).T.tobytes()
+        bit <<= 1
+    if not mask & bit:
+        data = zlib.compress(data)
+    bit <<= 1
+    if options.get("fletcher32") and not mask & bit:
+        data += fletcher32(data)
+    return data
+
+
+@pytest.mark.parametrize("dtype", ["f4", ">f8", "i1", "f2"])
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_chunks_of_other_gzip_pipelines_are_decoded_as_hdf5_decodes_them_mask_bit_by_bit(
+        pipeline: str, dtype: str, tmp_path: Path):
+    options = PIPELINES[pipeline]
     data = np.random.default_rng(2).integers(0, 100, SHAPE).astype(dtype)
-    itemsize = data.dtype.itemsize
-    path = tmp_path / "shuffled.act.h5"
+    path = tmp_path / "piped.act.h5"
     with h5py.File(path, "w") as root:
         layer = root.create_dataset("conv", data=data, chunks=CHUNKS, compression="gzip",
-                                    shuffle=True)
-        # HDF5's shuffle by hand: the k-th bytes of all values together
-        planes = data.view("u1").reshape(SHAPE[0], -1, itemsize).transpose(0, 2, 1)
-        shuffled = [planes[i].tobytes() for i in range(SHAPE[0])]
-        layer.id.write_direct_chunk((0, 0, 0, 0), zlib.compress(data[0].tobytes()),
-                                    filter_mask=1)  # shuffle skipped, gzip applied
-        layer.id.write_direct_chunk((1, 0, 0, 0), shuffled[1], filter_mask=2)  # gzip skipped
-        layer.id.write_direct_chunk((2, 0, 0, 0), data[2].tobytes(), filter_mask=3)  # raw
-        layer.id.write_direct_chunk((3, 0, 0, 0), zlib.compress(shuffled[3]),
-                                    filter_mask=0xFFFFFFFC)  # bits past the pipeline
+                                    **options)
+        n_filters = 1 + len(options)
+        for stimulus, mask in enumerate([1, 2, (1 << n_filters) - 1, 0xFFFFFFFF << n_filters]):
+            layer.id.write_direct_chunk((stimulus, 0, 0, 0),
+                                        _encode(data[stimulus], options, mask),
+                                        filter_mask=mask & 0xFFFFFFFF)
     with h5py.File(path, "r") as root:  # what HDF5 decodes is the reference
         expected = root["conv"][()]
     np.testing.assert_array_equal(expected, data)
@@ -153,6 +196,30 @@ def test_shuffled_gzip_chunks_are_decoded_as_hdf5_decodes_them_mask_bit_by_bit(
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
     with h5py.File(tmp_path / "o.act.h5", "r") as root:
         assert layer_dataset(root, "conv")[()].tobytes() == expected[:, [1, 0]].tobytes()
+
+
+@pytest.mark.parametrize("how", ["values", "dask-threads", "command"])
+def test_a_chunk_whose_checksum_differs_is_refused_in_one_line(how: str, tmp_path: Path):
+    data = np.random.default_rng(3).integers(0, 100, SHAPE).astype("f4")
+    path = tmp_path / "damaged.act.h5"
+    with h5py.File(path, "w") as root:
+        layer = root.create_dataset("conv", data=data, chunks=CHUNKS, compression="gzip",
+                                    fletcher32=True)
+        stored = bytearray(layer.id.read_direct_chunk((2, 0, 0, 0))[1])
+        stored[-1] ^= 0xFF  # the checksum's last byte: the stream still inflates
+        layer.id.write_direct_chunk((2, 0, 0, 0), bytes(stored))
+    with h5py.File(path, "r") as root, pytest.raises(OSError):
+        root["conv"][()]  # HDF5 refuses it too
+    error = (r"damaged\.act\.h5'?: cannot read layer 'conv' \(damaged chunk: fletcher32 "
+             r"checksum does not match the chunk\)$")
+    if how == "command":
+        done = _run("command", path, ("-layer", "conv", "-chn", "2", "1"), tmp_path / "o.nc")
+        assert done.returncode == 1, done.stderr
+        assert_one_line_error(done.stderr, error)
+        assert not (tmp_path / "o.nc").exists()
+    else:
+        with pytest.raises(ActFileError, match=error):
+            _lazy_read(path, "conv", how)
 
 
 # -- 2. fill time "never" ---------------------------------------------------------------------
@@ -208,7 +275,7 @@ def test_chunks_never_written_with_fill_time_never_are_refused_by_lazy_reads(
 #: Layers HDF5 decodes (the chunk reader does not): h5py's storage options.
 HDF5_DECODED_KINDS = {
     "lzf": {"chunks": CHUNKS, "compression": "lzf"},
-    "fletcher32-gzip": {"chunks": CHUNKS, "compression": "gzip", "fletcher32": True},
+    "fletcher32": {"chunks": CHUNKS, "fletcher32": True},
     "unfiltered": {"chunks": CHUNKS},
     "contiguous": {},
 }
@@ -279,28 +346,44 @@ BOMB_CHUNKS = (1, 256, 32, 32)  # 1 MiB
 BOMB_BYTES = 512 * 2**20
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["gzip", "shuffle-gzip"])
-def bomb(request, tmp_path_factory) -> tuple[Path, Path]:
-    """A layer whose second chunk's stream inflates to 512 MiB, and a good file of its shape.
+#: Pipelines whose gzip streams the chunk reader inflates, as h5py's options.
+BOMB_PIPELINES = {"gzip": {}, "shuffle-gzip": {"shuffle": True},
+                  "gzip-fletcher32": {"fletcher32": True}}
 
-    Behind a byte shuffle too: HDF5 would inflate such a stream whole.
+
+@pytest.fixture(scope="module")
+def bombs(tmp_path_factory) -> Callable[[str], tuple[Path, Path]]:
+    """Make, once per pipeline, a layer whose second chunk's stream inflates to 512 MiB,
+    and a good file of its shape.
+
+    Behind a byte shuffle or before a checksum too: HDF5 would inflate such a
+    stream whole.
     """
-    folder = tmp_path_factory.mktemp("bomb")
     packer = zlib.compressobj(9)
     zeros = bytes(16 * 2**20)
     stream = b"".join(packer.compress(zeros) for _ in range(BOMB_BYTES // len(zeros)))
     stream += packer.flush()
-    paths = []
-    for name, second in (("bomb.act.h5", stream), ("good.act.h5", None)):
-        path = folder / name
-        with h5py.File(path, "w") as root:
-            layer = root.create_dataset("conv", data=np.ones(BOMB_SHAPE, "f4"),
-                                        chunks=BOMB_CHUNKS, compression="gzip",
-                                        shuffle=request.param)
-            if second is not None:
-                layer.id.write_direct_chunk((1, 0, 0, 0), second)
-        paths.append(path)
-    return paths[0], paths[1]
+    made: dict[str, tuple[Path, Path]] = {}
+
+    def bomb(pipeline: str) -> tuple[Path, Path]:
+        if pipeline in made:
+            return made[pipeline]
+        folder = tmp_path_factory.mktemp(pipeline)
+        options = BOMB_PIPELINES[pipeline]
+        paths = []
+        for name, second in (("bomb.act.h5", stream), ("good.act.h5", None)):
+            path = folder / name
+            with h5py.File(path, "w") as root:
+                layer = root.create_dataset("conv", data=np.ones(BOMB_SHAPE, "f4"),
+                                            chunks=BOMB_CHUNKS, compression="gzip", **options)
+                if second is not None:
+                    if options.get("fletcher32"):
+                        second += fletcher32(second)
+                    layer.id.write_direct_chunk((1, 0, 0, 0), second)
+            paths.append(path)
+        made[pipeline] = (paths[0], paths[1])
+        return made[pipeline]
+    return bomb
 
 
 def _peak_rss(argv: list[str]) -> tuple[int, str]:
@@ -348,10 +431,13 @@ BOMB_RUNS = {
 }
 
 
-@pytest.mark.parametrize("run", BOMB_RUNS)
+@pytest.mark.parametrize(("pipeline", "run"), [
+    *(("gzip", run) for run in BOMB_RUNS),
+    *((pipeline, run) for pipeline in ("shuffle-gzip", "gzip-fletcher32")
+      for run in ("dnn_mask-chn", "values"))])
 def test_a_chunk_that_inflates_past_its_size_is_refused_within_memory(
-        run: str, bomb: tuple[Path, Path]):
-    bad, good = bomb
+        pipeline: str, run: str, bombs: Callable[[str], tuple[Path, Path]]):
+    bad, good = bombs(pipeline)
     baseline, stderr = _peak_rss(BOMB_RUNS[run](good))
     assert stderr == ""
     peak, stderr = _peak_rss(BOMB_RUNS[run](bad))
@@ -458,7 +544,7 @@ HDF5_DECODED = {
     "chunked": {"chunks": (1, 5, 4, 5)},
     "lzf": {"chunks": (2, 5, 4, 5), "compression": "lzf"},
     "fletcher32": {"chunks": (2, 5, 4, 5), "fletcher32": True},
-    "fletcher32-gzip": {"chunks": (2, 5, 4, 5), "compression": "gzip", "fletcher32": True},
+    "scale-offset-gzip": {"chunks": (2, 5, 4, 5), "compression": "gzip", "scaleoffset": 0},
     "scale-offset": {"chunks": (2, 5, 4, 5), "scaleoffset": 0},
 }
 

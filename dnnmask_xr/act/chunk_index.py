@@ -18,12 +18,12 @@ index is checked first:
 
 The layer's own description is checked too, since raw chunks are decoded
 here, not by HDF5: chunks are decoded here only for a pipeline of gzip
-with a valid level (HDF5 refuses to read other levels), alone or after
-HDF5's byte shuffle, and for values of a standard numpy type (a damaged
-type that HDF5 converts on reading would be decoded as the standard one);
-other layers are left to HDF5. Decoding gzip here is what bounds its
-inflation at the chunk's size (HDF5 grows its buffer as long as the
-stream goes on). A damaged fill value is refused, as reading it crashes
+with a valid level (HDF5 refuses to read other levels), after HDF5's byte
+shuffle or not, before its fletcher32 checksum or not, and for values of
+a standard numpy type (a damaged type that HDF5 converts on reading would
+be decoded as the standard one); other layers are left to HDF5. Decoding
+gzip here is what bounds its inflation at the chunk's size (HDF5 grows
+its buffer as long as the stream goes on). A damaged fill value is refused, as reading it crashes
 h5py, and so is a layer HDF5 decodes whose chunks never written it would
 leave unset (:func:`layer_index`).
 
@@ -68,15 +68,19 @@ class ChunkIndex:
     dtype
         The layer's values' type.
     decoded_here
-        Whether chunks are decoded here (gzip with a valid level, alone or
-        after the byte shuffle, and a standard type), not by HDF5.
+        Whether chunks are decoded here (gzip with a valid level, after
+        the byte shuffle or not, before HDF5's fletcher32 checksum or not,
+        and a standard type), not by HDF5.
     level
         The gzip level if chunks are decoded here and may be copied as
-        they are stored into an output of gzip alone (no shuffle); None
-        otherwise.
+        they are stored into an output of gzip alone (no other filter);
+        None otherwise.
     shuffled
         Whether the pipeline shuffles bytes before gzip (filter 0), which
         :func:`~dnnmask_xr.act.chunk_read.decode_chunk` undoes.
+    checksummed
+        Whether the pipeline ends with a fletcher32 checksum, which
+        :func:`~dnnmask_xr.act.chunk_read.decode_chunk` checks.
     fillvalue
         What chunks never written read as; None if HDF5 leaves them unset
         (no fill value, or a fill time of "never").
@@ -120,13 +124,16 @@ class ChunkIndex:
         # layer's own is undone here
         self.shuffled = (codes[:1] == [h5py.h5z.FILTER_SHUFFLE]
                          and tuple(filters[0][2]) == (dataset.dtype.itemsize,))
-        levels = tuple(filters[-1][2]) if filters else ()
-        self.decoded_here = (standard and codes[-1:] == [h5py.h5z.FILTER_DEFLATE]
-                             and len(codes) == 1 + self.shuffled
+        self.checksummed = codes[-1:] == [h5py.h5z.FILTER_FLETCHER32]
+        at = int(self.shuffled)  # where gzip is in the pipeline
+        levels = tuple(filters[at][2]) if len(filters) > at else ()
+        self.decoded_here = (standard and len(codes) == at + 1 + self.checksummed
+                             and codes[at] == h5py.h5z.FILTER_DEFLATE
                              and len(levels) == 1 and 0 <= levels[0] <= 9)
-        self.level = int(levels[0]) if self.decoded_here and not self.shuffled else None
-        #: the filter mask bit that skips gzip (the last filter of the pipeline)
-        self.gzip_skipped = 1 << (len(filters) - 1) if filters else 0
+        self.level = (int(levels[0]) if self.decoded_here and len(codes) == 1 else None)
+        #: the filter mask bits that skip gzip, and the checksum (0: none)
+        self.gzip_skipped = 1 << at
+        self.checksum_skipped = 1 << (len(codes) - 1) if self.checksummed else 0
         # a chunk whose every filter was skipped (or that has none) is stored raw
         self.unfiltered = (1 << len(filters)) - 1
         self._check(infos, raw_size, largest, file_size)

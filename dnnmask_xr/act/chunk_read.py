@@ -31,7 +31,7 @@ import numpy as np
 from dnnmask_xr.act._interrupt import check_interrupt
 from dnnmask_xr.act.chunk_index import ChunkIndex
 from dnnmask_xr.act.chunking import AxisPieces
-from dnnmask_xr.act.codec import CodecError, inflate
+from dnnmask_xr.act.codec import CodecError, inflate, unchecksum
 from dnnmask_xr.errors import ActFileError
 
 #: Chunks in flight per pool thread: enough to keep threads busy, few enough
@@ -222,10 +222,10 @@ def decode_chunk(
 ) -> np.ndarray:
     """Turn a gzip chunk's stored bytes into its values (its fill value if None).
 
-    As HDF5 decodes it: inflated unless its filter mask skips the gzip
-    filter (the pipeline's last), never past the chunk's size, then
-    unshuffled if the pipeline shuffles and the mask does not skip that
-    (bit 0); bits past the pipeline name no filter.
+    As HDF5 decodes it, the pipeline's filters undone last to first, each
+    unless its bit of the filter mask is set (bits past the pipeline name
+    no filter): the fletcher32 checksum checked and stripped, the stream
+    inflated, never past the chunk's size, the bytes unshuffled.
     """
     dtype = index.dtype
     if stored is None:  # never written: HDF5 reads its fill value
@@ -233,6 +233,8 @@ def decode_chunk(
     filter_mask, data = stored
     size = math.prod(chunk_shape) * dtype.itemsize
     try:
+        if index.checksummed and not filter_mask & index.checksum_skipped:
+            data = unchecksum(data)
         if not filter_mask & index.gzip_skipped:
             data = inflate(data, size)
         if index.shuffled and not filter_mask & 1:

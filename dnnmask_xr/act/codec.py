@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import zlib
 
+import numpy as np
+
 try:
     from isal import isal_zlib as _zlib
 
@@ -60,3 +62,53 @@ def inflate(data: bytes, size: int) -> bytes:
         if not stream.eof:
             raise zlib.error(f"chunk stream does not end after its {size} bytes")
     return raw
+
+
+#: Bytes of the checksum HDF5's fletcher32 filter puts after a chunk.
+CHECKSUM_BYTES = 4
+_MOD = 65535
+
+
+def unchecksum(data: bytes) -> bytes:
+    """Check and strip the checksum HDF5's fletcher32 filter appended to a chunk.
+
+    HDF5's Fletcher-32 sums the data as big-endian 16-bit words (a last
+    odd byte as the high byte of one more), keeping each sum in 1..65535
+    (0 only while every word so far is 0). HDF5 stores it little-endian,
+    and also accepts it with the bytes of each half swapped (HDF5 1.6
+    wrote it so).
+
+    Raises
+    ------
+    zlib.error
+        If the chunk is shorter than a checksum or its checksum differs.
+    """
+    if len(data) < CHECKSUM_BYTES:
+        raise zlib.error(f"chunk of {len(data)} bytes has no room for its checksum")
+    body, stored = data[:-CHECKSUM_BYTES], data[-CHECKSUM_BYTES:]
+    computed = _fletcher32(body)
+    swapped = bytes((computed[1], computed[0], computed[3], computed[2]))
+    if stored not in (computed, swapped):
+        raise zlib.error("fletcher32 checksum does not match the chunk")
+    return body
+
+
+def _fletcher32(data: bytes) -> bytes:
+    """Give HDF5's Fletcher-32 checksum of ``data`` as it stores it (4 bytes)."""
+    words = np.frombuffer(data[: len(data) // 2 * 2], dtype=">u2").astype(np.uint64)
+    if len(data) % 2:
+        words = np.append(words, np.uint64(data[-1] << 8))
+    count = len(words)
+    # sum1 is the sum of the words; sum2 the sum of sum1 after each word,
+    # that is word i counted count - i times; both taken modulo 65535 in
+    # pieces small enough for uint64
+    sum1 = sum2 = 0
+    for start in range(0, count, 1 << 20):
+        piece = words[start:start + (1 << 20)]
+        weights = (count - start - np.arange(len(piece), dtype=np.uint64)) % _MOD
+        sum1 = (sum1 + int(piece.sum())) % _MOD
+        sum2 = (sum2 + int((piece * weights % _MOD).sum())) % _MOD
+    if words.any():  # HDF5's sums, once past 0, stay in 1..65535
+        sum1 = sum1 or _MOD
+        sum2 = sum2 or _MOD
+    return ((sum2 << 16) | sum1).to_bytes(4, "little")
