@@ -41,6 +41,7 @@ from reliability import assert_one_line_error, command, layer_dataset, run_route
 from routes import READ_ROUTES
 
 import dnnmask_xr.act.chunk_read
+import dnnmask_xr.act.codec
 import dnnmask_xr.lazy
 from dnnmask_xr import ActFileError, open_act, save_act, set_options
 
@@ -664,3 +665,22 @@ def test_a_large_strided_read_takes_one_call_per_chunk_whatever_its_runs(
         got = acts["lzf"][key].values
     assert got.tobytes() == values[key].tobytes()
     assert len(hdf5_reads) == 2 * 4
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.one_of(st.binary(min_size=1, max_size=3000),
+                      st.integers(1, 3000).map(lambda n: bytes(n)),
+                      st.integers(1, 3000).map(lambda n: b"\xff" * n)))
+def test_fletcher32_is_checked_as_hdf5_computes_it(data: bytes, tmp_path_factory):
+    # HDF5 writes the checksum; the sums' edge cases are all zeros (a sum of 0) and
+    # all 0xff (multiples of 65535, which HDF5 keeps as 65535)
+    path = tmp_path_factory.mktemp("fletcher") / "f.h5"
+    with h5py.File(path, "w") as root:
+        dataset = root.create_dataset("x", data=np.frombuffer(data, "u1"), chunks=(len(data),),
+                                      fletcher32=True)
+        stored = dataset.id.read_direct_chunk((0,))[1]
+    assert stored[:-4] == data
+    assert dnnmask_xr.act.codec.unchecksum(stored) == data
+    damaged = bytes([stored[0] ^ 1]) + stored[1:]  # one bit of the values
+    with pytest.raises(zlib.error, match="fletcher32 checksum does not match"):
+        dnnmask_xr.act.codec.unchecksum(damaged)

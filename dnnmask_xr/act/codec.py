@@ -67,6 +67,7 @@ def inflate(data: bytes, size: int) -> bytes:
 #: Bytes of the checksum HDF5's fletcher32 filter puts after a chunk.
 CHECKSUM_BYTES = 4
 _MOD = 65535
+_PIECE = 1 << 22
 
 
 def unchecksum(data: bytes) -> bytes:
@@ -95,20 +96,24 @@ def unchecksum(data: bytes) -> bytes:
 
 def _fletcher32(data: bytes) -> bytes:
     """Give HDF5's Fletcher-32 checksum of ``data`` as it stores it (4 bytes)."""
-    words = np.frombuffer(data[: len(data) // 2 * 2], dtype=">u2").astype(np.uint64)
+    words = np.frombuffer(data[: len(data) // 2 * 2], dtype=">u2").astype(np.int64)
     if len(data) % 2:
-        words = np.append(words, np.uint64(data[-1] << 8))
+        words = np.append(words, np.int64(data[-1] << 8))
     count = len(words)
     # sum1 is the sum of the words; sum2 the sum of sum1 after each word,
-    # that is word i counted count - i times; both taken modulo 65535 in
-    # pieces small enough for uint64
+    # that is word i counted count - i times: per piece, (count - start)
+    # times its sum less each word times its place in the piece, which
+    # int64 holds for pieces of 2**22 words (Python's ints hold the rest)
     sum1 = sum2 = 0
-    for start in range(0, count, 1 << 20):
-        piece = words[start:start + (1 << 20)]
-        weights = (count - start - np.arange(len(piece), dtype=np.uint64)) % _MOD
-        sum1 = (sum1 + int(piece.sum())) % _MOD
-        sum2 = (sum2 + int((piece * weights % _MOD).sum())) % _MOD
-    if words.any():  # HDF5's sums, once past 0, stay in 1..65535
-        sum1 = sum1 or _MOD
-        sum2 = sum2 or _MOD
+    places = np.arange(min(count, _PIECE), dtype=np.int64)
+    for start in range(0, count, _PIECE):
+        piece = words[start:start + _PIECE]
+        total = int(piece.sum())
+        sum1 += total
+        sum2 += (count - start) * total - int(np.dot(piece, places[:len(piece)]))
+    if not words.any():
+        return bytes(4)
+    # HDF5's sums, once past 0, stay in 1..65535
+    sum1 = (sum1 - 1) % _MOD + 1
+    sum2 = (sum2 - 1) % _MOD + 1
     return ((sum2 << 16) | sum1).to_bytes(4, "little")
