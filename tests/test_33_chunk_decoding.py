@@ -63,6 +63,14 @@ def _run(route: str, path: Path, flags: tuple[str, ...], out: Path):
     return run_route("-act", path, *flags, "-out", out, route=route)
 
 
+def _assert_the_command_refuses(path: Path, error: str, out: Path) -> None:
+    """``dnn_mask -chn 2 1`` fails with the one line ``error`` and writes nothing."""
+    done = _run("command", path, ("-layer", "conv", "-chn", "2", "1"), out)
+    assert done.returncode == 1, done.stderr
+    assert_one_line_error(done.stderr, error)
+    assert not out.exists()
+
+
 # -- 1. filter masks, bit by bit --------------------------------------------------------------
 
 SHAPE = (4, 8, 4, 4)
@@ -214,10 +222,7 @@ def test_a_chunk_whose_checksum_differs_is_refused_in_one_line(how: str, tmp_pat
     error = (r"damaged\.act\.h5'?: cannot read layer 'conv' \(damaged chunk: fletcher32 "
              r"checksum does not match the chunk\)$")
     if how == "command":
-        done = _run("command", path, ("-layer", "conv", "-chn", "2", "1"), tmp_path / "o.nc")
-        assert done.returncode == 1, done.stderr
-        assert_one_line_error(done.stderr, error)
-        assert not (tmp_path / "o.nc").exists()
+        _assert_the_command_refuses(path, error, tmp_path / "o.nc")
     else:
         with pytest.raises(ActFileError, match=error):
             _lazy_read(path, "conv", how)
@@ -297,10 +302,7 @@ def test_a_layer_hdf5_decodes_with_parts_never_written_and_unset_is_refused_whol
              r"layer's fill time is 'never' \(HDF5 leaves such chunks unset\), so it holds no "
              r"values$")
     if how == "command":
-        done = _run("command", path, ("-layer", "conv", "-chn", "2", "1"), tmp_path / "o.nc")
-        assert done.returncode == 1, done.stderr
-        assert_one_line_error(done.stderr, error)
-        assert not (tmp_path / "o.nc").exists()
+        _assert_the_command_refuses(path, error, tmp_path / "o.nc")
         return
     for key in ((), (0,)):  # refused whole, the written part too
         with pytest.raises(ActFileError, match=error):
