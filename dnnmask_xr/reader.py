@@ -82,7 +82,9 @@ def open_act(
         Follow layers whose values live in other files (external links,
         virtual datasets, external raw storage), after checking that every file on the
         way (up to 16 deep) is a regular file; such layers are refused by
-        default.
+        default. The files behind a layer are identified at open, and a
+        read refuses one that changed since. For ``.nc`` files, every
+        object in every group is checked alike.
     lock
         Held around each call into the HDF5 library when values are read:
         None or True (default) for xarray's HDF5 lock, which its own HDF5
