@@ -412,3 +412,49 @@ def test_an_nc_layer_that_reads_another_file_is_refused_unless_allowed(tmp_path,
         open_act(path)
     with open_act(path, allow_external=True) as acts:
         assert acts["conv"].values.tobytes() == data.tobytes()
+
+
+def test_a_source_named_through_a_symbolic_link_pointed_elsewhere_is_refused(
+        tmp_path, monkeypatch):
+    # two names of one source: the alias is kept as a file read, not folded into the first
+    monkeypatch.chdir(tmp_path)
+    _source(tmp_path / "src.h5", data := values(1))
+    (tmp_path / "alias.h5").symlink_to("src.h5")
+    _source(tmp_path / "evil.h5", values(9))
+    layout = h5py.VirtualLayout(shape=SHAPE, dtype="f4")
+    layout[:1] = h5py.VirtualSource("src.h5", "conv", shape=SHAPE)[:1]
+    layout[1:] = h5py.VirtualSource("alias.h5", "conv", shape=SHAPE)[1:]
+    with h5py.File(tmp_path / "main.act.h5", "w") as root:
+        root.create_virtual_dataset("conv", layout, fillvalue=0)
+    acts = open_act(tmp_path / "main.act.h5", allow_external=True, cache=False)
+    assert acts["conv"].values.tobytes() == data.tobytes()
+    (tmp_path / "alias.h5").unlink()
+    (tmp_path / "alias.h5").symlink_to("evil.h5")
+    with pytest.raises(ActFileError, match=r"alias\.h5', which its layers read from, changed"):
+        acts["conv"].values  # noqa: B018
+    acts.close()
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_files_behind_a_layer_opened_by_a_relative_path_are_found_after_a_change_of_folder(
+        tmp_path, monkeypatch, suffix):
+    monkeypatch.chdir(tmp_path)
+    path = _pointing(tmp_path, "virtual", data := values(1), suffix)
+    (tmp_path / "elsewhere").mkdir()
+    acts = open_act(path.name, allow_external=True, cache=False)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert acts["conv"].values.tobytes() == data.tobytes()
+    acts.close()
+    assert acts["conv"].values.tobytes() == data.tobytes()
+
+
+def test_an_nc_group_linked_from_another_file_is_refused_in_one_line(tmp_path):
+    make(tmp_path / "other.nc", values(1))
+    make(tmp_path / "main.nc", values(1))
+    with h5py.File(tmp_path / "main.nc", "a") as root:
+        del root["conv"]
+        root["conv"] = h5py.ExternalLink("other.nc", "/conv")
+    with pytest.raises(ActFileError, match=r"^'[^']*main\.nc': object 'conv' is an external link "
+                                           r"to a group; only datasets are followed into other "
+                                           r"files$"):
+        open_act(tmp_path / "main.nc", allow_external=True)

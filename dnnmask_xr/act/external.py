@@ -129,6 +129,11 @@ def _walk_objects(walk: _Walk, root: h5py.File, where: str) -> None:
             node = walk.follow(root, name, what, named=True)
             if isinstance(node, h5py.Dataset):
                 walk.storage(node, f"{where}:", f"object {name!r}", depth=0)
+            elif node is not None and kind == h5py.h5l.TYPE_EXTERNAL:
+                # HDF5's visit does not enter it, so what it holds would go
+                # unchecked (and h5netcdf cannot read through it)
+                raise ActFileError(f"{what} is an external link to a group; only datasets "
+                                   "are followed into other files")
         except ActFileError:
             if not walk.lenient:
                 raise
@@ -318,10 +323,14 @@ class _Walk:
     def _open(self, path: str, what: str) -> h5py.File:
         """Open another file the chain leads to, once checked to be a regular file."""
         key = os.path.realpath(path)
+        # every name is kept, aliases (symbolic links) of a file opened
+        # already too: HDF5 opens each name again at each read, and a link
+        # may be pointed elsewhere since
         if key in self._opened:
+            self.files.add(path)
             return self._opened[key]
         _check_target(path, what)
-        self.files.add(str(path))
+        self.files.add(path)
         error: Exception | None = None
         # the file may be open in this process already, without HDF5's locking
         for options in ({}, {"locking": False}):

@@ -323,7 +323,10 @@ def source_files(where: str, identity: FileIdentity) -> SourceFiles:
     ActFileError
         If ``where`` is not the file ``identity`` describes.
     """
-    with open_file(where, identity=identity) as root:
+    # by its absolute path, as it is read: links' and virtual datasets' files
+    # are then named absolutely too, and found again after os.chdir (raw
+    # storage files stay named from the working folder, as HDF5 finds them)
+    with open_file(os.path.abspath(where), identity=identity) as root:
         files = sorted(files_read(root))
     return tuple((file, file_identity(file)) for file in files)
 
