@@ -228,6 +228,33 @@ def test_a_chunk_whose_checksum_differs_is_refused_in_one_line(how: str, tmp_pat
             _lazy_read(path, "conv", how)
 
 
+@pytest.mark.parametrize("route", ["command", "save_act"])
+def test_a_partial_edge_chunk_that_does_not_decode_is_never_copied_as_it_is(
+        route: str, tmp_path: Path):
+    # HDF5 stores partial edge chunks unfiltered, under filter mask 0, when a layer is
+    # made with H5D_CHUNK_DONT_FILTER_PARTIAL_CHUNKS (which h5py can neither set nor
+    # ask about); copied as stored into a plain gzip layer, no reader could open them
+    shape, chunks = (3, 8, 4, 4), (2, 8, 4, 4)  # stimulus 2 is in a partial chunk
+    data = np.arange(np.prod(shape), dtype="f4").reshape(shape)
+    path = tmp_path / "edge.act.h5"
+    with h5py.File(path, "w") as root:
+        layer = root.create_dataset("conv", data=data, chunks=chunks, compression="gzip")
+        edge = np.zeros(chunks, "f4")
+        edge[:1] = data[2:]
+        layer.id.write_direct_chunk((2, 0, 0, 0), edge.tobytes(), filter_mask=0)
+    out = tmp_path / "o.nc"
+    if route == "command":
+        done = _run("command", path, ("-layer", "conv"), out)
+        assert done.returncode == 1, done.stderr
+        stderr = done.stderr
+    else:
+        with open_act(path) as acts, pytest.raises(ActFileError) as err:
+            save_act(acts, out)
+        stderr = f"dnn_mask: error: {err.value}\n"
+    assert_one_line_error(stderr, r"edge\.act\.h5'?: cannot read layer 'conv' \(damaged chunk")
+    assert not out.exists()
+
+
 # -- 2. fill time "never" ---------------------------------------------------------------------
 
 
