@@ -21,11 +21,11 @@ if TYPE_CHECKING:
     import xarray as xr
 
     from dnnmask_xr.activations import Activations
-    from dnnmask_xr.formats.stim import Stimuli
+    from dnnmask_xr.formats.stim import StimArg
 
 # xarray imports every backend's entry point for every open_dataset call of
-# every user: the package itself is imported only when a file is opened here.
-StimArg = Union[str, os.PathLike, "Stimuli", None]
+# every user: the package itself is imported only when a file is opened here
+# (names from it are for annotations only).
 #: ``lock=``: None or True for xarray's HDF5 lock, False for h5py's own alone, or a lock.
 LockArg = Union[bool, "AbstractContextManager[Any]", None]
 

@@ -38,16 +38,16 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import NoReturn
 
-from dnnmask_xr._start import PROG, interruptible, writing, written_line
-from dnnmask_xr._start import fail as _fail
-from dnnmask_xr._start import say as _say
+from dnnmask_xr._program import PROG, interruptible, run_program, writing, written_line
+from dnnmask_xr._program import fail as _fail
+from dnnmask_xr._program import say as _say
 from dnnmask_xr._version import __version__
 from dnnmask_xr.act._interrupt import Interrupted, signal_name
 from dnnmask_xr.errors import DnnMaskError, UsageError
 
 # Only what parsing the flags needs is imported here; numpy, h5py and the
 # rest come in main(), so start-up stays short. Signals during start-up are
-# dnnmask_xr._start's (the console script's entry point).
+# dnnmask_xr._program's (see dnnmask_xr._start, the console script's entry point).
 _NUMBER = re.compile(r"-\d+")
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -353,6 +353,4 @@ def _open_std_fds() -> None:
 
 
 if __name__ == "__main__":
-    from dnnmask_xr._start import run
-
-    sys.exit(run())
+    sys.exit(run_program(main))

@@ -25,9 +25,8 @@ from dnnmask_xr.act.select import describe_numbers
 from dnnmask_xr.activations import Activations
 from dnnmask_xr.dask_layers import Chunks, chunk_layer
 from dnnmask_xr.errors import ActFileError, SelectionError, UsageError
-from dnnmask_xr.formats.stim import Stimuli
+from dnnmask_xr.formats.stim import StimArg, Stimuli
 from dnnmask_xr.lazy import ConcatenatedArray, as_variable_data, whole_layer
-from dnnmask_xr.reader import StimArg
 
 #: Opens one file of the set: ``(path, stim)`` -> its activations, lazy and uncached.
 OpenOne = Callable[[str, StimArg], Activations]

@@ -31,11 +31,8 @@ from dnnmask_xr.act.select import blaming
 from dnnmask_xr.activations import Activations
 from dnnmask_xr.dask_layers import Chunks, chunk_layer
 from dnnmask_xr.errors import ActFileError, UsageError
-from dnnmask_xr.formats.stim import Stimuli, read_stim
+from dnnmask_xr.formats.stim import StimArg, Stimuli, read_stim
 from dnnmask_xr.lazy import LayerArray, as_variable_data, held_file
-
-#: A stimulus table as open_act takes it: a ``.stim.csv`` path, a table, or None.
-StimArg = str | os.PathLike[str] | Stimuli | None
 
 
 def open_act(

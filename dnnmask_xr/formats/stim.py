@@ -120,6 +120,10 @@ class Stimuli:
         )
 
 
+#: A stimulus table as the readers take it: a ``.stim.csv`` path, a table, or None.
+StimArg = str | os.PathLike[str] | Stimuli | None
+
+
 def parse_stim(text: str, path: str | os.PathLike[str] | None = None) -> Stimuli:
     r"""Parse the text of a ``.stim.csv`` file.
 
