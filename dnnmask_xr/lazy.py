@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import h5py
@@ -32,7 +33,13 @@ from dnnmask_xr.act.chunk_read import (
     size_text,
 )
 from dnnmask_xr.act.chunking import CHUNK_BYTES, as_slice, axis_pieces, read_boxes
-from dnnmask_xr.act.layout import HeldFile
+from dnnmask_xr.act.layout import (
+    HeldFile,
+    SourceFiles,
+    file_identity,
+    open_file,
+    source_files,
+)
 from dnnmask_xr.act.plan import FileSelection
 from dnnmask_xr.act.pool import default_threads, shared_pool
 from dnnmask_xr.errors import ActFileError
@@ -147,6 +154,40 @@ class LayerArray(BackendArray):
             opened = (root, index if index is not None and index.decoded_here else None)
             self._opened = opened
         return opened[1]
+
+
+def file_manager(
+    where: str, *, allow_external: bool, check: Callable[[h5py.File], None] | None = None,
+) -> CachingFileManager:
+    """Give the file manager lazy layers read ``where`` through, each reopen and read checked.
+
+    The file is identified now (:func:`~dnnmask_xr.act.layout.file_identity`)
+    and so are, with ``allow_external``, the other files its objects read
+    from (:func:`~dnnmask_xr.act.layout.source_files`); the identities
+    travel with the manager, into dask workers too, and
+    :func:`~dnnmask_xr.act.layout.open_file` checks them. The file is
+    reopened by its absolute path, as xarray's backends do, so that a
+    reopen after ``os.chdir`` (or in a worker started elsewhere) finds the
+    file that was opened. ``check`` is run on the file first, when given.
+
+    Raises
+    ------
+    ActFileError
+        If the file cannot be looked at, or ``check`` refuses it.
+    """
+    path = os.path.abspath(where)
+    identity = file_identity(where)
+    sources: SourceFiles = ()
+    if check is not None or allow_external:
+        with open_file(path, identity=identity) as root:
+            if check is not None:
+                check(root)
+            if allow_external:
+                sources = source_files(root)
+    # mode="r" is passed on to open_file: a manager unpickled in another
+    # process (a dask worker) passes its mode when it reopens the file
+    return CachingFileManager(open_file, path, mode="r",
+                              kwargs={"identity": identity, "sources": sources})
 
 
 @contextlib.contextmanager

@@ -10,15 +10,13 @@ from contextlib import AbstractContextManager
 from typing import Any, Literal
 
 import xarray as xr
-from xarray.backends import CachingFileManager
 
 from dnnmask_xr.act.external import check_objects
-from dnnmask_xr.act.layout import file_identity, open_file, source_files
 from dnnmask_xr.activations import Activations
 from dnnmask_xr.dask_layers import Chunks, chunk_layer
 from dnnmask_xr.datatree import from_datatree
 from dnnmask_xr.errors import ActFileError, DnnMaskError
-from dnnmask_xr.lazy import LayerArray, as_variable_data
+from dnnmask_xr.lazy import LayerArray, as_variable_data, file_manager
 
 
 def open_nc(
@@ -60,14 +58,12 @@ def open_nc(
         object reads another file that is not allowed or cannot be followed.
     """
     where = os.fspath(path)
-    # taken before the labels are read: values are read only from this file
-    identity = file_identity(where)
-    # checked before h5netcdf opens the file, which would follow an external
-    # link blindly (a FIFO blocks it) and read a virtual dataset's missing
-    # sources as fill values
-    with open_file(where, identity=identity) as root:
-        check_objects(root, repr(where), allow_external)
-    sources = source_files(where, identity) if allow_external else ()
+    # identified before the labels are read: values are read only from this
+    # file; its objects are checked before h5netcdf opens it, which would
+    # follow an external link blindly (a FIFO blocks it) and read a virtual
+    # dataset's missing sources as fill values
+    manager = file_manager(where, allow_external=allow_external,
+                           check=lambda root: check_objects(root, repr(where), allow_external))
     try:
         # phony_dims: a file not written here may lack dimension scales; it
         # then fails the layout check below rather than on opening
@@ -82,9 +78,6 @@ def open_nc(
         raise ActFileError(f"{where!r}: {err}") from None
     # values are read by the chunk reader, as for .act.h5; h5netcdf gives
     # the labels and the storage's description (encoding)
-    # by its absolute path, as xarray's backends do (see open_act)
-    manager = CachingFileManager(open_file, os.path.abspath(where), mode="r",
-                                 kwargs={"identity": identity, "sources": sources})
     layers = {}
     for name, array in acts.items():
         # the labels are read now, from the file identified above: read later

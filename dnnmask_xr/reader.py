@@ -20,19 +20,16 @@ from dnnmask_xr.act.layout import (
     check_readable,
     decode_stimulus,
     decode_unit_labels,
-    file_identity,
     is_reserved,
     layer_datasets,
-    open_file,
     read_attrs,
-    source_files,
 )
 from dnnmask_xr.act.select import blaming
 from dnnmask_xr.activations import Activations
 from dnnmask_xr.dask_layers import Chunks, chunk_layer
 from dnnmask_xr.errors import ActFileError, UsageError
 from dnnmask_xr.formats.stim import StimArg, Stimuli, read_stim
-from dnnmask_xr.lazy import LayerArray, as_variable_data, held_file
+from dnnmask_xr.lazy import LayerArray, as_variable_data, file_manager, held_file
 
 
 def open_act(
@@ -131,16 +128,8 @@ def open_act(
         acts = open_nc(where, chunks=chunks, cache=cache,
                        allow_external=bool_arg(allow_external, "allow_external"), lock=lock)
         return acts if stim is None else _with_stim(acts, stim)
-    # mode="r" is passed on to open_file: a manager unpickled in another
-    # process (a dask worker) passes its mode when it reopens the file, and
-    # the file's identity, so that every reopen checks it is the same file
     allow_external = bool_arg(allow_external, "allow_external")
-    identity = file_identity(where)
-    sources = source_files(where, identity) if allow_external else ()
-    # by its absolute path, as xarray's backends do: a reopen after os.chdir
-    # (or in a worker started elsewhere) finds the file that was opened
-    manager = CachingFileManager(open_file, os.path.abspath(where), mode="r",
-                                 kwargs={"identity": identity, "sources": sources})
+    manager = file_manager(where, allow_external=allow_external)
     try:
         with held_file(manager, None) as root:
             layers, attrs, header = _read_metadata(root, where, manager, allow_external,

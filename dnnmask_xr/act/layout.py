@@ -310,25 +310,18 @@ def _identity(status: os.stat_result) -> FileIdentity:
     return FileIdentity(status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
 
 
-def source_files(where: str, identity: FileIdentity) -> SourceFiles:
-    """Identify every other file the layers of ``where`` read from, at every depth.
+def source_files(root: h5py.File) -> SourceFiles:
+    """Identify every other file the objects of ``root`` read from, at every depth.
 
     HDF5 opens them again by name at each read (a virtual dataset's
     sources, external links' targets, external raw storage), so each read
     checks them (:meth:`HeldFile.hold`), where the file itself is checked
-    when it is opened again.
-
-    Raises
-    ------
-    ActFileError
-        If ``where`` is not the file ``identity`` describes.
+    when it is opened again. ``root`` is opened by its absolute path, as it
+    is read later: links' and virtual datasets' files are then named
+    absolutely too, and found again after ``os.chdir`` (raw storage files
+    stay named from the working folder, as HDF5 finds them).
     """
-    # by its absolute path, as it is read: links' and virtual datasets' files
-    # are then named absolutely too, and found again after os.chdir (raw
-    # storage files stay named from the working folder, as HDF5 finds them)
-    with open_file(os.path.abspath(where), identity=identity) as root:
-        files = sorted(files_read(root))
-    return tuple((file, file_identity(file)) for file in files)
+    return tuple((file, file_identity(file)) for file in sorted(files_read(root)))
 
 
 def _check_sources(sources: SourceFiles, where: str) -> None:
