@@ -23,9 +23,9 @@ shuffle or not, before its fletcher32 checksum or not, and for values of
 a standard numpy type (a damaged type that HDF5 converts on reading would
 be decoded as the standard one); other layers are left to HDF5. Decoding
 gzip here is what bounds its inflation at the chunk's size (HDF5 grows
-its buffer as long as the stream goes on). A damaged fill value is refused, as reading it crashes
-h5py, and so is a layer HDF5 decodes whose chunks never written it would
-leave unset (:func:`layer_index`).
+its buffer as long as the stream goes on). A damaged fill value is
+refused, as reading it crashes h5py, and so is a layer HDF5 decodes whose
+chunks never written it would leave unset (:func:`layer_index`).
 
 One pass over the index (``chunk_iter``) costs a few milliseconds per
 10 000 chunks.
@@ -102,7 +102,7 @@ class ChunkIndex:
     def __init__(self, dataset: h5py.Dataset) -> None:
         self.dataset = dataset
         self.dtype = dataset.dtype
-        self.where = f"{dataset.file.filename!r}: layer {dataset.name.lstrip('/')!r}"
+        self.where = _where(dataset)
         self.chunks: dict[tuple[int, ...], StoredChunk] = {}
         shape, steps = dataset.shape, dataset.chunks
         if len(steps) != len(shape) or not all(step >= 1 for step in steps):
@@ -257,12 +257,17 @@ def layer_index(dataset: h5py.Dataset) -> ChunkIndex | None:
                      and dataset.id.get_storage_size() == 0)
         unset = _fill_value(dataset, plist)[1] if unwritten else ""
     except (OSError, RuntimeError, ValueError, TypeError) as err:
-        raise ActFileError(f"{dataset.file.filename!r}: layer {dataset.name.lstrip('/')!r} is "
-                           f"damaged: its storage cannot be read ({err})") from None
+        raise ActFileError(f"{_where(dataset)} is damaged: its storage cannot be read "
+                           f"({err})") from None
     if unset:
-        raise ActFileError(f"{dataset.file.filename!r}: layer {dataset.name.lstrip('/')!r} was "
-                           f"never written and {unset}, so it holds no values")
+        raise ActFileError(f"{_where(dataset)} was never written and {unset}, so it holds "
+                           "no values")
     return None
+
+
+def _where(dataset: h5py.Dataset) -> str:
+    """Name a layer in errors: its file and its name."""
+    return f"{dataset.file.filename!r}: layer {dataset.name.lstrip('/')!r}"
 
 
 def _fill_value(dataset: h5py.Dataset, plist: h5py.h5p.PropDCID) -> tuple[object, str]:
