@@ -378,7 +378,7 @@ def _warm_worker() -> None:
     """Do a worker's imports before the clock, as the client's were."""
     import importlib
 
-    for name in ("dask.array", "dnnmask_xr.reader", "xarray"):
+    for name in ("dask.array", "dnnmask_xr.xarray_.reader", "xarray"):
         importlib.import_module(name)
 
 

@@ -19,7 +19,7 @@ from dnnmask_xr._version import __version__
 #: Public name -> module that defines it; ``__all__`` is its keys.
 _WHERE = {
     "ActFileError": "errors",
-    "Activations": "activations",
+    "Activations": "xarray_.activations",
     "DnnMask": "formats.dmask",
     "DnnMaskError": "errors",
     "FormatError": "errors",
@@ -29,17 +29,17 @@ _WHERE = {
     "SelectionError": "errors",
     "Stimuli": "formats.stim",
     "UsageError": "errors",
-    "from_datatree": "datatree",
+    "from_datatree": "xarray_.datatree",
     "mask_file": "act.mask",
     "mask_from_flags": "act.select",
-    "open_act": "reader",
+    "open_act": "xarray_.reader",
     "read_dmask": "formats.dmask",
     "read_stim": "formats.stim",
-    "save_act": "save",
-    "set_options": "options",
-    "stack_neuroids": "neuroid",
-    "to_datatree": "datatree",
-    "unstack_neuroids": "neuroid",
+    "save_act": "xarray_.save",
+    "set_options": "xarray_.options",
+    "stack_neuroids": "xarray_.neuroid",
+    "to_datatree": "xarray_.datatree",
+    "unstack_neuroids": "xarray_.neuroid",
     "write_dmask": "formats.dmask",
     "write_stim": "formats.stim",
 }
@@ -50,8 +50,6 @@ if TYPE_CHECKING:
     from dnnmask_xr.act.mask import mask_file
     from dnnmask_xr.act.select import mask_from_flags
     from dnnmask_xr.act.write import SaveReport
-    from dnnmask_xr.activations import Activations
-    from dnnmask_xr.datatree import from_datatree, to_datatree
     from dnnmask_xr.errors import (
         ActFileError,
         DnnMaskError,
@@ -62,10 +60,12 @@ if TYPE_CHECKING:
     )
     from dnnmask_xr.formats.dmask import DnnMask, LayerMask, read_dmask, write_dmask
     from dnnmask_xr.formats.stim import Stimuli, read_stim, write_stim
-    from dnnmask_xr.neuroid import stack_neuroids, unstack_neuroids
-    from dnnmask_xr.options import set_options
-    from dnnmask_xr.reader import open_act
-    from dnnmask_xr.save import save_act
+    from dnnmask_xr.xarray_.activations import Activations
+    from dnnmask_xr.xarray_.datatree import from_datatree, to_datatree
+    from dnnmask_xr.xarray_.neuroid import stack_neuroids, unstack_neuroids
+    from dnnmask_xr.xarray_.options import set_options
+    from dnnmask_xr.xarray_.reader import open_act
+    from dnnmask_xr.xarray_.save import save_act
 
 
 def __getattr__(name: str) -> Any:

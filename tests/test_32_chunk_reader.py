@@ -23,7 +23,7 @@ import xarray as xr
 
 import dnnmask_xr.act.chunk_read
 import dnnmask_xr.act.pool
-import dnnmask_xr.lazy
+import dnnmask_xr.xarray_.array
 from dnnmask_xr import UsageError, open_act, save_act, set_options
 from dnnmask_xr.act.chunk_index import ChunkIndex
 
@@ -203,7 +203,7 @@ def test_inflation_runs_on_several_threads_for_a_read_from_the_main_thread(
 
 def test_by_default_reads_use_every_core(many_chunks, inflating_threads, monkeypatch):
     path, data = many_chunks
-    monkeypatch.setattr(dnnmask_xr.lazy, "default_threads", lambda: 2)  # a 2-core machine
+    monkeypatch.setattr(dnnmask_xr.xarray_.array, "default_threads", lambda: 2)  # a 2-core machine
     np.testing.assert_array_equal(open_act(path)["conv"].values, data)
     assert len(set(inflating_threads)) == 2
 
@@ -301,7 +301,7 @@ def test_set_options_refuses_bad_values(options, message):
 
 
 def test_set_options_is_restored_after_a_with_block():
-    from dnnmask_xr.options import OPTIONS
+    from dnnmask_xr.xarray_.options import OPTIONS
 
     before = dict(OPTIONS)
     with set_options(read_threads=3, read_memory=10):

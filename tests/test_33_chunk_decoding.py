@@ -42,7 +42,7 @@ from routes import READ_ROUTES
 
 import dnnmask_xr.act.chunk_read
 import dnnmask_xr.act.codec
-import dnnmask_xr.lazy
+import dnnmask_xr.xarray_.array
 from dnnmask_xr import ActFileError, open_act, save_act, set_options
 
 SUFFIXES = (".act.h5", ".nc")
@@ -624,7 +624,7 @@ def hdf5_reads(monkeypatch) -> list[tuple[slice, ...]]:
         return real(source, box, out)
 
     monkeypatch.setattr(dnnmask_xr.act.chunk_read, "read_box", counting)
-    monkeypatch.setattr(dnnmask_xr.lazy, "read_box", counting)
+    monkeypatch.setattr(dnnmask_xr.xarray_.array, "read_box", counting)
     return seen
 
 

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dnnmask_xr
-import dnnmask_xr.act.chunks
+import dnnmask_xr.act.layer_writer
 from dnnmask_xr import (
     ActFileError,
     DnnMask,
@@ -208,7 +208,7 @@ def test_blocks_cover_the_layer_once_within_budget(shape, itemsize, budget):
 
 
 def _signal_after_first_block(signum):
-    real = dnnmask_xr.act.chunks.iter_blocks
+    real = dnnmask_xr.act.layer_writer.iter_blocks
 
     def blocks(*args):
         for number, block in enumerate(real(*args)):
@@ -224,7 +224,8 @@ def test_a_signal_stops_the_write_cleanly(tmp_path, monkeypatch, signum):
     # two chunks of 1 MiB, so two blocks: the signal comes between them
     data = np.arange(4 * 8 * 128 * 128, dtype="float32").reshape(4, 8, 128, 128)
     layer = xr.DataArray(data, dims=("stimulus", "channel", "row", "column"))
-    monkeypatch.setattr(dnnmask_xr.act.chunks, "iter_blocks", _signal_after_first_block(signum))
+    monkeypatch.setattr(dnnmask_xr.act.layer_writer, "iter_blocks",
+                        _signal_after_first_block(signum))
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with pytest.raises(Interrupted) as stopped:
         save_act({"layer": layer}, tmp_path / "x.act.h5", memory=1024)
@@ -235,7 +236,7 @@ def test_a_signal_stops_the_write_cleanly(tmp_path, monkeypatch, signum):
 
 def test_the_command_reports_a_signal_and_writes_nothing(act_file, tmp_path, monkeypatch,
                                                          capsys):
-    monkeypatch.setattr(dnnmask_xr.act.chunks, "iter_blocks", _signal_after_first_block(
+    monkeypatch.setattr(dnnmask_xr.act.layer_writer, "iter_blocks", _signal_after_first_block(
         signal.SIGINT))
     out = tmp_path / "out.act.h5"
     # unsorted channels: values are re-encoded block by block, not copied as chunks

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dnnmask_xr
-import dnnmask_xr.act.chunks
+import dnnmask_xr.act.layer_writer
 import dnnmask_xr.act.mask
 from dnnmask_xr import mask_file, open_act, save_act, write_dmask
 from dnnmask_xr.act.chunking import aligned_chunks, output_chunks
@@ -60,13 +60,13 @@ def alexnet(tmp_path_factory) -> Path:
 def deflations(monkeypatch) -> list[int]:
     """Record every chunk the engine deflates, calling the real codec."""
     seen: list[int] = []
-    real = dnnmask_xr.act.chunks.deflate
+    real = dnnmask_xr.act.layer_writer.deflate
 
     def counting(data) -> bytes:
         seen.append(len(data))
         return real(data)
 
-    monkeypatch.setattr(dnnmask_xr.act.chunks, "deflate", counting)
+    monkeypatch.setattr(dnnmask_xr.act.layer_writer, "deflate", counting)
     return seen
 
 

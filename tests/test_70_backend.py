@@ -10,17 +10,18 @@ import numpy as np
 import pytest
 import xarray as xr
 
-import dnnmask_xr.lazy
+import dnnmask_xr.xarray_.array
 from dnnmask_xr import SelectionError, UsageError, open_act, save_act
-from dnnmask_xr.backend import DnnActBackendEntrypoint
 from dnnmask_xr.testing import write_reference_act
+from dnnmask_xr.xarray_.backend import DnnActBackendEntrypoint
 
 
 @pytest.fixture
 def reads(monkeypatch) -> list[str]:
     """Record every read of layer values from an .act.h5 file, by either reader."""
     done: list[str] = []
-    read_outer, read_chunks = dnnmask_xr.lazy.read_outer, dnnmask_xr.lazy.read_chunks
+    array = dnnmask_xr.xarray_.array
+    read_outer, read_chunks = array.read_outer, array.read_chunks
 
     def by_hdf5(dataset, key):
         done.append(dataset.name)
@@ -30,8 +31,8 @@ def reads(monkeypatch) -> list[str]:
         done.append(index.dataset.name)
         return read_chunks(index, key, lock, out)
 
-    monkeypatch.setattr(dnnmask_xr.lazy, "read_outer", by_hdf5)
-    monkeypatch.setattr(dnnmask_xr.lazy, "read_chunks", by_chunks)
+    monkeypatch.setattr(dnnmask_xr.xarray_.array, "read_outer", by_hdf5)
+    monkeypatch.setattr(dnnmask_xr.xarray_.array, "read_chunks", by_chunks)
     return done
 
 
@@ -268,7 +269,7 @@ def test_the_default_lock_is_xarrays_hdf5_lock_and_false_is_none(act_file, layer
                                                                   monkeypatch, lock,
                                                                   holds_xarrays):
     hdf5_lock = CountingLock()
-    monkeypatch.setattr(dnnmask_xr.lazy, "HDF5_LOCK", hdf5_lock)
+    monkeypatch.setattr(dnnmask_xr.xarray_.array, "HDF5_LOCK", hdf5_lock)
     with xr.open_dataset(act_file, engine="dnnact", group="conv5", lock=lock,
                          chunks={}) as layer:
         assert len(layer["conv5"].data.blocks.ravel()) > 1

@@ -17,7 +17,7 @@ from dask.callbacks import Callback
 
 from dnnmask_xr import UsageError, open_act, save_act, to_datatree
 from dnnmask_xr.act.layout import DIMS
-from dnnmask_xr.dask_layers import AUTO_CHUNK_BYTES
+from dnnmask_xr.xarray_.dask_layers import AUTO_CHUNK_BYTES
 
 
 @pytest.fixture
@@ -127,8 +127,8 @@ def test_chunks_naming_an_unknown_dimension_are_refused(chunked_file):
 def test_importing_the_package_does_not_import_dask():
     # xarray itself imports dask.array when it wraps data and dask is installed,
     # so what is checked here is the import of every module of the package
-    code = ("import sys, dnnmask_xr, dnnmask_xr.backend, dnnmask_xr.dask_layers, "
-            "dnnmask_xr.netcdf, dnnmask_xr.neuroid, dnnmask_xr.datatree; "
+    code = ("import sys, dnnmask_xr, dnnmask_xr.xarray_.backend, dnnmask_xr.xarray_.dask_layers, "
+            "dnnmask_xr.xarray_.netcdf, dnnmask_xr.xarray_.neuroid, dnnmask_xr.xarray_.datatree; "
             "print(sorted(m for m in sys.modules if m.startswith(('dask', 'distributed'))))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dnnmask_xr as dx
-import dnnmask_xr.lazy
+import dnnmask_xr.xarray_.array
 from dnnmask_xr import ActFileError, OutputIsInputError, SelectionError, UsageError, open_act
 from dnnmask_xr.testing import read_reference_act, relu_activations, write_reference_act
 
@@ -105,13 +105,13 @@ def test_a_selection_of_a_set_reads_only_the_files_it_touches(tmp_path, monkeypa
     sessions = [write_session(tmp_path, k, 3) for k in range(3)]
     paths, stims, arrays = zip(*sessions, strict=True)
     read_from = []
-    real = dnnmask_xr.lazy.LayerArray.read
+    real = dnnmask_xr.xarray_.array.LayerArray.read
 
     def recording(self, key, out=None):
         read_from.append(Path(self.path).name)
         return real(self, key, out)
 
-    monkeypatch.setattr(dnnmask_xr.lazy.LayerArray, "read", recording)
+    monkeypatch.setattr(dnnmask_xr.xarray_.array.LayerArray, "read", recording)
     with open_act(list(paths), stim=list(stims)) as acts:
         values = acts["conv5"].sel(stimulus=["ses1_img2.png", "ses1_img0.png"]).values
         np.testing.assert_array_equal(values, arrays[1]["conv5"][[2, 0]])

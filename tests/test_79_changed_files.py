@@ -25,7 +25,7 @@ import xarray as xr
 
 from dnnmask_xr import ActFileError, open_act, save_act
 from dnnmask_xr.act.layout import encode_stimulus
-from dnnmask_xr.activations import Activations
+from dnnmask_xr.xarray_.activations import Activations
 
 SHAPE = (3, 4, 5, 5)
 CHUNKS = (1, 2, 5, 5)

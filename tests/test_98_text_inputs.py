@@ -177,7 +177,7 @@ def test_the_text_files_a_plan_reads_are_its_inputs(act_file: Path, stim_text: s
     from dnnmask_xr import open_act, read_dmask, read_stim
     from dnnmask_xr.act.layout import open_file
     from dnnmask_xr.act.plan import plan_mask
-    from dnnmask_xr.save import plan_layers
+    from dnnmask_xr.xarray_.save import plan_layers
 
     files = _text_inputs(tmp_path, stim_text)
     mask = read_dmask(files["-dmask"])

@@ -42,7 +42,7 @@ import h5netcdf
 import h5py
 import numpy as np
 
-from dnnmask_xr.act.chunks import gzip_options
+from dnnmask_xr.act.layer_writer import gzip_options
 from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS
 from dnnmask_xr.act.plan import Plan, PlannedLayer, StimulusTable
 from dnnmask_xr.errors import DnnMaskError

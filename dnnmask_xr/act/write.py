@@ -47,7 +47,7 @@ from dnnmask_xr.act.checks import (
     check_output,
     check_plan,
 )
-from dnnmask_xr.act.chunks import (
+from dnnmask_xr.act.layer_writer import (
     Budget,
     LayerReport,
     Sink,
@@ -109,7 +109,7 @@ class SaveReport:
     path
         The file written.
     layers
-        One :class:`~dnnmask_xr.act.chunks.LayerReport` per layer: how it was
+        One :class:`~dnnmask_xr.act.layer_writer.LayerReport` per layer: how it was
         written (``copied``, ``re-encoded``, ``encoded``) and how many chunks
         were read, inflated and written.
     """

@@ -16,8 +16,8 @@ import pandas as pd
 import xarray as xr
 
 from dnnmask_xr.act.layout import NUMBERED_DIMS
-from dnnmask_xr.activations import Activations
 from dnnmask_xr.errors import SelectionError
+from dnnmask_xr.xarray_.activations import Activations
 
 #: The levels of the ``neuroid`` index, in order.
 NEUROID_LEVELS: tuple[str, str, str, str] = ("layer", *NUMBERED_DIMS)

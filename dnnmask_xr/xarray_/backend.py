@@ -20,8 +20,8 @@ from xarray.backends import BackendEntrypoint
 if TYPE_CHECKING:
     import xarray as xr
 
-    from dnnmask_xr.activations import Activations
     from dnnmask_xr.formats.stim import StimArg
+    from dnnmask_xr.xarray_.activations import Activations
 
 # xarray imports every backend's entry point for every open_dataset call of
 # every user: the package itself is imported only when a file is opened here
@@ -76,8 +76,8 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
 
         Without ``group``, a file of one layer opens that layer.
         """
-        from dnnmask_xr.datatree import to_datatree
         from dnnmask_xr.errors import SelectionError
+        from dnnmask_xr.xarray_.datatree import to_datatree
 
         acts = _open(filename_or_obj, stim, allow_external, lock)
         name = None if group is None else group.strip("/")
@@ -118,7 +118,7 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
         """
         import xarray as xr
 
-        from dnnmask_xr.datatree import to_datatree
+        from dnnmask_xr.xarray_.datatree import to_datatree
 
         acts = _open(filename_or_obj, stim, allow_external, lock)
         name = "" if group is None else group.strip("/")
@@ -146,7 +146,7 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
 
 def _open(filename_or_obj: str | os.PathLike[str], stim: StimArg, allow_external: bool,
           lock: LockArg) -> Activations:
-    from dnnmask_xr.reader import open_act
+    from dnnmask_xr.xarray_.reader import open_act
 
     # uncached: xarray wraps the layers in its own cache when cache= says so
     return open_act(filename_or_obj, stim=stim, allow_external=allow_external, lock=lock,

@@ -25,11 +25,11 @@ from dnnmask_xr.act.layout import (
     read_attrs,
 )
 from dnnmask_xr.act.select import blaming
-from dnnmask_xr.activations import Activations
-from dnnmask_xr.dask_layers import Chunks, chunk_layer
 from dnnmask_xr.errors import ActFileError, UsageError
 from dnnmask_xr.formats.stim import StimArg, Stimuli, read_stim
-from dnnmask_xr.lazy import LayerArray, as_variable_data, file_manager, held_file
+from dnnmask_xr.xarray_.activations import Activations
+from dnnmask_xr.xarray_.array import LayerArray, as_variable_data, file_manager, held_file
+from dnnmask_xr.xarray_.dask_layers import Chunks, chunk_layer
 
 
 def open_act(
@@ -52,7 +52,7 @@ def open_act(
         :func:`~dnnmask_xr.save_act` writes there. A list of paths opens
         files of one network (one per session or run) as one set,
         concatenated along ``stimulus`` in that order (see
-        :func:`~dnnmask_xr.file_set.open_file_set`).
+        :func:`~dnnmask_xr.xarray_.file_set.open_file_set`).
     stim
         A ``.stim.csv`` path or a :class:`~dnnmask_xr.formats.stim.Stimuli` table
         describing the stimuli, one row per stimulus. Without it the file's
@@ -109,7 +109,7 @@ def open_act(
     lock = lock_arg(lock)
     cache = chunks is None if cache is None else bool_arg(cache, "cache")
     if isinstance(path, list | tuple):
-        from dnnmask_xr.file_set import open_file_set
+        from dnnmask_xr.xarray_.file_set import open_file_set
 
         allow = bool_arg(allow_external, "allow_external")
         return open_file_set(
@@ -122,7 +122,7 @@ def open_act(
                          "table, or a list of files (path=[...]) with one table each")
     where = path_arg(path, "activation file")
     if where.endswith(NC_SUFFIX):
-        from dnnmask_xr.netcdf import open_nc
+        from dnnmask_xr.xarray_.netcdf import open_nc
 
         check_readable(where)
         acts = open_nc(where, chunks=chunks, cache=cache,

@@ -43,7 +43,7 @@ from dnnmask_xr.act.layout import (
 from dnnmask_xr.act.plan import FileSelection
 from dnnmask_xr.act.pool import default_threads, shared_pool
 from dnnmask_xr.errors import ActFileError
-from dnnmask_xr.options import OPTIONS
+from dnnmask_xr.xarray_.options import OPTIONS
 
 #: xarray's wrappers that hold another array as ``.array`` and index it as it is.
 _PLAIN_WRAPPERS = (indexing.CopyOnWriteArray, indexing.MemoryCachedArray)

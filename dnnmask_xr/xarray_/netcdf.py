@@ -12,11 +12,11 @@ from typing import Any, Literal
 import xarray as xr
 
 from dnnmask_xr.act.external import check_objects
-from dnnmask_xr.activations import Activations
-from dnnmask_xr.dask_layers import Chunks, chunk_layer
-from dnnmask_xr.datatree import from_datatree
 from dnnmask_xr.errors import ActFileError, DnnMaskError
-from dnnmask_xr.lazy import LayerArray, as_variable_data, file_manager
+from dnnmask_xr.xarray_.activations import Activations
+from dnnmask_xr.xarray_.array import LayerArray, as_variable_data, file_manager
+from dnnmask_xr.xarray_.dask_layers import Chunks, chunk_layer
+from dnnmask_xr.xarray_.datatree import from_datatree
 
 
 def open_nc(

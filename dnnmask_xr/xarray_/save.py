@@ -20,9 +20,9 @@ from dnnmask_xr._args import mapping_arg
 from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS
 from dnnmask_xr.act.plan import INPUTS_KEY, ComputedValues, Plan, PlannedLayer
 from dnnmask_xr.act.write import DEFAULT_MEMORY, SaveReport, WriteOptions, progress_bar, write
-from dnnmask_xr.activations import Activations
 from dnnmask_xr.errors import DnnMaskError
-from dnnmask_xr.lazy import file_selection, layer_sources
+from dnnmask_xr.xarray_.activations import Activations
+from dnnmask_xr.xarray_.array import file_selection, layer_sources
 
 
 def save_act(
@@ -107,7 +107,7 @@ def as_activations(acts: object) -> Activations:
     if isinstance(acts, Activations):
         return acts
     if isinstance(acts, xr.DataTree):
-        from dnnmask_xr.datatree import from_datatree
+        from dnnmask_xr.xarray_.datatree import from_datatree
 
         return from_datatree(acts)
     if isinstance(acts, Mapping) and not isinstance(acts, xr.Dataset):

@@ -22,11 +22,11 @@ from dnnmask_xr._args import path_arg
 from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS
 from dnnmask_xr.act.plan import INPUTS_KEY, StimulusTable, same_values
 from dnnmask_xr.act.select import describe_numbers
-from dnnmask_xr.activations import Activations
-from dnnmask_xr.dask_layers import Chunks, chunk_layer
 from dnnmask_xr.errors import ActFileError, SelectionError, UsageError
 from dnnmask_xr.formats.stim import StimArg, Stimuli
-from dnnmask_xr.lazy import ConcatenatedArray, as_variable_data, whole_layer
+from dnnmask_xr.xarray_.activations import Activations
+from dnnmask_xr.xarray_.array import ConcatenatedArray, as_variable_data, whole_layer
+from dnnmask_xr.xarray_.dask_layers import Chunks, chunk_layer
 
 #: Opens one file of the set: ``(path, stim)`` -> its activations, lazy and uncached.
 OpenOne = Callable[[str, StimArg], Activations]

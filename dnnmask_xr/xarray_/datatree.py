@@ -27,8 +27,8 @@ from collections.abc import Mapping
 import xarray as xr
 
 from dnnmask_xr.act.layout import DIMS
-from dnnmask_xr.activations import Activations
 from dnnmask_xr.errors import DnnMaskError
+from dnnmask_xr.xarray_.activations import Activations
 
 
 def to_datatree(acts: Activations | Mapping[str, xr.DataArray]) -> xr.DataTree:
