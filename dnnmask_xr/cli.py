@@ -281,9 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     _check_flags(args)
     from dnnmask_xr.act.checks import check_output
-    from dnnmask_xr.act.layout import open_file
-    from dnnmask_xr.act.mask import mask_file
-    from dnnmask_xr.act.plan import plan_mask
+    from dnnmask_xr.act.files import open_file
+    from dnnmask_xr.act.mask import mask_file, plan_mask
     from dnnmask_xr.act.select import mask_from_flags
     from dnnmask_xr.act.write import DEFAULT_MEMORY, progress_bar
     from dnnmask_xr.formats.dmask import read_dmask

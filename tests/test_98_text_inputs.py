@@ -175,8 +175,8 @@ def test_an_output_that_is_a_text_input_is_refused(route: str, flag: str, how: s
 def test_the_text_files_a_plan_reads_are_its_inputs(act_file: Path, stim_text: str,
                                                     tmp_path: Path):
     from dnnmask_xr import open_act, read_dmask, read_stim
-    from dnnmask_xr.act.layout import open_file
-    from dnnmask_xr.act.plan import plan_mask
+    from dnnmask_xr.act.files import open_file
+    from dnnmask_xr.act.mask import plan_mask
     from dnnmask_xr.xarray_.save import plan_layers
 
     files = _text_inputs(tmp_path, stim_text)

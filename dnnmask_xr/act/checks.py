@@ -19,14 +19,8 @@ import numpy as np
 
 from dnnmask_xr._atomic import real_target
 from dnnmask_xr.act.external import files_read
-from dnnmask_xr.act.layout import (
-    DIMS,
-    FIELD_NAME_RULE,
-    NUMBERED_DIMS,
-    is_field_name,
-    is_reserved,
-    open_file,
-)
+from dnnmask_xr.act.files import open_file
+from dnnmask_xr.act.layout import DIMS, FIELD_NAME_RULE, NUMBERED_DIMS, is_field_name, is_reserved
 from dnnmask_xr.act.plan import Plan
 from dnnmask_xr.errors import ActFileError, DnnMaskError, OutputIsInputError, UsageError
 

@@ -40,6 +40,7 @@ from typing import NamedTuple
 import h5py
 import numpy as np
 
+from dnnmask_xr.act.layout import layer_name
 from dnnmask_xr.errors import ActFileError
 
 #: Slack over a chunk's raw size that any codec's output stays within (zlib
@@ -267,7 +268,7 @@ def layer_index(dataset: h5py.Dataset) -> ChunkIndex | None:
 
 def _where(dataset: h5py.Dataset) -> str:
     """Name a layer in errors: its file and its name."""
-    return f"{dataset.file.filename!r}: layer {dataset.name.lstrip('/')!r}"
+    return f"{dataset.file.filename!r}: layer {layer_name(dataset)!r}"
 
 
 def _fill_value(dataset: h5py.Dataset, plist: h5py.h5p.PropDCID) -> tuple[object, str]:

@@ -32,6 +32,7 @@ from dnnmask_xr.act._interrupt import check_interrupt
 from dnnmask_xr.act.chunk_index import ChunkIndex
 from dnnmask_xr.act.chunking import AxisPieces
 from dnnmask_xr.act.codec import CodecError, inflate, unchecksum
+from dnnmask_xr.act.layout import layer_name
 from dnnmask_xr.errors import ActFileError
 
 #: Chunks in flight per pool thread: enough to keep threads busy, few enough
@@ -271,7 +272,3 @@ def size_text(nbytes: int) -> str:
             return f"{nbytes / scale:.1f} {unit}"
     return f"{nbytes} bytes"
 
-
-def layer_name(dataset: h5py.Dataset) -> str:
-    """Give the layer's name: its dataset's path without the leading slash."""
-    return dataset.name.lstrip("/")

@@ -42,7 +42,6 @@ from dnnmask_xr.act.chunk_read import (
     IN_FLIGHT_PER_THREAD,
     decode_chunk,
     fill_from_chunks,
-    layer_name,
 )
 from dnnmask_xr.act.chunk_read import size_text as _size
 from dnnmask_xr.act.chunking import (
@@ -53,6 +52,7 @@ from dnnmask_xr.act.chunking import (
     output_chunks,
 )
 from dnnmask_xr.act.codec import deflate
+from dnnmask_xr.act.layout import layer_name
 from dnnmask_xr.act.plan import BlockReader, FileSelection
 from dnnmask_xr.errors import ActFileError
 

@@ -1,9 +1,9 @@
 """Mask one ``.act.h5`` file into another, straight from HDF5.
 
-What ``dnn_mask`` does, without xarray: :func:`~dnnmask_xr.act.plan.plan_mask`
-turns the file's layers, the mask's numbers and the stimulus table into a
-plan, and :func:`~dnnmask_xr.act.write.write` copies the selected units
-chunk by chunk. The result equals ``save_act(open_act(act).mask(mask))``.
+What ``dnn_mask`` does, without xarray: :func:`plan_mask` turns the file's
+layers, the mask's numbers and the stimulus table into a plan, and
+:func:`~dnnmask_xr.act.write.write` copies the selected units chunk by chunk.
+The result equals ``save_act(open_act(act).mask(mask))``.
 """
 
 from __future__ import annotations
@@ -12,12 +12,26 @@ import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import h5py
+import numpy as np
+
 from dnnmask_xr._args import bool_arg, mapping_arg, path_arg
-from dnnmask_xr.act.layout import open_file
-from dnnmask_xr.act.plan import plan_mask
-from dnnmask_xr.act.select import NumberMeaning
+from dnnmask_xr.act.files import open_file
+from dnnmask_xr.act.layout import (
+    DIMS,
+    NUMBERED_DIMS,
+    decode_stimulus,
+    decode_unit_labels,
+    is_reserved,
+    layer_datasets,
+    read_attrs,
+)
+from dnnmask_xr.act.plan import FileSelection, Plan, PlannedLayer, text_inputs
+from dnnmask_xr.act.select import NumberMeaning, check_meaning, layer_positions
+from dnnmask_xr.act.stimulus import StimulusTable, read_table
 from dnnmask_xr.act.write import DEFAULT_MEMORY, SaveReport, WriteOptions, write
-from dnnmask_xr.formats.dmask import DnnMask
+from dnnmask_xr.errors import SelectionError
+from dnnmask_xr.formats.dmask import DnnMask, format_dmask
 
 if TYPE_CHECKING:
     from dnnmask_xr.formats.stim import Stimuli
@@ -103,3 +117,68 @@ def mask_file(
         plan = plan_mask(root, mask, stim=stim, by=by, attrs=attrs,
                          allow_external=bool_arg(allow_external, "allow_external"))
         return write(plan, target, options)
+
+
+def plan_mask(
+    root: h5py.File,
+    mask: DnnMask,
+    *,
+    stim: str | os.PathLike[str] | Stimuli | None = None,
+    by: NumberMeaning = "ordinal",
+    attrs: Mapping[str, Any] | None = None,
+    allow_external: bool = False,
+) -> Plan:
+    """Plan the units a mask keeps of an open ``.act.h5`` file.
+
+    Parameters
+    ----------
+    root
+        The open input file.
+    mask
+        The layers and units to keep, in order.
+    stim
+        A ``.stim.csv`` path or table for the stimuli; the file's own if None.
+    by
+        How the mask's numbers are read (see :data:`~dnnmask_xr.act.select.NumberMeaning`).
+    attrs
+        More provenance for the output's root.
+    allow_external
+        Follow root objects whose values live in other files
+        (:mod:`~dnnmask_xr.act.external`); refused by default.
+
+    Raises
+    ------
+    SelectionError
+        If a layer or a number is not in the file, or the stimulus table
+        does not fit.
+    ActFileError
+        If the file is not a valid ``.act.h5`` file.
+    UsageError
+        If ``by`` is not a known meaning.
+    """
+    by = check_meaning(by)
+    where = root.filename
+    datasets = layer_datasets(root, where, allow_external=allow_external)
+    missing = [layer for layer in mask if layer not in datasets]
+    if missing:
+        raise SelectionError(f"layer {missing[0]!r} is not in {where!r} "
+                             f"(layers: {', '.join(datasets) or 'none'})")
+    layers = []
+    for name, layer_mask in mask.items():
+        dataset = datasets[name]
+        labels = decode_unit_labels(dataset, repr(where))
+        chosen = layer_positions(name, layer_mask, labels, by)
+        positions = tuple(chosen.get(dim, np.arange(size, dtype=np.int64))
+                          for dim, size in zip(DIMS, dataset.shape, strict=True))
+        kept = {dim: labels[dim][positions[axis]]
+                for axis, dim in enumerate(NUMBERED_DIMS, start=1)}
+        layers.append(PlannedLayer(name, kept, FileSelection(dataset, positions)))
+    n_stim = next(iter(datasets.values())).shape[0] if datasets else 0
+    table = None
+    if stim is None:
+        stored = read_attrs(root, repr(where), is_reserved)
+        stimulus = StimulusTable(*decode_stimulus(stored, n_stim, repr(where)))
+    else:
+        stimulus, table = read_table(stim, n_stim, repr(where))
+    provenance = {"source": where, "mask": format_dmask(mask), "mask_by": by, **(attrs or {})}
+    return Plan(tuple(layers), stimulus, provenance, text_inputs(mask, table))

@@ -44,7 +44,8 @@ import numpy as np
 
 from dnnmask_xr.act.layer_writer import gzip_options
 from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS
-from dnnmask_xr.act.plan import Plan, PlannedLayer, StimulusTable
+from dnnmask_xr.act.plan import Plan, PlannedLayer
+from dnnmask_xr.act.stimulus import StimulusTable
 from dnnmask_xr.errors import DnnMaskError
 
 

@@ -6,20 +6,17 @@ else, after checking them against the layer they select from.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from dnnmask_xr.act.layout import DIMS
 from dnnmask_xr.errors import SelectionError, UsageError
 from dnnmask_xr.formats.dmask import DnnMask, LayerMask
 
 if TYPE_CHECKING:
-    from dnnmask_xr.formats.stim import Stimuli
+    pass
 
 #: How mask numbers are read: ``"label"``, looked up among the labels of
 #: the ``channel``/``row``/``column`` coordinates (like ``.sel``), or
@@ -176,52 +173,3 @@ def describe_numbers(labels: np.ndarray, most: int = 8) -> str:
         return f"{labels[0]}..{labels[-1]}"
     shown = ", ".join(str(label) for label in labels[:most])
     return shown + (f", ... ({labels.size} in all)" if labels.size > most else "") or "none"
-
-
-@contextlib.contextmanager
-def blaming(stim: object) -> Iterator[None]:
-    """Name the ``.stim.csv`` file in a stimulus-table error raised inside."""
-    try:
-        yield
-    except SelectionError as err:
-        if not isinstance(stim, str | os.PathLike):
-            raise
-        raise SelectionError(f"{os.fspath(stim)}: {err}") from None
-
-
-def stimulus_labels(
-    stimuli: Stimuli, n_stimuli: int, where: str
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Check a stimulus table against the activations it describes.
-
-    Parameters
-    ----------
-    stimuli
-        The table, one row per stimulus.
-    n_stimuli
-        How many stimuli the activations hold.
-    where
-        The activations, for errors (a quoted path, say).
-
-    Returns
-    -------
-    tuple
-        The stimulus IDs, and every other field by name.
-
-    Raises
-    ------
-    SelectionError
-        If the table's length differs from the number of stimuli, or a
-        field is named like a dimension.
-    """
-    if len(stimuli) != n_stimuli:
-        listed = f"{len(stimuli)} stimulus" if len(stimuli) == 1 else f"{len(stimuli)} stimuli"
-        raise SelectionError(f"the stimulus table lists {listed} but {where} holds "
-                             f"{n_stimuli}; give one row per stimulus, in order")
-    fields = {name: stimuli.table[name].to_numpy() for name in stimuli.table.columns
-              if name != "stimID"}
-    clash = [name for name in fields if name in DIMS]
-    if clash:
-        raise SelectionError(f"stimulus field {clash[0]!r} has the name of a dimension; "
-                             f"rename it (dimensions: {', '.join(DIMS)})")
-    return np.asarray(stimuli.stim_ids), fields

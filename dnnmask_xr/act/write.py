@@ -56,8 +56,9 @@ from dnnmask_xr.act.layer_writer import (
     write_values,
 )
 from dnnmask_xr.act.layout import encode_stimulus, encode_unit_labels
-from dnnmask_xr.act.plan import FileSelection, Plan, PlannedLayer, StimulusTable
+from dnnmask_xr.act.plan import FileSelection, Plan, PlannedLayer
 from dnnmask_xr.act.pool import default_threads
+from dnnmask_xr.act.stimulus import StimulusTable
 from dnnmask_xr.errors import ActFileError, DnnMaskError, UsageError
 
 #: Default memory budget: bytes of activations held at once while writing.
@@ -368,7 +369,7 @@ def metadata_bytes(*parts: Any) -> int:
 
     The values' own size, an eighth more, plus :data:`RESERVED_BYTES`.
     ``parts`` are mappings of name to value,
-    :class:`~dnnmask_xr.act.plan.StimulusTable` or None.
+    :class:`~dnnmask_xr.act.stimulus.StimulusTable` or None.
     """
     values: list[Any] = []
     for part in parts:

@@ -13,14 +13,14 @@ from dnnmask_xr._args import mapping_arg
 from dnnmask_xr.act.checks import check_layer_name
 from dnnmask_xr.act.describe import LayerSummary, count, describe_layers, layers_html
 from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS, count_from_one
-from dnnmask_xr.act.plan import INPUTS_KEY, StimulusTable, shared_stimulus, text_inputs
+from dnnmask_xr.act.plan import INPUTS_KEY, text_inputs
 from dnnmask_xr.act.select import (
     NumberMeaning,
     check_meaning,
     describe_numbers,
     layer_positions,
-    stimulus_labels,
 )
+from dnnmask_xr.act.stimulus import StimulusTable, shared_stimulus, stimulus_labels
 from dnnmask_xr.errors import DnnMaskError, SelectionError, UsageError
 from dnnmask_xr.formats.dmask import DNNBRAIN_AXES, DnnMask, format_dmask
 from dnnmask_xr.formats.stim import Stimuli
@@ -123,7 +123,7 @@ class Activations(Mapping[str, xr.DataArray]):
         ------
         DnnMaskError
             If a layer labels its stimuli differently from the first (see
-            :func:`~dnnmask_xr.act.plan.shared_stimulus`).
+            :func:`~dnnmask_xr.act.stimulus.shared_stimulus`).
         """
         table = shared_stimulus(
             (name, StimulusTable(array["stimulus"].values, stimulus_fields(array)))

@@ -28,18 +28,12 @@ from dnnmask_xr.act.chunk_index import ChunkIndex, layer_index
 from dnnmask_xr.act.chunk_read import (
     CHUNK_COPIES,
     fill_from_chunks,
-    layer_name,
     read_box,
     size_text,
 )
 from dnnmask_xr.act.chunking import CHUNK_BYTES, as_slice, axis_pieces, read_boxes
-from dnnmask_xr.act.layout import (
-    HeldFile,
-    SourceFiles,
-    file_identity,
-    open_file,
-    source_files,
-)
+from dnnmask_xr.act.files import HeldFile, SourceFiles, file_identity, open_file, source_files
+from dnnmask_xr.act.layout import layer_name
 from dnnmask_xr.act.plan import FileSelection
 from dnnmask_xr.act.pool import default_threads, shared_pool
 from dnnmask_xr.errors import ActFileError

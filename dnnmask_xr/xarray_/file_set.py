@@ -20,8 +20,9 @@ import xarray as xr
 
 from dnnmask_xr._args import path_arg
 from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS
-from dnnmask_xr.act.plan import INPUTS_KEY, StimulusTable, same_values
+from dnnmask_xr.act.plan import INPUTS_KEY
 from dnnmask_xr.act.select import describe_numbers
+from dnnmask_xr.act.stimulus import StimulusTable, same_values
 from dnnmask_xr.errors import ActFileError, SelectionError, UsageError
 from dnnmask_xr.formats.stim import StimArg, Stimuli
 from dnnmask_xr.xarray_.activations import Activations

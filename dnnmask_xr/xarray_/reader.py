@@ -13,18 +13,18 @@ from xarray.backends import CachingFileManager
 
 from dnnmask_xr._args import bool_arg, lock_arg, path_arg
 from dnnmask_xr.act.checks import NC_SUFFIX, SYSTEM_ATTRS
-from dnnmask_xr.act.chunk_read import layer_name
+from dnnmask_xr.act.files import check_readable
 from dnnmask_xr.act.layout import (
     DIMS,
     NUMBERED_DIMS,
-    check_readable,
     decode_stimulus,
     decode_unit_labels,
     is_reserved,
     layer_datasets,
+    layer_name,
     read_attrs,
 )
-from dnnmask_xr.act.select import blaming
+from dnnmask_xr.act.stimulus import blaming
 from dnnmask_xr.errors import ActFileError, UsageError
 from dnnmask_xr.formats.stim import StimArg, Stimuli, read_stim
 from dnnmask_xr.xarray_.activations import Activations
