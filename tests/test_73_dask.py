@@ -17,7 +17,7 @@ from dask.callbacks import Callback
 
 from dnnmask_xr import UsageError, open_act, save_act, to_datatree
 from dnnmask_xr.act.layout import DIMS
-from dnnmask_xr.xarray_.dask_layers import AUTO_CHUNK_BYTES
+from dnnmask_xr.xarray_.reader import AUTO_CHUNK_BYTES
 
 
 @pytest.fixture
@@ -119,16 +119,16 @@ def test_to_zarr_of_a_chunked_layer_need_not_load_text_fields(labelled_file, tmp
 
 def test_chunks_naming_an_unknown_dimension_are_refused(chunked_file):
     path, _ = chunked_file
-    with pytest.raises(UsageError, match=r"chunks name dimension 'time', which layer 'conv' "
-                                          r"does not have \(dimensions: stimulus, channel"):
+    with pytest.raises(UsageError, match=r"chunks name dimension 'time', which layers do not "
+                                          r"have \(dimensions: stimulus, channel"):
         open_act(path, chunks={"time": 3})
 
 
 def test_importing_the_package_does_not_import_dask():
     # xarray itself imports dask.array when it wraps data and dask is installed,
     # so what is checked here is the import of every module of the package
-    code = ("import sys, dnnmask_xr, dnnmask_xr.xarray_.backend, dnnmask_xr.xarray_.dask_layers, "
-            "dnnmask_xr.xarray_.netcdf, dnnmask_xr.xarray_.neuroid, dnnmask_xr.xarray_.datatree; "
+    code = ("import sys, dnnmask_xr, dnnmask_xr.xarray_.backend, dnnmask_xr.xarray_.reader, "
+            "dnnmask_xr.xarray_.store, dnnmask_xr.xarray_.neuroid, dnnmask_xr.xarray_.datatree; "
             "print(sorted(m for m in sys.modules if m.startswith(('dask', 'distributed'))))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)

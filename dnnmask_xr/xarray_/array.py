@@ -291,16 +291,6 @@ def _as_run(positions: np.ndarray) -> slice | np.ndarray:
     return positions
 
 
-def as_variable_data(array: BackendArray, cache: bool) -> indexing.ExplicitlyIndexed:
-    """Wrap a layer array as xarray's backends wrap theirs.
-
-    Lazily indexed; copied before values are assigned to; with ``cache``,
-    kept in memory once read (``xr.open_dataset(cache=True)``).
-    """
-    data = indexing.CopyOnWriteArray(indexing.LazilyIndexedArray(array))
-    return indexing.MemoryCachedArray(data) if cache else data
-
-
 def read_chunks(
     index: ChunkIndex, key: tuple[Any, ...],
     lock: contextlib.AbstractContextManager[Any] | None = None,

@@ -1,11 +1,12 @@
 """The xarray backend ``dnnact``: activation files through ``xr.open_*``.
 
-It forwards to :func:`~dnnmask_xr.open_act` and
-:func:`~dnnmask_xr.to_datatree`, so labels and laziness are theirs; xarray
-itself applies ``chunks=``, following each layer's
+It forwards to the one read path (:func:`~dnnmask_xr.xarray_.store.open_layers`)
+and :func:`~dnnmask_xr.to_datatree`, so labels and laziness are theirs;
+xarray itself applies ``chunks=``, following each layer's
 ``encoding["preferred_chunks"]`` (the file's HDF5 chunks), and its
-``cache=``: layers are opened uncached here, and xarray wraps them in its
+``cache=``: layers are opened uncached, and xarray wraps them in its
 memory cache as it wraps every backend's arrays.
+:func:`~dnnmask_xr.open_act` opens files through this backend too.
 """
 
 from __future__ import annotations
@@ -126,17 +127,49 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
             tree = xr.DataTree(_layer_dataset(acts, name), name=name)
         else:
             tree = to_datatree(acts)
+        if acts.source is not None:
+            # as given: xarray would name it by its absolute path
+            tree.encoding["source"] = acts.source
         if drop_variables:
             tree = tree.map_over_datasets(lambda dataset: _drop(dataset, drop_variables))
         tree.set_close(acts.close)
         return tree
 
     def open_groups_as_dict(
-        self, filename_or_obj: str | os.PathLike[str], **kwargs: Any
+        self,
+        filename_or_obj: str | os.PathLike[str] | list[str | os.PathLike[str]],
+        *,
+        drop_variables: str | Iterable[str] | None = None,
+        mask_and_scale: object = None,
+        decode_times: object = None,
+        concat_characters: object = None,
+        decode_coords: object = None,
+        use_cftime: object = None,
+        decode_timedelta: object = None,
+        group: str | None = None,
+        stim: StimArg | list[StimArg] = None,
+        allow_external: bool = False,
+        lock: LockArg = None,
     ) -> dict[str, xr.Dataset]:
-        """Open every node of :meth:`open_datatree` (same keywords) as a dataset, by path."""
-        tree = self.open_datatree(filename_or_obj, **kwargs)
-        return {node.path: node.to_dataset(inherit=False) for node in tree.subtree}
+        """Open every node of :meth:`open_datatree` as a dataset, by path (``/``, ``/conv5``).
+
+        Each layer's dataset holds its stimulus index, as a netCDF group
+        holds its dimensions; a list of files opens them as one set.
+        :func:`~dnnmask_xr.open_act` opens files this way, through
+        ``xr.open_groups``.
+        """
+        from dnnmask_xr.xarray_.datatree import as_groups
+
+        acts = _open(filename_or_obj, stim, allow_external, lock)
+        name = "" if group is None else group.strip("/")
+        groups = {f"/{name}": _layer_dataset(acts, name)} if name else as_groups(acts)
+        groups = {path: _drop(dataset, drop_variables) for path, dataset in groups.items()}
+        first = next(iter(groups.values()))
+        if acts.source is not None:
+            # as given: xarray would name it by its absolute path
+            first.encoding["source"] = acts.source
+        first.set_close(acts.close)
+        return groups
 
     def guess_can_open(self, filename_or_obj: object) -> bool:
         """Claim paths ending in ``.act.h5``."""
@@ -146,11 +179,9 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
 
 def _open(filename_or_obj: str | os.PathLike[str], stim: StimArg, allow_external: bool,
           lock: LockArg) -> Activations:
-    from dnnmask_xr.xarray_.reader import open_act
+    from dnnmask_xr.xarray_.store import open_layers
 
-    # uncached: xarray wraps the layers in its own cache when cache= says so
-    return open_act(filename_or_obj, stim=stim, allow_external=allow_external, lock=lock,
-                    cache=False)
+    return open_layers(filename_or_obj, stim=stim, allow_external=allow_external, lock=lock)
 
 
 def _layer_dataset(acts: Activations, name: str) -> xr.Dataset:

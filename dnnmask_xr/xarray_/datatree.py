@@ -22,7 +22,7 @@ writes hold the same layout, so ``xr.open_datatree`` opens this tree.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import xarray as xr
 
@@ -58,28 +58,51 @@ def to_datatree(acts: Activations | Mapping[str, xr.DataArray]) -> xr.DataTree:
     """
     if not isinstance(acts, Activations):
         acts = Activations(acts)
-    root = xr.Dataset(attrs=dict(acts.attrs))
-    nodes: dict[str, xr.Dataset] = {}
-    if acts:
-        table = acts.stimulus_table()
-        fields = table.fields
-        stimulus = xr.Variable("stimulus", table.ids, attrs=dict(table.header))
-        root = root.assign_coords(
-            {"stimulus": stimulus, **{name: ("stimulus", v) for name, v in fields.items()}}
-        )
-        for name, array in acts.items():
-            clash = set(DIMS) | set(fields)
-            if name in clash:
-                raise DnnMaskError(
-                    f"layer {name!r} has the name of a dimension or stimulus field; a tree "
-                    "needs distinct names: rename the layer, as in "
-                    f"Activations({{'{name}_layer': acts[{name!r}], ...}})"
-                )
-            # the node inherits the root's stimulus index, not its other coordinates
-            nodes[name] = array.drop_vars("stimulus").to_dataset(name=name)
-    tree = xr.DataTree.from_dict({"/": root, **nodes})
+    groups = as_groups(acts)
+    for name in acts:
+        if name not in groups[f"/{name}"].data_vars:
+            raise DnnMaskError(
+                f"layer {name!r} has the name of a dimension or stimulus field; a tree "
+                "needs distinct names: rename the layer, as in "
+                f"Activations({{'{name}_layer': acts[{name!r}], ...}})"
+            )
+    # a node inherits the root's stimulus index, not its other coordinates
+    tree = xr.DataTree.from_dict({path: group if path == "/" else group.drop_vars("stimulus")
+                                  for path, group in groups.items()})
     tree.set_close(acts.close)
     return tree
+
+
+def as_groups(acts: Activations) -> dict[str, xr.Dataset]:
+    """Give the groups of :func:`to_datatree` as datasets, each with its stimulus index.
+
+    The ``dnnact`` backend's ``open_groups`` gives these, as xarray's
+    netCDF backends give a file's groups (``/`` and ``/<layer>``). A layer
+    is the variable named after it, unless a dataset cannot hold that name
+    beside its coordinates (a layer named ``channel``, or like a stimulus
+    field): it is then ``<name>_layer``, and its group still bears its name.
+
+    Raises
+    ------
+    DnnMaskError
+        If the layers label their stimuli differently.
+    """
+    root = xr.Dataset(attrs=dict(acts.attrs))
+    groups: dict[str, xr.Dataset] = {"/": root}
+    if not acts:
+        return groups
+    table = acts.stimulus_table()
+    fields = table.fields
+    stimulus = xr.Variable("stimulus", table.ids, attrs=dict(table.header))
+    groups["/"] = root.assign_coords(
+        {"stimulus": stimulus, **{name: ("stimulus", v) for name, v in fields.items()}})
+    taken = set(DIMS) | set(fields)
+    for name, array in acts.items():
+        variable = name
+        while variable in taken:
+            variable = f"{variable}_layer"
+        groups[f"/{name}"] = array.to_dataset(name=variable)
+    return groups
 
 
 def from_datatree(tree: xr.DataTree) -> Activations:
@@ -112,43 +135,64 @@ def from_datatree(tree: xr.DataTree) -> Activations:
     if not isinstance(tree, xr.DataTree):
         raise DnnMaskError(f"from_datatree takes an xarray.DataTree, not a "
                            f"{type(tree).__name__}")
-    if tree.data_vars:
-        raise DnnMaskError(
-            f"the root holds variables ({', '.join(map(str, tree.data_vars))}); a tree of "
-            "activations holds each layer in a node of its own, named after it"
-        )
-    fields = {
-        str(name): coord
-        for name, coord in tree.coords.items()
-        if coord.dims == ("stimulus",) and name != "stimulus"
-    }
-    layers = {}
-    for name, node in tree.children.items():
+    for node in tree.children.values():
         if node.children:
             raise DnnMaskError(
                 f"node {node.path!r} holds groups ({', '.join(node.children)}); a tree of "
                 "activations has one node per layer under its root, and nothing deeper"
             )
-        variables = list(node.data_vars)
+    # a layer node's dataset with what it inherits: the root's stimulus index
+    groups = {"/": tree.to_dataset(),
+              **{node.path: node.to_dataset() for node in tree.children.values()}}
+    return from_groups(groups, source=tree.encoding.get("source"), closers=[tree.close])
+
+
+def from_groups(
+    groups: Mapping[str, xr.Dataset], *, source: str | None = None,
+    closers: Iterable[Callable[[], None]] = (),
+) -> Activations:
+    """Turn the groups of :func:`as_groups` (``/`` and ``/<layer>``) into activations.
+
+    Raises
+    ------
+    DnnMaskError
+        As :func:`from_datatree`.
+    """
+    root = groups.get("/", xr.Dataset())
+    if root.data_vars:
+        raise DnnMaskError(
+            f"the root holds variables ({', '.join(map(str, root.data_vars))}); a tree of "
+            "activations holds each layer in a node of its own, named after it"
+        )
+    fields = {
+        str(name): coord
+        for name, coord in root.coords.items()
+        if coord.dims == ("stimulus",) and name != "stimulus"
+    }
+    layers = {}
+    for path, group in groups.items():
+        if path == "/":
+            continue
+        variables = list(group.data_vars)
         if len(variables) != 1:
             raise DnnMaskError(
-                f"node {node.path!r} holds {len(variables)} variables "
+                f"node {path!r} holds {len(variables)} variables "
                 f"({', '.join(map(str, variables)) or 'none'}); a layer node holds one, "
                 f"with dims {DIMS}"
             )
-        layer = node.to_dataset()[variables[0]]
+        layer = group[variables[0]]
         for key, coord in fields.items():
             # both copies are the user's to change: refuse to pick one
             if key in layer.coords and not layer[key].variable.equals(coord.variable):
                 raise DnnMaskError(
-                    f"node {node.path!r} holds stimulus field {key!r} with values other "
+                    f"node {path!r} holds stimulus field {key!r} with values other "
                     "than the root's; a tree of activations holds each field alike on the "
                     "root and on every layer node: change it on all of them")
         inherited = {key: coord for key, coord in fields.items() if key not in layer.coords}
         # the header given below becomes the attrs of every layer's stimulus
-        layers[name] = layer.assign_coords(inherited)
+        layers[path.strip("/")] = layer.assign_coords(inherited) if inherited else layer
     header = {}
-    if "stimulus" in tree.coords:
-        header = {str(key): str(value) for key, value in tree["stimulus"].attrs.items()}
-    return Activations(layers, attrs=tree.attrs, stim_header=header,
-                       source=tree.encoding.get("source"), closers=[tree.close])
+    if "stimulus" in root.coords:
+        header = {str(key): str(value) for key, value in root["stimulus"].attrs.items()}
+    return Activations(layers, attrs=root.attrs, stim_header=header, source=source,
+                       closers=closers)

@@ -1,8 +1,8 @@
 """Several activation files of one network, opened as one set along ``stimulus``.
 
 A study extracts activations per scanning session or run, one file and one
-stimulus table each. :func:`open_file_set` (what
-``open_act([p1, p2, ...], stim=[s1, s2, ...])`` calls) checks that the files
+stimulus table each. :func:`concatenated` (what
+``open_act([p1, p2, ...], stim=[s1, s2, ...])`` comes to) checks that the files
 hold the same layers with the same units, that no stimulus is in two files,
 and gives their layers concatenated, still lazy: a selection reads from
 each file only what it selects there.
@@ -10,50 +10,32 @@ each file only what it selects there.
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import xarray as xr
+from xarray.core import indexing
 
-from dnnmask_xr._args import path_arg
 from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS
 from dnnmask_xr.act.plan import INPUTS_KEY
 from dnnmask_xr.act.select import describe_numbers
 from dnnmask_xr.act.stimulus import StimulusTable, same_values
-from dnnmask_xr.errors import ActFileError, SelectionError, UsageError
-from dnnmask_xr.formats.stim import StimArg, Stimuli
+from dnnmask_xr.errors import ActFileError, SelectionError
 from dnnmask_xr.xarray_.activations import Activations
-from dnnmask_xr.xarray_.array import ConcatenatedArray, as_variable_data, whole_layer
-from dnnmask_xr.xarray_.dask_layers import Chunks, chunk_layer
-
-#: Opens one file of the set: ``(path, stim)`` -> its activations, lazy and uncached.
-OpenOne = Callable[[str, StimArg], Activations]
+from dnnmask_xr.xarray_.array import ConcatenatedArray, whole_layer
 
 
-def open_file_set(
-    paths: Sequence[str | os.PathLike[str]],
-    stim: Sequence[StimArg] | None,
-    open_one: OpenOne,
-    *,
-    chunks: Chunks | None,
-    cache: bool,
-) -> Activations:
-    """Open files of one network as one set of layers, concatenated along ``stimulus``.
+def concatenated(where: list[str], opened: list[Activations]) -> Activations:
+    """Give files of one network as one set of layers, concatenated along ``stimulus``.
 
     Parameters
     ----------
-    paths
-        The files, in the order their stimuli are to follow.
-    stim
-        One stimulus table per file (a ``.stim.csv`` path, a table, or None
-        for the table embedded in that file), or None for every file's own.
-    open_one
-        Opens one file (:func:`~dnnmask_xr.open_act`, uncached, without dask).
-    chunks, cache
-        As for :func:`~dnnmask_xr.open_act`, applied to the set's layers.
+    where
+        The files' paths, in the order their stimuli are to follow.
+    opened
+        Each file's layers, lazy and uncached, labelled with its stimulus
+        table (:func:`~dnnmask_xr.xarray_.store.open_layers`).
 
     Returns
     -------
@@ -62,11 +44,10 @@ def open_file_set(
         of the others; the stimulus fields concatenated likewise, under
         the one header all files share. Root and layer attributes keep
         what every file agrees on; ``attrs["sources"]`` lists the files.
+        Closing them closes every file.
 
     Raises
     ------
-    UsageError
-        If ``paths`` is empty or ``stim`` does not give one table per file.
     ActFileError
         If the files hold different layers, or a layer's units or dtype
         differ between files.
@@ -74,43 +55,16 @@ def open_file_set(
         If a stimulus ID is in two files, or the files' stimulus tables
         have different fields or headers.
     """
-    where = [path_arg(path, "activation file") for path in paths]
-    if not where:
-        raise UsageError("open_act was given no file; give a path or a list of paths")
-    tables = _stim_per_file(stim, len(where))
-    with contextlib.ExitStack() as undo:
-        opened = []
-        for path, table in zip(where, tables, strict=True):
-            acts = open_one(path, table)
-            undo.callback(acts.close)
-            opened.append(acts)
-        _check_layers(where, opened)
-        tables = [acts.stimulus_table() for acts in opened]
-        _check_distinct_stimuli(where, tables)
-        header = _shared_header(where, tables)
-        coords = _stimulus_coords(where, tables)
-        layers = {name: _concatenated(name, [acts[name] for acts in opened], coords, cache)
-                  for name in opened[0]}
-        if chunks is not None:
-            layers = {name: chunk_layer(array, chunks) for name, array in layers.items()}
-        undo.pop_all()
+    _check_layers(where, opened)
+    tables = [acts.stimulus_table() for acts in opened]
+    _check_distinct_stimuli(where, tables)
+    header = _shared_header(where, tables)
+    coords = _stimulus_coords(where, tables)
+    layers = {name: _concatenated(name, [acts[name] for acts in opened], coords)
+              for name in opened[0]}
     attrs = {**_agreed([acts.attrs for acts in opened]), "sources": where}
     return Activations(layers, attrs=attrs, stim_header=header,
                        closers=[acts.close for acts in opened])
-
-
-def _stim_per_file(stim: Sequence[StimArg] | None, count: int) -> list[StimArg]:
-    if stim is None:
-        return [None] * count
-    if isinstance(stim, str | os.PathLike | Stimuli) or not isinstance(stim, Sequence):
-        given = repr(os.fspath(stim)) if isinstance(stim, str | os.PathLike) else (
-            f"a {type(stim).__name__}")
-        raise UsageError(f"stim= gives one stimulus table ({given}) for {count} files; give a "
-                         f"list of {count}, one per file (None for a file's own table)")
-    if len(stim) != count:
-        raise UsageError(f"stim= lists {len(stim)} stimulus table(s) for {count} files; give "
-                         "one per file, in the same order (None for a file's own table)")
-    return list(stim)
 
 
 def _check_layers(where: list[str], opened: list[Activations]) -> None:
@@ -181,12 +135,12 @@ def _stimulus_coords(where: list[str], tables: list[StimulusTable]) -> dict[str,
     return coords
 
 
-def _concatenated(name: str, parts: list[xr.DataArray], coords: Mapping[str, Any],
-                  cache: bool) -> xr.DataArray:
+def _concatenated(name: str, parts: list[xr.DataArray],
+                  coords: Mapping[str, Any]) -> xr.DataArray:
     files = [whole_layer(part) for part in parts]
     if any(layer is None for layer in files):  # open_act gives whole file layers
         raise AssertionError(f"layer {name!r} of a set is not a whole file layer")
-    data = as_variable_data(ConcatenatedArray(files), cache)
+    data = indexing.LazilyIndexedArray(ConcatenatedArray(files))
     first = parts[0]
     layer = xr.DataArray(
         xr.Variable(DIMS, data, attrs=_agreed([part.attrs for part in parts])),

@@ -1,0 +1,265 @@
+"""The one read path: activation files to labelled, lazy layers.
+
+:func:`open_layers` opens an ``.act.h5`` file, a ``.nc`` file that
+:func:`~dnnmask_xr.save_act` wrote, or a list of either as one set, and
+gives :class:`~dnnmask_xr.Activations` whose values are
+:class:`~dnnmask_xr.xarray_.array.LayerArray` objects behind xarray's lazy
+indexing, uncached and without dask: the ``dnnact`` backend hands them to
+xarray, which applies ``cache=`` and ``chunks=`` (from each layer's
+``encoding["preferred_chunks"]``, the file's HDF5 chunks) as it does for
+its own backends. :func:`~dnnmask_xr.open_act` goes through that backend.
+
+Every layer's ``encoding`` records where it was read from, in xarray's
+keys (``source``, ``chunksizes``, ``zlib``, ...): ``to_netcdf`` keeps the
+storage, and :func:`~dnnmask_xr.save_act` never replaces the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Literal
+
+import h5py
+import numpy as np
+import xarray as xr
+from xarray.backends import CachingFileManager
+from xarray.core import indexing
+
+from dnnmask_xr._args import bool_arg, lock_arg, path_arg
+from dnnmask_xr.act.checks import NC_SUFFIX, SYSTEM_ATTRS
+from dnnmask_xr.act.external import check_objects
+from dnnmask_xr.act.files import check_readable
+from dnnmask_xr.act.layout import (
+    DIMS,
+    NUMBERED_DIMS,
+    decode_stimulus,
+    decode_unit_labels,
+    is_reserved,
+    layer_datasets,
+    layer_name,
+    read_attrs,
+)
+from dnnmask_xr.act.stimulus import blaming
+from dnnmask_xr.errors import ActFileError, DnnMaskError, UsageError
+from dnnmask_xr.formats.stim import StimArg, Stimuli, read_stim
+from dnnmask_xr.xarray_.activations import Activations
+from dnnmask_xr.xarray_.array import LayerArray, file_manager, held_file
+from dnnmask_xr.xarray_.datatree import from_datatree
+from dnnmask_xr.xarray_.file_set import concatenated
+
+#: ``lock=`` once checked: None for xarray's HDF5 lock, False for h5py's alone, or a lock.
+Lock = AbstractContextManager[Any] | Literal[False] | None
+
+
+def open_layers(
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    stim: StimArg | Sequence[StimArg] = None,
+    allow_external: bool = False,
+    lock: bool | AbstractContextManager[Any] | None = None,
+) -> Activations:
+    """Open the layers of a file, or of a set of files, lazily and uncached.
+
+    Parameters are those of :func:`~dnnmask_xr.open_act`; a list of paths is
+    opened as one set along ``stimulus``, with ``stim`` one table per file.
+
+    Returns
+    -------
+    Activations
+        Lazily indexed layers, in file order; closing them closes the files.
+    """
+    allow_external = bool_arg(allow_external, "allow_external")
+    lock = lock_arg(lock)
+    if isinstance(path, list | tuple):
+        where = [path_arg(one, "activation file") for one in path]
+        if not where:
+            raise UsageError("open_act was given no file; give a path or a list of paths")
+        with contextlib.ExitStack() as undo:
+            opened = []
+            for one, table in zip(where, _stim_per_file(stim, len(where)), strict=True):
+                acts = _open_file(one, table, allow_external, lock)
+                undo.callback(acts.close)
+                opened.append(acts)
+            acts = concatenated(where, opened)
+            undo.pop_all()
+        return acts
+    if isinstance(stim, list | tuple):
+        raise UsageError(f"stim= lists {len(stim)} stimulus tables for one file; give one "
+                         "table, or a list of files (path=[...]) with one table each")
+    return _open_file(path_arg(path, "activation file"), stim, allow_external, lock)
+
+
+def _open_file(where: str, stim: StimArg, allow_external: bool, lock: Lock) -> Activations:
+    opened = _open_nc if where.endswith(NC_SUFFIX) else _open_act_h5
+    acts = opened(where, allow_external, lock)
+    if stim is None:
+        return acts
+    try:
+        with blaming(stim):
+            return acts.with_stimuli(stim if isinstance(stim, Stimuli) else read_stim(stim))
+    except BaseException:
+        acts.close()
+        raise
+
+
+def _stim_per_file(stim: StimArg | Sequence[StimArg], count: int) -> list[StimArg]:
+    if stim is None:
+        return [None] * count
+    if isinstance(stim, str | os.PathLike | Stimuli) or not isinstance(stim, Sequence):
+        given = repr(os.fspath(stim)) if isinstance(stim, str | os.PathLike) else (
+            f"a {type(stim).__name__}")
+        raise UsageError(f"stim= gives one stimulus table ({given}) for {count} files; give a "
+                         f"list of {count}, one per file (None for a file's own table)")
+    if len(stim) != count:
+        raise UsageError(f"stim= lists {len(stim)} stimulus table(s) for {count} files; give "
+                         "one per file, in the same order (None for a file's own table)")
+    return list(stim)
+
+
+def _open_act_h5(where: str, allow_external: bool, lock: Lock) -> Activations:
+    manager = file_manager(where, allow_external=allow_external)
+    try:
+        with held_file(manager, None) as root:
+            layers, attrs, header = _read_layers(root, where, manager, allow_external, lock)
+    except BaseException:
+        manager.close()
+        raise
+    return Activations(layers, attrs=attrs, stim_header=header, source=where,
+                       closers=[manager.close])
+
+
+def _read_layers(
+    root: h5py.File, where: str, manager: CachingFileManager, allow_external: bool,
+    lock: Lock,
+) -> tuple[dict[str, xr.DataArray], dict[str, object], dict[str, str]]:
+    datasets = layer_datasets(root, where, allow_external=allow_external)
+    stored = read_attrs(root, repr(where))
+    attrs = {key: value for key, value in stored.items() if not is_reserved(key)}
+    header: dict[str, str] = {}
+    if not datasets:
+        return {}, attrs, header
+    n_stim = next(iter(datasets.values())).shape[0]
+    ids, fields, header = decode_stimulus(stored, n_stim, repr(where))
+    # the stimulus labels of every layer: built once, not once per layer
+    stimuli = {"stimulus": xr.Variable("stimulus", ids),
+               **{key: xr.Variable("stimulus", values) for key, values in fields.items()}}
+    layers = {}
+    for name, dataset in datasets.items():
+        # the chunk index is checked on the layer's first read (a damaged one
+        # is refused then, as the writer refuses it), so that opening a file
+        # of many layers costs only what the layers used need
+        values = LayerArray(manager, where, name, dataset.shape, dataset.dtype, lock)
+        # one read of the layer's attributes: its unit numbers, and its own
+        # attributes (DNNBrain ignores them)
+        stored_here = read_attrs(dataset, repr(where))
+        numbers = decode_unit_labels(dataset, repr(where), stored_here)
+        own = {key: value for key, value in stored_here.items() if not _is_label(key)}
+        layers[name] = _layer(name, values, own, numbers, stimuli, _encoding(dataset, where))
+    return layers, attrs, header
+
+
+def _layer(name: str, values: LayerArray, attrs: dict[str, Any],
+           numbers: dict[str, np.ndarray], stimuli: dict[str, xr.Variable],
+           encoding: dict[str, Any]) -> xr.DataArray:
+    variable = xr.Variable(DIMS, indexing.LazilyIndexedArray(values), attrs=attrs)
+    layer = xr.DataArray(variable, coords={**stimuli, **numbers}, name=name)
+    layer.encoding = encoding  # set after: a DataArray made from a Variable drops its encoding
+    return layer
+
+
+def _is_label(key: str) -> bool:
+    return key in NUMBERED_DIMS or key in SYSTEM_ATTRS
+
+
+def _encoding(dataset: h5py.Dataset, where: str) -> dict[str, object]:
+    """Describe a layer's storage as xarray's h5netcdf backend does.
+
+    ``to_netcdf`` then keeps its chunks and compression, ``chunks=`` and
+    xarray its chunk shape (``preferred_chunks``); ``original_shape`` lets
+    xarray drop the chunk shape once a selection changes the layer's shape.
+    """
+    try:
+        filters = h5py.filters.get_filters(dataset.id.get_create_plist())
+    except (OSError, RuntimeError, ValueError, TypeError) as err:
+        raise ActFileError(f"{where!r}: layer {layer_name(dataset)!r} is damaged: its "
+                           f"filters cannot be read ({err})") from None
+    encoding: dict[str, object] = {
+        "dtype": dataset.dtype, "source": where, "original_shape": dataset.shape,
+        "contiguous": dataset.chunks is None, "chunksizes": dataset.chunks,
+        "shuffle": "shuffle" in filters, "fletcher32": "fletcher32" in filters,
+    }
+    if dataset.chunks:
+        encoding["preferred_chunks"] = dict(zip(DIMS, dataset.chunks, strict=True))
+    if "gzip" in filters:
+        encoding.update(zlib=True, complevel=filters["gzip"])
+    else:
+        encoding["zlib"] = False
+        other = [name for name in filters if name not in ("shuffle", "fletcher32")]
+        if other:
+            encoding.update(compression=other[0], compression_opts=filters[other[0]])
+    return encoding
+
+
+def _open_nc(where: str, allow_external: bool, lock: Lock) -> Activations:
+    """Open the layers of a netCDF4 file written by :func:`~dnnmask_xr.save_act`.
+
+    Its layout is described in :mod:`dnnmask_xr.act.nc`, which writes it.
+    h5netcdf reads the labels and the storage's description (encoding) and
+    is closed again; the values are read by the chunk reader, through the
+    one file manager, as for ``.act.h5``. Text labels come back as Python
+    strings (dtype ``object``), as from an ``.act.h5`` file.
+    """
+    check_readable(where)
+    # identified before the labels are read: values are read only from this
+    # file; its objects are checked before h5netcdf opens it, which would
+    # follow an external link blindly (a FIFO blocks it) and read a virtual
+    # dataset's missing sources as fill values
+    manager = file_manager(where, allow_external=allow_external,
+                           check=lambda root: check_objects(root, repr(where), allow_external))
+    try:
+        layers, attrs, header = _read_nc_labels(where, manager, lock)
+    except BaseException:
+        manager.close()
+        raise
+    return Activations(layers, attrs=attrs, stim_header=header, source=where,
+                       closers=[manager.close])
+
+
+def _read_nc_labels(
+    where: str, manager: CachingFileManager, lock: Lock,
+) -> tuple[dict[str, xr.DataArray], dict[str, Any], dict[str, str]]:
+    try:
+        # phony_dims: a file not written here may lack dimension scales; it
+        # then fails the layout check below rather than on opening
+        tree = xr.open_datatree(where, engine="h5netcdf", cache=False, phony_dims="access",
+                                decode_times=False, decode_timedelta=False, lock=lock)
+    except (OSError, ValueError) as err:
+        raise ActFileError(f"cannot read {where!r} as netCDF4 ({err})") from None
+    # every label is read now, from the file identified above, and h5netcdf's
+    # handle closed: read later (through h5netcdf's own file manager) a label
+    # could come from a file put at its path since
+    try:
+        try:
+            acts = from_datatree(tree)
+        except DnnMaskError as err:
+            raise ActFileError(f"{where!r}: {err}") from None
+        layers = {}
+        for name, array in acts.items():
+            # h5netcdf gives text as fixed-width numpy strings; .act.h5 text is object
+            labels = {key: coord.astype(object) if coord.dtype.kind == "U" else coord.compute()
+                      for key, coord in array.coords.items()
+                      if coord.dtype.kind == "U" or key not in array.xindexes}
+            array = array.assign_coords(labels)
+            variable = next(iter(tree[name].data_vars))
+            values = LayerArray(manager, where, f"/{name}/{variable}", array.shape,
+                                array.dtype, lock)
+            data = xr.Variable(array.dims, indexing.LazilyIndexedArray(values),
+                               attrs=array.attrs)
+            layers[name] = xr.DataArray(data, coords=array.coords, name=name)
+            layers[name].encoding = array.encoding
+        return layers, acts.attrs, acts.stim_header
+    finally:
+        tree.close()
