@@ -3,7 +3,8 @@
 What ``dnn_mask`` does, without xarray: :func:`plan_mask` turns the file's
 layers, the mask's numbers and the stimulus table into a plan, and
 :func:`~dnnmask_xr.act.write.write` copies the selected units chunk by chunk.
-The result equals ``save_act(open_act(act).mask(mask))``.
+The result equals ``save_act(open_act(act).mask(mask, by="ordinal"), out)``:
+mask numbers are read as DNNBrain reads them, positions in the file.
 """
 
 from __future__ import annotations

@@ -82,6 +82,7 @@ class Activations(Mapping[str, xr.DataArray]):
         self.attrs: dict[str, Any] = dict(mapping_arg(attrs, "attrs"))
         self.source = source
         self._closers = tuple(closers)
+        self._table: StimulusTable | None = None
 
     def __getitem__(self, layer: str) -> xr.DataArray:
         try:
@@ -108,16 +109,20 @@ class Activations(Mapping[str, xr.DataArray]):
 
     @property
     def stimuli(self) -> Stimuli | None:
-        """The stimulus table, rebuilt from the coordinates, if one is attached."""
+        """The stimulus table as a :class:`~dnnmask_xr.Stimuli`, if one is attached.
+
+        A pandas view of :meth:`stimulus_table`, the one table.
+        """
         if not self.stim_header or not self._layers:
             return None
-        first = next(iter(self._layers.values()))
-        table = {"stimID": first["stimulus"].values}
-        table.update(stimulus_fields(first))
-        return Stimuli(header=self.stim_header, table=pd.DataFrame(table))
+        table = self.stimulus_table()
+        return Stimuli(header=table.header,
+                       table=pd.DataFrame({"stimID": table.ids, **table.fields}))
 
     def stimulus_table(self) -> StimulusTable:
         """Return the one stimulus table all layers share, with the header.
+
+        Checked once, when first asked for (every write asks).
 
         Raises
         ------
@@ -125,10 +130,11 @@ class Activations(Mapping[str, xr.DataArray]):
             If a layer labels its stimuli differently from the first (see
             :func:`~dnnmask_xr.act.stimulus.shared_stimulus`).
         """
-        table = shared_stimulus(
-            (name, StimulusTable(array["stimulus"].values, stimulus_fields(array)))
-            for name, array in self._layers.items())
-        return StimulusTable(table.ids, table.fields, self.stim_header)
+        if self._table is None:
+            self._table = shared_stimulus(
+                (name, StimulusTable(array["stimulus"].values, stimulus_fields(array)))
+                for name, array in self._layers.items())
+        return StimulusTable(self._table.ids, self._table.fields, self.stim_header)
 
     def mask(self, mask: DnnMask, *, by: NumberMeaning = "label") -> Activations:
         """Keep the layers, channels, rows and columns a mask names.

@@ -483,15 +483,19 @@ def _lazily_indexed_layer(array: xr.DataArray) -> indexing.LazilyIndexedArray | 
 def layer_sources(array: xr.DataArray) -> frozenset[str]:
     """Name the files a layer's values are read from, however they are wrapped.
 
-    Looks through xarray's lazy wrappers and, for a dask-backed layer, the
-    dask graph, for the layer arrays of files opened here and the arrays of
-    xarray's own file backends (``netcdf4``, ``h5netcdf``), open or closed.
+    First the ``source`` its ``encoding`` records (this package's read path
+    and xarray's file backends record it there); then, for layers computed
+    from others (whose encoding is gone), the lazy wrappers and, for a
+    dask-backed layer, the dask graph are looked through for the layer
+    arrays of files opened here and the arrays of xarray's own file
+    backends (``netcdf4``, ``h5netcdf``), open or closed.
     """
+    found = {source} if isinstance(source := array.encoding.get("source"), str) else set()
     data = array.variable._data
     if hasattr(data, "__dask_graph__"):
-        return frozenset(path for task in data.__dask_graph__().values()
-                         for path in _paths(task, depth=0))
-    return frozenset(_paths(data, depth=0))
+        return frozenset(found.union(path for task in data.__dask_graph__().values()
+                                     for path in _paths(task, depth=0)))
+    return frozenset(found.union(_paths(data, depth=0)))
 
 
 def _paths(item: Any, depth: int) -> Iterator[str]:
