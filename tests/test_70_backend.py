@@ -129,7 +129,7 @@ def test_guess_can_open(tmp_path):
 
 def test_a_missing_group_names_the_layers(act_file):
     with pytest.raises(SelectionError,
-                       match=r"'conv6' is not a layer of .*\(layers: conv5, fc3\)"):
+                       match=r"layer 'conv6' is not in .*\(layers: conv5, fc3\)"):
         xr.open_dataarray(act_file, engine="dnnact", group="conv6")
 
 
@@ -292,7 +292,7 @@ def test_open_datatree_of_a_group_gives_that_layer_with_its_stimuli(act_file, st
         np.testing.assert_array_equal(tree["fc3"].values, layers["fc3"])
         assert tree["stimulus"].values.tolist() == [f"img{i}.png" for i in range(5)]
         assert tree["condition"].values.tolist() == ["dog", "cat", "dog", "cat", "dog"]
-    with pytest.raises(SelectionError, match="'conv6' is not a layer"):
+    with pytest.raises(SelectionError, match="layer 'conv6' is not in "):
         xr.open_datatree(act_file, engine="dnnact", group="conv6")
 
 

@@ -28,10 +28,14 @@ from dnnmask_xr.act.layout import (
     read_attrs,
 )
 from dnnmask_xr.act.plan import FileSelection, Plan, PlannedLayer, text_inputs
-from dnnmask_xr.act.select import NumberMeaning, check_meaning, layer_positions
+from dnnmask_xr.act.select import (
+    NumberMeaning,
+    check_meaning,
+    layer_positions,
+    missing_layer,
+)
 from dnnmask_xr.act.stimulus import StimulusTable, read_table
 from dnnmask_xr.act.write import DEFAULT_MEMORY, SaveReport, WriteOptions, write
-from dnnmask_xr.errors import SelectionError
 from dnnmask_xr.formats.dmask import DnnMask, format_dmask
 
 if TYPE_CHECKING:
@@ -162,8 +166,7 @@ def plan_mask(
     datasets = layer_datasets(root, where, allow_external=allow_external)
     missing = [layer for layer in mask if layer not in datasets]
     if missing:
-        raise SelectionError(f"layer {missing[0]!r} is not in {where!r} "
-                             f"(layers: {', '.join(datasets) or 'none'})")
+        raise missing_layer(missing[0], repr(where), datasets)
     layers = []
     for name, layer_mask in mask.items():
         dataset = datasets[name]

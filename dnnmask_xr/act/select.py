@@ -7,7 +7,7 @@ else, after checking them against the layer they select from.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -173,3 +173,19 @@ def describe_numbers(labels: np.ndarray, most: int = 8) -> str:
         return f"{labels[0]}..{labels[-1]}"
     shown = ", ".join(str(label) for label in labels[:most])
     return shown + (f", ... ({labels.size} in all)" if labels.size > most else "") or "none"
+
+
+def missing_layer(name: object, where: str, layers: Iterable[str]) -> SelectionError:
+    """Give the one error for a layer asked for that is not there.
+
+    Parameters
+    ----------
+    name
+        The layer asked for.
+    where
+        The file (quoted) or ``"the activations"``.
+    layers
+        The layers that are there, in order.
+    """
+    return SelectionError(f"layer {name!r} is not in {where} "
+                          f"(layers: {', '.join(layers) or 'none'})")

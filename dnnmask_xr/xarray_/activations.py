@@ -19,6 +19,7 @@ from dnnmask_xr.act.select import (
     check_meaning,
     describe_numbers,
     layer_positions,
+    missing_layer,
 )
 from dnnmask_xr.act.stimulus import StimulusTable, shared_stimulus, stimulus_labels
 from dnnmask_xr.errors import DnnMaskError, SelectionError, UsageError
@@ -88,8 +89,7 @@ class Activations(Mapping[str, xr.DataArray]):
         try:
             return self._layers[layer]
         except (KeyError, TypeError):  # TypeError: an unhashable key names no layer
-            raise KeyError(f"{layer!r} is not a layer of {self._where()} "
-                           f"(layers: {', '.join(self._layers) or 'none'})") from None
+            raise KeyError(self._no_layer(layer).args[0]) from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._layers)
@@ -373,8 +373,7 @@ class Activations(Mapping[str, xr.DataArray]):
                             for key, value in self.attrs.items()}})
 
     def _no_layer(self, name: object) -> SelectionError:
-        return SelectionError(f"layer {name!r} is not in {self._where()} "
-                              f"(layers: {', '.join(self._layers) or 'none'})")
+        return missing_layer(name, self._where(), self._layers)
 
     def _where(self) -> str:
         return repr(self.source) if self.source else "the activations"
