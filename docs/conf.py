@@ -35,7 +35,8 @@ extensions = [
 ]
 
 root_doc = "docs/index"
-include_patterns = ["README.md", "docs/*.md", "docs/reference.rst", "docs/generated/*.rst",
+include_patterns = ["README.md", "CHANGELOG.md", "docs/*.md", "docs/reference.rst",
+                    "docs/generated/*.rst",
                     "notebooks/*.ipynb"]
 # folders never walked for sources (the include patterns above pick the files)
 exclude_patterns = ["docs/_build", "docs/_extra", "**/.ipynb_checkpoints", ".git", ".venv",
@@ -103,6 +104,17 @@ def _keep_summary_literals_whole(app, what, name, obj, options, lines) -> None:
             lambda m: m.group(0).replace("...", "\N{HORIZONTAL ELLIPSIS}"), lines[first])
 
 
+def _check_citation(app) -> None:
+    """Warn (an error under -W) when CITATION.cff names another version than the package."""
+    found = re.search(r"^version:\s*(\S+)\s*$", (ROOT / "CITATION.cff").read_text(), re.MULTILINE)
+    cited = found.group(1).strip("\"'") if found else None
+    if cited != dnnmask_xr.__version__:
+        logging.getLogger(__name__).warning(
+            "CITATION.cff gives version %s, dnnmask_xr/_version.py %s",
+            cited, dnnmask_xr.__version__)
+
+
 def setup(app):  # noqa: D103 (Sphinx calls it)
     app.connect("builder-inited", _check_reference)
+    app.connect("builder-inited", _check_citation)
     app.connect("autodoc-process-docstring", _keep_summary_literals_whole)
