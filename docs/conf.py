@@ -20,7 +20,8 @@ from sphinx.util import logging
 
 import dnnmask_xr
 
-ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 
 project = "dnnmask_xr"
 author = "the dnnmask_xr developers"
@@ -58,7 +59,9 @@ nb_merge_streams = True
 
 # -- API reference -----------------------------------------------------------
 autosummary_generate = True
-templates_path = ["_templates"]  # relative to this folder: autosummary/class.rst
+# absolute: autosummary takes templates_path relative to the source folder, the
+# HTML builder relative to this one (autosummary/class.rst documents members)
+templates_path = [str(HERE / "_templates")]
 autodoc_typehints = "none"  # the numpydoc docstrings say the types
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
@@ -68,7 +71,7 @@ html_theme = "pydata_sphinx_theme"
 html_title = f"dnnmask_xr {release}"
 html_theme_options = {"navigation_with_keys": False, "show_toc_level": 2}
 # the site's index.html, pointing to docs/index.html
-html_extra_path = ["_extra"]  # relative to this folder
+html_extra_path = [str(HERE / "_extra")]
 html_show_sourcelink = False
 
 REFERENCE = ROOT / "docs" / "reference.rst"
