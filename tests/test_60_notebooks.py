@@ -30,10 +30,26 @@ RECORD_FIGURES = """\
 import json as _probe_json
 
 from matplotlib.backend_bases import FigureCanvasBase as _ProbeCanvas
+from matplotlib.collections import PathCollection as _ProbePathCollection
 from matplotlib.collections import QuadMesh as _ProbeQuadMesh
+from matplotlib.patches import Rectangle as _ProbeRectangle
 
 _probe_figures = {}
 _probe_print_figure = _ProbeCanvas.print_figure
+
+
+def _probe_box(artist):
+    box = artist.get_window_extent()
+    return [float(box.x0), float(box.y0), float(box.x1), float(box.y1)]
+
+
+def _probe_points(ax):
+    points = [line.get_transform().transform(line.get_xydata())
+              for line in ax.get_lines() if line.get_visible()]
+    points += [dots.get_offset_transform().transform(dots.get_offsets())
+               for dots in ax.collections
+               if isinstance(dots, _ProbePathCollection) and dots.get_visible()]
+    return [[float(x), float(y)] for block in points for x, y in block]
 
 
 def _probe_axes(ax):
@@ -51,6 +67,11 @@ def _probe_axes(ax):
         "yticklabels": [label.get_text() for label in ax.get_yticklabels()],
         "images": [list(shape) for shape in images],
         "y_inverted": bool(ax.yaxis_inverted()),
+        # where legends, bars and data points were drawn, in pixels of the figure
+        "legends": [_probe_box(legend) for legend in [ax.get_legend()] if legend is not None],
+        "bars": [_probe_box(patch) for patch in ax.patches
+                 if isinstance(patch, _ProbeRectangle) and patch.get_visible()],
+        "points": _probe_points(ax),
     }
 
 
@@ -59,7 +80,8 @@ def _probe_record(canvas, *args, **kwargs):
     figure = canvas.figure
     suptitle = figure._suptitle.get_text() if figure._suptitle is not None else ""
     _probe_figures[id(figure)] = {
-        "suptitle": suptitle, "axes": [_probe_axes(ax) for ax in figure.axes]}
+        "suptitle": suptitle, "axes": [_probe_axes(ax) for ax in figure.axes],
+        "legends": [_probe_box(legend) for legend in figure.legends]}
     return result
 
 
@@ -169,6 +191,31 @@ def test_maps_and_matrices_have_row_1_on_top(path: Path, executed):
             if ax["images"]:
                 assert ax["y_inverted"], (
                     f"{path.name}: {describe(figure)}: the first row is drawn at the bottom")
+
+
+def _overlap(box: list[float], other: list[float]) -> bool:
+    """Whether two boxes (x0, y0, x1, y1) share more than an edge."""
+    return (min(box[2], other[2]) > max(box[0], other[0])
+            and min(box[3], other[3]) > max(box[1], other[1]))
+
+
+def _inside(point: list[float], box: list[float]) -> bool:
+    return box[0] < point[0] < box[2] and box[1] < point[1] < box[3]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_legends_hide_no_bar_or_point(path: Path, executed):
+    _, report = executed(path)
+    for figure in report["figures"]:
+        legends = [*figure["legends"], *(box for ax in figure["axes"] for box in ax["legends"])]
+        for legend in legends:
+            for ax in plots(figure):
+                hidden = [bar for bar in ax["bars"] if _overlap(bar, legend)]
+                assert not hidden, (
+                    f"{path.name}: {describe(figure)}: the legend hides {len(hidden)} bar(s)")
+                covered = [point for point in ax["points"] if _inside(point, legend)]
+                assert not covered, (
+                    f"{path.name}: {describe(figure)}: the legend hides {len(covered)} point(s)")
 
 
 def test_similarity_matrix_names_its_stimuli(executed):
