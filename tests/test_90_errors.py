@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 from conftest import N_STIMULI, digest
 
-from dnnmask_xr import ActFileError, open_act
+from dnnmask_xr import ActFileError, SelectionError, mask_file, open_act, read_dmask
 from dnnmask_xr.cli import main
 
 PREFIX = "dnn_mask: error: "
@@ -558,6 +558,105 @@ def test_numbers_are_1_based_in_message(
     )
     assert "1-based" in message
     assert "valid: 1..20" in message
+
+
+# -- numbers past a layer that a mask has cut: positions, not its labels ----------------
+
+#: The issue's mask (as examples/test.dmask.csv, on the small file): applied twice, its
+#: numbers are labels of the masked file but past its end as positions.
+RELABELLING_MASK = "conv5=chn,row,col\n20,3,17\n4,5\n6,7\nfc3=chn\n1,2,3\n"
+#: What the message says on a layer whose channels are labelled 20, 3, 17.
+RELABELLED_CHANNELS = (
+    "channel number 20 is out of range for layer 'conv5' (valid: 1..3); numbers are "
+    "1-based positions in the file (the n-th channel stored, as DNNBrain reads them), not "
+    "labels, and this layer's channels are labelled 20, 3, 17: channels 20, 3, 17 are at "
+    "positions 1, 2, 3 (dnn_mask -layer conv5 -chn 1 2 3; 1,2,3 on the chn line of a "
+    '.dmask.csv); in Python, by="label" selects by label (the default of Activations.mask; '
+    'mask_file(..., by="label")), as does .sel(channel=[20, 3, 17])'
+)
+
+
+@pytest.fixture
+def masked(tmp_path: Path, act_file: Path) -> tuple[Path, Path]:
+    """``act_file`` masked by ``RELABELLING_MASK``, and the mask file."""
+    mask = tmp_path / "m.dmask.csv"
+    mask.write_text(RELABELLING_MASK)
+    first = tmp_path / "masked.act.h5"
+    assert run(["-act", act_file, "-dmask", mask, "-out", first, "-q"]) == 0
+    return first, mask
+
+
+def test_masking_a_masked_file_again_says_numbers_are_positions(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, masked: tuple[Path, Path], out: Path
+) -> None:
+    first, mask = masked
+    message = check_fails(capsys, tmp_path, ["-act", first, "-dmask", mask, "-out", out], 1,
+                          [], out=out)
+    assert message == RELABELLED_CHANNELS
+
+
+def test_a_masked_file_names_its_row_labels(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, masked: tuple[Path, Path], out: Path
+) -> None:
+    first, _ = masked
+    rows = tmp_path / "rows.dmask.csv"
+    rows.write_text("conv5=row\n4,5\n")
+    message = check_fails(capsys, tmp_path, ["-act", first, "-dmask", rows, "-out", out], 1,
+                          [], out=out)
+    assert message == (
+        "row number 4 is out of range for layer 'conv5' (valid: 1..2); numbers are 1-based "
+        "positions in the file (the n-th row stored, as DNNBrain reads them), not labels, and "
+        "this layer's rows are labelled 4..5: rows 4, 5 are at positions 1, 2 (1,2 on the row "
+        'line of a .dmask.csv); in Python, by="label" selects by label (the default of '
+        'Activations.mask; mask_file(..., by="label")), as does .sel(row=[4, 5])'
+    )
+
+
+def test_a_masked_file_gives_the_positions_that_select_its_labels(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, masked: tuple[Path, Path], out: Path
+) -> None:
+    first, _ = masked
+    check_fails(
+        capsys, tmp_path, ["-act", first, "-layer", "conv5", "-chn", "17", "-out", out], 1,
+        [r"labelled 20, 3, 17: channel 17 is at position 3 \(dnn_mask -layer conv5 -chn 3;"],
+        out=out,
+    )
+    # the hinted command selects channel 17
+    assert run(["-act", first, "-layer", "conv5", "-chn", "3", "-out", out, "-q"]) == 0
+    assert open_act(out)["conv5"].channel.values.tolist() == [17]
+
+
+def test_every_python_route_says_numbers_are_positions(masked: tuple[Path, Path],
+                                                       tmp_path: Path, out: Path) -> None:
+    first, mask_path = masked
+    mask = read_dmask(mask_path)
+    match = "^" + re.escape(RELABELLED_CHANNELS) + "$"
+    with pytest.raises(SelectionError, match=match):
+        mask_file(first, out, mask)
+    with open_act(first) as acts, pytest.raises(SelectionError, match=match):
+        acts.mask(mask, by="ordinal")
+    assert not out.exists()
+    # and what the message offers works: by label, the same mask selects the same units
+    with open_act(first) as acts:
+        assert acts.mask(mask)["conv5"].channel.values.tolist() == [20, 3, 17]
+    mask_file(first, out, mask, by="label")
+    assert open_act(out)["conv5"].shape == (N_STIMULI, 3, 2, 2)
+
+
+def test_a_file_no_mask_has_cut_keeps_the_short_message(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, act_file: Path, out: Path
+) -> None:
+    old = "channel number 21 is out of range for layer 'conv5' (valid: 1..20); numbers are 1-based"
+    message = check_fails(
+        capsys, tmp_path, ["-act", act_file, "-layer", "conv5", "-chn", "21", "-out", out], 1,
+        [], out=out,
+    )
+    assert message == old
+    with pytest.raises(SelectionError, match="^" + re.escape(old) + "$"):
+        mask_file(act_file, out, {"conv5": {"channel": [21]}})
+    with open_act(act_file) as acts, pytest.raises(SelectionError,
+                                                    match="^" + re.escape(old) + "$"):
+        acts.mask({"conv5": {"channel": [21]}}, by="ordinal")
 
 
 def test_dry_run_checks_the_output_folder(

@@ -134,10 +134,8 @@ def layer_positions(
             found = wanted - 1
             bad = (wanted < 1) | (wanted > axis_labels.size)
             if bad.any():
-                raise SelectionError(
-                    f"{axis} number {int(wanted[bad][0])} is out of range for layer "
-                    f"{layer!r} (valid: {_span(axis_labels.size)}); numbers are 1-based"
-                )
+                raise SelectionError(_out_of_range(layer, axis, int(wanted[bad][0]), wanted,
+                                                   axis_labels))
         else:
             found, missing = _look_up(axis_labels, wanted)
             if missing.any():
@@ -161,6 +159,35 @@ def _look_up(labels: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.nda
 
 def _span(size: int) -> str:
     return f"1..{size}" if size else "none, the axis is empty"
+
+
+def _out_of_range(layer: str, axis: str, number: int, wanted: np.ndarray,
+                  labels: np.ndarray, most: int = 8) -> str:
+    """Say that a number is past an axis; on an axis a mask has cut, how to reach its labels."""
+    message = (f"{axis} number {number} is out of range for layer {layer!r} "
+               f"(valid: {_span(labels.size)}); numbers are 1-based")
+    if not labels.size or np.array_equal(labels, np.arange(1, labels.size + 1)):
+        return message  # the labels are the positions: a file no mask has cut
+    message += (f" positions in the file (the n-th {axis} stored, as DNNBrain reads them), "
+                f"not labels, and this layer's {axis}s are labelled {describe_numbers(labels)}")
+    found, missing = _look_up(labels, wanted)
+    chosen = "[...]"
+    if not missing.any():  # every number asked for is a label: say where each one is
+        named = axis if wanted.size == 1 else f"{axis}s"
+        if wanted.size > most:
+            message += (f": {named} {describe_numbers(wanted)} are positions "
+                        f"{describe_numbers(found + 1)}")
+        else:
+            places = [str(int(n) + 1) for n in found]
+            chosen = "[" + ", ".join(str(int(n)) for n in wanted) + "]"
+            line = {"channel": "chn", "column": "col"}.get(axis, axis)
+            flag = (f"dnn_mask -layer {layer} -chn {' '.join(places)}; "
+                    if axis == "channel" else "")
+            at = "is at position" if wanted.size == 1 else "are at positions"
+            message += (f": {named} {chosen[1:-1]} {at} {', '.join(places)} "
+                        f"({flag}{','.join(places)} on the {line} line of a .dmask.csv)")
+    return (message + '; in Python, by="label" selects by label (the default of '
+            f'Activations.mask; mask_file(..., by="label")), as does .sel({axis}={chosen})')
 
 
 def describe_numbers(labels: np.ndarray, most: int = 8) -> str:
