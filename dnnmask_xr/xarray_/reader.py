@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
@@ -118,7 +119,10 @@ def open_act(
     """
     _check_chunks(chunks)
     cache = chunks is None if cache is None else bool_arg(cache, "cache")
-    with _auto_chunk_limit(chunks):
+    with _auto_chunk_limit(chunks), warnings.catch_warnings():
+        # chunks that split the file's (a stimulus count, say) are the caller's
+        # choice, which open_act takes silently; docs/dask.md says what it costs
+        warnings.filterwarnings("ignore", "The specified chunks separate", UserWarning)
         groups = xr.open_groups(path, engine=DnnActBackendEntrypoint, chunks=chunks,
                                 cache=cache, stim=stim, allow_external=allow_external,
                                 lock=lock)
