@@ -1,10 +1,14 @@
-"""The lazy layer array and its inverse.
+"""The lazy layer arrays and their inverse.
 
-:class:`LayerArray` reads from disk only what an indexer touches;
-:func:`file_selection` and :func:`layer_sources` find, behind xarray's
-wrappers (and dask's graphs), which file layer and positions a lazily
-selected layer reads, so that saving it copies chunks rather than values,
-and never replaces the file it comes from.
+:class:`LayerArray` (a file's layer) and :class:`ConcatenatedArray` (a
+set's) read from disk only what an indexer touches, through the file
+manager :func:`file_manager` gives. :func:`layer_values` finds, behind
+xarray's wrappers (and dask's graphs), which file layer and positions a
+lazily selected layer reads, so that saving it copies chunks rather than
+values, and never replaces the file it comes from. It is the one place
+that looks inside xarray's wrappers (``Variable._data``): a layer's
+``encoding`` survives ``layer.copy(data=...)``, so only the data itself
+tells that the values are still the file's.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from dnnmask_xr.act.chunk_read import (
 from dnnmask_xr.act.chunking import CHUNK_BYTES, as_slice, axis_pieces, read_boxes
 from dnnmask_xr.act.files import HeldFile, SourceFiles, file_identity, open_file, source_files
 from dnnmask_xr.act.layout import layer_name
-from dnnmask_xr.act.plan import FileSelection
+from dnnmask_xr.act.plan import BlockReader, ComputedValues, FileSelection
 from dnnmask_xr.act.pool import default_threads, shared_pool
 from dnnmask_xr.errors import ActFileError
 from dnnmask_xr.xarray_.options import OPTIONS
@@ -155,11 +159,11 @@ def file_manager(
 ) -> CachingFileManager:
     """Give the file manager lazy layers read ``where`` through, each reopen and read checked.
 
-    The file is identified now (:func:`~dnnmask_xr.act.layout.file_identity`)
+    The file is identified now (:func:`~dnnmask_xr.act.files.file_identity`)
     and so are, with ``allow_external``, the other files its objects read
-    from (:func:`~dnnmask_xr.act.layout.source_files`); the identities
+    from (:func:`~dnnmask_xr.act.files.source_files`); the identities
     travel with the manager, into dask workers too, and
-    :func:`~dnnmask_xr.act.layout.open_file` checks them. The file is
+    :func:`~dnnmask_xr.act.files.open_file` checks them. The file is
     reopened by its absolute path, as xarray's backends do, so that a
     reopen after ``os.chdir`` (or in a worker started elsewhere) finds the
     file that was opened. ``check`` is run on the file first, when given.
@@ -193,7 +197,7 @@ def held_file(
     Parameters
     ----------
     manager
-        Opens the file (:func:`~dnnmask_xr.act.layout.open_file`, which
+        Opens the file (:func:`~dnnmask_xr.act.files.open_file`, which
         checks that a file opened again is the one first opened).
     lock
         Held around opening and closing the file; None for the manager's own.
@@ -428,6 +432,27 @@ def read_outer(dataset: h5py.Dataset, key: tuple[Any, ...]) -> np.ndarray:
         steps = read_boxes(dataset.shape, itemsize, box_bytes)
     # the caller holds the lock around the whole read: HDF5 decodes here
     return _read_by_chunks(dataset, steps, None, key, None, whole, pool=None, threads=1)
+
+
+def layer_values(array: xr.DataArray) -> FileSelection | ComputedValues:
+    """Say where a write takes a layer's values from.
+
+    Returns
+    -------
+    FileSelection or ComputedValues
+        The file layer and positions behind a lazily selected layer (its
+        chunks are then copied, or read once each); otherwise blocks read
+        from the layer, naming the files they are read from.
+    """
+    return file_selection(array) or ComputedValues(array.shape, array.dtype,
+                                                   _block_reader(array), layer_sources(array))
+
+
+def _block_reader(array: xr.DataArray) -> BlockReader:
+    def read_block(stimuli: slice, channels: slice) -> np.ndarray:
+        return array.isel(stimulus=stimuli, channel=channels).values
+
+    return read_block
 
 
 def file_selection(array: xr.DataArray) -> FileSelection | None:

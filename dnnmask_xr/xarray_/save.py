@@ -3,7 +3,8 @@
 Whatever holds the layers (:class:`~dnnmask_xr.Activations`, a mapping of
 name to ``DataArray``, a ``DataTree``), each becomes a
 :class:`~dnnmask_xr.act.plan.PlannedLayer`: a file selection where its
-values come straight from an ``.act.h5`` layer, a block reader otherwise.
+values come straight from an ``.act.h5`` layer, a block reader otherwise
+(:func:`~dnnmask_xr.xarray_.array.layer_values` tells which).
 :func:`~dnnmask_xr.act.write.write` does the rest, as for ``dnn_mask``.
 """
 
@@ -18,11 +19,11 @@ import xarray as xr
 
 from dnnmask_xr._args import mapping_arg
 from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS
-from dnnmask_xr.act.plan import INPUTS_KEY, ComputedValues, Plan, PlannedLayer
+from dnnmask_xr.act.plan import INPUTS_KEY, Plan, PlannedLayer
 from dnnmask_xr.act.write import DEFAULT_MEMORY, SaveReport, WriteOptions, progress_bar, write
 from dnnmask_xr.errors import DnnMaskError
 from dnnmask_xr.xarray_.activations import Activations
-from dnnmask_xr.xarray_.array import file_selection, layer_sources
+from dnnmask_xr.xarray_.array import layer_values
 
 
 def save_act(
@@ -136,17 +137,8 @@ def plan_layers(acts: Activations, attrs: Mapping[str, Any] | None = None) -> Pl
         inputs.update(array.encoding.get(INPUTS_KEY, {}))
         _check_coords(name, array)
         labels = {dim: array[dim].values for dim in NUMBERED_DIMS}
-        values = file_selection(array) or ComputedValues(
-            array.shape, array.dtype, _block_reader(array), layer_sources(array))
-        layers.append(PlannedLayer(name, labels, values, dict(array.attrs)))
+        layers.append(PlannedLayer(name, labels, layer_values(array), dict(array.attrs)))
     return Plan(tuple(layers), stimulus, {**acts.attrs, **(attrs or {})}, inputs)
-
-
-def _block_reader(array: xr.DataArray):
-    def read_block(stimuli: slice, channels: slice):
-        return array.isel(stimulus=stimuli, channel=channels).values
-
-    return read_block
 
 
 def _check_coords(name: str, array: xr.DataArray) -> None:
