@@ -101,7 +101,7 @@ def test_misuse_is_a_project_error(name, kind, act_file, tmp_path):
 
 
 def test_a_key_that_is_no_name_is_a_missing_layer(act_file):
-    with pytest.raises(KeyError, match="is not a layer"):
+    with pytest.raises(KeyError, match=r"layer \[.conv5.\] is not in "):
         dx.open_act(act_file)[["conv5"]]
 
 
