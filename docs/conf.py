@@ -91,22 +91,6 @@ def _check_reference(app) -> None:
                        ", ".join(extra))
 
 
-_LITERAL = re.compile(r"``.*?``")
-
-
-def _keep_summary_literals_whole(app, what, name, obj, options, lines) -> None:
-    """Write ``...`` in a docstring's first line's literals as one character.
-
-    autosummary ends a summary at the first period followed by a space, even
-    inside a literal: ``dnn_mask -layer ... [-chn ...]`` in mask_from_flags'
-    summary was cut in two, an unclosed literal (a warning).
-    """
-    first = next((i for i, line in enumerate(lines) if line.strip()), None)
-    if first is not None:
-        lines[first] = _LITERAL.sub(
-            lambda m: m.group(0).replace("...", "\N{HORIZONTAL ELLIPSIS}"), lines[first])
-
-
 def _check_citation(app) -> None:
     """Warn (an error under -W) when CITATION.cff names another version than the package."""
     found = re.search(r"^version:\s*(\S+)\s*$", (ROOT / "CITATION.cff").read_text(), re.MULTILINE)
@@ -120,4 +104,3 @@ def _check_citation(app) -> None:
 def setup(app):  # noqa: D103 (Sphinx calls it)
     app.connect("builder-inited", _check_reference)
     app.connect("builder-inited", _check_citation)
-    app.connect("autodoc-process-docstring", _keep_summary_literals_whole)

@@ -47,7 +47,7 @@ def check_meaning(by: object) -> NumberMeaning:
 
 
 def mask_from_flags(layers: Sequence[str], channels: Sequence[int] | None = None) -> DnnMask:
-    """Build a mask by the rules of ``dnn_mask -layer ... [-chn ...]``.
+    """Build a mask from ``dnn_mask``'s ``-layer`` and ``-chn`` flags, by its rules.
 
     Parameters
     ----------
