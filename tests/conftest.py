@@ -14,25 +14,27 @@ from reliability import BigInput, make_big_input
 import dnnmask_xr.act.chunk_read
 from dnnmask_xr.testing import relu_activations, write_reference_act
 
-#: ``DNNMASK_XR_HYPOTHESIS=quick`` runs every property test on fewer examples: .ci/run
-#: uses it for its second pass, on the lowest dependency versions, which checks that
-#: the same tests pass there rather than searching as hard for new failures.
+#: Hypothesis profiles, chosen with ``DNNMASK_XR_HYPOTHESIS`` (hypothesis' ``default`` when
+#: unset): ``quick`` runs every property test on at most 10 examples; .ci/run uses it for its
+#: second pass, on the lowest dependency versions, which checks that the same tests pass there
+#: rather than searching as hard for new failures. Hypothesis' own ``ci`` profile can be
+#: named too (derandomized, no deadline).
 settings.register_profile("quick", max_examples=10)
 HYPOTHESIS_PROFILE = os.environ.get("DNNMASK_XR_HYPOTHESIS", "default")
 settings.load_profile(HYPOTHESIS_PROFILE)
+#: What hypothesis' default profile runs of a test that names no number.
+USUAL_EXAMPLES = 100
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under the quick profile, cap the examples that a test's own ``@settings`` asks for."""
-    if HYPOTHESIS_PROFILE != "quick":
-        return
-    cap = settings.default.max_examples
-    for item in items:
-        test = getattr(item, "obj", None)
-        # where hypothesis keeps a test's @settings, read when the test runs
-        own = getattr(test, "_hypothesis_internal_use_settings", None)
-        if own is not None and own.max_examples > cap:
-            test._hypothesis_internal_use_settings = settings(own, max_examples=cap)
+def examples(wanted: int) -> int:
+    """The ``max_examples`` of a property test that wants ``wanted`` examples.
+
+    Under a profile of hypothesis' usual 100 examples or more (``default``, ``ci``) the
+    test runs what it asks for; a profile of fewer (``quick``) caps every test at its own
+    number. Read when the test module is imported, after the profile is loaded above.
+    """
+    profile = settings.default.max_examples
+    return wanted if profile >= USUAL_EXAMPLES else min(wanted, profile)
 
 
 #: Small layers shaped like AlexNet's: a conv layer and a fully connected one.

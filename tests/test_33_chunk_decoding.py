@@ -35,6 +35,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reliability import assert_one_line_error, command, layer_dataset, run_route
@@ -598,7 +599,7 @@ def _axis_key(size: int) -> st.SearchStrategy:
     return slices | arrays | st.integers(0, size - 1)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(key=st.tuples(*(_axis_key(size) for size in STRIDED_SHAPE)),
        memory=st.sampled_from([2**11, 2**13, 2**20]))
 def test_strided_keys_read_what_h5py_reads_on_every_storage_kind(decoded, key, memory):
@@ -696,7 +697,7 @@ def test_a_large_strided_read_takes_one_call_per_chunk_whatever_its_runs(
     assert len(hdf5_reads) == 2 * 4
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(data=st.one_of(st.binary(min_size=1, max_size=3000),
                       st.integers(1, 3000).map(lambda n: bytes(n)),
                       st.integers(1, 3000).map(lambda n: b"\xff" * n)))

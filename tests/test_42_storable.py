@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -53,7 +54,7 @@ def same(first, second, suffix: str) -> bool:
 
 
 @pytest.mark.parametrize("suffix", [".act.h5", ".nc"])
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(name=TEXT, channels=LABELS, field=TEXT, root=ATTRS, own=ATTRS)
 def test_a_save_reads_back_exactly_or_is_refused(suffix, name, channels, field, root, own):
     with tempfile.TemporaryDirectory() as folder:

@@ -8,6 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import xarray as xr
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -63,7 +64,7 @@ def assert_exact(got: Activations, expected: Activations) -> None:
     assert got.stim_header == expected.stim_header
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=examples(15), deadline=None)
 @given(acts=labelled_activations())
 def test_tree_act_h5_and_nc_round_trips_are_exact(acts):
     assert_exact(from_datatree(to_datatree(acts)), acts)

@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -61,7 +62,7 @@ def assert_reference_reads(path, expected):
         np.testing.assert_array_equal(array, expected[name])
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(case=files_and_masks())
 def test_mask_save_open_equals_numpy(case):
     layers, mask = case
@@ -87,7 +88,7 @@ def test_mask_save_open_equals_numpy(case):
         assert_reference_reads(out, expected)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(case=files_and_masks())
 def test_command_with_dmask_equals_numpy(case):
     layers, mask = case

@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import examples
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -110,7 +111,7 @@ def apply_xarray(array, chain):
 
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(chain=chains())
 # the last chunk along column holds one column: kept whole, it can be copied as it is
 @example(chain=[("sel", {"column": [5]})])

@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import examples
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_11_stim import assert_same, stimuli_strategy
@@ -28,10 +29,10 @@ from dnnmask_xr.errors import DnnMaskError, FormatError
 from dnnmask_xr.formats.dmask import AXES, format_dmask, parse_dmask, read_dmask
 from dnnmask_xr.formats.stim import format_stim, parse_stim, read_stim
 
-SETTINGS = settings(max_examples=60, deadline=None,
+SETTINGS = settings(max_examples=examples(60), deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 #: Fuzzing is cheap per example, so it gets more (2000 each passed when written).
-FUZZ = settings(SETTINGS, max_examples=300)
+FUZZ = settings(SETTINGS, max_examples=examples(300))
 LINE_ENDS = ["\n", "\r\n", "\r"]
 #: What str.splitlines() breaks at besides '\n' and '\r'.
 OTHER_BREAKS = "\v\f\x1c\x1d\x1e\x85\u2028\u2029"
