@@ -105,12 +105,18 @@ def assert_ok(done: subprocess.CompletedProcess[str]) -> None:
     assert (done.returncode, done.stderr, done.stdout) == (0, "", ""), done.stderr
 
 
-def assert_one_line_error(stderr: str, *patterns: str) -> str:
-    """Stderr is one ``dnn_mask: error:`` line matching ``patterns``; return the message."""
+def assert_one_line_error(stderr: str, *patterns: str, prefix: str = PREFIX) -> str:
+    """Stderr is one ``dnn_mask: error:`` line matching ``patterns``; return the message.
+
+    The one check of "one line, no traceback" for every test: no ``Traceback``, a
+    single line ending in a newline, starting with ``prefix`` (``"dnn_mask: "`` for the
+    line that says an interrupted write was completed); each pattern is searched in the
+    message, the line without ``prefix`` and its newline.
+    """
     assert "Traceback" not in stderr, stderr
-    assert stderr.startswith(PREFIX), stderr
+    assert stderr.startswith(prefix), stderr
     assert stderr.endswith("\n") and stderr.count("\n") == 1, f"not one line: {stderr!r}"
-    message = stderr[len(PREFIX):-1]
+    message = stderr[len(prefix):-1]
     for pattern in patterns:
         assert re.search(pattern, message), f"{pattern!r} not in {message!r}"
     return message

@@ -7,7 +7,6 @@ held), never by timing.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import tracemalloc
@@ -19,6 +18,7 @@ import pytest
 from conftest import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reliability import assert_one_line_error
 
 import dnnmask_xr
 import dnnmask_xr.act.layer_writer
@@ -318,7 +318,7 @@ def test_bad_budget_flags_exit_2(alexnet, tmp_path, capsys, flags, message):
     out = tmp_path / "o.act.h5"
     assert main(["-act", str(alexnet), "-layer", "conv5", *flags, "-out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert len(err.splitlines()) == 1 and re.search(message, err)
+    assert_one_line_error(err, message)
     assert not out.exists()
 
 

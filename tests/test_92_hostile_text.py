@@ -21,6 +21,7 @@ import pytest
 from conftest import examples
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from reliability import assert_one_line_error
 from test_11_stim import assert_same, stimuli_strategy
 
 from dnnmask_xr import DnnMask, LayerMask
@@ -182,7 +183,7 @@ def test_huge_numbers_on_the_command_line_are_one_line_errors(
     out = tmp_path / "out.act.h5"
     assert main(["-act", str(act_file), *flags, "-out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("\n") == 1, err
+    assert_one_line_error(err)
     assert re.fullmatch(rf"dnn_mask: error: .*{huge}.* out of range for any layer.*\n", err), err
     assert not out.exists()
 
