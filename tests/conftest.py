@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,28 @@ def examples(wanted: int) -> int:
     """
     profile = settings.default.max_examples
     return wanted if profile >= USUAL_EXAMPLES else min(wanted, profile)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def python_signal_handlers():
+    """SIGINT, SIGTERM and SIGHUP handled as Python starts with them, for every test.
+
+    Tests signal this process (a KeyboardInterrupt is expected, the writer takes the
+    handlers over) and the children it starts (which inherit an ignored signal, not a
+    handler). pytest started as a background job (``python -m pytest &`` in bash) or
+    under ``nohup`` inherits SIGINT or SIGHUP ignored; they are set here for the session
+    and given back at its end. Children that are sent signals are also started with
+    ``reliability.default_signals``.
+    """
+    wanted = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL,
+              signal.SIGHUP: signal.SIG_DFL}
+    inherited = {signum: signal.getsignal(signum) for signum in wanted}
+    for signum, handler in wanted.items():
+        signal.signal(signum, handler)
+    yield
+    for signum, handler in inherited.items():
+        if handler is not None:  # None: set outside Python, which cannot set it back
+            signal.signal(signum, handler)
 
 
 #: Small layers shaped like AlexNet's: a conv layer and a fully connected one.

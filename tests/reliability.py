@@ -14,6 +14,7 @@ import contextlib
 import io
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -60,10 +61,26 @@ def run_cli(
                           check=False, timeout=timeout, env=None if env is None else dict(env))
 
 
+#: The signals that stop a write, as a test sends them to a child.
+STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def default_signals() -> None:
+    """Give a child SIGINT, SIGTERM and SIGHUP at their default dispositions (``preexec_fn``).
+
+    A test that signals a child relies on them: ignored ones are inherited across
+    ``exec`` (``python -m pytest &`` in bash starts pytest with SIGINT ignored,
+    ``nohup`` with SIGHUP ignored), and then Python installs no KeyboardInterrupt
+    handler and ``dnn_mask`` leaves the ignored signal ignored, as it should.
+    """
+    for signum in STOPPING:
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def start_cli(*args: object, route: str = "command") -> subprocess.Popen[str]:
-    """Start ``dnn_mask`` (through ``route``) and return at once."""
+    """Start ``dnn_mask`` (through ``route``) and return at once; signals at their defaults."""
     return subprocess.Popen(command(*args, route=route), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
 
 
 def run_here(*args: object, route: str = "command", env: Mapping[str, str] | None = None,
