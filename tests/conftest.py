@@ -60,6 +60,55 @@ def python_signal_handlers():
             signal.signal(signum, handler)
 
 
+#: The slow tiers (markers, pyproject.toml): a test in one of them is slow.
+SLOW_TIERS = ("notebooks", "reliability", "properties")
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects by the markers added here
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark slow every test of a slow tier, and the cases a ``sweep`` leaves out of the core.
+
+    ``@pytest.mark.sweep("route", "suffix")`` keeps in the core tier the cases whose
+    ``route`` and ``suffix`` are the first values of their parametrize lists (every
+    parameter's first, if none is named). The values are compared, not the order of
+    collection, so a case's tier does not depend on which tests are selected.
+    """
+    for item in items:
+        if any(item.get_closest_marker(tier) for tier in SLOW_TIERS):
+            item.add_marker(pytest.mark.slow)
+            continue
+        sweep = item.get_closest_marker("sweep")
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if sweep is None or not params:
+            continue
+        for name in sweep.args or tuple(params):
+            first = _first_value(item, name)
+            if name in params and first is not _UNLISTED and params[name] is not first:
+                item.add_marker(pytest.mark.slow)
+                break
+
+
+_UNLISTED = object()
+
+
+def _first_value(item: pytest.Item, name: str) -> object:
+    """The first value a ``parametrize`` mark of ``item`` lists for ``name``."""
+    for mark in item.iter_markers("parametrize"):
+        names, values = mark.args[0], mark.args[1] if len(mark.args) > 1 else mark.kwargs[
+            "argvalues"]
+        if isinstance(names, str):
+            names = [part.strip() for part in names.split(",")]
+        if name not in names:
+            continue
+        first = next(iter(values))
+        if hasattr(first, "marks") and hasattr(first, "values"):  # a pytest.param
+            first = first.values
+        elif len(names) == 1:
+            first = (first,)
+        return first[list(names).index(name)]
+    return _UNLISTED
+
+
 #: Small layers shaped like AlexNet's: a conv layer and a fully connected one.
 SMALL_SHAPES = {"conv5": (20, 6, 7), "fc3": (12, 1, 1)}
 N_STIMULI = 5

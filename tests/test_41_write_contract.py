@@ -294,6 +294,7 @@ def test_command_writes_netcdf_without_xarray(act_file, layers, tmp_path):
 
 # --- G. Interrupts ----------------------------------------------------------------------------
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("suffix", SUFFIXES)
 def test_sighup_mid_write_leaves_nothing(big: BigInput, tmp_path, suffix):
     # bug: SIGHUP (a closed terminal) killed dnn_mask outright, leaving the temporary file

@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 
 import dnnmask_xr as dx
 
+pytestmark = pytest.mark.properties
+
 TEXT = st.text(max_size=8)
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63 - 1),
                     st.floats(allow_nan=False), TEXT, st.binary(max_size=4))

@@ -170,6 +170,7 @@ def test_aligned_chunks(positions, size, chunk, expected):
     assert (got is None and expected is None) or got.tolist() == expected
 
 
+@pytest.mark.reliability
 def test_memory_stays_within_a_small_budget(tmp_path):
     # 32 MiB of values re-encoded under a 4 MiB budget
     values = np.random.default_rng(0).random((512, 16, 32, 32), dtype=np.float32)

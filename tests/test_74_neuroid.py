@@ -118,6 +118,7 @@ def _stack_slices(acts) -> dict[str, slice]:
     return slices
 
 
+@pytest.mark.properties
 @settings(max_examples=examples(40), deadline=None)
 @given(acts=layer_sets(), data=st.data())
 def test_results_with_leading_dims_go_back_on_each_grid(acts, data):
@@ -235,6 +236,7 @@ def _extremes(dtype: np.dtype) -> np.ndarray:
     return np.array(near, dtype=dtype)
 
 
+@pytest.mark.properties
 @settings(max_examples=examples(60), deadline=None)
 @given(kinds=st.lists(st.sampled_from(MIXED_DTYPES), min_size=1, max_size=3), data=st.data(),
        chunked=st.booleans())

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 import xarray as xr
 from conftest import examples
 from hypothesis import given, settings
@@ -14,6 +15,8 @@ from hypothesis import strategies as st
 
 from dnnmask_xr import Activations, from_datatree, open_act, save_act, to_datatree
 from dnnmask_xr.act.layout import DIMS
+
+pytestmark = pytest.mark.properties
 
 DTYPES = ["float32", "float64", "int8", "uint16", "int32", "int64"]
 TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=6)

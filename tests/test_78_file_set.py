@@ -43,6 +43,7 @@ def open_hdf5_files() -> int:
     return len(h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE))
 
 
+@pytest.mark.properties
 @settings(max_examples=examples(25), deadline=None)
 @given(sizes=st.lists(st.integers(1, 5), min_size=1, max_size=4),
        suffix=st.sampled_from(SUFFIXES), out_suffix=st.sampled_from(SUFFIXES),
@@ -282,6 +283,7 @@ STORAGE = {
 }
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("storage", STORAGE, ids=list(STORAGE))
 @settings(max_examples=examples(20), deadline=None)
 @given(data=st.data())

@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,6 +14,8 @@ from hypothesis import strategies as st
 from dnnmask_xr import DnnMask, open_act, save_act, write_dmask
 from dnnmask_xr.cli import main
 from dnnmask_xr.testing import read_reference_act, write_reference_act
+
+pytestmark = pytest.mark.properties
 
 DTYPES = ["float16", "float32", "float64", "int8", "uint16", "int64"]
 AXES = ("channel", "row", "column")

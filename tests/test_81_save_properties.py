@@ -17,6 +17,8 @@ import dnnmask_xr as dx
 from dnnmask_xr.cli import main
 from dnnmask_xr.testing import ALEXNET_SHAPES, as_dnnmask, relu_activations, write_reference_act
 
+pytestmark = pytest.mark.properties
+
 DIMS = ("stimulus", "channel", "row", "column")
 NUMBERED = DIMS[1:]
 SHAPE = (6, 8, 5, 5)

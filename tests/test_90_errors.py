@@ -582,6 +582,7 @@ UNREADABLE = {
 }
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("kind", UNREADABLE)
 @pytest.mark.parametrize("opener", OPENERS)
 def test_an_unreadable_file_raises_the_projects_error_alone(tmp_path: Path, act_file: Path,

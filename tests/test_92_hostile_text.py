@@ -30,6 +30,8 @@ from dnnmask_xr.errors import DnnMaskError, FormatError
 from dnnmask_xr.formats.dmask import AXES, format_dmask, parse_dmask, read_dmask
 from dnnmask_xr.formats.stim import format_stim, parse_stim, read_stim
 
+pytestmark = pytest.mark.reliability
+
 SETTINGS = settings(max_examples=examples(60), deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 #: Fuzzing is cheap per example, so it gets more (2000 each passed when written).

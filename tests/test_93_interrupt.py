@@ -52,6 +52,8 @@ from reliability import (
 
 from dnnmask_xr.testing import relu_activations, write_reference_act
 
+pytestmark = pytest.mark.reliability
+
 
 @pytest.fixture(scope="module")
 def full_sizes(big: BigInput, tmp_path_factory: pytest.TempPathFactory) -> dict[str, int]:

@@ -32,6 +32,8 @@ from reliability import (
     wait_for_temp,
 )
 
+pytestmark = pytest.mark.reliability
+
 STDERRS = ["closed", "broken"]
 
 
