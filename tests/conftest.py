@@ -15,11 +15,11 @@ from reliability import BigInput, make_big_input
 import dnnmask_xr.act.chunk_read
 from dnnmask_xr.testing import relu_activations, write_reference_act
 
-#: Hypothesis profiles, chosen with ``DNNMASK_XR_HYPOTHESIS`` (hypothesis' ``default`` when
-#: unset): ``quick`` runs every property test on at most 10 examples; .ci/run uses it for its
-#: second pass, on the lowest dependency versions, which checks that the same tests pass there
-#: rather than searching as hard for new failures. Hypothesis' own ``ci`` profile can be
-#: named too (derandomized, no deadline).
+#: Hypothesis profiles, chosen with ``DNNMASK_XR_HYPOTHESIS``: ``default`` (hypothesis' own,
+#: when unset) runs each property test on the examples it asks for (:func:`examples`);
+#: ``quick`` on at most 10: .ci/run uses it for its second pass, on the lowest dependency
+#: versions, which checks that the same tests pass there rather than searching as hard for
+#: new failures.
 settings.register_profile("quick", max_examples=10)
 HYPOTHESIS_PROFILE = os.environ.get("DNNMASK_XR_HYPOTHESIS", "default")
 settings.load_profile(HYPOTHESIS_PROFILE)
@@ -82,8 +82,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if sweep is None or not params:
             continue
         for name in sweep.args or tuple(params):
+            if name not in params:
+                continue
             first = _first_value(item, name)
-            if name in params and first is not _UNLISTED and params[name] is not first:
+            if first is not _UNLISTED and params[name] is not first:
                 item.add_marker(pytest.mark.slow)
                 break
 
@@ -94,8 +96,8 @@ _UNLISTED = object()
 def _first_value(item: pytest.Item, name: str) -> object:
     """The first value a ``parametrize`` mark of ``item`` lists for ``name``."""
     for mark in item.iter_markers("parametrize"):
-        names, values = mark.args[0], mark.args[1] if len(mark.args) > 1 else mark.kwargs[
-            "argvalues"]
+        names = mark.args[0] if mark.args else mark.kwargs["argnames"]
+        values = mark.args[1] if len(mark.args) > 1 else mark.kwargs["argvalues"]
         if isinstance(names, str):
             names = [part.strip() for part in names.split(",")]
         if name not in names:
