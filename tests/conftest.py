@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -14,25 +15,100 @@ from reliability import BigInput, make_big_input
 import dnnmask_xr.act.chunk_read
 from dnnmask_xr.testing import relu_activations, write_reference_act
 
-#: ``DNNMASK_XR_HYPOTHESIS=quick`` runs every property test on fewer examples: .ci/run
-#: uses it for its second pass, on the lowest dependency versions, which checks that
-#: the same tests pass there rather than searching as hard for new failures.
+#: Hypothesis profiles, chosen with ``DNNMASK_XR_HYPOTHESIS``: ``default`` (hypothesis' own,
+#: when unset) runs each property test on the examples it asks for (:func:`examples`);
+#: ``quick`` on at most 10: .ci/run uses it for its second pass, on the lowest dependency
+#: versions, which checks that the same tests pass there rather than searching as hard for
+#: new failures.
 settings.register_profile("quick", max_examples=10)
 HYPOTHESIS_PROFILE = os.environ.get("DNNMASK_XR_HYPOTHESIS", "default")
 settings.load_profile(HYPOTHESIS_PROFILE)
+#: What hypothesis' default profile runs of a test that names no number.
+USUAL_EXAMPLES = 100
 
 
+def examples(wanted: int) -> int:
+    """The ``max_examples`` of a property test that wants ``wanted`` examples.
+
+    Under a profile of hypothesis' usual 100 examples or more (``default``, ``ci``) the
+    test runs what it asks for; a profile of fewer (``quick``) caps every test at its own
+    number. Read when the test module is imported, after the profile is loaded above.
+    """
+    profile = settings.default.max_examples
+    return wanted if profile >= USUAL_EXAMPLES else min(wanted, profile)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def python_signal_handlers():
+    """SIGINT, SIGTERM and SIGHUP handled as Python starts with them, for every test.
+
+    Tests signal this process (a KeyboardInterrupt is expected, the writer takes the
+    handlers over) and the children it starts (which inherit an ignored signal, not a
+    handler). pytest started as a background job (``python -m pytest &`` in bash) or
+    under ``nohup`` inherits SIGINT or SIGHUP ignored; they are set here for the session
+    and given back at its end. Children that are sent signals are also started with
+    ``reliability.default_signals``.
+    """
+    wanted = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL,
+              signal.SIGHUP: signal.SIG_DFL}
+    inherited = {signum: signal.getsignal(signum) for signum in wanted}
+    for signum, handler in wanted.items():
+        signal.signal(signum, handler)
+    yield
+    for signum, handler in inherited.items():
+        if handler is not None:  # None: set outside Python, which cannot set it back
+            signal.signal(signum, handler)
+
+
+#: The slow tiers (markers, pyproject.toml): a test in one of them is slow.
+SLOW_TIERS = ("notebooks", "reliability", "properties")
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects by the markers added here
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under the quick profile, cap the examples that a test's own ``@settings`` asks for."""
-    if HYPOTHESIS_PROFILE != "quick":
-        return
-    cap = settings.default.max_examples
+    """Mark slow every test of a slow tier, and the cases a ``sweep`` leaves out of the core.
+
+    ``@pytest.mark.sweep("route", "suffix")`` keeps in the core tier the cases whose
+    ``route`` and ``suffix`` are the first values of their parametrize lists (every
+    parameter's first, if none is named). The values are compared, not the order of
+    collection, so a case's tier does not depend on which tests are selected.
+    """
     for item in items:
-        test = getattr(item, "obj", None)
-        # where hypothesis keeps a test's @settings, read when the test runs
-        own = getattr(test, "_hypothesis_internal_use_settings", None)
-        if own is not None and own.max_examples > cap:
-            test._hypothesis_internal_use_settings = settings(own, max_examples=cap)
+        if any(item.get_closest_marker(tier) for tier in SLOW_TIERS):
+            item.add_marker(pytest.mark.slow)
+            continue
+        sweep = item.get_closest_marker("sweep")
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if sweep is None or not params:
+            continue
+        for name in sweep.args or tuple(params):
+            if name not in params:
+                continue
+            first = _first_value(item, name)
+            if first is not _UNLISTED and params[name] is not first:
+                item.add_marker(pytest.mark.slow)
+                break
+
+
+_UNLISTED = object()
+
+
+def _first_value(item: pytest.Item, name: str) -> object:
+    """The first value a ``parametrize`` mark of ``item`` lists for ``name``."""
+    for mark in item.iter_markers("parametrize"):
+        names = mark.args[0] if mark.args else mark.kwargs["argnames"]
+        values = mark.args[1] if len(mark.args) > 1 else mark.kwargs["argvalues"]
+        if isinstance(names, str):
+            names = [part.strip() for part in names.split(",")]
+        if name not in names:
+            continue
+        first = next(iter(values))
+        if hasattr(first, "marks") and hasattr(first, "values"):  # a pytest.param
+            first = first.values
+        elif len(names) == 1:
+            first = (first,)
+        return first[list(names).index(name)]
+    return _UNLISTED
 
 
 #: Small layers shaped like AlexNet's: a conv layer and a fully connected one.

@@ -14,6 +14,7 @@ import contextlib
 import io
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -60,10 +61,26 @@ def run_cli(
                           check=False, timeout=timeout, env=None if env is None else dict(env))
 
 
+#: The signals that stop a write, as a test sends them to a child.
+STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def default_signals() -> None:
+    """Give a child SIGINT, SIGTERM and SIGHUP at their default dispositions (``preexec_fn``).
+
+    A test that signals a child relies on them: ignored ones are inherited across
+    ``exec`` (``python -m pytest &`` in bash starts pytest with SIGINT ignored,
+    ``nohup`` with SIGHUP ignored), and then Python installs no KeyboardInterrupt
+    handler and ``dnn_mask`` leaves the ignored signal ignored, as it should.
+    """
+    for signum in STOPPING:
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def start_cli(*args: object, route: str = "command") -> subprocess.Popen[str]:
-    """Start ``dnn_mask`` (through ``route``) and return at once."""
+    """Start ``dnn_mask`` (through ``route``) and return at once; signals at their defaults."""
     return subprocess.Popen(command(*args, route=route), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
 
 
 def run_here(*args: object, route: str = "command", env: Mapping[str, str] | None = None,
@@ -105,12 +122,18 @@ def assert_ok(done: subprocess.CompletedProcess[str]) -> None:
     assert (done.returncode, done.stderr, done.stdout) == (0, "", ""), done.stderr
 
 
-def assert_one_line_error(stderr: str, *patterns: str) -> str:
-    """Stderr is one ``dnn_mask: error:`` line matching ``patterns``; return the message."""
+def assert_one_line_error(stderr: str, *patterns: str, prefix: str = PREFIX) -> str:
+    """Stderr is one ``dnn_mask: error:`` line matching ``patterns``; return the message.
+
+    The one check of "one line, no traceback" for every test: no ``Traceback``, a
+    single line ending in a newline, starting with ``prefix`` (``"dnn_mask: "`` for the
+    line that says an interrupted write was completed); each pattern is searched in the
+    message, the line without ``prefix`` and its newline.
+    """
     assert "Traceback" not in stderr, stderr
-    assert stderr.startswith(PREFIX), stderr
+    assert stderr.startswith(prefix), stderr
     assert stderr.endswith("\n") and stderr.count("\n") == 1, f"not one line: {stderr!r}"
-    message = stderr[len(PREFIX):-1]
+    message = stderr[len(prefix):-1]
     for pattern in patterns:
         assert re.search(pattern, message), f"{pattern!r} not in {message!r}"
     return message

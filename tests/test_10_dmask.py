@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+from conftest import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -180,20 +181,20 @@ def layer_masks(draw):
 dnn_masks = st.dictionaries(layer_names, layer_masks(), min_size=1, max_size=5).map(DnnMask)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(dnn_masks)
 def test_format_then_parse_gives_the_mask_back(mask):
     assert parse_dmask(format_dmask(mask)) == mask
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(dnn_masks)
 def test_crlf_bom_and_spaces_do_not_change_the_meaning(mask):
     text = format_dmask(mask).replace(",", " , ").replace("\n", " \r\n\r\n")
     assert parse_dmask("\ufeff" + text) == mask
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(mask=dnn_masks)
 def test_write_then_read_gives_the_mask_back(tmp_path_factory, mask):
     path = tmp_path_factory.mktemp("dmask") / "m.dmask.csv"
@@ -415,7 +416,7 @@ def test_an_axis_under_both_names_is_refused(numbers, message):
 
 
 # the file is only read: one per test is enough
-@settings(max_examples=40, deadline=None,
+@settings(max_examples=examples(40), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_a_dnnbrain_mask_dict_keeps_what_dnnbrain_keeps(data, act_file, layers):

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -228,7 +229,7 @@ def assert_same(actual, expected):
             )
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(stimuli_strategy())
 def test_text_round_trip(stimuli):
     text = format_stim(stimuli)
@@ -239,7 +240,8 @@ def test_text_round_trip(stimuli):
 
 
 @settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(30), deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(stimuli_strategy())
 def test_file_round_trip(tmp_path, stimuli):

@@ -8,6 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -126,7 +127,7 @@ masks = st.dictionaries(
     min_size=1, max_size=4)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(mask=masks)
 def test_masks_look_like_masks_and_not_like_stimuli(mask, tmp_path_factory):
     path = tmp_path_factory.mktemp("kinds") / "m.dmask.csv"
@@ -137,7 +138,7 @@ def test_masks_look_like_masks_and_not_like_stimuli(mask, tmp_path_factory):
     assert read_dmask(path) == DnnMask(mask)  # and it still reads
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(rows=st.lists(st.tuples(st.from_regex(r"[a-z0-9_.]{1,8}", fullmatch=True),
                                st.integers(-5, 5)), min_size=1, max_size=5),
        first=st.sampled_from(["type=image\npath=/x\n", "path=/x\ntype=video_clip\n"]))

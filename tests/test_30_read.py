@@ -8,6 +8,7 @@ import h5py
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -146,7 +147,7 @@ def indexers(size: int) -> st.SearchStrategy:
     )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(key=st.tuples(*(indexers(size) for size in SHAPE)))
 def test_lazy_indexing_equals_numpy(lazy_and_eager, key):
     lazy, data = lazy_and_eager

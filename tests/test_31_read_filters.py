@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import examples
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -237,7 +238,7 @@ def awkward(shape: tuple[int, ...]) -> tuple[Any, ...]:
             slice(1, 3))
 
 
-PROPERTIES = settings(max_examples=25, deadline=None)
+PROPERTIES = settings(max_examples=examples(25), deadline=None)
 WHOLE = (slice(None),) * 4
 NOTHING = (slice(0, 0, -1), np.array([], dtype=np.int64), slice(None), 0)
 SCALAR = (0, -1, 0, -1)
@@ -421,7 +422,7 @@ def test_every_route_reads_every_kind_as_numpy(layer_via, stored, route, kind):
 
 
 @pytest.mark.parametrize("route", list(ROUTES))
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=examples(20), deadline=None)
 @given(kind=st.sampled_from(KINDS), layer_key=layer_and(keys))
 @example(kind="unwritten-chunks-gzip", layer_key=("conv_f16", NOTHING))
 @example(kind="partial-edge-chunks", layer_key=("fc_f32", SCALAR))

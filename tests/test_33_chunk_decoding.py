@@ -35,6 +35,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reliability import assert_one_line_error, command, layer_dataset, run_route
@@ -44,6 +45,8 @@ import dnnmask_xr.act.chunk_read
 import dnnmask_xr.act.codec
 import dnnmask_xr.xarray_.array
 from dnnmask_xr import ActFileError, open_act, save_act, set_options
+
+pytestmark = pytest.mark.sweep("route", "suffix")
 
 SUFFIXES = (".act.h5", ".nc")
 #: The lazy ways of reading a layer: ``.values``, and dask on each scheduler.
@@ -180,6 +183,7 @@ def _encode(values: np.ndarray, options: dict, mask: int) -> bytes:
     return data
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("dtype", ["f4", ">f8", "i1", "f2"])
 @pytest.mark.parametrize("pipeline", PIPELINES)
 def test_chunks_of_other_gzip_pipelines_are_decoded_as_hdf5_decodes_them_mask_bit_by_bit(
@@ -294,6 +298,7 @@ def test_chunks_never_written_with_fill_time_never_are_refused_on_every_write_ro
     assert list(outs.iterdir()) == []
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("how", LAZY)
 def test_chunks_never_written_with_fill_time_never_are_refused_by_lazy_reads(
         how: str, tmp_path: Path):
@@ -461,6 +466,7 @@ BOMB_RUNS = {
 }
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize(("pipeline", "run"), [
     *(("gzip", run) for run in BOMB_RUNS),
     *((pipeline, run) for pipeline in ("shuffle-gzip", "gzip-fletcher32")
@@ -527,6 +533,7 @@ def test_a_read_of_chunks_beyond_read_memory_is_refused_in_one_line(
         _lazy_read(big_chunks, name, how, (0, 5))
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("how", LAZY)
 @pytest.mark.parametrize("name", ["plain", "unfiltered"])
 def test_layers_hdf5_reads_in_any_box_are_read_within_read_memory(
@@ -555,6 +562,7 @@ _ONE_ROW_CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("how", ["values", "dask"])
 @pytest.mark.parametrize("name", ["conv", "lzf", "plain", "unfiltered"])
 def test_reading_a_row_under_a_small_read_memory_stays_within_it(
@@ -598,7 +606,7 @@ def _axis_key(size: int) -> st.SearchStrategy:
     return slices | arrays | st.integers(0, size - 1)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(key=st.tuples(*(_axis_key(size) for size in STRIDED_SHAPE)),
        memory=st.sampled_from([2**11, 2**13, 2**20]))
 def test_strided_keys_read_what_h5py_reads_on_every_storage_kind(decoded, key, memory):
@@ -696,7 +704,7 @@ def test_a_large_strided_read_takes_one_call_per_chunk_whatever_its_runs(
     assert len(hdf5_reads) == 2 * 4
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(data=st.one_of(st.binary(min_size=1, max_size=3000),
                       st.integers(1, 3000).map(lambda n: bytes(n)),
                       st.integers(1, 3000).map(lambda n: b"\xff" * n)))

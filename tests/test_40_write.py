@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -186,7 +187,7 @@ def test_chunks_cut_only_stimuli_and_channels():
         assert np.prod(chunks) * 4 <= max(CHUNK_BYTES, shape[2] * shape[3] * 4)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     shape=st.tuples(st.integers(1, 40), st.integers(1, 40), st.integers(1, 5),
                     st.integers(1, 5)),

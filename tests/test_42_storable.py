@@ -15,10 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dnnmask_xr as dx
+
+pytestmark = pytest.mark.properties
 
 TEXT = st.text(max_size=8)
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63 - 1),
@@ -53,7 +56,7 @@ def same(first, second, suffix: str) -> bool:
 
 
 @pytest.mark.parametrize("suffix", [".act.h5", ".nc"])
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(name=TEXT, channels=LABELS, field=TEXT, root=ATTRS, own=ATTRS)
 def test_a_save_reads_back_exactly_or_is_refused(suffix, name, channels, field, root, own):
     with tempfile.TemporaryDirectory() as folder:

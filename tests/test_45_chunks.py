@@ -7,7 +7,6 @@ held), never by timing.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import tracemalloc
@@ -16,8 +15,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reliability import assert_one_line_error
 
 import dnnmask_xr
 import dnnmask_xr.act.layer_writer
@@ -169,6 +170,7 @@ def test_aligned_chunks(positions, size, chunk, expected):
     assert (got is None and expected is None) or got.tolist() == expected
 
 
+@pytest.mark.reliability
 def test_memory_stays_within_a_small_budget(tmp_path):
     # 32 MiB of values re-encoded under a 4 MiB budget
     values = np.random.default_rng(0).random((512, 16, 32, 32), dtype=np.float32)
@@ -317,11 +319,11 @@ def test_bad_budget_flags_exit_2(alexnet, tmp_path, capsys, flags, message):
     out = tmp_path / "o.act.h5"
     assert main(["-act", str(alexnet), "-layer", "conv5", *flags, "-out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert len(err.splitlines()) == 1 and re.search(message, err)
+    assert_one_line_error(err, message)
     assert not out.exists()
 
 
-@settings(max_examples=25, deadline=None,
+@settings(max_examples=examples(25), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_random_masks_equal_numpy(alexnet, tmp_path, data):

@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 import tqdm
+from reliability import assert_one_line_error
 
 import dnnmask_xr
 import dnnmask_xr.act.mask
@@ -218,7 +219,7 @@ ONCE = {
 
 def _one_line(capsys) -> str:
     err = capsys.readouterr().err
-    assert "Traceback" not in err and err.endswith("\n") and err.count("\n") == 1, err
+    assert_one_line_error(err)
     return err
 
 

@@ -135,6 +135,7 @@ def test_importing_the_package_does_not_import_dask():
     assert done.stdout.strip() == "[]"
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("chunks", [None, {}])
 def test_a_layer_pickled_into_a_fresh_process_reads_the_file_there(chunked_file, tmp_path,
                                                                    chunks):
@@ -149,6 +150,7 @@ def test_a_layer_pickled_into_a_fresh_process_reads_the_file_there(chunked_file,
     np.testing.assert_array_equal(np.load(tmp_path / "values.npy"), data[:, [4, 1]])
 
 
+@pytest.mark.slow
 def test_per_channel_mean_on_a_distributed_cluster_of_processes(chunked_file):
     distributed = pytest.importorskip("distributed")
     path, data = chunked_file

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,7 +29,7 @@ def layer_sets(draw):
     return Activations(layers)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(acts=layer_sets())
 def test_stack_matches_numpy_and_unstack_gives_the_layers_back(acts):
     stacked = stack_neuroids(acts)
@@ -50,7 +51,7 @@ def test_stack_matches_numpy_and_unstack_gives_the_layers_back(acts):
         xr.testing.assert_identical(back[name], acts[name])
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=examples(20), deadline=None)
 @given(acts=layer_sets(), data=st.data())
 def test_unstack_accepts_neuroids_in_any_order(acts, data):
     stacked = stack_neuroids(acts)
@@ -117,7 +118,8 @@ def _stack_slices(acts) -> dict[str, slice]:
     return slices
 
 
-@settings(max_examples=40, deadline=None)
+@pytest.mark.properties
+@settings(max_examples=examples(40), deadline=None)
 @given(acts=layer_sets(), data=st.data())
 def test_results_with_leading_dims_go_back_on_each_grid(acts, data):
     stacked = stack_neuroids(acts)
@@ -147,7 +149,7 @@ def test_results_with_leading_dims_go_back_on_each_grid(acts, data):
                                     back[name].sortby(["channel", "row", "column"]))
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(acts=layer_sets())
 def test_a_score_per_neuroid_is_a_map_per_layer(acts):
     stacked = stack_neuroids(acts)
@@ -164,7 +166,7 @@ def test_a_score_per_neuroid_is_a_map_per_layer(acts):
         np.testing.assert_array_equal(plain[name].channel.values, acts[name].channel.values)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(acts=layer_sets())
 def test_a_layer_selected_by_sel_unstacks(acts):
     # .sel(layer=...) drops the 'layer' level, leaving it a scalar coordinate
@@ -234,7 +236,8 @@ def _extremes(dtype: np.dtype) -> np.ndarray:
     return np.array(near, dtype=dtype)
 
 
-@settings(max_examples=60, deadline=None)
+@pytest.mark.properties
+@settings(max_examples=examples(60), deadline=None)
 @given(kinds=st.lists(st.sampled_from(MIXED_DTYPES), min_size=1, max_size=3), data=st.data(),
        chunked=st.booleans())
 def test_layers_of_mixed_dtypes_stack_exactly_or_are_refused(kinds, data, chunked):

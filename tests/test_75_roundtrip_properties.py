@@ -7,12 +7,16 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 import xarray as xr
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dnnmask_xr import Activations, from_datatree, open_act, save_act, to_datatree
 from dnnmask_xr.act.layout import DIMS
+
+pytestmark = pytest.mark.properties
 
 DTYPES = ["float32", "float64", "int8", "uint16", "int32", "int64"]
 TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=6)
@@ -63,7 +67,7 @@ def assert_exact(got: Activations, expected: Activations) -> None:
     assert got.stim_header == expected.stim_header
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=examples(15), deadline=None)
 @given(acts=labelled_activations())
 def test_tree_act_h5_and_nc_round_trips_are_exact(acts):
     assert_exact(from_datatree(to_datatree(acts)), acts)

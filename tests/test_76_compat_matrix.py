@@ -246,15 +246,18 @@ def assert_seen(got: dict[str, Seen], expected: dict[str, Seen]) -> None:
 
 
 def matrix():
+    """Every (writer, reader) pair; its last case in float32 is in the core tier, the rest slow."""
     params = []
     for writer, (_, suffix, can_select) in WRITERS.items():
         for reader, (_, suffixes) in READERS.items():
             if suffix not in suffixes:
                 continue
-            for case in ["whole", "chosen"] if can_select else ["whole"]:
+            cases = ["whole", "chosen"] if can_select else ["whole"]
+            for case in cases:
                 for dtype in ["float32", "float64"]:
+                    core = (case, dtype) == (cases[-1], "float32")
                     params.append(pytest.param(
-                        writer, reader, case, dtype,
+                        writer, reader, case, dtype, marks=() if core else pytest.mark.slow,
                         id=f"write_{writer}-read_{reader}-{case}-{dtype}"))
     return params
 

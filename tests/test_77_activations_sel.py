@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,7 +31,7 @@ def acts(act_file: Path, stim_file: Path) -> Activations:
 # -- .isel / .sel ---------------------------------------------------------------------------
 
 # the file is only read: one for all examples
-@settings(max_examples=40, deadline=None,
+@settings(max_examples=examples(40), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_isel_along_stimulus_and_units_matches_numpy_on_every_layer(act_file, layers, data):

@@ -9,6 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -42,7 +43,8 @@ def open_hdf5_files() -> int:
     return len(h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE))
 
 
-@settings(max_examples=25, deadline=None)
+@pytest.mark.properties
+@settings(max_examples=examples(25), deadline=None)
 @given(sizes=st.lists(st.integers(1, 5), min_size=1, max_size=4),
        suffix=st.sampled_from(SUFFIXES), out_suffix=st.sampled_from(SUFFIXES),
        data=st.data())
@@ -281,8 +283,9 @@ STORAGE = {
 }
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("storage", STORAGE, ids=list(STORAGE))
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=examples(20), deadline=None)
 @given(data=st.data())
 def test_a_set_of_any_storage_reads_what_numpy_selects(storage, data):
     # each part read through its own path (chunk reader, or HDF5 for non-gzip)

@@ -27,6 +27,8 @@ from dnnmask_xr import ActFileError, open_act, save_act
 from dnnmask_xr.act.layout import encode_stimulus
 from dnnmask_xr.xarray_.activations import Activations
 
+pytestmark = pytest.mark.sweep("suffix")
+
 SHAPE = (3, 4, 5, 5)
 CHUNKS = (1, 2, 5, 5)
 SUFFIXES = (".act.h5", ".nc")

@@ -6,12 +6,16 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dnnmask_xr import DnnMask, open_act, save_act, write_dmask
 from dnnmask_xr.cli import main
 from dnnmask_xr.testing import read_reference_act, write_reference_act
+
+pytestmark = pytest.mark.properties
 
 DTYPES = ["float16", "float32", "float64", "int8", "uint16", "int64"]
 AXES = ("channel", "row", "column")
@@ -61,7 +65,7 @@ def assert_reference_reads(path, expected):
         np.testing.assert_array_equal(array, expected[name])
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(case=files_and_masks())
 def test_mask_save_open_equals_numpy(case):
     layers, mask = case
@@ -87,7 +91,7 @@ def test_mask_save_open_equals_numpy(case):
         assert_reference_reads(out, expected)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(case=files_and_masks())
 def test_command_with_dmask_equals_numpy(case):
     layers, mask = case

@@ -9,12 +9,15 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import examples
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import dnnmask_xr as dx
 from dnnmask_xr.cli import main
 from dnnmask_xr.testing import ALEXNET_SHAPES, as_dnnmask, relu_activations, write_reference_act
+
+pytestmark = pytest.mark.properties
 
 DIMS = ("stimulus", "channel", "row", "column")
 NUMBERED = DIMS[1:]
@@ -110,7 +113,7 @@ def apply_xarray(array, chain):
 
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(chain=chains())
 # the last chunk along column holds one column: kept whole, it can be copied as it is
 @example(chain=[("sel", {"column": [5]})])

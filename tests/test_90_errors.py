@@ -27,12 +27,10 @@ import h5py
 import numpy as np
 import pytest
 from conftest import N_STIMULI, digest
+from reliability import assert_one_line_error
 
 from dnnmask_xr import ActFileError, SelectionError, mask_file, open_act, read_dmask
 from dnnmask_xr.cli import main
-
-PREFIX = "dnn_mask: error: "
-
 
 # -- helpers -------------------------------------------------------------------------
 
@@ -74,11 +72,8 @@ def check_fails(
     captured = capsys.readouterr()
     err = captured.err
     assert got == status, f"exit status {got}, expected {status}; stderr: {err!r}"
-    assert "Traceback" not in err, err
-    assert err.startswith(PREFIX), err
-    assert err.endswith("\n") and err.count("\n") == 1, f"not one line: {err!r}"
+    message = assert_one_line_error(err).strip()
     assert captured.out == "", captured.out
-    message = err[len(PREFIX):].strip()
     for pattern in patterns:
         assert re.search(pattern, message, flags=re.IGNORECASE), (
             f"{pattern!r} not in {message!r}"
@@ -686,6 +681,7 @@ UNREADABLE = {
 }
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("kind", UNREADABLE)
 @pytest.mark.parametrize("opener", OPENERS)
 def test_an_unreadable_file_raises_the_projects_error_alone(tmp_path: Path, act_file: Path,

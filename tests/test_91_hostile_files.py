@@ -54,6 +54,8 @@ from routes import run
 from dnnmask_xr import open_act
 from dnnmask_xr.testing import relu_activations, write_reference_act
 
+pytestmark = pytest.mark.reliability
+
 TESTS = Path(__file__).resolve().parent
 
 

@@ -18,8 +18,10 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import examples
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from reliability import assert_one_line_error
 from test_11_stim import assert_same, stimuli_strategy
 
 from dnnmask_xr import DnnMask, LayerMask
@@ -28,10 +30,12 @@ from dnnmask_xr.errors import DnnMaskError, FormatError
 from dnnmask_xr.formats.dmask import AXES, format_dmask, parse_dmask, read_dmask
 from dnnmask_xr.formats.stim import format_stim, parse_stim, read_stim
 
-SETTINGS = settings(max_examples=60, deadline=None,
+pytestmark = pytest.mark.reliability
+
+SETTINGS = settings(max_examples=examples(60), deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 #: Fuzzing is cheap per example, so it gets more (2000 each passed when written).
-FUZZ = settings(SETTINGS, max_examples=300)
+FUZZ = settings(SETTINGS, max_examples=examples(300))
 LINE_ENDS = ["\n", "\r\n", "\r"]
 #: What str.splitlines() breaks at besides '\n' and '\r'.
 OTHER_BREAKS = "\v\f\x1c\x1d\x1e\x85\u2028\u2029"
@@ -181,7 +185,7 @@ def test_huge_numbers_on_the_command_line_are_one_line_errors(
     out = tmp_path / "out.act.h5"
     assert main(["-act", str(act_file), *flags, "-out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("\n") == 1, err
+    assert_one_line_error(err)
     assert re.fullmatch(rf"dnn_mask: error: .*{huge}.* out of range for any layer.*\n", err), err
     assert not out.exists()
 

@@ -42,6 +42,7 @@ from reliability import (
     assert_ok,
     assert_one_line_error,
     assert_same_layer,
+    default_signals,
     run_cli,
     run_here,
     start_cli,
@@ -50,6 +51,8 @@ from reliability import (
 )
 
 from dnnmask_xr.testing import relu_activations, write_reference_act
+
+pytestmark = pytest.mark.reliability
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +183,8 @@ SLOW_CHUNKS = 400
 def _start_slow_save(out: Path, where: str) -> tuple[subprocess.Popen[str], int]:
     """Start the save; return once it has computed 10 chunks (its temporary file exists)."""
     proc = subprocess.Popen([sys.executable, "-c", SLOW_SAVE, str(out), where],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_signals)
     seen = 0
     while seen < 10:
         line = proc.stdout.readline()
@@ -304,7 +308,7 @@ def test_a_signal_while_the_program_starts_is_one_line(
         proc = subprocess.Popen(
             [sys.executable, script, "-act", act_file, *stim, "-layer", "conv5", "-chn", "2",
              "1", "-out", out], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            pass_fds=(ready_w,))
+            pass_fds=(ready_w,), preexec_fn=default_signals)
         os.close(ready_w)
         assert select.select([ready], [], [], 60)[0] and os.read(ready, 1) == b"!"
     finally:
@@ -361,7 +365,7 @@ def test_a_signal_before_or_after_the_write_is_one_line(
     proc = subprocess.run(
         [sys.executable, "-c", AT_A_POINT, str(int(signum)), where, "-act", act_file,
          "-layer", "conv5", "-chn", "2", "1", "-out", out],
-        capture_output=True, text=True, timeout=TIMEOUT)
+        capture_output=True, text=True, timeout=TIMEOUT, preexec_fn=default_signals)
 
     assert temp_files(out.parent, out) == set()
     if where == "planning":
@@ -373,3 +377,34 @@ def test_a_signal_before_or_after_the_write_is_one_line(
             0, f"dnn_mask: interrupted by {signum.name} after -out {str(out)!r} was written; "
                "the output is complete\n")
         assert_same_layer(out, "conv5", layers["conv5"][:, [1, 0]])
+
+
+# --- the tests themselves, run as a background job -------------------------------------------
+
+#: Tests that signal pytest's own process or a child, in a few seconds.
+SIGNALLED = [
+    "tests/test_32_chunk_reader.py::test_an_interrupted_read_stops_and_the_next_read_is_exact",
+    "tests/test_40_write.py::test_a_signal_stops_the_write_cleanly",
+    "tests/test_40_write.py::test_the_command_reports_a_signal_and_writes_nothing",
+    "tests/test_93_interrupt.py::test_a_signal_before_or_after_the_write_is_one_line",
+    "tests/test_93_interrupt.py::test_a_signal_stops_a_computed_block_between_its_chunks",
+]
+
+
+def _ignore_stopping_signals() -> None:
+    """What ``python -m pytest &`` (bash) and ``nohup`` give pytest: SIGINT and SIGHUP ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def test_signal_tests_pass_when_pytest_inherits_signals_ignored(tmp_path: Path):
+    # bug: run as a background job, 11 signal tests failed far from the cause (no
+    # KeyboardInterrupt, a child that ignored SIGINT and ran to its end)
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         f"--basetemp={tmp_path / 'run'}", *SIGNALLED],
+        cwd=root, capture_output=True, text=True, timeout=10 * TIMEOUT,
+        preexec_fn=_ignore_stopping_signals)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert re.search(r"\b\d+ passed\b", done.stdout), done.stdout[-2000:]

@@ -56,6 +56,8 @@ from reliability import (
 
 from dnnmask_xr import open_act, save_act
 
+pytestmark = pytest.mark.reliability
+
 #: Every route writing each suffix: (route, suffix), ids like save_act-dict-.nc.
 WRITES = [(route, suffix) for route in ROUTES for suffix in SUFFIXES]
 every_write = pytest.mark.parametrize(("route", "suffix"), WRITES,

@@ -34,6 +34,8 @@ from dnnmask_xr.cli import main
 from dnnmask_xr.errors import ActFileError
 from dnnmask_xr.testing import write_reference_act
 
+pytestmark = pytest.mark.reliability
+
 N_BIG = 100_000
 
 

@@ -40,6 +40,8 @@ from dnnmask_xr.act.layout import MAX_AXIS_LENGTH
 from dnnmask_xr.cli import _get_parser
 from dnnmask_xr.testing import relu_activations, write_reference_act
 
+pytestmark = pytest.mark.reliability
+
 SHAPES = {"conv": (6, 4, 4), "fc": (5, 1, 1)}
 N_STIMULI = 4
 

@@ -76,7 +76,10 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 from reliability import same_chunks
+
+pytestmark = pytest.mark.reliability
 
 TESTS = Path(__file__).resolve().parent
 

@@ -31,6 +31,8 @@ from routes import ROUTES
 
 from dnnmask_xr.formats._lines import MAX_TEXT_BYTES
 
+pytestmark = pytest.mark.reliability
+
 #: Address space a child may take: far more than a run needs, far less than
 #: reading /dev/zero until MemoryError (gigabytes).
 CHILD_MEMORY = 2**31

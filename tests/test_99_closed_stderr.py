@@ -22,7 +22,17 @@ from pathlib import Path
 
 import pytest
 from conftest import digest
-from reliability import ROUTES, SUFFIXES, TIMEOUT, BigInput, command, wait_for_temp
+from reliability import (
+    ROUTES,
+    SUFFIXES,
+    TIMEOUT,
+    BigInput,
+    command,
+    default_signals,
+    wait_for_temp,
+)
+
+pytestmark = pytest.mark.reliability
 
 STDERRS = ["closed", "broken"]
 
@@ -35,12 +45,14 @@ def start(argv: list[str], how: str) -> subprocess.Popen[str]:
     reader, writer = os.pipe()
     os.close(reader)
     try:
-        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=writer, text=True)
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=writer, text=True,
+                                preexec_fn=default_signals)
     finally:
         os.close(writer)
 
 
 def _close_stderr() -> None:
+    default_signals()
     os.close(2)
 
 

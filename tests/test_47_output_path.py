@@ -37,6 +37,8 @@ from reliability import (
     run_route,
 )
 
+pytestmark = pytest.mark.sweep("route", "suffix")
+
 EVERY = [(route, suffix) for route in ROUTES for suffix in SUFFIXES]
 EVERY_IDS = [f"{route}-{suffix}" for route, suffix in EVERY]
 every_write = pytest.mark.parametrize(("route", "suffix"), EVERY, ids=EVERY_IDS)
