@@ -45,6 +45,10 @@ def layer(channels: np.ndarray, field: str, attrs: dict) -> xr.DataArray:
                                 field: ("stimulus", [1.0, 2.0, 3.0])}, attrs=attrs)
 
 
+#: Root attributes the writer sets itself: when and by what the file was written.
+WRITERS_OWN = ("date", "software")
+
+
 def same(first, second, suffix: str) -> bool:
     first, second = np.asarray(first), np.asarray(second)
     if suffix == ".nc":  # netCDF reads a one-element attribute back as a scalar
@@ -72,7 +76,20 @@ def test_a_save_reads_back_exactly_or_is_refused(suffix, name, channels, field, 
             np.testing.assert_array_equal(back.channel.values, channels)
             np.testing.assert_array_equal(back[field].values, [1.0, 2.0, 3.0])
             for key, value in root.items():
+                if key in WRITERS_OWN:
+                    continue  # test_a_given_date_or_software_is_the_writers below
                 assert same(acts.attrs[key], value, suffix), (key, acts.attrs[key], value)
             if suffix == ".nc":  # .act.h5 keeps no layer attributes yet
                 for key, value in own.items():
                     assert same(back.attrs[key], value, suffix), (key, back.attrs[key], value)
+
+
+@pytest.mark.parametrize("suffix", [".act.h5", ".nc"])
+def test_a_given_date_or_software_is_the_writers(tmp_path, suffix):
+    out = tmp_path / f"out{suffix}"
+    dx.save_act({"fc": layer(np.array([1, 2]), "onset", {})}, out,
+                attrs={"date": False, "software": "mine", "cmd": "kept"})
+    with dx.open_act(out) as acts:
+        assert acts.attrs["cmd"] == "kept"
+        assert acts.attrs["software"] == f"dnnmask_xr {dx.__version__}"
+        assert isinstance(acts.attrs["date"], str) and acts.attrs["date"].endswith("+00:00")

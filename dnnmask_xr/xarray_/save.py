@@ -61,7 +61,9 @@ def save_act(
         is replaced, but never a file the layers are read from or that this
         process holds open.
     attrs
-        More provenance for the file's root (``cmd``, for instance).
+        More provenance for the file's root (``cmd``, for instance). ``date``
+        and ``software`` are the writer's: when (UTC) and by what the file
+        is written, whatever ``attrs`` or the layers' source say.
     memory
         Memory budget: most bytes of activations held at once while writing.
     threads
