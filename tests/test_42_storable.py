@@ -88,7 +88,7 @@ def test_a_save_reads_back_exactly_or_is_refused(suffix, name, channels, field, 
 def test_a_given_date_or_software_is_the_writers(tmp_path, suffix):
     out = tmp_path / f"out{suffix}"
     dx.save_act({"fc": layer(np.array([1, 2]), "onset", {})}, out,
-                attrs={"date": False, "software": "mine", "cmd": "kept"})
+                attrs={"date": "yesterday", "software": "mine", "cmd": "kept"})
     with dx.open_act(out) as acts:
         assert acts.attrs["cmd"] == "kept"
         assert acts.attrs["software"] == f"dnnmask_xr {dx.__version__}"
