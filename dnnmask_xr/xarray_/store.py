@@ -93,15 +93,29 @@ def open_layers(
 
 
 def _open_file(where: str, stim: StimArg, allow_external: bool, lock: Lock) -> Activations:
-    opened = _open_nc if where.endswith(NC_SUFFIX) else _open_act_h5
-    acts = opened(where, allow_external, lock)
-    if stim is None:
-        return acts
+    if where.endswith(NC_SUFFIX):
+        check_readable(where)
+        # identified before the labels are read: values are read only from this
+        # file; its objects are checked before h5netcdf opens it, which would
+        # follow an external link blindly (a FIFO blocks it) and read a virtual
+        # dataset's missing sources as fill values
+        manager = file_manager(where, allow_external=allow_external,
+                               check=lambda root: check_objects(root, repr(where),
+                                                                allow_external))
+        read = _read_nc_labels
+    else:
+        manager = file_manager(where, allow_external=allow_external)
+        read = _read_act_h5_labels
     try:
+        layers, attrs, header = read(where, manager, allow_external, lock)
+        acts = Activations(layers, attrs=attrs, stim_header=header, source=where,
+                           closers=[manager.close])
+        if stim is None:
+            return acts
         with blaming(stim):
             return acts.with_stimuli(stim if isinstance(stim, Stimuli) else read_stim(stim))
     except BaseException:
-        acts.close()
+        manager.close()
         raise
 
 
@@ -119,16 +133,11 @@ def _stim_per_file(stim: StimArg | Sequence[StimArg], count: int) -> list[StimAr
     return list(stim)
 
 
-def _open_act_h5(where: str, allow_external: bool, lock: Lock) -> Activations:
-    manager = file_manager(where, allow_external=allow_external)
-    try:
-        with held_file(manager, None) as root:
-            layers, attrs, header = _read_layers(root, where, manager, allow_external, lock)
-    except BaseException:
-        manager.close()
-        raise
-    return Activations(layers, attrs=attrs, stim_header=header, source=where,
-                       closers=[manager.close])
+def _read_act_h5_labels(
+    where: str, manager: CachingFileManager, allow_external: bool, lock: Lock,
+) -> tuple[dict[str, xr.DataArray], dict[str, object], dict[str, str]]:
+    with held_file(manager, None) as root:
+        return _read_layers(root, where, manager, allow_external, lock)
 
 
 def _read_layers(
@@ -203,8 +212,10 @@ def _encoding(dataset: h5py.Dataset, where: str) -> dict[str, object]:
     return encoding
 
 
-def _open_nc(where: str, allow_external: bool, lock: Lock) -> Activations:
-    """Open the layers of a netCDF4 file written by :func:`~dnnmask_xr.save_act`.
+def _read_nc_labels(
+    where: str, manager: CachingFileManager, allow_external: bool, lock: Lock,
+) -> tuple[dict[str, xr.DataArray], dict[str, Any], dict[str, str]]:
+    """Read the labels of a netCDF4 file written by :func:`~dnnmask_xr.save_act`.
 
     Its layout is described in :mod:`dnnmask_xr.act.nc`, which writes it.
     h5netcdf reads the labels and the storage's description (encoding) and
@@ -212,25 +223,6 @@ def _open_nc(where: str, allow_external: bool, lock: Lock) -> Activations:
     one file manager, as for ``.act.h5``. Text labels come back as Python
     strings (dtype ``object``), as from an ``.act.h5`` file.
     """
-    check_readable(where)
-    # identified before the labels are read: values are read only from this
-    # file; its objects are checked before h5netcdf opens it, which would
-    # follow an external link blindly (a FIFO blocks it) and read a virtual
-    # dataset's missing sources as fill values
-    manager = file_manager(where, allow_external=allow_external,
-                           check=lambda root: check_objects(root, repr(where), allow_external))
-    try:
-        layers, attrs, header = _read_nc_labels(where, manager, lock)
-    except BaseException:
-        manager.close()
-        raise
-    return Activations(layers, attrs=attrs, stim_header=header, source=where,
-                       closers=[manager.close])
-
-
-def _read_nc_labels(
-    where: str, manager: CachingFileManager, lock: Lock,
-) -> tuple[dict[str, xr.DataArray], dict[str, Any], dict[str, str]]:
     try:
         # phony_dims: a file not written here may lack dimension scales; it
         # then fails the layout check below rather than on opening
