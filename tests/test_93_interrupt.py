@@ -261,17 +261,27 @@ def test_a_signal_during_a_write_from_any_thread_leaves_no_temporary_file(
 
 # --- a signal while the program starts ------------------------------------------------------
 
-#: pip's console script for an entry point ``module:function``, with one test line: once
-#: the entry point's module is imported, the script writes a byte to ``ready`` so that the
-#: delays count from the program's first line rather than from Python's own start-up.
+#: pip's console script for an entry point ``module:function``, with one test step: once
+#: the program has taken over the signals (its first line, in run_program), it writes a
+#: byte to ``ready``, so that the delays count from the program's first line. Written
+#: before the entry point is called, as pip's lines run, a short delay could land in
+#: those lines under load: Python's own, before the program (docs/reliability.md).
 SCRIPT = """\
 import os
 import re
 import sys
+import dnnmask_xr._program
 from {module} import {function}
+def _started(run_program=dnnmask_xr._program.run_program):
+    def run(main):
+        def ready_then_main():
+            os.write({ready}, b"!")
+            return main()
+        return run_program(ready_then_main)
+    return run
+sys.modules[{function}.__module__].run_program = _started()
 if __name__ == '__main__':
     sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
-    os.write({ready}, b"!")
     sys.exit({function}())
 """
 #: Delays after the entry point starts: importing the command's modules, parsing the
