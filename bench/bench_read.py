@@ -130,7 +130,7 @@ Run = Callable[[], Any]
 
 
 def import_xarray() -> None:
-    """Do before the clock the imports xarray does on first use.
+    """Do before the clock the imports xarray and open_act do on first use.
 
     xarray imports dask, where it is installed, the first time it builds a
     variable (to ask whether the data are a dask array): most of a second.
@@ -142,6 +142,9 @@ def import_xarray() -> None:
 
     if importlib.util.find_spec("dask") is not None:
         importlib.import_module("dask.array")
+    # what open_act imports on its first call: the dnnact backend imports the read
+    # path only when a file is opened (xarray imports every backend at its start)
+    importlib.import_module("dnnmask_xr.xarray_.store")
 
 
 def prepare(number: int, way: str, path: str) -> tuple[Run, Run | None]:
@@ -378,7 +381,8 @@ def _warm_worker() -> None:
     """Do a worker's imports before the clock, as the client's were."""
     import importlib
 
-    for name in ("dask.array", "dnnmask_xr.xarray_.reader", "xarray"):
+    for name in ("dask.array", "dnnmask_xr.xarray_.reader", "dnnmask_xr.xarray_.store",
+                 "xarray"):
         importlib.import_module(name)
 
 
