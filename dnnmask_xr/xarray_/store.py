@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Literal
 
 import h5py
-import numpy as np
 import xarray as xr
 from xarray.backends import CachingFileManager
 from xarray.core import indexing
@@ -31,7 +30,6 @@ from xarray.core import indexing
 from dnnmask_xr._args import bool_arg, lock_arg, path_arg
 from dnnmask_xr.act.checks import NC_SUFFIX, SYSTEM_ATTRS
 from dnnmask_xr.act.external import check_objects
-from dnnmask_xr.act.files import check_readable
 from dnnmask_xr.act.layout import (
     DIMS,
     NUMBERED_DIMS,
@@ -94,7 +92,6 @@ def open_layers(
 
 def _open_file(where: str, stim: StimArg, allow_external: bool, lock: Lock) -> Activations:
     if where.endswith(NC_SUFFIX):
-        check_readable(where)
         # identified before the labels are read: values are read only from this
         # file; its objects are checked before h5netcdf opens it, which would
         # follow an external link blindly (a FIFO blocks it) and read a virtual
@@ -105,7 +102,7 @@ def _open_file(where: str, stim: StimArg, allow_external: bool, lock: Lock) -> A
         read = _read_nc_labels
     else:
         manager = file_manager(where, allow_external=allow_external)
-        read = _read_act_h5_labels
+        read = _read_layers
     try:
         layers, attrs, header = read(where, manager, allow_external, lock)
         acts = Activations(layers, attrs=attrs, stim_header=header, source=where,
@@ -133,14 +130,15 @@ def _stim_per_file(stim: StimArg | Sequence[StimArg], count: int) -> list[StimAr
     return list(stim)
 
 
-def _read_act_h5_labels(
+def _read_layers(
     where: str, manager: CachingFileManager, allow_external: bool, lock: Lock,
 ) -> tuple[dict[str, xr.DataArray], dict[str, object], dict[str, str]]:
+    """Read the labels of an ``.act.h5`` file, and give its layers lazily."""
     with held_file(manager, None) as root:
-        return _read_layers(root, where, manager, allow_external, lock)
+        return _labelled_layers(root, where, manager, allow_external, lock)
 
 
-def _read_layers(
+def _labelled_layers(
     root: h5py.File, where: str, manager: CachingFileManager, allow_external: bool,
     lock: Lock,
 ) -> tuple[dict[str, xr.DataArray], dict[str, object], dict[str, str]]:
@@ -166,16 +164,17 @@ def _read_layers(
         stored_here = read_attrs(dataset, repr(where))
         numbers = decode_unit_labels(dataset, repr(where), stored_here)
         own = {key: value for key, value in stored_here.items() if not _is_label(key)}
-        layers[name] = _layer(name, values, own, numbers, stimuli, _encoding(dataset, where))
+        layers[name] = _lazy_layer(name, values, own, {**stimuli, **numbers},
+                                   _encoding(dataset, where))
     return layers, attrs, header
 
 
-def _layer(name: str, values: LayerArray, attrs: dict[str, Any],
-           numbers: dict[str, np.ndarray], stimuli: dict[str, xr.Variable],
-           encoding: dict[str, Any]) -> xr.DataArray:
-    variable = xr.Variable(DIMS, indexing.LazilyIndexedArray(values), attrs=attrs)
-    layer = xr.DataArray(variable, coords={**stimuli, **numbers}, name=name)
-    layer.encoding = encoding  # set after: a DataArray made from a Variable drops its encoding
+def _lazy_layer(name: str, values: LayerArray, attrs: Mapping[str, Any],
+                coords: Mapping[str, Any], encoding: Mapping[str, Any]) -> xr.DataArray:
+    """Give a file's layer as xarray's backends give a variable: lazily indexed, uncached."""
+    variable = xr.Variable(DIMS, indexing.LazilyIndexedArray(values), attrs=dict(attrs))
+    layer = xr.DataArray(variable, coords=coords, name=name)
+    layer.encoding = dict(encoding)  # after: a DataArray made from a Variable drops it
     return layer
 
 
@@ -248,10 +247,8 @@ def _read_nc_labels(
             variable = next(iter(tree[name].data_vars))
             values = LayerArray(manager, where, f"/{name}/{variable}", array.shape,
                                 array.dtype, lock)
-            data = xr.Variable(array.dims, indexing.LazilyIndexedArray(values),
-                               attrs=array.attrs)
-            layers[name] = xr.DataArray(data, coords=array.coords, name=name)
-            layers[name].encoding = array.encoding
+            layers[name] = _lazy_layer(name, values, array.attrs, array.coords,
+                                       array.encoding)
         return layers, acts.attrs, acts.stim_header
     finally:
         tree.close()
