@@ -11,7 +11,7 @@ import pytest
 import xarray as xr
 
 import dnnmask_xr.xarray_.array
-from dnnmask_xr import SelectionError, UsageError, open_act, save_act
+from dnnmask_xr import DnnMaskError, SelectionError, UsageError, open_act, save_act
 from dnnmask_xr.testing import write_reference_act
 from dnnmask_xr.xarray_.backend import DnnActBackendEntrypoint
 
@@ -172,6 +172,54 @@ def test_a_layer_named_like_a_coordinate_is_refused_in_one_line(tmp_path, stim_f
         np.testing.assert_array_equal(other.values, np.ones((5, 4, 1, 1), np.float32))
     with open_act(path, stim=stim_file) as acts:
         assert acts[name].name == name and acts[name].shape == (5, 3, 1, 1)
+
+
+@pytest.mark.parametrize("name", ["channel", "condition"])
+def test_open_groups_holds_a_layer_named_like_a_coordinate_under_another_name(
+        tmp_path, stim_file, name):
+    # a dataset cannot hold the variable `channel` beside its dimension: the group
+    # keeps the layer's name, its variable takes <name>_layer, and open_act gets it back
+    path = tmp_path / "named.act.h5"
+    values = np.arange(15, dtype=np.float32).reshape(5, 3, 1, 1)
+    write_reference_act(path, {name: values})
+    groups = xr.open_groups(path, engine="dnnact", stim=stim_file)
+    try:
+        assert list(groups) == ["/", f"/{name}"]
+        assert list(groups[f"/{name}"].data_vars) == [f"{name}_layer"]
+        np.testing.assert_array_equal(groups[f"/{name}"][f"{name}_layer"].values, values)
+    finally:
+        groups["/"].close()
+    with open_act(path, stim=stim_file) as acts:
+        assert list(acts) == [name] and acts[name].name == name
+        np.testing.assert_array_equal(acts[name].values, values)
+
+
+def test_a_tree_that_cannot_be_built_closes_the_file(tmp_path, stim_file):
+    path = tmp_path / "named.act.h5"
+    write_reference_act(path, {"channel": np.ones((5, 3, 1, 1), np.float32)})
+    before = len(h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE))
+    with pytest.raises(DnnMaskError, match="layer 'channel' has the name of a ") as caught:
+        xr.open_datatree(path, engine="dnnact", stim=stim_file)
+    # closed at once, not when the error (whose frames hold the layers) is collected
+    assert caught.value is not None
+    assert len(h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE)) == before
+
+
+def test_open_groups_opens_a_list_of_files_as_one_set(tmp_path, act_file, layers):
+    # what open_act([...]) comes to: the files concatenated along stimulus
+    second = tmp_path / "second.act.h5"
+    with open_act(act_file) as acts:
+        save_act({name: array.assign_coords(stimulus=array.stimulus + 10)
+                  for name, array in acts.items()}, second)
+    groups = xr.open_groups([act_file, second], engine="dnnact")
+    try:
+        assert list(groups) == ["/", "/conv5", "/fc3"]
+        assert groups["/"]["stimulus"].values.tolist() == [1, 2, 3, 4, 5, 11, 12, 13, 14, 15]
+        for name in ("conv5", "fc3"):
+            np.testing.assert_array_equal(groups[f"/{name}"][name].values,
+                                          np.concatenate([layers[name], layers[name]]))
+    finally:
+        groups["/"].close()
 
 
 #: xarray's own keywords, as its netCDF backends take them: accepted, nothing to decode.

@@ -11,10 +11,11 @@ memory cache as it wraps every backend's arrays.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 from xarray.backends import BackendEntrypoint
 
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
 # (names from it are for annotations only).
 #: ``lock=``: None or True for xarray's HDF5 lock, False for h5py's own alone, or a lock.
 LockArg = Union[bool, "AbstractContextManager[Any]", None]
+
+#: What the backend hands xarray: a dataset, a tree, or (for open_groups) the first group.
+T = TypeVar("T", "xr.Dataset", "xr.DataTree")
 
 #: xarray's decoding keywords, which it passes to every backend that names them.
 DECODERS = ("mask_and_scale", "decode_times", "concat_characters", "decode_coords",
@@ -78,23 +82,21 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
         Without ``group``, a file of one layer opens that layer.
         """
         from dnnmask_xr.errors import SelectionError
-        from dnnmask_xr.xarray_.datatree import to_datatree
+        from dnnmask_xr.xarray_.datatree import as_groups
 
-        acts = _open(filename_or_obj, stim, allow_external, lock)
-        name = None if group is None else group.strip("/")
-        if name is None and len(acts) != 1:
-            acts.close()
-            raise SelectionError(
-                f"{os.fspath(filename_or_obj)!r} holds {len(acts)} layers "
-                f"({', '.join(acts) or 'none'}); open one with group=, e.g. "
-                f"group={next(iter(acts), 'conv5')!r}, or all with xr.open_datatree"
-            )
-        if name == "":
-            dataset = to_datatree(acts).to_dataset()
-        else:
-            dataset = _layer_dataset(acts, name or next(iter(acts)))
-        dataset.set_close(acts.close)
-        return _drop(dataset, drop_variables)
+        with _opened(filename_or_obj, stim, allow_external, lock) as acts:
+            name = None if group is None else group.strip("/")
+            if name is None and len(acts) != 1:
+                raise SelectionError(
+                    f"{os.fspath(filename_or_obj)!r} holds {len(acts)} layers "
+                    f"({', '.join(acts) or 'none'}); open one with group=, e.g. "
+                    f"group={next(iter(acts), 'conv5')!r}, or all with xr.open_datatree"
+                )
+            if name == "":
+                dataset = as_groups(acts)["/"]
+            else:
+                dataset = _layer_dataset(acts, name or next(iter(acts)))
+            return _handed_over(_drop(dataset, drop_variables), acts)
 
     def open_datatree(
         self,
@@ -121,19 +123,15 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
 
         from dnnmask_xr.xarray_.datatree import to_datatree
 
-        acts = _open(filename_or_obj, stim, allow_external, lock)
-        name = "" if group is None else group.strip("/")
-        if name:
-            tree = xr.DataTree(_layer_dataset(acts, name), name=name)
-        else:
-            tree = to_datatree(acts)
-        if acts.source is not None:
-            # as given: xarray would name it by its absolute path
-            tree.encoding["source"] = acts.source
-        if drop_variables:
-            tree = tree.map_over_datasets(lambda dataset: _drop(dataset, drop_variables))
-        tree.set_close(acts.close)
-        return tree
+        with _opened(filename_or_obj, stim, allow_external, lock) as acts:
+            name = "" if group is None else group.strip("/")
+            if name:
+                tree = xr.DataTree(_layer_dataset(acts, name), name=name)
+            else:
+                tree = to_datatree(acts)
+            if drop_variables:
+                tree = tree.map_over_datasets(lambda dataset: _drop(dataset, drop_variables))
+            return _handed_over(tree, acts)
 
     def open_groups_as_dict(
         self,
@@ -160,16 +158,12 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
         """
         from dnnmask_xr.xarray_.datatree import as_groups
 
-        acts = _open(filename_or_obj, stim, allow_external, lock)
-        name = "" if group is None else group.strip("/")
-        groups = {f"/{name}": _layer_dataset(acts, name)} if name else as_groups(acts)
-        groups = {path: _drop(dataset, drop_variables) for path, dataset in groups.items()}
-        first = next(iter(groups.values()))
-        if acts.source is not None:
-            # as given: xarray would name it by its absolute path
-            first.encoding["source"] = acts.source
-        first.set_close(acts.close)
-        return groups
+        with _opened(filename_or_obj, stim, allow_external, lock) as acts:
+            name = "" if group is None else group.strip("/")
+            groups = {f"/{name}": _layer_dataset(acts, name)} if name else as_groups(acts)
+            groups = {path: _drop(dataset, drop_variables) for path, dataset in groups.items()}
+            _handed_over(groups[next(iter(groups))], acts)
+            return groups
 
     def guess_can_open(self, filename_or_obj: object) -> bool:
         """Claim paths ending in ``.act.h5``."""
@@ -177,11 +171,27 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
             filename_or_obj).endswith(".act.h5")
 
 
-def _open(filename_or_obj: str | os.PathLike[str], stim: StimArg, allow_external: bool,
-          lock: LockArg) -> Activations:
+@contextlib.contextmanager
+def _opened(filename_or_obj: str | os.PathLike[str], stim: StimArg, allow_external: bool,
+            lock: LockArg) -> Iterator[Activations]:
+    """Open through the one read path; the files are closed if what is built fails."""
     from dnnmask_xr.xarray_.store import open_layers
 
-    return open_layers(filename_or_obj, stim=stim, allow_external=allow_external, lock=lock)
+    acts = open_layers(filename_or_obj, stim=stim, allow_external=allow_external, lock=lock)
+    try:
+        yield acts
+    except BaseException:
+        acts.close()
+        raise
+
+
+def _handed_over(opened: T, acts: Activations) -> T:
+    """Hand ``acts``'s files over to what xarray gets: closing it closes them."""
+    if acts.source is not None:
+        # as given: xarray would name it by its absolute path
+        opened.encoding["source"] = acts.source
+    opened.set_close(acts.close)
+    return opened
 
 
 def _layer_dataset(acts: Activations, name: str) -> xr.Dataset:
@@ -191,11 +201,9 @@ def _layer_dataset(acts: Activations, name: str) -> xr.Dataset:
     try:
         array = acts[name]
     except KeyError as err:
-        acts.close()
         raise SelectionError(err.args[0]) from None
     if name in array.coords:
         # xarray refuses a variable named like one of its coordinates
-        acts.close()
         raise SelectionError(
             f"layer {name!r} has the name of a dimension or stimulus field, which an xarray "
             f"dataset cannot hold beside that coordinate; open it as a DataArray with "
