@@ -112,6 +112,12 @@ class Activations(Mapping[str, xr.DataArray]):
         """The stimulus table as a :class:`~dnnmask_xr.Stimuli`, if one is attached.
 
         A pandas view of :meth:`stimulus_table`, the one table.
+
+        Raises
+        ------
+        DnnMaskError
+            If the layers label their stimuli differently (as
+            :meth:`stimulus_table` does).
         """
         if not self.stim_header or not self._layers:
             return None
