@@ -231,7 +231,10 @@ BAD_LAYERS = {
     "dataarray": lambda acts: acts["conv5"],
     "none": lambda acts: None,
     "list": lambda acts: [acts["conv5"]],
-    "numpy": lambda acts: {"a": np.zeros((1, 1, 1, 1))},
+    # plain arrays of 2 to 4 dims are layers (test_44_layer_dims.py); these are not
+    "numpy-1d": lambda acts: {"a": np.zeros(3)},
+    "numpy-5d": lambda acts: {"a": np.zeros((1, 1, 1, 1, 1))},
+    "text": lambda acts: {"a": np.array([["x"]])},
 }
 
 

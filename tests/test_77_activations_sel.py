@@ -95,8 +95,9 @@ def test_selection_stays_lazy_until_values_are_asked_for(acts, inflations):
      "list (stimulus=['img1.png']), or select from one layer "
      "(acts['conv5'].sel(stimulus='img1.png'))"),
     (lambda a: a.isel(channel=0), "isel(channel=0) would drop the channel dim"),
-    (lambda a: a.sel(neuron=[1]), "sel: 'neuron' is not a dim of activations; the dims are "
-                                  "layer, stimulus, channel (chn), row and column (col)"),
+    (lambda a: a.sel(neuron=[1]), "sel: 'neuron' is not a dim of the layers chosen; their "
+                                  "dims are layer, stimulus, channel (chn), row and column "
+                                  "(col)"),
     (lambda a: a.sel(chn=[1], channel=[2]), "'channel' is given twice"),
     (lambda a: a.sel({"channel": [1]}, row=[1]), "not both"),
     (lambda a: a.isel(layer=["conv5"]), "isel(layer=...) takes layer positions"),

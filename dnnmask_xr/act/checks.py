@@ -20,7 +20,16 @@ import numpy as np
 from dnnmask_xr._atomic import real_target
 from dnnmask_xr.act.external import files_read
 from dnnmask_xr.act.files import open_file
-from dnnmask_xr.act.layout import DIMS, FIELD_NAME_RULE, NUMBERED_DIMS, is_field_name, is_reserved
+from dnnmask_xr.act.layout import (
+    DIMS,
+    DIMS_ATTR,
+    FIELD_NAME_RULE,
+    NUMBERED_DIMS,
+    axis_names,
+    is_field_name,
+    is_reserved,
+    unit_dims_problem,
+)
 from dnnmask_xr.act.plan import Plan
 from dnnmask_xr.errors import ActFileError, DnnMaskError, OutputIsInputError, UsageError
 
@@ -170,8 +179,21 @@ def check_plan(plan: Plan) -> None:
         if len(layer.shape) != 4:
             raise DnnMaskError(f"layer {layer.name!r} has {len(layer.shape)} dims; layers "
                                f"have the 4 dims {DIMS}")
-        check_unit_labels(layer.name, layer.labels, layer.shape[1:])
-        _check_attrs(layer.attrs, f"layer {layer.name!r}", reserved=NUMBERED_DIMS)
+        problem = unit_dims_problem(layer.dims)
+        if problem:
+            raise DnnMaskError(f"layer {layer.name!r} has dims {('stimulus', *layer.dims)}: "
+                               f"{problem}")
+        if any(size != 1 for size in layer.shape[1 + len(layer.dims):]):
+            raise DnnMaskError(f"layer {layer.name!r} has {len(layer.dims)} unit dim(s) but "
+                               f"is stored with shape {layer.shape}; the stored axes after "
+                               "them must have length 1")
+        clash = [dim for dim in layer.dims if dim in plan.stimulus.fields]
+        if clash:
+            raise DnnMaskError(f"layer {layer.name!r} has the unit dim {clash[0]!r}, which is "
+                               "also the name of a stimulus field; rename one of them")
+        check_unit_labels(layer.name, layer.labels, layer.shape[1:], layer.dims)
+        _check_attrs(layer.attrs, f"layer {layer.name!r}",
+                     reserved=(*layer.dims, DIMS_ATTR))
         if layer.shape[0] != plan.stimulus.ids.size:
             raise DnnMaskError(f"layer {layer.name!r} has {layer.shape[0]} stimuli but the "
                                f"stimulus table lists {plan.stimulus.ids.size}")
@@ -208,8 +230,12 @@ def check_layer_name(name: object) -> None:
 
 
 def check_unit_labels(name: str, labels: Mapping[str, np.ndarray],
-                       sizes: tuple[int, ...] | None = None) -> None:
-    """Check that a layer's channel, row and column labels are int64 integers.
+                       sizes: tuple[int, ...] | None = None,
+                       unit_dims: tuple[str, ...] = NUMBERED_DIMS) -> None:
+    """Check that a layer's labels along the stored axes are int64 integers.
+
+    ``labels`` is keyed by the stored axes (``channel``, ``row``,
+    ``column``); errors name them as the layer's ``unit_dims`` do.
 
     Raises
     ------
@@ -217,8 +243,10 @@ def check_unit_labels(name: str, labels: Mapping[str, np.ndarray],
         If one of them is not, or does not fit int64, or (with ``sizes``)
         has other than one label per unit.
     """
-    for axis, dim in enumerate(NUMBERED_DIMS):
-        axis_labels = np.asarray(labels[dim])
+    names = axis_names(unit_dims)
+    for axis, stored in enumerate(NUMBERED_DIMS):
+        axis_labels = np.asarray(labels[stored])
+        dim = names[stored]
         if axis_labels.dtype.kind not in "iu":
             raise DnnMaskError(f"layer {name!r}: {dim} labels are {axis_labels.dtype}, not "
                                f"integers; {dim} labels are the 1-based numbers of the "

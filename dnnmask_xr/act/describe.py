@@ -8,18 +8,18 @@ from typing import Any
 
 import numpy as np
 
-from dnnmask_xr.act.layout import NUMBERED_DIMS, is_counted_from_one
+from dnnmask_xr.act.layout import is_counted_from_one
 from dnnmask_xr.act.select import describe_numbers
 
-#: A layer as described: name, shape, dtype, and unit numbers per axis.
+#: A layer as described: name, shape, dtype, and unit numbers per unit dim, by name.
 LayerSummary = tuple[str, tuple[int, ...], np.dtype, Mapping[str, np.ndarray]]
 
 
 def describe_layers(layers: Iterable[LayerSummary]) -> str:
     """Describe each layer on one line.
 
-    Name, shape, dtype, size once loaded, and the channel/row/column
-    numbers where they are not simply ``1..n``.
+    Name, shape, dtype, size once loaded, and the unit numbers (channel,
+    row, column, token, ...) where they are not simply ``1..n``.
     """
     rows = [(name, *_cells(shape, dtype, numbers)) for name, shape, dtype, numbers in layers]
     width = max((len(name) for name, *_ in rows), default=0)
@@ -31,8 +31,8 @@ def _cells(shape: tuple[int, ...], dtype: np.dtype,
            numbers: Mapping[str, np.ndarray]) -> tuple[str, str, str, str]:
     """Shape, dtype, size once loaded, and the unit numbers not ``1..n``, as text."""
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    cut = "; ".join(f"{dim} {describe_numbers(numbers[dim])}" for dim in NUMBERED_DIMS
-                    if not is_counted_from_one(numbers[dim]))
+    cut = "; ".join(f"{dim} {describe_numbers(labels)}" for dim, labels in numbers.items()
+                    if not is_counted_from_one(labels))
     return " x ".join(map(str, shape)), str(dtype), format_bytes(nbytes), cut
 
 
@@ -68,7 +68,7 @@ def layers_html(title: str, layers: Iterable[LayerSummary],
     rows = ["<tr>" + "".join(f"<td>{html.escape(cell)}</td>"
                              for cell in (name, *_cells(shape, dtype, numbers))) + "</tr>"
             for name, shape, dtype, numbers in layers]
-    head = "".join(f"<th>{name}</th>" for name in ("layer", "stimulus x channel x row x column",
+    head = "".join(f"<th>{name}</th>" for name in ("layer", "shape (stimulus x units)",
                                                     "dtype", "size", "units kept"))
     parts = [f"<div><strong>{html.escape(title)}</strong>",
              f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"]

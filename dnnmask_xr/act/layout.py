@@ -7,7 +7,11 @@ DNNBrain's reader treats every root object as a layer, so coordinates and
 provenance go into HDF5 attributes, which it ignores:
 
 - on each layer dataset: ``channel``, ``row`` and ``column``, the 1-based
-  numbers of the units stored (the network's numbers after a mask);
+  numbers of the units stored (the network's numbers after a mask); a
+  layer of other dims (an embedding ``(stimulus, channel)``, transformer
+  tokens ``(stimulus, token, channel)``) is stored 4-D, padded with trailing
+  length-1 axes as DNNBrain stores fc layers, its dims named in ``dims``
+  and its labels in one attribute per unit dim, named after it;
 - on the root: ``stimulus`` (the stimulus IDs), ``stimulus_fields`` (the
   names of the other stimulus fields, in order), one ``stimulus:<field>`` per
   field, ``stimulus_header`` (the ``.stim.csv`` header as JSON), and
@@ -19,7 +23,7 @@ Files without these attributes (DNNBrain's) get numbers counted from 1.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import h5py
@@ -30,6 +34,15 @@ from dnnmask_xr.errors import ActFileError
 
 DIMS: tuple[str, str, str, str] = ("stimulus", "channel", "row", "column")
 NUMBERED_DIMS: tuple[str, str, str] = ("channel", "row", "column")
+#: The layer attribute naming the layer's dims (``stimulus`` first), written
+#: only when they are not :data:`DIMS`.
+DIMS_ATTR = "dims"
+#: What a layer's unit dims (the dims after ``stimulus``) may be, said in errors.
+UNIT_DIMS_RULE = ("a layer has 1 to 3 unit dims after stimulus, with distinct names that are "
+                  "non-empty text without '/', other than stimulus, layer, neuroid and dims")
+#: Names no unit dim may take: the stimulus dim, the attribute that lists the
+#: dims, and the dims that Activations.sel and stack_neuroids add.
+_NOT_UNIT_DIMS = ("stimulus", DIMS_ATTR, "layer", "neuroid")
 
 STIMULUS = "stimulus"
 STIMULUS_FIELDS = "stimulus_fields"
@@ -87,9 +100,31 @@ def read_attrs(
                            f"damaged ({err})") from None
 
 
-def decode_unit_labels(dataset: h5py.Dataset, where: str,
-                       attrs: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
-    """Read a layer's channel, row and column numbers.
+def unit_dims_problem(dims: Sequence[object]) -> str | None:
+    """Say what is wrong with a layer's unit dims (those after ``stimulus``), or None."""
+    if not 1 <= len(dims) <= len(NUMBERED_DIMS):
+        return f"it has {len(dims)} unit dims; {UNIT_DIMS_RULE}"
+    for name in dims:
+        if not isinstance(name, str) or not name or "/" in name or name in _NOT_UNIT_DIMS:
+            return f"unit dim {name!r} is not a valid name; {UNIT_DIMS_RULE}"
+    if len(set(dims)) != len(dims):
+        return f"a unit dim is named twice; {UNIT_DIMS_RULE}"
+    return None
+
+
+def axis_names(unit_dims: Sequence[str]) -> dict[str, str]:
+    """Name each stored axis (``channel``, ``row``, ``column``) as the layer names it.
+
+    The first, second and third unit dims are stored along DNNBrain's
+    channel, row and column axes; an axis the layer pads keeps its stored name.
+    """
+    return {stored: unit_dims[axis] if axis < len(unit_dims) else stored
+            for axis, stored in enumerate(NUMBERED_DIMS)}
+
+
+def decode_units(dataset: h5py.Dataset, where: str, attrs: Mapping[str, Any] | None = None,
+                 ) -> tuple[tuple[str, ...], dict[str, np.ndarray]]:
+    """Read a layer's unit dims and the numbers of its units along each stored axis.
 
     Parameters
     ----------
@@ -99,41 +134,84 @@ def decode_unit_labels(dataset: h5py.Dataset, where: str,
         How to name the file in errors.
     attrs
         The dataset's attributes, if already read (by :func:`read_attrs`);
-        otherwise only ``channel``, ``row`` and ``column`` are read here.
+        otherwise only the ones needed are read here.
 
     Returns
     -------
-    dict
-        ``{"channel": ..., "row": ..., "column": ...}``, int64 arrays.
+    unit_dims, numbers
+        The names of the layer's unit dims (``("channel", "row", "column")``
+        for a layer without a ``dims`` attribute, as DNNBrain writes them),
+        and ``{"channel": ..., "row": ..., "column": ...}``, the int64
+        numbers along the stored axes (``[1]`` along an axis the layer pads).
+
+    Raises
+    ------
+    ActFileError
+        If ``dims`` is not a valid list of dims for the layer's shape, or a
+        label attribute does not hold one integer per unit.
     """
-    numbers = {}
+    name = layer_name(dataset)
     if attrs is None:
-        attrs = read_attrs(dataset, where, NUMBERED_DIMS.__contains__)
-    for dim, size in zip(NUMBERED_DIMS, dataset.shape[1:], strict=True):
-        if dim not in attrs:
-            numbers[dim] = count_from_one(size)
+        attrs = read_attrs(dataset, where, DIMS_ATTR.__eq__)
+        unit_dims = _decode_dims(attrs, dataset, name, where)
+        attrs = read_attrs(dataset, where, set(unit_dims).__contains__)
+    else:
+        unit_dims = _decode_dims(attrs, dataset, name, where)
+    numbers = {}
+    for axis, (stored, size) in enumerate(zip(NUMBERED_DIMS, dataset.shape[1:], strict=True)):
+        dim = unit_dims[axis] if axis < len(unit_dims) else None
+        if dim is None or dim not in attrs:  # a padded axis, or numbers never written
+            numbers[stored] = count_from_one(size)
             continue
         value = np.atleast_1d(attrs[dim])
         if value.dtype.kind not in "iu" or value.ndim != 1 or value.size != size:
             raise ActFileError(
-                f"{where}: attribute {dim!r} of layer {layer_name(dataset)!r} must hold "
+                f"{where}: attribute {dim!r} of layer {name!r} must hold "
                 f"{size} integer {dim} numbers, one per {dim} of the layer; it holds "
                 f"{value.size} value(s) of type {value.dtype}"
             )
         if value.dtype.kind == "u" and value.size and value.max() > np.iinfo(np.int64).max:
             # int64 would wrap them to negative numbers: other labels, silently
             raise ActFileError(
-                f"{where}: attribute {dim!r} of layer {layer_name(dataset)!r} holds the {dim} "
+                f"{where}: attribute {dim!r} of layer {name!r} holds the {dim} "
                 f"number {int(value.max())}, beyond the int64 range of {dim} numbers"
             )
-        numbers[dim] = value.astype(np.int64)
-    return numbers
+        numbers[stored] = value.astype(np.int64)
+    return unit_dims, numbers
 
 
-def encode_unit_labels(dataset: h5py.Dataset, numbers: Mapping[str, np.ndarray]) -> None:
-    """Store a layer's channel, row and column numbers as its attributes."""
-    for dim in NUMBERED_DIMS:
-        dataset.attrs.create(dim, np.asarray(numbers[dim], dtype=np.int64))
+def _decode_dims(attrs: Mapping[str, Any], dataset: h5py.Dataset, name: str,
+                 where: str) -> tuple[str, ...]:
+    if DIMS_ATTR not in attrs:
+        return NUMBERED_DIMS
+    dims = _decode_strings(attrs[DIMS_ATTR], DIMS_ATTR, where)
+    if not dims or dims[0] != "stimulus":
+        raise ActFileError(f"{where}: attribute {DIMS_ATTR!r} of layer {name!r} lists "
+                           f"{dims}; it names the layer's dims, stimulus first")
+    unit_dims = tuple(dims[1:])
+    problem = unit_dims_problem(unit_dims)
+    if problem:
+        raise ActFileError(f"{where}: attribute {DIMS_ATTR!r} of layer {name!r} lists "
+                           f"{dims}: {problem}")
+    padded = dataset.shape[1 + len(unit_dims):]
+    if any(size != 1 for size in padded):
+        raise ActFileError(f"{where}: layer {name!r} has shape {dataset.shape} but its "
+                           f"attribute {DIMS_ATTR!r} names {len(dims)} dims {tuple(dims)}; "
+                           "the stored axes after the named ones must have length 1")
+    return unit_dims
+
+
+def encode_units(dataset: h5py.Dataset, unit_dims: Sequence[str],
+                 numbers: Mapping[str, np.ndarray]) -> None:
+    """Store a layer's unit numbers as its attributes, and its dims unless they are DNNBrain's.
+
+    ``numbers`` holds the numbers along the stored axes (``channel``,
+    ``row``, ``column``); each unit dim's are stored under its own name.
+    """
+    for stored, dim in zip(NUMBERED_DIMS, unit_dims, strict=False):
+        dataset.attrs.create(dim, np.asarray(numbers[stored], dtype=np.int64))
+    if tuple(unit_dims) != NUMBERED_DIMS:
+        _create(dataset.attrs, DIMS_ATTR, np.array(["stimulus", *unit_dims], dtype=object))
 
 
 def decode_stimulus(

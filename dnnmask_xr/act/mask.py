@@ -22,7 +22,7 @@ from dnnmask_xr.act.layout import (
     DIMS,
     NUMBERED_DIMS,
     decode_stimulus,
-    decode_unit_labels,
+    decode_units,
     is_reserved,
     layer_datasets,
     read_attrs,
@@ -170,19 +170,21 @@ def plan_mask(
     layers = []
     for name, layer_mask in mask.items():
         dataset = datasets[name]
-        labels = decode_unit_labels(dataset, repr(where))
-        chosen = layer_positions(name, layer_mask, labels, by)
+        unit_dims, labels = decode_units(dataset, repr(where))
+        chosen = layer_positions(name, layer_mask, labels, by, unit_dims)
         positions = tuple(chosen.get(dim, np.arange(size, dtype=np.int64))
                           for dim, size in zip(DIMS, dataset.shape, strict=True))
         kept = {dim: labels[dim][positions[axis]]
                 for axis, dim in enumerate(NUMBERED_DIMS, start=1)}
-        layers.append(PlannedLayer(name, kept, FileSelection(dataset, positions)))
+        layers.append(PlannedLayer(name, kept, FileSelection(dataset, positions),
+                                   dims=unit_dims))
     n_stim = next(iter(datasets.values())).shape[0] if datasets else 0
     table = None
     if stim is None:
         stored = read_attrs(root, repr(where), is_reserved)
         stimulus = StimulusTable(*decode_stimulus(stored, n_stim, repr(where)))
     else:
-        stimulus, table = read_table(stim, n_stim, repr(where))
+        dims = {dim for layer in layers for dim in layer.dims}
+        stimulus, table = read_table(stim, n_stim, repr(where), dims)
     provenance = {"source": where, "mask": format_dmask(mask), "mask_by": by, **(attrs or {})}
     return Plan(tuple(layers), stimulus, provenance, text_inputs(mask, table))

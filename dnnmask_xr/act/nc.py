@@ -10,12 +10,14 @@ here. The file holds, as any netCDF4 reader expects:
   so that xarray opens them as coordinates, and the provenance as root
   attributes;
 - one group per layer, named after it, in order: the dimensions
-  ``stimulus``, ``channel``, ``row`` and ``column`` with their coordinate
+  ``stimulus`` and the layer's unit dims (``channel``, ``row`` and
+  ``column``; ``token`` and ``channel``; ...) with their coordinate
   variables (the stimulus IDs again, without the header, and the
   network's 1-based numbers); one variable per stimulus field, listed in
   the group's attribute ``coordinates``; and the variable named after the
-  layer, of dims ``(stimulus, channel, row, column)``, in gzip-compressed
-  chunks.
+  layer, of dims ``(stimulus, *unit dims)``, in gzip-compressed chunks. A
+  netCDF variable has named dims, so a layer of fewer than three unit dims
+  is stored without the padded axes of an ``.act.h5`` layer.
 
 The stimuli are in every group because a group is what
 ``xr.open_dataset(path, group="conv5")`` and ``xr.open_mfdataset`` open:
@@ -43,7 +45,7 @@ import h5py
 import numpy as np
 
 from dnnmask_xr.act.layer_writer import gzip_options
-from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS
+from dnnmask_xr.act.layout import DIMS
 from dnnmask_xr.act.plan import Plan, PlannedLayer
 from dnnmask_xr.act.stimulus import StimulusTable
 from dnnmask_xr.errors import DnnMaskError
@@ -78,7 +80,7 @@ class NcLayout:
                     f"layer {layer.name!r} holds {dtype} values, which netCDF4 cannot store "
                     "(it stores integers of 1 to 8 bytes, float32 and float64); save it as "
                     ".act.h5, or cast it")
-            if layer.name in (*DIMS, *plan.stimulus.fields):
+            if layer.name in (*DIMS, *layer.dims, *plan.stimulus.fields):
                 raise DnnMaskError(f"layer {layer.name!r} has the name of a dimension or "
                                    "stimulus field, which a netCDF4 file cannot tell apart; "
                                    "rename the layer")
@@ -109,12 +111,11 @@ class NcLayout:
     def sink(self, layer: PlannedLayer) -> _VariableSink:
         """Create the layer's group, its dimensions and their coordinate variables."""
         group = self.nc.create_group(layer.name)
-        for dim, size in zip(NUMBERED_DIMS, layer.shape[1:], strict=True):
-            group.dimensions[dim] = size
-            group.create_variable(dim, (dim,), data=np.asarray(layer.labels[dim],
-                                                               dtype=np.int64))
+        for dim, labels in layer.unit_labels.items():
+            group.dimensions[dim] = labels.size
+            group.create_variable(dim, (dim,), data=np.asarray(labels, dtype=np.int64))
         _write_stimuli(group, self.stimulus)
-        return _VariableSink(group, layer.name)
+        return _VariableSink(group, layer.name, ("stimulus", *layer.dims))
 
     def finish_layer(self, layer: PlannedLayer, dataset: h5py.Dataset) -> None:
         """Store the layer's attributes on its variable."""
@@ -128,19 +129,44 @@ class NcLayout:
 class _VariableSink:
     """Creates a layer's variable in its netCDF group."""
 
-    def __init__(self, group: h5netcdf.Group, name: str) -> None:
-        self.group, self.name = group, name
+    def __init__(self, group: h5netcdf.Group, name: str, dims: tuple[str, ...]) -> None:
+        self.group, self.name, self.dims = group, name, dims
         self.dataset: h5py.Dataset | None = None
 
     def create(self, shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...] | None,
-               level: int | None, fillvalue: Any) -> h5py.Dataset:
+               level: int | None, fillvalue: Any) -> h5py.Dataset | PaddedDataset:
         # no fill value: h5netcdf would store it as _FillValue, which readers
         # decode as missing values; the chunk copier writes chunks the input
         # never wrote when the fill values differ
-        variable = self.group.create_variable(self.name, DIMS, dtype=dtype, chunks=chunks,
-                                              **gzip_options(chunks, level))
+        ndim = len(self.dims)
+        variable = self.group.create_variable(
+            self.name, self.dims, dtype=dtype, chunks=None if chunks is None else chunks[:ndim],
+            **gzip_options(chunks, level))
         self.dataset = variable._h5ds
-        return self.dataset
+        return self.dataset if ndim == len(shape) else PaddedDataset(self.dataset, len(shape))
+
+
+class PaddedDataset:
+    """A dataset of fewer dims seen by the writer as the 4-D layer it stores.
+
+    The axes a layer pads have length 1 (and chunks of 1), so a chunk holds
+    the same bytes in either shape: the writer's chunks go in unchanged,
+    at the offset along the dataset's own axes.
+    """
+
+    def __init__(self, dataset: h5py.Dataset, ndim: int) -> None:
+        self.dataset = dataset
+        padding = (1,) * (ndim - dataset.ndim)
+        self.shape = dataset.shape + padding
+        self.chunks = None if dataset.chunks is None else dataset.chunks + padding
+        self.dtype = dataset.dtype
+        self.fillvalue = dataset.fillvalue
+        self.id = self  # the writer stores chunks through ``target.id``
+
+    def write_direct_chunk(self, offset: tuple[int, ...], data: bytes,
+                           filter_mask: int = 0) -> None:
+        """Store one chunk, its offset along the padded axes (always 0) left out."""
+        self.dataset.id.write_direct_chunk(offset[:self.dataset.ndim], data, filter_mask)
 
 
 def _write_stimuli(group: h5netcdf.Group, stimulus: StimulusTable) -> h5netcdf.Variable:

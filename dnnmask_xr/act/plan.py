@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 
 from dnnmask_xr.act.describe import count, describe_layers, format_bytes
+from dnnmask_xr.act.layout import NUMBERED_DIMS
 from dnnmask_xr.act.stimulus import StimulusTable
 
 if TYPE_CHECKING:
@@ -72,7 +73,11 @@ class ComputedValues:
 class PlannedLayer:
     """One output layer: its name, unit labels, attributes and where its values come from.
 
-    ``labels`` holds the ``channel``, ``row`` and ``column`` labels: the
+    Its values are 4-D, ``(stimulus, channel, row, column)`` as stored; a
+    layer of fewer unit dims pads the last axes with length 1. ``dims``
+    names the layer's unit dims (``("token", "channel")`` for a transformer
+    layer stored as ``(stimulus, token, channel, 1)``). ``labels`` holds the
+    labels along the stored ``channel``, ``row`` and ``column`` axes: the
     network's 1-based unit numbers, kept through every mask.
     """
 
@@ -80,6 +85,18 @@ class PlannedLayer:
     labels: Mapping[str, np.ndarray]
     values: FileSelection | ComputedValues
     attrs: Mapping[str, Any] = field(default_factory=dict)
+    dims: tuple[str, ...] = NUMBERED_DIMS
+
+    @property
+    def unit_labels(self) -> dict[str, np.ndarray]:
+        """The labels of each unit dim, by the layer's own dim names."""
+        return {dim: self.labels[stored]
+                for stored, dim in zip(NUMBERED_DIMS, self.dims, strict=False)}
+
+    @property
+    def own_shape(self) -> tuple[int, ...]:
+        """The layer's shape along its own dims: ``stimulus``, then :attr:`dims`."""
+        return self.shape[:1 + len(self.dims)]
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -140,7 +157,7 @@ class Plan:
 
     def describe(self) -> str:
         """Describe each output layer on one line."""
-        return describe_layers((layer.name, layer.shape, layer.dtype, layer.labels)
+        return describe_layers((layer.name, layer.own_shape, layer.dtype, layer.unit_labels)
                                for layer in self.layers)
 
     def summary(self, out: str) -> str:

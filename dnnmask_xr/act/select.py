@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from dnnmask_xr.act.layout import NUMBERED_DIMS, axis_names
 from dnnmask_xr.errors import SelectionError, UsageError
 from dnnmask_xr.formats.dmask import DnnMask, LayerMask
 
@@ -98,8 +99,14 @@ def layer_positions(
     mask: LayerMask,
     labels: Mapping[str, np.ndarray],
     by: NumberMeaning = "label",
+    unit_dims: tuple[str, ...] = NUMBERED_DIMS,
 ) -> dict[str, np.ndarray]:
     """Turn one layer's mask into 0-based positions, checking every number.
+
+    A mask's ``channel``, ``row`` and ``column`` numbers (``chn``, ``row``,
+    ``col`` in a ``.dmask.csv``, ``-chn`` of ``dnn_mask``) address the
+    layer's first, second and third unit dim, whatever their names, as
+    they are stored.
 
     Parameters
     ----------
@@ -108,10 +115,14 @@ def layer_positions(
     mask
         The numbers of interest.
     labels
-        The layer's current ``channel``, ``row`` and ``column`` labels.
+        The layer's current labels along the stored ``channel``, ``row``
+        and ``column`` axes.
     by
         ``"label"`` to look numbers up among the labels, ``"ordinal"`` to
         take number *n* as the *n*-th unit of the layer as stored.
+    unit_dims
+        The names of the layer's unit dims, which errors use; a mask may
+        list only as many axes as the layer has unit dims.
 
     Returns
     -------
@@ -126,25 +137,44 @@ def layer_positions(
         the axis, the number and the valid numbers.
     """
     by = check_meaning(by)
+    names = axis_names(unit_dims)
     positions = {}
     for axis, numbers in mask.numbers.items():
         wanted = np.asarray(numbers, dtype=np.int64)
+        dim = names[axis]
+        if NUMBERED_DIMS.index(axis) >= len(unit_dims):
+            raise SelectionError(
+                f"layer {layer!r} has {len(unit_dims)} unit dim(s) "
+                f"({', '.join(unit_dims)}), but the mask gives {_LINES[axis]} numbers, which "
+                f"address unit dim {NUMBERED_DIMS.index(axis) + 1}; a mask's chn, row and col "
+                "address a layer's first, second and third unit dim"
+            )
         axis_labels = np.asarray(labels[axis])
         if by == "ordinal":
             found = wanted - 1
             bad = (wanted < 1) | (wanted > axis_labels.size)
             if bad.any():
                 raise SelectionError(_out_of_range(layer, axis, int(wanted[bad][0]), wanted,
-                                                   axis_labels))
+                                                   axis_labels, dim))
         else:
             found, missing = _look_up(axis_labels, wanted)
             if missing.any():
                 raise SelectionError(
-                    f"{axis} {int(wanted[missing][0])} is not in layer {layer!r} "
+                    f"{dim} {int(wanted[missing][0])} is not in layer {layer!r} "
                     f"(valid: {describe_numbers(axis_labels)}); numbers are 1-based"
+                    + _addressed(axis, dim)
                 )
         positions[axis] = found.astype(np.int64)
     return positions
+
+
+#: The ``.dmask.csv`` line (and ``dnn_mask`` flag) of each stored axis.
+_LINES = {"channel": "chn", "row": "row", "column": "col"}
+
+
+def _addressed(axis: str, dim: str) -> str:
+    """Say which mask line reached a unit dim not named like the stored axis."""
+    return "" if axis == dim else f" (the mask's {_LINES[axis]} numbers address {dim})"
 
 
 def _look_up(labels: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -162,32 +192,32 @@ def _span(size: int) -> str:
 
 
 def _out_of_range(layer: str, axis: str, number: int, wanted: np.ndarray,
-                  labels: np.ndarray, most: int = 8) -> str:
+                  labels: np.ndarray, dim: str, most: int = 8) -> str:
     """Say that a number is past an axis; on an axis a mask has cut, how to reach its labels."""
-    message = (f"{axis} number {number} is out of range for layer {layer!r} "
+    message = (f"{dim} number {number} is out of range for layer {layer!r} "
                f"(valid: {_span(labels.size)}); numbers are 1-based")
     if not labels.size or np.array_equal(labels, np.arange(1, labels.size + 1)):
-        return message  # the labels are the positions: a file no mask has cut
-    message += (f" positions in the file (the n-th {axis} stored, as DNNBrain reads them), "
-                f"not labels, and this layer's {axis}s are labelled {describe_numbers(labels)}")
+        return message + _addressed(axis, dim)  # the labels are the positions: no mask cut them
+    message += (f" positions in the file (the n-th {dim} stored, as DNNBrain reads them), "
+                f"not labels, and this layer's {dim}s are labelled {describe_numbers(labels)}")
     found, missing = _look_up(labels, wanted)
     chosen = "[...]"
     if not missing.any():  # every number asked for is a label: say where each one is
-        named = axis if wanted.size == 1 else f"{axis}s"
+        named = dim if wanted.size == 1 else f"{dim}s"
         if wanted.size > most:
             message += (f": {named} {describe_numbers(wanted)} are positions "
                         f"{describe_numbers(found + 1)}")
         else:
             places = [str(int(n) + 1) for n in found]
             chosen = "[" + ", ".join(str(int(n)) for n in wanted) + "]"
-            line = {"channel": "chn", "column": "col"}.get(axis, axis)
+            line = _LINES[axis]
             flag = (f"dnn_mask -layer {layer} -chn {' '.join(places)}; "
                     if axis == "channel" else "")
             at = "is at position" if wanted.size == 1 else "are at positions"
             message += (f": {named} {chosen[1:-1]} {at} {', '.join(places)} "
                         f"({flag}{','.join(places)} on the {line} line of a .dmask.csv)")
     return (message + '; in Python, by="label" selects by label (the default of '
-            f'Activations.mask; mask_file(..., by="label")), as does .sel({axis}={chosen})')
+            f'Activations.mask; mask_file(..., by="label")), as does .sel({dim}={chosen})')
 
 
 def describe_numbers(labels: np.ndarray, most: int = 8) -> str:

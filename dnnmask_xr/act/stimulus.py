@@ -113,7 +113,7 @@ def blaming(stim: object) -> Iterator[None]:
 
 
 def stimulus_labels(
-    stimuli: Stimuli, n_stimuli: int, where: str
+    stimuli: Stimuli, n_stimuli: int, where: str, dims: Iterable[str] = ()
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Check a stimulus table against the activations it describes.
 
@@ -125,6 +125,9 @@ def stimulus_labels(
         How many stimuli the activations hold.
     where
         The activations, for errors (a quoted path, say).
+    dims
+        The unit dims of the layers, which no field may be named like (as
+        DNNBrain's dims).
 
     Returns
     -------
@@ -143,15 +146,16 @@ def stimulus_labels(
                              f"{n_stimuli}; give one row per stimulus, in order")
     fields = {name: stimuli.table[name].to_numpy() for name in stimuli.table.columns
               if name != "stimID"}
-    clash = [name for name in fields if name in DIMS]
+    taken = (*DIMS, *(dim for dim in dims if dim not in DIMS))
+    clash = [name for name in fields if name in taken]
     if clash:
         raise SelectionError(f"stimulus field {clash[0]!r} has the name of a dimension; "
-                             f"rename it (dimensions: {', '.join(DIMS)})")
+                             f"rename it (dimensions: {', '.join(taken)})")
     return np.asarray(stimuli.stim_ids), fields
 
 
 def read_table(
-    stim: str | os.PathLike[str] | Stimuli, n_stim: int, where: str
+    stim: str | os.PathLike[str] | Stimuli, n_stim: int, where: str, dims: Iterable[str] = ()
 ) -> tuple[StimulusTable, Stimuli]:
     """Read a ``.stim.csv`` (or take a table) and check it against ``n_stim`` stimuli.
 
@@ -172,5 +176,5 @@ def read_table(
 
     table = stim if isinstance(stim, Stimuli) else read_stim(stim)
     with blaming(stim):
-        ids, fields = stimulus_labels(table, n_stim, where)
+        ids, fields = stimulus_labels(table, n_stim, where, dims)
     return StimulusTable(ids, fields, table.header), table

@@ -55,7 +55,7 @@ from dnnmask_xr.act.layer_writer import (
     write_selection,
     write_values,
 )
-from dnnmask_xr.act.layout import encode_stimulus, encode_unit_labels
+from dnnmask_xr.act.layout import encode_stimulus, encode_units
 from dnnmask_xr.act.plan import FileSelection, Plan, PlannedLayer
 from dnnmask_xr.act.pool import default_threads
 from dnnmask_xr.act.stimulus import StimulusTable
@@ -275,7 +275,7 @@ class ActLayout:
 
     def finish_layer(self, layer: PlannedLayer, dataset: h5py.Dataset) -> None:
         """Store the unit labels and the layer's own attributes as the dataset's attributes."""
-        encode_unit_labels(dataset, layer.labels)
+        encode_units(dataset, layer.dims, layer.labels)
         _store_attrs(dataset.attrs, layer.attrs, f"layer {layer.name!r}")
 
     def close(self) -> None:

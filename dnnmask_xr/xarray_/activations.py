@@ -12,7 +12,13 @@ import xarray as xr
 from dnnmask_xr._args import mapping_arg
 from dnnmask_xr.act.checks import check_layer_name
 from dnnmask_xr.act.describe import LayerSummary, count, describe_layers, layers_html
-from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS, count_from_one
+from dnnmask_xr.act.layout import (
+    DIMS,
+    NUMBERED_DIMS,
+    axis_names,
+    count_from_one,
+    unit_dims_problem,
+)
 from dnnmask_xr.act.plan import INPUTS_KEY, text_inputs
 from dnnmask_xr.act.select import (
     NumberMeaning,
@@ -30,16 +36,22 @@ from dnnmask_xr.formats.stim import Stimuli
 class Activations(Mapping[str, xr.DataArray]):
     """Layers of activations, in order, each an ``xarray.DataArray``.
 
-    Every layer has dims ``(stimulus, channel, row, column)``; ``channel``,
-    ``row`` and ``column`` are labelled with 1-based numbers, so
+    Every layer has ``stimulus`` as its first dim, then one to three unit
+    dims: ``(stimulus, channel, row, column)`` for a convolutional layer as
+    DNNBrain stores it, ``(stimulus, channel)`` for an fc layer or an
+    embedding, ``(stimulus, token, channel)`` for a transformer layer, or
+    other names. Unit dims are labelled with 1-based numbers, so
     ``acts["conv5"].sel(channel=[1, 2, 3])`` means what ``-chn 1 2 3`` means,
     while ``.isel`` stays 0-based. All layers describe the same stimuli.
 
     Parameters
     ----------
     layers
-        Layer name to array, in order. Missing ``channel``/``row``/
-        ``column``/``stimulus`` coordinates are numbered from 1.
+        Layer name to array, in order: a ``DataArray`` with such dims, or
+        anything ``numpy.asarray`` takes (a NumPy array, a CPU tensor) of 2,
+        3 or 4 dims, which gets the dims ``(stimulus, channel)``,
+        ``(stimulus, token, channel)`` or ``(stimulus, channel, row,
+        column)``. Missing coordinates are numbered from 1.
     attrs
         Free metadata (provenance) written to the file's root on saving.
     stim_header
@@ -149,7 +161,11 @@ class Activations(Mapping[str, xr.DataArray]):
         ----------
         mask
             Layers in output order, each with the numbers to keep per axis
-            (in the order given, repeats allowed).
+            (in the order given, repeats allowed). As in a ``.dmask.csv``,
+            a mask's ``channel``, ``row`` and ``column`` numbers (``chn``,
+            ``row``, ``col``) address a layer's first, second and third
+            unit dim, whatever their names: ``chn`` numbers select tokens of
+            a ``(stimulus, token, channel)`` layer. ``.sel`` selects by name.
         by
             ``"label"`` (default) selects by the ``channel``/``row``/
             ``column`` coordinates, like ``.sel``; ``"ordinal"`` takes
@@ -178,9 +194,12 @@ class Activations(Mapping[str, xr.DataArray]):
         layers = {}
         for layer, layer_mask in mask.items():
             array = self._layers[layer]
-            labels = {dim: array[dim].values for dim in NUMBERED_DIMS}
-            layers[layer] = with_inputs(array.isel(layer_positions(layer, layer_mask, labels, by)),
-                                        text_inputs(mask=mask))
+            unit_dims = unit_dims_of(array)
+            labels = {stored: array[dim].values
+                      for stored, dim in zip(NUMBERED_DIMS, unit_dims, strict=False)}
+            positions = layer_positions(layer, layer_mask, labels, by, unit_dims)
+            named = {axis_names(unit_dims)[stored]: found for stored, found in positions.items()}
+            layers[layer] = with_inputs(array.isel(named), text_inputs(mask=mask))
         provenance = {"source": self.source} if self.source else {}
         provenance.update(mask=format_dmask(mask), mask_by=by)
         return self._derive(layers, attrs=provenance)
@@ -262,13 +281,23 @@ class Activations(Mapping[str, xr.DataArray]):
         names = list(self._layers)
         if "layer" in indexers:
             names = self._chosen_layers(how, indexers.pop("layer"))
+        absent = [dim for dim in indexers
+                  if not any(dim in self._layers[name].dims for name in names)]
+        if absent:
+            have = dict.fromkeys(["layer", *(str(dim) for name in names
+                                             for dim in self._layers[name].dims)])
+            shown = [_ALIASES.get(dim, dim) for dim in have]
+            raise UsageError(f"{how}: {absent[0]!r} is not a dim of the layers chosen; their "
+                             f"dims are {', '.join(shown[:-1])} and {shown[-1]}")
         layers = {}
         for name in names:
             array = self._layers[name]
+            # a unit dim applies to the layers that have it, as in xarray.Dataset
+            own = {dim: value for dim, value in indexers.items() if dim in array.dims}
             if how == "sel" and not options:
-                _check_labels(name, array, indexers)
+                _check_labels(name, array, own)
             try:
-                layers[name] = getattr(array, how)(indexers, **options) if indexers else array
+                layers[name] = getattr(array, how)(own, **options) if own else array
             except (KeyError, IndexError, ValueError, TypeError) as err:
                 reason = err.args[0] if err.args else type(err).__name__
                 raise SelectionError(f"layer {name!r} of {self._where()}: {reason}") from None
@@ -323,7 +352,8 @@ class Activations(Mapping[str, xr.DataArray]):
             raise UsageError(f"stimuli are a Stimuli table (see read_stim), not a "
                              f"{type(stimuli).__name__}")
         if self._layers:
-            ids, fields = stimulus_labels(stimuli, self.n_stimuli, self._where())
+            dims = {dim for array in self._layers.values() for dim in unit_dims_of(array)}
+            ids, fields = stimulus_labels(stimuli, self.n_stimuli, self._where(), dims)
         else:
             ids, fields = np.asarray(stimuli.stim_ids), {}
         coords = {"stimulus": ids}
@@ -357,7 +387,7 @@ class Activations(Mapping[str, xr.DataArray]):
     def _summaries(self) -> Iterator[LayerSummary]:
         for name, array in self._layers.items():
             yield name, array.shape, array.dtype, {dim: array[dim].values
-                                                   for dim in NUMBERED_DIMS}
+                                                   for dim in unit_dims_of(array)}
 
     def __repr__(self) -> str:
         of = f" of {self.source!r}" if self.source else ""
@@ -423,18 +453,56 @@ def stimulus_fields(array: xr.DataArray) -> dict[str, np.ndarray]:
     }
 
 
-def _as_layer(name: str, array: xr.DataArray) -> xr.DataArray:
+#: DNNBrain's names for dims, shown beside them in errors.
+_ALIASES = {"channel": "channel (chn)", "column": "column (col)"}
+
+#: The dims a plain array of 2, 3 or 4 dims gets.
+DIMS_BY_RANK: dict[int, tuple[str, ...]] = {
+    2: ("stimulus", "channel"),
+    3: ("stimulus", "token", "channel"),
+    4: DIMS,
+}
+
+
+def unit_dims_of(array: xr.DataArray) -> tuple[str, ...]:
+    """Give a layer's unit dims: its dims after ``stimulus``."""
+    return tuple(map(str, array.dims[1:]))
+
+
+def _as_layer(name: str, array: object) -> xr.DataArray:
     check_layer_name(name)
     if not isinstance(array, xr.DataArray):
-        raise DnnMaskError(f"layer {name!r} is a {type(array).__name__}; layers are "
-                           f"xarray.DataArray objects with dims {DIMS}")
-    if array.dims != DIMS:
-        raise DnnMaskError(f"layer {name!r} has dims {array.dims}; layers have dims {DIMS} "
-                           "(use .transpose or .expand_dims to get there)")
-    missing = {dim: count_from_one(array.sizes[dim]) for dim in DIMS if dim not in array.coords}
+        array = _from_values(name, array)
+    if not array.dims or array.dims[0] != "stimulus":
+        raise DnnMaskError(f"layer {name!r} has dims {array.dims}; a layer's first dim is "
+                           "stimulus, then its unit dims, such as (stimulus, channel, row, "
+                           "column) or (stimulus, token, channel) (use .transpose or .rename "
+                           "to get there)")
+    problem = unit_dims_problem(array.dims[1:])
+    if problem:
+        raise DnnMaskError(f"layer {name!r} has dims {array.dims}: {problem}")
+    missing = {dim: count_from_one(array.sizes[dim])
+               for dim in array.dims if dim not in array.coords}
     if missing:
         array = array.assign_coords(missing)
     return array.rename(name)
+
+
+def _from_values(name: str, values: object) -> xr.DataArray:
+    """Give plain values (an array, a tensor) the dims their rank implies."""
+    if isinstance(values, xr.Dataset | Mapping | str | bytes) or values is None:
+        raise DnnMaskError(f"layer {name!r} is a {type(values).__name__}; a layer is an "
+                           "xarray.DataArray, or an array of 2 to 4 dims")
+    # duck arrays (dask, cupy) stay as they are: np.asarray would compute them
+    array = values if hasattr(values, "__array_function__") else np.asarray(values)
+    dims = DIMS_BY_RANK.get(array.ndim)
+    if dims is None or np.dtype(array.dtype).kind not in "biufc":
+        raise DnnMaskError(
+            f"layer {name!r} is a {array.ndim}-D {type(values).__name__} of {array.dtype}; "
+            "plain arrays of numbers with 2, 3 or 4 dims are taken as (stimulus, channel), "
+            "(stimulus, token, channel) or (stimulus, channel, row, column); give other "
+            "layers as xarray.DataArray with named dims")
+    return xr.DataArray(array, dims=dims)
 
 
 def _indexers(indexers: Mapping[str, Any] | None, kwargs: Mapping[str, Any],
@@ -443,13 +511,13 @@ def _indexers(indexers: Mapping[str, Any] | None, kwargs: Mapping[str, Any],
     if indexers is not None and kwargs:
         raise UsageError(f"{how}: give indexers as a mapping or as keywords, not both")
     given = dict(mapping_arg(indexers, "indexers", "{'stimulus': [...]}") or kwargs)
-    known = ("layer", *DIMS)
     merged: dict[str, Any] = {}
     for key, value in given.items():
         dim = DNNBRAIN_AXES.get(key, key)
-        if dim not in known:
-            raise UsageError(f"{how}: {key!r} is not a dim of activations; the dims are "
-                             "layer, stimulus, channel (chn), row and column (col)")
+        if not isinstance(dim, str):
+            raise UsageError(f"{how}: {key!r} is not a dim of activations; dims are named by "
+                             "text: layer, stimulus, and the layers' unit dims (channel or "
+                             "chn, row, column or col, token, ...)")
         if dim in merged:
             raise UsageError(f"{how}: {dim!r} is given twice ({key!r} is another name for it)")
         if dim != "layer" and not isinstance(value, slice) and np.ndim(value) == 0:

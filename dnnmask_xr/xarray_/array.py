@@ -37,6 +37,7 @@ from dnnmask_xr.act.chunk_read import (
 )
 from dnnmask_xr.act.chunking import CHUNK_BYTES, as_slice, axis_pieces, read_boxes
 from dnnmask_xr.act.files import HeldFile, SourceFiles, file_identity, open_file, source_files
+from dnnmask_xr.act.layout import DIMS as STORED_DIMS
 from dnnmask_xr.act.layout import layer_name
 from dnnmask_xr.act.plan import BlockReader, ComputedValues, FileSelection
 from dnnmask_xr.act.pool import default_threads, shared_pool
@@ -444,13 +445,18 @@ def layer_values(array: xr.DataArray) -> FileSelection | ComputedValues:
         chunks are then copied, or read once each); otherwise blocks read
         from the layer, naming the files they are read from.
     """
-    return file_selection(array) or ComputedValues(array.shape, array.dtype,
+    stored = array.shape + (1,) * (len(STORED_DIMS) - array.ndim)
+    return file_selection(array) or ComputedValues(stored, array.dtype,
                                                    _block_reader(array), layer_sources(array))
 
 
 def _block_reader(array: xr.DataArray) -> BlockReader:
+    # blocks are read along stimulus and the first unit dim, and stored 4-D
+    first = array.dims[1]
+
     def read_block(stimuli: slice, channels: slice) -> np.ndarray:
-        return array.isel(stimulus=stimuli, channel=channels).values
+        values = array.isel({"stimulus": stimuli, first: channels}).values
+        return values.reshape(values.shape + (1,) * (len(STORED_DIMS) - values.ndim))
 
     return read_block
 
@@ -465,7 +471,8 @@ def file_selection(array: xr.DataArray) -> FileSelection | None:
         (in memory, dask-backed, or computed).
     """
     data = _lazily_indexed_layer(array)
-    if data is None:
+    if data is None or data.array.ndim != len(STORED_DIMS) or not _padding_last(data.key.tuple):
+        # a .nc layer of fewer dims than an .act.h5 layer is read, not copied
         return None
     layer = data.array
     positions = []
@@ -486,11 +493,37 @@ def file_selection(array: xr.DataArray) -> FileSelection | None:
     return FileSelection(dataset, tuple(positions))
 
 
+def lazy_values(values: BackendArray, unit_dims: tuple[str, ...]) -> indexing.LazilyIndexedArray:
+    """Wrap a stored layer for xarray, lazily, along its own dims.
+
+    The axes a layer of fewer than three unit dims pads (length 1, after
+    its unit dims) are indexed away; the key still reaches the stored
+    axes, so a selection reads, and a save copies, the file's chunks.
+    """
+    data = indexing.LazilyIndexedArray(values)
+    padded = len(values.shape) - 1 - len(unit_dims)
+    if padded:
+        data = data[indexing.BasicIndexer((slice(None),) * (1 + len(unit_dims)) + (0,) * padded)]
+    return data
+
+
+def _padding_last(key: tuple[Any, ...]) -> bool:
+    """Tell whether the axes a key drops (integers) all come after those it keeps.
+
+    Only then are the stored positions those of the layer stored padded: a
+    layer with a middle axis dropped (``.isel(row=0)`` of a conv layer)
+    is stored with the remaining axes moved up, so its values are read.
+    """
+    dropped = [np.ndim(item) == 0 and not isinstance(item, slice) for item in key]
+    return dropped == sorted(dropped)
+
+
 def whole_layer(array: xr.DataArray) -> LayerArray | None:
     """Give the file layer behind a layer opened and not selected from, or None."""
     data = _lazily_indexed_layer(array)
-    if data is None or data.shape != data.array.shape or any(
-            item != slice(None) for item in data.key.tuple):
+    if data is None or any(
+            item != slice(None) and not (isinstance(item, int | np.integer) and size == 1)
+            for item, size in zip(data.key.tuple, data.array.shape, strict=True)):
         return None
     return data.array
 

@@ -99,7 +99,8 @@ def as_groups(acts: Activations) -> dict[str, xr.Dataset]:
     taken = set(DIMS) | set(fields)
     for name, array in acts.items():
         variable = name
-        while variable in taken:
+        taken_here = taken | set(map(str, array.dims))
+        while variable in taken_here:
             variable = f"{variable}_layer"
         groups[f"/{name}"] = array.to_dataset(name=variable)
     return groups
@@ -178,7 +179,7 @@ def from_groups(
             raise DnnMaskError(
                 f"node {path!r} holds {len(variables)} variables "
                 f"({', '.join(map(str, variables)) or 'none'}); a layer node holds one, "
-                f"with dims {DIMS}"
+                "with dims (stimulus, *unit dims)"
             )
         layer = group[variables[0]]
         for key, coord in fields.items():

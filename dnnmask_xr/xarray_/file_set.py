@@ -15,15 +15,13 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from xarray.core import indexing
 
-from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS
 from dnnmask_xr.act.plan import INPUTS_KEY
 from dnnmask_xr.act.select import describe_numbers
 from dnnmask_xr.act.stimulus import StimulusTable, same_values
 from dnnmask_xr.errors import ActFileError, SelectionError
-from dnnmask_xr.xarray_.activations import Activations
-from dnnmask_xr.xarray_.array import ConcatenatedArray, whole_layer
+from dnnmask_xr.xarray_.activations import Activations, unit_dims_of
+from dnnmask_xr.xarray_.array import ConcatenatedArray, lazy_values, whole_layer
 
 
 def concatenated(where: list[str], opened: list[Activations]) -> Activations:
@@ -80,7 +78,11 @@ def _check_layers(where: list[str], opened: list[Activations]) -> None:
                 raise ActFileError(f"{path!r} stores layer {name!r} as {mine.dtype} but "
                                    f"{first!r} as {theirs.dtype}; the files of one set store "
                                    "a layer alike")
-            for dim in NUMBERED_DIMS:
+            if mine.dims != theirs.dims:
+                raise ActFileError(f"{path!r} stores layer {name!r} with dims {mine.dims} but "
+                                   f"{first!r} with {theirs.dims}; the files of one set store "
+                                   "a layer alike")
+            for dim in unit_dims_of(theirs):
                 if not same_values(mine[dim].values, theirs[dim].values):
                     raise ActFileError(
                         f"{path!r}: layer {name!r} has the {dim}s "
@@ -140,11 +142,12 @@ def _concatenated(name: str, parts: list[xr.DataArray],
     files = [whole_layer(part) for part in parts]
     if any(layer is None for layer in files):  # open_act gives whole file layers
         raise AssertionError(f"layer {name!r} of a set is not a whole file layer")
-    data = indexing.LazilyIndexedArray(ConcatenatedArray(files))
     first = parts[0]
+    unit_dims = unit_dims_of(first)
+    data = lazy_values(ConcatenatedArray(files), unit_dims)
     layer = xr.DataArray(
-        xr.Variable(DIMS, data, attrs=_agreed([part.attrs for part in parts])),
-        coords={dim: first[dim].values for dim in NUMBERED_DIMS}, name=name,
+        xr.Variable(first.dims, data, attrs=_agreed([part.attrs for part in parts])),
+        coords={dim: first[dim].values for dim in unit_dims}, name=name,
     ).assign_coords(coords)
     layer.encoding = _encoding(parts, layer.shape)
     return layer

@@ -17,10 +17,12 @@ import xarray as xr
 
 from dnnmask_xr.act.layout import NUMBERED_DIMS
 from dnnmask_xr.errors import SelectionError
-from dnnmask_xr.xarray_.activations import Activations
+from dnnmask_xr.xarray_.activations import Activations, unit_dims_of
 
-#: The levels of the ``neuroid`` index, in order.
+#: The levels of the ``neuroid`` index of layers of DNNBrain's dims, in order.
 NEUROID_LEVELS: tuple[str, str, str, str] = ("layer", *NUMBERED_DIMS)
+#: The attribute of the ``layer`` coordinate that names the unit levels.
+UNIT_LEVELS_ATTR = "unit_dims"
 
 
 def stack_neuroids(
@@ -63,21 +65,55 @@ def stack_neuroids(
     if not names:
         raise SelectionError("no layer to stack; name at least one layer")
     _check_common_dtype({name: acts[name].dtype for name in names})
+    levels = _levels({name: unit_dims_of(acts[name]) for name in names})
     parts, index = [], []
     for name in names:
         array = acts[name]
-        parts.append(
-            array.drop_vars(NUMBERED_DIMS).stack(neuroid=NUMBERED_DIMS, create_index=False)
-        )
-        grid = np.meshgrid(*(array[dim].values for dim in NUMBERED_DIMS), indexing="ij")
-        index.append(pd.DataFrame({"layer": name, **{
-            dim: numbers.ravel() for dim, numbers in zip(NUMBERED_DIMS, grid, strict=True)
-        }}))
+        unit_dims = unit_dims_of(array)
+        parts.append(array.drop_vars(unit_dims).stack(neuroid=unit_dims, create_index=False))
+        grid = np.meshgrid(*(array[dim].values for dim in unit_dims), indexing="ij")
+        numbers = dict(zip(unit_dims, (axis.ravel() for axis in grid), strict=True))
+        size = int(np.prod([array.sizes[dim] for dim in unit_dims]))
+        # 0 marks a dim the layer does not have (its numbers count from 1)
+        index.append(pd.DataFrame({"layer": [name] * size, **{
+            dim: numbers.get(dim, np.zeros(size, dtype=np.int64)) for dim in levels}}))
     stacked = xr.concat(parts, dim="neuroid", coords="minimal", compat="override",
                         join="exact")
     neuroids = pd.MultiIndex.from_frame(pd.concat(index, ignore_index=True))
     stacked = stacked.assign_coords(xr.Coordinates.from_pandas_multiindex(neuroids, "neuroid"))
+    # the unit levels, for unstack_neuroids: coordinate attrs survive selections and arithmetic
+    stacked["layer"].attrs[UNIT_LEVELS_ATTR] = list(levels)
     return stacked.rename("activation")
+
+
+def _levels(dims: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """Merge the layers' unit dims into one order that keeps each layer's order.
+
+    ``channel, row, column`` beside ``token, channel`` gives ``token,
+    channel, row, column``.
+
+    Raises
+    ------
+    SelectionError
+        If two layers order two dims differently.
+    """
+    order: list[str] = []
+    for name, unit_dims in dims.items():
+        at = 0
+        for dim in unit_dims:
+            if dim in order:
+                if order.index(dim) < at:
+                    other = next(layer for layer, theirs in dims.items()
+                                 if dim in theirs and layer != name)
+                    raise SelectionError(
+                        f"layers {name!r} (dims {unit_dims}) and {other!r} (dims "
+                        f"{dims[other]}) order their unit dims differently; transpose one "
+                        "of them, or stack them separately")
+                at = order.index(dim) + 1
+            else:
+                order.insert(at, dim)
+                at += 1
+    return tuple(order)
 
 
 def unstack_neuroids(stacked: xr.DataArray) -> Activations | dict[str, xr.DataArray]:
@@ -126,14 +162,15 @@ def unstack_neuroids(stacked: xr.DataArray) -> Activations | dict[str, xr.DataAr
                              f"stack_neuroids makes it, not a {type(stacked).__name__}")
     others = tuple(dim for dim in stacked.dims if dim != "neuroid")
     as_layers = set(others) == {"stimulus"}
-    needed = ("stimulus", *NEUROID_LEVELS) if as_layers else NEUROID_LEVELS
+    levels = ("layer", *_unit_levels(stacked))
+    needed = ("stimulus", *levels) if as_layers else levels
     missing = [name for name in needed if name not in stacked.coords]
-    misplaced = [name for name in NEUROID_LEVELS if name in stacked.coords
+    misplaced = [name for name in levels if name in stacked.coords
                  and stacked[name].dims not in ((), ("neuroid",))]
     if missing or misplaced or "neuroid" not in stacked.dims:
         raise SelectionError(
             "an array to unstack has a 'neuroid' dim with coordinates "
-            f"{', '.join(NEUROID_LEVELS)} along it (and 'stimulus' coordinates as "
+            f"{', '.join(levels)} along it (and 'stimulus' coordinates as "
             f"stack_neuroids makes it); this one has dims {stacked.dims}"
             + (f" and lacks {', '.join(missing)}" if missing else "")
             + (f" and has {', '.join(misplaced)} along other dims" if misplaced else "")
@@ -141,17 +178,27 @@ def unstack_neuroids(stacked: xr.DataArray) -> Activations | dict[str, xr.DataAr
     stacked = stacked.transpose(*others, "neuroid")
     size = stacked.sizes["neuroid"]
     # a level that .sel made scalar labels every neuroid alike
-    labels = {name: np.broadcast_to(stacked[name].values, (size,)) for name in NEUROID_LEVELS}
+    labels = {name: np.broadcast_to(stacked[name].values, (size,)) for name in levels}
     # the MultiIndex goes: the layers must not keep its levels as coordinates
-    plain = stacked.drop_vars(["neuroid", *NEUROID_LEVELS], errors="ignore")
+    plain = stacked.drop_vars(["neuroid", *levels], errors="ignore")
     layers = {}
     for name in pd.unique(labels["layer"]):
         where = np.flatnonzero(labels["layer"] == name)
-        numbers, flat = _grid(str(name), {dim: labels[dim][where] for dim in NUMBERED_DIMS})
+        # a layer's dims are the levels it numbers (0: a dim it does not have)
+        own = {dim: labels[dim][where] for dim in levels[1:]
+               if np.any(labels[dim][where] != 0)}
+        numbers, flat = _grid(str(name), own)
         part = plain.isel(neuroid=where[np.argsort(flat, kind="stable")])
         layer = _on_grid(part, numbers)
         layers[str(name)] = layer if as_layers else layer.assign_coords(layer=str(name))
     return Activations(layers) if as_layers else layers
+
+
+def _unit_levels(stacked: xr.DataArray) -> tuple[str, ...]:
+    """Name the unit levels of ``neuroid``: as stack_neuroids recorded them, or DNNBrain's."""
+    if "layer" in stacked.coords and UNIT_LEVELS_ATTR in stacked["layer"].attrs:
+        return tuple(map(str, stacked["layer"].attrs[UNIT_LEVELS_ATTR]))
+    return NUMBERED_DIMS
 
 
 def _check_common_dtype(dtypes: dict[str, np.dtype]) -> None:

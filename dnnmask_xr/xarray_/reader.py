@@ -22,7 +22,6 @@ from typing import Any
 import xarray as xr
 
 from dnnmask_xr._args import bool_arg
-from dnnmask_xr.act.layout import DIMS
 from dnnmask_xr.errors import UsageError
 from dnnmask_xr.formats.stim import StimArg
 from dnnmask_xr.xarray_.activations import Activations
@@ -133,10 +132,22 @@ def open_act(
         # look at object text to type it)
         groups = {path: _fields_in_memory(group) for path, group in groups.items()}
     try:
+        _check_chunked_dims(chunks, groups)
         return from_groups(groups, source=root.encoding.get("source"), closers=[root.close])
     except BaseException:
         root.close()
         raise
+
+
+def _check_chunked_dims(chunks: Chunks | None, groups: Mapping[str, xr.Dataset]) -> None:
+    """Refuse ``chunks`` naming a dim no layer has, which xarray would ignore silently."""
+    if not isinstance(chunks, Mapping):
+        return
+    dims = list(dict.fromkeys(str(dim) for group in groups.values() for dim in group.dims))
+    unknown = [dim for dim in chunks if dim not in dims]
+    if unknown:
+        raise UsageError(f"chunks name dimension {unknown[0]!r}, which layers do not have "
+                         f"(dimensions: {', '.join(dims) or 'none'})")
 
 
 def _check_chunks(chunks: object) -> None:
@@ -147,10 +158,6 @@ def _check_chunks(chunks: object) -> None:
     if not isinstance(chunks, Mapping):
         raise UsageError(f"chunks={chunks!r} is not valid; give {{}} for the file's chunks, "
                          "a mapping like {'stimulus': 100}, a size, or 'auto'")
-    unknown = [dim for dim in chunks if dim not in DIMS]
-    if unknown:
-        raise UsageError(f"chunks name dimension {unknown[0]!r}, which layers do not have "
-                         f"(dimensions: {', '.join(DIMS)})")
     for dim, size in chunks.items():
         if size is not None and not isinstance(size, str) and (
                 isinstance(size, bool) or not isinstance(size, int) or (size < 1 and size != -1)):

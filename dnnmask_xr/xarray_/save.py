@@ -18,11 +18,11 @@ from typing import Any
 import xarray as xr
 
 from dnnmask_xr._args import mapping_arg
-from dnnmask_xr.act.layout import DIMS, NUMBERED_DIMS
+from dnnmask_xr.act.layout import NUMBERED_DIMS, count_from_one
 from dnnmask_xr.act.plan import INPUTS_KEY, Plan, PlannedLayer
 from dnnmask_xr.act.write import DEFAULT_MEMORY, SaveReport, WriteOptions, progress_bar, write
 from dnnmask_xr.errors import DnnMaskError
-from dnnmask_xr.xarray_.activations import Activations
+from dnnmask_xr.xarray_.activations import Activations, unit_dims_of
 from dnnmask_xr.xarray_.array import layer_values
 
 
@@ -138,18 +138,22 @@ def plan_layers(acts: Activations, attrs: Mapping[str, Any] | None = None) -> Pl
     for name, array in acts.items():
         inputs.update(array.encoding.get(INPUTS_KEY, {}))
         _check_coords(name, array)
-        labels = {dim: array[dim].values for dim in NUMBERED_DIMS}
-        layers.append(PlannedLayer(name, labels, layer_values(array), dict(array.attrs)))
+        unit_dims = unit_dims_of(array)
+        # stored 4-D: the unit dims along channel, row and column, the rest padded
+        labels = {stored: array[dim].values if dim else count_from_one(1)
+                  for stored, dim in zip(NUMBERED_DIMS, (*unit_dims, None, None), strict=False)}
+        layers.append(PlannedLayer(name, labels, layer_values(array), dict(array.attrs),
+                                   unit_dims))
     return Plan(tuple(layers), stimulus, {**acts.attrs, **(attrs or {})}, inputs)
 
 
 def _check_coords(name: str, array: xr.DataArray) -> None:
     # every coordinate has a place in the file, or the save says so
     for key, coord in array.coords.items():
-        if key in DIMS or coord.dims == ("stimulus",):
+        if key in array.dims or coord.dims == ("stimulus",):
             continue
         where = f"along {', '.join(map(str, coord.dims))}" if coord.dims else "scalar"
         raise DnnMaskError(f"layer {name!r} has the coordinate {str(key)!r} ({where}), which "
                            "a file has no place for (it keeps stimulus fields and the "
-                           "channel/row/column numbers); drop it with "
+                           "numbers of the units along each dim); drop it with "
                            f".drop_vars({str(key)!r}) or make it a stimulus field")

@@ -25,16 +25,15 @@ from typing import Any, Literal
 import h5py
 import xarray as xr
 from xarray.backends import CachingFileManager
-from xarray.core import indexing
 
 from dnnmask_xr._args import bool_arg, lock_arg, path_arg
 from dnnmask_xr.act.checks import NC_SUFFIX, SYSTEM_ATTRS
 from dnnmask_xr.act.external import check_objects
 from dnnmask_xr.act.layout import (
-    DIMS,
+    DIMS_ATTR,
     NUMBERED_DIMS,
     decode_stimulus,
-    decode_unit_labels,
+    decode_units,
     is_reserved,
     layer_datasets,
     layer_name,
@@ -43,8 +42,8 @@ from dnnmask_xr.act.layout import (
 from dnnmask_xr.act.stimulus import blaming
 from dnnmask_xr.errors import ActFileError, DnnMaskError, UsageError
 from dnnmask_xr.formats.stim import StimArg, Stimuli, read_stim
-from dnnmask_xr.xarray_.activations import Activations
-from dnnmask_xr.xarray_.array import LayerArray, file_manager, held_file
+from dnnmask_xr.xarray_.activations import Activations, unit_dims_of
+from dnnmask_xr.xarray_.array import LayerArray, file_manager, held_file, lazy_values
 from dnnmask_xr.xarray_.datatree import from_datatree
 from dnnmask_xr.xarray_.file_set import concatenated
 
@@ -159,48 +158,61 @@ def _labelled_layers(
         # is refused then, as the writer refuses it), so that opening a file
         # of many layers costs only what the layers used need
         values = LayerArray(manager, where, name, dataset.shape, dataset.dtype, lock)
-        # one read of the layer's attributes: its unit numbers, and its own
-        # attributes (DNNBrain ignores them)
+        # one read of the layer's attributes: its dims and unit numbers, and
+        # its own attributes (DNNBrain ignores them)
         stored_here = read_attrs(dataset, repr(where))
-        numbers = decode_unit_labels(dataset, repr(where), stored_here)
-        own = {key: value for key, value in stored_here.items() if not _is_label(key)}
-        layers[name] = _lazy_layer(name, values, own, {**stimuli, **numbers},
-                                   _encoding(dataset, where))
+        unit_dims, numbers = decode_units(dataset, repr(where), stored_here)
+        clash = [dim for dim in unit_dims if dim in fields]
+        if clash:
+            raise ActFileError(f"{where!r}: layer {name!r} has the unit dim {clash[0]!r}, "
+                               "which is also the name of a stimulus field of the file")
+        own = {key: value for key, value in stored_here.items()
+               if key not in (*unit_dims, DIMS_ATTR) and key not in SYSTEM_ATTRS}
+        labels = {dim: numbers[stored]
+                  for stored, dim in zip(NUMBERED_DIMS, unit_dims, strict=False)}
+        layers[name] = _lazy_layer(name, values, own, {**stimuli, **labels},
+                                   _encoding(dataset, where, ("stimulus", *unit_dims)),
+                                   unit_dims)
     return layers, attrs, header
 
 
 def _lazy_layer(name: str, values: LayerArray, attrs: Mapping[str, Any],
-                coords: Mapping[str, Any], encoding: Mapping[str, Any]) -> xr.DataArray:
-    """Give a file's layer as xarray's backends give a variable: lazily indexed, uncached."""
-    variable = xr.Variable(DIMS, indexing.LazilyIndexedArray(values), attrs=dict(attrs))
+                coords: Mapping[str, Any], encoding: Mapping[str, Any],
+                unit_dims: tuple[str, ...]) -> xr.DataArray:
+    """Give a file's layer as xarray's backends give a variable: lazily indexed, uncached.
+
+    The axes an ``.act.h5`` layer pads are indexed away (:func:`lazy_values`).
+    """
+    variable = xr.Variable(("stimulus", *unit_dims), lazy_values(values, unit_dims),
+                           attrs=dict(attrs))
     layer = xr.DataArray(variable, coords=coords, name=name)
     layer.encoding = dict(encoding)  # after: a DataArray made from a Variable drops it
     return layer
 
 
-def _is_label(key: str) -> bool:
-    return key in NUMBERED_DIMS or key in SYSTEM_ATTRS
-
-
-def _encoding(dataset: h5py.Dataset, where: str) -> dict[str, object]:
+def _encoding(dataset: h5py.Dataset, where: str, dims: tuple[str, ...]) -> dict[str, object]:
     """Describe a layer's storage as xarray's h5netcdf backend does.
 
     ``to_netcdf`` then keeps its chunks and compression, ``chunks=`` and
-    xarray its chunk shape (``preferred_chunks``); ``original_shape`` lets
-    xarray drop the chunk shape once a selection changes the layer's shape.
+    xarray its chunk shape (``preferred_chunks``, along ``dims``, the
+    layer's own); ``original_shape`` lets xarray drop the chunk shape once a
+    selection changes the layer's shape.
     """
     try:
         filters = h5py.filters.get_filters(dataset.id.get_create_plist())
     except (OSError, RuntimeError, ValueError, TypeError) as err:
         raise ActFileError(f"{where!r}: layer {layer_name(dataset)!r} is damaged: its "
                            f"filters cannot be read ({err})") from None
+    # along the layer's own dims: the axes a layer pads have length 1
+    ndim = len(dims)
+    chunks = None if dataset.chunks is None else dataset.chunks[:ndim]
     encoding: dict[str, object] = {
-        "dtype": dataset.dtype, "source": where, "original_shape": dataset.shape,
-        "contiguous": dataset.chunks is None, "chunksizes": dataset.chunks,
+        "dtype": dataset.dtype, "source": where, "original_shape": dataset.shape[:ndim],
+        "contiguous": dataset.chunks is None, "chunksizes": chunks,
         "shuffle": "shuffle" in filters, "fletcher32": "fletcher32" in filters,
     }
-    if dataset.chunks:
-        encoding["preferred_chunks"] = dict(zip(DIMS, dataset.chunks, strict=True))
+    if chunks:
+        encoding["preferred_chunks"] = dict(zip(dims, chunks, strict=True))
     if "gzip" in filters:
         encoding.update(zlib=True, complevel=filters["gzip"])
     else:
@@ -248,7 +260,7 @@ def _read_nc_labels(
             values = LayerArray(manager, where, f"/{name}/{variable}", array.shape,
                                 array.dtype, lock)
             layers[name] = _lazy_layer(name, values, array.attrs, array.coords,
-                                       array.encoding)
+                                       array.encoding, unit_dims_of(array))
         return layers, acts.attrs, acts.stim_header
     finally:
         tree.close()
