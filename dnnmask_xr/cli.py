@@ -13,6 +13,12 @@ order given. Each option is given at most once: list all layers (channels)
 after one -layer (-chn). Channel, row and column numbers of the input, stimulus IDs and
 fields (-stim) are kept in the output's HDF5 attributes.
 
+Layers of other networks have other unit dims: (stimulus, channel) for an
+embedding, (stimulus, token, channel) for a transformer layer. -chn and a
+.dmask.csv's chn, row and col lines address a layer's first, second and third
+unit dim, whatever its name: -chn 3 1 of a (stimulus, token, channel) layer
+keeps tokens 3 and 1. Errors name the dim.
+
 Examples
 --------
   dnn_mask -act test.act.h5 -layer conv5 -chn 200 3 17 -out conv5.act.h5
@@ -115,7 +121,8 @@ def _get_parser() -> argparse.ArgumentParser:
                              "convolution layer or 'fc1' for the first fully connected layer")
     parser.add_argument("-chn", metavar="Channel", nargs="+", type=channel_number,
                         help="number(s) of the target channel(s), starting from 1; needs "
-                             "-layer; default is all channels")
+                             "-layer; default is all channels (of a layer of other dims, its "
+                             "first unit dim: tokens of a (stimulus, token, channel) layer)")
     parser.add_argument("-dmask", metavar="DnnMask",
                         help="path of a .dmask.csv file naming the layers, channels, rows "
                              "and columns of interest; excludes -layer and -chn (a regular "

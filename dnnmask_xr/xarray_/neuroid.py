@@ -99,20 +99,20 @@ def _levels(dims: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
     """
     order: list[str] = []
     for name, unit_dims in dims.items():
-        at = 0
-        for dim in unit_dims:
-            if dim in order:
-                if order.index(dim) < at:
-                    other = next(layer for layer, theirs in dims.items()
-                                 if dim in theirs and layer != name)
-                    raise SelectionError(
-                        f"layers {name!r} (dims {unit_dims}) and {other!r} (dims "
-                        f"{dims[other]}) order their unit dims differently; transpose one "
-                        "of them, or stack them separately")
-                at = order.index(dim) + 1
-            else:
-                order.insert(at, dim)
-                at += 1
+        at = 0  # where this layer's previous dim is, plus one
+        for i, dim in enumerate(unit_dims):
+            if dim not in order:
+                # before the layer's next dim already placed, else last
+                later = [order.index(other) for other in unit_dims[i + 1:] if other in order]
+                order.insert(min(later) if later else len(order), dim)
+            if order.index(dim) < at:
+                other = next(layer for layer, theirs in dims.items()
+                             if dim in theirs and layer != name)
+                raise SelectionError(
+                    f"layers {name!r} (dims {unit_dims}) and {other!r} (dims "
+                    f"{dims[other]}) order their unit dims differently; transpose one "
+                    "of them, or stack them separately")
+            at = order.index(dim) + 1
     return tuple(order)
 
 
