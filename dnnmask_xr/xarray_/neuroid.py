@@ -117,7 +117,7 @@ def _levels(dims: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
 
 
 def unstack_neuroids(stacked: xr.DataArray) -> Activations | dict[str, xr.DataArray]:
-    """Put an array along ``neuroid`` back on each layer's channel x row x column grid.
+    """Put an array along ``neuroid`` back on each layer's grid of units (channel x row x column).
 
     Parameters
     ----------
@@ -233,7 +233,7 @@ def _holds_exactly(common: np.dtype, dtype: np.dtype) -> bool:
 
 
 def _on_grid(part: xr.DataArray, numbers: dict[str, np.ndarray]) -> xr.DataArray:
-    """Reshape a layer's neuroids, in grid order, to its channel x row x column grid."""
+    """Reshape a layer's neuroids, in grid order, to its grid of units (its unit dims)."""
     shape = tuple(axis.size for axis in numbers.values())
 
     def grid(variable: xr.Variable) -> xr.Variable:
@@ -260,7 +260,7 @@ def _grid(name: str, numbers: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarr
     if flat.size != size or np.unique(flat).size != size:
         shape = " x ".join(str(axis.size) for axis in axes.values())
         raise SelectionError(
-            f"the neuroids of layer {name!r} do not fill its channel x row x column grid "
+            f"the neuroids of layer {name!r} do not fill its {' x '.join(axes)} grid "
             f"({shape} = {size} units, {flat.size} neuroids given); unstack all of a "
             "layer's units, each once"
         )
