@@ -311,6 +311,47 @@ def test_a_file_whose_dims_attribute_does_not_fit_the_layer_is_refused(tmp_path)
                                                 "attribute 'dims' names 2 dims"))
 
 
+@pytest.mark.parametrize(("dims", "message"), [
+    (np.array([1, 2]), "attribute 'dims' must list the layer's dims as strings"),
+    (["token", "channel"], "it names the layer's dims, stimulus first"),
+    (["stimulus", "token", "token"], "a unit dim is named twice"),
+    (["stimulus", "a", "b", "c", "d"], "it has 4 unit dims"),
+    (["stimulus", "layer"], "unit dim 'layer' is not a valid name"),
+    (["stimulus"], "it has 0 unit dims"),
+])
+@pytest.mark.parametrize("reader", ["open_act", "command"])
+def test_a_damaged_dims_attribute_is_refused_in_one_line(tmp_path, dims, message, reader):
+    path = tmp_path / "bad.act.h5"
+    with h5py.File(path, "w") as f:
+        f["vit"] = np.zeros((2, 3, 1, 1))
+        f["vit"].attrs.create("dims", np.array(dims, dtype=object) if isinstance(dims, list)
+                              else dims, dtype=h5py.string_dtype() if isinstance(dims, list)
+                              else None)
+    if reader == "open_act":
+        with pytest.raises(dx.ActFileError, match=re.escape(message)):
+            dx.open_act(path)
+    else:
+        run = run_here("-act", path, "-layer", "vit", "-out", tmp_path / "o.act.h5")
+        assert run.returncode == 1
+        assert_one_line_error(run.stderr, "layer 'vit'", re.escape(message))
+        assert not (tmp_path / "o.act.h5").exists()
+
+
+def test_a_field_of_the_file_named_like_a_unit_dim_is_refused(tmp_path):
+    path = tmp_path / "bad.act.h5"
+    dx.save_act({"vit": np.zeros((2, 3, 4))}, path)
+    with h5py.File(path, "a") as f:  # a field 'token' beside the layer's token dim
+        f.attrs["stimulus"] = np.array(["a", "b"], dtype=object)
+        f.attrs.create("stimulus_fields", ["token"], dtype=h5py.string_dtype())
+        f.attrs["stimulus:token"] = [1.0, 2.0]
+    with pytest.raises(dx.ActFileError, match="has the unit dim 'token', which is also the "
+                                              "name of a stimulus field"):
+        dx.open_act(path)
+    run = run_here("-act", path, "-layer", "vit", "-out", tmp_path / "o.act.h5")
+    assert run.returncode == 1
+    assert_one_line_error(run.stderr, "unit dim 'token'", "stimulus field")
+
+
 def test_stacking_merges_unit_dims_and_unstacking_gives_them_back(acts):
     stacked = dx.stack_neuroids(acts)
     assert stacked.indexes["neuroid"].names == ["layer", "token", "channel", "row", "column",
@@ -369,3 +410,36 @@ def test_any_layer_round_trips_exactly(tmp_path_factory, values, suffix, names):
         seen = read_reference_act(out)["x"]
         np.testing.assert_array_equal(seen.reshape(values.shape), values)
         assert seen.shape == values.shape + (1,) * (4 - values.ndim)
+
+
+@st.composite
+def layer_and_mask(draw):
+    """A layer of 1 to 3 unit dims and a mask of numbers (1-based, any order, repeats)."""
+    shape = draw(hnp.array_shapes(min_dims=2, max_dims=4, min_side=1, max_side=4))
+    values = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    numbers = {}
+    for stored, size in zip(("channel", "row", "column"), shape[1:], strict=False):
+        if draw(st.booleans()):
+            numbers[stored] = draw(st.lists(st.integers(1, size), min_size=1, max_size=5))
+    return values, numbers
+
+
+@settings(max_examples=examples(25), deadline=None)
+@given(case=layer_and_mask(), suffix=st.sampled_from(SUFFIXES))
+def test_a_mask_of_any_layer_equals_numpy_indexing(tmp_path_factory, case, suffix):
+    values, numbers = case
+    folder = tmp_path_factory.mktemp("mask")
+    dims = ("stimulus", "a", "b", "c")[:values.ndim]
+    dx.save_act({"x": xr.DataArray(values, dims=dims)}, folder / "in.act.h5")
+    dx.mask_file(folder / "in.act.h5", folder / f"out{suffix}", {"x": numbers})
+    want = values
+    for axis, stored in enumerate(("channel", "row", "column"), start=1):
+        if stored in numbers:
+            want = np.take(want, np.array(numbers[stored]) - 1, axis=axis)
+    with dx.open_act(folder / f"out{suffix}") as back:
+        assert back["x"].dims == dims
+        np.testing.assert_array_equal(back["x"].values, want)
+        for axis, stored in enumerate(("channel", "row", "column")[:values.ndim - 1]):
+            np.testing.assert_array_equal(back["x"][dims[axis + 1]].values,
+                                          numbers.get(stored, np.arange(1, values.shape[axis + 1]
+                                                                        + 1)))

@@ -184,7 +184,8 @@ def _decode_dims(attrs: Mapping[str, Any], dataset: h5py.Dataset, name: str,
                  where: str) -> tuple[str, ...]:
     if DIMS_ATTR not in attrs:
         return NUMBERED_DIMS
-    dims = _decode_strings(attrs[DIMS_ATTR], DIMS_ATTR, where)
+    dims = _decode_strings(attrs[DIMS_ATTR], DIMS_ATTR, f"{where}: layer {name!r}",
+                           "the layer's dims")
     if not dims or dims[0] != "stimulus":
         raise ActFileError(f"{where}: attribute {DIMS_ATTR!r} of layer {name!r} lists "
                            f"{dims}; it names the layer's dims, stimulus first")
@@ -323,10 +324,10 @@ def _decode_values(value: Any, size: int, name: str, where: str) -> np.ndarray:
     return array
 
 
-def _decode_strings(value: Any, name: str, where: str) -> list[str]:
+def _decode_strings(value: Any, name: str, where: str, what: str = "field names") -> list[str]:
     array = np.atleast_1d(np.asarray(value))
     if array.size and array.dtype.kind not in "OSU":
-        raise ActFileError(f"{where}: attribute {name!r} must list field names as strings")
+        raise ActFileError(f"{where}: attribute {name!r} must list {what} as strings")
     return [_as_str(v, name, where) for v in array]
 
 
