@@ -91,12 +91,13 @@ def write_reference_act(
 
 def read_reference_act(
     path: str | os.PathLike[str],
-    dmask: Mapping[str, Mapping[str, list[int]]] | None = None,
+    dmask: Mapping[str, Mapping[str, list[int] | str]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Read layers as DNNBrain's ``ActivationFile.read`` does.
 
     Every root key is taken as a 4-D layer; ``dmask`` maps layer names to
-    ``{"chn": [...], "row": [...], "col": [...]}`` with 1-based numbers,
+    ``{"chn": [...], "row": [...], "col": [...]}`` with 1-based numbers
+    (``'all'`` or a missing key for an axis kept whole),
     applied one axis after the other through h5py (so they must increase,
     as DNNBrain requires).
 
@@ -118,12 +119,15 @@ def read_reference_act(
         layers = {}
         for layer, axes in dmask.items():
             data = root[layer]
-            if axes.get("chn") is not None:
-                data = data[:, [n - 1 for n in axes["chn"]], :, :]
-            if axes.get("row") is not None:
-                data = data[:, :, [n - 1 for n in axes["row"]], :]
-            if axes.get("col") is not None:
-                data = data[:, :, :, [n - 1 for n in axes["col"]]]
+            # DNNBrain's 'all' (recent versions) and a missing key (older ones) keep an axis
+            chosen = {key: value for key, value in axes.items()
+                      if value is not None and not (isinstance(value, str) and value == "all")}
+            if "chn" in chosen:
+                data = data[:, [n - 1 for n in chosen["chn"]], :, :]
+            if "row" in chosen:
+                data = data[:, :, [n - 1 for n in chosen["row"]], :]
+            if "col" in chosen:
+                data = data[:, :, :, [n - 1 for n in chosen["col"]]]
             layers[layer] = np.asarray(data)
     return layers
 
@@ -165,8 +169,10 @@ def naive_mask(
             target.create_dataset(layer, data=np.asarray(data), compression="gzip")
 
 
-def as_dnnmask(dmask: Mapping[str, Mapping[str, list[int]]]) -> DnnMask:
-    """Turn DNNBrain's mask dictionary (``chn``/``row``/``col`` keys) into a DnnMask."""
-    axes = {"chn": "channel", "row": "row", "col": "column"}
-    return DnnMask({layer: {axes[key]: numbers for key, numbers in keys.items()}
-                    for layer, keys in dmask.items()})
+def as_dnnmask(dmask: Mapping[str, Mapping[str, list[int] | str]]) -> DnnMask:
+    """Turn DNNBrain's mask dictionary (``chn``/``row``/``col`` keys) into a DnnMask.
+
+    :class:`~dnnmask_xr.DnnMask` takes it as it is (``'all'`` included); kept
+    for the tests and benchmarks that name it.
+    """
+    return DnnMask(dmask)

@@ -426,11 +426,56 @@ def test_a_dnnbrain_mask_dict_keeps_what_dnnbrain_keeps(data, act_file, layers):
     sizes = dict(zip(("chn", "row", "col"), layers["conv5"].shape[1:], strict=True))
     # DNNBrain's reader needs sorted unique numbers; ours takes any, so those it takes
     # are the ones to compare
+    # an axis kept whole is 'all' (DNNBrain's MaskFile.read and Mask.get) or left out
+    whole = data.draw(st.sampled_from(["all", None]), label="axis kept whole as")
     dnnbrain = {"conv5": {axis: sorted(data.draw(st.sets(st.integers(1, size), min_size=1)))
-                          for axis, size in sizes.items()
-                          if data.draw(st.booleans(), label=f"mask {axis}")}}
+                          if data.draw(st.booleans(), label=f"mask {axis}") else whole
+                          for axis, size in sizes.items()}}
+    dnnbrain["conv5"] = {axis: numbers for axis, numbers in dnnbrain["conv5"].items()
+                         if numbers is not None}
     masked = open_act(act_file).mask(DnnMask(dnnbrain), by="ordinal")["conv5"].values
     np.testing.assert_array_equal(masked, read_reference_act(act_file, dnnbrain)["conv5"])
-    chosen = [np.array(dnnbrain["conv5"].get(axis, range(1, size + 1))) - 1
+    chosen = [np.array(range(1, size + 1) if dnnbrain["conv5"].get(axis, "all") == "all"
+                       else dnnbrain["conv5"][axis]) - 1
               for axis, size in sizes.items()]
     np.testing.assert_array_equal(masked, layers["conv5"][np.ix_(range(5), *chosen)])
+
+
+def test_dnnbrain_all_keeps_an_axis_whole():
+    # what DNNBrain's MaskFile.read returns for 'conv5=chn\n1,2' and 'fc3='
+    dnnbrain = {"conv5": {"chn": [1, 2], "row": "all", "col": "all"},
+                "fc3": {"chn": "all", "row": "all", "col": "all"}}
+    mask = DnnMask(dnnbrain)
+    assert mask == parse_dmask("conv5=chn\n1,2\nfc3=\n")
+    assert mask["conv5"].axes == ("channel",)
+    assert mask["fc3"].axes == ()
+    assert DnnMask({"conv5": {"chn": None, "col": [3]}}) == DnnMask({"conv5": {"column": [3]}})
+
+
+def test_a_mask_gives_the_dict_dnnbrain_reads_it_as():
+    mask = parse_dmask("conv5=col,chn\n6,7,8\n3,1\nfc3=\n")
+    assert mask.to_dnnbrain() == {"conv5": {"chn": [3, 1], "row": "all", "col": [6, 7, 8]},
+                                  "fc3": {"chn": "all", "row": "all", "col": "all"}}
+    assert list(mask.to_dnnbrain()["conv5"]) == ["chn", "row", "col"]
+    assert mask["conv5"].to_dnnbrain() == {"chn": [3, 1], "row": "all", "col": [6, 7, 8]}
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(dnn_masks)
+def test_a_dnnbrain_dict_gives_the_mask_back_with_axes_in_dnnbrains_order(mask):
+    back = DnnMask(mask.to_dnnbrain())
+    assert list(back) == list(mask)
+    for name, layer in mask.items():
+        assert dict(back[name].numbers) == dict(layer.numbers)
+        assert back[name].axes == tuple(axis for axis in AXES if axis in layer.axes)
+
+
+@pytest.mark.parametrize(("numbers", "message"), [
+    ({"chn": "All"}, "channel numbers 'All' are not a list of integers; give e.g. [1, 2, 3], "
+                     "or 'all' for every channel"),
+    ({"row": "none"}, "row numbers 'none' are not a list of integers"),
+    ({"chn": "all", "channel": [1]}, "axis 'channel' is given twice"),
+])
+def test_only_dnnbrains_all_keeps_an_axis_whole(numbers, message):
+    with pytest.raises(DnnMaskError, match=re.escape(f"layer 'conv5': {message}")):
+        DnnMask({"conv5": numbers})

@@ -49,6 +49,8 @@ DNNBRAIN_AXES = {short: long for long, short in _FILE_AXIS.items()}
 _FILE_AXES_TEXT = ", ".join(repr(short) for short in _FILE_AXIS.values())
 _AXES_TEXT = ", ".join(repr(name) for name in AXES) + " (or DNNBrain's 'chn', 'col')"
 _LAYER_LINE_EXAMPLE = "a layer line looks like 'conv5=chn,row,col'"
+#: DNNBrain's word for an axis kept whole, in its mask dicts.
+_ALL = "all"
 # Positions are int64 when the file is read; a larger number fits no layer.
 _LARGEST = int(np.iinfo(np.int64).max)
 
@@ -64,7 +66,10 @@ class LayerMask:
         order given too; an axis left out means all of it. Signs and ranges
         are not checked here: that needs the activation file. DNNBrain's
         names ``chn`` and ``col`` (as in its ``{'conv5': {'chn': [1, 2]}}``)
-        are taken for ``channel`` and ``column``.
+        are taken for ``channel`` and ``column``, and its ``'all'`` (or
+        ``None``, which older DNNBrain read the same way) for an axis kept
+        whole: the dicts DNNBrain's ``MaskFile.read`` and ``Mask.get``
+        return work unchanged.
 
     Raises
     ------
@@ -90,8 +95,20 @@ class LayerMask:
                     "give its numbers once, under one name"
                 )
             given_as[axis] = name
+            if values is None or (isinstance(values, str) and values == _ALL):
+                continue  # DNNBrain's way to keep an axis whole
             checked[axis] = _check_numbers(axis, values)
         self._numbers = MappingProxyType(checked)
+
+    def to_dnnbrain(self) -> dict[str, list[int] | str]:
+        """Give the mask as DNNBrain's dicts hold a layer's: ``{'chn': [...], 'row': 'all', ...}``.
+
+        Every axis is there, in DNNBrain's order (``chn``, ``row``, ``col``),
+        ``'all'`` for one kept whole, as ``MaskFile.read`` and ``Mask.get``
+        give it.
+        """
+        return {_FILE_AXIS[axis]: list(self._numbers[axis]) if axis in self._numbers else _ALL
+                for axis in AXES}
 
     @property
     def numbers(self) -> Mapping[str, tuple[int, ...]]:
@@ -135,7 +152,8 @@ def _check_numbers(axis: str, values: Iterable[int]) -> tuple[int, ...]:
     # A str is iterable, but its characters are never what the caller meant.
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         raise DnnMaskError(
-            f"{axis} numbers {values!r} are not a list of integers; give e.g. [1, 2, 3]"
+            f"{axis} numbers {values!r} are not a list of integers; give e.g. [1, 2, 3], "
+            f"or {_ALL!r} for every {axis}"
         )
     checked = []
     for value in values:
@@ -165,7 +183,7 @@ class DnnMask(Mapping[str, LayerMask]):
     ----------
     layers
         Layer name to its mask (a :class:`LayerMask` or a mapping accepted by
-        it, such as DNNBrain's ``{'chn': [1, 2], 'row': [3], 'col': [4]}``).
+        it, such as DNNBrain's ``{'chn': [1, 2], 'row': 'all', 'col': [4]}``).
         Layer order is kept; layers not named are dropped by a mask.
     source
         The ``.dmask.csv`` file the mask was read from, if any (set by
@@ -226,6 +244,19 @@ class DnnMask(Mapping[str, LayerMask]):
 
     def __repr__(self) -> str:
         return f"DnnMask({self._layers!r})"
+
+    def to_dnnbrain(self) -> dict[str, dict[str, list[int] | str]]:
+        """Give the mask as DNNBrain's ``MaskFile.read`` returns it.
+
+        Returns
+        -------
+        dict
+            Layer name to ``{'chn': [...] or 'all', 'row': ..., 'col': ...}``,
+            in the mask's layer order. DNNBrain's dict has no place for the
+            order of the axis lines: ``DnnMask(mask.to_dnnbrain())`` lists
+            the axes as ``chn``, ``row``, ``col``.
+        """
+        return {name: mask.to_dnnbrain() for name, mask in self._layers.items()}
 
 
 def _check_layer_name(name: object) -> None:
