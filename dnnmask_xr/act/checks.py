@@ -276,13 +276,13 @@ def _check_values(value: Any, what: str) -> None:
     """Refuse values a file cannot give back as they were: None, bytes, mappings, mixtures."""
     array = None if value is None or isinstance(value, Mapping | set) else np.asarray(value)
     storable = array is not None and (
-        array.dtype.kind in "biufU"
+        array.dtype.kind in "biufUT"
         or (array.dtype.kind == "O" and all(isinstance(item, str) for item in array.flat))
     )
     if not storable:
         raise DnnMaskError(f"{what} holds {value!r}, which a file cannot store; give text, "
                            "numbers, or a list of either")
-    if array.dtype.kind in "OU":
+    if array.dtype.kind in "OUT":
         for item in array.flat:
             _check_text(str(item), what)
 

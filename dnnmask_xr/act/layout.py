@@ -59,6 +59,29 @@ MAX_AXIS_LENGTH = 2**28
 _LARGEST_ITEM = {"b": 1, "i": 8, "u": 8, "f": 8, "c": 16}
 
 
+#: The dtype kinds of text: Python strings (object), bytes, numpy's fixed-width
+#: unicode and NumPy 2's variable-width StringDType (what zarr 3 and pandas give).
+TEXT_KINDS = "OSUT"
+
+
+def is_text(values: Any) -> bool:
+    """Tell whether an array (or a dtype) holds text, in any of numpy's ways."""
+    dtype = values if isinstance(values, np.dtype) else np.asarray(values).dtype
+    return dtype.kind in TEXT_KINDS
+
+
+def plain_text(value: Any) -> Any:
+    """Give text arrays of numpy's unicode or StringDType as Python strings (dtype object).
+
+    The form h5py and h5netcdf store as variable-length UTF-8, and the one
+    reading gives back; anything else is returned as it is.
+    """
+    if isinstance(value, np.ndarray | np.generic) and value.dtype.kind in "UT":
+        return np.array(value.tolist(), dtype=object).reshape(value.shape) if value.ndim else (
+            str(value))
+    return value
+
+
 def count_from_one(size: int) -> np.ndarray:
     """Return the numbers ``1..size``, the labels of an axis nobody renamed."""
     return np.arange(1, size + 1, dtype=np.int64)
@@ -302,7 +325,7 @@ def is_reserved(name: str) -> bool:
 
 def _create(attrs: MutableMapping[str, Any], name: str, values: np.ndarray) -> None:
     values = np.asarray(values)
-    if values.dtype.kind in "OUT":
+    if is_text(values):
         # variable-length UTF-8: what h5py gives back as str, and what any
         # HDF5 reader understands; fixed-width numpy unicode has no HDF5 type
         attrs.create(name, np.array([str(v) for v in values], dtype=object),
@@ -319,14 +342,14 @@ def _decode_values(value: Any, size: int, name: str, where: str) -> np.ndarray:
     if array.size != size:
         raise ActFileError(f"{where}: attribute {name!r} holds {array.size} value(s) "
                            f"but the layers have {size} stimuli; it needs one per stimulus")
-    if array.dtype.kind in "OSU":
+    if is_text(array):
         return np.array([_as_str(v, name, where) for v in array], dtype=object)
     return array
 
 
 def _decode_strings(value: Any, name: str, where: str, what: str = "field names") -> list[str]:
     array = np.atleast_1d(np.asarray(value))
-    if array.size and array.dtype.kind not in "OSU":
+    if array.size and not is_text(array):
         raise ActFileError(f"{where}: attribute {name!r} must list {what} as strings")
     return [_as_str(v, name, where) for v in array]
 

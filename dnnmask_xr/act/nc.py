@@ -45,7 +45,7 @@ import h5py
 import numpy as np
 
 from dnnmask_xr.act.layer_writer import gzip_options
-from dnnmask_xr.act.layout import DIMS
+from dnnmask_xr.act.layout import DIMS, is_text
 from dnnmask_xr.act.plan import Plan, PlannedLayer
 from dnnmask_xr.act.stimulus import StimulusTable
 from dnnmask_xr.errors import DnnMaskError
@@ -194,9 +194,9 @@ def _check_attr(key: str, value: Any, where: str) -> None:
 
 def _storable(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values)
-    return np.array([str(v) for v in values], dtype=object) if values.dtype.kind in "OUS" else (
+    return np.array([str(v) for v in values], dtype=object) if is_text(values) else (
         values)
 
 
 def _dtype(values: np.ndarray) -> Any:
-    return h5py.string_dtype() if np.asarray(values).dtype.kind in "OUS" else values.dtype
+    return h5py.string_dtype() if is_text(values) else values.dtype

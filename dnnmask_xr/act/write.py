@@ -23,6 +23,7 @@ table are laid out (:class:`ActLayout` here, :mod:`dnnmask_xr.act.nc`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import errno
 import os
@@ -55,7 +56,7 @@ from dnnmask_xr.act.layer_writer import (
     write_selection,
     write_values,
 )
-from dnnmask_xr.act.layout import encode_stimulus, encode_units
+from dnnmask_xr.act.layout import encode_stimulus, encode_units, is_text, plain_text
 from dnnmask_xr.act.plan import FileSelection, Plan, PlannedLayer
 from dnnmask_xr.act.pool import default_threads
 from dnnmask_xr.act.stimulus import StimulusTable
@@ -187,6 +188,7 @@ def write(plan: Plan, path: str | os.PathLike[str], options: WriteOptions | None
     check_output(target)
     check_not_input(plan, target)
     check_plan(plan)
+    plan = _with_plain_text(plan)
     layout_of = _layout_for(target)
     layout_of.check(plan)
     threads = options.threads or default_threads()
@@ -344,6 +346,23 @@ def _layer_progress(
     return lambda done: on_progress(name, done, total)
 
 
+def _with_plain_text(plan: Plan) -> Plan:
+    """Give every text of a plan (labels, attributes) as Python strings, as files store it.
+
+    numpy's fixed-width unicode and NumPy 2's StringDType (zarr's and
+    pandas' text) have no HDF5 type of their own.
+    """
+    def attrs(values: Mapping[str, Any]) -> dict[str, Any]:
+        return {key: plain_text(value) for key, value in values.items()}
+
+    stimulus = StimulusTable(plain_text(np.asarray(plan.stimulus.ids)),
+                             {name: plain_text(np.asarray(values))
+                              for name, values in plan.stimulus.fields.items()},
+                             plan.stimulus.header)
+    layers = tuple(dataclasses.replace(layer, attrs=attrs(layer.attrs)) for layer in plan.layers)
+    return dataclasses.replace(plan, layers=layers, stimulus=stimulus, attrs=attrs(plan.attrs))
+
+
 def _store_attrs(attrs: h5py.AttributeManager, values: Mapping[str, Any], where: str) -> None:
     for key, value in values.items():
         try:
@@ -388,7 +407,7 @@ def _stored_bytes(value: Any) -> int:
         array = np.asarray(value)
     except (TypeError, ValueError):
         return len(repr(value).encode("utf-8", "surrogatepass"))
-    if array.dtype.kind not in "OSU":
+    if not is_text(array):
         return array.nbytes
     return sum(len(item if isinstance(item, bytes) else
                    str(item).encode("utf-8", "surrogatepass")) + _PER_STRING
