@@ -191,6 +191,8 @@ def stimuli_strategy(draw):
     )
     optional = [name for name in ("label", "condition") if draw(st.booleans())]
     names = draw(st.permutations(["stimID", *optional, *extra]))
+    # other fields hold floats, or text the header's text= key declares
+    text = [name for name in extra if draw(st.booleans())]
 
     def column(elements):
         return draw(st.lists(elements, min_size=n, max_size=n))
@@ -201,16 +203,18 @@ def stimuli_strategy(draw):
             columns[name] = column(INT64 if stim_type == "video" else safe_text(1))
         elif name == "label":
             columns[name] = column(INT64)
-        elif name == "condition":
+        elif name == "condition" or name in text:
             columns[name] = column(safe_text())
         else:
             columns[name] = column(st.floats())
-    header_keys = safe_text(1, "=").filter(lambda s: s not in {"type", "path", "data"})
+    header_keys = safe_text(1, "=").filter(lambda s: s not in {"type", "path", "data", "text"})
     header = {
         "type": stim_type,
         "path": draw(safe_text()),
         **draw(st.dictionaries(header_keys, safe_text(), max_size=3)),
     }
+    if text:
+        header["text"] = ",".join(draw(st.permutations(text)))
     return Stimuli(header, pd.DataFrame(columns, columns=names))
 
 
@@ -631,3 +635,65 @@ def test_format_refuses_a_row_that_would_be_blank():
     # With a second field the empty stimID is a row of its own and reads back.
     stimuli = Stimuli(IMAGE, pd.DataFrame({"stimID": ["", ""], "onset": [1.0, math.nan]}))
     assert parse_stim(format_stim(stimuli)).equals(stimuli)
+
+
+# --- text fields beyond DNNBrain's (the header's text= key) ------------------
+
+TEXT_FIELDS = """\
+type=image
+path=images
+text=object_name,image_file_name
+data=stimID,object_name,label,image_file_name,onset
+n01.JPEG,dog,0,n01.JPEG,0.5
+n02.JPEG,cat,1,n02.JPEG,1.5
+"""
+
+
+def test_the_text_key_types_the_fields_it_lists_as_text():
+    stimuli = parse_stim(TEXT_FIELDS)
+    assert stimuli.table["object_name"].tolist() == ["dog", "cat"]
+    assert stimuli.table["object_name"].dtype == STR_DTYPE
+    assert stimuli.table["image_file_name"].dtype == STR_DTYPE
+    assert stimuli.table["label"].dtype == np.int64
+    assert stimuli.table["onset"].dtype == np.float64
+    assert dict(stimuli.header) == {"type": "image", "path": "images",
+                                    "text": "object_name,image_file_name"}
+    assert format_stim(stimuli) == TEXT_FIELDS
+
+
+def test_a_table_built_in_code_declares_its_text_fields_in_table_order():
+    table = pd.DataFrame({"stimID": ["a", "b"], "size": [1.0, 2.0], "word": ["x", "y"],
+                          "kind": ["p", "q"]})
+    stimuli = Stimuli({"type": "image", "path": "p", "text": "kind, word"}, table)
+    assert stimuli.header["text"] == "word,kind"
+    assert format_stim(stimuli).splitlines()[2:4] == ["text=word,kind",
+                                                     "data=stimID,size,word,kind"]
+    assert parse_stim(format_stim(stimuli)).equals(stimuli)
+    # an empty text= key declares nothing, and is not kept
+    assert "text" not in Stimuli({"type": "image", "path": "p", "text": ""},
+                                 table[["stimID", "size"]]).header
+
+
+@pytest.mark.parametrize(("listed", "problem"), [
+    ("word,word", "'word' is listed twice"),
+    ("label", "'label' is typed by DNNBrain's rule"),
+    ("stimID", "'stimID' is typed by DNNBrain's rule"),
+    ("colour", "'colour' is not a field of the table"),
+])
+def test_a_text_key_that_does_not_fit_the_fields_is_refused(listed, problem):
+    text = f"type=image\npath=p\ntext={listed}\ndata=stimID,label,word\na,1,x\n"
+    with pytest.raises(FormatError, match=rf"^line 3: header key 'text' lists the text fields "
+                                          rf"'{listed}': {re.escape(problem)}"):
+        parse_stim(text)
+    with pytest.raises(DnnMaskError, match=re.escape(problem)):
+        Stimuli({"type": "image", "path": "p", "text": listed},
+                pd.DataFrame({"stimID": ["a"], "label": [1], "word": ["x"]}))
+
+
+def test_a_text_field_not_declared_says_how_to_declare_it():
+    with pytest.raises(DnnMaskError, match=re.escape(
+            "field 'word', stimulus number 1: value 'x' is not a number (e.g. 1, -0.5, 1e-3, "
+            "nan, inf); a field of text is listed in the header's 'text' key (text=word)")):
+        Stimuli({"type": "image", "path": "p"}, pd.DataFrame({"stimID": ["a"], "word": ["x"]}))
+    with pytest.raises(FormatError, match="line 4: field 'word': value 'x' is not a number"):
+        parse_stim("type=image\npath=p\ndata=stimID,word\na,x\n")

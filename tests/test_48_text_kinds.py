@@ -91,3 +91,35 @@ def test_text_that_hdf5_cannot_hold_is_refused_whatever_its_kind(tmp_path, kind)
     with pytest.raises(dx.DnnMaskError, match=r"holds a NUL character"):
         dx.save_act({"fc": bad}, tmp_path / "t.act.h5")
     assert not (tmp_path / "t.act.h5").exists()
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_text_stimulus_fields_round_trip_through_a_file_and_a_stim_csv(tmp_path, suffix):
+    # a Brain-Score StimulusSet's columns: text, integers and floats
+    table = pd.DataFrame({"stimID": ["im1", "im2", "im3"],
+                          "object_name": ["dog", "cat", "dog"], "label": [0, 1, 0],
+                          "image_file_name": ["im1.png", "im2.png", "im3.png"],
+                          "rxy": [0.5, -0.25, 1.0]})
+    stimuli = dx.Stimuli({"type": "image", "path": "images",
+                          "text": "object_name,image_file_name"}, table)
+    acts = dx.Activations({"fc": np.ones((3, 2))}).with_stimuli(stimuli)
+    dx.save_act(acts, tmp_path / f"a{suffix}")
+    with dx.open_act(tmp_path / f"a{suffix}") as back:
+        assert back.stimuli.equals(stimuli)
+        dx.write_stim(back.stimuli, tmp_path / "s.stim.csv")
+    assert dx.read_stim(tmp_path / "s.stim.csv").equals(stimuli)
+    assert (tmp_path / "s.stim.csv").read_text().splitlines()[:4] == [
+        "type=image", "path=images", "text=object_name,image_file_name",
+        "data=stimID,object_name,label,image_file_name,rxy"]
+
+
+def test_activations_declare_their_text_fields(tmp_path):
+    layer = xr.DataArray(np.ones((2, 1)), dims=("stimulus", "channel"),
+                         coords={"stimulus": ["a", "b"],
+                                 "word": ("stimulus", text(["x", "y"], KINDS[-1])),
+                                 "size": ("stimulus", [1.0, 2.0])})
+    layer["stimulus"].attrs.update(type="image", path="p")
+    stimuli = dx.Activations({"fc": layer}).stimuli
+    assert dict(stimuli.header) == {"type": "image", "path": "p", "text": "word"}
+    assert stimuli.table["word"].tolist() == ["x", "y"]
+    assert stimuli.table["size"].dtype == np.float64

@@ -2,10 +2,13 @@
 
 A ``.stim.csv`` file is a header of ``key=value`` lines (``type=`` and
 ``path=`` required), a ``data=`` line naming the fields, then one
-comma-separated row per stimulus. A field's type follows from its name:
-``stimID`` is a string, or an integer frame number for ``type=video``;
-``label`` is an integer; ``condition`` is a string; every other field is a
-float. This module knows nothing of xarray.
+comma-separated row per stimulus. A field's type follows from its name, as
+DNNBrain types it: ``stimID`` is a string, or an integer frame number for
+``type=video``; ``label`` is an integer; ``condition`` is a string; every
+other field is a float, unless the header's ``text=`` key lists it (a
+comma-separated list of fields, this package's addition; DNNBrain keeps it as
+a free header key): then it is a string too. This module knows nothing of
+xarray.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ _LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
 _LINE_BREAK = re.compile(f"[{re.escape(_LINE_BREAKS)}]")
 _INT64 = np.iinfo(np.int64)
 _EXAMPLE_DATA = "data=stimID,label"
+#: The header key listing the fields other than stimID and condition that hold text.
+TEXT_KEY = "text"
+#: Fields whose type DNNBrain fixes by name.
+_TYPED_BY_NAME = ("stimID", "label", "condition")
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,14 +58,17 @@ class Stimuli:
     ----------
     header
         ``type`` (one of :data:`STIM_TYPES`) and ``path`` are required; other
-        keys are free. Stored read-only with ``type`` and ``path`` first, the
-        other keys in the order given.
+        keys are free, but for ``text``: the comma-separated names of the
+        other fields that hold text (``text="object_name,image_file_name"``).
+        Stored read-only with ``type`` and ``path`` first, the other keys in
+        the order given; ``text`` lists the text fields in table order, and
+        is left out when there is none.
     table
         One column per field, in ``data=`` order; ``stimID`` is required.
         Stored as a new frame with a ``RangeIndex`` (row *i* is stimulus *i*)
         and these dtypes: ``stimID`` ``int64`` for ``video``, else ``str``;
-        ``label`` ``int64``; ``condition`` ``str``; any other field
-        ``float64``. Integer fields accept integers, integral floats and
+        ``label`` ``int64``; ``condition`` and the fields ``text`` lists
+        ``str``; any other field ``float64``. Integer fields accept integers, integral floats and
         strings such as ``'+3'`` or ``'3.0'`` (as a file's values); float
         fields accept numbers and whatever :func:`float` accepts (missing
         values become NaN); string fields accept strings and integers.
@@ -81,7 +91,12 @@ class Stimuli:
 
     def __post_init__(self) -> None:
         header = _normalise_header(self.header)
-        table = _normalise_table(self.table, header["type"])
+        text = _text_fields(header, self.table.columns if isinstance(self.table, pd.DataFrame)
+                            else [])
+        table = _normalise_table(self.table, header["type"], text)
+        header.pop(TEXT_KEY, None)
+        if text:
+            header[TEXT_KEY] = ",".join(name for name in table.columns if name in text)
         # Frozen dataclass: normalised copies replace what was passed in.
         object.__setattr__(self, "header", MappingProxyType(header))
         object.__setattr__(self, "table", table)
@@ -183,7 +198,11 @@ def parse_stim(text: str, path: str | os.PathLike[str] | None = None) -> Stimuli
         if key == "data":
             fields = _parse_fields(value, path, number)
             stim_type = _header_type(header, path, number)
-            converters = [_CONVERTERS[_field_kind(field, stim_type)] for field in fields]
+            try:
+                text = _text_fields(header, fields)
+            except DnnMaskError as error:
+                raise FormatError(str(error), path, key_lines[TEXT_KEY]) from None
+            converters = [_CONVERTERS[_field_kind(field, stim_type, text)] for field in fields]
             columns = [[] for _ in fields]
             data_line = number
             continue
@@ -251,8 +270,9 @@ def format_stim(stimuli: Stimuli) -> str:
                          "build one with Stimuli(header=..., table=...) or read_stim")
     lines = [f"{key}={value}" for key, value in stimuli.header.items()]
     lines.append("data=" + ",".join(stimuli.table.columns))
+    text = _text_fields(stimuli.header, stimuli.table.columns)
     texts = [
-        _format_column(name, stimuli.table[name], _field_kind(name, stimuli.type))
+        _format_column(name, stimuli.table[name], _field_kind(name, stimuli.type, text))
         for name in stimuli.table.columns
     ]
     for position, row in enumerate(zip(*texts, strict=True)):
@@ -362,10 +382,38 @@ def _header_type(
     return header["type"]
 
 
-def _field_kind(field: str, stim_type: str) -> str:
+def _field_kind(field: str, stim_type: str, text: Iterable[str] = ()) -> str:
     if field == "stimID":
         return "int" if stim_type == "video" else "str"
+    if field in text:
+        return "str"
     return {"label": "int", "condition": "str"}.get(field, "float")
+
+
+def _text_fields(header: Mapping[str, str], fields: Iterable[str]) -> frozenset[str]:
+    """Give the fields the header's ``text`` key lists, checked against the table's fields.
+
+    Raises
+    ------
+    DnnMaskError
+        If it lists a field twice, a field the table lacks, or one whose type
+        DNNBrain fixes (stimID, label, condition).
+    """
+    listed = header.get(TEXT_KEY)
+    if listed is None:
+        return frozenset()
+    names = [name.strip() for name in listed.split(",")] if listed.strip() else []
+    fields = list(fields)
+    for name in names:
+        problem = ("is listed twice" if names.count(name) > 1 else
+                   "is typed by DNNBrain's rule (stimID and condition are text, label an "
+                   "integer)" if name in _TYPED_BY_NAME else
+                   "is not a field of the table" if name not in fields else None)
+        if problem:
+            raise DnnMaskError(f"header key {TEXT_KEY!r} lists the text fields "
+                               f"{listed!r}: {name!r} {problem}; list the other fields "
+                               f"that hold text (fields: {', '.join(fields)})")
+    return frozenset(names)
 
 
 def _parse_int(text: str) -> int:
@@ -467,7 +515,8 @@ def _normalise_header(header: Mapping[str, str]) -> dict[str, str]:
     return checked
 
 
-def _normalise_table(table: pd.DataFrame, stim_type: str) -> pd.DataFrame:
+def _normalise_table(table: pd.DataFrame, stim_type: str,
+                     text: frozenset[str] = frozenset()) -> pd.DataFrame:
     if not isinstance(table, pd.DataFrame):
         raise DnnMaskError(f"table of type {type(table).__name__} is not a pandas DataFrame")
     names = list(table.columns)
@@ -480,7 +529,8 @@ def _normalise_table(table: pd.DataFrame, stim_type: str) -> pd.DataFrame:
     if "stimID" not in names:
         raise DnnMaskError(f"the table has no 'stimID' field (fields: {names}); it is required")
     columns = {
-        name: _normalise_column(name, table[name], _field_kind(name, stim_type)) for name in names
+        name: _normalise_column(name, table[name], _field_kind(name, stim_type, text))
+        for name in names
     }
     return pd.DataFrame(columns, index=pd.RangeIndex(len(table)), columns=names)
 
@@ -497,7 +547,11 @@ def _normalise_column(name: str, column: pd.Series, kind: str) -> pd.Series:
         result = pd.array(values, dtype=str)
     else:
         convert = {"int": _to_int, "float": _to_float, "str": _to_str}[kind]
-        converted = _convert(name, values, convert)
+        # a text field not declared: say how to declare it
+        hint = (f"; a field of text is listed in the header's {TEXT_KEY!r} key "
+                f"({TEXT_KEY}={name})" if kind == "float" and any(
+                    isinstance(value, str) for value in values) else "")
+        converted = _convert(name, values, convert, hint)
         if kind == "str":
             result = pd.array(converted, dtype=str)
         else:
@@ -505,7 +559,8 @@ def _normalise_column(name: str, column: pd.Series, kind: str) -> pd.Series:
     return pd.Series(result, index=pd.RangeIndex(len(values)), name=name)
 
 
-def _convert(name: str, values: Iterable[Any], convert: Callable[[Any], Any]) -> list[Any]:
+def _convert(name: str, values: Iterable[Any], convert: Callable[[Any], Any],
+             hint: str = "") -> list[Any]:
     converted = []
     for position, value in enumerate(values, start=1):
         if isinstance(value, np.generic):
@@ -514,7 +569,8 @@ def _convert(name: str, values: Iterable[Any], convert: Callable[[Any], Any]) ->
         try:
             converted.append(convert(value))
         except (TypeError, ValueError) as error:
-            raise DnnMaskError(f"field {name!r}, stimulus number {position}: {error}") from None
+            raise DnnMaskError(f"field {name!r}, stimulus number {position}: {error}"
+                               f"{hint}") from None
     return converted
 
 

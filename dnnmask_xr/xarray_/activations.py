@@ -17,6 +17,7 @@ from dnnmask_xr.act.layout import (
     NUMBERED_DIMS,
     axis_names,
     count_from_one,
+    is_text,
     unit_dims_problem,
 )
 from dnnmask_xr.act.plan import INPUTS_KEY, text_inputs
@@ -30,7 +31,7 @@ from dnnmask_xr.act.select import (
 from dnnmask_xr.act.stimulus import StimulusTable, shared_stimulus, stimulus_labels
 from dnnmask_xr.errors import DnnMaskError, SelectionError, UsageError
 from dnnmask_xr.formats.dmask import DNNBRAIN_AXES, DnnMask, format_dmask
-from dnnmask_xr.formats.stim import Stimuli
+from dnnmask_xr.formats.stim import TEXT_KEY, Stimuli
 
 
 class Activations(Mapping[str, xr.DataArray]):
@@ -134,7 +135,13 @@ class Activations(Mapping[str, xr.DataArray]):
         if not self.stim_header or not self._layers:
             return None
         table = self.stimulus_table()
-        return Stimuli(header=table.header,
+        # fields of text beyond DNNBrain's are declared, as a .stim.csv declares them
+        text = [name for name, values in table.fields.items()
+                if name not in ("label", "condition") and is_text(values)]
+        header = {key: value for key, value in table.header.items() if key != TEXT_KEY}
+        if text:
+            header[TEXT_KEY] = ",".join(text)
+        return Stimuli(header=header,
                        table=pd.DataFrame({"stimID": table.ids, **table.fields}))
 
     def stimulus_table(self) -> StimulusTable:
