@@ -30,15 +30,20 @@ _WHERE = {
     "Stimuli": "formats.stim",
     "UsageError": "errors",
     "from_datatree": "xarray_.datatree",
+    "from_neuroid_assembly": "xarray_.peers",
     "mask_file": "act.mask",
     "mask_from_flags": "act.select",
     "open_act": "xarray_.reader",
+    "open_brainio": "xarray_.peers",
     "read_dmask": "formats.dmask",
+    "read_net2brain": "xarray_.peers",
     "read_stim": "formats.stim",
+    "read_thingsvision": "xarray_.peers",
     "save_act": "xarray_.save",
     "set_options": "xarray_.options",
     "stack_neuroids": "xarray_.neuroid",
     "to_datatree": "xarray_.datatree",
+    "to_neuroid_assembly": "xarray_.peers",
     "unstack_neuroids": "xarray_.neuroid",
     "write_dmask": "formats.dmask",
     "write_stim": "formats.stim",
@@ -64,6 +69,13 @@ if TYPE_CHECKING:
     from dnnmask_xr.xarray_.datatree import from_datatree, to_datatree
     from dnnmask_xr.xarray_.neuroid import stack_neuroids, unstack_neuroids
     from dnnmask_xr.xarray_.options import set_options
+    from dnnmask_xr.xarray_.peers import (
+        from_neuroid_assembly,
+        open_brainio,
+        read_net2brain,
+        read_thingsvision,
+        to_neuroid_assembly,
+    )
     from dnnmask_xr.xarray_.reader import open_act
     from dnnmask_xr.xarray_.save import save_act
 

@@ -1,0 +1,462 @@
+"""Activations from the peers' outputs: THINGSvision, Brain-Score, Net2Brain, and back.
+
+Each reader takes a tool's files in the layout the tool documents and writes,
+and gives :class:`~dnnmask_xr.Activations` with named unit dims and 1-based
+unit numbers; ``.npy`` files are memory-mapped, so a layer is read only when
+its values are used.
+
+- THINGSvision (``extractor.extract_features`` then ``save_features``):
+  ``features.npy``, ``features.hdf5`` (dataset ``features``) or
+  ``features.txt``; the low-memory parts ``features_0-16.npy``,
+  ``features_16-32.npy``, ... that ``extract_features(output_dir=...)``
+  writes in a folder per module; image names in ``file_names.txt``.
+- Brain-Score (model-tools' activations extractor): a ``NeuroidAssembly`` of
+  dims ``presentation x neuroid``, whose neuroids carry ``layer`` and the
+  0-based ``channel``, ``channel_x`` (the row), ``channel_y`` (the column;
+  NaN for an fc layer) or, for a transformer, ``channel`` (the token) and
+  ``embedding``; BrainIO netCDF files of one.
+- Net2Brain (``FeatureExtractor.extract``): one ``.npz`` per stimulus with
+  one key per layer, or, after ``consolidate_per_layer``, one
+  ``consolidated_<layer>.npz`` per layer with one key per stimulus.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from dnnmask_xr._args import path_arg
+from dnnmask_xr.act.layout import is_text
+from dnnmask_xr.errors import ActFileError, SelectionError, UsageError
+from dnnmask_xr.xarray_.activations import Activations, unit_dims_of
+
+#: THINGSvision's low-memory parts: ``features<suffix>_<first>-<last>.npy``.
+_PART = re.compile(r"^features(?P<suffix>.*)_(?P<first>\d+)-(?P<last>\d+)\.npy$")
+#: THINGSvision's files, in the order a folder is searched for them.
+_THINGSVISION_FILES = ("features.npy", "features.hdf5", "features.txt")
+#: Brain-Score's 0-based coordinates of a neuroid, by the layer's kind.
+_TOKEN_COORDS = ("channel", "embedding")
+_CONV_COORDS = ("channel", "channel_x", "channel_y")
+
+
+# -- THINGSvision ----------------------------------------------------------------------------
+
+def read_thingsvision(
+    path: str | os.PathLike[str],
+    *,
+    layer: str | None = None,
+    shape: Sequence[int] | None = None,
+) -> Activations:
+    """Read features THINGSvision saved, as one layer.
+
+    Parameters
+    ----------
+    path
+        A ``features.npy``, ``features.hdf5`` or ``features.txt`` file, or
+        the folder holding one, or the module's folder of low-memory parts
+        (``features_0-16.npy``, ...), which are read in stimulus order.
+    layer
+        The layer's name; by default the folder's name (THINGSvision names
+        the folder of parts after the module).
+    shape
+        The unit shape of flattened features (``flatten_acts=True``):
+        ``(channels, rows, columns)`` of a conv layer, ``(tokens, channels)``
+        of a transformer layer. THINGSvision flattens in C order, as
+        ``tensor.view(n, -1)`` does; a file stores no shape.
+
+    Returns
+    -------
+    Activations
+        One layer: ``(stimulus, channel)`` for 2-D features, ``(stimulus,
+        token, channel)`` for 3-D ones, ``(stimulus, channel, row,
+        column)`` for 4-D ones (or as ``shape`` says). Stimuli are labelled
+        by ``file_names.txt`` when it lists one name per stimulus, else
+        numbered from 1.
+
+    Raises
+    ------
+    ActFileError
+        If no features are found, parts leave a gap, or ``shape`` does not
+        divide the features' width.
+    """
+    where = Path(path_arg(path, "features"))
+    files = _thingsvision_files(where)
+    values = _join_parts([_load_features(file) for file in files], files)
+    if shape is not None:
+        values = _unflatten(values, shape, files[0])
+    name = layer if layer is not None else (where if where.is_dir() else where.parent).name
+    acts = Activations({name or "features": values})
+    names = _file_names(files[0].parent, values.shape[0])
+    return acts if names is None else _labelled(acts, names)
+
+
+def _thingsvision_files(where: Path) -> list[Path]:
+    if where.is_file():
+        return [where]
+    if not where.is_dir():
+        raise ActFileError(f"{str(where)!r}: no such file or folder of THINGSvision features")
+    for name in _THINGSVISION_FILES:
+        if (where / name).is_file():
+            return [where / name]
+    parts = sorted((match for match in map(_PART.match, os.listdir(where)) if match),
+                   key=lambda match: int(match["first"]))
+    if not parts:
+        raise ActFileError(f"{str(where)!r} holds no THINGSvision features: no "
+                           f"{', '.join(_THINGSVISION_FILES)} and no parts like "
+                           "features_0-16.npy")
+    end = 0
+    for match in parts:
+        if int(match["first"]) != end:
+            raise ActFileError(f"{str(where)!r}: the parts of THINGSvision features leave a "
+                               f"gap or overlap: {match.string} starts at {match['first']} "
+                               f"where the parts before end at {end}")
+        end = int(match["last"])
+    return [where / match.string for match in parts]
+
+
+def _load_features(file: Path) -> np.ndarray:
+    try:
+        if file.suffix == ".npy":
+            return np.load(file, mmap_mode="r", allow_pickle=False)
+        if file.suffix == ".txt":
+            return np.loadtxt(file, ndmin=2)
+        if file.suffix == ".hdf5":
+            import h5py
+
+            with h5py.File(file, "r") as root:
+                if "features" not in root:
+                    raise ActFileError(f"{str(file)!r} has no dataset 'features' (it holds "
+                                       f"{', '.join(root) or 'nothing'}); THINGSvision "
+                                       "stores its features there")
+                return root["features"][()]
+    except (OSError, ValueError) as err:
+        raise ActFileError(f"cannot read THINGSvision features {str(file)!r} ({err})") from None
+    raise ActFileError(f"{str(file)!r} is not a THINGSvision features file (.npy, .hdf5, .txt)")
+
+
+def _join_parts(parts: list[np.ndarray], files: list[Path]) -> np.ndarray:
+    if len(parts) == 1:
+        return parts[0]
+    for part, file in zip(parts[1:], files[1:], strict=True):
+        if part.shape[1:] != parts[0].shape[1:]:
+            raise ActFileError(f"{str(file)!r} holds features of shape {part.shape[1:]} per "
+                               f"stimulus, {str(files[0])!r} {parts[0].shape[1:]}; the parts "
+                               "of one module agree")
+    return np.concatenate(parts)
+
+
+def _unflatten(values: np.ndarray, shape: Sequence[int], file: Path) -> np.ndarray:
+    if isinstance(shape, int | str) or not all(
+            isinstance(size, int | np.integer) and size > 0 for size in shape):
+        raise UsageError(f"shape={shape!r} is not a unit shape; give positive sizes such as "
+                         "(256, 13, 13) or (197, 768)")
+    if values.ndim != 2:
+        raise ActFileError(f"{str(file)!r} holds {values.ndim}-D features {values.shape}; "
+                           "shape= unflattens 2-D (flattened) features only")
+    width = int(np.prod(shape))
+    if width != values.shape[1]:
+        raise ActFileError(f"{str(file)!r} holds {values.shape[1]} features per stimulus, but "
+                           f"shape={tuple(shape)} has {width} units; give the layer's shape "
+                           "before flattening")
+    return values.reshape(values.shape[0], *map(int, shape))
+
+
+def _file_names(folder: Path, n_stimuli: int) -> list[str] | None:
+    """THINGSvision's image names, where ``file_names.txt`` lists one per stimulus."""
+    for where in (folder, folder.parent):
+        listing = where / "file_names.txt"
+        if listing.is_file():
+            names = [line.strip() for line in listing.read_text(encoding="utf-8").splitlines()
+                     if line.strip()]
+            return names if len(names) == n_stimuli and len(set(names)) == n_stimuli else None
+    return None
+
+
+def _labelled(acts: Activations, ids: Sequence[Any],
+              fields: Mapping[str, np.ndarray] | None = None) -> Activations:
+    """Label the stimuli of every layer (one table for all)."""
+    coords: dict[str, Any] = {"stimulus": np.asarray(ids, dtype=object)
+                              if not np.issubdtype(np.asarray(ids).dtype, np.number)
+                              else np.asarray(ids)}
+    # text as Python strings, as files give it back
+    coords.update({name: ("stimulus", np.asarray(values, dtype=object) if is_text(values)
+                          else values) for name, values in (fields or {}).items()})
+    return Activations({name: array.assign_coords(coords) for name, array in acts.items()},
+                       attrs=acts.attrs)
+
+
+# -- Brain-Score -----------------------------------------------------------------------------
+
+def from_neuroid_assembly(assembly: xr.DataArray) -> Activations:
+    """Read a Brain-Score ``NeuroidAssembly`` of model activations, one layer per ``layer``.
+
+    Parameters
+    ----------
+    assembly
+        Dims ``presentation`` and ``neuroid`` (and a ``time_bin`` of one
+        bin, if any), as model-tools' activations extractor makes it:
+        ``stimulus_id`` and the StimulusSet's columns along
+        ``presentation``; ``layer`` and the 0-based ``channel``,
+        ``channel_x``, ``channel_y`` (NaN for fc layers) or ``channel`` and
+        ``embedding`` (transformer layers) along ``neuroid``, as coordinates
+        or levels of a MultiIndex.
+
+    Returns
+    -------
+    Activations
+        Per layer, in order of appearance: ``(stimulus, channel, row,
+        column)`` from ``channel``, ``channel_x`` and ``channel_y``
+        (x is the row: model-tools flattens ``(n, channel, height, width)``);
+        ``(stimulus, channel)`` where ``channel_x``/``channel_y`` are NaN or
+        missing (a layer without ``channel`` numbers its neuroids in order);
+        ``(stimulus, token, channel)`` from ``channel`` and ``embedding``.
+        Numbers are 1-based (0-based + 1). ``stimulus_id`` labels the
+        stimuli; the other coordinates along ``presentation`` are stimulus
+        fields.
+
+    Raises
+    ------
+    SelectionError
+        If a coordinate is missing, a layer's neuroids do not fill its grid
+        (each unit once), or a layer has more than three unit axes.
+    """
+    if not isinstance(assembly, xr.DataArray):
+        raise UsageError(f"an assembly is an xarray.DataArray, not a {type(assembly).__name__}")
+    if "time_bin" in assembly.dims:
+        if assembly.sizes["time_bin"] != 1:
+            raise SelectionError(f"the assembly has {assembly.sizes['time_bin']} time bins; "
+                                 "select one first (assembly.isel(time_bin=0))")
+        assembly = assembly.isel(time_bin=0, drop=True)
+    if set(assembly.dims) != {"presentation", "neuroid"}:
+        raise SelectionError(f"the assembly has dims {assembly.dims}; a NeuroidAssembly of "
+                             "activations has presentation and neuroid")
+    for needed, dim in (("stimulus_id", "presentation"), ("layer", "neuroid")):
+        if needed not in assembly.coords or assembly[needed].dims != (dim,):
+            raise SelectionError(f"the assembly has no {needed!r} coordinate along {dim!r}; "
+                                 "model-tools' assemblies have one")
+    assembly = assembly.transpose("presentation", "neuroid")
+    values = assembly.values
+    layer_of = assembly["layer"].values
+    layers = {}
+    for name in pd.unique(layer_of):
+        where = np.flatnonzero(layer_of == name)
+        dims, numbers = _layer_units(assembly, where, str(name))
+        layers[str(name)] = _on_grid(values[:, where], dims, numbers, str(name))
+    fields = {str(key): coord.values for key, coord in assembly.coords.items()
+              if coord.dims == ("presentation",) and key not in ("presentation", "stimulus_id")}
+    return _labelled(Activations(layers), assembly["stimulus_id"].values, fields)
+
+
+def _layer_units(assembly: xr.DataArray, where: np.ndarray,
+                 name: str) -> tuple[tuple[str, ...], list[np.ndarray]]:
+    """Give a layer's unit dims and each neuroid's 0-based number along them."""
+    def coord(key: str) -> np.ndarray | None:
+        if key not in assembly.coords or assembly[key].dims != ("neuroid",):
+            return None
+        found = np.asarray(assembly[key].values[where], dtype=np.float64)
+        return None if np.isnan(found).all() else found
+
+    if coord("channel_temporal") is not None:
+        raise SelectionError(f"layer {name!r} has channel_temporal, channel_x, channel_y and "
+                             "channel: four unit axes, and layers have at most three; select "
+                             "one channel_temporal first")
+    kinds = ((_TOKEN_COORDS, ("token", "channel")), (_CONV_COORDS, ("channel", "row", "column")),
+             (_CONV_COORDS[:1], ("channel",)))
+    for keys, unit_dims in kinds:
+        found = [coord(key) for key in keys]
+        if all(axis is not None for axis in found):
+            dims = unit_dims
+            break
+    else:  # no channel numbers: the neuroids in order
+        return ("channel",), [np.arange(where.size, dtype=np.float64)]
+    numbers = []
+    for key, axis in zip(keys, found, strict=True):
+        if np.isnan(axis).any() or (axis < 0).any() or (axis != np.round(axis)).any():
+            raise SelectionError(f"layer {name!r}: {key} holds values that are not 0-based "
+                                 "unit numbers (NaN beside numbers, negative or fractional)")
+        numbers.append(axis)
+    return dims, numbers
+
+
+def _on_grid(values: np.ndarray, dims: tuple[str, ...], numbers: list[np.ndarray],
+             name: str) -> xr.DataArray:
+    """Place a layer's neuroids on its grid of units, numbered from 1."""
+    axes, codes = [], []
+    for axis in numbers:
+        # in order of first appearance: a grid saved from masked layers keeps its order
+        code, labels = pd.factorize(axis.astype(np.int64))
+        axes.append(np.asarray(labels, dtype=np.int64) + 1)
+        codes.append(code)
+    sizes = tuple(axis.size for axis in axes)
+    flat = np.ravel_multi_index(codes, sizes)
+    if flat.size != np.prod(sizes) or np.unique(flat).size != flat.size:
+        raise SelectionError(f"the neuroids of layer {name!r} do not fill its "
+                             f"{' x '.join(dims)} grid ({' x '.join(map(str, sizes))} units, "
+                             f"{flat.size} neuroids); each unit must appear once")
+    grid = np.empty((values.shape[0], flat.size), dtype=values.dtype)
+    grid[:, flat] = values
+    return xr.DataArray(grid.reshape(values.shape[0], *sizes), dims=("stimulus", *dims),
+                        coords=dict(zip(dims, axes, strict=True)))
+
+
+def open_brainio(path: str | os.PathLike[str]) -> Activations:
+    """Read a BrainIO netCDF file of a model's assembly (see :func:`from_neuroid_assembly`).
+
+    BrainIO writes an assembly with its MultiIndexes reset into plain
+    coordinates, one variable in the file; it is read into memory.
+
+    Raises
+    ------
+    ActFileError
+        If the file cannot be read as netCDF with one data variable.
+    """
+    where = path_arg(path, "BrainIO file")
+    try:
+        with xr.open_dataarray(where, engine="h5netcdf") as opened:
+            assembly = opened.load()
+    except (OSError, ValueError) as err:
+        raise ActFileError(f"cannot read {where!r} as a BrainIO netCDF assembly ({err})"
+                           ) from None
+    try:
+        return from_neuroid_assembly(assembly)
+    except SelectionError as err:
+        raise ActFileError(f"{where!r}: {err}") from None
+
+
+def to_neuroid_assembly(acts: Activations | Mapping[str, xr.DataArray],
+                        layers: Sequence[str] | None = None) -> xr.DataArray:
+    """Give layers in Brain-Score's shape: a ``presentation x neuroid`` assembly.
+
+    The inverse of :func:`from_neuroid_assembly`: ``presentation`` is a
+    MultiIndex of ``stimulus_id`` and the stimulus fields; ``neuroid`` a
+    MultiIndex of ``neuroid_id`` (``<layer>.<n>``), ``layer`` and the
+    0-based ``channel``, ``channel_x``, ``channel_y`` and ``embedding``,
+    NaN where a layer has no such axis (as model-tools numbers them: the
+    token of a transformer layer is its ``channel``, its channel the
+    ``embedding``).
+
+    Raises
+    ------
+    SelectionError
+        If a layer has unit dims other than ``(channel,)``, ``(token,
+        channel)`` and ``(channel, row, column)``, or is not in ``acts``.
+    """
+    if not isinstance(acts, Activations):
+        acts = Activations(acts)
+    names = list(acts if layers is None else layers)
+    parts, neuroids = [], []
+    for name in names:
+        if name not in acts:
+            raise SelectionError(f"layer {name!r} is not in the activations "
+                                 f"(layers: {', '.join(acts)})")
+        array = acts[name]
+        dims = unit_dims_of(array)
+        keys = {("channel",): ("channel",), ("token", "channel"): _TOKEN_COORDS,
+                ("channel", "row", "column"): _CONV_COORDS}.get(dims)
+        if keys is None:
+            raise SelectionError(f"layer {name!r} has the unit dims {dims}; Brain-Score's "
+                                 "assemblies number (channel), (token, channel) and (channel, "
+                                 "row, column) layers")
+        grid = np.meshgrid(*(array[dim].values for dim in dims), indexing="ij")
+        size = grid[0].size
+        table = {"neuroid_id": [f"{name}.{i}" for i in range(size)], "layer": [name] * size}
+        for key in ("channel", "channel_x", "channel_y", "embedding"):
+            table[key] = np.full(size, np.nan)
+        for key, axis in zip(keys, grid, strict=True):
+            table[key] = axis.ravel() - 1.0
+        neuroids.append(pd.DataFrame(table))
+        parts.append(np.asarray(array.values).reshape(array.shape[0], -1))
+    index = pd.MultiIndex.from_frame(pd.concat(neuroids, ignore_index=True))
+    first = acts[names[0]]
+    presentation = pd.MultiIndex.from_frame(pd.DataFrame({
+        "stimulus_id": first["stimulus"].values,
+        **{str(key): coord.values for key, coord in first.coords.items()
+           if coord.dims == ("stimulus",) and key != "stimulus"}}))
+    coords = xr.Coordinates.from_pandas_multiindex(presentation, "presentation").merge(
+        xr.Coordinates.from_pandas_multiindex(index, "neuroid")).coords
+    return xr.DataArray(np.concatenate(parts, axis=1), dims=("presentation", "neuroid"),
+                        coords=coords)
+
+
+# -- Net2Brain -------------------------------------------------------------------------------
+
+def read_net2brain(path: str | os.PathLike[str]) -> Activations:
+    """Read the features Net2Brain's ``FeatureExtractor`` saved in a folder.
+
+    Parameters
+    ----------
+    path
+        The folder: ``consolidated_<layer>.npz`` files (one per layer, one key
+        per stimulus), or one ``<stimulus>.npz`` per stimulus (one key per
+        layer), read in name order.
+
+    Returns
+    -------
+    Activations
+        One layer per file (or key), stimuli labelled by their keys (file
+        names) in the first file's order; each stimulus's leading batch axis
+        of 1 is dropped.
+
+    Raises
+    ------
+    ActFileError
+        If the folder holds no ``.npz`` file, or the files disagree on their
+        keys or shapes.
+    """
+    where = Path(path_arg(path, "Net2Brain folder"))
+    if not where.is_dir():
+        raise ActFileError(f"{str(where)!r} is not a folder of Net2Brain features")
+    files = sorted(file for file in where.iterdir() if file.suffix == ".npz")
+    if not files:
+        raise ActFileError(f"{str(where)!r} holds no .npz file of Net2Brain features")
+    consolidated = [file for file in files if file.name.startswith("consolidated_")]
+    if consolidated:
+        tables = {file.stem.removeprefix("consolidated_"): _npz(file) for file in consolidated}
+        stimuli = list(next(iter(tables.values())))
+        layers = {name: _stacked(table, stimuli, file, "stimulus")
+                  for (name, table), file in zip(tables.items(), consolidated, strict=True)}
+        return _labelled(Activations(layers), stimuli)
+    per_stimulus = {file.stem: _npz(file) for file in files}
+    names = list(next(iter(per_stimulus.values())))
+    layers = {}
+    for name in names:
+        table = {}
+        for (stimulus, keys), file in zip(per_stimulus.items(), files, strict=True):
+            if name not in keys:
+                raise ActFileError(f"{str(file)!r} has no layer {name!r}, which "
+                                   f"{str(files[0])!r} has; every stimulus's file holds the "
+                                   "same layers")
+            table[stimulus] = keys[name]
+        layers[name] = _stacked(table, list(per_stimulus), files[0], "layer")
+    return _labelled(Activations(layers), list(per_stimulus))
+
+
+def _npz(file: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError) as err:
+        raise ActFileError(f"cannot read {str(file)!r} as an .npz file ({err})") from None
+
+
+def _stacked(table: Mapping[str, np.ndarray], keys: list[str], file: Path,
+             what: str) -> np.ndarray:
+    if what == "stimulus" and list(table) != keys and set(table) != set(keys):
+        extra = sorted(set(table) ^ set(keys))[0]
+        raise ActFileError(f"{str(file)!r}: stimulus key {extra!r} is in one layer's file "
+                           "and not in the others; every layer's file holds the same stimuli")
+    values = [table[key] for key in keys]
+    # Net2Brain keeps each stimulus's batch axis of 1
+    values = [value[0] if value.ndim > 1 and value.shape[0] == 1 else value for value in values]
+    shapes = {value.shape for value in values}
+    if len(shapes) > 1:
+        raise ActFileError(f"{str(file)!r}: the stimuli's features have different shapes "
+                           f"({', '.join(map(str, sorted(shapes)))}); a layer's are alike")
+    return np.stack(values)
