@@ -88,7 +88,7 @@ def sync_cost(folder: Path, mb: int, runs: int) -> None:
                 dx.save_act({"conv": layer}, out)
 
             synced = _median_time(write, runs)
-            with mock.patch.object(_atomic, "_sync", lambda path: None):
+            with mock.patch.object(_atomic, "sync_path", lambda path: None):
                 unsynced = _median_time(write, runs)
             out.unlink()
             print(f"  {label:7} {suffix:8} synced {synced:7.3f} s, not synced {unsynced:7.3f} s,"

@@ -19,6 +19,7 @@ from dnnmask_xr._version import __version__
 #: Public name -> module that defines it; ``__all__`` is its keys.
 _WHERE = {
     "ActFileError": "errors",
+    "ActWriter": "xarray_.stream",
     "Activations": "xarray_.activations",
     "DnnMask": "formats.dmask",
     "DnnMaskError": "errors",
@@ -78,6 +79,7 @@ if TYPE_CHECKING:
     )
     from dnnmask_xr.xarray_.reader import open_act
     from dnnmask_xr.xarray_.save import save_act
+    from dnnmask_xr.xarray_.stream import ActWriter
 
 
 def __getattr__(name: str) -> Any:

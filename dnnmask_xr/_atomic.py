@@ -75,27 +75,29 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    with _removed_if_the_process_ends(tmp):
+    with removed_if_the_process_ends(tmp):
         try:
             yield tmp
             _take_permissions(tmp, target)
-            _sync(tmp)
+            sync_path(tmp)
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             raise
-    _sync(target.parent)
+    sync_path(target.parent)
 
 
 #: The watchdog: waits for "done" on its stdin; if the pipe closes first (every process
-#: that could write to it has ended), removes the temporary file named by $1.
-_WATCHDOG = 'read -r line; [ "$line" = done ] || exec rm -f -- "$1"'
+#: that could write to it has ended), removes the temporary file (or folder) named by $1.
+_WATCHDOG = 'read -r line; [ "$line" = done ] || exec rm -rf -- "$1"'
 
 
 @contextlib.contextmanager
-def _removed_if_the_process_ends(tmp: Path) -> Iterator[None]:
-    """Remove ``tmp`` even if this process ends without running another line.
+def removed_if_the_process_ends(tmp: Path) -> Iterator[None]:
+    """Remove ``tmp`` (a file, or a folder and all in it) even if the process dies.
+
+    Even if this process ends without running another line.
 
     A signal whose default action ends the process (SIGTERM or SIGHUP while
     the write runs outside the main thread, where Python cannot install a
@@ -126,7 +128,7 @@ def _removed_if_the_process_ends(tmp: Path) -> Iterator[None]:
 _CANNOT_SYNC = (errno.EINVAL, errno.EBADF, errno.ENOTSUP)
 
 
-def _sync(path: Path) -> None:
+def sync_path(path: Path) -> None:
     """Flush a file's (or a folder's) data and metadata to the disk (``fsync``)."""
     fd = os.open(path, os.O_RDONLY)
     try:

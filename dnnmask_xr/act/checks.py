@@ -41,6 +41,16 @@ SUFFIXES = (SUFFIX, NC_SUFFIX)
 SYSTEM_ATTRS = ("DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME", "coordinates")
 
 
+def own_attrs(stored: Mapping[str, Any], unit_dims: tuple[str, ...]) -> dict[str, Any]:
+    """Keep a layer's own attributes of those stored on its dataset.
+
+    Leaves out what the layout stores there itself: the unit dims' names
+    and numbers, and HDF5's and netCDF's own attributes.
+    """
+    return {key: value for key, value in stored.items()
+            if key not in (*unit_dims, DIMS_ATTR) and key not in SYSTEM_ATTRS}
+
+
 def check_output(target: str) -> None:
     """Check that an output file can be created at ``target``.
 

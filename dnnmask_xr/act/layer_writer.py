@@ -53,7 +53,7 @@ from dnnmask_xr.act.chunking import (
 )
 from dnnmask_xr.act.codec import deflate
 from dnnmask_xr.act.layout import layer_name
-from dnnmask_xr.act.plan import BlockReader, FileSelection
+from dnnmask_xr.act.plan import BlockReader, FileSelection, StackedParts
 from dnnmask_xr.errors import ActFileError
 
 # Layers are created with track_order=True: it gives them the newer object
@@ -200,6 +200,7 @@ def write_values(
     dtype: np.dtype,
     read_block: BlockReader,
     budget: Budget,
+    chunks: tuple[int, ...] | None = None,
 ) -> LayerReport:
     """Write a layer whose values come a block at a time from ``read_block``.
 
@@ -214,19 +215,78 @@ def write_values(
         and columns; called once per block, in order.
     budget
         Memory, threads and progress.
+    chunks
+        The output's chunks; chosen here (about 1 MiB) if None.
     """
     report = LayerReport(sink.name)
     if 0 in shape:
         sink.create(shape, dtype, None, None, None)
         return report
     report.method = "encoded"
-    target = _create_output(sink, shape, dtype, None)
+    if chunks is None:
+        target = _create_output(sink, shape, dtype, None)
+    else:
+        # HDF5 wants chunks no longer than the layer
+        chunks = tuple(min(step, size) for step, size in zip(chunks, shape, strict=True))
+        target = sink.create(shape, dtype, chunks, GZIP_LEVEL, None)
     for stimuli, channels in iter_blocks(shape, target.chunks, dtype.itemsize,
                                          budget.block_bytes):
         # a block of a dask graph or a computation can take seconds: a signal stops it
         with interruptible():
             block = np.asarray(read_block(stimuli, channels), dtype=dtype)
         _store_block(target, block, (stimuli.start, channels.start, 0, 0), budget, report)
+    return report
+
+
+def write_stacked(sink: Sink, parts: StackedParts, budget: Budget) -> LayerReport:
+    """Write a layer stored in parts (a streamed write's) by copying their chunks.
+
+    The parts were written chunked alike, each but the last a whole number
+    of chunks long along ``stimulus`` (:mod:`~dnnmask_xr.act.parts`), so
+    every output chunk is one stored chunk of one part, its compressed bytes
+    copied as they are. A last part shorter than one chunk (HDF5 shortened
+    its chunks to its length) is read and deflated again into the output's
+    last, padded chunks. The method reported is ``encoded``: the values
+    were deflated as the parts were written.
+
+    Raises
+    ------
+    ActFileError
+        If the parts are not chunked so (a part file changed since), or a
+        chunk cannot be read.
+    """
+    report = LayerReport(sink.name, "encoded")
+    first = parts.parts[0]
+    steps = first.chunks
+    indexes = [layer_index(part) for part in parts.parts]
+    for number, (part, index) in enumerate(zip(parts.parts, indexes, strict=True), start=1):
+        last = number == len(parts.parts)
+        short = last and number > 1 and part.shape[0] < steps[0]
+        if (index is None or index.level is None or part.shape[1:] != first.shape[1:]
+                or part.dtype != first.dtype or index.first_unwritten()
+                or (part.chunks != steps and not short)
+                or (not last and part.shape[0] % steps[0])):
+            raise ActFileError(f"{part.file.filename!r}: layer {layer_name(part)!r} is not "
+                               f"stored as the first part stores it (chunks {steps}); the "
+                               "parts of a streamed write were changed")
+    target = sink.create(parts.shape, parts.dtype, steps, indexes[0].level,
+                         indexes[0].fillvalue)
+    start = 0
+    for part, index in zip(parts.parts, indexes, strict=True):
+        if part.chunks != steps:
+            with _reading(part):
+                block = part[...]
+            _store_block(target, block, (start, 0, 0, 0), budget, report)
+            continue
+        for offset in sorted(index.chunks):
+            filter_mask, data = index.read(offset)
+            target.id.write_direct_chunk((start + offset[0], *offset[1:]), data, filter_mask)
+            report.chunks_read += 1
+            report.chunks_written += 1
+            report.bytes_written += len(data)
+        start += part.shape[0]
+        budget.on_progress(part.size * part.dtype.itemsize)
+        check_interrupt()
     return report
 
 

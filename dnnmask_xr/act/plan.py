@@ -60,13 +60,40 @@ class ComputedValues:
     """Values of a layer that come a block at a time from a callable.
 
     ``sources`` names the files the values are read from, if any (a lazy
-    or dask-backed layer computed from a file).
+    or dask-backed layer computed from a file). ``chunks`` fixes the
+    output's chunks (the parts of a streamed write share theirs); the
+    writer chooses them if None.
     """
 
     shape: tuple[int, ...]
     dtype: np.dtype
     read_block: BlockReader
     sources: frozenset[str] = frozenset()
+    chunks: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class StackedParts:
+    """One layer stored in parts, one after the other along ``stimulus``.
+
+    The parts of a streamed write (:mod:`~dnnmask_xr.act.parts`): the
+    same layer of each part file, chunked alike, each part but the last a
+    whole number of chunks long along ``stimulus``, so that the output's
+    chunks are the parts' compressed chunks, copied as they are.
+    """
+
+    parts: tuple[h5py.Dataset, ...]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the output layer."""
+        first = self.parts[0].shape
+        return (sum(part.shape[0] for part in self.parts), *first[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The layer's dtype."""
+        return self.parts[0].dtype
 
 
 @dataclass(frozen=True)
@@ -83,7 +110,7 @@ class PlannedLayer:
 
     name: str
     labels: Mapping[str, np.ndarray]
-    values: FileSelection | ComputedValues
+    values: FileSelection | ComputedValues | StackedParts
     attrs: Mapping[str, Any] = field(default_factory=dict)
     dims: tuple[str, ...] = NUMBERED_DIMS
 
@@ -151,6 +178,8 @@ class Plan:
         for layer in self.layers:
             if isinstance(layer.values, FileSelection):
                 found.add(layer.values.dataset.file.filename)
+            elif isinstance(layer.values, StackedParts):
+                found.update(part.file.filename for part in layer.values.parts)
             else:
                 found.update(layer.values.sources)
         return frozenset(found)

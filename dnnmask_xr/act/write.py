@@ -54,10 +54,11 @@ from dnnmask_xr.act.layer_writer import (
     Sink,
     gzip_options,
     write_selection,
+    write_stacked,
     write_values,
 )
 from dnnmask_xr.act.layout import encode_stimulus, encode_units, is_text, plain_text
-from dnnmask_xr.act.plan import FileSelection, Plan, PlannedLayer
+from dnnmask_xr.act.plan import FileSelection, Plan, PlannedLayer, StackedParts
 from dnnmask_xr.act.pool import default_threads
 from dnnmask_xr.act.stimulus import StimulusTable
 from dnnmask_xr.errors import ActFileError, DnnMaskError, UsageError
@@ -185,12 +186,7 @@ def write(plan: Plan, path: str | os.PathLike[str], options: WriteOptions | None
     """
     options = options or WriteOptions()
     target = path_arg(path, "output")
-    check_output(target)
-    check_not_input(plan, target)
-    check_plan(plan)
-    plan = _with_plain_text(plan)
-    layout_of = _layout_for(target)
-    layout_of.check(plan)
+    plan, layout_of = checked(plan, target)
     threads = options.threads or default_threads()
     total = plan.nbytes
     root_attrs = {**plan.attrs, **provenance_stamp()}
@@ -238,14 +234,39 @@ def write(plan: Plan, path: str | os.PathLike[str], options: WriteOptions | None
     return SaveReport(target, tuple(reports))
 
 
+def checked(plan: Plan, target: str) -> tuple[Plan, type[Layout]]:
+    """Make every check of a write of ``plan`` to ``target``, before anything is created.
+
+    Returns
+    -------
+    plan, layout
+        The plan with its text as Python strings, and the layout of
+        ``target``'s suffix.
+
+    Raises
+    ------
+    UsageError, OutputIsInputError, ActFileError, DnnMaskError
+        As :func:`write` does, for what would make it fail.
+    """
+    check_output(target)
+    check_not_input(plan, target)
+    check_plan(plan)
+    plan = _with_plain_text(plan)
+    layout_of = _layout_for(target)
+    layout_of.check(plan)
+    return plan, layout_of
+
+
 def _write_layer(layout: Layout, layer: PlannedLayer, budget: Budget) -> LayerReport:
     sink = layout.sink(layer)
     values = layer.values
     if isinstance(values, FileSelection):
         report = write_selection(sink, values, budget)
+    elif isinstance(values, StackedParts):
+        report = write_stacked(sink, values, budget)
     else:
         report = write_values(sink, values.shape, np.dtype(values.dtype), values.read_block,
-                              budget)
+                              budget, values.chunks)
     layout.finish_layer(layer, sink.dataset)
     return report
 

@@ -27,10 +27,9 @@ import xarray as xr
 from xarray.backends import CachingFileManager
 
 from dnnmask_xr._args import bool_arg, lock_arg, path_arg
-from dnnmask_xr.act.checks import NC_SUFFIX, SYSTEM_ATTRS
+from dnnmask_xr.act.checks import NC_SUFFIX, own_attrs
 from dnnmask_xr.act.external import check_objects
 from dnnmask_xr.act.layout import (
-    DIMS_ATTR,
     NUMBERED_DIMS,
     decode_stimulus,
     decode_units,
@@ -166,8 +165,7 @@ def _labelled_layers(
         if clash:
             raise ActFileError(f"{where!r}: layer {name!r} has the unit dim {clash[0]!r}, "
                                "which is also the name of a stimulus field of the file")
-        own = {key: value for key, value in stored_here.items()
-               if key not in (*unit_dims, DIMS_ATTR) and key not in SYSTEM_ATTRS}
+        own = own_attrs(stored_here, unit_dims)
         labels = {dim: numbers[stored]
                   for stored, dim in zip(NUMBERED_DIMS, unit_dims, strict=False)}
         layers[name] = _lazy_layer(name, values, own, {**stimuli, **labels},

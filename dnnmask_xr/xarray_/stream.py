@@ -1,0 +1,396 @@
+"""Write activations a batch at a time, as a model produces them: :class:`ActWriter`.
+
+Each batch is checked against the first on the caller's thread, then
+stored in parts (:mod:`~dnnmask_xr.act.parts`) by the one writer on a
+thread of its own, deflating on every core while the caller computes the
+next batch. Closing copies the parts' compressed chunks into the output,
+through the one writer again: the output obeys every check of a write,
+and appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from dnnmask_xr._args import is_count, mapping_arg, path_arg
+from dnnmask_xr.act.chunking import output_chunks
+from dnnmask_xr.act.files import open_file
+from dnnmask_xr.act.parts import Parts, part_plan, plan_difference
+from dnnmask_xr.act.plan import BlockReader, ComputedValues, Plan, PlannedLayer
+from dnnmask_xr.act.stimulus import StimulusTable
+from dnnmask_xr.act.write import (
+    DEFAULT_MEMORY,
+    SaveReport,
+    WriteOptions,
+    checked,
+    progress_bar,
+    write,
+)
+from dnnmask_xr.errors import DnnMaskError, UsageError
+from dnnmask_xr.formats.stim import Stimuli
+from dnnmask_xr.xarray_.activations import Activations
+from dnnmask_xr.xarray_.save import plan_layers
+
+
+class ActWriter:
+    """Write activations to one file a batch at a time, surviving a crash if asked.
+
+    Use it as a context manager: :meth:`append` each batch as the model
+    produces it; leaving the ``with`` (or :meth:`close`) writes the file
+    and returns the same :class:`~dnnmask_xr.SaveReport` as
+    :func:`~dnnmask_xr.save_act`. Nothing is at ``path`` until then, and the
+    file equals what :func:`~dnnmask_xr.save_act` of all the batches
+    joined along ``stimulus`` would hold (values, labels, stimulus table).
+
+    Batches are stored as they come, in parts, by a thread of its own that
+    deflates on every core, so the model's next batch is computed while the
+    last one is written; :meth:`append` waits only while a part is still
+    being written. Memory held: the part being written, plus the stimuli
+    waiting to fill the next part (fewer than ``part_size``).
+
+    Parameters
+    ----------
+    path
+        The output, ending in ``.act.h5`` or ``.nc``.
+    resume
+        Keep what is stored if the run ends without an output (an
+        exception, Ctrl-C, a kill, a power loss), and go on from what an
+        earlier run with ``resume=True`` stored: :attr:`stimuli_done` says
+        how many stimuli that is, and the next batch appended starts after
+        them. Without it, a run that ends without an output leaves nothing.
+    part_size
+        Stimuli per part: each part is stored durably (written whole and
+        synced) before it counts in :attr:`stimuli_done`. The first batch's
+        length if None.
+    attrs
+        Provenance for the file's root, as for :func:`~dnnmask_xr.save_act`.
+    memory, threads
+        The memory budget and threads of each write (see
+        :func:`~dnnmask_xr.save_act`).
+    progress
+        Show a progress bar on stderr while the parts are joined at the end.
+
+    Raises
+    ------
+    UsageError
+        If ``path`` ends in neither ``.act.h5`` nor ``.nc``, or an option is
+        out of range.
+    ActFileError
+        If ``path`` cannot be written, another writer streams to it, or
+        (without ``resume``) an interrupted run's parts are in the way.
+
+    Examples
+    --------
+    >>> with dx.ActWriter("run.act.h5") as out:               # doctest: +SKIP
+    ...     for images, ids in loader:
+    ...         out.append({"fc1": model(images)}, stimuli=ids)
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        resume: bool = False,
+        part_size: int | None = None,
+        attrs: Mapping[str, Any] | None = None,
+        memory: int = DEFAULT_MEMORY,
+        threads: int | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.path = path_arg(path, "output")
+        if part_size is not None and not is_count(part_size):
+            raise UsageError(f"part_size={part_size!r} is not a positive number of stimuli")
+        if not isinstance(resume, bool) or not isinstance(progress, bool):
+            raise UsageError("resume and progress are True or False")
+        self._options = WriteOptions(memory=memory, threads=threads)
+        self._attrs = dict(mapping_arg(attrs, "attrs"))
+        self._progress = progress
+        self._part_size = part_size
+        #: what every batch is checked against: the first batch, or the first part
+        self._first: Plan | None = None
+        self._chunks: dict[str, tuple[int, ...]] = {}
+        #: stimuli appended but not yet sent to a part: per layer, arrays in order
+        self._waiting: list[tuple[dict[str, np.ndarray], StimulusTable]] = []
+        self._batches = 0
+        #: stimuli appended (an earlier run's stored ones included), and stored
+        self._appended = 0
+        self._stored = 0
+        self._ended = False
+        self._report: SaveReport | None = None
+        self._writing: Future | None = None
+        self._parts = Parts(self.path, resume=resume)
+        try:
+            if self._parts.paths:
+                self._resume()
+        except BaseException:
+            self._parts.close(keep=True)
+            raise
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="dnnmask-stream")
+
+    def _resume(self) -> None:
+        """Take the first part as the first batch, and count the stimuli stored."""
+        for path in self._parts.paths:
+            with open_file(os.fspath(path)) as root:
+                plan = part_plan(root)
+                if self._first is None:
+                    self._first = plan
+                    self._chunks = {layer.name: layer.values.parts[0].chunks
+                                    for layer in plan.layers}
+                self._stored += len(plan.stimulus.ids)
+                last = len(plan.stimulus.ids)
+        self._appended = self._stored
+        steps = math.lcm(*(chunks[0] for chunks in self._chunks.values()))
+        # a part the size of no whole chunk is the last one a run wrote as it closed
+        self._ended = last % steps != 0
+        self._part_size = steps
+
+    @property
+    def stimuli_done(self) -> int:
+        """Stimuli stored durably: what a run resumed after a crash goes on after."""
+        return self._stored
+
+    @property
+    def n_stimuli(self) -> int:
+        """Stimuli appended so far, stored or not yet (an earlier run's included)."""
+        return self._appended
+
+    def append(
+        self,
+        layers: Mapping[str, Any] | Activations,
+        stimuli: Sequence[Any] | np.ndarray | Stimuli | None = None,
+    ) -> None:
+        """Add a batch: the same layers for the next stimuli.
+
+        Parameters
+        ----------
+        layers
+            Layer name to values: a NumPy array, a ``DataArray``, or
+            anything ``numpy.asarray`` takes (a CPU tensor), with
+            ``stimulus`` first, as :class:`~dnnmask_xr.Activations` takes
+            them; or ``Activations``. The values are copied: the caller may
+            reuse its buffers.
+        stimuli
+            The batch's stimulus IDs, or a :class:`~dnnmask_xr.Stimuli`
+            table with one row per stimulus of the batch. None: the layers'
+            own ``stimulus`` labels if they have any, else numbers that go
+            on from the last batch's (``1..n`` over the whole run).
+
+        Raises
+        ------
+        DnnMaskError
+            If the batch differs from the first (layers, unit dims, unit
+            numbers, dtypes, stimulus fields or header), or holds what the
+            output could not store; the error names the batch and the layer.
+        ActFileError
+            If storing an earlier batch failed.
+        """
+        if self._report is not None or self._writer is None:
+            raise UsageError(f"the streamed write to {self.path!r} is closed; no batch can "
+                             "be added")
+        if self._ended:
+            raise UsageError(f"the streamed write to {self.path!r} holds its last batch "
+                             "already (a run stopped as it closed); close() writes the file")
+        self._batches += 1
+        number = self._batches
+        try:
+            acts, plan = self._batch_plan(layers, stimuli)
+        except DnnMaskError as err:
+            raise type(err)(f"batch {number}: {err}") from None
+        n = len(plan.stimulus.ids)
+        if n == 0:
+            return
+        values = {layer.name: _owned(acts[layer.name]).reshape(layer.shape)
+                  for layer in plan.layers}
+        self._waiting.append((values, plan.stimulus))
+        self._appended += n
+        self._check_writing()
+        self._send(whole_parts=True)
+
+    def _batch_plan(self, layers: Mapping[str, Any] | Activations,
+                    stimuli: Sequence[Any] | np.ndarray | Stimuli | None,
+                    ) -> tuple[Activations, Plan]:
+        acts = layers if isinstance(layers, Activations) else Activations(
+            layers if isinstance(layers, Mapping) else _not_layers(layers))
+        if not len(acts):
+            raise DnnMaskError("a batch holds at least one layer")
+        acts = self._labelled(acts, layers, stimuli)
+        plan = plan_layers(acts, self._attrs)
+        checked(plan, self.path)
+        if self._first is None:
+            self._first = plan
+        else:
+            problem = plan_difference(self._first, plan)
+            if problem:
+                raise DnnMaskError(problem)
+        return acts, plan
+
+    def _labelled(self, acts: Activations, given: object, stimuli: object) -> Activations:
+        if isinstance(stimuli, Stimuli):
+            return acts.with_stimuli(stimuli)
+        n = acts.n_stimuli
+        if stimuli is None:
+            if isinstance(given, Activations) or any(
+                    isinstance(layer, xr.DataArray) and "stimulus" in layer.coords
+                    for layer in given.values()):
+                return acts
+            # unlabelled stimuli are numbered over the whole run, as one file numbers them
+            ids = np.arange(self._appended + 1, self._appended + n + 1)
+        else:
+            ids = np.asarray(stimuli)
+            if ids.ndim != 1 or ids.size != n:
+                raise DnnMaskError(f"stimuli gives {ids.size} stimulus ID(s) for a batch of "
+                                   f"{n} stimuli; give one ID per stimulus, or a Stimuli table")
+        return Activations({name: layer.assign_coords(stimulus=ids)
+                            for name, layer in acts.items()},
+                           attrs=acts.attrs, stim_header=acts.stim_header)
+
+    def _send(self, *, whole_parts: bool) -> None:
+        """Hand the waiting stimuli to the writing thread: whole parts, or all of them."""
+        waiting = sum(len(table.ids) for _, table in self._waiting)
+        if not waiting:
+            return
+        if self._part_size is None:
+            self._part_size = waiting
+        if not self._chunks:
+            self._chunks = {layer.name: output_chunks(
+                (self._part_size, *layer.shape[1:]), layer.dtype.itemsize, self._part_size)
+                for layer in self._first.layers}
+        size = waiting - waiting % self._part_size if whole_parts else waiting
+        if not size:
+            return
+        # what is stored or being written counts before the next part goes
+        self._wait()
+        values, table, rest = _split(self._waiting, size)
+        self._waiting = rest
+        plan = Plan(tuple(
+            PlannedLayer(layer.name, layer.labels,
+                         ComputedValues(values[layer.name].shape, layer.dtype,
+                                        _block_of(values[layer.name]),
+                                        chunks=self._chunks[layer.name]),
+                         layer.attrs, layer.dims)
+            for layer in self._first.layers), table, self._attrs)
+        self._writing = self._writer.submit(self._store, plan, size)
+
+    def _store(self, plan: Plan, size: int) -> None:
+        self._parts.add(plan, self._options)
+        self._stored += size
+
+    def _check_writing(self) -> None:
+        if self._writing is not None and self._writing.done():
+            self._wait()
+
+    def _wait(self) -> None:
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            writing.result()
+
+    def close(self) -> SaveReport:
+        """Store what waits, join the parts into the output, and remove them.
+
+        Returns
+        -------
+        SaveReport
+            How each layer was written, as :func:`~dnnmask_xr.save_act` says it.
+
+        Raises
+        ------
+        ActFileError
+            If no stimulus was appended, or the output cannot be written:
+            nothing is at ``path`` then, and the parts are kept if
+            ``resume=True``.
+        """
+        if self._report is not None:
+            return self._report
+        if self._writer is None:
+            raise UsageError(f"the streamed write to {self.path!r} was abandoned")
+        try:
+            self._send(whole_parts=False)
+            self._wait()
+            self._writer.shutdown()
+            with progress_bar(self._progress) as on_progress:
+                self._report = write(self._parts.stacked(), self.path,
+                                     replace(self._options, on_progress=on_progress))
+        except BaseException:
+            self.abandon()
+            raise
+        self._parts.close(keep=False)
+        self._writer = None
+        return self._report
+
+    def abandon(self) -> None:
+        """Stop without an output: the parts are removed, or kept if ``resume=True``.
+
+        A part being written is finished first (a part is written whole or
+        not at all).
+        """
+        if self._writer is None or self._report is not None:
+            return
+        writer, self._writer = self._writer, None
+        writer.shutdown(wait=True)
+        self._parts.close(keep=self._parts.resume)
+
+    def __enter__(self) -> ActWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abandon()
+
+    def __repr__(self) -> str:
+        return (f"<ActWriter {self.path!r}: {self.n_stimuli} stimuli appended, "
+                f"{self.stimuli_done} stored>")
+
+
+def _owned(layer: xr.DataArray) -> np.ndarray:
+    """Give a layer's values in an array of this writer's own, copied once at most."""
+    if isinstance(layer.data, np.ndarray):
+        # the caller's array: copied, so that it may reuse it once append returns
+        return np.array(layer.data, order="C")
+    # read or computed into a new array (lazy, dask, a tensor's view is an ndarray)
+    return np.ascontiguousarray(layer.values)
+
+
+def _not_layers(layers: object) -> Mapping[str, Any]:
+    raise DnnMaskError(f"a batch is a mapping of layer name to values, not a "
+                       f"{type(layers).__name__}")
+
+
+def _split(
+    waiting: list[tuple[dict[str, np.ndarray], StimulusTable]], size: int,
+) -> tuple[dict[str, np.ndarray], StimulusTable,
+           list[tuple[dict[str, np.ndarray], StimulusTable]]]:
+    """Take the first ``size`` stimuli of the waiting batches; give the rest, copied."""
+    names = list(waiting[0][0])
+    if len(waiting) == 1 and len(waiting[0][1].ids) == size:
+        values, table = waiting[0]
+        return values, table, []
+    values = {name: np.concatenate([batch[name] for batch, _ in waiting]) for name in names}
+    ids = np.concatenate([table.ids for _, table in waiting])
+    fields = {name: np.concatenate([table.fields[name] for _, table in waiting])
+              for name in waiting[0][1].fields}
+    header = waiting[0][1].header
+    rest = []
+    if ids.size > size:
+        rest = [({name: values[name][size:].copy() for name in names},
+                 StimulusTable(ids[size:], {name: field[size:] for name, field in fields.items()},
+                               header))]
+    return ({name: array[:size] for name, array in values.items()},
+            StimulusTable(ids[:size], {name: field[:size] for name, field in fields.items()},
+                          header), rest)
+
+
+def _block_of(values: np.ndarray) -> BlockReader:
+    def read_block(stimuli: slice, channels: slice) -> np.ndarray:
+        return values[stimuli, channels]
+
+    return read_block
