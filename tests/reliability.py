@@ -189,7 +189,8 @@ def holds_temp(proc: subprocess.Popen[str], out: Path) -> bool:
     """Tell whether ``proc`` has a temporary file of ``out`` open: its write is under way.
 
     Read from ``/proc/<pid>/fd``, so that of several writers of one ``out``
-    the one writing is known (their temporary names are random).
+    the one writing is known (their temporary names are random). A streamed
+    write (``ActWriter``) is writing from its first part on.
     """
     try:
         fds = list(Path(f"/proc/{proc.pid}/fd").iterdir())
@@ -202,6 +203,9 @@ def holds_temp(proc: subprocess.Popen[str], out: Path) -> bool:
         except OSError:
             continue
         if target.parent == folder and target.match(TEMP_GLOB):
+            return True
+        # a streamed write's parts, in a folder of a temporary name beside out
+        if target.parent.parent == folder and target.parent.match(TEMP_GLOB):
             return True
     return False
 

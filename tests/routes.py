@@ -10,7 +10,10 @@
   ``stim_header``: the ``.stim.csv`` header is not kept, by design);
 - ``save_act-datatree``: the same layers as ``dx.to_datatree(...)``;
 - ``open_act-values``: the layers read into memory through ``open_act``'s
-  lazy arrays (``.load()``), then saved: the route a notebook takes.
+  lazy arrays (``.load()``), then saved: the route a notebook takes;
+- ``ActWriter``: the same layers streamed a few stimuli at a time (read
+  into memory batch by batch) through ``dx.ActWriter``: the route of an
+  extraction run.
 
 :data:`READ_ROUTES` are the routes that read an input file in different
 ways (the command's chunk copy, ``mask_file``, ``open_act`` + ``.values``,
@@ -39,7 +42,7 @@ from collections.abc import Sequence
 
 #: The routes, in the order tests list them.
 ROUTES = ("command", "mask_file", "save_act-activations", "save_act-dict", "save_act-datatree",
-          "open_act-values")
+          "open_act-values", "ActWriter")
 #: The routes that read an input each their own way.
 READ_ROUTES = ("command", "mask_file", "open_act-values", "save_act-activations")
 PROG = "dnn_mask"
@@ -103,10 +106,33 @@ def _write(route: str, argv: list[str]) -> None:
                         args.out, **options)
         elif route == "save_act-dict":
             dx.save_act(dict(masked), args.out, **options)
+        elif route == "ActWriter":
+            _stream(masked, args.out, options)
         elif route == "save_act-datatree":
             dx.save_act(dx.to_datatree(masked), args.out, **options)
         else:
             dx.save_act(masked, args.out, **options)
+
+
+def _stream(masked, out: str, options: dict) -> None:
+    import dnnmask_xr as dx
+
+    options = {key: value for key, value in options.items() if key != "verify"}
+    with dx.ActWriter(out, **options) as writer:
+        # batches of 2 stimuli, the last one shorter where the count is odd (one
+        # empty batch for layers of no stimulus)
+        for start in range(0, max(1, masked.n_stimuli), 2):
+            batch = masked.isel(stimulus=slice(start, start + 2))
+            writer.append({name: layer.load() for name, layer in batch.items()},
+                          stimuli=dx.Stimuli(masked.stim_header, _table(batch))
+                          if masked.stim_header else None)
+
+
+def _table(batch):
+    import pandas as pd
+
+    table = batch.stimulus_table()
+    return pd.DataFrame({"stimID": table.ids, **table.fields})
 
 
 if __name__ == "__main__":

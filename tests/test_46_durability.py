@@ -42,15 +42,22 @@ def _record(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
 
 
 def _assert_synced_around_the_rename(events: list[tuple[str, ...]], out: Path) -> None:
-    """The temporary file is synced before its rename to ``out``, the folder after."""
+    """Every temporary file is synced before its rename, its folder after; the last is ``out``.
+
+    A streamed write (the ActWriter route) renames each of its parts into
+    their folder before the output: each must be as durable as the output.
+    """
     renames = [i for i, event in enumerate(events) if event[0] == "replace"]
-    assert len(renames) == 1, events
-    _, tmp, target = events[renames[0]]
-    assert Path(target) == out.resolve()
-    synced_before = [event[1] for event in events[:renames[0]] if event[0] == "fsync"]
-    synced_after = [event[1] for event in events[renames[0] + 1:] if event[0] == "fsync"]
-    assert synced_before[-1:] == [tmp], events
-    assert synced_after == [str(out.resolve().parent)], events
+    assert renames, events
+    assert Path(events[renames[-1]][2]) == out.resolve()
+    for at in renames:
+        _, tmp, target = events[at]
+        synced_before = [event[1] for event in events[:at] if event[0] == "fsync"]
+        synced_after = [event[1] for event in events[at + 1:] if event[0] == "fsync"]
+        assert synced_before[-1:] == [tmp], events
+        assert synced_after[:1] == [str(Path(target).parent)], events
+    assert [event for event in events[renames[-1] + 1:] if event[0] == "fsync"] == [
+        ("fsync", str(out.resolve().parent))], events
 
 
 @pytest.mark.parametrize(("route", "suffix"), CASES, ids=[f"{r}-{x}" for r, x in CASES])

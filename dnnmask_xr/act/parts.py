@@ -4,7 +4,9 @@ A streamed write (:class:`~dnnmask_xr.ActWriter`) stores each run of
 stimuli as a part: an ``.act.h5`` file written by the one writer
 (:func:`~dnnmask_xr.act.write.write`), so that each part is complete,
 synced and renamed into place, or not there at all. The parts live in a
-hidden folder beside the output, ``.<output name>.parts``. Closing the
+hidden folder beside the output: ``.<output name>.parts`` for a run that may be resumed, a
+temporary name like the writer's (``.dnnmask-<random>.tmp``) for one that
+may not, so that runs of the latter kind never meet. Closing the
 write copies the parts' compressed chunks into the output
 (:class:`~dnnmask_xr.act.plan.StackedParts`, through the one writer again)
 and removes the folder. A run that crashed leaves its parts when it asked
@@ -22,6 +24,7 @@ import fcntl
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,13 @@ from typing import Any
 import h5py
 import numpy as np
 
-from dnnmask_xr._atomic import real_target, removed_if_the_process_ends, sync_path
+from dnnmask_xr._atomic import (
+    TEMP_PREFIX,
+    TEMP_SUFFIX,
+    real_target,
+    removed_if_the_process_ends,
+    sync_path,
+)
 from dnnmask_xr.act.checks import own_attrs
 from dnnmask_xr.act.files import open_file
 from dnnmask_xr.act.layout import (
@@ -52,7 +61,7 @@ _STAMPED = ("date", "software")
 
 
 def parts_folder(target: str) -> Path:
-    """Name the folder that holds the parts of a streamed write to ``target``."""
+    """Name the folder that holds the parts of a resumable streamed write to ``target``."""
     real = real_target(target)
     return real.parent / f".{real.name}.parts"
 
@@ -65,21 +74,22 @@ class Parts:
     target
         The output the parts are for.
     resume
-        Go on from the parts an interrupted run left (and keep them if
-        this run is interrupted too); if False, the folder must not exist,
-        and it is removed if the run ends without an output.
+        Go on from the parts an interrupted run left in
+        :func:`parts_folder` (and keep them if this run is interrupted
+        too); if False, the parts go to a new folder of a temporary name,
+        removed if the run ends without an output.
 
     Raises
     ------
     ActFileError
-        If the folder cannot be created, another streamed write holds it,
-        or (without ``resume``) an interrupted run's parts are there.
+        If the folder cannot be created, or another resumable streamed
+        write to ``target`` holds it.
     """
 
     def __init__(self, target: str, *, resume: bool) -> None:
         self.target = target
-        self.folder = parts_folder(target)
         self.resume = resume
+        self.folder = parts_folder(target)
         self._held = contextlib.ExitStack()
         created = False
         try:
@@ -95,14 +105,13 @@ class Parts:
         """Create the folder or find it (resuming), lock it; say whether it was created."""
         created = False
         try:
-            self.folder.mkdir()
+            if self.resume:
+                self.folder.mkdir()
+            else:
+                self.folder = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX,
+                                                    dir=self.folder.parent))
             created = True
         except FileExistsError:
-            if not self.resume:
-                raise ActFileError(
-                    f"{str(self.folder)!r} holds the parts of an interrupted streamed write "
-                    f"to {self.target!r}; ActWriter(..., resume=True) goes on from them, or "
-                    "remove that folder to start again") from None
             if self.folder.is_symlink() or not self.folder.is_dir():
                 raise ActFileError(f"{str(self.folder)!r} is in the way of the parts of a "
                                    f"streamed write to {self.target!r}; it is not a folder "
@@ -144,10 +153,10 @@ class Parts:
     def add(self, plan: Plan, options: WriteOptions) -> None:
         """Store the next part: written whole, synced and renamed into place, or not at all."""
         path = self.folder / PART_NAME.format(len(self.paths) + 1)
-        write(plan, path, options)
+        write(plan, path, options, part_of=self.target)
         self.paths.append(path)
 
-    def stacked(self, attrs: Mapping[str, Any] | None = None) -> Plan:
+    def stacked(self, inputs: Mapping[str, str] | None = None) -> Plan:
         """Plan the output: every part's layers, one after the other, opened until :meth:`close`.
 
         Raises
@@ -179,7 +188,7 @@ class Parts:
         layers = tuple(PlannedLayer(layer.name, layer.labels,
                                     StackedParts(tuple(datasets[layer.name])), layer.attrs,
                                     layer.dims) for layer in first.layers)
-        return Plan(layers, stimulus, {**first.attrs, **(attrs or {})})
+        return Plan(layers, stimulus, first.attrs, dict(inputs or {}))
 
     def close(self, *, keep: bool) -> None:
         """Release the folder (and the parts opened); remove it with the parts unless ``keep``."""

@@ -154,7 +154,7 @@ class Layout(Protocol):
 
 
 def write(plan: Plan, path: str | os.PathLike[str], options: WriteOptions | None = None,
-          ) -> SaveReport:
+          *, part_of: str | None = None) -> SaveReport:
     """Write a plan to ``path``: ``.act.h5`` (DNNBrain's layout) or ``.nc`` (netCDF4).
 
     Parameters
@@ -166,6 +166,9 @@ def write(plan: Plan, path: str | os.PathLike[str], options: WriteOptions | None
         there only then.
     options
         Memory, threads, verification and progress.
+    part_of
+        The output ``path`` is a part of (a streamed write's), named in
+        errors instead of the part: what the user asked to write.
 
     Returns
     -------
@@ -230,7 +233,7 @@ def write(plan: Plan, path: str | os.PathLike[str], options: WriteOptions | None
         reason = write_failure(err)
         if reason is None:
             raise
-        raise ActFileError(f"cannot write {target!r}: {reason}") from None
+        raise ActFileError(f"cannot write {part_of or target!r}: {reason}") from None
     return SaveReport(target, tuple(reports))
 
 
@@ -250,6 +253,14 @@ def checked(plan: Plan, target: str) -> tuple[Plan, type[Layout]]:
     """
     check_output(target)
     check_not_input(plan, target)
+    return storable(plan, target)
+
+
+def storable(plan: Plan, target: str) -> tuple[Plan, type[Layout]]:
+    """Check that a file at ``target`` could store what ``plan`` holds (not the path).
+
+    Returns and raises as :func:`checked` does.
+    """
     check_plan(plan)
     plan = _with_plain_text(plan)
     layout_of = _layout_for(target)

@@ -21,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from dnnmask_xr._args import is_count, mapping_arg, path_arg
+from dnnmask_xr.act.checks import check_not_input, check_output
 from dnnmask_xr.act.chunking import output_chunks
 from dnnmask_xr.act.files import open_file
 from dnnmask_xr.act.parts import Parts, part_plan, plan_difference
@@ -30,8 +31,8 @@ from dnnmask_xr.act.write import (
     DEFAULT_MEMORY,
     SaveReport,
     WriteOptions,
-    checked,
     progress_bar,
+    storable,
     write,
 )
 from dnnmask_xr.errors import DnnMaskError, UsageError
@@ -106,6 +107,8 @@ class ActWriter:
         progress: bool = False,
     ) -> None:
         self.path = path_arg(path, "output")
+        # a path that cannot take the output is said before any batch is computed
+        check_output(self.path)
         if part_size is not None and not is_count(part_size):
             raise UsageError(f"part_size={part_size!r} is not a positive number of stimuli")
         if not isinstance(resume, bool) or not isinstance(progress, bool):
@@ -120,6 +123,8 @@ class ActWriter:
         #: stimuli appended but not yet sent to a part: per layer, arrays in order
         self._waiting: list[tuple[dict[str, np.ndarray], StimulusTable]] = []
         self._batches = 0
+        #: the .dmask.csv and .stim.csv files the batches were made with
+        self._inputs: dict[str, str] = {}
         #: stimuli appended (an earlier run's stored ones included), and stored
         self._appended = 0
         self._stored = 0
@@ -204,6 +209,9 @@ class ActWriter:
             acts, plan = self._batch_plan(layers, stimuli)
         except DnnMaskError as err:
             raise type(err)(f"batch {number}: {err}") from None
+        # the text files the batch was masked or labelled with are never replaced
+        check_not_input(plan, self.path)
+        self._inputs.update(plan.inputs)
         n = len(plan.stimulus.ids)
         if n == 0:
             return
@@ -223,7 +231,7 @@ class ActWriter:
             raise DnnMaskError("a batch holds at least one layer")
         acts = self._labelled(acts, layers, stimuli)
         plan = plan_layers(acts, self._attrs)
-        checked(plan, self.path)
+        storable(plan, self.path)
         if self._first is None:
             self._first = plan
         else:
@@ -316,7 +324,7 @@ class ActWriter:
             self._wait()
             self._writer.shutdown()
             with progress_bar(self._progress) as on_progress:
-                self._report = write(self._parts.stacked(), self.path,
+                self._report = write(self._output_plan(), self.path,
                                      replace(self._options, on_progress=on_progress))
         except BaseException:
             self.abandon()
@@ -324,6 +332,16 @@ class ActWriter:
         self._parts.close(keep=False)
         self._writer = None
         return self._report
+
+    def _output_plan(self) -> Plan:
+        if self._parts.paths or self._first is None:
+            return self._parts.stacked(self._inputs)
+        # batches of no stimulus: the layers, empty, as save_act writes them
+        layers = tuple(replace(layer, values=ComputedValues(
+            (0, *layer.shape[1:]), layer.dtype, _block_of(np.empty((0, *layer.shape[1:]),
+                                                                   layer.dtype))))
+            for layer in self._first.layers)
+        return replace(self._first, layers=layers, inputs=self._inputs)
 
     def abandon(self) -> None:
         """Stop without an output: the parts are removed, or kept if ``resume=True``.
