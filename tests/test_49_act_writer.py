@@ -1,0 +1,355 @@
+"""ActWriter: a file written a batch at a time, equal to save_act of all the batches.
+
+The write contract (atomic output, inputs never replaced, full disk,
+signals, concurrency) runs for ActWriter as one of the routes of
+``tests/routes.py``; here are what only a streamed write has: many
+batches, the checks of each batch against the first, where the work runs,
+memory that does not grow with the batches, and resuming after a kill.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import tracemalloc
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+import dnnmask_xr as dx
+from dnnmask_xr.act import parts as parts_module
+from dnnmask_xr.testing import read_reference_act
+
+SUFFIXES = (".act.h5", ".nc")
+
+
+def _batches(count: int, size: int = 3, seed: int = 0) -> list[dict[str, object]]:
+    """Batches of a small network: a conv layer, an fc layer, transformer tokens."""
+    rng = np.random.default_rng(seed)
+    return [{"conv": rng.random((size, 4, 3, 2), dtype=np.float32),
+             "fc": rng.integers(-9, 9, (size, 5)).astype(np.int16),
+             "vit": xr.DataArray(rng.random((size, 6, 3)), dims=("stimulus", "token", "channel"))}
+            for _ in range(count)]
+
+
+def _table(first: int, size: int) -> pd.DataFrame:
+    numbers = range(first, first + size)
+    return pd.DataFrame({"stimID": [f"img{i:04d}.png" for i in numbers],
+                         "condition": ["cat" if i % 3 else "dog" for i in numbers],
+                         "onset": np.arange(first, first + size) * 0.5})
+
+
+HEADER = {"type": "image", "path": "/data/images", "title": "streamed"}
+
+
+def _joined(batches: list[dict[str, object]]) -> dict[str, xr.DataArray]:
+    """What save_act is given: each layer's batches joined along stimulus, labelled."""
+    table = _table(0, sum(len(batch["fc"]) for batch in batches))
+    acts = dx.Activations({name: np.concatenate([np.asarray(batch[name]) for batch in batches])
+                           if name != "vit" else xr.concat([batch[name] for batch in batches],
+                                                           "stimulus")
+                           for name in batches[0]})
+    return acts.with_stimuli(dx.Stimuli(HEADER, table))
+
+
+def _append_all(writer: dx.ActWriter, batches: list[dict[str, object]], start: int = 0) -> None:
+    done = sum(len(batch["fc"]) for batch in batches[:start])
+    for batch in batches[start:]:
+        size = len(batch["fc"])
+        writer.append(batch, stimuli=dx.Stimuli(HEADER, _table(done, size)))
+        done += size
+
+
+def _assert_same_file(streamed: Path, saved: Path) -> None:
+    """Equal values, dims, labels, stimulus table and header, and DNNBrain's view."""
+    ours, theirs = dx.open_act(streamed), dx.open_act(saved)
+    assert list(ours) == list(theirs)
+    for name in theirs:
+        xr.testing.assert_identical(ours[name].load(), theirs[name].load())
+        assert ours[name].dtype == theirs[name].dtype
+    assert ours.stim_header == theirs.stim_header
+    if theirs.stimuli is None:
+        assert ours.stimuli is None
+    else:
+        assert ours.stimuli.equals(theirs.stimuli)
+    ref_ours, ref_theirs = read_reference_act(streamed), read_reference_act(saved)
+    assert list(ref_ours) == list(ref_theirs)
+    for name in ref_theirs:
+        np.testing.assert_array_equal(ref_ours[name], ref_theirs[name])
+        assert ref_ours[name].dtype == ref_theirs[name].dtype
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_fifty_batches_give_the_file_save_act_gives(suffix: str, tmp_path: Path):
+    batches = _batches(50)
+    batches.append({name: values[:2] for name, values in _batches(1, seed=9)[0].items()})
+    with dx.ActWriter(tmp_path / f"streamed{suffix}", part_size=6) as writer:
+        _append_all(writer, batches)
+        assert writer.n_stimuli == 152
+    report = writer.close()
+    saved = tmp_path / f"saved{suffix}"
+    expected = dx.save_act(_joined(batches), saved)
+    assert [layer.name for layer in report.layers] == [layer.name for layer in expected.layers]
+    assert {layer.method for layer in report.layers} == {"encoded"}
+    _assert_same_file(tmp_path / f"streamed{suffix}", saved)
+    # nothing else is left: the parts are gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"streamed{suffix}", saved.name])
+    # values against numpy, not only against save_act
+    opened = dx.open_act(tmp_path / f"streamed{suffix}")
+    np.testing.assert_array_equal(opened["fc"].values,
+                                  np.concatenate([batch["fc"] for batch in batches]))
+    assert opened["vit"].dims == ("stimulus", "token", "channel")
+
+
+def test_unlabelled_stimuli_are_numbered_over_the_whole_run(tmp_path: Path):
+    out = tmp_path / "plain.act.h5"
+    batches = _batches(4)
+    with dx.ActWriter(out) as writer:
+        for batch in batches:
+            writer.append({"conv": batch["conv"], "fc": batch["fc"]})
+    opened = dx.open_act(out)
+    np.testing.assert_array_equal(opened["conv"].stimulus.values, np.arange(1, 13))
+    with h5py.File(out, "r") as root:
+        # stimuli 1..n are not stored, as DNNBrain writes such files
+        assert "stimulus" not in root.attrs
+        assert list(root) == ["conv", "fc"]
+
+
+def test_the_callers_buffer_may_be_reused_and_tensors_are_taken(tmp_path: Path):
+    class Tensor:  # what a CPU torch tensor offers numpy, without torch
+        def __init__(self, values: np.ndarray) -> None:
+            self.values = values
+
+        def __array__(self, dtype=None, copy=None):
+            return self.values
+
+    out = tmp_path / "reused.act.h5"
+    buffer = np.zeros((2, 3), np.float32)
+    with dx.ActWriter(out) as writer:
+        for value in range(5):
+            buffer[...] = value  # the model writes each batch into the same buffer
+            writer.append({"fc": Tensor(buffer)})
+    np.testing.assert_array_equal(dx.open_act(out)["fc"].values[:, 0],
+                                  np.repeat(np.arange(5, dtype=np.float32), 2))
+
+
+BAD_BATCHES = [
+    ({"conv": np.zeros((2, 4, 3, 2), np.float64)}, r"^batch 2: layer 'conv' holds float64; "
+     r"the first batch's holds float32$"),
+    ({"other": np.zeros((2, 4, 3, 2), np.float32)}, r"^batch 2: it has the layers \['other'\]; "
+     r"the first batch has \['conv'\]$"),
+    ({"conv": np.zeros((2, 5, 3, 2), np.float32)}, r"^batch 2: layer 'conv' has \(5, 3, 2\) "
+     r"units; the first batch's has \(4, 3, 2\)$"),
+    ({"conv": xr.DataArray(np.zeros((2, 4, 3, 2), np.float32),
+                           dims=("stimulus", "channel", "row", "column"),
+                           coords={"channel": [4, 3, 2, 1]})},
+     r"^batch 2: layer 'conv' numbers its channel units differently from the first batch$"),
+    ({"conv": xr.DataArray(np.zeros((2, 4, 6), np.float32), dims=("stimulus", "token", "x"))},
+     r"^batch 2: layer 'conv' has the unit dims \('token', 'x'\)"),
+    ({"conv": "values"}, r"^batch 2: layer 'conv' is a str"),
+]
+
+
+@pytest.mark.parametrize(("batch", "message"), BAD_BATCHES,
+                         ids=["dtype", "layers", "units", "numbers", "dims", "not-values"])
+def test_a_batch_unlike_the_first_is_refused_naming_batch_and_layer(
+        batch: dict, message: str, tmp_path: Path):
+    out = tmp_path / "bad.act.h5"
+    with pytest.raises(dx.DnnMaskError, match=message) as caught:
+        with dx.ActWriter(out) as writer:
+            writer.append({"conv": np.ones((2, 4, 3, 2), np.float32)})
+            writer.append(batch)
+    assert "\n" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stimuli_unlike_the_first_batchs_are_refused(tmp_path: Path):
+    layers = {"fc": np.ones((2, 3), np.float32)}
+    with dx.ActWriter(tmp_path / "s.act.h5") as writer:
+        writer.append(layers, stimuli=["a", "b"])
+        with pytest.raises(dx.DnnMaskError, match=r"^batch 2: stimuli gives 3 stimulus ID"):
+            writer.append(layers, stimuli=["c", "d", "e"])
+        with pytest.raises(dx.DnnMaskError, match=r"^batch 3: its stimulus IDs are of another "
+                                                  r"kind"):
+            writer.append(layers, stimuli=[7, 8])
+        with pytest.raises(dx.DnnMaskError, match=r"^batch 4: its stimuli have the fields "
+                                                  r"\['condition'\]"):
+            writer.append(layers, stimuli=dx.Stimuli(
+                {"type": "image", "path": "p"},
+                pd.DataFrame({"stimID": ["c", "d"], "condition": ["x", "y"]})))
+        writer.append(layers, stimuli=["c", "d"])  # a good batch still goes on
+    np.testing.assert_array_equal(dx.open_act(tmp_path / "s.act.h5")["fc"].stimulus.values,
+                                  ["a", "b", "c", "d"])
+
+
+def test_an_exception_inside_the_with_leaves_nothing(tmp_path: Path):
+    (tmp_path / "out.act.h5").write_bytes(b"the previous output")
+    with pytest.raises(RuntimeError, match="the model failed"):
+        with dx.ActWriter(tmp_path / "out.act.h5", part_size=3) as writer:
+            _append_all(writer, _batches(4))
+            assert writer.stimuli_done > 0 or writer.n_stimuli == 12
+            raise RuntimeError("the model failed")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.act.h5"]
+    assert (tmp_path / "out.act.h5").read_bytes() == b"the previous output"
+
+
+def test_a_resumable_run_keeps_its_parts_and_goes_on_from_them(tmp_path: Path):
+    out = tmp_path / "out.nc"
+    batches = _batches(6)
+    with pytest.raises(RuntimeError), dx.ActWriter(out, resume=True) as writer:
+        _append_all(writer, batches[:4])
+        raise RuntimeError("killed")
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == [".out.nc.parts"]
+    with dx.ActWriter(out, resume=True) as writer:
+        assert writer.stimuli_done == writer.n_stimuli == 12
+        _append_all(writer, batches, start=writer.stimuli_done // 3)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.nc"]
+    dx.save_act(_joined(batches), tmp_path / "saved.nc")
+    _assert_same_file(out, tmp_path / "saved.nc")
+
+
+def test_resuming_refuses_a_batch_unlike_the_stored_ones(tmp_path: Path):
+    out = tmp_path / "out.act.h5"
+    with pytest.raises(RuntimeError), dx.ActWriter(out, resume=True) as writer:
+        writer.append({"fc": np.ones((2, 3), np.float32)})
+        raise RuntimeError("killed")
+    with pytest.raises(dx.DnnMaskError, match=r"^batch 1: layer 'fc' holds float64"):
+        with dx.ActWriter(out, resume=True) as writer:
+            writer.append({"fc": np.ones((2, 3))})
+    # the parts of a resumable run stay for the next try
+    assert [p.name for p in tmp_path.iterdir()] == [".out.act.h5.parts"]
+
+
+def test_two_resumable_writers_of_one_output_are_refused(tmp_path: Path):
+    out = tmp_path / "out.act.h5"
+    with dx.ActWriter(out, resume=True) as writer:
+        writer.append({"fc": np.ones((2, 3), np.float32)})
+        with pytest.raises(dx.ActFileError, match=r"another streamed write to .* is under way"):
+            dx.ActWriter(out, resume=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.act.h5"]
+
+
+def test_a_missing_part_is_refused_in_one_line(tmp_path: Path):
+    out = tmp_path / "out.act.h5"
+    with pytest.raises(RuntimeError), dx.ActWriter(out, resume=True, part_size=2) as writer:
+        for _ in range(3):
+            writer.append({"fc": np.ones((2, 3), np.float32)})
+        writer._wait()  # the parts are stored
+        raise RuntimeError("killed")
+    (tmp_path / ".out.act.h5.parts" / "part-000002.act.h5").unlink()
+    with pytest.raises(dx.ActFileError, match=r"lacks part 2 of a streamed write"):
+        dx.ActWriter(out, resume=True)
+
+
+def test_parts_are_written_off_the_callers_thread_while_it_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    threads, release = [], threading.Event()
+    real_add = parts_module.Parts.add
+
+    def add(self, plan, options):
+        threads.append(threading.current_thread().name)
+        release.wait(timeout=30)  # the first part is written slowly
+        real_add(self, plan, options)
+
+    monkeypatch.setattr(parts_module.Parts, "add", add)
+    with dx.ActWriter(tmp_path / "out.act.h5") as writer:
+        writer.append({"fc": np.ones((2, 3), np.float32)})
+        # append returned while its part is still being written
+        assert writer.stimuli_done == 0 and writer.n_stimuli == 2
+        release.set()
+        writer.append({"fc": np.ones((2, 3), np.float32)})
+    assert threads and all(name.startswith("dnnmask-stream") for name in threads)
+    assert threading.current_thread().name not in threads
+
+
+def test_memory_does_not_grow_with_the_number_of_batches(tmp_path: Path):
+    batch = np.random.default_rng(1).random((8, 64, 16, 16), dtype=np.float32)  # 512 KiB
+
+    def peak(count: int) -> int:
+        tracemalloc.start()
+        try:
+            with dx.ActWriter(tmp_path / f"m{count}.act.h5") as writer:
+                for _ in range(count):
+                    writer.append({"conv": batch})
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    peak(1)  # the modules a write imports are not the batches' memory
+    few, many = peak(5), peak(60)
+    # the part being written, the batch being copied and the chunks in flight,
+    # whatever the count
+    assert many < few + batch.nbytes // 2, (few, many)
+    assert many < 5 * batch.nbytes, many
+
+
+def test_closed_writer_takes_no_batch(tmp_path: Path):
+    writer = dx.ActWriter(tmp_path / "out.act.h5")
+    with pytest.raises(dx.ActFileError, match="has no stimuli to write"):
+        writer.close()
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(dx.UsageError, match=r"closed|abandoned"):
+        writer.append({"fc": np.ones((2, 3), np.float32)})
+
+
+@pytest.mark.parametrize("bad", [{"part_size": 0}, {"resume": "yes"}, {"memory": -1}])
+def test_bad_options_are_usage_errors(bad: dict, tmp_path: Path):
+    with pytest.raises(dx.UsageError):
+        dx.ActWriter(tmp_path / "out.act.h5", **bad)
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- a kill -9 after a random batch, then resuming ----------------------------------------
+
+RUN = textwrap.dedent("""
+    import os, signal, sys
+    import numpy as np
+    import dnnmask_xr as dx
+
+    out, kill_after, resume = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "resume"
+    rng = np.random.default_rng(7)
+    batches = [(rng.random((5, 6, 4, 4), dtype=np.float32), rng.random((5, 9)))
+               for _ in range(12)]
+    with dx.ActWriter(out, resume=resume, part_size=5) as writer:
+        done = writer.stimuli_done
+        print("resumed at", done, flush=True)
+        for number, (conv, fc) in enumerate(batches[done // 5:], start=done // 5 + 1):
+            writer.append({"conv": conv, "fc": fc},
+                          stimuli=[f"s{number}-{i}" for i in range(5)])
+            if number == kill_after:
+                writer._wait()  # the batch is stored: what a later crash keeps
+                os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_run_killed_after_a_random_batch_resumes_to_the_same_file(suffix: str, tmp_path: Path):
+    script = tmp_path / "run.py"
+    script.write_text(RUN)
+    whole = tmp_path / f"whole{suffix}"
+    done = subprocess.run([sys.executable, str(script), str(whole), "0", "fresh"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    kill_after = int(np.random.default_rng().integers(1, 12))
+    out = tmp_path / f"out{suffix}"
+    killed = subprocess.run([sys.executable, str(script), str(out), str(kill_after), "resume"],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not out.exists()
+    resumed = subprocess.run([sys.executable, str(script), str(out), "0", "resume"],
+                             capture_output=True, text=True, timeout=120, check=False)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.startswith(f"resumed at {5 * kill_after}\n"), (kill_after,
+                                                                         resumed.stdout)
+    _assert_same_file(out, whole)
+    assert not any(name.endswith(".parts") for name in os.listdir(tmp_path))
