@@ -130,12 +130,27 @@ class StimulusFile:
                 len(shape) != 1 for shape in lengths.values()):
             raise DnnMaskError(f"{self.fname}: stimulus data fields are arrays of one value per "
                                f"stimulus, all of one length; their shapes are {lengths}")
+        _check_text_declared(self.fname, data, columns, opt_meta.get("text"))
         # DNNBrain's own spelling: one array of every field, as text, transposed
         rows = np.array(columns).astype(str).T if columns else np.empty((0, 0), str)
         text = "\n".join(lines) + "\n" + "\n".join(",".join(row) for row in rows)
         parse_stim(text, self.fname)
         with atomic_path(self.fname) as tmp:
             tmp.write_bytes(text.encode("utf-8"))
+
+
+def _check_text_declared(fname: str, data: Mapping[str, Any], columns: list[np.ndarray],
+                         declared: object) -> None:
+    """Refuse a field of text that the header does not list in ``text``, saying how to list it."""
+    listed = {name.strip() for name in str(declared or "").split(",")}
+    for name, column in zip(data, columns, strict=True):
+        if name in ("stimID", "label", "condition") or name in listed:
+            continue
+        if column.dtype.kind in "US" or (column.dtype.kind == "O" and any(
+                isinstance(value, str) for value in column.tolist())):
+            raise DnnMaskError(f"{fname}: field {name!r} holds text, which DNNBrain's reader "
+                               f"takes for numbers; list it in the header key text "
+                               f"(write(..., text={str(name)!r}), a line text={name})")
 
 
 def type_name(value: object) -> str:
