@@ -629,7 +629,7 @@ def test_out_of_scope_modules_say_so(module, words):
 
 
 def test_out_of_scope_names_say_so():
-    with pytest.raises(OutOfScopeError, match="DnnProbe.*scikit-learn"):
+    with pytest.raises(OutOfScopeError, match=r"DnnProbe.*scikit-learn"):
         core.DnnProbe  # noqa: B018
     with pytest.raises(OutOfScopeError, match="ImageSet"):
         base.ImageSet  # noqa: B018
