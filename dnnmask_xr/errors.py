@@ -62,3 +62,13 @@ class OutputIsInputError(ActFileError, UsageError):
     Both an :class:`ActFileError` (a file is at stake) and a
     :class:`UsageError` (the fix is another output path: exit status 2).
     """
+
+
+class OutOfScopeError(UsageError, ImportError):
+    """A part of DNNBrain that :mod:`dnnmask_xr.dnnbrain` does not provide.
+
+    Raised on importing DNNBrain's model extraction (``dnnbrain.dnn.models``,
+    PyTorch) or its brain side (``dnnbrain.brain``), and on asking for a name
+    of theirs. Both a :class:`UsageError` and an :class:`ImportError`, so
+    that a script's ``except ImportError`` still takes it.
+    """

@@ -1,0 +1,1 @@
+"""DNNBrain's ``dnnbrain.dnn``: :mod:`.core` (the data classes) and :mod:`.base` (functions)."""

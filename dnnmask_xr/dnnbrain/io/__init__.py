@@ -1,0 +1,1 @@
+"""DNNBrain's ``dnnbrain.io``: its file classes live in :mod:`.fileio`."""

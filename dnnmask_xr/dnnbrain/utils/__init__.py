@@ -1,0 +1,1 @@
+"""DNNBrain's ``dnnbrain.utils``: :mod:`.util` (``gen_dmask``, ``normalize``)."""
