@@ -17,6 +17,15 @@ Run on demand, not in the test suite::
   tmpfs, where ``fsync`` costs nothing), with the file and its folder
   synced (the default) and with the syncs replaced by nothing; prints the
   median of ``--runs`` runs of each and the difference.
+- ``stream``: ``--stimuli`` stimuli of an AlexNet-shaped model (its 8
+  layers, ReLU-like float32 values) appended ``--batch`` at a time with
+  ``dx.ActWriter``, against ``save_act`` of the same arrays held in memory,
+  against h5py's ``create_dataset(..., compression="gzip")`` filled batch
+  by batch by hand, and against the limit: deflating the same bytes in
+  1 MiB pieces on every core with ISA-L, writing nothing. Each runs in a
+  process of its own, which reports its wall time and its peak RSS above
+  what it held before writing (the batches the "model" cycles through).
+  Run it with ``--folder`` on a real disk for numbers that include syncing.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -95,11 +105,105 @@ def sync_cost(folder: Path, mb: int, runs: int) -> None:
                   f" cost {1e3 * (synced - unsynced):+8.1f} ms")
 
 
+#: AlexNet's layers as torchvision's model gives them for a 224 x 224 image.
+ALEXNET = {"conv1": (64, 55, 55), "conv2": (192, 27, 27), "conv3": (384, 13, 13),
+           "conv4": (256, 13, 13), "conv5": (256, 13, 13), "fc6": (4096,), "fc7": (4096,),
+           "fc8": (1000,)}
+STREAM_WAYS = ("limit", "ActWriter", "save_act", "h5py")
+
+
+def _model_batches(batch: int) -> list[dict[str, np.ndarray]]:
+    """Two batches of ReLU-like values (about half zeros), which the "model" alternates."""
+    rng = np.random.default_rng(0)
+    return [{name: np.maximum(rng.standard_normal((batch, *shape), dtype=np.float32), 0)
+             for name, shape in ALEXNET.items()} for _ in range(2)]
+
+
+def _peak_rss() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def stream_one(way: str, out: Path, stimuli: int, batch: int) -> None:
+    """Write one way (in a process of its own) and print wall seconds and RSS growth."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import h5py
+
+    from dnnmask_xr.act.codec import deflate
+    from dnnmask_xr.act.pool import default_threads
+
+    batches = _model_batches(batch)
+    steps = range(stimuli // batch)
+    before = _peak_rss()
+    start = time.perf_counter()
+    if way == "ActWriter":
+        with dx.ActWriter(out) as writer:
+            for step in steps:
+                writer.append(batches[step % 2])
+    elif way == "save_act":
+        held = {name: np.concatenate([batches[step % 2][name] for step in steps])
+                for name in ALEXNET}
+        before = _peak_rss()  # the arrays are the caller's, held before the save
+        start = time.perf_counter()
+        dx.save_act(held, out)
+    elif way == "h5py":
+        with h5py.File(out, "w") as root:
+            for name, shape in ALEXNET.items():
+                root.create_dataset(name, shape=(stimuli, *shape), dtype=np.float32,
+                                    compression="gzip")
+            for step in steps:
+                for name in ALEXNET:
+                    root[name][step * batch:(step + 1) * batch] = batches[step % 2][name]
+    else:  # the limit: the same bytes deflated on every core, nothing written
+        lock = threading.Lock()
+        with ThreadPoolExecutor(default_threads()) as pool:
+            for step in steps:
+                pieces = [memoryview(values).cast("B")[i:i + 2**20]
+                          for values in batches[step % 2].values()
+                          for i in range(0, values.nbytes, 2**20)]
+                with lock:
+                    list(pool.map(deflate, pieces))
+    wall = time.perf_counter() - start
+    print(f"{wall:.3f} {_peak_rss() - before}")
+
+
+def stream(folder: Path, stimuli: int, batch: int) -> None:
+    import subprocess
+    import sys
+
+    nbytes = sum(batch * int(np.prod(shape)) * 4 for shape in ALEXNET.values())
+    print(f"{stimuli} stimuli of AlexNet's 8 layers in batches of {batch} "
+          f"({nbytes / 2**20:.0f} MiB a batch), in {folder}")
+    results = {}
+    for way in STREAM_WAYS:
+        out = folder / "stream.act.h5"
+        done = subprocess.run([sys.executable, __file__, "--stream-one", way, str(out),
+                               str(stimuli), str(batch)], capture_output=True, text=True,
+                              check=True)
+        wall, rss = done.stdout.split()
+        results[way] = (float(wall), int(rss))
+        if out.exists():
+            out.unlink()
+    limit = results["limit"][0]
+    for way, (wall, rss) in results.items():
+        print(f"  {way:10} {wall:7.2f} s  {wall / limit:5.2f}x the limit  "
+              f"peak RSS +{rss / 2**20:6.0f} MiB ({rss / nbytes:4.2f} batches)")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--stream-one"]:
+        way, out, stimuli, batch = sys.argv[2:]
+        stream_one(way, Path(out), int(stimuli), int(batch))
+        return
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="+", choices=("many-layers", "sync"),
-                        default=["many-layers", "sync"])
+    parser.add_argument("--only", nargs="+", choices=("many-layers", "sync", "stream"),
+                        default=["many-layers", "sync", "stream"])
+    parser.add_argument("--stimuli", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--layers", nargs="+", type=int, default=[1000, 10_000])
     parser.add_argument("--mb", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3)
@@ -111,6 +215,8 @@ def main() -> None:
             many_layers(sorted(args.layers), Path(folder))
         if "sync" in args.only:
             sync_cost(Path(folder), args.mb, args.runs)
+        if "stream" in args.only:
+            stream(Path(folder), args.stimuli, args.batch)
 
 
 if __name__ == "__main__":
