@@ -9,6 +9,7 @@ memory that does not grow with the batches, and resuming after a kill.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -236,6 +237,41 @@ def test_two_resumable_writers_of_one_output_are_refused(tmp_path: Path):
         with pytest.raises(dx.ActFileError, match=r"another streamed write to .* is under way"):
             dx.ActWriter(out, resume=True)
     assert [p.name for p in tmp_path.iterdir()] == ["out.act.h5"]
+
+
+def test_a_resumable_writer_dropped_unclosed_lets_go_of_its_parts(tmp_path: Path):
+    out = tmp_path / "out.act.h5"
+    with pytest.raises(RuntimeError), dx.ActWriter(out, resume=True, part_size=2) as writer:
+        writer.append({"fc": np.ones((2, 3), np.float32)})
+        raise RuntimeError("killed")
+    # a look at what is stored, the writer then dropped without close() or abandon()
+    assert dx.ActWriter(out, resume=True).stimuli_done == 2
+    gc.collect()
+    assert [p.name for p in tmp_path.iterdir()] == [".out.act.h5.parts"]
+    with dx.ActWriter(out, resume=True) as writer:  # the folder's lock was released
+        assert writer.stimuli_done == 2
+        writer.append({"fc": np.zeros((2, 3), np.float32)})
+    np.testing.assert_array_equal(dx.open_act(out)["fc"].values[:, 0], [1, 1, 0, 0])
+
+
+def test_a_writer_dropped_unclosed_leaves_nothing(tmp_path: Path):
+    dropped = dx.ActWriter(tmp_path / "out.act.h5", part_size=4)
+    dropped.append({"fc": np.ones((2, 3), np.float32)})
+    assert len(list(tmp_path.iterdir())) == 1  # its folder of parts
+    del dropped
+    gc.collect()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_without_resume_refuses_an_interrupted_runs_parts(tmp_path: Path):
+    out = tmp_path / "out.act.h5"
+    with pytest.raises(RuntimeError), dx.ActWriter(out, resume=True, part_size=2) as writer:
+        writer.append({"fc": np.ones((2, 3), np.float32)})
+        raise RuntimeError("killed")
+    with pytest.raises(dx.ActFileError, match=r"holds the parts of an interrupted streamed "
+                       r"write to .*out\.act\.h5'; go on from them with resume=True"):
+        dx.ActWriter(out)
+    assert [p.name for p in tmp_path.iterdir()] == [".out.act.h5.parts"]
 
 
 def test_a_missing_part_is_refused_in_one_line(tmp_path: Path):

@@ -107,6 +107,11 @@ class Parts:
         try:
             if self.resume:
                 self.folder.mkdir()
+            elif self.folder.exists():
+                # a day of extraction is not to be lost to a missing resume=True
+                raise ActFileError(f"{str(self.folder)!r} holds the parts of an interrupted "
+                                   f"streamed write to {self.target!r}; go on from them with "
+                                   "resume=True, or remove the folder to start again")
             else:
                 self.folder = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX,
                                                     dir=self.folder.parent))

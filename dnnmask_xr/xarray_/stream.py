@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import weakref
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
@@ -70,7 +71,8 @@ class ActWriter:
     part_size
         Stimuli per part: each part is stored durably (written whole and
         synced) before it counts in :attr:`stimuli_done`. The first batch's
-        length if None.
+        length if None. A resumed run goes on in the stored parts' steps
+        (their chunks' length along ``stimulus``), whatever is given.
     attrs
         Provenance for the file's root, as for :func:`~dnnmask_xr.save_act`.
     memory, threads
@@ -139,6 +141,9 @@ class ActWriter:
             self._parts.close(keep=True)
             raise
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="dnnmask-stream")
+        # a writer dropped without close() or abandon() lets go of its folder
+        # (its lock, and its parts unless resuming) as abandon() would
+        self._ending = weakref.finalize(self, _end, self._writer, self._parts)
 
     def _resume(self) -> None:
         """Take the first part as the first batch, and count the stimuli stored."""
@@ -329,6 +334,7 @@ class ActWriter:
         except BaseException:
             self.abandon()
             raise
+        self._ending.detach()
         self._parts.close(keep=False)
         self._writer = None
         return self._report
@@ -351,9 +357,8 @@ class ActWriter:
         """
         if self._writer is None or self._report is not None:
             return
-        writer, self._writer = self._writer, None
-        writer.shutdown(wait=True)
-        self._parts.close(keep=self._parts.resume)
+        self._writer = None
+        self._ending()
 
     def __enter__(self) -> ActWriter:
         return self
@@ -367,6 +372,12 @@ class ActWriter:
     def __repr__(self) -> str:
         return (f"<ActWriter {self.path!r}: {self.n_stimuli} stimuli appended, "
                 f"{self.stimuli_done} stored>")
+
+
+def _end(writer: ThreadPoolExecutor, parts: Parts) -> None:
+    """Stop without an output: finish the part being written, keep the parts if resuming."""
+    writer.shutdown(wait=True)
+    parts.close(keep=parts.resume)
 
 
 def _owned(layer: xr.DataArray) -> np.ndarray:
