@@ -107,7 +107,7 @@ class Parts:
         try:
             if self.resume:
                 self.folder.mkdir()
-            elif self.folder.exists():
+            elif os.path.lexists(self.folder):  # False too for a name too long to exist
                 # a day of extraction is not to be lost to a missing resume=True
                 raise ActFileError(f"{str(self.folder)!r} holds the parts of an interrupted "
                                    f"streamed write to {self.target!r}; go on from them with "
