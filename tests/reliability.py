@@ -11,16 +11,19 @@ as the command does, so the same assertions hold for every route.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -35,6 +38,28 @@ PREFIX = "dnn_mask: error: "
 TEMP_GLOB = ".dnnmask-*.tmp"
 #: Seconds any single run of dnn_mask may take before the test calls it a hang.
 TIMEOUT = 120
+
+
+def computed_once(tmp_path_factory: Any, name: str, compute: Callable[[Path], Any]) -> Any:
+    """What ``compute(folder)`` gives, computed by one pytest-xdist worker, read by the others.
+
+    pytest-xdist's way to share a session's expensive result: its workers'
+    temporary folders share a parent, where the first worker to take the
+    lock computes (in ``folder``, kept for the others) and writes the
+    result as JSON, which the others read once the lock is theirs.
+    """
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if "PYTEST_XDIST_WORKER" in os.environ else base
+    result = shared / f"{name}.json"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if result.exists():
+            return json.loads(result.read_text())
+        folder = shared / name
+        folder.mkdir(exist_ok=True)
+        value = compute(folder)
+        result.write_text(json.dumps(value))
+        return value
 
 
 def command(*args: object, route: str = "command") -> list[str]:

@@ -45,6 +45,7 @@ from reliability import (
     SUFFIXES,
     TIMEOUT,
     assert_one_line_error,
+    computed_once,
     layer_dataset,
     layer_names,
     run_cli,
@@ -111,8 +112,12 @@ every_write = pytest.mark.parametrize(("route", "suffix"), WRITES, ids=WRITE_IDS
 
 @pytest.fixture(scope="module")
 def damaged_verdicts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """Every damaged case through every route and suffix, once for all xdist workers."""
+    return computed_once(tmp_path_factory, "damaged", _damaged_verdicts)
+
+
+def _damaged_verdicts(root: Path) -> dict[str, dict]:
     """Write every damaged case through every route and suffix in two child processes."""
-    root = tmp_path_factory.mktemp("damaged")
     cases = []
     for name, damage in DAMAGED:
         folder = root / name
