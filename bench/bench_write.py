@@ -24,7 +24,10 @@ Run on demand, not in the test suite::
   by batch by hand, and against the limit: deflating the same bytes in
   1 MiB pieces on every core with ISA-L, writing nothing, and that limit
   with the compressed bytes written in order to one file and synced
-  ("limit+disk": what any writer of the file must do). Each runs in a
+  ("limit+disk": what any writer of the file must do). ``--model-ms``
+  makes the "model" take that long a batch (waiting, as on an
+  accelerator), adds the model alone as a way, and says each way's time
+  against it: what writing adds to an extraction run. Each runs in a
   process of its own, which reports its wall time and its peak RSS above
   what it held before writing (the batches the "model" cycles through).
   Run it with ``--folder`` on a real disk for numbers that include syncing.
@@ -127,8 +130,13 @@ def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def stream_one(way: str, out: Path, stimuli: int, batch: int) -> None:
-    """Write one way (in a process of its own) and print wall seconds and RSS growth."""
+def stream_one(way: str, out: Path, stimuli: int, batch: int, model_s: float = 0.0) -> None:
+    """Write one way (in a process of its own) and print wall seconds and RSS growth.
+
+    ``model_s``: seconds the "model" takes for each batch before it is handed
+    over (a forward pass on an accelerator: the thread waits, the cores are
+    free), for every way but the limits.
+    """
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
@@ -139,17 +147,27 @@ def stream_one(way: str, out: Path, stimuli: int, batch: int) -> None:
 
     batches = _model_batches(batch)
     steps = range(stimuli // batch)
+
+    def model(step: int) -> dict[str, np.ndarray]:
+        time.sleep(model_s)
+        return batches[step % 2]
+
     before = _peak_rss()
     start = time.perf_counter()
-    if way == "ActWriter":
+    if way == "model":
+        for step in steps:
+            model(step)
+    elif way == "ActWriter":
         with dx.ActWriter(out) as writer:
             for step in steps:
-                writer.append(batches[step % 2])
+                writer.append(model(step))
     elif way == "save_act":
         held = {name: np.concatenate([batches[step % 2][name] for step in steps])
                 for name in ALEXNET}
         before = _peak_rss()  # the arrays are the caller's, held before the save
         start = time.perf_counter()
+        for step in steps:
+            model(step)
         dx.save_act(held, out)
     elif way == "h5py":
         with h5py.File(out, "w") as root:
@@ -157,8 +175,9 @@ def stream_one(way: str, out: Path, stimuli: int, batch: int) -> None:
                 root.create_dataset(name, shape=(stimuli, *shape), dtype=np.float32,
                                     compression="gzip")
             for step in steps:
+                values = model(step)
                 for name in ALEXNET:
-                    root[name][step * batch:(step + 1) * batch] = batches[step % 2][name]
+                    root[name][step * batch:(step + 1) * batch] = values[name]
     else:
         # the limit: the same bytes deflated on every core, nothing written; with
         # "+disk", the compressed bytes also written to one file in order and synced
@@ -179,19 +198,20 @@ def stream_one(way: str, out: Path, stimuli: int, batch: int) -> None:
     print(f"{wall:.3f} {_peak_rss() - before}")
 
 
-def stream(folder: Path, stimuli: int, batch: int) -> None:
+def stream(folder: Path, stimuli: int, batch: int, model_s: float = 0.0) -> None:
     import subprocess
     import sys
 
     nbytes = sum(batch * int(np.prod(shape)) * 4 for shape in ALEXNET.values())
     print(f"{stimuli} stimuli of AlexNet's 8 layers in batches of {batch} "
-          f"({nbytes / 2**20:.0f} MiB a batch), in {folder}")
+          f"({nbytes / 2**20:.0f} MiB a batch), in {folder}"
+          + (f", the model taking {model_s:.3f} s a batch" if model_s else ""))
     results = {}
-    for way in STREAM_WAYS:
+    for way in ("model", *STREAM_WAYS) if model_s else STREAM_WAYS:
         out = folder / "stream.act.h5"
         done = subprocess.run([sys.executable, __file__, "--stream-one", way, str(out),
-                               str(stimuli), str(batch)], capture_output=True, text=True,
-                              check=True)
+                               str(stimuli), str(batch), str(model_s)], capture_output=True,
+                              text=True, check=True)
         wall, rss = done.stdout.split()
         results[way] = (float(wall), int(rss))
         if out.exists():
@@ -200,13 +220,14 @@ def stream(folder: Path, stimuli: int, batch: int) -> None:
     for way, (wall, rss) in results.items():
         print(f"  {way:10} {wall:7.2f} s  {wall / limit:5.2f}x the limit  "
               f"{wall / disk:5.2f}x limit+disk  "
-              f"peak RSS +{rss / 2**20:6.0f} MiB ({rss / nbytes:4.2f} batches)")
+              f"peak RSS +{rss / 2**20:6.0f} MiB ({rss / nbytes:4.2f} batches)"
+              + (f"  {wall / results['model'][0]:5.2f}x the model alone" if model_s else ""))
 
 
 def main() -> None:
     if sys.argv[1:2] == ["--stream-one"]:
-        way, out, stimuli, batch = sys.argv[2:]
-        stream_one(way, Path(out), int(stimuli), int(batch))
+        way, out, stimuli, batch, model_s = sys.argv[2:]
+        stream_one(way, Path(out), int(stimuli), int(batch), float(model_s))
         return
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -214,6 +235,8 @@ def main() -> None:
                         default=["many-layers", "sync", "stream"])
     parser.add_argument("--stimuli", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--model-ms", type=float, default=0.0,
+                        help="milliseconds the model takes a batch (stream; default 0)")
     parser.add_argument("--layers", nargs="+", type=int, default=[1000, 10_000])
     parser.add_argument("--mb", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3)
@@ -226,7 +249,7 @@ def main() -> None:
         if "sync" in args.only:
             sync_cost(Path(folder), args.mb, args.runs)
         if "stream" in args.only:
-            stream(Path(folder), args.stimuli, args.batch)
+            stream(Path(folder), args.stimuli, args.batch, args.model_ms / 1e3)
 
 
 if __name__ == "__main__":
