@@ -24,6 +24,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from conftest import examples
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dnnmask_xr as dx
 from dnnmask_xr.act import parts as parts_module
@@ -189,6 +192,19 @@ def test_stimuli_unlike_the_first_batchs_are_refused(tmp_path: Path):
         writer.append(layers, stimuli=["c", "d"])  # a good batch still goes on
     np.testing.assert_array_equal(dx.open_act(tmp_path / "s.act.h5")["fc"].stimulus.values,
                                   ["a", "b", "c", "d"])
+
+
+@pytest.mark.parametrize("empty", [[], None], ids=["no-ids", "unlabelled"])
+def test_a_first_batch_of_no_stimulus_fixes_no_kind_of_ids(empty: list | None, tmp_path: Path):
+    out = tmp_path / "out.act.h5"
+    with dx.ActWriter(out) as writer:
+        writer.append({"fc": np.ones((0, 3), np.float32)}, stimuli=empty)
+        writer.append({"fc": np.ones((2, 3), np.float32)}, stimuli=["a.png", "b.png"])
+        # the first batch with stimuli is what the next are held to
+        with pytest.raises(dx.DnnMaskError, match=r"^batch 3: its stimulus IDs are of "
+                                                   r"another kind \(text or numbers\)"):
+            writer.append({"fc": np.ones((1, 3), np.float32)}, stimuli=[7])
+    assert dx.open_act(out)["fc"].stimulus.values.tolist() == ["a.png", "b.png"]
 
 
 def test_an_exception_inside_the_with_leaves_nothing(tmp_path: Path):
@@ -389,3 +405,46 @@ def test_a_run_killed_after_a_random_batch_resumes_to_the_same_file(suffix: str,
                                                                          resumed.stdout)
     _assert_same_file(out, whole)
     assert not any(name.endswith(".parts") for name in os.listdir(tmp_path))
+
+
+@pytest.mark.properties
+@settings(max_examples=examples(30), deadline=None)
+@given(sizes=st.lists(st.integers(0, 5), min_size=1, max_size=6).filter(lambda s: sum(s) > 0),
+       part_size=st.none() | st.integers(1, 6), suffix=st.sampled_from(SUFFIXES),
+       crash=st.none() | st.integers(0, 6))
+def test_any_batches_parts_and_crash_give_the_file_save_act_gives(
+        sizes: list[int], part_size: int | None, suffix: str, crash: int | None,
+        tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("stream")
+    total = sum(sizes)
+    rng = np.random.default_rng(total)
+    whole = {"conv": rng.random((total, 3, 2, 2), dtype=np.float32),
+             "fc": rng.integers(-9, 9, (total, 4)).astype(np.int16)}
+    bounds = np.cumsum([0, *sizes])
+    out = folder / f"streamed{suffix}"
+
+    def append(writer: dx.ActWriter, batches: range, first: int) -> None:
+        """Append the given batches (empty ones too) from stimulus ``first`` on."""
+        for number in batches:
+            start, stop = max(bounds[number], first), bounds[number + 1]
+            if stop < start:
+                continue
+            writer.append({name: values[start:stop] for name, values in whole.items()},
+                          stimuli=dx.Stimuli(HEADER, _table(start, stop - start)))
+
+    resume = crash is not None
+    if resume:
+        # a run that dies after `crash` batches, then one that goes on from what it stored
+        with pytest.raises(RuntimeError), dx.ActWriter(out, resume=True,
+                                                       part_size=part_size) as writer:
+            append(writer, range(min(crash, len(sizes))), 0)
+            raise RuntimeError("killed")
+        assert not out.exists()
+    with dx.ActWriter(out, resume=resume, part_size=part_size) as writer:
+        done = writer.stimuli_done
+        assert done <= total
+        append(writer, range(len(sizes)), done)
+    saved = folder / f"saved{suffix}"
+    dx.save_act(dx.Activations(whole).with_stimuli(dx.Stimuli(HEADER, _table(0, total))), saved)
+    _assert_same_file(out, saved)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([out.name, saved.name])

@@ -251,11 +251,14 @@ def plan_difference(first: Plan, other: Plan) -> str | None:
               for name, values in other.stimulus.fields.items()}
     if list(theirs) != list(fields):
         return f"its stimuli have the fields {list(theirs)}; the first batch's have {list(fields)}"
-    kinds = [name for name in fields if _kind(fields[name]) != _kind(theirs[name])]
-    if kinds:
-        return f"its stimulus field {kinds[0]!r} holds other values than the first batch's"
-    if _kind(first.stimulus.ids.dtype.kind) != _kind(other.stimulus.ids.dtype.kind):
-        return "its stimulus IDs are of another kind (text or numbers) than the first batch's"
+    # the values of a batch of no stimulus have no kind (numpy calls them floats)
+    if len(first.stimulus.ids) and len(other.stimulus.ids):
+        kinds = [name for name in fields if _kind(fields[name]) != _kind(theirs[name])]
+        if kinds:
+            return f"its stimulus field {kinds[0]!r} holds other values than the first batch's"
+        if _kind(first.stimulus.ids.dtype.kind) != _kind(other.stimulus.ids.dtype.kind):
+            return ("its stimulus IDs are of another kind (text or numbers) than the first "
+                    "batch's")
     if dict(other.stimulus.header) != dict(first.stimulus.header):
         return "its stimulus table has another header than the first batch's"
     return None

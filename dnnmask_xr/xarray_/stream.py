@@ -243,6 +243,9 @@ class ActWriter:
             problem = plan_difference(self._first, plan)
             if problem:
                 raise DnnMaskError(problem)
+            if not len(self._first.stimulus.ids) and len(plan.stimulus.ids):
+                # a batch of no stimulus tells no kind of IDs or fields: the first with some does
+                self._first = plan
         return acts, plan
 
     def _labelled(self, acts: Activations, given: object, stimuli: object) -> Activations:
