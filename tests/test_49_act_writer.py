@@ -207,6 +207,35 @@ def test_a_first_batch_of_no_stimulus_fixes_no_kind_of_ids(empty: list | None, t
     assert dx.open_act(out)["fc"].stimulus.values.tolist() == ["a.png", "b.png"]
 
 
+def test_batches_appended_from_several_threads_go_in_whole(tmp_path: Path):
+    out = tmp_path / "out.act.h5"
+    start = threading.Barrier(4)
+
+    def loader(worker: int, writer: dx.ActWriter) -> None:
+        start.wait()
+        for batch in range(10):
+            numbers = np.arange(3) + 3 * (10 * worker + batch)
+            # every value says which stimulus it belongs to
+            writer.append({"conv": np.broadcast_to(numbers[:, None, None, None], (3, 4, 2, 2)),
+                           "fc": np.broadcast_to(numbers[:, None], (3, 5)).astype(np.int32)},
+                          stimuli=[f"s{n:03d}" for n in numbers])
+
+    with dx.ActWriter(out, part_size=4) as writer:
+        threads = [threading.Thread(target=loader, args=(worker, writer)) for worker in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    acts = dx.open_act(out)
+    ids = acts["fc"].stimulus.values
+    assert sorted(ids) == [f"s{n:03d}" for n in range(120)]
+    numbers = np.array([int(name[1:]) for name in ids])
+    # each batch's three stimuli stay together, in order
+    assert all(numbers[i + 1] == numbers[i] + 1 for i in range(0, 120, 3) for i in (i, i + 1))
+    np.testing.assert_array_equal(acts["fc"].values, np.broadcast_to(numbers[:, None], (120, 5)))
+    np.testing.assert_array_equal(acts["conv"].values[:, 3, 1, 1], numbers)
+
+
 def test_an_exception_inside_the_with_leaves_nothing(tmp_path: Path):
     (tmp_path / "out.act.h5").write_bytes(b"the previous output")
     with pytest.raises(RuntimeError, match="the model failed"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import weakref
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -56,7 +57,8 @@ class ActWriter:
     deflates on every core, so the model's next batch is computed while the
     last one is written; :meth:`append` waits only while a part is still
     being written. Memory held: the part being written, plus the stimuli
-    waiting to fill the next part (fewer than ``part_size``).
+    waiting to fill the next part (fewer than ``part_size``). Batches
+    appended from several threads go in one at a time, each whole.
 
     Parameters
     ----------
@@ -131,6 +133,8 @@ class ActWriter:
         self._appended = 0
         self._stored = 0
         self._ended = False
+        # batches appended from several threads go in one at a time, whole
+        self._serial = threading.RLock()
         self._report: SaveReport | None = None
         self._writing: Future | None = None
         self._parts = Parts(self.path, resume=resume)
@@ -202,6 +206,10 @@ class ActWriter:
         ActFileError
             If storing an earlier batch failed.
         """
+        with self._serial:
+            self._append(layers, stimuli)
+
+    def _append(self, layers: Mapping[str, Any] | Activations, stimuli: object) -> None:
         if self._report is not None or self._writer is None:
             raise UsageError(f"the streamed write to {self.path!r} is closed; no batch can "
                              "be added")
@@ -323,6 +331,10 @@ class ActWriter:
             nothing is at ``path`` then, and the parts are kept if
             ``resume=True``.
         """
+        with self._serial:
+            return self._close()
+
+    def _close(self) -> SaveReport:
         if self._report is not None:
             return self._report
         if self._writer is None:
@@ -358,6 +370,10 @@ class ActWriter:
         A part being written is finished first (a part is written whole or
         not at all).
         """
+        with self._serial:
+            self._abandon()
+
+    def _abandon(self) -> None:
         if self._writer is None or self._report is not None:
             return
         self._writer = None
