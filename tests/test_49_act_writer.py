@@ -319,6 +319,34 @@ def test_a_run_without_resume_refuses_an_interrupted_runs_parts(tmp_path: Path):
     assert [p.name for p in tmp_path.iterdir()] == [".out.act.h5.parts"]
 
 
+FORKED_CHILD = """
+import os, sys
+import numpy as np
+import dnnmask_xr as dx
+
+out = sys.argv[1]
+writer = dx.ActWriter(out, part_size=2)
+writer.append({"fc": np.ones((2, 3), np.float32)})
+writer._wait()  # a part is stored
+child = os.fork()
+if child == 0:
+    sys.exit(0)  # a data loader's worker ends as a program does: its exit handlers run
+assert os.waitpid(child, 0)[1] == 0
+writer.append({"fc": np.zeros((2, 3), np.float32)})
+writer.close()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX's")
+def test_a_forked_childs_copy_of_the_writer_leaves_the_run_alone(tmp_path: Path):
+    out = tmp_path / "out.act.h5"
+    done = subprocess.run([sys.executable, "-c", FORKED_CHILD, str(out)], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_array_equal(dx.open_act(out)["fc"].values[:, 0], [1, 1, 0, 0])
+    assert [p.name for p in tmp_path.iterdir()] == ["out.act.h5"]
+
+
 def test_a_missing_part_is_refused_in_one_line(tmp_path: Path):
     out = tmp_path / "out.act.h5"
     with pytest.raises(RuntimeError), dx.ActWriter(out, resume=True, part_size=2) as writer:

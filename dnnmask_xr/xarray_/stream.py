@@ -147,7 +147,7 @@ class ActWriter:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="dnnmask-stream")
         # a writer dropped without close() or abandon() lets go of its folder
         # (its lock, and its parts unless resuming) as abandon() would
-        self._ending = weakref.finalize(self, _end, self._writer, self._parts)
+        self._ending = weakref.finalize(self, _end, self._writer, self._parts, os.getpid())
 
     def _resume(self) -> None:
         """Take the first part as the first batch, and count the stimuli stored."""
@@ -393,8 +393,11 @@ class ActWriter:
                 f"{self.stimuli_done} stored>")
 
 
-def _end(writer: ThreadPoolExecutor, parts: Parts) -> None:
+def _end(writer: ThreadPoolExecutor, parts: Parts, pid: int) -> None:
     """Stop without an output: finish the part being written, keep the parts if resuming."""
+    if os.getpid() != pid:
+        # a forked child's copy of the writer (a data loader's worker): the run is the parent's
+        return
     writer.shutdown(wait=True)
     parts.close(keep=parts.resume)
 
