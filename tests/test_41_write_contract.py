@@ -150,6 +150,24 @@ def test_save_act_reports_every_layer(act_file, tmp_path, suffix):
     assert [layer.name for layer in report.layers] == ["conv5", "fc3"]
 
 
+def test_a_notebook_shows_a_report_as_print_does(act_file, tmp_path):
+    class Printer:  # what IPython's pretty printer hands _repr_pretty_
+        def __init__(self) -> None:
+            self.shown = ""
+
+        def text(self, text: str) -> None:
+            self.shown += text
+
+    report = dx.save_act(dx.open_act(act_file), tmp_path / "out.act.h5")
+    printer = Printer()
+    report._repr_pretty_(printer, cycle=False)
+    # the output named, then what print() gives: a line a layer
+    first, *lines = printer.shown.split("\n")
+    assert first == f"SaveReport of {str(tmp_path / 'out.act.h5')!r}"
+    assert "\n".join(lines) == str(report)
+    assert [line.split(";")[0] for line in lines] == ["conv5: copied", "fc3: copied"]
+
+
 @pytest.mark.parametrize("verify", [True, False])
 @pytest.mark.parametrize("suffix", SUFFIXES)
 def test_verify_inflates_copied_chunks(act_file, tmp_path, suffix, verify):

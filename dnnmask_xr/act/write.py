@@ -127,6 +127,10 @@ class SaveReport:
             for layer in self.layers
         )
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # a notebook shows a report as print() does, not as the dataclass it is
+        printer.text(f"SaveReport of {self.path!r}\n{self}")
+
 
 class Layout(Protocol):
     """How one suffix lays a plan out in an open HDF5 file."""
