@@ -97,8 +97,6 @@ _WATCHDOG = 'read -r line; [ "$line" = done ] || exec rm -rf -- "$1"'
 def removed_if_the_process_ends(tmp: Path) -> Iterator[None]:
     """Remove ``tmp`` (a file, or a folder and all in it) even if the process dies.
 
-    Even if this process ends without running another line.
-
     A signal whose default action ends the process (SIGTERM or SIGHUP while
     the write runs outside the main thread, where Python cannot install a
     handler), SIGKILL, a crash, or the interpreter leaving a daemon thread

@@ -175,6 +175,20 @@ def test_a_batch_unlike_the_first_is_refused_naming_batch_and_layer(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_layer_attributes_holding_nan_are_the_same_in_every_batch(tmp_path: Path):
+    out = tmp_path / "out.nc"
+
+    def batch() -> dict[str, xr.DataArray]:
+        return {"fc": xr.DataArray(np.ones((2, 3), np.float32), dims=("stimulus", "channel"),
+                                   attrs={"missing": np.nan, "scale": [0.5, np.nan]})}
+
+    with dx.ActWriter(out) as writer:
+        for _ in range(3):
+            writer.append(batch())
+    assert np.isnan(dx.open_act(out)["fc"].attrs["missing"])
+    assert dx.open_act(out)["fc"].shape == (6, 3)
+
+
 def test_stimuli_unlike_the_first_batchs_are_refused(tmp_path: Path):
     layers = {"fc": np.ones((2, 3), np.float32)}
     with dx.ActWriter(tmp_path / "s.act.h5") as writer:

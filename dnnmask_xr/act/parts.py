@@ -49,7 +49,7 @@ from dnnmask_xr.act.layout import (
     read_attrs,
 )
 from dnnmask_xr.act.plan import Plan, PlannedLayer, StackedParts
-from dnnmask_xr.act.stimulus import StimulusTable
+from dnnmask_xr.act.stimulus import StimulusTable, same_values
 from dnnmask_xr.act.write import WriteOptions, write
 from dnnmask_xr.errors import ActFileError
 
@@ -185,11 +185,7 @@ class Parts:
             tables.append(plan.stimulus)
             for layer in plan.layers:
                 datasets[layer.name].append(layer.values.parts[0])
-        stimulus = StimulusTable(
-            np.concatenate([table.ids for table in tables]),
-            {name: np.concatenate([table.fields[name] for table in tables])
-             for name in first.stimulus.fields},
-            first.stimulus.header)
+        stimulus = StimulusTable.joined(tables)
         layers = tuple(PlannedLayer(layer.name, layer.labels,
                                     StackedParts(tuple(datasets[layer.name])), layer.attrs,
                                     layer.dims) for layer in first.layers)
@@ -270,7 +266,5 @@ def _kind(kind: str) -> str:
 
 
 def _same_attrs(first: Mapping[str, Any], other: Mapping[str, Any]) -> bool:
-    if list(first) != list(other):
-        return False
-    return all(np.array_equal(np.asarray(first[key]), np.asarray(other[key]))
-               for key in first)
+    return list(first) == list(other) and all(same_values(first[key], other[key])
+                                              for key in first)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,23 @@ class StimulusTable:
     def counted(cls, size: int) -> StimulusTable:
         """Label stimuli nobody labelled: IDs ``1..size``."""
         return cls(count_from_one(size))
+
+    @classmethod
+    def joined(cls, tables: Sequence[StimulusTable]) -> StimulusTable:
+        """Give the tables' stimuli one after the other, under the first's fields and header."""
+        first = tables[0]
+        if len(tables) == 1:
+            return first
+        return cls(np.concatenate([table.ids for table in tables]),
+                   {name: np.concatenate([table.fields[name] for table in tables])
+                    for name in first.fields},
+                   first.header)
+
+    def rows(self, rows: slice) -> StimulusTable:
+        """Give the table of the stimuli ``rows`` selects."""
+        return StimulusTable(self.ids[rows],
+                             {name: values[rows] for name, values in self.fields.items()},
+                             self.header)
 
     def difference(self, other: StimulusTable) -> str | None:
         """Say how ``other`` labels the stimuli differently, or None if it does not.

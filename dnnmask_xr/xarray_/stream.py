@@ -155,7 +155,10 @@ class ActWriter:
             with open_file(os.fspath(path)) as root:
                 plan = part_plan(root)
                 if self._first is None:
-                    self._first = plan
+                    # what batches are held to, without the part's datasets (closed below)
+                    self._first = replace(plan, layers=tuple(
+                        replace(layer, values=ComputedValues(layer.shape, layer.dtype, _unread))
+                        for layer in plan.layers))
                     self._chunks = {layer.name: layer.values.parts[0].chunks
                                     for layer in plan.layers}
                 self._stored += len(plan.stimulus.ids)
@@ -421,23 +424,26 @@ def _split(
 ) -> tuple[dict[str, np.ndarray], StimulusTable,
            list[tuple[dict[str, np.ndarray], StimulusTable]]]:
     """Take the first ``size`` stimuli of the waiting batches; give the rest, copied."""
-    names = list(waiting[0][0])
-    if len(waiting) == 1 and len(waiting[0][1].ids) == size:
-        values, table = waiting[0]
-        return values, table, []
-    values = {name: np.concatenate([batch[name] for batch, _ in waiting]) for name in names}
-    ids = np.concatenate([table.ids for _, table in waiting])
-    fields = {name: np.concatenate([table.fields[name] for _, table in waiting])
-              for name in waiting[0][1].fields}
-    header = waiting[0][1].header
+    table = StimulusTable.joined([table for _, table in waiting])
+    if len(waiting) == 1:
+        values = waiting[0][0]
+        if len(table.ids) == size:
+            return values, table, []
+    else:
+        values = {name: np.concatenate([batch[name] for batch, _ in waiting])
+                  for name in waiting[0][0]}
     rest = []
-    if ids.size > size:
-        rest = [({name: values[name][size:].copy() for name in names},
-                 StimulusTable(ids[size:], {name: field[size:] for name, field in fields.items()},
-                               header))]
+    if len(table.ids) > size:
+        # copied: once the part is written, the stimuli left waiting must not keep the
+        # joined batches alive
+        rest = [({name: array[size:].copy() for name, array in values.items()},
+                 table.rows(slice(size, None)))]
     return ({name: array[:size] for name, array in values.items()},
-            StimulusTable(ids[:size], {name: field[:size] for name, field in fields.items()},
-                          header), rest)
+            table.rows(slice(None, size)), rest)
+
+
+def _unread(stimuli: slice, channels: slice) -> np.ndarray:
+    raise AssertionError("the first part's plan describes the stored layers; it is never written")
 
 
 def _block_of(values: np.ndarray) -> BlockReader:
