@@ -415,6 +415,22 @@ def test_arithmetic_indexing_and_concatenate(act, arrays):
     assert act.layers == ["conv5"]
 
 
+def test_a_missing_layer_item_or_key_is_named_with_what_there_is(act):
+    stim = core.Stimulus({}, {"stimID": np.array(["a.jpg"])})
+    rdm = core.RDM()
+    cases = [
+        (lambda: act.get("fc9"), "layer 'fc9' is not in the activation (layers: conv5, conv1)"),
+        (lambda: core.Mask("conv5").get("fc3"), "layer 'fc3' is not in the mask (layers: conv5)"),
+        (lambda: core.Mask().delete("fc3"), "layer 'fc3' is not in the mask (layers: none)"),
+        (lambda: stim.get("RT"), "item 'RT' is not in the stimuli (items: stimID)"),
+        (lambda: rdm.get("V1"), "key 'V1' is not in the RDM (keys: none)"),
+    ]
+    for call, message in cases:
+        with pytest.raises(SelectionError) as caught:
+            call()
+        assert str(caught.value) == message
+
+
 def test_normalize():
     np.testing.assert_array_equal(base.normalize(np.array([2.0, 4.0, 3.0])), [0.0, 1.0, 0.5])
 

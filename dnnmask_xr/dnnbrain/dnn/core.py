@@ -34,14 +34,10 @@ __getattr__ = missing_names(__name__, (
 Rows = int | list[int] | slice
 
 
-def _missing(kind: str, name: object, names: Sequence[str]) -> SelectionError:
-    return SelectionError(f"{kind} {name!r} is not in the {type_word(kind)} "
+def _missing(kind: str, name: object, names: Sequence[str], holder: str) -> SelectionError:
+    """Say that ``holder`` (the activation, the mask, ...) has no such layer, item or key."""
+    return SelectionError(f"{kind} {name!r} is not in the {holder} "
                           f"({kind}s: {', '.join(map(str, names)) or 'none'})")
-
-
-def type_word(kind: str) -> str:
-    """Name what holds a layer or an item, for messages."""
-    return {"layer": "activation", "item": "stimuli", "key": "RDM"}.get(kind, kind)
 
 
 class Stimulus:
@@ -124,7 +120,7 @@ class Stimulus:
             If there is no such item.
         """
         if item not in self._data:
-            raise _missing("item", item, self.items)
+            raise _missing("item", item, self.items, "stimuli")
         return self._data[item]
 
     def set(self, item: str, value: Any) -> None:
@@ -285,7 +281,7 @@ class Activation:
             If there is no such layer.
         """
         if layer not in self._activation:
-            raise _missing("layer", layer, self.layers)
+            raise _missing("layer", layer, self.layers, "activation")
         return self._activation[layer]
 
     def set(self, layer: str, value: np.ndarray) -> None:
@@ -517,8 +513,7 @@ class Mask:
             If the mask has no such layer.
         """
         if layer not in self._dmask:
-            raise SelectionError(f"layer {layer!r} is not in the mask "
-                                 f"(layers: {', '.join(self._dmask) or 'none'})")
+            raise _missing("layer", layer, self.layers, "mask")
         return self._dmask[layer]
 
     def set(self, layer: str, **kwargs: list[int] | str) -> None:
@@ -620,7 +615,7 @@ class RDM:
             If there is no such key.
         """
         if key not in self._rdm_dict:
-            raise _missing("key", key, list(self._rdm_dict))
+            raise _missing("key", key, list(self._rdm_dict), "RDM")
         rdm_arr = self._rdm_dict[key]
         if triu:
             return rdm_arr
