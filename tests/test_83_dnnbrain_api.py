@@ -300,6 +300,9 @@ def test_stimulus_file_reads_as_dnnbrain_types(tmp_path):
     assert data["label"].dtype == np.int64 and data["RT"].dtype == np.float64
     np.testing.assert_array_equal(data["stimID"], ["a.jpg", "bb.jpg"])
     np.testing.assert_array_equal(data["RT"], [0.5, 0.25])
+    # arrays of one's own, as DNNBrain's: a script may change them in place
+    assert all(values.flags.writeable for values in data.values())
+    data["label"][0] = 7
 
 
 def test_stimulus_load_save_and_methods(tmp_path):

@@ -78,8 +78,9 @@ class StimulusFile:
         data: OrderedDict[str, np.ndarray] = OrderedDict()
         for name in stimuli.table.columns:
             column = stimuli.table[name].to_numpy()
-            # numeric fields are int64 or float64 already; text becomes numpy's
-            # fixed-width unicode, what DNNBrain's np.asarray(..., dtype=np.str) gave
+            # numeric fields are int64 or float64 already, copied since pandas gives a
+            # read-only view; text becomes numpy's fixed-width unicode, what DNNBrain's
+            # np.asarray(..., dtype=np.str) gave
             data[name] = (column.copy() if column.dtype.kind in "iuf"
                           else np.asarray(column.tolist(), dtype=str))
         result["data"] = data
@@ -120,7 +121,7 @@ class StimulusFile:
 
         if not isinstance(data, Mapping):
             raise UsageError(f"stimulus data is a dict of field name to array, not a "
-                             f"{type_name(data)}")
+                             f"{type(data).__name__}")
         lines = [f"type={type}", f"path={path}"]
         lines += [f"{key}={value}" for key, value in opt_meta.items()]
         lines.append(f"data={','.join(map(str, data))}")
@@ -151,11 +152,6 @@ def _check_text_declared(fname: str, data: Mapping[str, Any], columns: list[np.n
             raise DnnMaskError(f"{fname}: field {name!r} holds text, which DNNBrain's reader "
                                f"takes for numbers; list it in the header key text "
                                f"(write(..., text={str(name)!r}), a line text={name})")
-
-
-def type_name(value: object) -> str:
-    """Name a value's type, for messages."""
-    return type(value).__name__
 
 
 class ActivationFile:
@@ -238,7 +234,7 @@ class ActivationFile:
 
         if not isinstance(activation, Mapping):
             raise UsageError(f"activation is a dict of layer name to array, not a "
-                             f"{type_name(activation)}")
+                             f"{type(activation).__name__}")
         # HDF5 lists the names of a file DNNBrain writes in byte order
         names = sorted(activation, key=lambda name: str(name).encode("utf-8", "surrogatepass"))
         save_act({name: np.asarray(activation[name]) for name in names}, self.fname)
