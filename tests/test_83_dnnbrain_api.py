@@ -504,6 +504,26 @@ def test_rdm_round_trip_and_file(tmp_path):
     np.testing.assert_array_equal(drdm.get("conv5", triu=True), [[1, 2, 3], [2, 4, 6]])
 
 
+def test_rdm_refuses_a_shape_not_its_types_and_an_unset_type():
+    rdm = core.RDM()
+    with pytest.raises(UsageError, match="set it to 'bRDM' or 'dRDM' first"):
+        rdm.set("V1", np.zeros((3, 3)))
+    rdm.rdm_type = ["bRDM"]  # not a type's name: refused as unset, whatever it is
+    with pytest.raises(UsageError, match="set it to 'bRDM' or 'dRDM' first"):
+        rdm.set("V1", np.zeros((3, 3)))
+    rdm.rdm_type = "dRDM"
+    with pytest.raises(UsageError) as caught:
+        rdm.set("conv5", np.zeros((3, 3)))
+    assert str(caught.value) == ("RDM 'conv5' has shape (3, 3); with triu=False a dRDM's "
+                                 "shape is (n_iter, n_item, n_item)")
+    with pytest.raises(UsageError) as caught:
+        rdm.set("conv5", np.zeros(3), triu=True)
+    assert str(caught.value) == ("RDM 'conv5' has shape (3,); with triu=True a dRDM's shape "
+                                 "is (n_iter, (n_item^2-n_item)/2)")
+    rdm.set("conv5", np.array([[1.0, 2.0, 3.0]]), triu=True)
+    np.testing.assert_array_equal(rdm.get("conv5"), [[[0, 1, 2], [0, 0, 3], [0, 0, 0]]])
+
+
 # ---- gen_dmask ---------------------------------------------------------------------------------
 
 

@@ -570,6 +570,10 @@ class Mask:
         return list(self._dmask.keys())
 
 
+#: The shape of each RDM type's squares, for messages (fileio has the upper triangles').
+_SQUARE_SHAPES = {"bRDM": "(n_item, n_item)", "dRDM": "(n_iter, n_item, n_item)"}
+
+
 def _upper(n_item: int) -> np.ndarray:
     """Give the positions of an ``n_item`` square's upper triangle, as DNNBrain takes them."""
     return np.tri(n_item, k=-1, dtype=bool).T
@@ -596,7 +600,7 @@ class RDM:
         fio.RdmFile(fname).write(self.rdm_type, self._rdm_dict)  # type: ignore[arg-type]
 
     def _type(self) -> str:
-        if self.rdm_type not in ("bRDM", "dRDM"):
+        if not (isinstance(self.rdm_type, str) and self.rdm_type in fio.RDM_TYPES):
             raise UsageError(f"rdm_type is {self.rdm_type!r}; set it to 'bRDM' or 'dRDM' first")
         return self.rdm_type
 
@@ -619,12 +623,13 @@ class RDM:
         rdm_arr = self._rdm_dict[key]
         if triu:
             return rdm_arr
-        rdm_type, index = self._type(), _upper(self.n_item)
+        rdm_type, n_item = self._type(), self.n_item
+        index = _upper(n_item)
         if rdm_type == "bRDM":
-            square = np.zeros((self.n_item, self.n_item))
+            square = np.zeros((n_item, n_item))
             square[index] = rdm_arr
         else:
-            square = np.zeros((rdm_arr.shape[0], self.n_item, self.n_item))
+            square = np.zeros((rdm_arr.shape[0], n_item, n_item))
             square[:, index] = rdm_arr
         return square
 
@@ -637,14 +642,11 @@ class RDM:
             If ``rdm_type`` is not set, or the shape is not the type's.
         """
         rdm_type = self._type()
-        ndim = (1 if rdm_type == "bRDM" else 2) + (0 if triu else 1)
+        ndim = fio.RDM_TYPES[rdm_type] + (0 if triu else 1)
         shape = np.shape(rdm_arr)
         square = triu or shape[-1] == shape[-2] if len(shape) >= 2 else triu
         if len(shape) != ndim or not square:
-            wanted = {("bRDM", True): "((n_item^2-n_item)/2,)",
-                      ("bRDM", False): "(n_item, n_item)",
-                      ("dRDM", True): "(n_iter, (n_item^2-n_item)/2)",
-                      ("dRDM", False): "(n_iter, n_item, n_item)"}[rdm_type, bool(triu)]
+            wanted = (fio.RDM_SHAPES if triu else _SQUARE_SHAPES)[rdm_type]
             raise UsageError(f"RDM {key!r} has shape {shape}; with triu={triu} a {rdm_type}'s "
                              f"shape is {wanted}")
         if triu:

@@ -295,8 +295,10 @@ class MaskFile:
         write_dmask(DnnMask(dmask), self.fname)
 
 
-#: DNNBrain's RDM types: of brain activations, of DNN activations.
+#: DNNBrain's RDM types (of brain activations, of DNN activations): their upper triangles' dims.
 RDM_TYPES = {"bRDM": 1, "dRDM": 2}
+#: The shape of each type's upper triangles, for messages.
+RDM_SHAPES = {"bRDM": "((n_item^2-n_item)/2,)", "dRDM": "(n_iter, (n_item^2-n_item)/2)"}
 
 
 def check_rdms(rdm_type: object, rdm_dict: Mapping[str, Any], where: str) -> None:
@@ -319,11 +321,10 @@ def check_rdms(rdm_type: object, rdm_dict: Mapping[str, Any], where: str) -> Non
     if rdm_type not in RDM_TYPES:
         raise DnnMaskError(f"{where}: RDM type {rdm_type!r} is not one of bRDM (of brain "
                            "activations), dRDM (of DNN activations)")
-    shapes = {"bRDM": "((n_item^2-n_item)/2,)", "dRDM": "(n_iter, (n_item^2-n_item)/2)"}
     for key, value in rdm_dict.items():
         if np.ndim(value) != RDM_TYPES[str(rdm_type)]:
             raise DnnMaskError(f"{where}: {rdm_type} {key!r} has shape {np.shape(value)}; a "
-                               f"{rdm_type}'s shape is {shapes[str(rdm_type)]}")
+                               f"{rdm_type}'s shape is {RDM_SHAPES[str(rdm_type)]}")
 
 
 class RdmFile:
