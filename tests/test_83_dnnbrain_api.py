@@ -524,6 +524,26 @@ def test_rdm_refuses_a_shape_not_its_types_and_an_unset_type():
     np.testing.assert_array_equal(rdm.get("conv5"), [[[0, 1, 2], [0, 0, 3], [0, 0, 0]]])
 
 
+def test_rdm_file_read_errors_are_the_projects(tmp_path):
+    path = tmp_path / "r.rdm.h5"
+    path.write_text("not HDF5")
+    with pytest.raises(ActFileError) as caught:
+        fileio.RdmFile(path).read()
+    one_line_error(caught.value, "r.rdm.h5", "cannot read it as an RDM file")
+    with h5py.File(path, "w") as root:
+        root.attrs["type"] = "bRDM"
+        root["V1"] = np.zeros((2, 3))
+    with pytest.raises(DnnMaskError) as caught:
+        fileio.RdmFile(str(path)).read()
+    one_line_error(caught.value, "r.rdm.h5", "bRDM 'V1' has shape (2, 3)")
+    with h5py.File(path, "w") as root:
+        root.attrs["type"] = np.array(["bRDM", "dRDM"], dtype=h5py.string_dtype())
+        root["V1"] = np.zeros(3)
+    with pytest.raises(DnnMaskError) as caught:
+        fileio.RdmFile(str(path)).read()
+    one_line_error(caught.value, "r.rdm.h5", "RDM type", "not one of bRDM")
+
+
 # ---- gen_dmask ---------------------------------------------------------------------------------
 
 

@@ -318,13 +318,14 @@ def check_rdms(rdm_type: object, rdm_dict: Mapping[str, Any], where: str) -> Non
     DnnMaskError
         If the type is neither, or a value has the other number of dims.
     """
-    if rdm_type not in RDM_TYPES:
+    # a str first: a file's attribute may be an array, which a dict cannot look up
+    if not isinstance(rdm_type, str) or rdm_type not in RDM_TYPES:
         raise DnnMaskError(f"{where}: RDM type {rdm_type!r} is not one of bRDM (of brain "
                            "activations), dRDM (of DNN activations)")
     for key, value in rdm_dict.items():
-        if np.ndim(value) != RDM_TYPES[str(rdm_type)]:
+        if np.ndim(value) != RDM_TYPES[rdm_type]:
             raise DnnMaskError(f"{where}: {rdm_type} {key!r} has shape {np.shape(value)}; a "
-                               f"{rdm_type}'s shape is {RDM_SHAPES[str(rdm_type)]}")
+                               f"{rdm_type}'s shape is {RDM_SHAPES[rdm_type]}")
 
 
 class RdmFile:
