@@ -597,6 +597,18 @@ def test_a_script_error_is_one_line_and_leaves_no_output(tmp_path, dnnbrain_file
     assert "dmask_file" in done.stderr
 
 
+def test_the_runner_without_a_script_says_how_to_call_it(tmp_path, capsys):
+    from dnnmask_xr.dnnbrain.__main__ import USAGE, main
+
+    assert main([]) == 2
+    assert USAGE in capsys.readouterr().err
+    assert main(["--help"]) == 0
+    assert USAGE in capsys.readouterr().out
+    assert main([str(tmp_path / "none.py")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("none.py: error: script ") and err.count("\n") == 1
+
+
 def test_a_tutorials_code_runs_unchanged(tmp_path, dnnbrain_file, arrays):
     # a DNNBrain tutorial's steps: z-score each layer, save, mask with a .dmask.csv
     (tmp_path / "m.dmask.csv").write_text("conv5=chn\n3,1\n")
@@ -703,7 +715,7 @@ def test_out_of_scope_names_say_so():
     "missing act", "act suffix", "mask layer", "mask axis", "mask past end", "get layer",
     "pool method", "fe method", "fe n_feat", "arith", "stim suffix", "stim missing",
     "stim text", "stim lengths", "mask set key", "mask set value", "rdm type", "gen_dmask",
-    "hrf ops", "index",
+    "hrf ops", "index", "act no value", "concatenate", "stim shape", "stim header",
 ])
 def test_every_error_is_the_projects_in_one_line(case, tmp_path, dnnbrain_file, act):
     missing = str(tmp_path / "none.act.h5")
@@ -742,6 +754,13 @@ def test_every_error_is_the_projects_in_one_line(case, tmp_path, dnnbrain_file, 
         "hrf ops": (lambda: convolve_hrf(np.zeros((2, 1)), [0, 1], [1, 1], 2, 1.0, ops=50),
                     UsageError, ("ops=50",)),
         "index": (lambda: act["a"], UsageError, ("'a'",)),
+        "act no value": (lambda: core.Activation("conv5"), UsageError, ("conv5", "value")),
+        "concatenate": (lambda: act.concatenate([act.mask(core.Mask("conv5"))]),
+                        SelectionError, ("element 1", "conv5, conv1")),
+        "stim shape": (lambda: core.Stimulus({}, {"stimID": np.array(["a", "b"]),
+                                                  "RT": np.zeros((2, 1))}),
+                       DnnMaskError, ("'RT'", "(2, 1)", "(2,)")),
+        "stim header": (lambda: core.Stimulus([]), UsageError, ("header", "list")),
     }
     call, kind, words = calls[case]
     with pytest.raises(kind) as caught:
