@@ -300,6 +300,9 @@ def test_stimulus_file_reads_as_dnnbrain_types(tmp_path):
     assert data["label"].dtype == np.int64 and data["RT"].dtype == np.float64
     np.testing.assert_array_equal(data["stimID"], ["a.jpg", "bb.jpg"])
     np.testing.assert_array_equal(data["RT"], [0.5, 0.25])
+    # arrays of one's own, as DNNBrain's: a script may change them in place
+    assert all(values.flags.writeable for values in data.values())
+    data["label"][0] = 7
 
 
 def test_stimulus_load_save_and_methods(tmp_path):
@@ -415,6 +418,22 @@ def test_arithmetic_indexing_and_concatenate(act, arrays):
     assert act.layers == ["conv5"]
 
 
+def test_a_missing_layer_item_or_key_is_named_with_what_there_is(act):
+    stim = core.Stimulus({}, {"stimID": np.array(["a.jpg"])})
+    rdm = core.RDM()
+    cases = [
+        (lambda: act.get("fc9"), "layer 'fc9' is not in the activation (layers: conv5, conv1)"),
+        (lambda: core.Mask("conv5").get("fc3"), "layer 'fc3' is not in the mask (layers: conv5)"),
+        (lambda: core.Mask().delete("fc3"), "layer 'fc3' is not in the mask (layers: none)"),
+        (lambda: stim.get("RT"), "item 'RT' is not in the stimuli (items: stimID)"),
+        (lambda: rdm.get("V1"), "key 'V1' is not in the RDM (keys: none)"),
+    ]
+    for call, message in cases:
+        with pytest.raises(SelectionError) as caught:
+            call()
+        assert str(caught.value) == message
+
+
 def test_normalize():
     np.testing.assert_array_equal(base.normalize(np.array([2.0, 4.0, 3.0])), [0.0, 1.0, 0.5])
 
@@ -485,6 +504,46 @@ def test_rdm_round_trip_and_file(tmp_path):
     np.testing.assert_array_equal(drdm.get("conv5", triu=True), [[1, 2, 3], [2, 4, 6]])
 
 
+def test_rdm_refuses_a_shape_not_its_types_and_an_unset_type():
+    rdm = core.RDM()
+    with pytest.raises(UsageError, match="set it to 'bRDM' or 'dRDM' first"):
+        rdm.set("V1", np.zeros((3, 3)))
+    rdm.rdm_type = ["bRDM"]  # not a type's name: refused as unset, whatever it is
+    with pytest.raises(UsageError, match="set it to 'bRDM' or 'dRDM' first"):
+        rdm.set("V1", np.zeros((3, 3)))
+    rdm.rdm_type = "dRDM"
+    with pytest.raises(UsageError) as caught:
+        rdm.set("conv5", np.zeros((3, 3)))
+    assert str(caught.value) == ("RDM 'conv5' has shape (3, 3); with triu=False a dRDM's "
+                                 "shape is (n_iter, n_item, n_item)")
+    with pytest.raises(UsageError) as caught:
+        rdm.set("conv5", np.zeros(3), triu=True)
+    assert str(caught.value) == ("RDM 'conv5' has shape (3,); with triu=True a dRDM's shape "
+                                 "is (n_iter, (n_item^2-n_item)/2)")
+    rdm.set("conv5", np.array([[1.0, 2.0, 3.0]]), triu=True)
+    np.testing.assert_array_equal(rdm.get("conv5"), [[[0, 1, 2], [0, 0, 3], [0, 0, 0]]])
+
+
+def test_rdm_file_read_errors_are_the_projects(tmp_path):
+    path = tmp_path / "r.rdm.h5"
+    path.write_text("not HDF5")
+    with pytest.raises(ActFileError) as caught:
+        fileio.RdmFile(path).read()
+    one_line_error(caught.value, "r.rdm.h5", "cannot read it as an RDM file")
+    with h5py.File(path, "w") as root:
+        root.attrs["type"] = "bRDM"
+        root["V1"] = np.zeros((2, 3))
+    with pytest.raises(DnnMaskError) as caught:
+        fileio.RdmFile(str(path)).read()
+    one_line_error(caught.value, "r.rdm.h5", "bRDM 'V1' has shape (2, 3)")
+    with h5py.File(path, "w") as root:
+        root.attrs["type"] = np.array(["bRDM", "dRDM"], dtype=h5py.string_dtype())
+        root["V1"] = np.zeros(3)
+    with pytest.raises(DnnMaskError) as caught:
+        fileio.RdmFile(str(path)).read()
+    one_line_error(caught.value, "r.rdm.h5", "RDM type", "not one of bRDM")
+
+
 # ---- gen_dmask ---------------------------------------------------------------------------------
 
 
@@ -536,6 +595,18 @@ def test_a_script_error_is_one_line_and_leaves_no_output(tmp_path, dnnbrain_file
     done = run_script(script, "-act", str(dnnbrain_file), "-out", "bad.act.h5")
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "dmask_file" in done.stderr
+
+
+def test_the_runner_without_a_script_says_how_to_call_it(tmp_path, capsys):
+    from dnnmask_xr.dnnbrain.__main__ import USAGE, main
+
+    assert main([]) == 2
+    assert USAGE in capsys.readouterr().err
+    assert main(["--help"]) == 0
+    assert USAGE in capsys.readouterr().out
+    assert main([str(tmp_path / "none.py")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("none.py: error: script ") and err.count("\n") == 1
 
 
 def test_a_tutorials_code_runs_unchanged(tmp_path, dnnbrain_file, arrays):
@@ -644,7 +715,7 @@ def test_out_of_scope_names_say_so():
     "missing act", "act suffix", "mask layer", "mask axis", "mask past end", "get layer",
     "pool method", "fe method", "fe n_feat", "arith", "stim suffix", "stim missing",
     "stim text", "stim lengths", "mask set key", "mask set value", "rdm type", "gen_dmask",
-    "hrf ops", "index",
+    "hrf ops", "index", "act no value", "concatenate", "stim shape", "stim header",
 ])
 def test_every_error_is_the_projects_in_one_line(case, tmp_path, dnnbrain_file, act):
     missing = str(tmp_path / "none.act.h5")
@@ -683,6 +754,13 @@ def test_every_error_is_the_projects_in_one_line(case, tmp_path, dnnbrain_file, 
         "hrf ops": (lambda: convolve_hrf(np.zeros((2, 1)), [0, 1], [1, 1], 2, 1.0, ops=50),
                     UsageError, ("ops=50",)),
         "index": (lambda: act["a"], UsageError, ("'a'",)),
+        "act no value": (lambda: core.Activation("conv5"), UsageError, ("conv5", "value")),
+        "concatenate": (lambda: act.concatenate([act.mask(core.Mask("conv5"))]),
+                        SelectionError, ("element 1", "conv5, conv1")),
+        "stim shape": (lambda: core.Stimulus({}, {"stimID": np.array(["a", "b"]),
+                                                  "RT": np.zeros((2, 1))}),
+                       DnnMaskError, ("'RT'", "(2, 1)", "(2,)")),
+        "stim header": (lambda: core.Stimulus([]), UsageError, ("header", "list")),
     }
     call, kind, words = calls[case]
     with pytest.raises(kind) as caught:

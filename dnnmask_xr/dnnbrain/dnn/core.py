@@ -34,14 +34,10 @@ __getattr__ = missing_names(__name__, (
 Rows = int | list[int] | slice
 
 
-def _missing(kind: str, name: object, names: Sequence[str]) -> SelectionError:
-    return SelectionError(f"{kind} {name!r} is not in the {type_word(kind)} "
+def _missing(kind: str, name: object, names: Sequence[str], holder: str) -> SelectionError:
+    """Say that ``holder`` (the activation, the mask, ...) has no such layer, item or key."""
+    return SelectionError(f"{kind} {name!r} is not in the {holder} "
                           f"({kind}s: {', '.join(map(str, names)) or 'none'})")
-
-
-def type_word(kind: str) -> str:
-    """Name what holds a layer or an item, for messages."""
-    return {"layer": "activation", "item": "stimuli", "key": "RDM"}.get(kind, kind)
 
 
 class Stimulus:
@@ -124,7 +120,7 @@ class Stimulus:
             If there is no such item.
         """
         if item not in self._data:
-            raise _missing("item", item, self.items)
+            raise _missing("item", item, self.items, "stimuli")
         return self._data[item]
 
     def set(self, item: str, value: Any) -> None:
@@ -285,7 +281,7 @@ class Activation:
             If there is no such layer.
         """
         if layer not in self._activation:
-            raise _missing("layer", layer, self.layers)
+            raise _missing("layer", layer, self.layers, "activation")
         return self._activation[layer]
 
     def set(self, layer: str, value: np.ndarray) -> None:
@@ -517,8 +513,7 @@ class Mask:
             If the mask has no such layer.
         """
         if layer not in self._dmask:
-            raise SelectionError(f"layer {layer!r} is not in the mask "
-                                 f"(layers: {', '.join(self._dmask) or 'none'})")
+            raise _missing("layer", layer, self.layers, "mask")
         return self._dmask[layer]
 
     def set(self, layer: str, **kwargs: list[int] | str) -> None:
@@ -575,6 +570,10 @@ class Mask:
         return list(self._dmask.keys())
 
 
+#: The shape of each RDM type's squares, for messages (fileio has the upper triangles').
+_SQUARE_SHAPES = {"bRDM": "(n_item, n_item)", "dRDM": "(n_iter, n_item, n_item)"}
+
+
 def _upper(n_item: int) -> np.ndarray:
     """Give the positions of an ``n_item`` square's upper triangle, as DNNBrain takes them."""
     return np.tri(n_item, k=-1, dtype=bool).T
@@ -601,7 +600,7 @@ class RDM:
         fio.RdmFile(fname).write(self.rdm_type, self._rdm_dict)  # type: ignore[arg-type]
 
     def _type(self) -> str:
-        if self.rdm_type not in ("bRDM", "dRDM"):
+        if not (isinstance(self.rdm_type, str) and self.rdm_type in fio.RDM_TYPES):
             raise UsageError(f"rdm_type is {self.rdm_type!r}; set it to 'bRDM' or 'dRDM' first")
         return self.rdm_type
 
@@ -620,16 +619,17 @@ class RDM:
             If there is no such key.
         """
         if key not in self._rdm_dict:
-            raise _missing("key", key, list(self._rdm_dict))
+            raise _missing("key", key, list(self._rdm_dict), "RDM")
         rdm_arr = self._rdm_dict[key]
         if triu:
             return rdm_arr
-        rdm_type, index = self._type(), _upper(self.n_item)
+        rdm_type, n_item = self._type(), self.n_item
+        index = _upper(n_item)
         if rdm_type == "bRDM":
-            square = np.zeros((self.n_item, self.n_item))
+            square = np.zeros((n_item, n_item))
             square[index] = rdm_arr
         else:
-            square = np.zeros((rdm_arr.shape[0], self.n_item, self.n_item))
+            square = np.zeros((rdm_arr.shape[0], n_item, n_item))
             square[:, index] = rdm_arr
         return square
 
@@ -642,14 +642,11 @@ class RDM:
             If ``rdm_type`` is not set, or the shape is not the type's.
         """
         rdm_type = self._type()
-        ndim = (1 if rdm_type == "bRDM" else 2) + (0 if triu else 1)
+        ndim = fio.RDM_TYPES[rdm_type] + (0 if triu else 1)
         shape = np.shape(rdm_arr)
         square = triu or shape[-1] == shape[-2] if len(shape) >= 2 else triu
         if len(shape) != ndim or not square:
-            wanted = {("bRDM", True): "((n_item^2-n_item)/2,)",
-                      ("bRDM", False): "(n_item, n_item)",
-                      ("dRDM", True): "(n_iter, (n_item^2-n_item)/2)",
-                      ("dRDM", False): "(n_iter, n_item, n_item)"}[rdm_type, bool(triu)]
+            wanted = (fio.RDM_SHAPES if triu else _SQUARE_SHAPES)[rdm_type]
             raise UsageError(f"RDM {key!r} has shape {shape}; with triu={triu} a {rdm_type}'s "
                              f"shape is {wanted}")
         if triu:

@@ -78,8 +78,9 @@ class StimulusFile:
         data: OrderedDict[str, np.ndarray] = OrderedDict()
         for name in stimuli.table.columns:
             column = stimuli.table[name].to_numpy()
-            # numeric fields are int64 or float64 already; text becomes numpy's
-            # fixed-width unicode, what DNNBrain's np.asarray(..., dtype=np.str) gave
+            # numeric fields are int64 or float64 already, copied since pandas gives a
+            # read-only view; text becomes numpy's fixed-width unicode, what DNNBrain's
+            # np.asarray(..., dtype=np.str) gave
             data[name] = (column.copy() if column.dtype.kind in "iuf"
                           else np.asarray(column.tolist(), dtype=str))
         result["data"] = data
@@ -120,7 +121,7 @@ class StimulusFile:
 
         if not isinstance(data, Mapping):
             raise UsageError(f"stimulus data is a dict of field name to array, not a "
-                             f"{type_name(data)}")
+                             f"{type(data).__name__}")
         lines = [f"type={type}", f"path={path}"]
         lines += [f"{key}={value}" for key, value in opt_meta.items()]
         lines.append(f"data={','.join(map(str, data))}")
@@ -151,11 +152,6 @@ def _check_text_declared(fname: str, data: Mapping[str, Any], columns: list[np.n
             raise DnnMaskError(f"{fname}: field {name!r} holds text, which DNNBrain's reader "
                                f"takes for numbers; list it in the header key text "
                                f"(write(..., text={str(name)!r}), a line text={name})")
-
-
-def type_name(value: object) -> str:
-    """Name a value's type, for messages."""
-    return type(value).__name__
 
 
 class ActivationFile:
@@ -238,7 +234,7 @@ class ActivationFile:
 
         if not isinstance(activation, Mapping):
             raise UsageError(f"activation is a dict of layer name to array, not a "
-                             f"{type_name(activation)}")
+                             f"{type(activation).__name__}")
         # HDF5 lists the names of a file DNNBrain writes in byte order
         names = sorted(activation, key=lambda name: str(name).encode("utf-8", "surrogatepass"))
         save_act({name: np.asarray(activation[name]) for name in names}, self.fname)
@@ -299,8 +295,10 @@ class MaskFile:
         write_dmask(DnnMask(dmask), self.fname)
 
 
-#: DNNBrain's RDM types: of brain activations, of DNN activations.
+#: DNNBrain's RDM types (of brain activations, of DNN activations): their upper triangles' dims.
 RDM_TYPES = {"bRDM": 1, "dRDM": 2}
+#: The shape of each type's upper triangles, for messages.
+RDM_SHAPES = {"bRDM": "((n_item^2-n_item)/2,)", "dRDM": "(n_iter, (n_item^2-n_item)/2)"}
 
 
 def check_rdms(rdm_type: object, rdm_dict: Mapping[str, Any], where: str) -> None:
@@ -320,14 +318,14 @@ def check_rdms(rdm_type: object, rdm_dict: Mapping[str, Any], where: str) -> Non
     DnnMaskError
         If the type is neither, or a value has the other number of dims.
     """
-    if rdm_type not in RDM_TYPES:
+    # a str first: a file's attribute may be an array, which a dict cannot look up
+    if not isinstance(rdm_type, str) or rdm_type not in RDM_TYPES:
         raise DnnMaskError(f"{where}: RDM type {rdm_type!r} is not one of bRDM (of brain "
                            "activations), dRDM (of DNN activations)")
-    shapes = {"bRDM": "((n_item^2-n_item)/2,)", "dRDM": "(n_iter, (n_item^2-n_item)/2)"}
     for key, value in rdm_dict.items():
-        if np.ndim(value) != RDM_TYPES[str(rdm_type)]:
+        if np.ndim(value) != RDM_TYPES[rdm_type]:
             raise DnnMaskError(f"{where}: {rdm_type} {key!r} has shape {np.shape(value)}; a "
-                               f"{rdm_type}'s shape is {shapes[str(rdm_type)]}")
+                               f"{rdm_type}'s shape is {RDM_SHAPES[rdm_type]}")
 
 
 class RdmFile:
