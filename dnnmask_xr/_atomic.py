@@ -75,6 +75,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    pid = os.getpid()
     with removed_if_the_process_ends(tmp):
         try:
             yield tmp
@@ -82,8 +83,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             sync_path(tmp)
             os.replace(tmp, target)
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+            # a forked child ending (its copy of this generator closed) leaves the
+            # parent's write alone
+            if os.getpid() == pid:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
             raise
     sync_path(target.parent)
 
@@ -114,12 +118,15 @@ def removed_if_the_process_ends(tmp: Path) -> Iterator[None]:
     except OSError:
         yield
         return
+    pid = os.getpid()
     try:
         yield
     finally:
         # here the file is renamed or removed: the watchdog has nothing left to do
-        with contextlib.suppress(OSError):
-            watchdog.communicate(b"done\n")
+        # (said only by this process: a forked child's copy ending says nothing)
+        if os.getpid() == pid:
+            with contextlib.suppress(OSError):
+                watchdog.communicate(b"done\n")
 
 
 #: What fsync of a folder gives on file systems that cannot sync one: nothing to do there.

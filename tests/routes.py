@@ -73,6 +73,10 @@ def run(route: str, argv: Sequence[str]) -> int:
             return 0
         return _fail(f"interrupted by {signal_name(stop.signum)}; nothing was written",
                      128 + stop.signum)
+    except KeyboardInterrupt:
+        # Python's own Ctrl-C, in the program's code between writes (where an ActWriter's
+        # batches are read): said as dnn_mask says it
+        return _fail("interrupted by SIGINT; nothing was written", 130)
     return 0
 
 

@@ -27,8 +27,10 @@ import xarray as xr
 from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reliability import TEMP_GLOB
 
 import dnnmask_xr as dx
+from dnnmask_xr.act import growing as growing_module
 from dnnmask_xr.act import parts as parts_module
 from dnnmask_xr.testing import read_reference_act
 
@@ -313,10 +315,14 @@ def test_a_resumable_writer_dropped_unclosed_lets_go_of_its_parts(tmp_path: Path
     np.testing.assert_array_equal(dx.open_act(out)["fc"].values[:, 0], [1, 1, 0, 0])
 
 
-def test_a_writer_dropped_unclosed_leaves_nothing(tmp_path: Path):
-    dropped = dx.ActWriter(tmp_path / "out.act.h5", part_size=4)
-    dropped.append({"fc": np.ones((2, 3), np.float32)})
-    assert len(list(tmp_path.iterdir())) == 1  # its folder of parts
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_writer_dropped_unclosed_leaves_nothing(suffix: str, tmp_path: Path):
+    dropped = dx.ActWriter(tmp_path / f"out{suffix}", part_size=4)
+    for _ in range(2):  # the second part waits for the first to be stored
+        dropped.append({"fc": np.ones((4, 3), np.float32)})
+    # the output's temporary file (.act.h5) or its folder of parts (.nc)
+    (held,) = tmp_path.iterdir()
+    assert held.match(TEMP_GLOB) and held.is_dir() == (suffix == ".nc"), held
     del dropped
     gc.collect()
     assert list(tmp_path.iterdir()) == []
@@ -373,18 +379,20 @@ def test_a_missing_part_is_refused_in_one_line(tmp_path: Path):
         dx.ActWriter(out, resume=True)
 
 
+@pytest.mark.parametrize(("suffix", "store"), [
+    (".act.h5", growing_module.GrowingWrite), (".nc", parts_module.Parts)])
 def test_parts_are_written_off_the_callers_thread_while_it_goes_on(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+        suffix: str, store: type, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     threads, release = [], threading.Event()
-    real_add = parts_module.Parts.add
+    real_add = store.add
 
-    def add(self, plan, options):
+    def add(self, *args):
         threads.append(threading.current_thread().name)
         release.wait(timeout=30)  # the first part is written slowly
-        real_add(self, plan, options)
+        real_add(self, *args)
 
-    monkeypatch.setattr(parts_module.Parts, "add", add)
-    with dx.ActWriter(tmp_path / "out.act.h5") as writer:
+    monkeypatch.setattr(store, "add", add)
+    with dx.ActWriter(tmp_path / f"out{suffix}") as writer:
         writer.append({"fc": np.ones((2, 3), np.float32)})
         # append returned while its part is still being written
         assert writer.stimuli_done == 0 and writer.n_stimuli == 2

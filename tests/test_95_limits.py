@@ -255,20 +255,29 @@ class _Ignored:
 
 
 def _inject(monkeypatch: pytest.MonkeyPatch, where: str, raw: str) -> None:
+    import dnnmask_xr.act.growing
     import dnnmask_xr.act.nc
     import dnnmask_xr.act.write
 
-    real_layer = dnnmask_xr.act.write._write_layer
+    # where a layer's values are written: a whole layer, or a streamed write's part of
+    # a growing output
+    layer_writes = [(dnnmask_xr.act.write, "_write_layer"),
+                    (dnnmask_xr.act.growing, "store_values")]
     if where == "in-a-layer-as-ActFileError":
         def layer(*args, **kwargs):
             raise ActFileError(f"cannot copy layer 'conv' of 'in.act.h5' to the output ({raw})")
-        monkeypatch.setattr(dnnmask_xr.act.write, "_write_layer", layer)
+        for module, name in layer_writes:
+            monkeypatch.setattr(module, name, layer)
     elif where == "ignored-while-freeing":
-        def layer(*args, **kwargs):
-            report = real_layer(*args, **kwargs)
-            _Ignored(RuntimeError(raw))  # freed at once: only "Exception ignored" sees it
-            return report
-        monkeypatch.setattr(dnnmask_xr.act.write, "_write_layer", layer)
+        def freeing(real_layer):
+            def layer(*args, **kwargs):
+                report = real_layer(*args, **kwargs)
+                _Ignored(RuntimeError(raw))  # freed at once: only "Exception ignored" sees it
+                return report
+            return layer
+
+        for module, name in layer_writes:
+            monkeypatch.setattr(module, name, freeing(getattr(module, name)))
     elif where == "at-the-layout's-close":
         for layout in (dnnmask_xr.act.write.ActLayout, dnnmask_xr.act.nc.NcLayout):
             real_close = layout.close

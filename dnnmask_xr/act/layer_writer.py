@@ -229,13 +229,31 @@ def write_values(
         # HDF5 wants chunks no longer than the layer
         chunks = tuple(min(step, size) for step, size in zip(chunks, shape, strict=True))
         target = sink.create(shape, dtype, chunks, GZIP_LEVEL, None)
+    store_values(target, 0, shape, read_block, budget, report)
+    return report
+
+
+def store_values(
+    target: h5py.Dataset,
+    start: int,
+    shape: tuple[int, ...],
+    read_block: BlockReader,
+    budget: Budget,
+    report: LayerReport,
+) -> None:
+    """Store values of ``shape`` from ``read_block`` in ``target``, from stimulus ``start`` on.
+
+    ``start`` is a multiple of the target's chunk length along ``stimulus``
+    (a streamed write's part goes after the whole chunks of those before).
+    """
+    dtype = target.dtype
     for stimuli, channels in iter_blocks(shape, target.chunks, dtype.itemsize,
                                          budget.block_bytes):
         # a block of a dask graph or a computation can take seconds: a signal stops it
         with interruptible():
             block = np.asarray(read_block(stimuli, channels), dtype=dtype)
-        _store_block(target, block, (stimuli.start, channels.start, 0, 0), budget, report)
-    return report
+        _store_block(target, block, (start + stimuli.start, channels.start, 0, 0), budget,
+                     report)
 
 
 def write_stacked(sink: Sink, parts: StackedParts, budget: Budget) -> LayerReport:

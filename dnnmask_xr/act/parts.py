@@ -107,12 +107,8 @@ class Parts:
         try:
             if self.resume:
                 self.folder.mkdir()
-            elif os.path.lexists(self.folder):  # False too for a name too long to exist
-                # a day of extraction is not to be lost to a missing resume=True
-                raise ActFileError(f"{str(self.folder)!r} holds the parts of an interrupted "
-                                   f"streamed write to {self.target!r}; go on from them with "
-                                   "resume=True, or remove the folder to start again")
             else:
+                refuse_interrupted_parts(self.target)
                 self.folder = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX,
                                                     dir=self.folder.parent))
             created = True
@@ -167,11 +163,8 @@ class Parts:
         Raises
         ------
         ActFileError
-            If there are no parts, or a part is damaged or does not store
-            what the first stores.
+            If a part is damaged or does not store what the first stores.
         """
-        if not self.paths:
-            raise ActFileError(f"the streamed write to {self.target!r} has no stimuli to write")
         roots = [self._held.enter_context(open_file(os.fspath(path))) for path in self.paths]
         first = part_plan(roots[0])
         tables = [first.stimulus]
@@ -196,6 +189,24 @@ class Parts:
         self._held.close()
         if not keep:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def refuse_interrupted_parts(target: str) -> None:
+    """Refuse to start a streamed write to ``target`` over an interrupted run's parts.
+
+    For a run without ``resume``: a day of extraction is not to be lost to
+    a missing ``resume=True``.
+
+    Raises
+    ------
+    ActFileError
+        If :func:`parts_folder` of ``target`` exists.
+    """
+    folder = parts_folder(target)
+    if os.path.lexists(folder):  # False too for a name too long to exist
+        raise ActFileError(f"{str(folder)!r} holds the parts of an interrupted streamed write "
+                           f"to {target!r}; go on from them with resume=True, or remove the "
+                           "folder to start again")
 
 
 def part_plan(root: h5py.File) -> Plan:

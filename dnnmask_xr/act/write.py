@@ -194,10 +194,64 @@ def write(plan: Plan, path: str | os.PathLike[str], options: WriteOptions | None
     options = options or WriteOptions()
     target = path_arg(path, "output")
     plan, layout_of = checked(plan, target)
-    threads = options.threads or default_threads()
     total = plan.nbytes
     root_attrs = {**plan.attrs, **provenance_stamp()}
     reports = []
+    with output_file(target, options, part_of) as out:
+        with contextlib.closing(layout_of(out.root)) as layout:
+            out.room.reserve(metadata_bytes(root_attrs, plan.stimulus))
+            layout.write_root(root_attrs, plan.stimulus)
+            for layer in plan.layers:
+                out.room.reserve(metadata_bytes(
+                    layer.attrs, layer.labels,
+                    plan.stimulus if layout_of.stimulus_in_every_layer else None))
+                reports.append(_write_layer(layout, layer, out.budget(layer.name, total)))
+            # the layout's own bookkeeping, written as it closes
+            out.room.reserve(RESERVED_BYTES + BOOKKEEPING_BYTES * len(plan.layers))
+    return SaveReport(target, tuple(reports))
+
+
+@dataclass
+class OutputFile:
+    """The temporary HDF5 file of a write under way, and what writing it takes.
+
+    Attributes
+    ----------
+    root
+        The file, open for writing.
+    room
+        Takes room on disk before each step that writes metadata.
+    pool, threads
+        The threads that deflate chunks, and how many there are.
+    options
+        The write's options.
+    """
+
+    root: h5py.File
+    room: RoomOnDisk
+    pool: ThreadPoolExecutor
+    threads: int
+    options: WriteOptions
+
+    def budget(self, name: str, total: int) -> Budget:
+        """Give the memory, threads and progress of writing layer ``name`` (of ``total`` bytes)."""
+        return Budget(self.options.memory, self.pool, self.threads,
+                      _layer_progress(self.options.on_progress, name, total),
+                      self.options.verify)
+
+
+@contextlib.contextmanager
+def output_file(target: str, options: WriteOptions, part_of: str | None = None,
+                ) -> Iterator[OutputFile]:
+    """Create the temporary file of a write of ``target``; put it in place as the block ends.
+
+    The one place where a write becomes all or nothing: the file is created
+    beside ``target`` and renamed over it, synced, only when the block ends
+    without an error; an error, a signal or a full disk leaves nothing (see
+    the module's docstring), and a failure to write is raised as
+    ``ActFileError`` naming ``part_of`` or ``target``.
+    """
+    threads = options.threads or default_threads()
     try:
         with deferred_interrupts() as deferral:
             # atomic_path is inside the deferral, so a signal during the rename
@@ -214,19 +268,7 @@ def write(plan: Plan, path: str | os.PathLike[str], options: WriteOptions | None
                 with _ignored_hdf5_errors() as ignored, h5py.File(
                         tmp, "x", libver=("earliest", "v108"), track_order=True) as root:
                     with RoomOnDisk(root) as room:
-                        with contextlib.closing(layout_of(root)) as layout:
-                            room.reserve(metadata_bytes(root_attrs, plan.stimulus))
-                            layout.write_root(root_attrs, plan.stimulus)
-                            for layer in plan.layers:
-                                room.reserve(metadata_bytes(
-                                    layer.attrs, layer.labels,
-                                    plan.stimulus if layout_of.stimulus_in_every_layer else None))
-                                budget = Budget(options.memory, pool, threads,
-                                                _layer_progress(options.on_progress, layer.name,
-                                                                total), options.verify)
-                                reports.append(_write_layer(layout, layer, budget))
-                            # the layout's own bookkeeping, written as it closes
-                            room.reserve(RESERVED_BYTES + _BOOKKEEPING_BYTES * len(plan.layers))
+                        yield OutputFile(root, room, pool, threads, options)
                         room.give_back()
                 if ignored:
                     # a write HDF5 could only report as "ignored": the file is not whole
@@ -238,7 +280,6 @@ def write(plan: Plan, path: str | os.PathLike[str], options: WriteOptions | None
         if reason is None:
             raise
         raise ActFileError(f"cannot write {part_of or target!r}: {reason}") from None
-    return SaveReport(target, tuple(reports))
 
 
 def checked(plan: Plan, target: str) -> tuple[Plan, type[Layout]]:
@@ -307,9 +348,9 @@ class ActLayout:
         _store_attrs(self.root.attrs, attrs, "the file's root")
         encode_stimulus(self.root.attrs, stimulus.ids, stimulus.fields, stimulus.header)
 
-    def sink(self, layer: PlannedLayer) -> Sink:
-        """Create the layer at the root."""
-        return _GroupSink(self.root, layer.name)
+    def sink(self, layer: PlannedLayer, *, growing: bool = False) -> Sink:
+        """Create the layer at the root; ``growing``: to be lengthened along ``stimulus``."""
+        return _GroupSink(self.root, layer.name, growing)
 
     def finish_layer(self, layer: PlannedLayer, dataset: h5py.Dataset) -> None:
         """Store the unit labels and the layer's own attributes as the dataset's attributes."""
@@ -323,15 +364,19 @@ class ActLayout:
 class _GroupSink:
     """Creates a layer's dataset in an h5py group."""
 
-    def __init__(self, group: h5py.Group, name: str) -> None:
-        self.group, self.name = group, name
+    def __init__(self, group: h5py.Group, name: str, growing: bool = False) -> None:
+        self.group, self.name, self.growing = group, name, growing
         self.dataset: h5py.Dataset | None = None
 
     def create(self, shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...] | None,
                level: int | None, fillvalue: Any) -> h5py.Dataset:
+        # a growing layer has no end along stimulus (nor along a unit axis of no
+        # unit, which no chunk would fit)
+        maxshape = tuple(None if axis == 0 or not size else size
+                         for axis, size in enumerate(shape)) if self.growing else None
         self.dataset = self.group.create_dataset(self.name, shape=shape, dtype=dtype,
                                                  chunks=chunks, fillvalue=fillvalue,
-                                                 track_order=True,
+                                                 maxshape=maxshape, track_order=True,
                                                  **gzip_options(chunks, level))
         return self.dataset
 
@@ -413,7 +458,7 @@ def _store_attrs(attrs: h5py.AttributeManager, values: Mapping[str, Any], where:
 #: Room reserved beyond what the values take: HDF5's object headers, B-trees and heaps.
 RESERVED_BYTES = 256 * 2**10
 #: Room per layer for what a layout writes as it closes (h5netcdf's dimension ids).
-_BOOKKEEPING_BYTES = 4 * 2**10
+BOOKKEEPING_BYTES = 4 * 2**10
 #: What HDF5 stores besides a variable-length string's bytes: its global heap object's
 #: header and padding, and the reference to it in the attribute or dataset.
 _PER_STRING = 48

@@ -1,11 +1,14 @@
 """Write activations a batch at a time, as a model produces them: :class:`ActWriter`.
 
 Each batch is checked against the first on the caller's thread, then
-stored in parts (:mod:`~dnnmask_xr.act.parts`) by the one writer on a
-thread of its own, deflating on every core while the caller computes the
-next batch. Closing copies the parts' compressed chunks into the output,
-through the one writer again: the output obeys every check of a write,
-and appears whole or not at all.
+stored by the one writer on a thread of its own, deflating on every core
+while the caller computes the next batch. Stored where: straight into the
+output's temporary file, its layers growing (:mod:`~dnnmask_xr.act.growing`,
+each byte written once); or, for a run that may be resumed and for a
+``.nc`` output, in parts (:mod:`~dnnmask_xr.act.parts`) whose compressed
+chunks closing copies into the output, through the one writer again.
+Either way the output obeys every check of a write, and appears whole or
+not at all.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ import numpy as np
 import xarray as xr
 
 from dnnmask_xr._args import is_count, mapping_arg, path_arg
-from dnnmask_xr.act.checks import check_not_input, check_output
+from dnnmask_xr.act._interrupt import deferred_interrupts
+from dnnmask_xr.act.checks import NC_SUFFIX, check_not_input, check_output
 from dnnmask_xr.act.chunking import output_chunks
 from dnnmask_xr.act.files import open_file
-from dnnmask_xr.act.parts import Parts, part_plan, plan_difference
+from dnnmask_xr.act.growing import GrowingWrite
+from dnnmask_xr.act.parts import Parts, part_plan, plan_difference, refuse_interrupted_parts
 from dnnmask_xr.act.plan import BlockReader, ComputedValues, Plan, PlannedLayer
 from dnnmask_xr.act.stimulus import StimulusTable
 from dnnmask_xr.act.write import (
@@ -37,7 +42,7 @@ from dnnmask_xr.act.write import (
     storable,
     write,
 )
-from dnnmask_xr.errors import DnnMaskError, UsageError
+from dnnmask_xr.errors import ActFileError, DnnMaskError, UsageError
 from dnnmask_xr.formats.stim import Stimuli
 from dnnmask_xr.xarray_.activations import Activations
 from dnnmask_xr.xarray_.save import plan_layers
@@ -53,10 +58,13 @@ class ActWriter:
     file equals what :func:`~dnnmask_xr.save_act` of all the batches
     joined along ``stimulus`` would hold (values, labels, stimulus table).
 
-    Batches are stored as they come, in parts, by a thread of its own that
-    deflates on every core, so the model's next batch is computed while the
-    last one is written; :meth:`append` waits only while a part is still
-    being written. Memory held: the part being written, plus the stimuli
+    Batches are stored as they come, a part at a time, by a thread of its
+    own that deflates on every core, so the model's next batch is computed
+    while the last one is written; :meth:`append` waits only while a part
+    is still being written. An ``.act.h5`` run without ``resume`` stores
+    each part straight into the output's temporary file; a resumable run,
+    and a ``.nc`` output, store each part as a file of its own, which
+    closing joins. Memory held: the part being written, plus the stimuli
     waiting to fill the next part (fewer than ``part_size``). Batches
     appended from several threads go in one at a time, each whole.
 
@@ -71,17 +79,19 @@ class ActWriter:
         how many stimuli that is, and the next batch appended starts after
         them. Without it, a run that ends without an output leaves nothing.
     part_size
-        Stimuli per part: each part is stored durably (written whole and
-        synced) before it counts in :attr:`stimuli_done`. The first batch's
-        length if None. A resumed run goes on in the stored parts' steps
-        (their chunks' length along ``stimulus``), whatever is given.
+        Stimuli per part: each part is stored (with ``resume``, durably:
+        written whole and synced) before it counts in :attr:`stimuli_done`.
+        The first batch's length if None. A resumed run goes on in the
+        stored parts' steps (their chunks' length along ``stimulus``),
+        whatever is given.
     attrs
         Provenance for the file's root, as for :func:`~dnnmask_xr.save_act`.
     memory, threads
         The memory budget and threads of each write (see
         :func:`~dnnmask_xr.save_act`).
     progress
-        Show a progress bar on stderr while the parts are joined at the end.
+        Show a progress bar on stderr while the parts are joined at the end
+        (an ``.act.h5`` run without ``resume`` has none to join).
 
     Raises
     ------
@@ -129,29 +139,31 @@ class ActWriter:
         self._batches = 0
         #: the .dmask.csv and .stim.csv files the batches were made with
         self._inputs: dict[str, str] = {}
-        #: stimuli appended (an earlier run's stored ones included), and stored
+        #: stimuli appended (an earlier run's stored ones included)
         self._appended = 0
-        self._stored = 0
         self._ended = False
         # batches appended from several threads go in one at a time, whole
         self._serial = threading.RLock()
         self._report: SaveReport | None = None
         self._writing: Future | None = None
-        self._parts = Parts(self.path, resume=resume)
-        try:
-            if self._parts.paths:
-                self._resume()
-        except BaseException:
-            self._parts.close(keep=True)
-            raise
+        self._store: _InParts | _Growing = (
+            _InParts(self.path, resume) if resume or self.path.endswith(NC_SUFFIX)
+            else _Growing(self.path))
+        if isinstance(self._store, _InParts):
+            try:
+                if self._store.parts.paths:
+                    self._resume()
+            except BaseException:
+                self._store.parts.close(keep=True)
+                raise
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="dnnmask-stream")
-        # a writer dropped without close() or abandon() lets go of its folder
-        # (its lock, and its parts unless resuming) as abandon() would
-        self._ending = weakref.finalize(self, _end, self._writer, self._parts, os.getpid())
+        # a writer dropped without close() or abandon() lets go of what it stored (its
+        # folder of parts and their lock, or its temporary file) as abandon() would
+        self._ending = weakref.finalize(self, _end, self._writer, self._store, os.getpid())
 
     def _resume(self) -> None:
         """Take the first part as the first batch, and count the stimuli stored."""
-        for path in self._parts.paths:
+        for path in self._store.parts.paths:
             with open_file(os.fspath(path)) as root:
                 plan = part_plan(root)
                 if self._first is None:
@@ -161,9 +173,9 @@ class ActWriter:
                         for layer in plan.layers))
                     self._chunks = {layer.name: layer.values.parts[0].chunks
                                     for layer in plan.layers}
-                self._stored += len(plan.stimulus.ids)
+                self._store.stored += len(plan.stimulus.ids)
                 last = len(plan.stimulus.ids)
-        self._appended = self._stored
+        self._appended = self._store.stored
         steps = math.lcm(*(chunks[0] for chunks in self._chunks.values()))
         # a part the size of no whole chunk is the last one a run wrote as it closed
         self._ended = last % steps != 0
@@ -171,8 +183,8 @@ class ActWriter:
 
     @property
     def stimuli_done(self) -> int:
-        """Stimuli stored durably: what a run resumed after a crash goes on after."""
-        return self._stored
+        """Stimuli stored (with ``resume``, durably): what a resumed run goes on after."""
+        return self._store.stored
 
     @property
     def n_stimuli(self) -> int:
@@ -304,11 +316,10 @@ class ActWriter:
                                         chunks=self._chunks[layer.name]),
                          layer.attrs, layer.dims)
             for layer in self._first.layers), table, self._attrs)
-        self._writing = self._writer.submit(self._store, plan, size)
-
-    def _store(self, plan: Plan, size: int) -> None:
-        self._parts.add(plan, self._options)
-        self._stored += size
+        # the writing thread holds the store, not this writer: a writer dropped while
+        # a part is written ends as soon as it is
+        self._writing = self._writer.submit(self._store.add, plan, self._options,
+                                            dict(self._chunks))
 
     def _check_writing(self) -> None:
         if self._writing is not None and self._writing.done():
@@ -343,24 +354,28 @@ class ActWriter:
         if self._writer is None:
             raise UsageError(f"the streamed write to {self.path!r} was abandoned")
         try:
+            if self._first is None:
+                raise ActFileError(f"the streamed write to {self.path!r} has no stimuli to "
+                                   "write")
             self._send(whole_parts=False)
             self._wait()
             self._writer.shutdown()
             with progress_bar(self._progress) as on_progress:
-                self._report = write(self._output_plan(), self.path,
-                                     replace(self._options, on_progress=on_progress))
+                options = replace(self._options, on_progress=on_progress)
+                if self._store.stored:
+                    self._report = self._store.finish(self._inputs, options)
+                else:
+                    self._report = write(self._empty_plan(), self.path, options)
         except BaseException:
             self.abandon()
             raise
         self._ending.detach()
-        self._parts.close(keep=False)
+        self._store.close()
         self._writer = None
         return self._report
 
-    def _output_plan(self) -> Plan:
-        if self._parts.paths or self._first is None:
-            return self._parts.stacked(self._inputs)
-        # batches of no stimulus: the layers, empty, as save_act writes them
+    def _empty_plan(self) -> Plan:
+        """Batches of no stimulus: the layers, empty, as save_act writes them."""
         layers = tuple(replace(layer, values=ComputedValues(
             (0, *layer.shape[1:]), layer.dtype, _block_of(np.empty((0, *layer.shape[1:]),
                                                                    layer.dtype))))
@@ -396,13 +411,69 @@ class ActWriter:
                 f"{self.stimuli_done} stored>")
 
 
-def _end(writer: ThreadPoolExecutor, parts: Parts, pid: int) -> None:
+class _InParts:
+    """Where a resumable run (or a ``.nc`` output) stores its parts: files joined at the end."""
+
+    def __init__(self, path: str, resume: bool) -> None:
+        self.parts = Parts(path, resume=resume)
+        #: stimuli stored, an earlier run's included
+        self.stored = 0
+
+    def add(self, plan: Plan, options: WriteOptions, chunks: Mapping[str, Any]) -> None:
+        self.parts.add(plan, options)
+        self.stored += len(plan.stimulus.ids)
+
+    def finish(self, inputs: Mapping[str, str], options: WriteOptions) -> SaveReport:
+        return write(self.parts.stacked(inputs), self.parts.target, options)
+
+    def abandon(self) -> None:
+        self.parts.close(keep=self.parts.resume)
+
+    def close(self) -> None:
+        self.parts.close(keep=False)
+
+
+class _Growing:
+    """Where a run that is not to be resumed stores its parts: in the output, growing."""
+
+    def __init__(self, path: str) -> None:
+        # a day of extraction is not to be lost to a missing resume=True
+        refuse_interrupted_parts(path)
+        self.path = path
+        self.output: GrowingWrite | None = None
+        #: stimuli stored in the output's temporary file
+        self.stored = 0
+
+    def add(self, plan: Plan, options: WriteOptions,
+            chunks: Mapping[str, tuple[int, ...]]) -> None:
+        if self.output is None:
+            self.output = GrowingWrite(plan, self.path, options, chunks)
+        self.output.add(plan)
+        self.stored += len(plan.stimulus.ids)
+
+    def finish(self, inputs: Mapping[str, str], options: WriteOptions) -> SaveReport:
+        # on the caller's thread, whose signals a write defers: one that comes while
+        # the file is completed stops it, or is raised after saying it was written
+        with deferred_interrupts() as deferral:
+            report = self.output.finish(inputs)
+            deferral.commit(self.path)
+        return report
+
+    def abandon(self) -> None:
+        if self.output is not None:
+            self.output.abandon()
+
+    def close(self) -> None:
+        """Nothing is left to release: the output is in place."""
+
+
+def _end(writer: ThreadPoolExecutor, store: _InParts | _Growing, pid: int) -> None:
     """Stop without an output: finish the part being written, keep the parts if resuming."""
     if os.getpid() != pid:
         # a forked child's copy of the writer (a data loader's worker): the run is the parent's
         return
     writer.shutdown(wait=True)
-    parts.close(keep=parts.resume)
+    store.abandon()
 
 
 def _owned(layer: xr.DataArray) -> np.ndarray:
