@@ -19,7 +19,8 @@ Run on demand, not in the test suite::
   median of ``--runs`` runs of each and the difference.
 - ``stream``: ``--stimuli`` stimuli of an AlexNet-shaped model (its 8
   layers, ReLU-like float32 values) appended ``--batch`` at a time with
-  ``dx.ActWriter``, against ``save_act`` of the same arrays held in memory,
+  ``dx.ActWriter`` (without ``resume``, the output growing; with it,
+  parts joined at the end), against ``save_act`` of the same arrays held in memory,
   against h5py's ``create_dataset(..., compression="gzip")`` filled batch
   by batch by hand, and against the limit: deflating the same bytes in
   1 MiB pieces on every core with ISA-L, writing nothing, and that limit
@@ -114,7 +115,7 @@ def sync_cost(folder: Path, mb: int, runs: int) -> None:
 ALEXNET = {"conv1": (64, 55, 55), "conv2": (192, 27, 27), "conv3": (384, 13, 13),
            "conv4": (256, 13, 13), "conv5": (256, 13, 13), "fc6": (4096,), "fc7": (4096,),
            "fc8": (1000,)}
-STREAM_WAYS = ("limit", "limit+disk", "ActWriter", "save_act", "h5py")
+STREAM_WAYS = ("limit", "limit+disk", "ActWriter", "ActWriter-resume", "save_act", "h5py")
 
 
 def _model_batches(batch: int) -> list[dict[str, np.ndarray]]:
@@ -157,8 +158,10 @@ def stream_one(way: str, out: Path, stimuli: int, batch: int, model_s: float = 0
     if way == "model":
         for step in steps:
             model(step)
-    elif way == "ActWriter":
-        with dx.ActWriter(out) as writer:
+    elif way.startswith("ActWriter"):
+        # without resume the output grows as the parts come; with it, the parts are files
+        # of their own, joined by close()
+        with dx.ActWriter(out, resume=way.endswith("resume")) as writer:
             for step in steps:
                 writer.append(model(step))
     elif way == "save_act":
@@ -218,7 +221,7 @@ def stream(folder: Path, stimuli: int, batch: int, model_s: float = 0.0) -> None
             out.unlink()
     limit, disk = results["limit"][0], results["limit+disk"][0]
     for way, (wall, rss) in results.items():
-        print(f"  {way:10} {wall:7.2f} s  {wall / limit:5.2f}x the limit  "
+        print(f"  {way:16} {wall:7.2f} s  {wall / limit:5.2f}x the limit  "
               f"{wall / disk:5.2f}x limit+disk  "
               f"peak RSS +{rss / 2**20:6.0f} MiB ({rss / nbytes:4.2f} batches)"
               + (f"  {wall / results['model'][0]:5.2f}x the model alone" if model_s else ""))
