@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pickle
 import tempfile
 from pathlib import Path
@@ -314,3 +315,49 @@ def test_a_set_of_any_storage_reads_what_numpy_selects(storage, data):
             np.testing.assert_array_equal(layer.isel(stimulus=slice(None, None, -2)).values,
                                           expected[::-2])
             np.testing.assert_array_equal(layer[-1, 2].values, expected[-1, 2])
+
+
+def _chunks_follow_files(chunks: tuple[int, ...], lengths: list[int]) -> bool:
+    """Tell whether each chunk lies within one file or covers whole files."""
+    files = np.cumsum([0, *lengths])
+    starts = np.cumsum([0, *chunks])
+    for start, stop in itertools.pairwise(starts):
+        inside = [edge for edge in files if start < edge < stop]
+        # a file edge inside a chunk: the chunk must begin and end on file edges
+        if inside and not (start in files and stop in files):
+            return False
+    return True
+
+
+@pytest.mark.properties
+@settings(max_examples=examples(40), deadline=None)
+@given(lengths=st.lists(st.integers(0, 30), min_size=1, max_size=6).filter(any),
+       step=st.integers(1, 10), limit=st.integers(4, 64),
+       chunks=st.sampled_from(["auto", {"stimulus": "auto"}, {}, {"channel": 3}]))
+def test_auto_chunks_of_a_set_follow_its_files(lengths, step, limit, chunks):
+    # bug: chunks="auto" on a set of 150-stimulus files gave 190-stimulus chunks, joining
+    # part of one file to the next (so writes of one region per file lost values)
+    import dask
+
+    with tempfile.TemporaryDirectory() as folder:
+        paths, stims, arrays = [], [], []
+        for number, length in enumerate(lengths):
+            values = np.arange(length * 6 * 4, dtype=np.float32).reshape(length, 6, 2, 2)
+            values += 1000 * number
+            path = Path(folder) / f"run-{number}.act.h5"
+            with h5py.File(path, "w") as root:
+                root.create_dataset("conv", data=values, compression="gzip",
+                                    chunks=(max(1, min(step, length)), 3, 2, 2)
+                                    if length else None)
+            stim = Path(folder) / f"run-{number}.stim.csv"
+            stim.write_text("type=image\npath=/data\ndata=stimID\n" + "".join(
+                f"r{number}_{i}.png\n" for i in range(length)))
+            paths.append(path)
+            stims.append(stim)
+            arrays.append(values)
+        # chunks of at most `limit` stimuli' bytes (64 bytes a stimulus's channel)
+        with dask.config.set({"array.chunk-size": limit * 96}), \
+                open_act(paths, stim=stims, chunks=chunks) as acts:
+            layer = acts["conv"]
+            assert _chunks_follow_files(layer.chunks[0], lengths), (layer.chunks, lengths)
+            np.testing.assert_array_equal(layer.values, np.concatenate(arrays))

@@ -169,3 +169,42 @@ def iter_blocks(
         for first in range(0, n_chn, chn_step):
             yield (slice(start, min(start + stim_step, n_stim)),
                    slice(first, min(first + chn_step, n_chn)))
+
+
+def file_chunks(lengths: Sequence[int], size: int, *, join: bool) -> tuple[int, ...]:
+    """Chunk a set of files along ``stimulus`` so that no chunk joins part of one file to another.
+
+    Parameters
+    ----------
+    lengths
+        Each file's stimuli, in the set's order.
+    size
+        The most stimuli of a chunk (positive); a file longer than that is
+        cut into chunks of ``size`` from its start (the file's own chunks
+        start there too), the last one shorter.
+    join
+        Whether whole files shorter than ``size`` share a chunk, as many in
+        a row as fit; if not, every file is chunked on its own.
+
+    Returns
+    -------
+    tuple of int
+        The chunks' lengths, in order; they add up to ``sum(lengths)``.
+    """
+    chunks: list[int] = []
+    run = 0  # whole files gathered into the next chunk
+    for length in lengths:
+        if join and length <= size and run + length <= size:
+            run += length
+            continue
+        if run:
+            chunks.append(run)
+            run = 0
+        if join and length <= size:
+            run = length
+            continue
+        whole, rest = divmod(length, size)
+        chunks += [size] * whole + ([rest] if rest else [])
+    if run:
+        chunks.append(run)
+    return tuple(chunks)

@@ -16,12 +16,16 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from dnnmask_xr.act.chunking import file_chunks
 from dnnmask_xr.act.plan import INPUTS_KEY
 from dnnmask_xr.act.select import describe_numbers
 from dnnmask_xr.act.stimulus import StimulusTable, same_values
 from dnnmask_xr.errors import ActFileError, SelectionError
 from dnnmask_xr.xarray_.activations import Activations, unit_dims_of
 from dnnmask_xr.xarray_.array import ConcatenatedArray, lazy_values, whole_layer
+
+#: The encoding key of a set's layer that lists its files' lengths along ``stimulus``.
+FILES_KEY = "stimuli_per_file"
 
 
 def concatenated(where: list[str], opened: list[Activations]) -> Activations:
@@ -154,10 +158,23 @@ def _concatenated(name: str, parts: list[xr.DataArray],
 
 
 def _encoding(parts: list[xr.DataArray], shape: tuple[int, ...]) -> dict[str, Any]:
-    """Keep the storage description all parts share (chunks, compression) for the set."""
+    """Keep the storage description all parts share (chunks, compression) for the set.
+
+    The set's chunks along ``stimulus`` (``preferred_chunks``, what
+    ``chunks={}`` follows) are each file's own, from its start: none joins
+    part of one file to another. ``stimuli_per_file`` keeps the files'
+    lengths, by which ``open_act`` aligns ``chunks="auto"`` with them.
+    """
     encoding = {key: value for key, value in _agreed([part.encoding for part in parts]).items()
                 if key not in ("source", INPUTS_KEY)}
     encoding["original_shape"] = shape
+    lengths = tuple(part.shape[0] for part in parts)
+    encoding[FILES_KEY] = lengths
+    preferred = encoding.get("preferred_chunks")
+    if isinstance(preferred, Mapping) and isinstance(preferred.get("stimulus"), int):
+        encoding["preferred_chunks"] = {
+            **preferred, "stimulus": file_chunks(lengths, preferred["stimulus"], join=False)
+            or (0,)}
     inputs: dict[str, str] = {}
     for part in parts:
         inputs.update(part.encoding.get(INPUTS_KEY, {}))

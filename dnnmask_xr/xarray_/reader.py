@@ -22,11 +22,13 @@ from typing import Any
 import xarray as xr
 
 from dnnmask_xr._args import bool_arg
+from dnnmask_xr.act.chunking import file_chunks
 from dnnmask_xr.errors import UsageError
 from dnnmask_xr.formats.stim import StimArg
 from dnnmask_xr.xarray_.activations import Activations
 from dnnmask_xr.xarray_.backend import DnnActBackendEntrypoint
 from dnnmask_xr.xarray_.datatree import from_groups
+from dnnmask_xr.xarray_.file_set import FILES_KEY
 
 #: Most bytes of a chunk ``chunks="auto"`` makes. A mean over a 560 MB layer on 2
 #: threads took 1.4 s with chunks of about 32 MiB, 1.9 s with 16 or 64 MiB
@@ -118,13 +120,19 @@ def open_act(
     """
     _check_chunks(chunks)
     cache = chunks is None if cache is None else bool_arg(cache, "cache")
+    # dask's "auto" along stimulus would join part of one file of a set to the next
+    # (150-stimulus files in chunks of 190): a set is chunked here instead
+    by_files = not isinstance(path, str | os.PathLike) and _auto_along_stimulus(chunks)
     with _auto_chunk_limit(chunks), warnings.catch_warnings():
         # chunks that split the file's (a stimulus count, say) are the caller's
         # choice, which open_act takes silently; docs/dask.md says what it costs
         warnings.filterwarnings("ignore", "The specified chunks separate", UserWarning)
-        groups = xr.open_groups(path, engine=DnnActBackendEntrypoint, chunks=chunks,
-                                cache=cache, stim=stim, allow_external=allow_external,
-                                lock=lock)
+        groups = xr.open_groups(path, engine=DnnActBackendEntrypoint,
+                                chunks=None if by_files else chunks,
+                                cache=False if by_files else cache, stim=stim,
+                                allow_external=allow_external, lock=lock)
+        if by_files:
+            groups = {name: _chunked_by_files(group, chunks) for name, group in groups.items()}
     root = groups["/"]
     if chunks is not None:
         # the values alone are dask arrays: stimulus fields as dask arrays
@@ -181,6 +189,42 @@ def _auto_chunk_limit(chunks: object) -> Iterator[None]:
     limit = min(AUTO_CHUNK_BYTES, parse_bytes(dask.config.get("array.chunk-size")))
     with dask.config.set({"array.chunk-size": limit}):
         yield
+
+
+def _auto_along_stimulus(chunks: Chunks | None) -> bool:
+    """Tell whether ``chunks`` leaves the chunks along ``stimulus`` to dask's "auto"."""
+    return chunks == "auto" or (isinstance(chunks, Mapping) and chunks.get("stimulus") == "auto")
+
+
+def _chunked_by_files(group: xr.Dataset, chunks: Chunks) -> xr.Dataset:
+    """Chunk a set's layers as dask's "auto" would, then along ``stimulus`` by its files.
+
+    Each chunk along ``stimulus`` lies within one file or covers whole
+    files (:func:`~dnnmask_xr.act.chunking.file_chunks`), at most as long
+    as the chunks "auto" makes; the other dims are chunked as ``chunks``
+    asks (or "auto" and the file's chunks decide).
+    """
+    from dask.array.core import normalize_chunks
+
+    for layer in group.data_vars.values():  # a group holds one layer
+        lengths = layer.encoding.get(FILES_KEY)
+        if lengths is None:
+            continue
+        preferred = layer.encoding.get("preferred_chunks", {})
+        # the files' own chunks, as dask takes them: one length per dim
+        previous = tuple(max(preferred[dim]) if isinstance(preferred.get(dim), tuple)
+                         else preferred.get(dim, size)
+                         for dim, size in zip(layer.dims, layer.shape, strict=True))
+        asked = tuple("auto" if chunks == "auto" else chunks.get(dim, step)
+                      for dim, step in zip(layer.dims, previous, strict=True))
+        normalized = normalize_chunks(asked, shape=layer.shape, dtype=layer.dtype,
+                                      previous_chunks=previous)
+        longest = max(normalized[0], default=0)
+        by_files = file_chunks(lengths, longest, join=True) if longest else normalized[0]
+        # named as xarray names the arrays it chunks as it opens a file
+        return group.chunk(dict(zip(layer.dims, (by_files or (0,), *normalized[1:]),
+                                    strict=True)), name_prefix="open_dataset-")
+    return group
 
 
 def _fields_in_memory(group: xr.Dataset) -> xr.Dataset:
