@@ -53,7 +53,7 @@ from dnnmask_xr.act.chunking import (
 )
 from dnnmask_xr.act.codec import deflate
 from dnnmask_xr.act.layout import layer_name
-from dnnmask_xr.act.plan import BlockReader, FileSelection, StackedParts
+from dnnmask_xr.act.plan import BlockReader, ComputedValues, FileSelection, StackedParts
 from dnnmask_xr.errors import ActFileError
 
 # Layers are created with track_order=True: it gives them the newer object
@@ -256,6 +256,40 @@ def store_values(
                      report)
 
 
+def write_deflated(sink: Sink, values: ComputedValues, budget: Budget) -> LayerReport:
+    """Store a layer's chunks compressed elsewhere (by dask's workers), as they come.
+
+    The output is chunked as ``values.chunks`` says, gzip at
+    :data:`GZIP_LEVEL`; each chunk arrives deflated, padded to the whole
+    chunk at the layer's edges, and is stored as it is.
+    """
+    report = LayerReport(sink.name, "encoded")
+    shape = values.shape
+    if 0 in shape:
+        sink.create(shape, np.dtype(values.dtype), None, None, None)
+        return report
+    target = sink.create(shape, np.dtype(values.dtype), values.chunks, GZIP_LEVEL, None)
+    chunk_bytes = math.prod(values.chunks) * np.dtype(values.dtype).itemsize
+    for deflated in values.deflated(budget.memory):
+        for offset, data in deflated:
+            target.id.write_direct_chunk(offset, data)
+            report.chunks_written += 1
+            report.bytes_written += len(data)
+        budget.on_progress(len(deflated) * chunk_bytes)
+        check_interrupt()
+    return report
+
+
+def deflated_chunk(piece: np.ndarray, steps: tuple[int, ...]) -> bytes:
+    """Deflate one chunk's values as HDF5's gzip filter stores them, padded to ``steps``."""
+    if piece.shape != steps:
+        # HDF5 stores edge chunks whole; the part outside the layer is never read
+        padded = np.zeros(steps, dtype=piece.dtype)
+        padded[tuple(slice(0, size) for size in piece.shape)] = piece
+        piece = padded
+    return deflate(np.ascontiguousarray(piece).data)
+
+
 def write_stacked(sink: Sink, parts: StackedParts, budget: Budget) -> LayerReport:
     """Write a layer stored in parts (a streamed write's) by copying their chunks.
 
@@ -440,7 +474,7 @@ def _store_block(
         piece = block[tuple(slice(start, start + step) for start, step in zip(local, steps,
                                                                                strict=True))]
         offset = tuple(start + first for start, first in zip(local, origin, strict=True))
-        pending.append((offset, budget.pool.submit(_deflate_piece, piece, steps)))
+        pending.append((offset, budget.pool.submit(deflated_chunk, piece, steps)))
         while len(pending) >= limit:
             _write_chunk(target, *pending.popleft(), report)
     while pending:
@@ -456,15 +490,6 @@ def _write_chunk(
     target.id.write_direct_chunk(offset, data)
     report.chunks_written += 1
     report.bytes_written += len(data)
-
-
-def _deflate_piece(piece: np.ndarray, steps: tuple[int, ...]) -> bytes:
-    if piece.shape != steps:
-        # HDF5 stores edge chunks whole; the part outside the layer is never read
-        padded = np.zeros(steps, dtype=piece.dtype)
-        padded[tuple(slice(0, size) for size in piece.shape)] = piece
-        piece = padded
-    return deflate(np.ascontiguousarray(piece).data)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ layer, copied chunk by chunk) or from a block reader (anything else).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 #: Reads the values of an output block: (stimulus slice, channel slice) -> array.
 BlockReader = Callable[[slice, slice], np.ndarray]
+#: Compressed chunks computed elsewhere (dask's workers), within a memory budget (bytes):
+#: yields, a few at a time, each chunk's offset in the layer and its deflated bytes.
+DeflatedChunks = Callable[[int], Iterator[list[tuple[tuple[int, ...], bytes]]]]
 #: The key of a layer's ``encoding`` that names the text files it was masked
 #: or labelled with (path to what it held, see :attr:`Plan.inputs`). Kept in
 #: the layer, not in a container, so that a dict of layers or a DataTree
@@ -62,7 +65,10 @@ class ComputedValues:
     ``sources`` names the files the values are read from, if any (a lazy
     or dask-backed layer computed from a file). ``chunks`` fixes the
     output's chunks (the parts of a streamed write share theirs); the
-    writer chooses them if None.
+    writer chooses them if None. ``deflated``, with ``chunks``, gives the
+    output's chunks compressed where the values are computed (a dask
+    layer's tasks): the writer then only stores them, and ``read_block``
+    is not called.
     """
 
     shape: tuple[int, ...]
@@ -70,6 +76,7 @@ class ComputedValues:
     read_block: BlockReader
     sources: frozenset[str] = frozenset()
     chunks: tuple[int, ...] | None = None
+    deflated: DeflatedChunks | None = None
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ from dnnmask_xr.act.layer_writer import (
     LayerReport,
     Sink,
     gzip_options,
+    write_deflated,
     write_selection,
     write_stacked,
     write_values,
@@ -320,6 +321,8 @@ def _write_layer(layout: Layout, layer: PlannedLayer, budget: Budget) -> LayerRe
         report = write_selection(sink, values, budget)
     elif isinstance(values, StackedParts):
         report = write_stacked(sink, values, budget)
+    elif values.deflated is not None:
+        report = write_deflated(sink, values, budget)
     else:
         report = write_values(sink, values.shape, np.dtype(values.dtype), values.read_block,
                               budget, values.chunks)

@@ -42,6 +42,7 @@ from dnnmask_xr.act.layout import layer_name
 from dnnmask_xr.act.plan import BlockReader, ComputedValues, FileSelection
 from dnnmask_xr.act.pool import default_threads, shared_pool
 from dnnmask_xr.errors import ActFileError
+from dnnmask_xr.xarray_.dask_writes import deflated_by_tasks
 from dnnmask_xr.xarray_.options import OPTIONS
 
 #: xarray's wrappers that hold another array as ``.array`` and index it as it is.
@@ -446,8 +447,9 @@ def layer_values(array: xr.DataArray) -> FileSelection | ComputedValues:
         from the layer, naming the files they are read from.
     """
     stored = array.shape + (1,) * (len(STORED_DIMS) - array.ndim)
-    return file_selection(array) or ComputedValues(stored, array.dtype,
-                                                   _block_reader(array), layer_sources(array))
+    return file_selection(array) or deflated_by_tasks(
+        array, stored, ComputedValues(stored, array.dtype, _block_reader(array),
+                                      layer_sources(array)))
 
 
 def _block_reader(array: xr.DataArray) -> BlockReader:

@@ -1,0 +1,143 @@
+"""A dask-backed layer's output chunks, deflated by dask's tasks where the values are.
+
+When :func:`~dnnmask_xr.save_act` writes a layer backed by dask (a set of
+files opened with ``chunks=``, a lazy z-score, a mask of them), each task
+computes one block of the layer and deflates the output chunks inside it,
+and the writer (:func:`~dnnmask_xr.act.layer_writer.write_deflated`) only
+stores the compressed bytes it gets back: on a ``dask.distributed``
+cluster the values never pass through the client, only compressed chunks.
+The output's chunks are chosen so that no chunk spans two blocks (the
+blocks are rechunked first where their edges leave no such chunks), so
+every chunk is deflated once, by one task, and no two tasks share one.
+
+With a distributed client the whole layer is one submission, its results
+stored as they complete; with any other scheduler the blocks are computed
+a few at a time, as many as the memory budget holds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from dnnmask_xr.act.chunking import chunk_grid, output_chunks
+from dnnmask_xr.act.layer_writer import deflated_chunk
+from dnnmask_xr.act.plan import ComputedValues
+
+#: An axis whose block edges allow only chunks this many times shorter than wanted is
+#: rechunked to whole chunks instead.
+_WORST_SHRINK = 4
+
+
+def deflated_by_tasks(array: xr.DataArray, stored: tuple[int, ...],
+                      values: ComputedValues) -> ComputedValues:
+    """Give ``values`` the chunks a dask-backed layer's tasks deflate, if it is dask-backed.
+
+    Parameters
+    ----------
+    array
+        The layer.
+    stored
+        Its shape as stored: its own dims, then length-1 axes up to 4.
+    values
+        How the layer's values are read otherwise.
+    """
+    data = array.data
+    if not hasattr(data, "__dask_graph__") or 0 in stored:
+        return values
+    data = data.reshape(stored) if data.ndim != len(stored) else data
+    steps, data = _output_chunks(data, array.dtype.itemsize)
+
+    def deflated(memory: int) -> Iterator[list[tuple[tuple[int, ...], bytes]]]:
+        return _computed(data, steps, memory)
+
+    return ComputedValues(values.shape, values.dtype, values.read_block, values.sources,
+                          chunks=steps, deflated=deflated)
+
+
+def _output_chunks(data: Any, itemsize: int) -> tuple[tuple[int, ...], Any]:
+    """Choose output chunks that tile the dask blocks; rechunk axes whose edges allow none."""
+    wanted = output_chunks(data.shape, itemsize, data.chunks[0][0])
+    steps, rechunk = [], {}
+    for axis, (blocks, want, size) in enumerate(zip(data.chunks, wanted, data.shape,
+                                                    strict=True)):
+        want = max(1, min(want, size))
+        edges = np.cumsum(blocks)[:-1]
+        common = math.gcd(*map(int, edges)) if len(edges) else 0
+        step = want if not common else max(d for d in range(1, min(want, common) + 1)
+                                           if common % d == 0)
+        if step * _WORST_SHRINK < want:
+            # blocks of whole chunks, about as long as they were
+            rechunk[axis] = want * max(1, round(float(np.median(blocks)) / want))
+            step = want
+        steps.append(step)
+    return tuple(steps), (data.rechunk(rechunk) if rechunk else data)
+
+
+def _computed(data: Any, steps: tuple[int, ...],
+              memory: int) -> Iterator[list[tuple[tuple[int, ...], bytes]]]:
+    """Compute every block's deflated chunks; yield them as they come."""
+    import dask
+
+    tasks = data.map_blocks(_deflated_block, steps, dtype=object,
+                            chunks=tuple((1,) * len(blocks) for blocks in data.chunks),
+                            meta=np.empty((0,) * data.ndim, dtype=object))
+    delayed = list(tasks.to_delayed().ravel())
+    client = _distributed_client()
+    if client is not None:
+        yield from _on_cluster(client, delayed)
+        return
+    block_bytes = max(math.prod(max(blocks) for blocks in data.chunks) * data.dtype.itemsize, 1)
+    # a block's values and its compressed chunks are held at once, per block computed
+    batch = max(1, memory // (2 * block_bytes))
+    for start in range(0, len(delayed), batch):
+        for result in dask.compute(*delayed[start:start + batch]):
+            yield result.item()
+
+
+def _on_cluster(client: Any, delayed: list[Any]) -> Iterator[list[tuple[tuple[int, ...], bytes]]]:
+    """Submit every block at once; take each one's chunks as it completes, then let it go."""
+    from distributed import as_completed
+
+    futures = client.compute(delayed)
+    try:
+        for future in as_completed(futures):
+            chunks = future.result().item()
+            future.release()
+            yield chunks
+    finally:
+        # an error or an interrupt stops what the workers have not done yet
+        client.cancel(futures)
+
+
+def _distributed_client() -> Any | None:
+    """Give the ``dask.distributed`` client dask computes with now, or None."""
+    import dask.base
+
+    scheduler = dask.base.get_scheduler()
+    owner = getattr(scheduler, "__self__", None)
+    try:
+        from distributed import Client
+    except ImportError:
+        return None
+    return owner if isinstance(owner, Client) else None
+
+
+def _deflated_block(block: np.ndarray, steps: tuple[int, ...],
+                    block_info: dict | None = None) -> np.ndarray:
+    """Deflate the output chunks of one block (in a dask task); give them with their offsets."""
+    origin = [start for start, _ in block_info[0]["array-location"]]
+    chunks = []
+    for index in chunk_grid(block.shape, steps):
+        local = tuple(i * step for i, step in zip(index, steps, strict=True))
+        piece = block[tuple(slice(start, start + step)
+                            for start, step in zip(local, steps, strict=True))]
+        offset = tuple(int(start + first) for start, first in zip(local, origin, strict=True))
+        chunks.append((offset, deflated_chunk(piece, steps)))
+    result = np.empty((1,) * block.ndim, dtype=object)
+    result[(0,) * block.ndim] = chunks
+    return result
