@@ -20,7 +20,7 @@ from dask.callbacks import Callback
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dnnmask_xr import UsageError, open_act, save_act, to_datatree
+from dnnmask_xr import ActFileError, UsageError, open_act, save_act, to_datatree
 from dnnmask_xr.act.layout import DIMS
 from dnnmask_xr.xarray_ import dask_writes
 from dnnmask_xr.xarray_.reader import AUTO_CHUNK_BYTES
@@ -320,3 +320,34 @@ def test_any_dask_chunks_save_the_values_numpy_holds(data, suffix):
             save_act({"conv": layer * 3}, out, memory=data.draw(st.integers(64, 4096)))
         with open_act(out) as acts:
             np.testing.assert_array_equal(acts["conv"].values, values * 3)
+
+
+def _failing_block(block, block_info=None):
+    if block_info[0]["chunk-location"][0] == 2:
+        raise RuntimeError("the model's third block failed")
+    return block
+
+
+FAILED = r"^cannot write '.*out\.act\.h5': the model's third block failed$"
+
+
+@pytest.mark.parametrize("where", ["threads", "cluster"])
+def test_a_task_that_fails_leaves_nothing_behind(where, tmp_path):
+    values = np.ones((40, 4, 3, 3), dtype=np.float32)
+    layer = xr.DataArray(da.from_array(values, chunks=(8, 4, 3, 3))
+                         .map_blocks(_failing_block, dtype=np.float32), dims=DIMS)
+    out = tmp_path / "out.act.h5"
+    out.write_bytes(b"the previous output")
+    if where == "threads":
+        with dask.config.set(scheduler="threads"), pytest.raises(ActFileError, match=FAILED):
+            save_act({"conv": layer}, out)
+    else:
+        distributed = pytest.importorskip("distributed")
+        with distributed.LocalCluster(n_workers=1, processes=True, threads_per_worker=1,
+                                      dashboard_address=None) as cluster, \
+                distributed.Client(cluster), pytest.raises(ActFileError, match=FAILED):
+            save_act({"conv": layer}, out)
+    # said in one line naming the output; the previous output is untouched, and no
+    # temporary file is left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.act.h5"]
+    assert out.read_bytes() == b"the previous output"
