@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import stat
 import subprocess
 import tempfile
@@ -88,6 +89,49 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             if os.getpid() == pid:
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()
+            raise
+    sync_path(target.parent)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; put it at ``path`` on success.
+
+    For outputs that are folders (a zarr store). The folder
+    (``.dnnmask-<random>.tmp``) is removed on any exception, and by a
+    watchdog if the process dies. On success every file and folder in it is
+    synced, then it is renamed to ``path``; a folder already there (the
+    caller checked that it may be replaced) is first renamed aside and
+    removed after. Between those two renames, which follow each other at
+    once, ``path`` does not exist: a folder cannot be renamed over one that
+    holds files.
+
+    Yields
+    ------
+    Path
+        The empty folder to write in.
+    """
+    target = real_target(path)
+    tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=target.parent))
+    pid = os.getpid()
+    with removed_if_the_process_ends(tmp):
+        try:
+            yield tmp
+            for folder, _, files in os.walk(tmp):
+                for name in files:
+                    sync_path(Path(folder, name))
+                sync_path(Path(folder))
+            if target.exists():
+                old = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX,
+                                            dir=target.parent))
+                os.replace(target, old)  # over the empty folder just made
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
+        except BaseException:
+            if os.getpid() == pid:
+                shutil.rmtree(tmp, ignore_errors=True)
             raise
     sync_path(target.parent)
 

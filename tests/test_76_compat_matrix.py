@@ -8,6 +8,8 @@ DNNBrain's writer) are left out of the list, not skipped.
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,9 @@ import dnnmask_xr as dx
 from dnnmask_xr.cli import main
 from dnnmask_xr.testing import read_reference_act, write_reference_act
 
+#: zarr 3 writes the zarr v3 stores (.act.zarr) of this package; zarr 2 cannot
+ZARR3 = (importlib.util.find_spec("zarr") is not None
+         and int(importlib.metadata.version("zarr").split(".")[0]) >= 3)
 N_STIM = 5
 SHAPES = {"conv5": (8, 3, 3), "fc3": (10, 1, 1)}
 HEADER = {"type": "image", "path": "/data/images"}
@@ -104,6 +109,14 @@ def _write_save_act(suffix):
     return write
 
 
+def _zarr_of(path: Path) -> Path:
+    """Save the layers of ``path``, as read, to a zarr store beside it."""
+    out = path.with_name("store.act.zarr")
+    with dx.open_act(path) as acts:
+        dx.save_act(acts, out)
+    return out
+
+
 def write_save_act_lazy(tmp_path, layers, stim, chosen=None):
     inp, stim_path = _reference_input(tmp_path, layers, stim)
     out = tmp_path / "save_act_lazy.act.h5"
@@ -121,6 +134,9 @@ WRITERS = {
     "save_act": (_write_save_act(".act.h5"), ".act.h5", True),
     "save_act-nc": (_write_save_act(".nc"), ".nc", True),
     "save_act-lazy": (write_save_act_lazy, ".act.h5", True),
+    **({"save_act-zarr": (_write_save_act(".act.zarr"), ".act.zarr", True),
+        "save_act-lazy-zarr": (lambda *args: _zarr_of(write_save_act_lazy(*args)),
+                               ".act.zarr", True)} if ZARR3 else {}),
 }
 
 
@@ -187,13 +203,25 @@ def read_h5netcdf(path):
     return _read_tree(path, "h5netcdf")
 
 
+def read_zarr(path):
+    # xarray alone: the layers and fields in the order the store's root attributes give
+    # (zarr lists a group's members in an order of its own)
+    with xr.open_datatree(path, engine="zarr") as tree:
+        root = tree["stimulus"]
+        fields = _fields(tree.coords)
+        fields = {key: fields[key] for key in tree.attrs["stimulus_field_order"]}
+        return {name: _seen(tree[name][name], root.values, fields, dict(root.attrs))
+                for name in tree.attrs["layer_order"]}
+
+
 #: name -> (reader, the suffixes it reads)
 READERS = {
     "dnnbrain": (read_dnnbrain, {".act.h5"}),
-    "open_act": (read_open_act, {".act.h5", ".nc"}),
+    "open_act": (read_open_act, {".act.h5", ".nc", ".act.zarr"}),
     "dnnact": (read_dnnact, {".act.h5", ".nc"}),
     "dnnact-array": (read_dnnact_array, {".act.h5", ".nc"}),
     "h5netcdf": (read_h5netcdf, {".nc"}),
+    "zarr": (read_zarr, {".act.zarr"}),
 }
 
 
@@ -218,7 +246,8 @@ def expected_layers(layers, writer, reader, chosen) -> dict[str, Seen]:
 
 
 def _kind(values: np.ndarray) -> str:
-    return "text" if values.dtype.kind in "OUS" else values.dtype.kind
+    # zarr 3 gives text as NumPy 2's StringDType (kind "T")
+    return "text" if values.dtype.kind in "OUST" else values.dtype.kind
 
 
 def assert_seen(got: dict[str, Seen], expected: dict[str, Seen]) -> None:

@@ -36,7 +36,9 @@ from dnnmask_xr.errors import ActFileError, DnnMaskError, OutputIsInputError, Us
 SUFFIX = ".act.h5"
 #: The suffix of netCDF4 outputs (laid out by :mod:`dnnmask_xr.act.nc`).
 NC_SUFFIX = ".nc"
-SUFFIXES = (SUFFIX, NC_SUFFIX)
+#: The suffix of zarr v3 stores (written by :mod:`dnnmask_xr.xarray_.zarr_store`).
+ZARR_SUFFIX = ".act.zarr"
+SUFFIXES = (SUFFIX, NC_SUFFIX, ZARR_SUFFIX)
 #: Attribute names HDF5's dimension scales and netCDF use for themselves.
 SYSTEM_ATTRS = ("DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME", "coordinates")
 
@@ -66,18 +68,25 @@ def check_output(target: str) -> None:
         folder or not writable, or symbolic links at ``target`` lead in a
         circle.
     UsageError
-        If the name ends in neither ``.act.h5`` nor ``.nc``.
+        If the name ends in none of ``.act.h5``, ``.nc`` and ``.act.zarr``.
+
+    Notes
+    -----
+    A zarr store (``.act.zarr``) is a folder: one there is replaced if it is
+    a zarr store, and refused if it is any other folder or a file.
     """
     if not isinstance(target, str):
         raise UsageError(f"output path {target!r} is not a path")
-    if os.path.isdir(target):
+    store = target.endswith(ZARR_SUFFIX)
+    if os.path.isdir(target) and not (store and is_zarr_store(target)):
         # before the suffix: 'out/' names a folder that exists, not a badly named file
         example = os.path.join(target, f"masked{SUFFIX}")
-        raise ActFileError(f"cannot write {target!r}: it is a folder; name a file in it, "
-                           f"like {example!r}")
+        raise ActFileError(f"cannot write {target!r}: it is a folder" + (
+            " but not a zarr store; remove it or name another store" if store else
+            f"; name a file in it, like {example!r}"))
     if not target.endswith(SUFFIXES):
-        raise UsageError(f"output {target!r} does not end in {SUFFIX!r} or {NC_SUFFIX!r}; "
-                         f"name it like 'masked{SUFFIX}'")
+        raise UsageError(f"output {target!r} does not end in {SUFFIX!r}, {NC_SUFFIX!r} or "
+                         f"{ZARR_SUFFIX!r}; name it like 'masked{SUFFIX}'")
     try:
         real = real_target(target)
     except OSError:
@@ -100,9 +109,36 @@ def check_output(target: str) -> None:
         raise ActFileError(f"cannot write {target!r}: its file name is "
                            f"{len(os.fsencode(real.name))} bytes long, and names in "
                            f"{str(folder)!r} are at most {longest} bytes{linked}")
-    if real.exists() and not real.is_file():
+    if store:
+        if real.exists() and not real.is_dir():
+            raise ActFileError(f"cannot write {target!r}: it is a file, not a zarr store "
+                               f"(a folder){linked}; remove it or name another store")
+    elif real.exists() and not real.is_file():
         raise ActFileError(f"cannot write {target!r}: it is not a regular file but a "
                            f"device, a FIFO or a socket{linked}; name a file")
+
+
+def check_names_apart(plan: Plan, what: str) -> None:
+    """Refuse a layer named as a dimension or a stimulus field: a layout of groups mixes them.
+
+    For ``.nc`` and ``.act.zarr``, where each layer is a group beside the
+    root's stimulus variables; ``what`` names the format in the error.
+
+    Raises
+    ------
+    DnnMaskError
+        Naming the layer.
+    """
+    for layer in plan.layers:
+        if layer.name in (*DIMS, *layer.dims, *plan.stimulus.fields):
+            raise DnnMaskError(f"layer {layer.name!r} has the name of a dimension or "
+                               f"stimulus field, which {what} cannot tell apart; rename the "
+                               "layer")
+
+
+def is_zarr_store(path: str) -> bool:
+    """Tell whether the folder ``path`` is a zarr store (its root holds ``zarr.json``)."""
+    return os.path.isfile(os.path.join(path, "zarr.json"))
 
 
 def _name_max(folder: Path) -> int:

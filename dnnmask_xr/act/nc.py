@@ -44,8 +44,9 @@ import h5netcdf
 import h5py
 import numpy as np
 
+from dnnmask_xr.act.checks import check_names_apart
 from dnnmask_xr.act.layer_writer import gzip_options
-from dnnmask_xr.act.layout import DIMS, is_text
+from dnnmask_xr.act.layout import is_text
 from dnnmask_xr.act.plan import Plan, PlannedLayer
 from dnnmask_xr.act.stimulus import StimulusTable
 from dnnmask_xr.errors import DnnMaskError
@@ -80,10 +81,7 @@ class NcLayout:
                     f"layer {layer.name!r} holds {dtype} values, which netCDF4 cannot store "
                     "(it stores integers of 1 to 8 bytes, float32 and float64); save it as "
                     ".act.h5, or cast it")
-            if layer.name in (*DIMS, *layer.dims, *plan.stimulus.fields):
-                raise DnnMaskError(f"layer {layer.name!r} has the name of a dimension or "
-                                   "stimulus field, which a netCDF4 file cannot tell apart; "
-                                   "rename the layer")
+        check_names_apart(plan, "a netCDF4 file")
         for where, attrs in (("the file's root", plan.attrs),
                              *((f"layer {layer.name!r}", layer.attrs) for layer in plan.layers)):
             for key, value in attrs.items():

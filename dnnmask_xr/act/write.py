@@ -44,6 +44,8 @@ from dnnmask_xr._version import __version__
 from dnnmask_xr.act._interrupt import Interrupted, check_interrupt, deferred_interrupts
 from dnnmask_xr.act.checks import (
     NC_SUFFIX,
+    ZARR_SUFFIX,
+    check_names_apart,
     check_not_input,
     check_output,
     check_plan,
@@ -194,6 +196,7 @@ def write(plan: Plan, path: str | os.PathLike[str], options: WriteOptions | None
     """
     options = options or WriteOptions()
     target = path_arg(path, "output")
+    refuse_store(target)
     plan, layout_of = checked(plan, target)
     total = plan.nbytes
     root_attrs = {**plan.attrs, **provenance_stamp()}
@@ -253,34 +256,28 @@ def output_file(target: str, options: WriteOptions, part_of: str | None = None,
     ``ActFileError`` naming ``part_of`` or ``target``.
     """
     threads = options.threads or default_threads()
-    try:
-        with deferred_interrupts() as deferral:
-            # atomic_path is inside the deferral, so a signal during the rename
-            # is seen after it, as "written"
-            with atomic_path(target) as tmp, ThreadPoolExecutor(
-                    threads, thread_name_prefix="dnnmask-codec") as pool:
-                # HDF5 is slow to close a file it truncated (seconds per GB),
-                # so the empty placeholder goes and HDF5 creates the file; "x"
-                # fails rather than write over a file that took its place.
-                # libver up to v108 keeps the file readable by HDF5 1.8;
-                # creation order keeps the layers in the order written and
-                # stores attributes densely, so 100 000 stimulus IDs fit.
-                tmp.unlink()
-                with _ignored_hdf5_errors() as ignored, h5py.File(
-                        tmp, "x", libver=("earliest", "v108"), track_order=True) as root:
-                    with RoomOnDisk(root) as room:
-                        yield OutputFile(root, room, pool, threads, options)
-                        room.give_back()
-                if ignored:
-                    # a write HDF5 could only report as "ignored": the file is not whole
-                    raise ignored[0]
-                check_interrupt()
-            deferral.commit(target)
-    except Exception as err:
-        reason = write_failure(err)
-        if reason is None:
-            raise
-        raise ActFileError(f"cannot write {part_of or target!r}: {reason}") from None
+    with write_failures_said(part_of or target), deferred_interrupts() as deferral:
+        # atomic_path is inside the deferral, so a signal during the rename
+        # is seen after it, as "written"
+        with atomic_path(target) as tmp, ThreadPoolExecutor(
+                threads, thread_name_prefix="dnnmask-codec") as pool:
+            # HDF5 is slow to close a file it truncated (seconds per GB),
+            # so the empty placeholder goes and HDF5 creates the file; "x"
+            # fails rather than write over a file that took its place.
+            # libver up to v108 keeps the file readable by HDF5 1.8;
+            # creation order keeps the layers in the order written and
+            # stores attributes densely, so 100 000 stimulus IDs fit.
+            tmp.unlink()
+            with _ignored_hdf5_errors() as ignored, h5py.File(
+                    tmp, "x", libver=("earliest", "v108"), track_order=True) as root:
+                with RoomOnDisk(root) as room:
+                    yield OutputFile(root, room, pool, threads, options)
+                    room.give_back()
+            if ignored:
+                # a write HDF5 could only report as "ignored": the file is not whole
+                raise ignored[0]
+            check_interrupt()
+        deferral.commit(target)
 
 
 def checked(plan: Plan, target: str) -> tuple[Plan, type[Layout]]:
@@ -309,7 +306,7 @@ def storable(plan: Plan, target: str) -> tuple[Plan, type[Layout]]:
     """
     check_plan(plan)
     plan = _with_plain_text(plan)
-    layout_of = _layout_for(target)
+    layout_of = layout_for(target)
     layout_of.check(plan)
     return plan, layout_of
 
@@ -384,7 +381,34 @@ class _GroupSink:
         return self.dataset
 
 
-def _layout_for(target: str) -> type[Layout]:
+class StoreLayout:
+    """A zarr store's checks: the store is written through xarray by ``save_act``, not here."""
+
+    stimulus_in_every_layer = False
+
+    @staticmethod
+    def check(plan: Plan) -> None:
+        """Refuse layers named as a dimension or a stimulus field (groups beside them)."""
+        check_names_apart(plan, "a zarr store")
+
+
+def refuse_store(target: str) -> None:
+    """Refuse a zarr store as the output of a route that writes HDF5 files.
+
+    Raises
+    ------
+    UsageError
+        If ``target`` ends in ``.act.zarr``.
+    """
+    if target.endswith(ZARR_SUFFIX):
+        raise UsageError(f"{target!r}: a zarr store is written by save_act; this route "
+                         "writes .act.h5 and .nc files")
+
+
+def layout_for(target: str) -> type[Layout] | type[StoreLayout]:
+    """Give the layout of an output by its suffix."""
+    if target.endswith(ZARR_SUFFIX):
+        return StoreLayout
     if target.endswith(NC_SUFFIX):
         # h5netcdf is imported only for netCDF outputs
         from dnnmask_xr.act.nc import NcLayout
@@ -550,6 +574,22 @@ _FULL = {errno.ENOSPC: "No space left on device",
          errno.EFBIG: "File too large for the file-size limit of this process (ulimit -f)"}
 _ERRNO = re.compile(r"\berrno = (\d+)")
 _MESSAGE = re.compile(r"\berror message = '([^']*)'")
+
+
+@contextlib.contextmanager
+def write_failures_said(target: str) -> Iterator[None]:
+    """Raise a failure to write ``target`` as one line: ``ActFileError`` with its reason.
+
+    The reason is :func:`write_failure`'s; errors that are not failures to
+    write pass unchanged.
+    """
+    try:
+        yield
+    except Exception as err:
+        reason = write_failure(err)
+        if reason is None:
+            raise
+        raise ActFileError(f"cannot write {target!r}: {reason}") from None
 
 
 def write_failure(err: BaseException) -> str | None:

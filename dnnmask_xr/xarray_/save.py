@@ -17,7 +17,8 @@ from typing import Any
 
 import xarray as xr
 
-from dnnmask_xr._args import mapping_arg
+from dnnmask_xr._args import mapping_arg, path_arg
+from dnnmask_xr.act.checks import ZARR_SUFFIX
 from dnnmask_xr.act.layout import NUMBERED_DIMS, count_from_one
 from dnnmask_xr.act.plan import INPUTS_KEY, Plan, PlannedLayer
 from dnnmask_xr.act.write import DEFAULT_MEMORY, SaveReport, WriteOptions, progress_bar, write
@@ -93,7 +94,14 @@ def save_act(
         store.
     """
     options = WriteOptions(memory=memory, threads=threads, verify=verify)
-    plan = plan_layers(as_activations(acts), mapping_arg(attrs, "attrs"))
+    acts = as_activations(acts)
+    plan = plan_layers(acts, mapping_arg(attrs, "attrs"))
+    target = path_arg(path, "output")
+    if target.endswith(ZARR_SUFFIX):
+        # a zarr store is written through xarray (zarr and dask are imported only then)
+        from dnnmask_xr.xarray_.zarr_store import save_store
+
+        return save_store(acts, plan, target)
     with progress_bar(progress) as on_progress:
         return write(plan, path, replace(options, on_progress=on_progress))
 

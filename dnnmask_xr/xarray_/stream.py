@@ -39,6 +39,7 @@ from dnnmask_xr.act.write import (
     SaveReport,
     WriteOptions,
     progress_bar,
+    refuse_store,
     storable,
     write,
 )
@@ -123,6 +124,7 @@ class ActWriter:
         self.path = path_arg(path, "output")
         # a path that cannot take the output is said before any batch is computed
         check_output(self.path)
+        refuse_store(self.path)
         if part_size is not None and not is_count(part_size):
             raise UsageError(f"part_size={part_size!r} is not a positive number of stimuli")
         if not isinstance(resume, bool) or not isinstance(progress, bool):

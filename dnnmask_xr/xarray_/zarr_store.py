@@ -1,0 +1,154 @@
+"""Zarr v3 stores of activations (``.act.zarr``), written and read through xarray.
+
+The layout is the tree of :func:`~dnnmask_xr.to_datatree` as xarray's
+``DataTree.to_zarr(zarr_format=3)`` stores it (docs/formats.md): the root
+group holds the ``stimulus`` coordinate (its attributes are the stimulus
+table's header), one array per stimulus field and the provenance as
+attributes; one group per layer, in order, holds the layer's array, named
+after it, with its dims, and the numbers of its units as coordinate
+arrays. So ``xr.open_datatree(store, engine="zarr")`` reads every label
+without this package, and :func:`~dnnmask_xr.open_act` reads the store back
+as the layers saved.
+
+Writing takes the checks of every write (the output path, inputs never
+replaced, what the store cannot hold: :func:`~dnnmask_xr.act.write.checked`)
+and appears whole or not at all (:func:`~dnnmask_xr._atomic.atomic_folder`).
+Layers not in memory are written a dask chunk at a time (the output's
+chunks, about 1 MiB each), so memory stays bounded; zarr and dask are the
+``zarr`` extra's, imported only here.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from dnnmask_xr._atomic import atomic_folder
+from dnnmask_xr.act._interrupt import check_interrupt, deferred_interrupts
+from dnnmask_xr.act.chunking import output_chunks
+from dnnmask_xr.act.layer_writer import LayerReport
+from dnnmask_xr.act.layout import plain_text
+from dnnmask_xr.act.plan import Plan
+from dnnmask_xr.act.write import SaveReport, checked, provenance_stamp, write_failures_said
+from dnnmask_xr.errors import UsageError
+from dnnmask_xr.xarray_.activations import Activations
+from dnnmask_xr.xarray_.datatree import from_datatree, to_datatree
+
+#: Root attributes of a store that keep the order of the layers and of the stimulus fields.
+LAYER_ORDER = "layer_order"
+FIELD_ORDER = "stimulus_field_order"
+#: What writing and reading a store needs, and how to install it.
+_NEEDS = "install them with python -m pip install 'dnnmask_xr[zarr]'"
+
+
+def save_store(acts: Activations, plan: Plan, target: str) -> SaveReport:
+    """Write layers to the zarr v3 store ``target`` (``.act.zarr``), whole or not at all.
+
+    ``plan`` is the layers' plan (:func:`~dnnmask_xr.xarray_.save.plan_layers`),
+    which every write is checked by.
+
+    Raises
+    ------
+    UsageError
+        If zarr or dask is not installed.
+    ActFileError, OutputIsInputError, DnnMaskError
+        As every write does (:func:`~dnnmask_xr.act.write.checked`).
+    """
+    plan, _ = checked(plan, target)
+    try:
+        import dask.array  # noqa: F401
+        import zarr  # noqa: F401
+    except ModuleNotFoundError:
+        raise UsageError(f"writing {target!r} needs zarr and dask: {_NEEDS}") from None
+    layers = {}
+    reports = []
+    for planned, (name, layer) in zip(plan.layers, acts.items(), strict=True):
+        steps = output_chunks(planned.shape, layer.dtype.itemsize)[:layer.ndim]
+        steps = tuple(max(1, min(step, size)) for step, size in zip(steps, layer.shape,
+                                                                    strict=True))
+        # the file's encoding (HDF5 chunks, gzip) is not the store's; the values alone
+        # are chunked (text fields as dask arrays would be computed to be typed)
+        layer = layer.drop_encoding()
+        # text as Python strings: zarr 3 stores them as variable-length UTF-8, whose
+        # specification v3 has, where numpy's fixed-width unicode has none
+        layer = layer.assign_coords({key: (coord.dims, plain_text(coord.values))
+                                     for key, coord in layer.coords.items()
+                                     if coord.dtype.kind in "UT"})
+        layers[name] = layer.copy(data=layer.variable.chunk(
+            dict(zip(layer.dims, steps, strict=True))).data)
+        reports.append(LayerReport(name, "encoded" if layer.size else "empty",
+                                   chunks_written=int(np.prod(layers[name].data.numblocks))
+                                   if layer.size else 0))
+    # zarr lists a group's members in its own order: the layers' and fields' are kept here
+    stamped = {**plan.attrs, **provenance_stamp(), LAYER_ORDER: list(acts),
+               FIELD_ORDER: list(plan.stimulus.fields)}
+    tree = to_datatree(Activations(layers, attrs=stamped, stim_header=acts.stim_header))
+    with write_failures_said(target), deferred_interrupts() as deferral:
+        with atomic_folder(target) as folder:
+            with warnings.catch_warnings():
+                # zarr says that consolidated metadata is not in the v3 specification yet;
+                # xarray and zarr read it, and readers that ignore it list the groups
+                warnings.filterwarnings("ignore", "Consolidated metadata", UserWarning)
+                tree.to_zarr(folder, mode="w", zarr_format=3, consolidated=True)
+            check_interrupt()
+        deferral.commit(target)
+    return SaveReport(target, tuple(reports))
+
+
+def open_store(path: str, chunks: Any = None) -> Activations:
+    """Read the layers of a zarr store this package (or ``to_datatree(...).to_zarr``) wrote.
+
+    The layers are lazy (zarr reads a chunk when asked), or dask-backed
+    with ``chunks=``; each records the store in ``encoding["source"]``, so
+    that no save replaces the store its layers are read from.
+
+    Raises
+    ------
+    UsageError
+        If zarr is not installed.
+    ActFileError
+        If ``path`` is not a zarr store, or not laid out as activations.
+    """
+    try:
+        import zarr  # noqa: F401
+    except ModuleNotFoundError:
+        raise UsageError(f"reading {path!r} needs zarr: {_NEEDS}") from None
+    from dnnmask_xr.act.checks import is_zarr_store
+    from dnnmask_xr.errors import ActFileError
+
+    if not is_zarr_store(path):
+        raise ActFileError(f"cannot open {path!r}: it is not a zarr store (a folder with "
+                           "zarr.json)")
+    with warnings.catch_warnings():
+        # a store written without consolidated metadata (to_zarr(consolidated=False)) is
+        # read by listing its groups, as xarray does, without its warning
+        warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated",
+                                RuntimeWarning)
+        tree = xr.open_datatree(path, engine="zarr", chunks=chunks, zarr_format=3)
+    attrs = dict(tree.attrs)
+    layers = [str(name) for name in attrs.pop(LAYER_ORDER, list(tree.children))]
+    fields = [str(name) for name in attrs.pop(FIELD_ORDER, [])]
+    root = tree.to_dataset(inherit=False)
+    root.attrs = attrs
+    # in the order saved: the layers, and each layer's stimulus fields
+    tree = xr.DataTree.from_dict(
+        {"/": root,
+         **{f"/{name}": _fields_in_order(tree[name].to_dataset(inherit=False), fields)
+            for name in layers}})
+    acts = from_datatree(tree)
+    source = os.path.abspath(path)
+    for layer in acts.values():
+        layer.encoding["source"] = source
+    return acts
+
+
+def _fields_in_order(group: xr.Dataset, fields: list[str]) -> xr.Dataset:
+    present = [name for name in fields if name in group.coords]
+    if not present:
+        return group
+    values = {name: group[name].variable for name in present}
+    return group.drop_vars(present).assign_coords(values)

@@ -1,0 +1,184 @@
+"""Zarr v3 stores (``.act.zarr``): written by ``save_act``, read by ``open_act`` and by xarray.
+
+The compatibility matrix (``tests/test_76_compat_matrix.py``) holds the round
+trips between the suffixes; here: what a store must never do (appear half
+written, replace its input or a folder that is not a store) and what it
+keeps (layers of any dims, the order of layers and fields, lazy and dask
+reads).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import dnnmask_xr as dx
+from dnnmask_xr.testing import read_reference_act
+
+zarr = pytest.importorskip("zarr", minversion="3")
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+HEADER = {"type": "image", "path": "/data/images"}
+
+
+def _layers() -> dx.Activations:
+    rng = np.random.default_rng(5)
+    ids = [f"img{i}.png" for i in range(4)]
+    coords = {"stimulus": ids, "onset": ("stimulus", [0.5, 1.0, np.nan, 2.0]),
+              "condition": ("stimulus", ["cat", "dog", "dog", "cat"])}
+    return dx.Activations({
+        "tokens": xr.DataArray(rng.standard_normal((4, 5, 3)).astype(np.float32),
+                               dims=("stimulus", "token", "channel"), coords=coords),
+        "conv": xr.DataArray(rng.integers(-9, 9, (4, 3, 2, 2)).astype(np.int16),
+                             dims=("stimulus", "channel", "row", "column"), coords=coords),
+        "fc": xr.DataArray(rng.random((4, 6)), dims=("stimulus", "channel"), coords=coords),
+    }, attrs={"model": "alexnet"}, stim_header=HEADER)
+
+
+def test_a_store_gives_back_every_layer_label_and_order(tmp_path):
+    acts = _layers()
+    report = dx.save_act(acts, tmp_path / "run.act.zarr")
+    assert [layer.name for layer in report.layers] == ["tokens", "conv", "fc"]
+    with dx.open_act(tmp_path / "run.act.zarr") as back:
+        assert list(back) == ["tokens", "conv", "fc"]
+        assert dict(back.stim_header) == HEADER
+        assert back.attrs["model"] == "alexnet" and "layer_order" not in back.attrs
+        for name, layer in acts.items():
+            got = back[name]
+            assert got.dims == layer.dims and got.dtype == layer.dtype
+            np.testing.assert_array_equal(got.values, layer.values, strict=True)
+            assert [str(c) for c in got.coords if c not in got.dims] == ["onset", "condition"]
+            for coord in layer.coords:
+                np.testing.assert_array_equal(got[coord].values.astype(layer[coord].dtype),
+                                              layer[coord].values)
+        # and on to an .act.h5 that DNNBrain's reader reads as the values saved
+        dx.save_act(back, tmp_path / "run.act.h5")
+    stored = read_reference_act(tmp_path / "run.act.h5")
+    np.testing.assert_array_equal(stored["conv"], acts["conv"].values)
+    np.testing.assert_array_equal(stored["fc"][:, :, 0, 0], acts["fc"].values)
+
+
+def test_a_store_opens_lazily_or_with_dask_chunks(tmp_path):
+    acts = _layers()
+    dx.save_act(acts, tmp_path / "run.act.zarr")
+    with dx.open_act(tmp_path / "run.act.zarr", chunks={}) as back:
+        assert back["conv"].chunks is not None
+        np.testing.assert_array_equal(back["conv"].mean("stimulus").values,
+                                      acts["conv"].mean("stimulus").values)
+    with dx.open_act(tmp_path / "run.act.zarr") as back:
+        assert back["conv"].chunks is None
+        masked = back.mask({"conv": {"channel": [3, 1]}})
+        np.testing.assert_array_equal(masked["conv"].values,
+                                      acts["conv"].values[:, [2, 0]])
+
+
+def test_the_example_masked_to_a_store_equals_the_mask_to_act_h5(tmp_path):
+    acts = dx.open_act(EXAMPLES / "test.act.h5", stim=EXAMPLES / "test.stim.csv")
+    mask = dx.read_dmask(EXAMPLES / "test.dmask.csv")
+    masked = acts.mask(mask, by="ordinal")
+    dx.save_act(masked, tmp_path / "m.act.zarr")
+    dx.save_act(masked, tmp_path / "m.act.h5")
+    with dx.open_act(tmp_path / "m.act.zarr") as store, dx.open_act(tmp_path / "m.act.h5") as h5:
+        assert list(store) == list(h5)
+        for name in h5:
+            xr.testing.assert_identical(store[name].drop_encoding().load(),
+                                        h5[name].drop_encoding().load())
+    acts.close()
+
+
+def test_a_failed_write_leaves_nothing_and_keeps_the_previous_store(tmp_path, monkeypatch):
+    out = tmp_path / "run.act.zarr"
+    dx.save_act(_layers(), out)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    real = xr.DataTree.to_zarr
+
+    def half_written(self, store, *args, **kwargs):
+        real(self, store, *args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(xr.DataTree, "to_zarr", half_written)
+    bigger = _layers().isel(stimulus=slice(0, 2))
+    with pytest.raises(dx.ActFileError, match="No space left on device"):
+        dx.save_act(bigger, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.act.zarr"]
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    with dx.open_act(out) as back:
+        assert back.n_stimuli == 4
+
+
+@pytest.mark.parametrize("what", ["folder", "file"])
+def test_only_a_store_is_replaced(what, tmp_path):
+    out = tmp_path / "run.act.zarr"
+    if what == "folder":
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+        message = r"it is a folder but not a zarr store"
+    else:
+        out.write_text("mine")
+        message = r"it is a file, not a zarr store"
+    with pytest.raises(dx.ActFileError, match=message):
+        dx.save_act(_layers(), out)
+    assert (out / "notes.txt").read_text() == "mine" if what == "folder" else (
+        out.read_text() == "mine")
+
+
+def test_a_store_is_never_replaced_by_its_own_layers(tmp_path):
+    out = tmp_path / "run.act.zarr"
+    dx.save_act(_layers(), out)
+    with dx.open_act(out) as back, pytest.raises(dx.OutputIsInputError):
+        dx.save_act(back.mask({"conv": {"channel": [1]}}), out)
+    with dx.open_act(out) as back:
+        assert list(back) == ["tokens", "conv", "fc"]
+
+
+def test_what_a_store_cannot_hold_is_refused_in_one_line(tmp_path):
+    acts = _layers()
+    clash = dx.Activations({"onset": acts["fc"]}, stim_header=HEADER)
+    with pytest.raises(dx.DnnMaskError, match=r"^layer 'onset' has the name of a dimension "
+                       r"or stimulus field, which a zarr store cannot tell apart"):
+        dx.save_act(clash, tmp_path / "x.act.zarr")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("route", ["ActWriter", "mask_file"])
+def test_routes_that_write_hdf5_refuse_a_store(route, tmp_path):
+    out = tmp_path / "x.act.zarr"
+    with pytest.raises(dx.UsageError, match="a zarr store is written by save_act"):
+        if route == "ActWriter":
+            dx.ActWriter(out)
+        else:
+            dx.mask_file(EXAMPLES / "test.act.h5", out, {"fc3": {}})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_set_of_stores_and_a_folder_that_is_not_one_are_refused(tmp_path):
+    dx.save_act(_layers(), tmp_path / "a.act.zarr")
+    with pytest.raises(dx.UsageError, match="open a zarr store on its own"):
+        dx.open_act([tmp_path / "a.act.zarr", tmp_path / "a.act.zarr"])
+    (tmp_path / "b.act.zarr").mkdir()
+    with pytest.raises(dx.ActFileError, match="it is not a zarr store"):
+        dx.open_act(tmp_path / "b.act.zarr")
+
+
+def test_stim_relabels_a_store(tmp_path):
+    shutil.copy(EXAMPLES / "test.act.h5", tmp_path)
+    with dx.open_act(tmp_path / "test.act.h5") as acts:
+        dx.save_act(acts, tmp_path / "plain.act.zarr")
+    with dx.open_act(tmp_path / "plain.act.zarr", stim=EXAMPLES / "test.stim.csv") as acts, \
+            dx.open_act(EXAMPLES / "test.act.h5", stim=EXAMPLES / "test.stim.csv") as h5:
+        np.testing.assert_array_equal(acts["conv5"].stimulus.values,
+                                      h5["conv5"].stimulus.values)
+        assert dict(acts.stim_header) == dict(h5.stim_header)
+
+
+def test_importing_the_package_imports_no_zarr():
+    code = "import sys, dnnmask_xr; print('zarr' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "False"
