@@ -115,7 +115,7 @@ def _get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-act", metavar="Activation", required=True,
                         help="path of a .act.h5 file which contains the activation to "
-                             "extract from")
+                             "extract from (or of a .act.zarr store)")
     parser.add_argument("-layer", metavar="Layer", nargs="+",
                         help="name of the target layer(s), e.g. 'conv1' for the first "
                              "convolution layer or 'fc1' for the first fully connected layer")
@@ -132,8 +132,8 @@ def _get_parser() -> argparse.ArgumentParser:
                              "row per stimulus; its IDs and fields are kept in the output (a "
                              "regular file of at most 256 MiB)")
     parser.add_argument("-out", metavar="Output", required=True,
-                        help="output path, ending in .act.h5 (or .nc for netCDF4); written only "
-                             "when complete")
+                        help="output path, ending in .act.h5 (or .nc for netCDF4, .act.zarr "
+                             "for a zarr v3 store); written only when complete")
     parser.add_argument("--dry-run", action="store_true",
                         help="print each output layer's shape, dtype and size; write nothing")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
@@ -287,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     _check_flags(args)
-    from dnnmask_xr.act.checks import check_output
+    from dnnmask_xr.act.checks import ZARR_SUFFIX, check_output
     from dnnmask_xr.act.files import open_file
     from dnnmask_xr.act.mask import mask_file, plan_mask
     from dnnmask_xr.act.select import mask_from_flags
@@ -308,6 +308,18 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         mask = read_dmask(args.dmask)
     else:
         mask = mask_from_flags(args.layer, args.chn)
+    if args.act.endswith(ZARR_SUFFIX) or args.out.endswith(ZARR_SUFFIX):
+        # a zarr store at either end: through the xarray side, imported only here
+        from dnnmask_xr.xarray_.zarr_command import mask_store
+
+        with writing(args.out):
+            shown_plan = mask_store(args.act, args.out, mask, stim=args.stim,
+                                    attrs={"cmd": shlex.join([PROG, *argv])},
+                                    memory=args.memory or DEFAULT_MEMORY,
+                                    threads=args.threads, dry_run=args.dry_run)
+        if shown_plan is not None:
+            print(shown_plan)
+        return 0
     if args.dry_run:
         with open_file(args.act) as root:
             # DNNBrain reads numbers as the n-th unit stored, whatever the file holds

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,12 @@ def test_lower_floors_never_import_higher_ones(folder, forbidden):
     assert found == []
 
 
+#: What the command imports only for a zarr store at either end (``-act``/``-out``
+#: ending in ``.act.zarr``), which it masks through the xarray side; what it runs on
+#: .act.h5 files imports no xarray (test_the_command_on_act_h5_loads_no_xarray).
+STORES_ONLY = "dnnmask_xr.xarray_.zarr_command"
+
+
 def test_the_command_imports_nothing_of_the_xarray_side():
     modules = _modules()
     # everything the command's modules import from the package, followed
@@ -57,10 +65,22 @@ def test_the_command_imports_nothing_of_the_xarray_side():
         if module in seen or module not in modules:
             continue
         seen.add(module)
-        todo.extend(name for name in _imports(modules[module]) if _under(name, "dnnmask_xr"))
+        todo.extend(name for name in _imports(modules[module])
+                    if _under(name, "dnnmask_xr") and name != STORES_ONLY)
     assert "dnnmask_xr.cli" in seen and "dnnmask_xr.act.write" in seen
     assert [module for module in seen if _under(module, "dnnmask_xr.xarray_")] == []
     assert not any("xarray" in _imports(modules[module]) for module in seen)
+
+
+def test_the_command_on_act_h5_loads_no_xarray(tmp_path):
+    examples = PACKAGE.parent / "examples"
+    code = ("import sys\nfrom dnnmask_xr.cli import main\n"
+            f"status = main(['-act', {str(examples / 'test.act.h5')!r}, '-dmask', "
+            f"{str(examples / 'test.dmask.csv')!r}, '-out', {str(tmp_path / 'm.act.h5')!r}])\n"
+            "print(status, sorted(m for m in ('xarray', 'zarr', 'dask') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.splitlines() == ["0 []"], done.stderr
 
 
 def test_every_module_is_in_readmes_layout_and_every_listed_one_exists():

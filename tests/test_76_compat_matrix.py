@@ -134,7 +134,8 @@ WRITERS = {
     "save_act": (_write_save_act(".act.h5"), ".act.h5", True),
     "save_act-nc": (_write_save_act(".nc"), ".nc", True),
     "save_act-lazy": (write_save_act_lazy, ".act.h5", True),
-    **({"save_act-zarr": (_write_save_act(".act.zarr"), ".act.zarr", True),
+    **({"dnn_mask-zarr": (_write_dnn_mask(".act.zarr"), ".act.zarr", True),
+        "save_act-zarr": (_write_save_act(".act.zarr"), ".act.zarr", True),
         "save_act-lazy-zarr": (lambda *args: _zarr_of(write_save_act_lazy(*args)),
                                ".act.zarr", True)} if ZARR3 else {}),
 }

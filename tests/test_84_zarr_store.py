@@ -182,3 +182,63 @@ def test_importing_the_package_imports_no_zarr():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert done.stdout.strip() == "False"
+
+
+def _dnn_mask(*argv) -> tuple[int, str]:
+    done = subprocess.run([sys.executable, "-m", "dnnmask_xr.cli", *map(str, argv)],
+                          capture_output=True, text=True, check=False)
+    return done.returncode, done.stderr
+
+
+def test_dnn_mask_on_a_store_equals_dnn_mask_on_the_act_h5(tmp_path):
+    # the example to a store, then the command from the store and from the .act.h5 file
+    assert _dnn_mask("-act", EXAMPLES / "test.act.h5", "-layer", "conv5", "fc3",
+                     "-stim", EXAMPLES / "test.stim.csv", "-out", tmp_path / "all.act.zarr",
+                     "-q") == (0, "")
+    flags = ("-dmask", EXAMPLES / "test.dmask.csv", "-q")
+    assert _dnn_mask("-act", tmp_path / "all.act.zarr", *flags, "-out",
+                     tmp_path / "from_store.act.h5") == (0, "")
+    assert _dnn_mask("-act", tmp_path / "all.act.zarr", *flags, "-out",
+                     tmp_path / "to_store.act.zarr") == (0, "")
+    assert _dnn_mask("-act", EXAMPLES / "test.act.h5", "-stim", EXAMPLES / "test.stim.csv",
+                     *flags, "-out", tmp_path / "from_h5.act.h5") == (0, "")
+    expected = read_reference_act(tmp_path / "from_h5.act.h5")
+    got = read_reference_act(tmp_path / "from_store.act.h5")
+    assert list(got) == list(expected)
+    for name, values in expected.items():
+        np.testing.assert_array_equal(got[name], values, strict=True)
+    with dx.open_act(tmp_path / "to_store.act.zarr") as store, \
+            dx.open_act(tmp_path / "from_h5.act.h5") as h5:
+        assert list(store) == list(h5)
+        for name in h5:
+            xr.testing.assert_identical(store[name].drop_encoding().load(),
+                                        h5[name].drop_encoding().load())
+        assert store.attrs["cmd"].startswith("dnn_mask -act ")
+
+
+def test_dnn_mask_dry_run_on_a_store_says_what_it_says_on_the_act_h5(tmp_path):
+    dx.save_act(_layers(), tmp_path / "run.act.zarr")
+    dx.save_act(_layers(), tmp_path / "run.act.h5")
+    said = []
+    for source in ("run.act.zarr", "run.act.h5"):
+        done = subprocess.run([sys.executable, "-m", "dnnmask_xr.cli", "-act",
+                               str(tmp_path / source), "-layer", "conv", "-chn", "2", "-out",
+                               str(tmp_path / "out.act.h5"), "--dry-run"],
+                              capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        said.append(done.stdout)
+    assert said[0] == said[1]
+    assert "conv  4 x 1 x 2 x 2  int16" in said[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.act.h5", "run.act.zarr"]
+
+
+def test_dnn_mask_errors_on_a_store_are_one_line(tmp_path):
+    dx.save_act(_layers(), tmp_path / "run.act.zarr")
+    status, stderr = _dnn_mask("-act", tmp_path / "run.act.zarr", "-layer", "conv6",
+                               "-out", tmp_path / "out.act.h5")
+    assert status == 1
+    assert stderr.count("\n") == 1 and "conv6" in stderr and "Traceback" not in stderr
+    status, stderr = _dnn_mask("-act", tmp_path / "missing.act.zarr", "-layer", "conv",
+                               "-out", tmp_path / "out.act.h5")
+    assert status == 1 and stderr.count("\n") == 1 and "missing.act.zarr" in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.act.zarr"]

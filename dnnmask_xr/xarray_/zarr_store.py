@@ -152,3 +152,4 @@ def _fields_in_order(group: xr.Dataset, fields: list[str]) -> xr.Dataset:
         return group
     values = {name: group[name].variable for name in present}
     return group.drop_vars(present).assign_coords(values)
+

@@ -1,0 +1,41 @@
+"""``dnn_mask`` with a zarr store at either end (``-act`` or ``-out`` ending in ``.act.zarr``).
+
+The command masks ``.act.h5`` and ``.nc`` files with the core alone
+(:mod:`dnnmask_xr.act`); a store is read and written through the xarray
+side (:mod:`~dnnmask_xr.xarray_.zarr_store`), which the command imports
+only for one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dnnmask_xr.act.write import DEFAULT_MEMORY
+from dnnmask_xr.xarray_.reader import open_act
+from dnnmask_xr.xarray_.save import plan_layers, save_act
+
+
+def mask_store(act: str, out: str, mask: Any, *, stim: str | None = None,
+               attrs: Mapping[str, Any] | None = None, memory: int = DEFAULT_MEMORY,
+               threads: int | None = None, dry_run: bool = False) -> str | None:
+    """Do what ``dnn_mask`` does when a zarr store is its input or its output.
+
+    The input is opened with :func:`~dnnmask_xr.open_act`, masked by
+    position as DNNBrain reads mask numbers, and saved with
+    :func:`~dnnmask_xr.save_act`: the same units and values as the command
+    on an ``.act.h5``, through the xarray side, which ``dnn_mask`` imports
+    only then.
+
+    Returns
+    -------
+    str or None
+        With ``dry_run``, what would be written (nothing is); else None.
+    """
+    with open_act(act, stim=stim) as acts:
+        masked = acts.mask(mask, by="ordinal")
+        if dry_run:
+            plan = plan_layers(masked, attrs)
+            return f"{plan.summary(out)}\n{plan.describe()}"
+        save_act(masked, out, attrs=attrs, memory=memory, threads=threads)
+    return None
