@@ -219,8 +219,8 @@ def read_zarr(path):
 READERS = {
     "dnnbrain": (read_dnnbrain, {".act.h5"}),
     "open_act": (read_open_act, {".act.h5", ".nc", ".act.zarr"}),
-    "dnnact": (read_dnnact, {".act.h5", ".nc"}),
-    "dnnact-array": (read_dnnact_array, {".act.h5", ".nc"}),
+    "dnnact": (read_dnnact, {".act.h5", ".nc", ".act.zarr"}),
+    "dnnact-array": (read_dnnact_array, {".act.h5", ".nc", ".act.zarr"}),
     "h5netcdf": (read_h5netcdf, {".nc"}),
     "zarr": (read_zarr, {".act.zarr"}),
 }

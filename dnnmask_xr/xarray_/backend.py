@@ -166,9 +166,9 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
             return groups
 
     def guess_can_open(self, filename_or_obj: object) -> bool:
-        """Claim paths ending in ``.act.h5``."""
+        """Claim paths ending in ``.act.h5`` or ``.act.zarr``."""
         return isinstance(filename_or_obj, str | os.PathLike) and os.fspath(
-            filename_or_obj).endswith(".act.h5")
+            filename_or_obj).endswith((".act.h5", ".act.zarr"))
 
 
 @contextlib.contextmanager

@@ -22,10 +22,9 @@ from typing import Any
 import xarray as xr
 
 from dnnmask_xr._args import bool_arg
-from dnnmask_xr.act.checks import ZARR_SUFFIX
 from dnnmask_xr.act.chunking import file_chunks
 from dnnmask_xr.errors import UsageError
-from dnnmask_xr.formats.stim import StimArg, read_stim
+from dnnmask_xr.formats.stim import StimArg
 from dnnmask_xr.xarray_.activations import Activations
 from dnnmask_xr.xarray_.backend import DnnActBackendEntrypoint
 from dnnmask_xr.xarray_.datatree import from_groups
@@ -120,12 +119,6 @@ def open_act(
         stimulus ID is in two files.
     """
     _check_chunks(chunks)
-    items = [path] if isinstance(path, str | os.PathLike) else (
-        path if isinstance(path, list | tuple) else [])
-    stores = [os.fspath(item) for item in items
-              if isinstance(item, str | os.PathLike) and os.fspath(item).endswith(ZARR_SUFFIX)]
-    if stores:
-        return _open_store(path, stores, stim, chunks, lock)
     cache = chunks is None if cache is None else bool_arg(cache, "cache")
     # dask's "auto" along stimulus would join part of one file of a set to the next
     # (150-stimulus files in chunks of 190): a set is chunked here instead
@@ -152,24 +145,6 @@ def open_act(
     except BaseException:
         root.close()
         raise
-
-
-def _open_store(path: object, stores: list[str], stim: object, chunks: Chunks | None,
-                lock: object) -> Activations:
-    """Open a zarr store (``.act.zarr``) through xarray's zarr engine."""
-    if not isinstance(path, str | os.PathLike):
-        raise UsageError(f"{stores[0]!r}: a set of files is of .act.h5 or .nc files; open a "
-                         "zarr store on its own")
-    if lock is not None:
-        raise UsageError("lock= is HDF5's; a zarr store is read without one")
-    from dnnmask_xr.xarray_.zarr_store import open_store
-
-    with _auto_chunk_limit(chunks):
-        acts = open_store(stores[0], chunks)
-    if stim is not None:
-        acts = acts.with_stimuli(read_stim(stim) if isinstance(stim, str | os.PathLike)
-                                 else stim)
-    return acts
 
 
 def _check_chunked_dims(chunks: Chunks | None, groups: Mapping[str, xr.Dataset]) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Literal
 
@@ -27,7 +27,7 @@ import xarray as xr
 from xarray.backends import CachingFileManager
 
 from dnnmask_xr._args import bool_arg, lock_arg, path_arg
-from dnnmask_xr.act.checks import NC_SUFFIX, own_attrs
+from dnnmask_xr.act.checks import NC_SUFFIX, ZARR_SUFFIX, own_attrs
 from dnnmask_xr.act.external import check_objects
 from dnnmask_xr.act.layout import (
     NUMBERED_DIMS,
@@ -73,6 +73,10 @@ def open_layers(
         where = [path_arg(one, "activation file") for one in path]
         if not where:
             raise UsageError("open_act was given no file; give a path or a list of paths")
+        stores = [one for one in where if one.endswith(ZARR_SUFFIX)]
+        if stores:
+            raise UsageError(f"{stores[0]!r}: a set of files is of .act.h5 or .nc files; "
+                             "open a zarr store on its own")
         with contextlib.ExitStack() as undo:
             opened = []
             for one, table in zip(where, _stim_per_file(stim, len(where)), strict=True):
@@ -89,6 +93,14 @@ def open_layers(
 
 
 def _open_file(where: str, stim: StimArg, allow_external: bool, lock: Lock) -> Activations:
+    if where.endswith(ZARR_SUFFIX):
+        if lock is not None:
+            raise UsageError("lock= is HDF5's; a zarr store is read without one")
+        # zarr is imported only for a store
+        from dnnmask_xr.xarray_.zarr_store import open_store
+
+        acts = open_store(where)
+        return _labelled(acts, stim, acts.close)
     if where.endswith(NC_SUFFIX):
         # identified before the labels are read: values are read only from this
         # file; its objects are checked before h5netcdf opens it, which would
@@ -105,12 +117,21 @@ def _open_file(where: str, stim: StimArg, allow_external: bool, lock: Lock) -> A
         layers, attrs, header = read(where, manager, allow_external, lock)
         acts = Activations(layers, attrs=attrs, stim_header=header, source=where,
                            closers=[manager.close])
-        if stim is None:
-            return acts
+    except BaseException:
+        manager.close()
+        raise
+    return _labelled(acts, stim, manager.close)
+
+
+def _labelled(acts: Activations, stim: StimArg, close: Callable[[], None]) -> Activations:
+    """Label a file's layers with ``stim`` (its own table if None); ``close`` if that fails."""
+    if stim is None:
+        return acts
+    try:
         with blaming(stim):
             return acts.with_stimuli(stim if isinstance(stim, Stimuli) else read_stim(stim))
     except BaseException:
-        manager.close()
+        close()
         raise
 
 

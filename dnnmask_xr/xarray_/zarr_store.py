@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -99,12 +98,14 @@ def save_store(acts: Activations, plan: Plan, target: str) -> SaveReport:
     return SaveReport(target, tuple(reports))
 
 
-def open_store(path: str, chunks: Any = None) -> Activations:
+def open_store(path: str) -> Activations:
     """Read the layers of a zarr store this package (or ``to_datatree(...).to_zarr``) wrote.
 
-    The layers are lazy (zarr reads a chunk when asked), or dask-backed
-    with ``chunks=``; each records the store in ``encoding["source"]``, so
-    that no save replaces the store its layers are read from.
+    The layers are lazy: zarr reads a chunk when asked (the one read path,
+    :mod:`~dnnmask_xr.xarray_.store`, opens stores here, and xarray applies
+    ``chunks=`` as for files). Each records the store in
+    ``encoding["source"]``, so that no save replaces the store its layers
+    are read from.
 
     Raises
     ------
@@ -128,7 +129,7 @@ def open_store(path: str, chunks: Any = None) -> Activations:
         # read by listing its groups, as xarray does, without its warning
         warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated",
                                 RuntimeWarning)
-        tree = xr.open_datatree(path, engine="zarr", chunks=chunks, zarr_format=3)
+        tree = xr.open_datatree(path, engine="zarr", zarr_format=3)
     attrs = dict(tree.attrs)
     layers = [str(name) for name in attrs.pop(LAYER_ORDER, list(tree.children))]
     fields = [str(name) for name in attrs.pop(FIELD_ORDER, [])]
