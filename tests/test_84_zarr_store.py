@@ -146,14 +146,10 @@ def test_what_a_store_cannot_hold_is_refused_in_one_line(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("route", ["ActWriter", "mask_file"])
-def test_routes_that_write_hdf5_refuse_a_store(route, tmp_path):
+def test_mask_file_which_writes_hdf5_refuses_a_store(tmp_path):
     out = tmp_path / "x.act.zarr"
     with pytest.raises(dx.UsageError, match="a zarr store is written by save_act"):
-        if route == "ActWriter":
-            dx.ActWriter(out)
-        else:
-            dx.mask_file(EXAMPLES / "test.act.h5", out, {"fc3": {}})
+        dx.mask_file(EXAMPLES / "test.act.h5", out, {"fc3": {}})
     assert list(tmp_path.iterdir()) == []
 
 
@@ -242,3 +238,30 @@ def test_dnn_mask_errors_on_a_store_are_one_line(tmp_path):
                                "-out", tmp_path / "out.act.h5")
     assert status == 1 and stderr.count("\n") == 1 and "missing.act.zarr" in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.act.zarr"]
+
+
+def _assert_same_store(path, expected):
+    with dx.open_act(path) as got, dx.open_act(expected) as want:
+        assert list(got) == list(want)
+        assert dict(got.stim_header) == dict(want.stim_header)
+        for name in want:
+            xr.testing.assert_identical(got[name].drop_encoding().load(),
+                                        want[name].drop_encoding().load())
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_run_streamed_to_a_store_equals_save_act_of_it(resume, tmp_path):
+    acts = _layers()
+    out = tmp_path / "streamed.act.zarr"
+    if resume:
+        # a run that dies after its first batches, then one that goes on from its parts
+        with pytest.raises(RuntimeError), dx.ActWriter(out, resume=True, part_size=1) as writer:
+            writer.append(acts.isel(stimulus=slice(0, 2)))
+            raise RuntimeError("killed")
+        assert not out.exists()
+    with dx.ActWriter(out, resume=resume, part_size=1) as writer:
+        for start in range(writer.stimuli_done, 4, 2):
+            writer.append(acts.isel(stimulus=slice(start, start + 2)))
+    dx.save_act(acts, tmp_path / "saved.act.zarr")
+    _assert_same_store(out, tmp_path / "saved.act.zarr")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved.act.zarr", "streamed.act.zarr"]

@@ -27,7 +27,7 @@ import xarray as xr
 
 from dnnmask_xr._args import is_count, mapping_arg, path_arg
 from dnnmask_xr.act._interrupt import deferred_interrupts
-from dnnmask_xr.act.checks import NC_SUFFIX, check_not_input, check_output
+from dnnmask_xr.act.checks import NC_SUFFIX, ZARR_SUFFIX, check_not_input, check_output
 from dnnmask_xr.act.chunking import output_chunks
 from dnnmask_xr.act.files import open_file
 from dnnmask_xr.act.growing import GrowingWrite
@@ -39,14 +39,14 @@ from dnnmask_xr.act.write import (
     SaveReport,
     WriteOptions,
     progress_bar,
-    refuse_store,
     storable,
     write,
 )
 from dnnmask_xr.errors import ActFileError, DnnMaskError, UsageError
 from dnnmask_xr.formats.stim import Stimuli
 from dnnmask_xr.xarray_.activations import Activations
-from dnnmask_xr.xarray_.save import plan_layers
+from dnnmask_xr.xarray_.reader import open_act
+from dnnmask_xr.xarray_.save import plan_layers, save_act
 
 
 class ActWriter:
@@ -124,7 +124,6 @@ class ActWriter:
         self.path = path_arg(path, "output")
         # a path that cannot take the output is said before any batch is computed
         check_output(self.path)
-        refuse_store(self.path)
         if part_size is not None and not is_count(part_size):
             raise UsageError(f"part_size={part_size!r} is not a positive number of stimuli")
         if not isinstance(resume, bool) or not isinstance(progress, bool):
@@ -149,8 +148,8 @@ class ActWriter:
         self._report: SaveReport | None = None
         self._writing: Future | None = None
         self._store: _InParts | _Growing = (
-            _InParts(self.path, resume) if resume or self.path.endswith(NC_SUFFIX)
-            else _Growing(self.path))
+            _InParts(self.path, resume)
+            if resume or self.path.endswith((NC_SUFFIX, ZARR_SUFFIX)) else _Growing(self.path))
         if isinstance(self._store, _InParts):
             try:
                 if self._store.parts.paths:
@@ -366,6 +365,8 @@ class ActWriter:
                 options = replace(self._options, on_progress=on_progress)
                 if self._store.stored:
                     self._report = self._store.finish(self._inputs, options)
+                elif self.path.endswith(ZARR_SUFFIX):
+                    self._report = save_act(_empty_layers(self._first), self.path)
                 else:
                     self._report = write(self._empty_plan(), self.path, options)
         except BaseException:
@@ -426,6 +427,8 @@ class _InParts:
         self.stored += len(plan.stimulus.ids)
 
     def finish(self, inputs: Mapping[str, str], options: WriteOptions) -> SaveReport:
+        if self.parts.target.endswith(ZARR_SUFFIX):
+            return _store_of_parts(self.parts.paths, self.parts.target, options)
         return write(self.parts.stacked(inputs), self.parts.target, options)
 
     def abandon(self) -> None:
@@ -467,6 +470,39 @@ class _Growing:
 
     def close(self) -> None:
         """Nothing is left to release: the output is in place."""
+
+
+def _store_of_parts(paths: Sequence[os.PathLike[str]], target: str,
+                    options: WriteOptions) -> SaveReport:
+    """Save the parts, joined along ``stimulus``, to the zarr store ``target``.
+
+    Each part is read a dask chunk at a time (a stimulus may be in two
+    parts, which a set of files refuses: the parts are joined here).
+    """
+    opened = [open_act(path, chunks={}) for path in paths]
+    try:
+        first = opened[0]
+        layers = {name: xr.concat([acts[name] for acts in opened], dim="stimulus")
+                  for name in first}
+        attrs = {key: value for key, value in first.attrs.items()
+                 if key not in ("date", "software")}
+        return save_act(Activations(layers, attrs=attrs, stim_header=first.stim_header),
+                        target, memory=options.memory, threads=options.threads)
+    finally:
+        for acts in opened:
+            acts.close()
+
+
+def _empty_layers(first: Plan) -> Activations:
+    """Batches of no stimulus: the layers, empty, as save_act writes them."""
+    layers = {}
+    for layer in first.layers:
+        shape = (0, *layer.own_shape[1:])
+        layers[layer.name] = xr.DataArray(
+            np.empty(shape, layer.dtype), dims=("stimulus", *layer.dims),
+            coords={"stimulus": np.asarray(first.stimulus.ids)[:0],
+                    **layer.unit_labels}, attrs=dict(layer.attrs))
+    return Activations(layers, attrs=first.attrs, stim_header=dict(first.stimulus.header))
 
 
 def _end(writer: ThreadPoolExecutor, store: _InParts | _Growing, pid: int) -> None:
