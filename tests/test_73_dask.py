@@ -351,3 +351,40 @@ def test_a_task_that_fails_leaves_nothing_behind(where, tmp_path):
     # temporary file is left
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.act.h5"]
     assert out.read_bytes() == b"the previous output"
+
+
+def test_a_dask_set_saved_to_a_store_on_a_cluster_is_written_by_the_workers(
+        tmp_path, monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    pytest.importorskip("zarr", minversion="3")
+    from dask.sizeof import sizeof
+
+    paths, stims, _ = _sparse_set(tmp_path)
+    layer = open_act(paths, stim=stims, chunks="auto")["conv"]
+    scored = ((layer - layer.mean("stimulus")) / (layer.std("stimulus") + 1)).astype(np.float32)
+    save_act({"conv": scored}, tmp_path / "alone.act.zarr")
+    received = []
+    real_gather, real_result = distributed.Client.gather, distributed.Future.result
+
+    def gather(self, *args, **kwargs):
+        value = real_gather(self, *args, **kwargs)
+        received.append(sizeof(value))
+        return value
+
+    def result(self, *args, **kwargs):
+        value = real_result(self, *args, **kwargs)
+        received.append(sizeof(value))
+        return value
+
+    monkeypatch.setattr(distributed.Client, "gather", gather)
+    monkeypatch.setattr(distributed.Future, "result", result)
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster):
+        save_act({"conv": scored}, tmp_path / "cluster.act.zarr")
+    # each worker wrote its own chunks: what came back to the client is bookkeeping
+    assert sum(received) < scored.nbytes / 20, (sum(received), scored.nbytes)
+    values, ids = _stored(tmp_path / "cluster.act.zarr")
+    expected_values, expected_ids = _stored(tmp_path / "alone.act.zarr")
+    np.testing.assert_array_equal(values, expected_values)
+    assert ids == expected_ids

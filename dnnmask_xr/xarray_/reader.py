@@ -58,7 +58,9 @@ def open_act(
         The activation file: one 4-D dataset per layer at its root, as
         DNNBrain writes it (plain gzip datasets, any attributes or none).
         A path ending in ``.nc`` is read as the netCDF4 file
-        :func:`~dnnmask_xr.save_act` writes there. A list of paths opens
+        :func:`~dnnmask_xr.save_act` writes there, one ending in
+        ``.act.zarr`` as the zarr v3 store it writes there (with the
+        ``zarr`` extra). A list of ``.act.h5`` or ``.nc`` paths opens
         files of one network (one per session or run) as one set,
         concatenated along ``stimulus`` in that order (see
         :mod:`~dnnmask_xr.xarray_.file_set`).

@@ -58,7 +58,8 @@ def save_act(
         The layers, lazy, dask-backed or in memory; a ``DataTree`` is read
         as :func:`~dnnmask_xr.from_datatree` reads it.
     path
-        The output, ending in ``.act.h5`` or ``.nc``. An existing file there
+        The output, ending in ``.act.h5``, ``.nc`` or ``.act.zarr`` (a zarr v3
+        store, :mod:`~dnnmask_xr.xarray_.zarr_store`). An existing file there
         is replaced, but never a file the layers are read from or that this
         process holds open.
     attrs

@@ -72,7 +72,7 @@ class ActWriter:
     Parameters
     ----------
     path
-        The output, ending in ``.act.h5`` or ``.nc``.
+        The output, ending in ``.act.h5``, ``.nc`` or ``.act.zarr``.
     resume
         Keep what is stored if the run ends without an output (an
         exception, Ctrl-C, a kill, a power loss), and go on from what an
