@@ -3,7 +3,8 @@
 Writes ``--files`` files of 150 stimuli each of one ``(256, 13, 13)`` float32
 layer (ReLU-like values) into ``--folder``, opens them as one set with
 ``chunks="auto"``, z-scores the layer lazily over the stimuli, and saves it
-(``.act.h5`` and ``.nc``) three ways, each in a process of its own:
+(``.act.h5``, ``.nc`` and ``.act.zarr``) three ways, each in a process of
+its own:
 
 - ``cluster``: ``save_act`` with a 2-worker ``LocalCluster`` (processes, one
   thread each) as the active client: the workers compute and deflate each
@@ -117,7 +118,7 @@ def main() -> None:
             ways.append("to_zarr")
         except ImportError:
             pass
-        for suffix in (".act.h5", ".nc"):
+        for suffix in (".act.h5", ".nc", ".act.zarr"):
             for way in ways:
                 if way == "to_zarr" and suffix != ".act.h5":
                     continue

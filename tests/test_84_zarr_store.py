@@ -265,3 +265,26 @@ def test_a_run_streamed_to_a_store_equals_save_act_of_it(resume, tmp_path):
     dx.save_act(acts, tmp_path / "saved.act.zarr")
     _assert_same_store(out, tmp_path / "saved.act.zarr")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["saved.act.zarr", "streamed.act.zarr"]
+
+
+@pytest.mark.parametrize("chunks", [{"stimulus": 7, "channel": 2}, "auto", {}])
+def test_a_set_in_chunks_that_cut_its_files_saves_exactly(chunks, tmp_path):
+    # tasks of the user's chunks (7 stimuli across 5-stimulus files): the store's chunks
+    # are the output's own, regular, so no two tasks write into one chunk
+    paths, stims, arrays = [], [], []
+    for run in range(3):
+        values = np.arange(5 * 4 * 2 * 2, dtype=np.float32).reshape(5, 4, 2, 2) + 100 * run
+        dx.save_act({"conv": xr.DataArray(values, dims=("stimulus", "channel", "row",
+                                                        "column"))}, tmp_path / f"r{run}.act.h5")
+        stim = tmp_path / f"r{run}.stim.csv"
+        stim.write_text("type=image\npath=/data\ndata=stimID\n" + "".join(
+            f"r{run}_{i}.png\n" for i in range(5)))
+        paths.append(tmp_path / f"r{run}.act.h5")
+        stims.append(stim)
+        arrays.append(values)
+    with dx.open_act(paths, stim=stims, chunks=chunks) as acts:
+        dx.save_act(acts, tmp_path / "set.act.zarr")
+    with dx.open_act(tmp_path / "set.act.zarr") as back:
+        np.testing.assert_array_equal(back["conv"].values, np.concatenate(arrays))
+        assert list(back["conv"].stimulus.values[:6]) == [
+            *(f"r0_{i}.png" for i in range(5)), "r1_0.png"]

@@ -50,7 +50,8 @@ def deflated_by_tasks(array: xr.DataArray, stored: tuple[int, ...],
     if not hasattr(data, "__dask_graph__") or 0 in stored:
         return values
     data = data.reshape(stored) if data.ndim != len(stored) else data
-    steps, data = _output_chunks(data, array.dtype.itemsize)
+    steps, data = aligned_chunks(data, output_chunks(data.shape, array.dtype.itemsize,
+                                                     data.chunks[0][0]))
 
     def deflated(memory: int) -> Iterator[list[tuple[tuple[int, ...], bytes]]]:
         return _computed(data, steps, memory)
@@ -59,9 +60,20 @@ def deflated_by_tasks(array: xr.DataArray, stored: tuple[int, ...],
                           chunks=steps, deflated=deflated)
 
 
-def _output_chunks(data: Any, itemsize: int) -> tuple[tuple[int, ...], Any]:
-    """Choose output chunks that tile the dask blocks; rechunk axes whose edges allow none."""
-    wanted = output_chunks(data.shape, itemsize, data.chunks[0][0])
+def aligned_chunks(data: Any, wanted: tuple[int, ...]) -> tuple[tuple[int, ...], Any]:
+    """Choose regular output chunks that tile a dask array's blocks, near ``wanted``.
+
+    Along each axis the chunk length is the longest at most ``wanted`` that
+    divides every edge between blocks, so that no chunk spans two blocks
+    (no two tasks write one chunk, and none is computed twice); an axis
+    whose edges allow only much shorter chunks is rechunked to blocks of
+    whole chunks first.
+
+    Returns
+    -------
+    steps, data
+        The chunks, and the array (rechunked where needed).
+    """
     steps, rechunk = [], {}
     for axis, (blocks, want, size) in enumerate(zip(data.chunks, wanted, data.shape,
                                                     strict=True)):

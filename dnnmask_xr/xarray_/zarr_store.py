@@ -35,6 +35,7 @@ from dnnmask_xr.act.plan import Plan
 from dnnmask_xr.act.write import SaveReport, checked, provenance_stamp, write_failures_said
 from dnnmask_xr.errors import UsageError
 from dnnmask_xr.xarray_.activations import Activations
+from dnnmask_xr.xarray_.dask_writes import aligned_chunks
 from dnnmask_xr.xarray_.datatree import from_datatree, to_datatree
 
 #: Root attributes of a store that keep the order of the layers and of the stimulus fields.
@@ -66,12 +67,19 @@ def save_store(acts: Activations, plan: Plan, target: str) -> SaveReport:
     layers = {}
     reports = []
     for planned, (name, layer) in zip(plan.layers, acts.items(), strict=True):
-        steps = output_chunks(planned.shape, layer.dtype.itemsize)[:layer.ndim]
-        steps = tuple(max(1, min(step, size)) for step, size in zip(steps, layer.shape,
-                                                                    strict=True))
-        # the file's encoding (HDF5 chunks, gzip) is not the store's; the values alone
-        # are chunked (text fields as dask arrays would be computed to be typed)
+        # the file's encoding (HDF5 chunks, gzip) is not the store's
         layer = layer.drop_encoding()
+        if layer.chunks is not None and layer.size:
+            # dask's blocks, as large as they are, tiled by regular chunks (zarr's kind):
+            # each task writes its own chunks, on a cluster's workers too
+            steps, data = aligned_chunks(layer.data, tuple(map(max, layer.chunks)))
+            layer = layer.copy(data=data)
+        else:
+            steps = output_chunks(planned.shape, layer.dtype.itemsize)[:layer.ndim]
+            steps = tuple(max(1, min(step, size)) for step, size in zip(steps, layer.shape,
+                                                                        strict=True))
+        # the values alone are chunked (text fields as dask arrays would be computed to be
+        # typed)
         # text as Python strings: zarr 3 stores them as variable-length UTF-8, whose
         # specification v3 has, where numpy's fixed-width unicode has none
         layer = layer.assign_coords({key: (coord.dims, plain_text(coord.values))
