@@ -288,3 +288,11 @@ def test_a_set_in_chunks_that_cut_its_files_saves_exactly(chunks, tmp_path):
         np.testing.assert_array_equal(back["conv"].values, np.concatenate(arrays))
         assert list(back["conv"].stimulus.values[:6]) == [
             *(f"r0_{i}.png" for i in range(5)), "r1_0.png"]
+
+
+def test_zarr_2_is_refused_in_one_line_before_anything_is_written(tmp_path, monkeypatch):
+    monkeypatch.setattr(zarr, "__version__", "2.18.3")
+    with pytest.raises(dx.UsageError, match=r"^writing '.*x\.act\.zarr' needs zarr 3 \(zarr "
+                       r"2\.18\.3 is installed; it needs Python 3\.11\): install them with "):
+        dx.save_act(_layers(), tmp_path / "x.act.zarr")
+    assert list(tmp_path.iterdir()) == []

@@ -59,11 +59,11 @@ def save_store(acts: Activations, plan: Plan, target: str) -> SaveReport:
         As every write does (:func:`~dnnmask_xr.act.write.checked`).
     """
     plan, _ = checked(plan, target)
+    _need_zarr_3(f"writing {target!r}")
     try:
         import dask.array  # noqa: F401
-        import zarr  # noqa: F401
     except ModuleNotFoundError:
-        raise UsageError(f"writing {target!r} needs zarr and dask: {_NEEDS}") from None
+        raise UsageError(f"writing {target!r} needs dask: {_NEEDS}") from None
     layers = {}
     reports = []
     for planned, (name, layer) in zip(plan.layers, acts.items(), strict=True):
@@ -122,10 +122,7 @@ def open_store(path: str) -> Activations:
     ActFileError
         If ``path`` is not a zarr store, or not laid out as activations.
     """
-    try:
-        import zarr  # noqa: F401
-    except ModuleNotFoundError:
-        raise UsageError(f"reading {path!r} needs zarr: {_NEEDS}") from None
+    _need_zarr_3(f"reading {path!r}")
     from dnnmask_xr.act.checks import is_zarr_store
     from dnnmask_xr.errors import ActFileError
 
@@ -162,3 +159,14 @@ def _fields_in_order(group: xr.Dataset, fields: list[str]) -> xr.Dataset:
     values = {name: group[name].variable for name in present}
     return group.drop_vars(present).assign_coords(values)
 
+
+
+def _need_zarr_3(what: str) -> None:
+    """Refuse in one line, before anything is written, where zarr 3 is missing."""
+    try:
+        import zarr
+    except ModuleNotFoundError:
+        raise UsageError(f"{what} needs zarr 3: {_NEEDS}") from None
+    if int(zarr.__version__.split(".")[0]) < 3:
+        raise UsageError(f"{what} needs zarr 3 (zarr {zarr.__version__} is installed; it "
+                         f"needs Python 3.11): {_NEEDS}")
