@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from reliability import TEMP_GLOB
 
 import dnnmask_xr as dx
+import dnnmask_xr.xarray_.stream
 from dnnmask_xr.act import growing as growing_module
 from dnnmask_xr.act import parts as parts_module
 from dnnmask_xr.testing import read_reference_act
@@ -343,6 +344,7 @@ FORKED_CHILD = """
 import os, sys
 import numpy as np
 import dnnmask_xr as dx
+import dnnmask_xr.xarray_.stream
 
 out = sys.argv[1]
 writer = dx.ActWriter(out, part_size=2)
@@ -529,3 +531,24 @@ def test_any_batches_parts_and_crash_give_the_file_save_act_gives(
     dx.save_act(dx.Activations(whole).with_stimuli(dx.Stimuli(HEADER, _table(0, total))), saved)
     _assert_same_file(out, saved)
     assert sorted(p.name for p in folder.iterdir()) == sorted([out.name, saved.name])
+
+
+class _SwallowedCtrlC:
+    """Raises KeyboardInterrupt from __del__: Python can only print it as "ignored"."""
+
+    def __del__(self) -> None:
+        raise KeyboardInterrupt
+
+
+def test_a_ctrl_c_python_swallowed_stops_the_run_at_the_next_batch(tmp_path: Path, capsys):
+    # bug: a Ctrl-C that landed in a weak reference's callback (h5py's, xarray's) between
+    # batches was printed as "Exception ignored" and the run went on to write the file
+    out = tmp_path / "out.act.h5"
+    with pytest.raises(KeyboardInterrupt), dx.ActWriter(out, part_size=2) as writer:
+        writer.append({"fc": np.ones((2, 3), np.float32)})
+        _SwallowedCtrlC()  # freed at once
+        writer.append({"fc": np.ones((2, 3), np.float32)})
+    assert list(tmp_path.iterdir()) == []
+    assert "KeyboardInterrupt" not in capsys.readouterr().err
+    # once no writer is open, the program's own hook is back
+    assert sys.unraisablehook is not dnnmask_xr.xarray_.stream._note_lost_interrupt

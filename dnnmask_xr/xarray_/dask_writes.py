@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from dnnmask_xr.act._interrupt import interruptible
 from dnnmask_xr.act.chunking import chunk_grid, output_chunks
 from dnnmask_xr.act.layer_writer import deflated_chunk
 from dnnmask_xr.act.plan import ComputedValues
@@ -107,7 +108,10 @@ def _computed(data: Any, steps: tuple[int, ...],
     # a block's values and its compressed chunks are held at once, per block computed
     batch = max(1, memory // (2 * block_bytes))
     for start in range(0, len(delayed), batch):
-        for result in dask.compute(*delayed[start:start + batch]):
+        # a block can take seconds to compute: a signal stops it where it is
+        with interruptible():
+            results = dask.compute(*delayed[start:start + batch])
+        for result in results:
             yield result.item()
 
 
@@ -118,7 +122,8 @@ def _on_cluster(client: Any, delayed: list[Any]) -> Iterator[list[tuple[tuple[in
     futures = client.compute(delayed)
     try:
         for future in as_completed(futures):
-            chunks = future.result().item()
+            with interruptible():
+                chunks = future.result().item()
             future.release()
             yield chunks
     finally:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
@@ -158,6 +159,9 @@ class ActWriter:
                 self._store.parts.close(keep=True)
                 raise
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="dnnmask-stream")
+        #: a Ctrl-C that Python could only report as "ignored" while this writer was open
+        self._lost_interrupt = False
+        _watch_lost_interrupts(self)
         # a writer dropped without close() or abandon() lets go of what it stored (its
         # folder of parts and their lock, or its temporary file) as abandon() would
         self._ending = weakref.finalize(self, _end, self._writer, self._store, os.getpid())
@@ -226,6 +230,7 @@ class ActWriter:
             self._append(layers, stimuli)
 
     def _append(self, layers: Mapping[str, Any] | Activations, stimuli: object) -> None:
+        self._raise_lost_interrupt()
         if self._report is not None or self._writer is None:
             raise UsageError(f"the streamed write to {self.path!r} is closed; no batch can "
                              "be added")
@@ -355,6 +360,7 @@ class ActWriter:
         if self._writer is None:
             raise UsageError(f"the streamed write to {self.path!r} was abandoned")
         try:
+            self._raise_lost_interrupt()
             if self._first is None:
                 raise ActFileError(f"the streamed write to {self.path!r} has no stimuli to "
                                    "write")
@@ -375,7 +381,15 @@ class ActWriter:
         self._ending.detach()
         self._store.close()
         self._writer = None
+        _stop_watching(self)
         return self._report
+
+    def _raise_lost_interrupt(self) -> None:
+        # a Ctrl-C raised where Python could only print it (inside a weak reference's
+        # callback, in the caller's code between batches) stops the run here
+        if self._lost_interrupt:
+            self._lost_interrupt = False
+            raise KeyboardInterrupt
 
     def _empty_plan(self) -> Plan:
         """Batches of no stimulus: the layers, empty, as save_act writes them."""
@@ -399,6 +413,7 @@ class ActWriter:
             return
         self._writer = None
         self._ending()
+        _stop_watching(self)
 
     def __enter__(self) -> ActWriter:
         return self
@@ -503,6 +518,52 @@ def _empty_layers(first: Plan) -> Activations:
             coords={"stimulus": np.asarray(first.stimulus.ids)[:0],
                     **layer.unit_labels}, attrs=dict(layer.attrs))
     return Activations(layers, attrs=first.attrs, stim_header=dict(first.stimulus.header))
+
+
+#: The writers open in this process, told of a Ctrl-C Python could only report as ignored.
+_WATCHING: weakref.WeakSet[ActWriter] = weakref.WeakSet()
+#: The hook :func:`_note_lost_interrupt` replaced while writers are open.
+_HOOK: list[Any] = []
+
+
+def _watch_lost_interrupts(writer: ActWriter) -> None:
+    """Tell ``writer`` of Ctrl-C that Python swallows while it is open.
+
+    A ``KeyboardInterrupt`` raised inside a weak reference's callback
+    (h5py's, xarray's) is only printed as "Exception ignored", and the run
+    would go on as if Ctrl-C had not been pressed: the writer raises it at
+    the next :meth:`ActWriter.append` or :meth:`ActWriter.close` instead,
+    and leaves nothing behind.
+    """
+    with _HOOK_LOCK:
+        _WATCHING.add(writer)
+        if sys.unraisablehook is not _note_lost_interrupt:
+            _HOOK[:] = [sys.unraisablehook]
+            sys.unraisablehook = _note_lost_interrupt
+
+
+def _stop_watching(writer: ActWriter) -> None:
+    """Put the program's hook back once no writer is open."""
+    with _HOOK_LOCK:
+        _WATCHING.discard(writer)
+        if not _WATCHING and sys.unraisablehook is _note_lost_interrupt and _HOOK:
+            sys.unraisablehook = _HOOK.pop()
+
+
+def _note_lost_interrupt(unraisable: Any) -> None:
+    with _HOOK_LOCK:
+        writers = list(_WATCHING)
+        previous = _HOOK[0] if _HOOK else sys.__unraisablehook__
+        if not writers and sys.unraisablehook is _note_lost_interrupt:
+            sys.unraisablehook = previous  # the last writer is gone
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and writers:
+        for writer in writers:
+            writer._lost_interrupt = True
+        return
+    previous(unraisable)
+
+
+_HOOK_LOCK = threading.Lock()
 
 
 def _end(writer: ThreadPoolExecutor, store: _InParts | _Growing, pid: int) -> None:
