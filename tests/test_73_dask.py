@@ -306,7 +306,7 @@ def test_each_output_chunk_is_deflated_once_by_one_task(suffix, chunks, tmp_path
 
 
 @pytest.mark.properties
-@settings(max_examples=examples(30), deadline=None)
+@settings(max_examples=examples(20), deadline=None)
 @given(data=st.data(), suffix=st.sampled_from(SUFFIXES))
 def test_any_dask_chunks_save_the_values_numpy_holds(data, suffix):
     shape = data.draw(st.tuples(st.integers(1, 12), st.integers(1, 6), st.integers(1, 4),

@@ -330,7 +330,7 @@ def _chunks_follow_files(chunks: tuple[int, ...], lengths: list[int]) -> bool:
 
 
 @pytest.mark.properties
-@settings(max_examples=examples(40), deadline=None)
+@settings(max_examples=examples(20), deadline=None)
 @given(lengths=st.lists(st.integers(0, 30), min_size=1, max_size=6).filter(any),
        step=st.integers(1, 10), limit=st.integers(4, 64),
        chunks=st.sampled_from(["auto", {"stimulus": "auto"}, {}, {"channel": 3}]))
