@@ -552,3 +552,20 @@ def test_a_ctrl_c_python_swallowed_stops_the_run_at_the_next_batch(tmp_path: Pat
     assert "KeyboardInterrupt" not in capsys.readouterr().err
     # once no writer is open, the program's own hook is back
     assert sys.unraisablehook is not dnnmask_xr.xarray_.stream._note_lost_interrupt
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_layer_of_no_unit_streams_as_save_act_writes_it(suffix: str, resume: bool,
+                                                         tmp_path: Path):
+    # bug: the growing output divided by its zero channels (ZeroDivisionError), and the
+    # parts' route said the parts "were changed" (a layer of no unit is stored unchunked)
+    rng = np.random.default_rng(2)
+    whole = {"empty": np.ones((5, 0), np.float32),
+             "conv": rng.random((5, 3, 2, 2), dtype=np.float32)}
+    out = tmp_path / f"streamed{suffix}"
+    with dx.ActWriter(out, resume=resume, part_size=2) as writer:
+        for start in range(0, 5, 2):
+            writer.append({name: values[start:start + 2] for name, values in whole.items()})
+    dx.save_act(whole, tmp_path / f"saved{suffix}")
+    _assert_same_file(out, tmp_path / f"saved{suffix}")

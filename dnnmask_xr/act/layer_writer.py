@@ -247,6 +247,8 @@ def store_values(
     (a streamed write's part goes after the whole chunks of those before).
     """
     dtype = target.dtype
+    if 0 in shape:
+        return  # no value (a part of a layer of no unit)
     for stimuli, channels in iter_blocks(shape, target.chunks, dtype.itemsize,
                                          budget.block_bytes):
         # a block of a dask graph or a computation can take seconds: a signal stops it
@@ -308,6 +310,10 @@ def write_stacked(sink: Sink, parts: StackedParts, budget: Budget) -> LayerRepor
         chunk cannot be read.
     """
     report = LayerReport(sink.name, "encoded")
+    if 0 in parts.shape:
+        # a layer of no unit: stored unchunked, nothing to copy (as write_values does)
+        sink.create(parts.shape, parts.dtype, None, None, None)
+        return report
     first = parts.parts[0]
     steps = first.chunks
     indexes = [layer_index(part) for part in parts.parts]
