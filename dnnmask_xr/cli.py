@@ -34,6 +34,7 @@ after -out was written is said on stderr, with status 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import re
@@ -312,19 +313,20 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         # a zarr store at either end: through the xarray side, imported only here
         from dnnmask_xr.xarray_.zarr_command import mask_store
 
-        with writing(args.out):
-            shown_plan = mask_store(args.act, args.out, mask, stim=args.stim,
-                                    attrs={"cmd": shlex.join([PROG, *argv])},
-                                    memory=args.memory or DEFAULT_MEMORY,
-                                    threads=args.threads, dry_run=args.dry_run)
-        if shown_plan is not None:
-            print(shown_plan)
-        return 0
-    if args.dry_run:
+        # a dry run writes nothing: a signal then is no signal after a write
+        with contextlib.nullcontext() if args.dry_run else writing(args.out):
+            plan = mask_store(args.act, args.out, mask, stim=args.stim,
+                              attrs={"cmd": shlex.join([PROG, *argv])},
+                              memory=args.memory or DEFAULT_MEMORY, threads=args.threads,
+                              dry_run=args.dry_run)
+        if plan is None:
+            return 0
+    elif args.dry_run:
         with open_file(args.act) as root:
             # DNNBrain reads numbers as the n-th unit stored, whatever the file holds
             plan = plan_mask(root, mask, stim=args.stim, by="ordinal",
                              allow_external=args.allow_external)
+    if args.dry_run:
         print(plan.summary(args.out))
         print(plan.describe())
         return 0

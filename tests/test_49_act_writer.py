@@ -569,3 +569,20 @@ def test_a_layer_of_no_unit_streams_as_save_act_writes_it(suffix: str, resume: b
             writer.append({name: values[start:start + 2] for name, values in whole.items()})
     dx.save_act(whole, tmp_path / f"saved{suffix}")
     _assert_same_file(out, tmp_path / f"saved{suffix}")
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_run_of_empty_batches_writes_the_empty_layers_save_act_writes(suffix: str,
+                                                                         tmp_path: Path):
+    layers = {"conv": np.ones((0, 3, 2, 2), np.float32), "fc": np.ones((0, 4), np.int16)}
+    stimuli = dx.Stimuli(HEADER, _table(0, 0))
+    out = tmp_path / f"streamed{suffix}"
+    with dx.ActWriter(out, attrs={"model": "alexnet"}) as writer:
+        writer.append(layers, stimuli=stimuli)
+        writer.append(layers, stimuli=stimuli)
+    dx.save_act(dx.Activations(layers).with_stimuli(stimuli), tmp_path / f"saved{suffix}",
+                attrs={"model": "alexnet"})
+    _assert_same_file(out, tmp_path / f"saved{suffix}")
+    with dx.open_act(out) as acts:
+        assert acts.attrs["model"] == "alexnet"
+        assert list(acts.stimulus_table().fields) == ["condition", "onset"]

@@ -190,6 +190,8 @@ def file_chunks(lengths: Sequence[int], size: int, *, join: bool) -> tuple[int, 
     -------
     tuple of int
         The chunks' lengths, in order; they add up to ``sum(lengths)``.
+        Files of no stimulus at all give one chunk of 0, as dask chunks an
+        empty axis.
     """
     chunks: list[int] = []
     run = 0  # whole files gathered into the next chunk
@@ -207,4 +209,4 @@ def file_chunks(lengths: Sequence[int], size: int, *, join: bool) -> tuple[int, 
         chunks += [size] * whole + ([rest] if rest else [])
     if run:
         chunks.append(run)
-    return tuple(chunks)
+    return tuple(chunks) or (0,)

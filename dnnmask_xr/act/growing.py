@@ -24,11 +24,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import replace
 
 import h5py
-import numpy as np
 
 from dnnmask_xr._args import path_arg
 from dnnmask_xr.act.layer_writer import GZIP_LEVEL, LayerReport, store_values
-from dnnmask_xr.act.plan import ComputedValues, Plan
+from dnnmask_xr.act.plan import Plan
 from dnnmask_xr.act.stimulus import StimulusTable
 from dnnmask_xr.act.write import (
     BOOKKEEPING_BYTES,
@@ -77,7 +76,7 @@ class GrowingWrite:
         self.target = path_arg(path, "output")
         first, layout_of = checked(first, self.target)
         # what every part is, without the first part's values (not held once stored)
-        self._first = _described(first, len(first.stimulus.ids))
+        self._first = first.described()
         if layout_of is not ActLayout:
             raise UsageError(f"{self.target!r}: only an .act.h5 grows a part at a time")
         self._stack = contextlib.ExitStack()
@@ -141,7 +140,7 @@ class GrowingWrite:
         """
         with self._failing():
             stimulus = StimulusTable.joined(self._tables)
-            whole = replace(_described(self._first, len(stimulus.ids)), stimulus=stimulus,
+            whole = replace(self._first.described(len(stimulus.ids)), stimulus=stimulus,
                             inputs=dict(inputs or {}))
             # the same checks as any write of the whole, now that it is known
             whole, _ = checked(whole, self.target)
@@ -210,16 +209,3 @@ if hasattr(os, "register_at_fork"):
 
 class _Abandoned(Exception):
     """The run stopped without an output."""
-
-
-def _described(plan: Plan, n_stimuli: int) -> Plan:
-    """Give ``plan``'s layers as ``n_stimuli`` stored stimuli: their description, no values."""
-    return replace(plan, layers=tuple(
-        replace(layer, values=ComputedValues((n_stimuli, *layer.shape[1:]), layer.dtype,
-                                             _stored))
-        for layer in plan.layers))
-
-
-def _stored(stimuli: slice, channels: slice) -> np.ndarray:
-    raise AssertionError("the whole output's plan describes the stored layers; it is never "
-                         "read")

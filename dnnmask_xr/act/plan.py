@@ -9,6 +9,7 @@ layer, copied chunk by chunk) or from a block reader (anything else).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -191,6 +192,20 @@ class Plan:
                 found.update(layer.values.sources)
         return frozenset(found)
 
+    def described(self, n_stimuli: int | None = None) -> Plan:
+        """Give the layers as a description of ``n_stimuli`` stimuli, without their values.
+
+        What a streamed write holds its parts to: names, labels, dtypes,
+        attributes and shapes past ``stimulus`` (``n_stimuli``: the
+        stimulus table's length if None), and no reference to the values,
+        which are never read from it.
+        """
+        n_stimuli = len(self.stimulus.ids) if n_stimuli is None else n_stimuli
+        return dataclasses.replace(self, layers=tuple(
+            dataclasses.replace(layer, values=ComputedValues(
+                (n_stimuli, *layer.shape[1:]), layer.dtype, _described_only))
+            for layer in self.layers))
+
     def describe(self) -> str:
         """Describe each output layer on one line."""
         return describe_layers((layer.name, layer.own_shape, layer.dtype, layer.unit_labels)
@@ -201,6 +216,10 @@ class Plan:
         return (f"would write {out!r}: {len(self.layers)} layer(s), "
                 f"{count(self.stimulus.ids.size, 'stimulus')}, {format_bytes(self.nbytes)} before "
                 "compression")
+
+
+def _described_only(stimuli: slice, channels: slice) -> np.ndarray:
+    raise AssertionError("a described plan holds no values; it is never written")
 
 
 def text_inputs(mask: DnnMask | None = None, stimuli: Stimuli | None = None) -> dict[str, str]:

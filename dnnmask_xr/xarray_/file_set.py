@@ -173,8 +173,7 @@ def _encoding(parts: list[xr.DataArray], shape: tuple[int, ...]) -> dict[str, An
     preferred = encoding.get("preferred_chunks")
     if isinstance(preferred, Mapping) and isinstance(preferred.get("stimulus"), int):
         encoding["preferred_chunks"] = {
-            **preferred, "stimulus": file_chunks(lengths, preferred["stimulus"], join=False)
-            or (0,)}
+            **preferred, "stimulus": file_chunks(lengths, preferred["stimulus"], join=False)}
     inputs: dict[str, str] = {}
     for part in parts:
         inputs.update(part.encoding.get(INPUTS_KEY, {}))

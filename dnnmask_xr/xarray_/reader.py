@@ -221,11 +221,10 @@ def _chunked_by_files(group: xr.Dataset, chunks: Chunks) -> xr.Dataset:
                       for dim, step in zip(layer.dims, previous, strict=True))
         normalized = normalize_chunks(asked, shape=layer.shape, dtype=layer.dtype,
                                       previous_chunks=previous)
-        longest = max(normalized[0], default=0)
-        by_files = file_chunks(lengths, longest, join=True) if longest else normalized[0]
+        by_files = file_chunks(lengths, max(1, *normalized[0]), join=True)
         # named as xarray names the arrays it chunks as it opens a file
-        return group.chunk(dict(zip(layer.dims, (by_files or (0,), *normalized[1:]),
-                                    strict=True)), name_prefix="open_dataset-")
+        return group.chunk(dict(zip(layer.dims, (by_files, *normalized[1:]), strict=True)),
+                           name_prefix="open_dataset-")
     return group
 
 

@@ -59,7 +59,9 @@ def save_act(
         as :func:`~dnnmask_xr.from_datatree` reads it.
     path
         The output, ending in ``.act.h5``, ``.nc`` or ``.act.zarr`` (a zarr v3
-        store, :mod:`~dnnmask_xr.xarray_.zarr_store`). An existing file there
+        store, :mod:`~dnnmask_xr.xarray_.zarr_store`, written by dask's
+        scheduler: ``memory``, ``threads``, ``progress`` and ``verify`` do
+        not apply to it). An existing file there
         is replaced, but never a file the layers are read from or that this
         process holds open.
     attrs

@@ -173,9 +173,7 @@ class ActWriter:
                 plan = part_plan(root)
                 if self._first is None:
                     # what batches are held to, without the part's datasets (closed below)
-                    self._first = replace(plan, layers=tuple(
-                        replace(layer, values=ComputedValues(layer.shape, layer.dtype, _unread))
-                        for layer in plan.layers))
+                    self._first = plan.described()
                     self._chunks = {layer.name: layer.values.parts[0].chunks
                                     for layer in plan.layers}
                 self._store.stored += len(plan.stimulus.ids)
@@ -371,10 +369,10 @@ class ActWriter:
                 options = replace(self._options, on_progress=on_progress)
                 if self._store.stored:
                     self._report = self._store.finish(self._inputs, options)
-                elif self.path.endswith(ZARR_SUFFIX):
-                    self._report = save_act(_empty_layers(self._first), self.path)
                 else:
-                    self._report = write(self._empty_plan(), self.path, options)
+                    # batches of no stimulus: the layers, empty, as save_act writes them
+                    self._report = save_act(_empty_layers(self._first), self.path,
+                                            memory=options.memory, threads=options.threads)
         except BaseException:
             self.abandon()
             raise
@@ -390,14 +388,6 @@ class ActWriter:
         if self._lost_interrupt:
             self._lost_interrupt = False
             raise KeyboardInterrupt
-
-    def _empty_plan(self) -> Plan:
-        """Batches of no stimulus: the layers, empty, as save_act writes them."""
-        layers = tuple(replace(layer, values=ComputedValues(
-            (0, *layer.shape[1:]), layer.dtype, _block_of(np.empty((0, *layer.shape[1:]),
-                                                                   layer.dtype))))
-            for layer in self._first.layers)
-        return replace(self._first, layers=layers, inputs=self._inputs)
 
     def abandon(self) -> None:
         """Stop without an output: the parts are removed, or kept if ``resume=True``.
@@ -461,15 +451,17 @@ class _Growing:
         refuse_interrupted_parts(path)
         self.path = path
         self.output: GrowingWrite | None = None
-        #: stimuli stored in the output's temporary file
-        self.stored = 0
+
+    @property
+    def stored(self) -> int:
+        """Stimuli stored in the output's temporary file."""
+        return 0 if self.output is None else self.output.n_stimuli
 
     def add(self, plan: Plan, options: WriteOptions,
             chunks: Mapping[str, tuple[int, ...]]) -> None:
         if self.output is None:
             self.output = GrowingWrite(plan, self.path, options, chunks)
         self.output.add(plan)
-        self.stored += len(plan.stimulus.ids)
 
     def finish(self, inputs: Mapping[str, str], options: WriteOptions) -> SaveReport:
         # on the caller's thread, whose signals a write defers: one that comes while
@@ -499,9 +491,8 @@ def _store_of_parts(paths: Sequence[os.PathLike[str]], target: str,
         first = opened[0]
         layers = {name: xr.concat([acts[name] for acts in opened], dim="stimulus")
                   for name in first}
-        attrs = {key: value for key, value in first.attrs.items()
-                 if key not in ("date", "software")}
-        return save_act(Activations(layers, attrs=attrs, stim_header=first.stim_header),
+        # the parts' own date and software give way to the store's
+        return save_act(Activations(layers, attrs=first.attrs, stim_header=first.stim_header),
                         target, memory=options.memory, threads=options.threads)
     finally:
         for acts in opened:
@@ -509,14 +500,14 @@ def _store_of_parts(paths: Sequence[os.PathLike[str]], target: str,
 
 
 def _empty_layers(first: Plan) -> Activations:
-    """Batches of no stimulus: the layers, empty, as save_act writes them."""
-    layers = {}
-    for layer in first.layers:
-        shape = (0, *layer.own_shape[1:])
-        layers[layer.name] = xr.DataArray(
-            np.empty(shape, layer.dtype), dims=("stimulus", *layer.dims),
-            coords={"stimulus": np.asarray(first.stimulus.ids)[:0],
-                    **layer.unit_labels}, attrs=dict(layer.attrs))
+    """Give the layers of ``first`` with no stimulus: labels, attributes, stimulus fields."""
+    table = first.stimulus.rows(slice(0, 0))
+    stimulus = {"stimulus": table.ids, **{name: ("stimulus", values)
+                                          for name, values in table.fields.items()}}
+    layers = {layer.name: xr.DataArray(
+        np.empty((0, *layer.own_shape[1:]), layer.dtype), dims=("stimulus", *layer.dims),
+        coords={**stimulus, **layer.unit_labels}, attrs=dict(layer.attrs))
+        for layer in first.layers}
     return Activations(layers, attrs=first.attrs, stim_header=dict(first.stimulus.header))
 
 
@@ -542,20 +533,23 @@ def _watch_lost_interrupts(writer: ActWriter) -> None:
             sys.unraisablehook = _note_lost_interrupt
 
 
-def _stop_watching(writer: ActWriter) -> None:
-    """Put the program's hook back once no writer is open."""
+def _stop_watching(writer: ActWriter | None = None) -> None:
+    """Stop telling ``writer``; put the program's hook back once no writer is open.
+
+    Also called with no writer, by the hook itself: writers dropped unclosed
+    leave the set by themselves.
+    """
     with _HOOK_LOCK:
-        _WATCHING.discard(writer)
+        if writer is not None:
+            _WATCHING.discard(writer)
         if not _WATCHING and sys.unraisablehook is _note_lost_interrupt and _HOOK:
             sys.unraisablehook = _HOOK.pop()
 
 
 def _note_lost_interrupt(unraisable: Any) -> None:
-    with _HOOK_LOCK:
-        writers = list(_WATCHING)
-        previous = _HOOK[0] if _HOOK else sys.__unraisablehook__
-        if not writers and sys.unraisablehook is _note_lost_interrupt:
-            sys.unraisablehook = previous  # the last writer is gone
+    previous = _HOOK[0] if _HOOK else sys.__unraisablehook__
+    writers = list(_WATCHING)
+    _stop_watching()
     if isinstance(unraisable.exc_value, KeyboardInterrupt) and writers:
         for writer in writers:
             writer._lost_interrupt = True
@@ -610,10 +604,6 @@ def _split(
                  table.rows(slice(size, None)))]
     return ({name: array[:size] for name, array in values.items()},
             table.rows(slice(None, size)), rest)
-
-
-def _unread(stimuli: slice, channels: slice) -> np.ndarray:
-    raise AssertionError("the first part's plan describes the stored layers; it is never written")
 
 
 def _block_of(values: np.ndarray) -> BlockReader:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from dnnmask_xr.act.plan import Plan
 from dnnmask_xr.act.write import DEFAULT_MEMORY
 from dnnmask_xr.xarray_.reader import open_act
 from dnnmask_xr.xarray_.save import plan_layers, save_act
@@ -18,7 +19,7 @@ from dnnmask_xr.xarray_.save import plan_layers, save_act
 
 def mask_store(act: str, out: str, mask: Any, *, stim: str | None = None,
                attrs: Mapping[str, Any] | None = None, memory: int = DEFAULT_MEMORY,
-               threads: int | None = None, dry_run: bool = False) -> str | None:
+               threads: int | None = None, dry_run: bool = False) -> Plan | None:
     """Do what ``dnn_mask`` does when a zarr store is its input or its output.
 
     The input is opened with :func:`~dnnmask_xr.open_act`, masked by
@@ -29,13 +30,12 @@ def mask_store(act: str, out: str, mask: Any, *, stim: str | None = None,
 
     Returns
     -------
-    str or None
+    Plan or None
         With ``dry_run``, what would be written (nothing is); else None.
     """
     with open_act(act, stim=stim) as acts:
         masked = acts.mask(mask, by="ordinal")
         if dry_run:
-            plan = plan_layers(masked, attrs)
-            return f"{plan.summary(out)}\n{plan.describe()}"
+            return plan_layers(masked, attrs)
         save_act(masked, out, attrs=attrs, memory=memory, threads=threads)
     return None

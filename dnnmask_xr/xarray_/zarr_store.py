@@ -78,13 +78,13 @@ def save_store(acts: Activations, plan: Plan, target: str) -> SaveReport:
             steps = output_chunks(planned.shape, layer.dtype.itemsize)[:layer.ndim]
             steps = tuple(max(1, min(step, size)) for step, size in zip(steps, layer.shape,
                                                                         strict=True))
-        # the values alone are chunked (text fields as dask arrays would be computed to be
-        # typed)
         # text as Python strings: zarr 3 stores them as variable-length UTF-8, whose
         # specification v3 has, where numpy's fixed-width unicode has none
         layer = layer.assign_coords({key: (coord.dims, plain_text(coord.values))
                                      for key, coord in layer.coords.items()
                                      if coord.dtype.kind in "UT"})
+        # the values alone are chunked (text fields as dask arrays would be computed to be
+        # typed)
         layers[name] = layer.copy(data=layer.variable.chunk(
             dict(zip(layer.dims, steps, strict=True))).data)
         reports.append(LayerReport(name, "encoded" if layer.size else "empty",
