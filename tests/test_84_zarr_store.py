@@ -302,7 +302,7 @@ def test_a_store_takes_no_hdf5_lock_and_is_claimed_by_the_dnnact_engine(tmp_path
     from dnnmask_xr.xarray_.backend import DnnActBackendEntrypoint
 
     dx.save_act(_layers(), tmp_path / "run.act.zarr")
-    with pytest.raises(dx.UsageError, match="^lock= is HDF5's; a zarr store is read without"):
+    with pytest.raises(dx.UsageError, match=r"^lock= is HDF5's; a zarr store is read without"):
         dx.open_act(tmp_path / "run.act.zarr", lock=False)
     assert DnnActBackendEntrypoint().guess_can_open(tmp_path / "run.act.zarr")
     with xr.open_datatree(tmp_path / "run.act.zarr", engine="dnnact") as tree:
