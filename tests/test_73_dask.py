@@ -353,8 +353,9 @@ def test_a_task_that_fails_leaves_nothing_behind(where, tmp_path):
     assert out.read_bytes() == b"the previous output"
 
 
+@pytest.mark.parametrize("at_url", [False, True])
 def test_a_dask_set_saved_to_a_store_on_a_cluster_is_written_by_the_workers(
-        tmp_path, monkeypatch):
+        at_url, tmp_path, monkeypatch):
     distributed = pytest.importorskip("distributed")
     pytest.importorskip("zarr", minversion="3")
     from dask.sizeof import sizeof
@@ -381,7 +382,11 @@ def test_a_dask_set_saved_to_a_store_on_a_cluster_is_written_by_the_workers(
     with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
                                   dashboard_address=None) as cluster, \
             distributed.Client(cluster):
-        save_act({"conv": scored}, tmp_path / "cluster.act.zarr")
+        if at_url:  # the workers write through fsspec, as to an object store
+            save_act({"conv": scored}, f"file://{tmp_path}/cluster.act.zarr",
+                     storage_options={"auto_mkdir": True})
+        else:
+            save_act({"conv": scored}, tmp_path / "cluster.act.zarr")
     # each worker wrote its own chunks: what came back to the client is bookkeeping
     assert sum(received) < scored.nbytes / 20, (sum(received), scored.nbytes)
     values, ids = _stored(tmp_path / "cluster.act.zarr")

@@ -9,6 +9,7 @@ reads).
 
 from __future__ import annotations
 
+import pickle
 import shutil
 import subprocess
 import sys
@@ -153,13 +154,84 @@ def test_mask_file_which_writes_hdf5_refuses_a_store(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_set_of_stores_and_a_folder_that_is_not_one_are_refused(tmp_path):
-    dx.save_act(_layers(), tmp_path / "a.act.zarr")
-    with pytest.raises(dx.UsageError, match="open a zarr store on its own"):
-        dx.open_act([tmp_path / "a.act.zarr", tmp_path / "a.act.zarr"])
+def test_a_folder_that_is_not_a_store_is_refused(tmp_path):
     (tmp_path / "b.act.zarr").mkdir()
     with pytest.raises(dx.ActFileError, match="it is not a zarr store"):
         dx.open_act(tmp_path / "b.act.zarr")
+
+
+def _session(first: int, count: int) -> dx.Activations:
+    """A session's layers, its stimuli numbered from ``first``."""
+    rng = np.random.default_rng(first)
+    ids = [f"img{i}.png" for i in range(first, first + count)]
+    coords = {"stimulus": ids, "onset": ("stimulus", np.arange(count) * 0.5)}
+    return dx.Activations({
+        "conv": xr.DataArray(rng.standard_normal((count, 3, 2, 2)).astype(np.float32),
+                             dims=("stimulus", "channel", "row", "column"), coords=coords),
+        "tokens": xr.DataArray(rng.standard_normal((count, 5, 3)).astype(np.float32),
+                               dims=("stimulus", "token", "channel"), coords=coords),
+    }, stim_header=HEADER)
+
+
+SUFFIX_MIXES = [(".act.zarr", ".act.zarr"), (".act.zarr", ".act.h5"), (".nc", ".act.zarr")]
+
+
+@pytest.mark.parametrize("suffixes", SUFFIX_MIXES)
+def test_a_set_with_stores_reads_what_numpy_concatenates(suffixes, tmp_path):
+    sessions = [_session(0, 5), _session(5, 4)]
+    paths = [tmp_path / f"ses{i}{suffix}" for i, suffix in enumerate(suffixes)]
+    for acts, path in zip(sessions, paths, strict=True):
+        dx.save_act(acts, path)
+    for name in ("conv", "tokens"):
+        expected = np.concatenate([acts[name].values for acts in sessions])
+        ids = np.concatenate([acts[name].stimulus.values for acts in sessions])
+        with dx.open_act(paths) as acts:
+            layer = acts[name]
+            np.testing.assert_array_equal(layer.stimulus.values, ids)
+            np.testing.assert_array_equal(layer.onset.values,
+                                          np.r_[np.arange(5), np.arange(4)] / 2)
+            # outer selections across the files' border, and an integer one
+            picked = layer.isel(stimulus=[0, 4, 5, 8], channel=[0, 2])
+            np.testing.assert_array_equal(picked.values, expected[[0, 4, 5, 8]].take(
+                [0, 2], axis=layer.get_axis_num("channel")))
+            np.testing.assert_array_equal(layer.isel(stimulus=6).values, expected[6])
+            np.testing.assert_array_equal(pickle.loads(pickle.dumps(layer)).values, expected)
+            assert dict(acts.stim_header) == HEADER
+            out = tmp_path / f"all-{name}.act.h5"
+            dx.save_act(acts, out)
+        np.testing.assert_array_equal(read_reference_act(out)[name], expected.reshape(
+            expected.shape + (1,) * (4 - expected.ndim)))
+        with dx.open_act(paths, chunks="auto") as acts:
+            # chunks along stimulus never join part of one file to another
+            assert acts[name].chunks[0] in ((5, 4), (9,))
+            np.testing.assert_array_equal(acts[name].values, expected)
+
+
+@pytest.mark.parametrize("cached", [False, True])
+@pytest.mark.parametrize("member", [0, 1])
+def test_a_set_with_a_store_never_replaces_its_members(member, cached, tmp_path):
+    paths = [tmp_path / "ses0.act.zarr", tmp_path / "ses1.act.h5"]
+    for acts, path in zip([_session(0, 5), _session(5, 4)], paths, strict=True):
+        dx.save_act(acts, path)
+    before = {path: _stored(path) for path in paths}
+    with dx.open_act(paths) as acts:
+        if cached:  # values in memory: no lazy wrapper names the files any more
+            acts["conv"].values  # noqa: B018
+        with pytest.raises(dx.OutputIsInputError, match="is the input file"):
+            dx.save_act(acts, paths[member])
+    for path in paths:
+        after = _stored(path)
+        assert list(after) == list(before[path])
+        for name, values in before[path].items():
+            np.testing.assert_array_equal(after[name], values)
+
+
+def _stored(path: Path) -> dict[str, np.ndarray]:
+    """Read a file's or store's layers with DNNBrain's reader or zarr's, not this package's."""
+    if path.suffix == ".h5":
+        return read_reference_act(path)
+    group = zarr.open_group(path, mode="r")
+    return {name: group[name][name][...] for name in group.attrs["layer_order"]}
 
 
 def test_stim_relabels_a_store(tmp_path):
@@ -307,3 +379,148 @@ def test_a_store_takes_no_hdf5_lock_and_is_claimed_by_the_dnnact_engine(tmp_path
     assert DnnActBackendEntrypoint().guess_can_open(tmp_path / "run.act.zarr")
     with xr.open_datatree(tmp_path / "run.act.zarr", engine="dnnact") as tree:
         assert list(tree.children) == ["tokens", "conv", "fc"]
+
+
+# Stores at fsspec URLs: fsspec's in-memory file system stands for an object store (no
+# rename), and file:// URLs show that storage_options reach fsspec.
+
+@pytest.fixture
+def url():
+    """A URL of fsspec's in-memory file system, emptied after the test."""
+    fsspec = pytest.importorskip("fsspec")
+    memory = fsspec.filesystem("memory")
+    yield "memory://runs/run.act.zarr"
+    if memory.exists("/runs"):
+        memory.rm("/runs", recursive=True)
+
+
+def _objects(url: str) -> list[str]:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url)
+    return sorted(fs.find(path.rsplit("/", 1)[0]))
+
+
+@pytest.mark.parametrize("chunks", [None, {"stimulus": 2}])
+def test_a_store_at_a_url_gives_back_what_was_saved(chunks, url, tmp_path):
+    acts = _layers()
+    dx.save_act(acts, tmp_path / "local.act.h5")
+    with dx.open_act(tmp_path / "local.act.h5", chunks=chunks) as source:
+        dx.save_act(source, url)
+    with dx.open_act(url) as back:
+        assert list(back) == list(acts)
+        assert back["conv"].encoding["source"] == url
+        for name in acts:
+            np.testing.assert_array_equal(back[name].values, acts[name].values)
+            assert back[name].dims == acts[name].dims
+        np.testing.assert_array_equal(back["conv"].condition.values, ["cat", "dog", "dog", "cat"])
+        assert dict(back.stim_header) == HEADER
+    # xarray alone reads it, every label
+    tree = xr.open_datatree(url, engine="zarr")
+    np.testing.assert_array_equal(tree["tokens"]["token"].values, np.arange(1, 6))
+    np.testing.assert_array_equal(tree["conv"]["conv"].values, acts["conv"].values)
+
+
+def test_a_set_mixes_a_store_at_a_url_with_a_local_file(url, tmp_path):
+    first, second = _session(0, 5), _session(5, 4)
+    dx.save_act(first, url)
+    dx.save_act(second, tmp_path / "ses1.act.h5")
+    with dx.open_act([url, tmp_path / "ses1.act.h5"], storage_options={}) as acts:
+        np.testing.assert_array_equal(acts["conv"].values, np.concatenate(
+            [first["conv"].values, second["conv"].values]))
+
+
+def test_a_store_at_a_url_opens_only_once_whole(url, monkeypatch):
+    real = xr.DataTree.to_zarr
+    seen = []
+
+    def written_then_looked_at(tree, store, **kwargs):
+        real(tree, store, **kwargs)
+        # every object but the root's metadata is written: nothing opens the store yet
+        seen.append(len(_objects(url)))
+        with pytest.raises(dx.ActFileError, match="no zarr store is there"):
+            dx.open_act(url)
+        with pytest.raises(FileNotFoundError):
+            xr.open_datatree(url, engine="zarr")
+
+    monkeypatch.setattr(xr.DataTree, "to_zarr", written_then_looked_at)
+    dx.save_act(_layers(), url)
+    assert seen and seen[0] > 1
+    assert "/runs/run.act.zarr/zarr.json" in _objects(url)
+
+
+@pytest.mark.parametrize("when", ["during", "after"])
+def test_a_failed_write_to_a_url_leaves_nothing_there(when, url, monkeypatch):
+    real = xr.DataTree.to_zarr
+    written = []
+
+    def failing(tree, store, **kwargs):
+        if when == "during":  # some of the objects
+            tree = xr.DataTree(xr.Dataset({"x": ("a", np.arange(3))}))
+        real(tree, store, **kwargs)
+        written.append(len(_objects(url)))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(xr.DataTree, "to_zarr", failing)
+    with pytest.raises(dx.ActFileError, match=r"^cannot write 'memory://runs/run\.act\.zarr'.*"
+                                              r"No space left on device"):
+        dx.save_act(_layers(), url)
+    assert written[0] > 1
+    assert _objects(url) == []
+
+
+def test_a_url_is_never_written_over(url):
+    dx.save_act(_layers(), url)
+    before = {path: bytes(_memory().cat_file(path)) for path in _objects(url)}
+    with pytest.raises(dx.ActFileError, match="something is there already, and a store at a "
+                                              "URL is never replaced"):
+        dx.save_act(_session(0, 3), url)
+    with dx.open_act(url) as acts, pytest.raises(dx.OutputIsInputError,
+                                                 match="is the input file"):
+        dx.save_act(acts, url)
+    assert {path: bytes(_memory().cat_file(path)) for path in _objects(url)} == before
+
+
+def _memory():
+    import fsspec
+
+    return fsspec.filesystem("memory")
+
+
+def test_storage_options_reach_fsspec(tmp_path):
+    url = f"file://{tmp_path}/run.act.zarr"
+    # fsspec's local file system makes no folder for an object unless told to
+    with pytest.raises(dx.ActFileError, match=r"^cannot write 'file://.*No such file"):
+        dx.save_act(_layers(), url)
+    assert list(tmp_path.iterdir()) == []
+    dx.save_act(_layers(), url, storage_options={"auto_mkdir": True})
+    with dx.open_act(tmp_path / "run.act.zarr") as acts:
+        np.testing.assert_array_equal(acts["conv"].values, _layers()["conv"].values)
+        # the same store by its URL and by its path: never replaced
+        with pytest.raises(dx.OutputIsInputError):
+            dx.save_act(acts, url)
+    with dx.open_act(url) as acts, pytest.raises(dx.OutputIsInputError):
+        dx.save_act(acts, tmp_path / "run.act.zarr")
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda url, tmp: dx.save_act(_layers(), url.replace(".act.zarr", ".act.h5")),
+     r"is a URL: only a zarr store \('\.act\.zarr'\) is written to one"),
+    (lambda url, tmp: dx.open_act(url.replace(".act.zarr", ".nc")),
+     r"is a URL: only a zarr store \('\.act\.zarr'\) is read from one"),
+    (lambda url, tmp: dx.save_act(_layers(), tmp / "x.act.zarr", storage_options={}),
+     r"storage_options= is for a store at a URL"),
+    (lambda url, tmp: dx.save_act(_layers(), tmp / "x.act.h5", storage_options={}),
+     r"storage_options= is for a zarr store at a URL"),
+    (lambda url, tmp: dx.open_act(EXAMPLES / "test.act.h5", storage_options={}),
+     r"storage_options= is for zarr stores at a URL"),
+    (lambda url, tmp: dx.save_act(_layers(), url, storage_options=["anon"]),
+     r"storage_options \['anon'\] is not a mapping"),
+    (lambda url, tmp: dx.ActWriter(url),
+     r"ActWriter writes to a local path, not to the URL"),
+])
+def test_what_a_url_cannot_take_is_refused_in_one_line(call, message, url, tmp_path):
+    with pytest.raises(dx.UsageError, match=message) as caught:
+        call(url, tmp_path)
+    assert "\n" not in str(caught.value)
+    assert _objects(url) == [] and list(tmp_path.iterdir()) == []

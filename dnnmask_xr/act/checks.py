@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ NC_SUFFIX = ".nc"
 #: The suffix of zarr v3 stores (written by :mod:`dnnmask_xr.xarray_.zarr_store`).
 ZARR_SUFFIX = ".act.zarr"
 SUFFIXES = (SUFFIX, NC_SUFFIX, ZARR_SUFFIX)
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 #: Attribute names HDF5's dimension scales and netCDF use for themselves.
 SYSTEM_ATTRS = ("DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME", "coordinates")
 
@@ -73,10 +75,17 @@ def check_output(target: str) -> None:
     Notes
     -----
     A zarr store (``.act.zarr``) is a folder: one there is replaced if it is
-    a zarr store, and refused if it is any other folder or a file.
+    a zarr store, and refused if it is any other folder or a file. At a URL
+    (``s3://...``) only a zarr store is written, and what is there already
+    is checked as it is written (:mod:`~dnnmask_xr.xarray_.url_store`).
     """
     if not isinstance(target, str):
         raise UsageError(f"output path {target!r} is not a path")
+    if is_url(target):
+        if not target.endswith(ZARR_SUFFIX):
+            raise UsageError(f"output {target!r} is a URL: only a zarr store ({ZARR_SUFFIX!r}) "
+                             "is written to one; write an .act.h5 or .nc file to a local path")
+        return
     store = target.endswith(ZARR_SUFFIX)
     if os.path.isdir(target) and not (store and is_zarr_store(target)):
         # before the suffix: 'out/' names a folder that exists, not a badly named file
@@ -136,6 +145,11 @@ def check_names_apart(plan: Plan, what: str) -> None:
                                "layer")
 
 
+def is_url(path: str) -> bool:
+    """Tell whether ``path`` is a URL (``protocol://...``), for fsspec, not a local path."""
+    return bool(_URL.match(path))
+
+
 def is_zarr_store(path: str) -> bool:
     """Tell whether the folder ``path`` is a zarr store (its root holds ``zarr.json``)."""
     return os.path.isfile(os.path.join(path, "zarr.json"))
@@ -161,25 +175,37 @@ def check_not_input(plan: Plan, target: str) -> None:
     Raises
     ------
     OutputIsInputError
-        If ``target`` is such a file (by any path, links included).
+        If ``target`` is such a file (by any path, links included), or a
+        URL the layers are read from.
     """
+    sources = {_local(source) for source in plan.sources}
+    original, target = target, _local(target)
+    if is_url(target):
+        if target.rstrip("/") in {source.rstrip("/") for source in sources}:
+            raise OutputIsInputError(_is_input(original, "the layers are read from it"))
+        return
     if not os.path.exists(target):
         return
-    for source in sorted(plan.sources):
+    for source in sorted(source for source in sources if not is_url(source)):
         if same_file(source, target):
-            raise OutputIsInputError(_is_input(target, "the layers are read from it"))
+            raise OutputIsInputError(_is_input(original, "the layers are read from it"))
         for behind in sorted(_files_behind(source)):
             if same_file(behind, target):
                 raise OutputIsInputError(_is_input(
-                    target, f"layers of {source!r} read their values from it through an "
-                            "external link, a virtual dataset or external raw storage"))
+                    original, f"layers of {source!r} read their values from it through an "
+                              "external link, a virtual dataset or external raw storage"))
     for source, what in sorted(plan.inputs.items()):
         if same_file(source, target):
-            raise OutputIsInputError(_is_input(target, f"the {what} was read from it"))
+            raise OutputIsInputError(_is_input(original, f"the {what} was read from it"))
     for source in open_hdf5_files():
         if same_file(source, target):
-            raise OutputIsInputError(_is_input(target, "this process holds it open; close "
+            raise OutputIsInputError(_is_input(original, "this process holds it open; close "
                                                        "what was opened from it first"))
+
+
+def _local(path: str) -> str:
+    """Give a ``file://`` URL as the local path it names, to compare with other paths."""
+    return path.removeprefix("file://") if path.startswith("file:///") else path
 
 
 def _files_behind(source: str) -> frozenset[str]:

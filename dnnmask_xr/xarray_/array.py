@@ -45,6 +45,10 @@ from dnnmask_xr.errors import ActFileError
 from dnnmask_xr.xarray_.dask_writes import deflated_by_tasks
 from dnnmask_xr.xarray_.options import OPTIONS
 
+#: The encoding key of a set's layer that names the files it is read from (``source``
+#: names one): kept when the values are cached in memory, where no wrapper names them.
+SOURCES_KEY = "sources"
+
 #: xarray's wrappers that hold another array as ``.array`` and index it as it is.
 _PLAIN_WRAPPERS = (indexing.CopyOnWriteArray, indexing.MemoryCachedArray)
 
@@ -243,6 +247,9 @@ class ConcatenatedArray(BackendArray):
     ----------
     parts
         Each file's layer, in order; they agree on every axis but the first.
+        Layers of ``.act.h5`` and ``.nc`` files as they are stored
+        (:class:`LayerArray`), or, in a set with a zarr store, every part's
+        layer as it is opened (:class:`StoredPart`).
 
     Notes
     -----
@@ -251,7 +258,7 @@ class ConcatenatedArray(BackendArray):
     straight into the output.
     """
 
-    def __init__(self, parts: list[LayerArray]) -> None:
+    def __init__(self, parts: list[LayerArray] | list[StoredPart]) -> None:
         self.parts = parts
         sizes = [part.shape[0] for part in parts]
         self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
@@ -274,6 +281,37 @@ class ConcatenatedArray(BackendArray):
             self.parts[part].read((_as_run(local), *rest),
                                   out=out[chosen[0]:chosen[-1] + 1])
         return out.squeeze(axis=tuple(squeeze)) if squeeze else out
+
+
+class StoredPart:
+    """A layer of one file or store of a set, read through its own lazy variable.
+
+    What :class:`ConcatenatedArray` reads from a part that is not an HDF5
+    file's layer (a zarr store's, read by zarr): ``read`` takes the outer
+    keys a :class:`LayerArray` takes, which a variable indexes as they are.
+
+    Parameters
+    ----------
+    variable
+        The part's layer, lazily indexed and not yet read.
+    source
+        Where its values are stored, so that no save replaces it.
+    """
+
+    def __init__(self, variable: xr.Variable, source: str) -> None:
+        self.variable = variable
+        self.source = source
+        self.shape = variable.shape
+        self.dtype = variable.dtype
+
+    def read(self, key: tuple[Any, ...], out: np.ndarray | None = None) -> np.ndarray:
+        """Read an outer key, into ``out`` if given (as :meth:`LayerArray.read`)."""
+        # a variable indexes several position arrays along their own axes (outer)
+        values = self.variable[key].values
+        if out is None:
+            return values
+        out[...] = values
+        return out
 
 
 def outer_read(array: BackendArray, key: indexing.ExplicitIndexer,
@@ -544,13 +582,15 @@ def layer_sources(array: xr.DataArray) -> frozenset[str]:
     """Name the files a layer's values are read from, however they are wrapped.
 
     First the ``source`` its ``encoding`` records (this package's read path
-    and xarray's file backends record it there); then, for layers computed
+    and xarray's file backends record it there), or a set's ``sources``;
+    then, for layers computed
     from others (whose encoding is gone), the lazy wrappers and, for a
     dask-backed layer, the dask graph are looked through for the layer
     arrays of files opened here and the arrays of xarray's own file
     backends (``netcdf4``, ``h5netcdf``), open or closed.
     """
     found = {source} if isinstance(source := array.encoding.get("source"), str) else set()
+    found.update(array.encoding.get(SOURCES_KEY, ()))
     data = array.variable._data
     if hasattr(data, "__dask_graph__"):
         return frozenset(found.union(path for task in data.__dask_graph__().values()
@@ -565,6 +605,8 @@ def _paths(item: Any, depth: int) -> Iterator[str]:
         yield item.path
     elif isinstance(item, ConcatenatedArray):
         yield from _paths(item.parts, depth + 1)
+    elif isinstance(item, StoredPart):
+        yield item.source
     elif isinstance(getattr(getattr(item, "datastore", None), "_filename", None), str):
         # the arrays of xarray's own file backends (netcdf4, h5netcdf, scipy):
         # netCDF4 brings its own HDF5 library, whose open files h5py cannot list

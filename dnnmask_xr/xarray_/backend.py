@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, TypeVar, Union
 
@@ -45,8 +45,8 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
     ``xr.open_datatree(path, engine="dnnact")`` gives the stimuli on the
     root and one node per layer; ``xr.open_dataset(path, engine="dnnact",
     group="conv5")`` (or ``open_dataarray``) gives one layer. Both take
-    ``stim=``, a ``.stim.csv`` path, ``allow_external=`` and ``lock=``, like
-    :func:`~dnnmask_xr.open_act`.
+    ``stim=``, a ``.stim.csv`` path, ``allow_external=``, ``lock=`` and
+    ``storage_options=``, like :func:`~dnnmask_xr.open_act`.
 
     xarray's decoding keywords (``mask_and_scale``, ``decode_times``,
     ``decode_timedelta``, ``use_cftime``, ``concat_characters``,
@@ -58,7 +58,7 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
 
     description = "Open DNNBrain activation files (.act.h5) as labelled, lazy layers"
     open_dataset_parameters = ("filename_or_obj", "drop_variables", *DECODERS, "group",
-                               "stim", "allow_external", "lock")
+                               "stim", "allow_external", "lock", "storage_options")
     supports_groups = True
 
     def open_dataset(
@@ -76,6 +76,7 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
         stim: StimArg = None,
         allow_external: bool = False,
         lock: LockArg = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> xr.Dataset:
         """Open one layer (``group="conv5"``), or the root's stimuli (``group="/"``).
 
@@ -84,7 +85,7 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
         from dnnmask_xr.errors import SelectionError
         from dnnmask_xr.xarray_.datatree import as_groups
 
-        with _opened(filename_or_obj, stim, allow_external, lock) as acts:
+        with _opened(filename_or_obj, stim, allow_external, lock, storage_options) as acts:
             name = None if group is None else group.strip("/")
             if name is None and len(acts) != 1:
                 raise SelectionError(
@@ -113,6 +114,7 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
         stim: StimArg = None,
         allow_external: bool = False,
         lock: LockArg = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> xr.DataTree:
         """Open every layer: the stimuli on the root, one node per layer.
 
@@ -123,7 +125,7 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
 
         from dnnmask_xr.xarray_.datatree import to_datatree
 
-        with _opened(filename_or_obj, stim, allow_external, lock) as acts:
+        with _opened(filename_or_obj, stim, allow_external, lock, storage_options) as acts:
             name = "" if group is None else group.strip("/")
             if name:
                 tree = xr.DataTree(_layer_dataset(acts, name), name=name)
@@ -148,6 +150,7 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
         stim: StimArg | list[StimArg] = None,
         allow_external: bool = False,
         lock: LockArg = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> dict[str, xr.Dataset]:
         """Open every node of :meth:`open_datatree` as a dataset, by path (``/``, ``/conv5``).
 
@@ -158,7 +161,7 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
         """
         from dnnmask_xr.xarray_.datatree import as_groups
 
-        with _opened(filename_or_obj, stim, allow_external, lock) as acts:
+        with _opened(filename_or_obj, stim, allow_external, lock, storage_options) as acts:
             name = "" if group is None else group.strip("/")
             groups = {f"/{name}": _layer_dataset(acts, name)} if name else as_groups(acts)
             groups = {path: _drop(dataset, drop_variables) for path, dataset in groups.items()}
@@ -173,11 +176,13 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
 
 @contextlib.contextmanager
 def _opened(filename_or_obj: str | os.PathLike[str], stim: StimArg, allow_external: bool,
-            lock: LockArg) -> Iterator[Activations]:
+            lock: LockArg, storage_options: Mapping[str, Any] | None
+            ) -> Iterator[Activations]:
     """Open through the one read path; the files are closed if what is built fails."""
     from dnnmask_xr.xarray_.store import open_layers
 
-    acts = open_layers(filename_or_obj, stim=stim, allow_external=allow_external, lock=lock)
+    acts = open_layers(filename_or_obj, stim=stim, allow_external=allow_external, lock=lock,
+                       storage_options=storage_options)
     try:
         yield acts
     except BaseException:

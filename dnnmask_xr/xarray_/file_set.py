@@ -5,7 +5,8 @@ stimulus table each. :func:`concatenated` (what
 ``open_act([p1, p2, ...], stim=[s1, s2, ...])`` comes to) checks that the files
 hold the same layers with the same units, that no stimulus is in two files,
 and gives their layers concatenated, still lazy: a selection reads from
-each file only what it selects there.
+each file only what it selects there. The files are ``.act.h5`` or ``.nc``
+files or ``.act.zarr`` stores, in any mix.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from dnnmask_xr.act.select import describe_numbers
 from dnnmask_xr.act.stimulus import StimulusTable, same_values
 from dnnmask_xr.errors import ActFileError, SelectionError
 from dnnmask_xr.xarray_.activations import Activations, unit_dims_of
-from dnnmask_xr.xarray_.array import ConcatenatedArray, lazy_values, whole_layer
+from dnnmask_xr.xarray_.array import (
+    SOURCES_KEY,
+    ConcatenatedArray,
+    LayerArray,
+    StoredPart,
+    lazy_values,
+    whole_layer,
+)
 
 #: The encoding key of a set's layer that lists its files' lengths along ``stimulus``.
 FILES_KEY = "stimuli_per_file"
@@ -143,12 +151,9 @@ def _stimulus_coords(where: list[str], tables: list[StimulusTable]) -> dict[str,
 
 def _concatenated(name: str, parts: list[xr.DataArray],
                   coords: Mapping[str, Any]) -> xr.DataArray:
-    files = [whole_layer(part) for part in parts]
-    if any(layer is None for layer in files):  # open_act gives whole file layers
-        raise AssertionError(f"layer {name!r} of a set is not a whole file layer")
     first = parts[0]
     unit_dims = unit_dims_of(first)
-    data = lazy_values(ConcatenatedArray(files), unit_dims)
+    data = lazy_values(ConcatenatedArray(_stored_parts(parts)), unit_dims)
     layer = xr.DataArray(
         xr.Variable(first.dims, data, attrs=_agreed([part.attrs for part in parts])),
         coords={dim: first[dim].values for dim in unit_dims}, name=name,
@@ -157,17 +162,28 @@ def _concatenated(name: str, parts: list[xr.DataArray],
     return layer
 
 
+def _stored_parts(parts: list[xr.DataArray]) -> list[LayerArray] | list[StoredPart]:
+    """Give each part's layer as stored: an HDF5 file's, or (with a zarr store) as opened."""
+    files = [whole_layer(part) for part in parts]
+    if all(layer is not None for layer in files):
+        # HDF5 layers are read by this package's chunk reader, and saved by copying chunks
+        return files
+    return [StoredPart(part.variable, part.encoding["source"]) for part in parts]
+
+
 def _encoding(parts: list[xr.DataArray], shape: tuple[int, ...]) -> dict[str, Any]:
     """Keep the storage description all parts share (chunks, compression) for the set.
 
     The set's chunks along ``stimulus`` (``preferred_chunks``, what
     ``chunks={}`` follows) are each file's own, from its start: none joins
     part of one file to another. ``stimuli_per_file`` keeps the files'
-    lengths, by which ``open_act`` aligns ``chunks="auto"`` with them.
+    lengths, by which ``open_act`` aligns ``chunks="auto"`` with them, and
+    ``sources`` their paths, which no save replaces.
     """
     encoding = {key: value for key, value in _agreed([part.encoding for part in parts]).items()
                 if key not in ("source", INPUTS_KEY)}
     encoding["original_shape"] = shape
+    encoding[SOURCES_KEY] = tuple(part.encoding["source"] for part in parts)
     lengths = tuple(part.shape[0] for part in parts)
     encoding[FILES_KEY] = lengths
     preferred = encoding.get("preferred_chunks")

@@ -49,6 +49,7 @@ def open_act(
     cache: bool | None = None,
     allow_external: bool = False,
     lock: bool | AbstractContextManager[Any] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Activations:
     """Open the layers of an ``.act.h5`` file, reading metadata only.
 
@@ -60,10 +61,12 @@ def open_act(
         A path ending in ``.nc`` is read as the netCDF4 file
         :func:`~dnnmask_xr.save_act` writes there, one ending in
         ``.act.zarr`` as the zarr v3 store it writes there (with the
-        ``zarr`` extra). A list of ``.act.h5`` or ``.nc`` paths opens
-        files of one network (one per session or run) as one set,
-        concatenated along ``stimulus`` in that order (see
-        :mod:`~dnnmask_xr.xarray_.file_set`).
+        ``zarr`` extra), in a local folder or at an fsspec URL
+        (``s3://bucket/run.act.zarr``). A list of paths opens files of
+        one network (one per session or run) as one set, concatenated
+        along ``stimulus`` in that order (see
+        :mod:`~dnnmask_xr.xarray_.file_set`): ``.act.h5`` and ``.nc``
+        files and ``.act.zarr`` stores, in any mix.
     stim
         A ``.stim.csv`` path or a :class:`~dnnmask_xr.formats.stim.Stimuli` table
         describing the stimuli, one row per stimulus. Without it the file's
@@ -101,6 +104,10 @@ def open_act(
         excluding netCDF4 readers of the same HDF5 library); or a lock of
         your own (picklable, such as ``dask.utils.SerializableLock()``,
         for dask's process or distributed schedulers).
+    storage_options
+        For stores at a URL: fsspec's options for its file system
+        (credentials, ``{"anon": True}``, ...), as ``xr.open_zarr`` takes
+        them.
 
     Returns
     -------
@@ -132,7 +139,8 @@ def open_act(
         groups = xr.open_groups(path, engine=DnnActBackendEntrypoint,
                                 chunks=None if by_files else chunks,
                                 cache=False if by_files else cache, stim=stim,
-                                allow_external=allow_external, lock=lock)
+                                allow_external=allow_external, lock=lock,
+                                storage_options=storage_options)
         if by_files:
             groups = {name: _chunked_by_files(group, chunks) for name, group in groups.items()}
     root = groups["/"]

@@ -22,7 +22,7 @@ from dnnmask_xr.act.checks import ZARR_SUFFIX
 from dnnmask_xr.act.layout import NUMBERED_DIMS, count_from_one
 from dnnmask_xr.act.plan import INPUTS_KEY, Plan, PlannedLayer
 from dnnmask_xr.act.write import DEFAULT_MEMORY, SaveReport, WriteOptions, progress_bar, write
-from dnnmask_xr.errors import DnnMaskError
+from dnnmask_xr.errors import DnnMaskError, UsageError
 from dnnmask_xr.xarray_.activations import Activations, unit_dims_of
 from dnnmask_xr.xarray_.array import layer_values
 
@@ -36,6 +36,7 @@ def save_act(
     threads: int | None = None,
     progress: bool = False,
     verify: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> SaveReport:
     """Write layers to an ``.act.h5`` file that DNNBrain reads as its own, or to ``.nc``.
 
@@ -61,9 +62,10 @@ def save_act(
         The output, ending in ``.act.h5``, ``.nc`` or ``.act.zarr`` (a zarr v3
         store, :mod:`~dnnmask_xr.xarray_.zarr_store`, written by dask's
         scheduler: ``memory``, ``threads``, ``progress`` and ``verify`` do
-        not apply to it). An existing file there
-        is replaced, but never a file the layers are read from or that this
-        process holds open.
+        not apply to it), in a local folder or at an fsspec URL
+        (``s3://bucket/run.act.zarr``, where nothing may be yet). An
+        existing file there is replaced, but never a file the layers are
+        read from or that this process holds open.
     attrs
         More provenance for the file's root (``cmd``, for instance). ``date``
         and ``software`` are the writer's: when (UTC) and by what the file
@@ -77,6 +79,9 @@ def save_act(
     verify
         Also inflate the compressed chunks copied unchanged, so that a
         damaged input chunk stops the write rather than being copied.
+    storage_options
+        For a store at a URL: fsspec's options for its file system
+        (credentials, ...), as ``to_zarr`` takes them.
 
     Returns
     -------
@@ -104,7 +109,11 @@ def save_act(
         # a zarr store is written through xarray (zarr and dask are imported only then)
         from dnnmask_xr.xarray_.zarr_store import save_store
 
-        return save_store(acts, plan, target)
+        return save_store(acts, plan, target, None if storage_options is None else mapping_arg(
+            storage_options, "storage_options", "{'anon': True}"))
+    if storage_options is not None:
+        raise UsageError(f"storage_options= is for a zarr store at a URL (s3://...); "
+                         f"{target!r} is an HDF5 file, written to a local path")
     with progress_bar(progress) as on_progress:
         return write(plan, path, replace(options, on_progress=on_progress))
 

@@ -26,8 +26,8 @@ import h5py
 import xarray as xr
 from xarray.backends import CachingFileManager
 
-from dnnmask_xr._args import bool_arg, lock_arg, path_arg
-from dnnmask_xr.act.checks import NC_SUFFIX, ZARR_SUFFIX, own_attrs
+from dnnmask_xr._args import bool_arg, lock_arg, mapping_arg, path_arg
+from dnnmask_xr.act.checks import NC_SUFFIX, ZARR_SUFFIX, is_url, own_attrs
 from dnnmask_xr.act.external import check_objects
 from dnnmask_xr.act.layout import (
     NUMBERED_DIMS,
@@ -56,6 +56,7 @@ def open_layers(
     stim: StimArg | Sequence[StimArg] = None,
     allow_external: bool = False,
     lock: bool | AbstractContextManager[Any] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Activations:
     """Open the layers of a file, or of a set of files, lazily and uncached.
 
@@ -69,18 +70,17 @@ def open_layers(
     """
     allow_external = bool_arg(allow_external, "allow_external")
     lock = lock_arg(lock)
+    storage_options = None if storage_options is None else mapping_arg(
+        storage_options, "storage_options", "{'anon': True}")
     if isinstance(path, list | tuple):
         where = [path_arg(one, "activation file") for one in path]
         if not where:
             raise UsageError("open_act was given no file; give a path or a list of paths")
-        stores = [one for one in where if one.endswith(ZARR_SUFFIX)]
-        if stores:
-            raise UsageError(f"{stores[0]!r}: a set of files is of .act.h5 or .nc files; "
-                             "open a zarr store on its own")
+        _check_storage_options(where, storage_options)
         with contextlib.ExitStack() as undo:
             opened = []
             for one, table in zip(where, _stim_per_file(stim, len(where)), strict=True):
-                acts = _open_file(one, table, allow_external, lock)
+                acts = _open_file(one, table, allow_external, lock, storage_options)
                 undo.callback(acts.close)
                 opened.append(acts)
             acts = concatenated(where, opened)
@@ -89,17 +89,31 @@ def open_layers(
     if isinstance(stim, list | tuple):
         raise UsageError(f"stim= lists {len(stim)} stimulus tables for one file; give one "
                          "table, or a list of files (path=[...]) with one table each")
-    return _open_file(path_arg(path, "activation file"), stim, allow_external, lock)
+    where = path_arg(path, "activation file")
+    _check_storage_options([where], storage_options)
+    return _open_file(where, stim, allow_external, lock, storage_options)
 
 
-def _open_file(where: str, stim: StimArg, allow_external: bool, lock: Lock) -> Activations:
+def _check_storage_options(where: list[str], storage_options: Mapping[str, Any] | None) -> None:
+    """Refuse what no file system but a local one opens, and options no URL takes."""
+    for one in where:
+        if is_url(one) and not one.endswith(ZARR_SUFFIX):
+            raise UsageError(f"{one!r} is a URL: only a zarr store ({ZARR_SUFFIX!r}) is read "
+                             "from one; copy an .act.h5 or .nc file to a local path first")
+    if storage_options is not None and not any(map(is_url, where)):
+        raise UsageError("storage_options= is for zarr stores at a URL (s3://...); "
+                         f"{where[0]!r} is a local path")
+
+
+def _open_file(where: str, stim: StimArg, allow_external: bool, lock: Lock,
+               storage_options: Mapping[str, Any] | None) -> Activations:
     if where.endswith(ZARR_SUFFIX):
         if lock is not None:
             raise UsageError("lock= is HDF5's; a zarr store is read without one")
         # zarr is imported only for a store
         from dnnmask_xr.xarray_.zarr_store import open_store
 
-        acts = open_store(where)
+        acts = open_store(where, storage_options if is_url(where) else None)
         return _labelled(acts, stim, acts.close)
     if where.endswith(NC_SUFFIX):
         # identified before the labels are read: values are read only from this

@@ -28,7 +28,13 @@ import xarray as xr
 
 from dnnmask_xr._args import is_count, mapping_arg, path_arg
 from dnnmask_xr.act._interrupt import deferred_interrupts
-from dnnmask_xr.act.checks import NC_SUFFIX, ZARR_SUFFIX, check_not_input, check_output
+from dnnmask_xr.act.checks import (
+    NC_SUFFIX,
+    ZARR_SUFFIX,
+    check_not_input,
+    check_output,
+    is_url,
+)
 from dnnmask_xr.act.chunking import output_chunks
 from dnnmask_xr.act.files import open_file
 from dnnmask_xr.act.growing import GrowingWrite
@@ -98,8 +104,9 @@ class ActWriter:
     Raises
     ------
     UsageError
-        If ``path`` ends in neither ``.act.h5`` nor ``.nc``, or an option is
-        out of range.
+        If ``path`` ends in none of ``.act.h5``, ``.nc`` and ``.act.zarr``,
+        is a URL (``s3://...``: save a local store there afterwards), or an
+        option is out of range.
     ActFileError
         If ``path`` cannot be written, another writer streams to it, or
         (without ``resume``) an interrupted run's parts are in the way.
@@ -125,6 +132,10 @@ class ActWriter:
         self.path = path_arg(path, "output")
         # a path that cannot take the output is said before any batch is computed
         check_output(self.path)
+        if is_url(self.path):
+            # its parts are files beside the output, and a resumed run finds them there
+            raise UsageError(f"ActWriter writes to a local path, not to the URL {self.path!r}; "
+                             "stream to a local .act.zarr, then save_act(open_act(it), url)")
         if part_size is not None and not is_count(part_size):
             raise UsageError(f"part_size={part_size!r} is not a positive number of stimuli")
         if not isinstance(resume, bool) or not isinstance(progress, bool):

@@ -22,18 +22,22 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from dnnmask_xr._atomic import atomic_folder
 from dnnmask_xr.act._interrupt import check_interrupt, deferred_interrupts
+from dnnmask_xr.act.checks import is_url, is_zarr_store
 from dnnmask_xr.act.chunking import output_chunks
 from dnnmask_xr.act.layer_writer import LayerReport
 from dnnmask_xr.act.layout import plain_text
 from dnnmask_xr.act.plan import Plan
 from dnnmask_xr.act.write import SaveReport, checked, provenance_stamp, write_failures_said
-from dnnmask_xr.errors import UsageError
+from dnnmask_xr.errors import ActFileError, UsageError
 from dnnmask_xr.xarray_.activations import Activations
 from dnnmask_xr.xarray_.dask_writes import aligned_chunks
 from dnnmask_xr.xarray_.datatree import from_datatree, to_datatree
@@ -45,11 +49,14 @@ FIELD_ORDER = "stimulus_field_order"
 _NEEDS = "install them with python -m pip install 'dnnmask_xr[zarr]'"
 
 
-def save_store(acts: Activations, plan: Plan, target: str) -> SaveReport:
+def save_store(acts: Activations, plan: Plan, target: str,
+               storage_options: Mapping[str, Any] | None = None) -> SaveReport:
     """Write layers to the zarr v3 store ``target`` (``.act.zarr``), whole or not at all.
 
     ``plan`` is the layers' plan (:func:`~dnnmask_xr.xarray_.save.plan_layers`),
-    which every write is checked by.
+    which every write is checked by. ``target`` is a local path or an
+    fsspec URL, opened with ``storage_options``
+    (:mod:`~dnnmask_xr.xarray_.url_store`).
 
     Raises
     ------
@@ -95,19 +102,35 @@ def save_store(acts: Activations, plan: Plan, target: str) -> SaveReport:
                FIELD_ORDER: list(plan.stimulus.fields)}
     tree = to_datatree(Activations(layers, attrs=stamped, stim_header=acts.stim_header))
     with write_failures_said(target), deferred_interrupts() as deferral:
-        with atomic_folder(target) as folder:
+        with _written_whole(target, storage_options) as store:
             with warnings.catch_warnings():
                 # zarr says that consolidated metadata is not in the v3 specification yet;
                 # xarray and zarr read it, and readers that ignore it list the groups
                 warnings.filterwarnings("ignore", "Consolidated metadata", UserWarning)
-                tree.to_zarr(folder, mode="w", zarr_format=3, consolidated=True)
+                tree.to_zarr(store, mode="w", zarr_format=3, consolidated=True)
             check_interrupt()
         deferral.commit(target)
     return SaveReport(target, tuple(reports))
 
 
-def open_store(path: str) -> Activations:
+def _written_whole(target: str, storage_options: Mapping[str, Any] | None
+                   ) -> AbstractContextManager[Any]:
+    """Give where to write the store: a folder renamed into place, or a store at a URL."""
+    if is_url(target):
+        from dnnmask_xr.xarray_.url_store import store_at_url
+
+        return store_at_url(target, storage_options)
+    if storage_options is not None:
+        raise UsageError(f"storage_options= is for a store at a URL (s3://...), not for the "
+                         f"local path {target!r}")
+    return atomic_folder(target)
+
+
+def open_store(path: str, storage_options: Mapping[str, Any] | None = None) -> Activations:
     """Read the layers of a zarr store this package (or ``to_datatree(...).to_zarr``) wrote.
+
+    ``path`` is a local folder or an fsspec URL (``s3://...``, opened with
+    ``storage_options``).
 
     The layers are lazy: zarr reads a chunk when asked (the one read path,
     :mod:`~dnnmask_xr.xarray_.store`, opens stores here, and xarray applies
@@ -123,18 +146,28 @@ def open_store(path: str) -> Activations:
         If ``path`` is not a zarr store, or not laid out as activations.
     """
     _need_zarr_3(f"reading {path!r}")
-    from dnnmask_xr.act.checks import is_zarr_store
-    from dnnmask_xr.errors import ActFileError
+    url = is_url(path)
+    if url:
+        from dnnmask_xr.xarray_.url_store import is_store_at
 
-    if not is_zarr_store(path):
-        raise ActFileError(f"cannot open {path!r}: it is not a zarr store (a folder with "
-                           "zarr.json)")
+        found = is_store_at(path, storage_options)
+    elif storage_options is not None:
+        raise UsageError(f"storage_options= is for a store at a URL (s3://...), not for the "
+                         f"local path {path!r}")
+    else:
+        found = is_zarr_store(path)
+    if not found:
+        raise ActFileError(f"cannot open {path!r}: " + (
+            "no zarr store is there (no zarr.json)" if url else
+            "it is not a zarr store (a folder with zarr.json)"))
     with warnings.catch_warnings():
         # a store written without consolidated metadata (to_zarr(consolidated=False)) is
         # read by listing its groups, as xarray does, without its warning
         warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated",
                                 RuntimeWarning)
-        tree = xr.open_datatree(path, engine="zarr", zarr_format=3)
+        # uncached, as every layer of the read path: xarray caches what open_act asks it to
+        tree = xr.open_datatree(path, engine="zarr", zarr_format=3, cache=False,
+                                storage_options=dict(storage_options or {}) if url else None)
     attrs = dict(tree.attrs)
     layers = [str(name) for name in attrs.pop(LAYER_ORDER, list(tree.children))]
     fields = [str(name) for name in attrs.pop(FIELD_ORDER, [])]
@@ -146,7 +179,7 @@ def open_store(path: str) -> Activations:
          **{f"/{name}": _fields_in_order(tree[name].to_dataset(inherit=False), fields)
             for name in layers}})
     acts = from_datatree(tree)
-    source = os.path.abspath(path)
+    source = path if url else os.path.abspath(path)
     for layer in acts.values():
         layer.encoding["source"] = source
     return acts

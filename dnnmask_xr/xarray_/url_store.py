@@ -1,0 +1,139 @@
+"""Zarr stores at fsspec URLs (``s3://``, ``gs://``, ``memory://``, ...), whole or absent.
+
+An object store has no rename, so a store at a URL cannot be written
+beside its place and moved there as a local one is
+(:func:`~dnnmask_xr._atomic.atomic_folder`). It is written in place with
+its root ``zarr.json`` held back until everything else is written: zarr,
+xarray and this package open a store by that object, so until it is
+written nothing opens the store. A write that fails or is interrupted
+removes what it wrote. A store already at the URL is refused rather than
+replaced, since writing over it would leave it half old, half new for a
+while. zarr's ``FsspecStore`` does the writing, with the caller's
+``storage_options``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from typing import Any
+
+import fsspec
+from zarr.abc.store import ByteRequest
+from zarr.core.buffer import Buffer, BufferPrototype
+from zarr.storage import FsspecStore, WrapperStore
+
+from dnnmask_xr.errors import ActFileError
+
+#: The object that makes a folder of objects a zarr store (its root group's metadata).
+ROOT = "zarr.json"
+def is_store_at(url: str, storage_options: Mapping[str, Any] | None) -> bool:
+    """Tell whether a zarr store is at ``url`` (its root ``zarr.json`` is there)."""
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    return bool(fs.exists(f"{path.rstrip('/')}/{ROOT}"))
+
+
+@contextlib.contextmanager
+def store_at_url(url: str, storage_options: Mapping[str, Any] | None
+                 ) -> Iterator[_RootWrittenLast]:
+    """Give a zarr store to write at ``url``, which appears whole when the block ends.
+
+    Raises
+    ------
+    ActFileError
+        If anything is at ``url`` already.
+    """
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    path = path.rstrip("/")
+    if fs.exists(path):
+        raise ActFileError(f"cannot write {url!r}: something is there already, and a store at "
+                           "a URL is never replaced (an object store has no rename to replace "
+                           "it whole); remove it first or name another URL")
+    store = _RootWrittenLast(FsspecStore.from_url(url, storage_options=dict(
+        storage_options or {})), _HeldRoot())
+    try:
+        yield store
+        root = store.held.value
+        if root is None:
+            raise ActFileError(f"cannot write {url!r}: zarr wrote no root group")
+        # the last object: from now on the store opens
+        fs.pipe_file(f"{path}/{ROOT}", root.to_bytes())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(path, recursive=True)
+        raise
+
+
+class _HeldRoot:
+    """The root's metadata as zarr last wrote it, shared by every copy of the store."""
+
+    def __init__(self) -> None:
+        self.value: Buffer | None = None
+
+
+class _RootWrittenLast(WrapperStore[FsspecStore]):
+    """A store that keeps its root ``zarr.json`` in memory, for :func:`store_at_url` to write.
+
+    Every other object goes to the wrapped store as zarr writes it; dask's
+    tasks write chunks only, so a copy of this store in a worker process
+    holds no root.
+    """
+
+    def __init__(self, store: FsspecStore, held: _HeldRoot | None = None) -> None:
+        super().__init__(store)
+        self.held = _HeldRoot() if held is None else held
+
+    def _with_store(self, store: FsspecStore) -> _RootWrittenLast:
+        # zarr makes read-only and opened copies: they see the same held root
+        return type(self)(store, self.held)
+
+    async def get(self, key: str, prototype: BufferPrototype,
+                  byte_range: ByteRequest | None = None) -> Buffer | None:
+        if key != ROOT:
+            return await self._store.get(key, prototype, byte_range)
+        if self.held.value is None:
+            return None
+        if byte_range is not None:
+            # zarr reads metadata whole, never a range of it
+            raise ActFileError(f"zarr asked for part of {key!r}, which a store being written "
+                               "keeps whole")
+        return prototype.buffer.from_bytes(self.held.value.to_bytes())
+
+    async def get_partial_values(self, prototype: BufferPrototype,
+                                 key_ranges: Iterable[tuple[str, ByteRequest | None]]
+                                 ) -> list[Buffer | None]:
+        return [await self.get(key, prototype, byte_range) for key, byte_range in key_ranges]
+
+    async def exists(self, key: str) -> bool:
+        if key == ROOT:
+            return self.held.value is not None
+        return await self._store.exists(key)
+
+    async def set(self, key: str, value: Buffer) -> None:
+        if key == ROOT:
+            self.held.value = value
+        else:
+            await self._store.set(key, value)
+
+    async def set_if_not_exists(self, key: str, value: Buffer) -> None:
+        if key == ROOT:
+            if self.held.value is None:
+                self.held.value = value
+        else:
+            await self._store.set_if_not_exists(key, value)
+
+    async def _set_many(self, values: Iterable[tuple[str, Buffer]]) -> None:
+        for key, value in values:
+            await self.set(key, value)
+
+    async def delete(self, key: str) -> None:
+        if key == ROOT:
+            self.held.value = None
+        else:
+            await self._store.delete(key)
+
+    async def _get_many(self, requests: Iterable[tuple[str, BufferPrototype, ByteRequest | None]]
+                        ) -> AsyncIterator[tuple[str, Buffer | None]]:
+        for key, prototype, byte_range in requests:
+            yield key, await self.get(key, prototype, byte_range)
+
