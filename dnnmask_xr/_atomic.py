@@ -9,7 +9,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from dnnmask_xr._args import path_arg
@@ -76,20 +76,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    pid = os.getpid()
-    with removed_if_the_process_ends(tmp):
-        try:
-            yield tmp
-            _take_permissions(tmp, target)
-            sync_path(tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            # a forked child ending (its copy of this generator closed) leaves the
-            # parent's write alone
-            if os.getpid() == pid:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
-            raise
+    with _removed_unless_whole(tmp, lambda: tmp.unlink(missing_ok=True)):
+        yield tmp
+        _take_permissions(tmp, target)
+        sync_path(tmp)
+        os.replace(tmp, target)
     sync_path(target.parent)
 
 
@@ -113,27 +104,36 @@ def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = real_target(path)
     tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=target.parent))
+    with _removed_unless_whole(tmp, lambda: shutil.rmtree(tmp, ignore_errors=True)):
+        yield tmp
+        for folder, _, files in os.walk(tmp):
+            for name in files:
+                sync_path(Path(folder, name))
+            sync_path(Path(folder))
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX,
+                                        dir=target.parent))
+            os.replace(target, old)  # over the empty folder just made
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    sync_path(target.parent)
+
+
+@contextlib.contextmanager
+def _removed_unless_whole(tmp: Path, remove: Callable[[], None]) -> Iterator[None]:
+    """Call ``remove`` (of ``tmp``) on any exception in the block; watch ``tmp`` meanwhile."""
     pid = os.getpid()
     with removed_if_the_process_ends(tmp):
         try:
-            yield tmp
-            for folder, _, files in os.walk(tmp):
-                for name in files:
-                    sync_path(Path(folder, name))
-                sync_path(Path(folder))
-            if target.exists():
-                old = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX,
-                                            dir=target.parent))
-                os.replace(target, old)  # over the empty folder just made
-                os.replace(tmp, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, target)
+            yield
         except BaseException:
+            # a forked child ending (its copy of the caller's generator closed) leaves
+            # the parent's write alone
             if os.getpid() == pid:
-                shutil.rmtree(tmp, ignore_errors=True)
+                remove()
             raise
-    sync_path(target.parent)
 
 
 #: The watchdog: waits for "done" on its stdin; if the pipe closes first (every process

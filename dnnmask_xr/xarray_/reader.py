@@ -121,8 +121,9 @@ def open_act(
         If the file is missing, unreadable, not HDF5, or holds a root object
         that is not a 4-D numeric dataset stored in the file.
     UsageError
-        If ``chunks`` names a dimension layers do not have, or ``lock`` is
-        not a lock.
+        If ``chunks`` names a dimension layers do not have, ``lock`` is
+        not a lock, a URL names no zarr store, or ``storage_options`` is
+        given for local paths only.
     SelectionError
         If the stimulus table does not fit, or (for a list of files) a
         stimulus ID is in two files.

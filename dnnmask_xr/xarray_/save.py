@@ -91,11 +91,14 @@ def save_act(
     Raises
     ------
     ActFileError
-        If the output cannot be written, or is a file the layers are read
-        from; nothing is left at ``path``.
+        If the output cannot be written, or (at a URL) something is there
+        already; nothing is left at ``path``.
+    OutputIsInputError
+        If the output is a file or store the layers are read from.
     UsageError
-        If ``path`` ends in neither ``.act.h5`` nor ``.nc``, or ``memory`` or
-        ``threads`` is not positive.
+        If ``path`` ends in none of ``.act.h5``, ``.nc`` and ``.act.zarr``,
+        is a URL but not a store's, ``storage_options`` is given for a
+        local path, or ``memory`` or ``threads`` is not positive.
     DnnMaskError
         If ``acts`` is not a container of layers, the layers disagree on
         their stimuli, or hold names, labels or attributes a file cannot
