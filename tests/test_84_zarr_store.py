@@ -469,6 +469,19 @@ def test_a_failed_write_to_a_url_leaves_nothing_there(when, url, monkeypatch):
     assert _objects(url) == []
 
 
+def test_an_interrupted_write_to_a_url_leaves_nothing_there(url, monkeypatch):
+    real = xr.DataTree.to_zarr
+
+    def interrupted(tree, store, **kwargs):
+        real(tree, store, **kwargs)
+        raise KeyboardInterrupt  # Ctrl-C while the store is being written
+
+    monkeypatch.setattr(xr.DataTree, "to_zarr", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        dx.save_act(_layers(), url)
+    assert _objects(url) == []
+
+
 def test_a_url_is_never_written_over(url):
     dx.save_act(_layers(), url)
     before = {path: bytes(_memory().cat_file(path)) for path in _objects(url)}
@@ -518,6 +531,10 @@ def test_storage_options_reach_fsspec(tmp_path):
      r"storage_options \['anon'\] is not a mapping"),
     (lambda url, tmp: dx.ActWriter(url),
      r"ActWriter writes to a local path, not to the URL"),
+    (lambda url, tmp: dx.open_act("nosuch://runs/run.act.zarr"),
+     r"^cannot reach 'nosuch://runs/run\.act\.zarr': Protocol not known: nosuch$"),
+    (lambda url, tmp: dx.save_act(_layers(), "nosuch://runs/run.act.zarr"),
+     r"^cannot reach 'nosuch://runs/run\.act\.zarr': Protocol not known: nosuch$"),
 ])
 def test_what_a_url_cannot_take_is_refused_in_one_line(call, message, url, tmp_path):
     with pytest.raises(dx.UsageError, match=message) as caught:

@@ -23,14 +23,37 @@ from zarr.abc.store import ByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import FsspecStore, WrapperStore
 
-from dnnmask_xr.errors import ActFileError
+from dnnmask_xr.errors import ActFileError, UsageError
 
 #: The object that makes a folder of objects a zarr store (its root group's metadata).
 ROOT = "zarr.json"
 def is_store_at(url: str, storage_options: Mapping[str, Any] | None) -> bool:
-    """Tell whether a zarr store is at ``url`` (its root ``zarr.json`` is there)."""
-    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    return bool(fs.exists(f"{path.rstrip('/')}/{ROOT}"))
+    """Tell whether a zarr store is at ``url`` (its root ``zarr.json`` is there).
+
+    Raises
+    ------
+    UsageError
+        If fsspec knows no file system for the URL, or not with these options.
+    ActFileError
+        If the file system cannot be asked (no access, no network).
+    """
+    fs, path = _file_system(url, storage_options)
+    try:
+        return bool(fs.exists(f"{path}/{ROOT}"))
+    except OSError as err:
+        raise ActFileError(f"cannot open {url!r}: {err}") from None
+
+
+def _file_system(url: str, storage_options: Mapping[str, Any] | None
+                 ) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Give fsspec's file system for ``url`` and the path in it, or say in one line why not."""
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    except (ValueError, ImportError, TypeError) as err:
+        # an unknown protocol, a file system whose package is missing (s3fs), an option
+        # it does not take
+        raise UsageError(f"cannot reach {url!r}: {' '.join(str(err).split())}") from None
+    return fs, path.rstrip("/")
 
 
 @contextlib.contextmanager
@@ -42,9 +65,10 @@ def store_at_url(url: str, storage_options: Mapping[str, Any] | None
     ------
     ActFileError
         If anything is at ``url`` already.
+    UsageError
+        If fsspec knows no file system for the URL, or not with these options.
     """
-    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    path = path.rstrip("/")
+    fs, path = _file_system(url, storage_options)
     if fs.exists(path):
         raise ActFileError(f"cannot write {url!r}: something is there already, and a store at "
                            "a URL is never replaced (an object store has no rename to replace "
