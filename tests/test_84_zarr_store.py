@@ -284,6 +284,28 @@ def test_dnn_mask_on_a_store_equals_dnn_mask_on_the_act_h5(tmp_path):
         assert store.attrs["cmd"].startswith("dnn_mask -act ")
 
 
+def test_dnn_mask_reads_a_store_by_its_url(tmp_path):
+    # a file system that needs no options (s3 and gcs take credentials from the
+    # environment); file:// stands for them here
+    dx.save_act(_layers(), tmp_path / "run.act.zarr")
+    flags = ("-layer", "conv", "-chn", "1", "3", "-q")
+    assert _dnn_mask("-act", f"file://{tmp_path}/run.act.zarr", *flags,
+                     "-out", tmp_path / "by_url.act.h5") == (0, "")
+    assert _dnn_mask("-act", tmp_path / "run.act.zarr", *flags,
+                     "-out", tmp_path / "by_path.act.h5") == (0, "")
+    by_url, by_path = (read_reference_act(tmp_path / f"by_{way}.act.h5")
+                       for way in ("url", "path"))
+    np.testing.assert_array_equal(by_url["conv"], by_path["conv"], strict=True)
+    np.testing.assert_array_equal(by_url["conv"], _layers()["conv"].values[:, [0, 2]])
+    # fsspec's local file system makes no folder unless told to, which the command
+    # cannot say: one line, nothing left
+    status, stderr = _dnn_mask("-act", tmp_path / "run.act.zarr", *flags,
+                               "-out", f"file://{tmp_path}/out/x.act.zarr")
+    assert status == 1 and stderr.startswith("dnn_mask: error: cannot write 'file://")
+    assert stderr.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
 def test_dnn_mask_dry_run_on_a_store_says_what_it_says_on_the_act_h5(tmp_path):
     dx.save_act(_layers(), tmp_path / "run.act.zarr")
     dx.save_act(_layers(), tmp_path / "run.act.h5")
