@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
+from dnnmask_xr._args import mapping_arg
 from dnnmask_xr._atomic import real_target
 from dnnmask_xr.act.external import files_read
 from dnnmask_xr.act.files import open_file
@@ -148,6 +149,29 @@ def check_names_apart(plan: Plan, what: str) -> None:
 def is_url(path: str) -> bool:
     """Tell whether ``path`` is a URL (``protocol://...``), for fsspec, not a local path."""
     return bool(_URL.match(path))
+
+
+def storage_options_for(where: Sequence[str],
+                        storage_options: object) -> Mapping[str, Any] | None:
+    """Check ``storage_options`` against the paths given with it: fsspec's, for a URL.
+
+    Returns
+    -------
+    Mapping or None
+        The options, for the paths that are URLs.
+
+    Raises
+    ------
+    UsageError
+        If they are not a mapping, or no path is a URL (a local path takes none).
+    """
+    if storage_options is None:
+        return None
+    options = mapping_arg(storage_options, "storage_options", "{'anon': True}")
+    if not any(map(is_url, where)):
+        raise UsageError("storage_options= is for zarr stores at a URL (s3://...); "
+                         f"{where[0]!r} is a local path")
+    return options
 
 
 def is_zarr_store(path: str) -> bool:

@@ -18,11 +18,11 @@ from typing import Any
 import xarray as xr
 
 from dnnmask_xr._args import mapping_arg, path_arg
-from dnnmask_xr.act.checks import ZARR_SUFFIX
+from dnnmask_xr.act.checks import ZARR_SUFFIX, storage_options_for
 from dnnmask_xr.act.layout import NUMBERED_DIMS, count_from_one
 from dnnmask_xr.act.plan import INPUTS_KEY, Plan, PlannedLayer
 from dnnmask_xr.act.write import DEFAULT_MEMORY, SaveReport, WriteOptions, progress_bar, write
-from dnnmask_xr.errors import DnnMaskError, UsageError
+from dnnmask_xr.errors import DnnMaskError
 from dnnmask_xr.xarray_.activations import Activations, unit_dims_of
 from dnnmask_xr.xarray_.array import layer_values
 
@@ -108,15 +108,12 @@ def save_act(
     acts = as_activations(acts)
     plan = plan_layers(acts, mapping_arg(attrs, "attrs"))
     target = path_arg(path, "output")
+    storage_options = storage_options_for([target], storage_options)
     if target.endswith(ZARR_SUFFIX):
         # a zarr store is written through xarray (zarr and dask are imported only then)
         from dnnmask_xr.xarray_.zarr_store import save_store
 
-        return save_store(acts, plan, target, None if storage_options is None else mapping_arg(
-            storage_options, "storage_options", "{'anon': True}"))
-    if storage_options is not None:
-        raise UsageError(f"storage_options= is for a zarr store at a URL (s3://...); "
-                         f"{target!r} is an HDF5 file, written to a local path")
+        return save_store(acts, plan, target, storage_options)
     with progress_bar(progress) as on_progress:
         return write(plan, path, replace(options, on_progress=on_progress))
 

@@ -26,8 +26,14 @@ import h5py
 import xarray as xr
 from xarray.backends import CachingFileManager
 
-from dnnmask_xr._args import bool_arg, lock_arg, mapping_arg, path_arg
-from dnnmask_xr.act.checks import NC_SUFFIX, ZARR_SUFFIX, is_url, own_attrs
+from dnnmask_xr._args import bool_arg, lock_arg, path_arg
+from dnnmask_xr.act.checks import (
+    NC_SUFFIX,
+    ZARR_SUFFIX,
+    is_url,
+    own_attrs,
+    storage_options_for,
+)
 from dnnmask_xr.act.external import check_objects
 from dnnmask_xr.act.layout import (
     NUMBERED_DIMS,
@@ -70,13 +76,12 @@ def open_layers(
     """
     allow_external = bool_arg(allow_external, "allow_external")
     lock = lock_arg(lock)
-    storage_options = None if storage_options is None else mapping_arg(
-        storage_options, "storage_options", "{'anon': True}")
     if isinstance(path, list | tuple):
         where = [path_arg(one, "activation file") for one in path]
         if not where:
             raise UsageError("open_act was given no file; give a path or a list of paths")
-        _check_storage_options(where, storage_options)
+        _check_urls(where)
+        storage_options = storage_options_for(where, storage_options)
         with contextlib.ExitStack() as undo:
             opened = []
             for one, table in zip(where, _stim_per_file(stim, len(where)), strict=True):
@@ -90,19 +95,17 @@ def open_layers(
         raise UsageError(f"stim= lists {len(stim)} stimulus tables for one file; give one "
                          "table, or a list of files (path=[...]) with one table each")
     where = path_arg(path, "activation file")
-    _check_storage_options([where], storage_options)
+    _check_urls([where])
+    storage_options = storage_options_for([where], storage_options)
     return _open_file(where, stim, allow_external, lock, storage_options)
 
 
-def _check_storage_options(where: list[str], storage_options: Mapping[str, Any] | None) -> None:
-    """Refuse what no file system but a local one opens, and options no URL takes."""
+def _check_urls(where: list[str]) -> None:
+    """Refuse a URL of what only a local file system opens (HDF5 files)."""
     for one in where:
         if is_url(one) and not one.endswith(ZARR_SUFFIX):
             raise UsageError(f"{one!r} is a URL: only a zarr store ({ZARR_SUFFIX!r}) is read "
                              "from one; copy an .act.h5 or .nc file to a local path first")
-    if storage_options is not None and not any(map(is_url, where)):
-        raise UsageError("storage_options= is for zarr stores at a URL (s3://...); "
-                         f"{where[0]!r} is a local path")
 
 
 def _open_file(where: str, stim: StimArg, allow_external: bool, lock: Lock,

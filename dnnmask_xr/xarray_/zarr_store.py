@@ -55,8 +55,9 @@ def save_store(acts: Activations, plan: Plan, target: str,
 
     ``plan`` is the layers' plan (:func:`~dnnmask_xr.xarray_.save.plan_layers`),
     which every write is checked by. ``target`` is a local path or an
-    fsspec URL, opened with ``storage_options``
-    (:mod:`~dnnmask_xr.xarray_.url_store`).
+    fsspec URL, opened with ``storage_options`` (checked by the caller:
+    :func:`~dnnmask_xr.act.checks.storage_options_for`;
+    :mod:`~dnnmask_xr.xarray_.url_store`).
 
     Raises
     ------
@@ -120,9 +121,6 @@ def _written_whole(target: str, storage_options: Mapping[str, Any] | None
         from dnnmask_xr.xarray_.url_store import store_at_url
 
         return store_at_url(target, storage_options)
-    if storage_options is not None:
-        raise UsageError(f"storage_options= is for a store at a URL (s3://...), not for the "
-                         f"local path {target!r}")
     return atomic_folder(target)
 
 
@@ -130,7 +128,7 @@ def open_store(path: str, storage_options: Mapping[str, Any] | None = None) -> A
     """Read the layers of a zarr store this package (or ``to_datatree(...).to_zarr``) wrote.
 
     ``path`` is a local folder or an fsspec URL (``s3://...``, opened with
-    ``storage_options``).
+    ``storage_options``, which the caller checked).
 
     The layers are lazy: zarr reads a chunk when asked (the one read path,
     :mod:`~dnnmask_xr.xarray_.store`, opens stores here, and xarray applies
@@ -151,9 +149,6 @@ def open_store(path: str, storage_options: Mapping[str, Any] | None = None) -> A
         from dnnmask_xr.xarray_.url_store import is_store_at
 
         found = is_store_at(path, storage_options)
-    elif storage_options is not None:
-        raise UsageError(f"storage_options= is for a store at a URL (s3://...), not for the "
-                         f"local path {path!r}")
     else:
         found = is_zarr_store(path)
     if not found:
