@@ -166,9 +166,6 @@ def write_selection(sink: Sink, selection: FileSelection, budget: Budget) -> Lay
     source = selection.dataset
     shape, dtype = selection.shape, source.dtype
     report = LayerReport(sink.name)
-    if 0 in shape:
-        sink.create(shape, dtype, None, None, None)
-        return report
     with _reading(source):
         chunked = source.chunks is not None
     index = layer_index(source)
@@ -218,11 +215,7 @@ def write_values(
     chunks
         The output's chunks; chosen here (about 1 MiB) if None.
     """
-    report = LayerReport(sink.name)
-    if 0 in shape:
-        sink.create(shape, dtype, None, None, None)
-        return report
-    report.method = "encoded"
+    report = LayerReport(sink.name, "encoded")
     if chunks is None:
         target = _create_output(sink, shape, dtype, None)
     else:
@@ -266,11 +259,7 @@ def write_deflated(sink: Sink, values: ComputedValues, budget: Budget) -> LayerR
     chunk at the layer's edges, and is stored as it is.
     """
     report = LayerReport(sink.name, "encoded")
-    shape = values.shape
-    if 0 in shape:
-        sink.create(shape, np.dtype(values.dtype), None, None, None)
-        return report
-    target = sink.create(shape, np.dtype(values.dtype), values.chunks, GZIP_LEVEL, None)
+    target = sink.create(values.shape, np.dtype(values.dtype), values.chunks, GZIP_LEVEL, None)
     chunk_bytes = math.prod(values.chunks) * np.dtype(values.dtype).itemsize
     for deflated in values.deflated(budget.memory):
         for offset, data in deflated:
@@ -310,10 +299,6 @@ def write_stacked(sink: Sink, parts: StackedParts, budget: Budget) -> LayerRepor
         chunk cannot be read.
     """
     report = LayerReport(sink.name, "encoded")
-    if 0 in parts.shape:
-        # a layer of no unit: stored unchunked, nothing to copy (as write_values does)
-        sink.create(parts.shape, parts.dtype, None, None, None)
-        return report
     first = parts.parts[0]
     steps = first.chunks
     indexes = [layer_index(part) for part in parts.parts]

@@ -314,7 +314,11 @@ def storable(plan: Plan, target: str) -> tuple[Plan, type[Layout]]:
 def _write_layer(layout: Layout, layer: PlannedLayer, budget: Budget) -> LayerReport:
     sink = layout.sink(layer)
     values = layer.values
-    if isinstance(values, FileSelection):
+    if 0 in values.shape:
+        # no value, whatever the source: stored unchunked, nothing to read or deflate
+        sink.create(values.shape, np.dtype(values.dtype), None, None, None)
+        report = LayerReport(sink.name)
+    elif isinstance(values, FileSelection):
         report = write_selection(sink, values, budget)
     elif isinstance(values, StackedParts):
         report = write_stacked(sink, values, budget)
