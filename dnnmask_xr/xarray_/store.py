@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Literal
 
@@ -76,12 +76,13 @@ def open_layers(
     """
     allow_external = bool_arg(allow_external, "allow_external")
     lock = lock_arg(lock)
-    if isinstance(path, list | tuple):
-        where = [path_arg(one, "activation file") for one in path]
-        if not where:
-            raise UsageError("open_act was given no file; give a path or a list of paths")
-        _check_urls(where)
-        storage_options = storage_options_for(where, storage_options)
+    one_file = not isinstance(path, list | tuple)
+    where = [path_arg(one, "activation file") for one in ([path] if one_file else path)]
+    if not where:
+        raise UsageError("open_act was given no file; give a path or a list of paths")
+    _check_urls(where)
+    storage_options = storage_options_for(where, storage_options)
+    if not one_file:
         with contextlib.ExitStack() as undo:
             opened = []
             for one, table in zip(where, _stim_per_file(stim, len(where)), strict=True):
@@ -94,10 +95,7 @@ def open_layers(
     if isinstance(stim, list | tuple):
         raise UsageError(f"stim= lists {len(stim)} stimulus tables for one file; give one "
                          "table, or a list of files (path=[...]) with one table each")
-    where = path_arg(path, "activation file")
-    _check_urls([where])
-    storage_options = storage_options_for([where], storage_options)
-    return _open_file(where, stim, allow_external, lock, storage_options)
+    return _open_file(where[0], stim, allow_external, lock, storage_options)
 
 
 def _check_urls(where: list[str]) -> None:
@@ -116,8 +114,7 @@ def _open_file(where: str, stim: StimArg, allow_external: bool, lock: Lock,
         # zarr is imported only for a store
         from dnnmask_xr.xarray_.zarr_store import open_store
 
-        acts = open_store(where, storage_options if is_url(where) else None)
-        return _labelled(acts, stim, acts.close)
+        return _labelled(open_store(where, storage_options), stim)
     if where.endswith(NC_SUFFIX):
         # identified before the labels are read: values are read only from this
         # file; its objects are checked before h5netcdf opens it, which would
@@ -137,18 +134,18 @@ def _open_file(where: str, stim: StimArg, allow_external: bool, lock: Lock,
     except BaseException:
         manager.close()
         raise
-    return _labelled(acts, stim, manager.close)
+    return _labelled(acts, stim)
 
 
-def _labelled(acts: Activations, stim: StimArg, close: Callable[[], None]) -> Activations:
-    """Label a file's layers with ``stim`` (its own table if None); ``close`` if that fails."""
+def _labelled(acts: Activations, stim: StimArg) -> Activations:
+    """Label a file's layers with ``stim`` (its own table if None); close them if that fails."""
     if stim is None:
         return acts
     try:
         with blaming(stim):
             return acts.with_stimuli(stim if isinstance(stim, Stimuli) else read_stim(stim))
     except BaseException:
-        close()
+        acts.close()
         raise
 
 

@@ -128,7 +128,7 @@ def open_store(path: str, storage_options: Mapping[str, Any] | None = None) -> A
     """Read the layers of a zarr store this package (or ``to_datatree(...).to_zarr``) wrote.
 
     ``path`` is a local folder or an fsspec URL (``s3://...``, opened with
-    ``storage_options``, which the caller checked).
+    ``storage_options``, which the caller checked; a local folder takes none).
 
     The layers are lazy: zarr reads a chunk when asked (the one read path,
     :mod:`~dnnmask_xr.xarray_.store`, opens stores here, and xarray applies
