@@ -443,6 +443,34 @@ def test_a_store_at_a_url_gives_back_what_was_saved(chunks, url, tmp_path):
     np.testing.assert_array_equal(tree["conv"]["conv"].values, acts["conv"].values)
 
 
+def test_the_dnnact_engine_opens_a_store_at_a_url_with_its_options(tmp_path, monkeypatch):
+    import fsspec
+
+    url = f"file://{tmp_path}/run.act.zarr"
+    dx.save_act(_layers(), url, storage_options={"auto_mkdir": True})
+    # fsspec's local file system takes any option: what it was given is recorded, both
+    # where this package looks for the store and where zarr opens it
+    given = []
+    real_fs, real_store = fsspec.core.url_to_fs, zarr.storage.FsspecStore.from_url
+
+    def url_to_fs(where, **options):
+        given.append(("fsspec", options))
+        return real_fs(where, **options)
+
+    def from_url(where, storage_options=None, **rest):
+        given.append(("zarr", storage_options))
+        return real_store(where, storage_options=storage_options, **rest)
+
+    monkeypatch.setattr(fsspec.core, "url_to_fs", url_to_fs)
+    monkeypatch.setattr(zarr.storage.FsspecStore, "from_url", from_url)
+    layer = xr.open_dataarray(url, engine="dnnact", group="tokens",
+                              storage_options={"token": "t0"})
+    np.testing.assert_array_equal(layer.values, _layers()["tokens"].values)
+    assert layer.encoding["source"] == url
+    assert {where for where, _ in given} == {"fsspec", "zarr"}
+    assert all(options.get("token") == "t0" for _, options in given), given
+
+
 def test_a_set_mixes_a_store_at_a_url_with_a_local_file(url, tmp_path):
     first, second = _session(0, 5), _session(5, 4)
     dx.save_act(first, url)
