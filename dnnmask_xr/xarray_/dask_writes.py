@@ -17,6 +17,7 @@ a few at a time, as many as the memory budget holds.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -57,8 +58,7 @@ def deflated_by_tasks(array: xr.DataArray, stored: tuple[int, ...],
     def deflated(memory: int) -> Iterator[list[tuple[tuple[int, ...], bytes]]]:
         return _computed(data, steps, memory)
 
-    return ComputedValues(values.shape, values.dtype, values.read_block, values.sources,
-                          chunks=steps, deflated=deflated)
+    return dataclasses.replace(values, chunks=steps, deflated=deflated)
 
 
 def aligned_chunks(data: Any, wanted: tuple[int, ...]) -> tuple[tuple[int, ...], Any]:
