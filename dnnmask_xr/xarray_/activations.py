@@ -509,7 +509,10 @@ def _from_values(name: str, values: object) -> xr.DataArray:
             "plain arrays of numbers with 2, 3 or 4 dims are taken as (stimulus, channel), "
             "(stimulus, token, channel) or (stimulus, channel, row, column); give other "
             "layers as xarray.DataArray with named dims")
-    return xr.DataArray(array, dims=dims)
+    # labelled as it is made: assign_coords afterwards costs five times as much, and a
+    # streamed write labels every batch
+    return xr.DataArray(array, dims=dims, coords={
+        dim: count_from_one(size) for dim, size in zip(dims, array.shape, strict=True)})
 
 
 def _indexers(indexers: Mapping[str, Any] | None, kwargs: Mapping[str, Any],
