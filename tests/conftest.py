@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -14,6 +16,8 @@ from reliability import BigInput, make_big_input
 
 import dnnmask_xr.act.chunk_read
 from dnnmask_xr.testing import relu_activations, write_reference_act
+
+T = TypeVar("T")
 
 #: Hypothesis profiles, chosen with ``DNNMASK_XR_HYPOTHESIS``: ``default`` (hypothesis' own,
 #: when unset) runs each property test on the examples it asks for (:func:`examples`);
@@ -36,6 +40,18 @@ def examples(wanted: int) -> int:
     """
     profile = settings.default.max_examples
     return wanted if profile >= USUAL_EXAMPLES else min(wanted, profile)
+
+
+def sampled(cases: Sequence[T], share: int = 4) -> list[T]:
+    """The cases of a search written out by hand (the metadata fuzz), as the profile asks.
+
+    What :func:`examples` is for hypothesis: every case under a profile of the usual 100
+    examples or more; under ``quick``, every ``share``-th, so that the sample still
+    spreads over all of them (they are listed in file order).
+    """
+    if settings.default.max_examples >= USUAL_EXAMPLES:
+        return list(cases)
+    return list(cases[share // 2::share])
 
 
 @pytest.fixture(autouse=True, scope="session")

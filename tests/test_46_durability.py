@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 import pytest
-from reliability import ROUTES, SUFFIXES, assert_ok, run_here
+from reliability import ROUTES, SUFFIXES, assert_ok, layer_dataset, run_here
 
 import dnnmask_xr as dx
 
@@ -86,3 +86,54 @@ def test_text_files_are_synced_the_same_way(what: str, tmp_path: Path,
         dx.write_stim(dx.Stimuli({"type": "image", "path": "/data"},
                                  pd.DataFrame({"stimID": ["a.png", "b.png"]})), out)
     _assert_synced_around_the_rename(events, out)
+
+
+@pytest.mark.parametrize(("route", "suffix"), CASES, ids=[f"{r}-{x}" for r, x in CASES])
+def test_the_disk_is_asked_to_write_the_file_out_as_it_grows(
+    route: str, suffix: str, act_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+):
+    # every few dozen MB of values the kernel is told to start writing the temporary file
+    # out, so that the sync before the rename does not find all of it still to write
+    import h5py
+    import numpy as np
+
+    from dnnmask_xr._atomic import start_writeback
+    from dnnmask_xr.act import write
+
+    args = ("-act", act_file, "-layer", "conv5", "fc3", "-out")
+    assert_ok(run_here(*args, tmp_path / f"plain{suffix}", route=route))
+    asked: list[str] = []
+
+    def recorded(fd: int) -> None:
+        asked.append(os.readlink(f"/proc/self/fd/{fd}"))
+        start_writeback(fd)  # the real request, on the real file
+
+    monkeypatch.setattr(write, "WRITEBACK_BYTES", 1)  # after every block
+    monkeypatch.setattr(write, "start_writeback", recorded)
+    events = _record(monkeypatch)
+    out = tmp_path / f"out{suffix}"
+    assert_ok(run_here(*args, out, route=route))
+    renamed = {event[1] for event in events if event[0] == "replace"}
+    # the file being written, and never another (the input, the output's previous version)
+    assert asked and set(asked) <= renamed, (asked, renamed)
+    with h5py.File(tmp_path / f"plain{suffix}", "r") as plain, h5py.File(out, "r") as asked_out:
+        for name in ("conv5", "fc3"):
+            np.testing.assert_array_equal(layer_dataset(asked_out, name)[()],
+                                          layer_dataset(plain, name)[()])
+
+
+def test_asking_for_a_write_out_never_fails(tmp_path: Path):
+    from dnnmask_xr._atomic import start_writeback
+
+    reading, writing = os.pipe()  # a pipe has no pages to write out: the call fails
+    try:
+        start_writeback(reading)
+    finally:
+        os.close(reading)
+        os.close(writing)
+    start_writeback(999_999)  # not a file descriptor
+    path = tmp_path / "file"
+    path.write_bytes(b"x" * 10)
+    with path.open("r+b") as file:
+        start_writeback(file.fileno())
+    assert path.read_bytes() == b"x" * 10

@@ -39,7 +39,7 @@ import h5py
 import numpy as np
 
 from dnnmask_xr._args import bool_arg, is_count, path_arg
-from dnnmask_xr._atomic import atomic_path
+from dnnmask_xr._atomic import atomic_path, start_writeback
 from dnnmask_xr._version import __version__
 from dnnmask_xr.act._interrupt import Interrupted, check_interrupt, deferred_interrupts
 from dnnmask_xr.act.checks import (
@@ -68,6 +68,8 @@ from dnnmask_xr.errors import ActFileError, DnnMaskError, UsageError
 
 #: Default memory budget: bytes of activations held at once while writing.
 DEFAULT_MEMORY = 128 * 2**20
+#: Bytes of values stored between two requests that the kernel write the file out.
+WRITEBACK_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -237,11 +239,27 @@ class OutputFile:
     threads: int
     options: WriteOptions
 
+    #: Bytes of values stored since the kernel was last told to write the file out.
+    unflushed: int = 0
+
     def budget(self, name: str, total: int) -> Budget:
         """Give the memory, threads and progress of writing layer ``name`` (of ``total`` bytes)."""
-        return Budget(self.options.memory, self.pool, self.threads,
-                      _layer_progress(self.options.on_progress, name, total),
+        progress = _layer_progress(self.options.on_progress, name, total)
+
+        def on_progress(done: int) -> None:
+            self._stored(done)
+            progress(done)
+
+        return Budget(self.options.memory, self.pool, self.threads, on_progress,
                       self.options.verify)
+
+    def _stored(self, nbytes: int) -> None:
+        # every few dozen MB the disk starts on what is stored, so that the sync before
+        # the rename does not find the whole file still to write
+        self.unflushed += nbytes
+        if self.unflushed >= WRITEBACK_BYTES:
+            self.unflushed = 0
+            start_writeback(self.root.id.get_vfd_handle())
 
 
 @contextlib.contextmanager
