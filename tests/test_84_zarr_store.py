@@ -544,6 +544,71 @@ def test_a_url_is_never_written_over(url):
     assert {path: bytes(_memory().cat_file(path)) for path in _objects(url)} == before
 
 
+def test_a_write_to_a_url_begun_while_another_is_under_way_is_refused(url, monkeypatch):
+    real = xr.DataTree.to_zarr
+    refused = []
+
+    def with_a_second_write(tree, store, **kwargs):
+        real(tree, store, **kwargs)
+        if not refused:  # the first write, before its root is written
+            with pytest.raises(dx.ActFileError, match="something is there already"):
+                dx.save_act(_session(0, 3), url)
+            refused.append(True)
+
+    monkeypatch.setattr(xr.DataTree, "to_zarr", with_a_second_write)
+    dx.save_act(_layers(), url)
+    assert refused
+    # the first is whole, its own values, and holds no object of its write's
+    with dx.open_act(url) as back:
+        for name, layer in _layers().items():
+            np.testing.assert_array_equal(back[name].values, layer.values)
+    assert not [path for path in _objects(url) if ".dnnmask-writing-" in path]
+
+
+def test_two_writes_to_a_url_that_began_at_once_both_fail_and_leave_nothing(url, monkeypatch):
+    """An object store cannot create an object only if it is absent: two writes can both
+    find nothing at the URL. Neither may complete a store holding the other's chunks."""
+    from dnnmask_xr.xarray_ import url_store
+
+    real, real_fs = xr.DataTree.to_zarr, url_store._file_system
+    errors = []
+
+    class FoundNothing:
+        """The file system as the second write saw it: the first had written nothing yet."""
+
+        def __init__(self, fs):
+            self._fs = fs
+
+        def exists(self, path):
+            return False
+
+        def __getattr__(self, name):
+            return getattr(self._fs, name)
+
+    def second_found_nothing(where, options):
+        fs, path = real_fs(where, options)
+        return FoundNothing(fs), path
+
+    def with_a_second_write(tree, store, **kwargs):
+        real(tree, store, **kwargs)
+        if not errors:
+            errors.append(None)
+            with monkeypatch.context() as inner:
+                inner.setattr(url_store, "_file_system", second_found_nothing)
+                with pytest.raises(dx.ActFileError) as second:
+                    dx.save_act(_session(0, 4), url)
+            errors.append(str(second.value))
+
+    monkeypatch.setattr(xr.DataTree, "to_zarr", with_a_second_write)
+    with pytest.raises(dx.ActFileError) as first:
+        dx.save_act(_layers(), url)
+    message = ("another write to it began at the same time, and each would leave the "
+               "other's objects in the store")
+    assert message in errors[1] and message in str(first.value)
+    assert "\n" not in errors[1] + str(first.value)
+    assert _objects(url) == []
+
+
 def _memory():
     import fsspec
 

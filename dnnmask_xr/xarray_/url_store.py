@@ -8,13 +8,16 @@ xarray and this package open a store by that object, so until it is
 written nothing opens the store. A write that fails or is interrupted
 removes what it wrote. A store already at the URL is refused rather than
 replaced, since writing over it would leave it half old, half new for a
-while. zarr's ``FsspecStore`` does the writing, with the caller's
+while; so is a second write begun while one is under way (each puts a
+mark first and removes it last, and checks before its root that no other
+mark is there). zarr's ``FsspecStore`` does the writing, with the caller's
 ``storage_options``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -27,6 +30,10 @@ from dnnmask_xr.errors import ActFileError, UsageError
 
 #: The object that makes a folder of objects a zarr store (its root group's metadata).
 ROOT = "zarr.json"
+#: The start of the name of the object a write puts first and removes last, a random end.
+WRITING = ".dnnmask-writing-"
+
+
 def is_store_at(url: str, storage_options: Mapping[str, Any] | None) -> bool:
     """Tell whether a zarr store is at ``url`` (its root ``zarr.json`` is there).
 
@@ -75,17 +82,39 @@ def store_at_url(url: str, storage_options: Mapping[str, Any] | None
                            "it whole); remove it first or name another URL")
     store = _RootWrittenLast(FsspecStore.from_url(url, storage_options=dict(
         storage_options or {})), _HeldRoot())
+    # the first object: a write that begins later finds something there and is refused
+    mark = f"{path}/{WRITING}{uuid.uuid4().hex}"
     try:
+        fs.pipe_file(mark, b"")
         yield store
         root = store.held.value
         if root is None:
             raise ActFileError(f"cannot write {url!r}: zarr wrote no root group")
+        _check_alone(fs, path, mark, url)
         # the last object: from now on the store opens
         fs.pipe_file(f"{path}/{ROOT}", root.to_bytes())
+        fs.rm(mark)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             fs.rm(path, recursive=True)
         raise
+
+
+def _check_alone(fs: fsspec.AbstractFileSystem, path: str, mark: str, url: str) -> None:
+    """Refuse to complete a store that another write began at the same moment.
+
+    Two writes that both found nothing at the URL (an object store cannot
+    create an object only if it is absent) write into each other's store:
+    the one that completes would open with chunks of the other (zarr does
+    not write a chunk of fill values, so the other's stays). Each sees the
+    other's mark here, or its own gone (the other failed and removed
+    everything), and fails; what both wrote is removed.
+    """
+    # file systems give their paths with or without the leading slash
+    if {found.lstrip("/") for found in fs.glob(f"{path}/{WRITING}*")} != {mark.lstrip("/")}:
+        raise ActFileError(f"cannot write {url!r}: another write to it began at the same "
+                           "time, and each would leave the other's objects in the store; "
+                           "write again, one at a time")
 
 
 class _HeldRoot:
@@ -154,6 +183,32 @@ class _RootWrittenLast(WrapperStore[FsspecStore]):
         if key == ROOT:
             self.held.value = None
         else:
+            await self._store.delete(key)
+
+    # the mark of this write is not zarr's: zarr lists no such object (consolidating
+    # the metadata would warn of it), nor clears it away
+
+    async def list(self) -> AsyncIterator[str]:
+        async for key in self._store.list():
+            if not key.startswith(WRITING):
+                yield key
+
+    async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+        async for key in self._store.list_prefix(prefix):
+            if not key.startswith(WRITING):
+                yield key
+
+    async def list_dir(self, prefix: str) -> AsyncIterator[str]:
+        async for key in self._store.list_dir(prefix):
+            if not key.startswith(WRITING):
+                yield key
+
+    async def delete_dir(self, prefix: str) -> None:
+        # zarr clears the place of a store it creates (mode "w"): nothing is there but
+        # the mark of this write (store_at_url), which stays
+        if not prefix:
+            self.held.value = None
+        async for key in self.list_prefix(prefix):
             await self._store.delete(key)
 
     async def _get_many(self, requests: Iterable[tuple[str, BufferPrototype, ByteRequest | None]]
