@@ -609,6 +609,55 @@ def test_two_writes_to_a_url_that_began_at_once_both_fail_and_leave_nothing(url,
     assert _objects(url) == []
 
 
+def test_a_write_to_a_url_that_another_completed_meanwhile_removes_both(url, monkeypatch):
+    """The other write began in the same instant, looked before this one's mark was there,
+    and completed: its store holds objects of this one, and neither may stay."""
+    from dnnmask_xr.xarray_ import url_store
+
+    real, real_fs = xr.DataTree.to_zarr, url_store._file_system
+    done = []
+
+    class SawNothing:
+        """The file system as the other write saw it: no store, no mark but its own."""
+
+        def __init__(self, fs):
+            self._fs = fs
+
+        def exists(self, path):
+            return False if not path.endswith("zarr.json") else self._fs.exists(path)
+
+        def glob(self, pattern):
+            return [found for found in self._fs.glob(pattern) if found.lstrip("/") in mine]
+
+        def pipe_file(self, path, value):
+            mine.add(path.lstrip("/"))
+            return self._fs.pipe_file(path, value)
+
+        def __getattr__(self, name):
+            return getattr(self._fs, name)
+
+    mine: set[str] = set()
+
+    def saw_nothing(where, options):
+        fs, path = real_fs(where, options)
+        return SawNothing(fs), path
+
+    def with_another_write(tree, store, **kwargs):
+        real(tree, store, **kwargs)
+        if not done:
+            done.append(True)
+            with monkeypatch.context() as inner:
+                inner.setattr(url_store, "_file_system", saw_nothing)
+                dx.save_act(_session(0, 4), url)  # completes, unaware of this write
+
+    monkeypatch.setattr(xr.DataTree, "to_zarr", with_another_write)
+    with pytest.raises(dx.ActFileError, match=r"^cannot write 'memory://runs/run\.act\.zarr': "
+                                              r"another write to it began at the same time "
+                                              r"and completed a store holding objects of both"):
+        dx.save_act(_layers(), url)
+    assert done and _objects(url) == []
+
+
 def _memory():
     import fsspec
 

@@ -108,13 +108,20 @@ def _check_alone(fs: fsspec.AbstractFileSystem, path: str, mark: str, url: str) 
     the one that completes would open with chunks of the other (zarr does
     not write a chunk of fill values, so the other's stays). Each sees the
     other's mark here, or its own gone (the other failed and removed
-    everything), and fails; what both wrote is removed.
+    everything), or, if the other looked before this one's mark was there
+    and is done, its root; it fails, and what both wrote is removed.
     """
     # file systems give their paths with or without the leading slash
     if {found.lstrip("/") for found in fs.glob(f"{path}/{WRITING}*")} != {mark.lstrip("/")}:
         raise ActFileError(f"cannot write {url!r}: another write to it began at the same "
                            "time, and each would leave the other's objects in the store; "
                            "write again, one at a time")
+    if fs.exists(f"{path}/{ROOT}"):
+        # the other began in the same instant and is done: its store holds objects of
+        # this write, and goes with them (absent is found out, mixed values are not)
+        raise ActFileError(f"cannot write {url!r}: another write to it began at the same "
+                           "time and completed a store holding objects of both, which is "
+                           "removed; write again, one at a time")
 
 
 class _HeldRoot:
