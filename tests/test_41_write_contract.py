@@ -412,3 +412,56 @@ def test_stimulus_table_is_the_one_rule_every_route_uses(act_file, stim_file):
         clash.stimulus_table()
     with pytest.raises(dx.DnnMaskError, match="values of field 'condition' differ"):
         dx.to_datatree(clash)
+
+
+class _FailingBackendArray:
+    """A lazily read array, as an xarray backend gives one, whose reading fails."""
+
+    shape = (4, 3, 2, 2)
+    dtype = np.dtype("float32")
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def __getitem__(self, key):
+        from xarray.core import indexing
+
+        return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.BASIC,
+                                                  self._read)
+
+    def _read(self, key):
+        raise self.error
+
+
+def _failing_layer(how: str, error: Exception) -> xr.DataArray:
+    dims = ("stimulus", "channel", "row", "column")
+    if how == "dask":  # the tasks fail (the layer's chunks are deflated by them)
+        import dask.array as da
+
+        def fail(block):
+            raise error
+
+        return xr.DataArray(da.map_blocks(fail, da.zeros((4, 3, 2, 2), chunks=2),
+                                          dtype=np.float32), dims=dims)
+    from xarray.backends import BackendArray
+    from xarray.core import indexing
+
+    lazy = type("Failing", (_FailingBackendArray, BackendArray), {})(error)
+    return xr.DataArray(xr.Variable(dims, indexing.LazilyIndexedArray(lazy)))
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+@pytest.mark.parametrize("how", ["dask", "lazy"])
+@pytest.mark.parametrize("error", [RuntimeError("CUDA out of memory"),
+                                   OSError(5, "Input/output error", "features.npy"),
+                                   ValueError("the model's own check")],
+                         ids=["RuntimeError", "OSError", "ValueError"])
+def test_the_callers_computation_failing_is_its_own_error(suffix, how, error, tmp_path):
+    # bug: a RuntimeError or OSError of the caller's computation came out as
+    # ActFileError "cannot write 'out...': CUDA out of memory", a write failure it was not
+    out = tmp_path / f"out{suffix}"
+    with pytest.raises(type(error)) as raised:
+        dx.save_act({"conv": _failing_layer(how, error)}, out)
+    assert raised.value is error or str(raised.value) == str(error)
+    assert not isinstance(raised.value, dx.DnnMaskError)
+    assert list(tmp_path.iterdir()) == []  # the output removed, nothing beside it

@@ -406,3 +406,35 @@ def test_mask_file_writes_netcdf_through_the_same_writer(alexnet, tmp_path):
         np.testing.assert_array_equal(acts["conv5"].values, source["conv5"][()])
         np.testing.assert_array_equal(acts["fc1"].values, source["fc1"][()][:, [2, 0]])
         np.testing.assert_array_equal(acts["fc1"].channel.values, [3, 1])
+
+
+def test_a_layer_read_lazily_by_another_backend_is_read_a_block_at_a_time(tmp_path):
+    # bug: the writer asked such a layer for its .data to see whether dask was behind it,
+    # which read the whole layer into memory before the first block, past any budget
+    import xarray as xr
+    from xarray.backends import BackendArray
+    from xarray.core import indexing
+
+    values = np.random.default_rng(4).random((256, 16, 16, 16), dtype=np.float32)  # 4 MiB
+    read: list[int] = []
+
+    class Recorded(BackendArray):
+        shape, dtype = values.shape, values.dtype
+
+        def __getitem__(self, key):
+            return indexing.explicit_indexing_adapter(
+                key, self.shape, indexing.IndexingSupport.BASIC, self._read)
+
+        def _read(self, key):
+            read.append(values[key].nbytes)
+            return values[key]
+
+    layer = xr.DataArray(xr.Variable(("stimulus", "channel", "row", "column"),
+                                     indexing.LazilyIndexedArray(Recorded())))
+    budget = 3 * 2**20  # a block is a third of it, or one chunk if that is more
+    save_act({"conv": layer}, tmp_path / "out.act.h5", memory=budget)
+    with h5py.File(tmp_path / "out.act.h5", "r") as root:
+        chunk = int(np.prod(root["conv"].chunks)) * values.itemsize
+    assert sum(read) == values.nbytes and max(read) <= max(budget // 3, chunk) < values.nbytes, (
+        read, chunk)
+    np.testing.assert_array_equal(open_act(tmp_path / "out.act.h5")["conv"].values, values)

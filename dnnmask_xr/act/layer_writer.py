@@ -54,7 +54,7 @@ from dnnmask_xr.act.chunking import (
 from dnnmask_xr.act.codec import deflate
 from dnnmask_xr.act.layout import layer_name
 from dnnmask_xr.act.plan import BlockReader, ComputedValues, FileSelection, StackedParts
-from dnnmask_xr.errors import ActFileError
+from dnnmask_xr.errors import ActFileError, DnnMaskError
 
 # Layers are created with track_order=True: it gives them the newer object
 # header (HDF5 1.8's), whose attributes may exceed 64 KiB, so the unit
@@ -245,7 +245,7 @@ def store_values(
     for stimuli, channels in iter_blocks(shape, target.chunks, dtype.itemsize,
                                          budget.block_bytes):
         # a block of a dask graph or a computation can take seconds: a signal stops it
-        with interruptible():
+        with interruptible(), computing():
             block = np.asarray(read_block(stimuli, channels), dtype=dtype)
         _store_block(target, block, (start + stimuli.start, channels.start, 0, 0), budget,
                      report)
@@ -261,7 +261,12 @@ def write_deflated(sink: Sink, values: ComputedValues, budget: Budget) -> LayerR
     report = LayerReport(sink.name, "encoded")
     target = sink.create(values.shape, np.dtype(values.dtype), values.chunks, GZIP_LEVEL, None)
     chunk_bytes = math.prod(values.chunks) * np.dtype(values.dtype).itemsize
-    for deflated in values.deflated(budget.memory):
+    computed = values.deflated(budget.memory)
+    while True:
+        with computing():
+            deflated = next(computed, None)
+        if deflated is None:
+            break
         for offset, data in deflated:
             target.id.write_direct_chunk(offset, data)
             report.chunks_written += 1
@@ -269,6 +274,31 @@ def write_deflated(sink: Sink, values: ComputedValues, budget: Budget) -> LayerR
         budget.on_progress(len(deflated) * chunk_bytes)
         check_interrupt()
     return report
+
+
+class ValuesFailed(Exception):
+    """What computing a layer's values raised, carried out of the write as it is.
+
+    The values are the caller's (a dask graph, a lazy array, a model's
+    output): their ``RuntimeError`` or ``OSError`` is not a failure to
+    write the output, and :func:`~dnnmask_xr.act.write.write_failures_said`
+    raises it unchanged, once the output is removed.
+    """
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+@contextlib.contextmanager
+def computing() -> Iterator[None]:
+    """Mark what the computation of values raises as the caller's (:class:`ValuesFailed`)."""
+    try:
+        yield
+    except DnnMaskError:
+        raise  # this package's own (a damaged input read lazily): said as it is
+    except Exception as err:
+        raise ValuesFailed(err) from None
 
 
 def deflated_chunk(piece: np.ndarray, steps: tuple[int, ...]) -> bytes:

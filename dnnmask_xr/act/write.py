@@ -54,6 +54,7 @@ from dnnmask_xr.act.layer_writer import (
     Budget,
     LayerReport,
     Sink,
+    ValuesFailed,
     gzip_options,
     write_deflated,
     write_selection,
@@ -607,6 +608,9 @@ def write_failures_said(target: str) -> Iterator[None]:
     """
     try:
         yield
+    except ValuesFailed as failed:
+        # the caller's computation failed, not the write: its error, as it was raised
+        raise failed.error from failed.error.__cause__
     except Exception as err:
         reason = write_failure(err)
         if reason is None:

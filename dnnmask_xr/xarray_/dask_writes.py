@@ -48,8 +48,11 @@ def deflated_by_tasks(array: xr.DataArray, stored: tuple[int, ...],
     values
         How the layer's values are read otherwise.
     """
+    if array.chunks is None or 0 in stored:
+        # not dask-backed; and .data would read a lazily read layer whole, past the budget
+        return values
     data = array.data
-    if not hasattr(data, "__dask_graph__") or 0 in stored:
+    if not hasattr(data, "__dask_graph__"):  # chunked, but not by dask
         return values
     data = data.reshape(stored) if data.ndim != len(stored) else data
     steps, data = aligned_chunks(data, output_chunks(data.shape, array.dtype.itemsize,
