@@ -334,6 +334,39 @@ def test_dnn_mask_errors_on_a_store_are_one_line(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.act.zarr"]
 
 
+def _damage_a_chunk(store: Path) -> None:
+    """Overwrite the start of one of the conv layer's stored chunks."""
+    chunk = next(path for path in sorted((store / "conv" / "conv").rglob("*"))
+                 if path.is_file() and path.name != "zarr.json")
+    with chunk.open("r+b") as file:
+        file.write(b"\xff" * 16)
+
+
+DAMAGED = r"^'.*run\.act\.zarr': cannot read layer 'conv' \(.+\)$"
+
+
+def test_a_damaged_chunk_of_a_store_is_said_in_one_line_naming_it(tmp_path):
+    # bug: zarr's codec error came out of dnn_mask as a traceback (or, before the
+    # caller's errors were told from the writer's, as "cannot write" the output)
+    store = tmp_path / "run.act.zarr"
+    dx.save_act(_session(0, 5), store)
+    _damage_a_chunk(store)
+    status, stderr = _dnn_mask("-act", store, "-layer", "conv", "-out", tmp_path / "out.act.h5")
+    assert status == 1 and stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
+    assert "run.act.zarr': cannot read layer 'conv'" in stderr
+    for chunks in (None, {}):  # read by zarr, or by dask's tasks
+        with dx.open_act(store, chunks=chunks) as acts:
+            with pytest.raises(dx.ActFileError, match=DAMAGED):
+                acts["conv"].values  # noqa: B018 - reading is the test
+            with pytest.raises(dx.ActFileError, match=DAMAGED):
+                dx.save_act(acts, tmp_path / "out.nc")
+    dx.save_act(_session(5, 2), tmp_path / "more.act.h5")
+    with dx.open_act([store, tmp_path / "more.act.h5"]) as acts, \
+            pytest.raises(dx.ActFileError, match=DAMAGED):
+        acts["conv"].values  # noqa: B018
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["more.act.h5", "run.act.zarr"]
+
+
 def _assert_same_store(path, expected):
     with dx.open_act(path) as got, dx.open_act(expected) as want:
         assert list(got) == list(want)

@@ -41,7 +41,7 @@ from dnnmask_xr.act.layout import DIMS as STORED_DIMS
 from dnnmask_xr.act.layout import layer_name
 from dnnmask_xr.act.plan import BlockReader, ComputedValues, FileSelection
 from dnnmask_xr.act.pool import default_threads, shared_pool
-from dnnmask_xr.errors import ActFileError
+from dnnmask_xr.errors import ActFileError, DnnMaskError
 from dnnmask_xr.xarray_.dask_writes import deflated_by_tasks
 from dnnmask_xr.xarray_.options import OPTIONS
 
@@ -296,22 +296,62 @@ class StoredPart:
         The part's layer, lazily indexed and not yet read.
     source
         Where its values are stored, so that no save replaces it.
+    name
+        The layer's name, said with ``source`` when reading fails.
     """
 
-    def __init__(self, variable: xr.Variable, source: str) -> None:
+    def __init__(self, variable: xr.Variable, source: str, name: str) -> None:
         self.variable = variable
         self.source = source
+        self.name = name
         self.shape = variable.shape
         self.dtype = variable.dtype
 
     def read(self, key: tuple[Any, ...], out: np.ndarray | None = None) -> np.ndarray:
-        """Read an outer key, into ``out`` if given (as :meth:`LayerArray.read`)."""
-        # a variable indexes several position arrays along their own axes (outer)
-        values = self.variable[key].values
+        """Read an outer key, into ``out`` if given (as :meth:`LayerArray.read`).
+
+        Raises
+        ------
+        ActFileError
+            If the store cannot be read there (a damaged chunk, a missing
+            object), naming the store and the layer.
+        """
+        try:
+            # a variable indexes several position arrays along their own axes (outer)
+            values = self.variable[key].values
+        except DnnMaskError:
+            raise
+        except Exception as err:  # zarr's and its codecs' errors have no common class
+            raise ActFileError(f"{self.source!r}: cannot read layer {self.name!r} "
+                               f"({' '.join(str(err).split())})") from None
         if out is None:
             return values
         out[...] = values
         return out
+
+
+class StoredLayer(BackendArray):
+    """A store's layer as a lazily read array: :class:`StoredPart` read by xarray.
+
+    What the layers of one ``.act.zarr`` are, so that a damaged chunk is
+    said in one line naming the store and the layer, as an HDF5 file's.
+    """
+
+    def __init__(self, part: StoredPart) -> None:
+        self.part = part
+        self.shape = part.shape
+        self.dtype = part.dtype
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        return outer_read(self, key, self.part.read)
+
+    @classmethod
+    def layer(cls, layer: xr.DataArray, source: str) -> xr.DataArray:
+        """Give ``layer`` (lazy, as xarray's zarr backend gives it) read through a StoredLayer."""
+        part = StoredPart(layer.variable, source, str(layer.name))
+        variable = xr.Variable(layer.dims, indexing.LazilyIndexedArray(cls(part)),
+                               attrs=layer.attrs, encoding=layer.encoding)
+        return xr.DataArray(variable, coords=layer.coords, name=layer.name)
 
 
 def outer_read(array: BackendArray, key: indexing.ExplicitIndexer,

@@ -168,7 +168,8 @@ def _stored_parts(parts: list[xr.DataArray]) -> list[LayerArray] | list[StoredPa
     if all(layer is not None for layer in files):
         # HDF5 layers are read by this package's chunk reader, and saved by copying chunks
         return files
-    return [StoredPart(part.variable, part.encoding["source"]) for part in parts]
+    return [StoredPart(part.variable, part.encoding["source"], str(part.name))
+            for part in parts]
 
 
 def _encoding(parts: list[xr.DataArray], shape: tuple[int, ...]) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from dnnmask_xr.act.plan import Plan
 from dnnmask_xr.act.write import SaveReport, checked, provenance_stamp, write_failures_said
 from dnnmask_xr.errors import ActFileError, UsageError
 from dnnmask_xr.xarray_.activations import Activations
+from dnnmask_xr.xarray_.array import StoredLayer
 from dnnmask_xr.xarray_.dask_writes import aligned_chunks
 from dnnmask_xr.xarray_.datatree import from_datatree, to_datatree
 
@@ -175,9 +176,11 @@ def open_store(path: str, storage_options: Mapping[str, Any] | None = None) -> A
             for name in layers}})
     acts = from_datatree(tree)
     source = path if url else os.path.abspath(path)
-    for layer in acts.values():
+    # read by zarr through this package's lazy array: a damaged chunk names the store
+    layers = {name: StoredLayer.layer(layer, source) for name, layer in acts.items()}
+    for layer in layers.values():
         layer.encoding["source"] = source
-    return acts
+    return Activations(layers, attrs=acts.attrs, stim_header=acts.stim_header)
 
 
 def _fields_in_order(group: xr.Dataset, fields: list[str]) -> xr.Dataset:
