@@ -103,6 +103,11 @@ def save_act(
         If ``acts`` is not a container of layers, the layers disagree on
         their stimuli, or hold names, labels or attributes a file cannot
         store.
+    Exception
+        Whatever computing a dask-backed or lazily read layer raises (the
+        caller's model, a file its graph reads), as it was raised; nothing
+        is left at ``path``. In a ``.act.zarr`` store, zarr computes and
+        writes in the same tasks, and such an error is an ``ActFileError``.
     """
     options = WriteOptions(memory=memory, threads=threads, verify=verify)
     acts = as_activations(acts)
