@@ -334,9 +334,9 @@ def test_dnn_mask_errors_on_a_store_are_one_line(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.act.zarr"]
 
 
-def _damage_a_chunk(store: Path) -> None:
-    """Overwrite the start of one of the conv layer's stored chunks."""
-    chunk = next(path for path in sorted((store / "conv" / "conv").rglob("*"))
+def _damage_a_chunk(store: Path, array: str = "conv") -> None:
+    """Overwrite the start of one stored chunk of the conv group's ``array``."""
+    chunk = next(path for path in sorted((store / "conv" / array).rglob("*"))
                  if path.is_file() and path.name != "zarr.json")
     with chunk.open("r+b") as file:
         file.write(b"\xff" * 16)
@@ -365,6 +365,21 @@ def test_a_damaged_chunk_of_a_store_is_said_in_one_line_naming_it(tmp_path):
             pytest.raises(dx.ActFileError, match=DAMAGED):
         acts["conv"].values  # noqa: B018
     assert sorted(p.name for p in tmp_path.iterdir()) == ["more.act.h5", "run.act.zarr"]
+
+
+def test_a_damaged_label_of_a_store_is_said_in_one_line_naming_it(tmp_path):
+    # zarr reads the unit labels when the store is opened: its codec's error was a
+    # traceback from dnn_mask
+    store = tmp_path / "run.act.zarr"
+    dx.save_act(_session(0, 5), store)
+    _damage_a_chunk(store, "channel")
+    status, stderr = _dnn_mask("-act", store, "-layer", "conv", "-out", tmp_path / "out.act.h5")
+    assert status == 1 and stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
+    assert "run.act.zarr': the store is damaged (" in stderr
+    with pytest.raises(dx.ActFileError, match=r"^cannot read '.*run\.act\.zarr': the store "
+                                              r"is damaged \(.+\)$"):
+        dx.open_act(store)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.act.zarr"]
 
 
 def _assert_same_store(path, expected):

@@ -316,18 +316,28 @@ class StoredPart:
             If the store cannot be read there (a damaged chunk, a missing
             object), naming the store and the layer.
         """
-        try:
+        with read_failures_said(f"{self.source!r}: cannot read layer {self.name!r}"):
             # a variable indexes several position arrays along their own axes (outer)
             values = self.variable[key].values
-        except DnnMaskError:
-            raise
-        except Exception as err:  # zarr's and its codecs' errors have no common class
-            raise ActFileError(f"{self.source!r}: cannot read layer {self.name!r} "
-                               f"({' '.join(str(err).split())})") from None
         if out is None:
             return values
         out[...] = values
         return out
+
+
+@contextlib.contextmanager
+def read_failures_said(what: str) -> Iterator[None]:
+    """Raise what reading a store raised as one ``ActFileError`` line: ``what (reason)``.
+
+    zarr's, fsspec's and the codecs' errors have no common class; this
+    package's own pass unchanged.
+    """
+    try:
+        yield
+    except DnnMaskError:
+        raise
+    except Exception as err:
+        raise ActFileError(f"{what} ({' '.join(str(err).split())})") from None
 
 
 class StoredLayer(BackendArray):

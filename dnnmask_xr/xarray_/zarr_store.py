@@ -39,7 +39,7 @@ from dnnmask_xr.act.plan import Plan
 from dnnmask_xr.act.write import SaveReport, checked, provenance_stamp, write_failures_said
 from dnnmask_xr.errors import ActFileError, UsageError
 from dnnmask_xr.xarray_.activations import Activations
-from dnnmask_xr.xarray_.array import StoredLayer
+from dnnmask_xr.xarray_.array import StoredLayer, read_failures_said
 from dnnmask_xr.xarray_.dask_writes import aligned_chunks
 from dnnmask_xr.xarray_.datatree import from_datatree, to_datatree
 
@@ -156,6 +156,19 @@ def open_store(path: str, storage_options: Mapping[str, Any] | None = None) -> A
         raise ActFileError(f"cannot open {path!r}: " + (
             "no zarr store is there (no zarr.json)" if url else
             "it is not a zarr store (a folder with zarr.json)"))
+    # zarr reads the index coordinates at once
+    with read_failures_said(f"cannot read {path!r}: the store is damaged"):
+        acts = _read_labels(path, storage_options if url else None)
+    source = path if url else os.path.abspath(path)
+    # read by zarr through this package's lazy array: a damaged chunk names the store
+    layers = {name: StoredLayer.layer(layer, source) for name, layer in acts.items()}
+    for layer in layers.values():
+        layer.encoding["source"] = source
+    return Activations(layers, attrs=acts.attrs, stim_header=acts.stim_header)
+
+
+def _read_labels(path: str, storage_options: Mapping[str, Any] | None) -> Activations:
+    """Open a store's layers in the order saved, with their labels."""
     with warnings.catch_warnings():
         # a store written without consolidated metadata (to_zarr(consolidated=False)) is
         # read by listing its groups, as xarray does, without its warning
@@ -163,7 +176,8 @@ def open_store(path: str, storage_options: Mapping[str, Any] | None = None) -> A
                                 RuntimeWarning)
         # uncached, as every layer of the read path: xarray caches what open_act asks it to
         tree = xr.open_datatree(path, engine="zarr", zarr_format=3, cache=False,
-                                storage_options=dict(storage_options or {}) if url else None)
+                                storage_options=None if storage_options is None
+                                else dict(storage_options))
     attrs = dict(tree.attrs)
     layers = [str(name) for name in attrs.pop(LAYER_ORDER, list(tree.children))]
     fields = [str(name) for name in attrs.pop(FIELD_ORDER, [])]
@@ -174,13 +188,7 @@ def open_store(path: str, storage_options: Mapping[str, Any] | None = None) -> A
         {"/": root,
          **{f"/{name}": _fields_in_order(tree[name].to_dataset(inherit=False), fields)
             for name in layers}})
-    acts = from_datatree(tree)
-    source = path if url else os.path.abspath(path)
-    # read by zarr through this package's lazy array: a damaged chunk names the store
-    layers = {name: StoredLayer.layer(layer, source) for name, layer in acts.items()}
-    for layer in layers.values():
-        layer.encoding["source"] = source
-    return Activations(layers, attrs=acts.attrs, stim_header=acts.stim_header)
+    return from_datatree(tree)
 
 
 def _fields_in_order(group: xr.Dataset, fields: list[str]) -> xr.Dataset:
