@@ -32,7 +32,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import h5py
@@ -241,7 +241,7 @@ class OutputFile:
     options: WriteOptions
 
     #: Bytes of values stored since the kernel was last told to write the file out.
-    unflushed: int = 0
+    _unflushed: int = field(default=0, init=False, repr=False)
 
     def budget(self, name: str, total: int) -> Budget:
         """Give the memory, threads and progress of writing layer ``name`` (of ``total`` bytes)."""
@@ -257,9 +257,9 @@ class OutputFile:
     def _stored(self, nbytes: int) -> None:
         # every few dozen MB the disk starts on what is stored, so that the sync before
         # the rename does not find the whole file still to write
-        self.unflushed += nbytes
-        if self.unflushed >= WRITEBACK_BYTES:
-            self.unflushed = 0
+        self._unflushed += nbytes
+        if self._unflushed >= WRITEBACK_BYTES:
+            self._unflushed = 0
             start_writeback(self.root.id.get_vfd_handle())
 
 

@@ -195,20 +195,14 @@ class _RootWrittenLast(WrapperStore[FsspecStore]):
     # the mark of this write is not zarr's: zarr lists no such object (consolidating
     # the metadata would warn of it), nor clears it away
 
-    async def list(self) -> AsyncIterator[str]:
-        async for key in self._store.list():
-            if not key.startswith(WRITING):
-                yield key
+    def list(self) -> AsyncIterator[str]:
+        return _unmarked(self._store.list())
 
-    async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
-        async for key in self._store.list_prefix(prefix):
-            if not key.startswith(WRITING):
-                yield key
+    def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+        return _unmarked(self._store.list_prefix(prefix))
 
-    async def list_dir(self, prefix: str) -> AsyncIterator[str]:
-        async for key in self._store.list_dir(prefix):
-            if not key.startswith(WRITING):
-                yield key
+    def list_dir(self, prefix: str) -> AsyncIterator[str]:
+        return _unmarked(self._store.list_dir(prefix))
 
     async def delete_dir(self, prefix: str) -> None:
         # zarr clears the place of a store it creates (mode "w"): nothing is there but
@@ -223,3 +217,9 @@ class _RootWrittenLast(WrapperStore[FsspecStore]):
         for key, prototype, byte_range in requests:
             yield key, await self.get(key, prototype, byte_range)
 
+
+async def _unmarked(keys: AsyncIterator[str]) -> AsyncIterator[str]:
+    """Give ``keys`` without the marks of writes under way (:data:`WRITING`)."""
+    async for key in keys:
+        if not key.startswith(WRITING):
+            yield key
