@@ -9,6 +9,7 @@ reads).
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import shutil
 import subprocess
@@ -592,20 +593,55 @@ def test_a_url_is_never_written_over(url):
     assert {path: bytes(_memory().cat_file(path)) for path in _objects(url)} == before
 
 
-def test_a_write_to_a_url_begun_while_another_is_under_way_is_refused(url, monkeypatch):
-    real = xr.DataTree.to_zarr
-    refused = []
+def _during_the_write(monkeypatch, second) -> list[bool]:
+    """Run ``second()`` once inside the next write to a store, when every object but its
+    root is written; give a list that holds True once it ran."""
+    real, ran = xr.DataTree.to_zarr, []
 
     def with_a_second_write(tree, store, **kwargs):
         real(tree, store, **kwargs)
-        if not refused:  # the first write, before its root is written
-            with pytest.raises(dx.ActFileError, match="something is there already"):
-                dx.save_act(_session(0, 3), url)
-            refused.append(True)
+        if not ran:
+            ran.append(True)
+            second()
 
     monkeypatch.setattr(xr.DataTree, "to_zarr", with_a_second_write)
+    return ran
+
+
+class _LateView:
+    """A file system as a write that looked a moment too early saw it (subclasses say how)."""
+
+    def __init__(self, fs):
+        self._fs = fs
+
+    def __getattr__(self, name):
+        return getattr(self._fs, name)
+
+
+@contextlib.contextmanager
+def _seen_as(view: type[_LateView]):
+    """Let the writes in the block see the file system through ``view``."""
+    from dnnmask_xr.xarray_ import url_store
+
+    real = url_store._file_system
+
+    def seen(where, options):
+        fs, path = real(where, options)
+        return view(fs), path
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(url_store, "_file_system", seen)
+        yield
+
+
+def test_a_write_to_a_url_begun_while_another_is_under_way_is_refused(url, monkeypatch):
+    def second():
+        with pytest.raises(dx.ActFileError, match="something is there already"):
+            dx.save_act(_session(0, 3), url)
+
+    ran = _during_the_write(monkeypatch, second)
     dx.save_act(_layers(), url)
-    assert refused
+    assert ran
     # the first is whole, its own values, and holds no object of its write's
     with dx.open_act(url) as back:
         for name, layer in _layers().items():
@@ -613,97 +649,65 @@ def test_a_write_to_a_url_begun_while_another_is_under_way_is_refused(url, monke
     assert not [path for path in _objects(url) if ".dnnmask-writing-" in path]
 
 
+class _FoundNothing(_LateView):
+    """The first write had written nothing yet."""
+
+    def exists(self, path):
+        return False
+
+
 def test_two_writes_to_a_url_that_began_at_once_both_fail_and_leave_nothing(url, monkeypatch):
     """An object store cannot create an object only if it is absent: two writes can both
     find nothing at the URL. Neither may complete a store holding the other's chunks."""
-    from dnnmask_xr.xarray_ import url_store
-
-    real, real_fs = xr.DataTree.to_zarr, url_store._file_system
     errors = []
 
-    class FoundNothing:
-        """The file system as the second write saw it: the first had written nothing yet."""
+    def second():
+        with _seen_as(_FoundNothing), pytest.raises(dx.ActFileError) as raised:
+            dx.save_act(_session(0, 4), url)
+        errors.append(str(raised.value))
 
-        def __init__(self, fs):
-            self._fs = fs
-
-        def exists(self, path):
-            return False
-
-        def __getattr__(self, name):
-            return getattr(self._fs, name)
-
-    def second_found_nothing(where, options):
-        fs, path = real_fs(where, options)
-        return FoundNothing(fs), path
-
-    def with_a_second_write(tree, store, **kwargs):
-        real(tree, store, **kwargs)
-        if not errors:
-            errors.append(None)
-            with monkeypatch.context() as inner:
-                inner.setattr(url_store, "_file_system", second_found_nothing)
-                with pytest.raises(dx.ActFileError) as second:
-                    dx.save_act(_session(0, 4), url)
-            errors.append(str(second.value))
-
-    monkeypatch.setattr(xr.DataTree, "to_zarr", with_a_second_write)
+    _during_the_write(monkeypatch, second)
     with pytest.raises(dx.ActFileError) as first:
         dx.save_act(_layers(), url)
     message = ("another write to it began at the same time, and each would leave the "
                "other's objects in the store")
-    assert message in errors[1] and message in str(first.value)
-    assert "\n" not in errors[1] + str(first.value)
+    assert message in errors[0] and message in str(first.value)
+    assert "\n" not in errors[0] + str(first.value)
     assert _objects(url) == []
+
+
+class _SawOnlyItself(_LateView):
+    """No store and no mark but the write's own (its marks are recorded as it puts them)."""
+
+    def __init__(self, fs):
+        super().__init__(fs)
+        self.mine: set[str] = set()
+
+    def exists(self, path):
+        return path.endswith("zarr.json") and self._fs.exists(path)
+
+    def glob(self, pattern):
+        return [found for found in self._fs.glob(pattern) if found.lstrip("/") in self.mine]
+
+    def pipe_file(self, path, value):
+        self.mine.add(path.lstrip("/"))
+        return self._fs.pipe_file(path, value)
 
 
 def test_a_write_to_a_url_that_another_completed_meanwhile_removes_both(url, monkeypatch):
     """The other write began in the same instant, looked before this one's mark was there,
     and completed: its store holds objects of this one, and neither may stay."""
-    from dnnmask_xr.xarray_ import url_store
 
-    real, real_fs = xr.DataTree.to_zarr, url_store._file_system
-    done = []
+    def other():
+        with _seen_as(_SawOnlyItself):
+            dx.save_act(_session(0, 4), url)  # completes, unaware of this write
 
-    class SawNothing:
-        """The file system as the other write saw it: no store, no mark but its own."""
-
-        def __init__(self, fs):
-            self._fs = fs
-
-        def exists(self, path):
-            return False if not path.endswith("zarr.json") else self._fs.exists(path)
-
-        def glob(self, pattern):
-            return [found for found in self._fs.glob(pattern) if found.lstrip("/") in mine]
-
-        def pipe_file(self, path, value):
-            mine.add(path.lstrip("/"))
-            return self._fs.pipe_file(path, value)
-
-        def __getattr__(self, name):
-            return getattr(self._fs, name)
-
-    mine: set[str] = set()
-
-    def saw_nothing(where, options):
-        fs, path = real_fs(where, options)
-        return SawNothing(fs), path
-
-    def with_another_write(tree, store, **kwargs):
-        real(tree, store, **kwargs)
-        if not done:
-            done.append(True)
-            with monkeypatch.context() as inner:
-                inner.setattr(url_store, "_file_system", saw_nothing)
-                dx.save_act(_session(0, 4), url)  # completes, unaware of this write
-
-    monkeypatch.setattr(xr.DataTree, "to_zarr", with_another_write)
+    ran = _during_the_write(monkeypatch, other)
     with pytest.raises(dx.ActFileError, match=r"^cannot write 'memory://runs/run\.act\.zarr': "
                                               r"another write to it began at the same time "
                                               r"and completed a store holding objects of both"):
         dx.save_act(_layers(), url)
-    assert done and _objects(url) == []
+    assert ran and _objects(url) == []
 
 
 def _memory():
