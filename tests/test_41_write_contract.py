@@ -21,6 +21,8 @@ import pytest
 import xarray as xr
 from conftest import digest
 from reliability import TIMEOUT, BigInput, assert_one_line_error, start_cli, wait_for_temp
+from xarray.backends import BackendArray
+from xarray.core import indexing
 
 import dnnmask_xr as dx
 import dnnmask_xr.cli
@@ -414,7 +416,7 @@ def test_stimulus_table_is_the_one_rule_every_route_uses(act_file, stim_file):
         dx.to_datatree(clash)
 
 
-class _FailingBackendArray:
+class _FailingBackendArray(BackendArray):
     """A lazily read array, as an xarray backend gives one, whose reading fails."""
 
     shape = (4, 3, 2, 2)
@@ -424,8 +426,6 @@ class _FailingBackendArray:
         self.error = error
 
     def __getitem__(self, key):
-        from xarray.core import indexing
-
         return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.BASIC,
                                                   self._read)
 
@@ -443,11 +443,8 @@ def _failing_layer(how: str, error: Exception) -> xr.DataArray:
 
         return xr.DataArray(da.map_blocks(fail, da.zeros((4, 3, 2, 2), chunks=2),
                                           dtype=np.float32), dims=dims)
-    from xarray.backends import BackendArray
-    from xarray.core import indexing
-
-    lazy = type("Failing", (_FailingBackendArray, BackendArray), {})(error)
-    return xr.DataArray(xr.Variable(dims, indexing.LazilyIndexedArray(lazy)))
+    lazy = indexing.LazilyIndexedArray(_FailingBackendArray(error))
+    return xr.DataArray(xr.Variable(dims, lazy))
 
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
