@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
 from hypothesis import settings
-from reliability import BigInput, make_big_input
+from reliability import SUFFIXES, BigInput, make_big_input
+from routes import ROUTES
 
 import dnnmask_xr.act.chunk_read
 from dnnmask_xr.testing import relu_activations, write_reference_act
@@ -42,6 +44,11 @@ def examples(wanted: int) -> int:
     return wanted if profile >= USUAL_EXAMPLES else min(wanted, profile)
 
 
+def quick() -> bool:
+    """Tell whether the profile samples (``quick``) rather than runs every case."""
+    return settings.default.max_examples < USUAL_EXAMPLES
+
+
 def sampled(cases: Sequence[T], share: int = 4) -> list[T]:
     """The cases of a search written out by hand (the metadata fuzz), as the profile asks.
 
@@ -49,9 +56,35 @@ def sampled(cases: Sequence[T], share: int = 4) -> list[T]:
     examples or more; under ``quick``, every ``share``-th, so that the sample still
     spreads over all of them (they are listed in file order).
     """
-    if settings.default.max_examples >= USUAL_EXAMPLES:
+    if not quick():
         return list(cases)
     return list(cases[share // 2::share])
+
+
+def one_suffix_per_route(pairs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+    """The (route, suffix) pairs of a route x suffix grid that the profile runs.
+
+    Every pair under the usual profile. Under ``quick`` each route writes one suffix,
+    the suffixes taken in turn along the routes (``command`` ``.act.h5``, ``mask_file``
+    ``.nc``, ...), so that every route and every suffix still runs: what a dependency's
+    version changes is the reading and writing of a suffix (h5py, h5netcdf) and of a
+    container (xarray), each of which one pair exercises; the guarantees themselves are
+    the one writer's, the same for every pair.
+    """
+    pairs = set(pairs)
+    if not quick():
+        return pairs
+    routes = sorted({route for route, _ in pairs}, key=_listed_first(ROUTES))
+    kept = set()
+    for turn, route in enumerate(routes):
+        suffixes = sorted({suffix for listed, suffix in pairs if listed == route},
+                          key=_listed_first(SUFFIXES))
+        kept.add((route, suffixes[turn % len(suffixes)]))
+    return kept
+
+
+def _listed_first(listed: Sequence[str]) -> Callable[[str], tuple[int, str]]:
+    return lambda value: (listed.index(value) if value in listed else len(listed), value)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -81,7 +114,7 @@ SLOW_TIERS = ("notebooks", "reliability", "properties")
 
 
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` selects by the markers added here
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark slow every test of a slow tier, and the cases a ``sweep`` leaves out of the core.
 
     ``@pytest.mark.sweep("route", "suffix")`` keeps in the core tier the cases whose
@@ -100,31 +133,67 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for name in sweep.args or tuple(params):
             if name not in params:
                 continue
-            first = _first_value(item, name)
-            if first is not _UNLISTED and params[name] is not first:
+            first = _listed_rows(item, name)
+            if first and params[name] is not first[0][0]:
                 item.add_marker(pytest.mark.slow)
                 break
+    if quick():
+        _run_one_suffix_per_route(config, items)
 
 
-_UNLISTED = object()
+def _run_one_suffix_per_route(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the (route, suffix) cases :func:`one_suffix_per_route` leaves out."""
+    kept, left = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        listed = _listed_rows(item, "route", "suffix")
+        if listed and "route" in params and "suffix" in params and (
+                (params["route"], params["suffix"]) not in one_suffix_per_route(listed)):
+            left.append(item)
+        else:
+            kept.append(item)
+    if left:
+        config.hook.pytest_deselected(items=left)
+        items[:] = kept
 
 
-def _first_value(item: pytest.Item, name: str) -> object:
-    """The first value a ``parametrize`` mark of ``item`` lists for ``name``."""
+def _listed_rows(item: pytest.Item, *names: str) -> list[tuple[Any, ...]]:
+    """What the ``parametrize`` marks of ``item`` list for ``names``: their rows, in order.
+
+    Names listed by different marks are combined as pytest combines them (every row of
+    one with every row of the other); none if a name is not parametrized. Taken from the
+    marks, not from the collected items, so that the result does not depend on which
+    tests are selected.
+    """
+    columns: list[tuple[list[str], list[tuple[Any, ...]]]] = []
     for mark in item.iter_markers("parametrize"):
-        names = mark.args[0] if mark.args else mark.kwargs["argnames"]
-        values = mark.args[1] if len(mark.args) > 1 else mark.kwargs["argvalues"]
-        if isinstance(names, str):
-            names = [part.strip() for part in names.split(",")]
-        if name not in names:
-            continue
-        first = next(iter(values))
-        if hasattr(first, "marks") and hasattr(first, "values"):  # a pytest.param
-            first = first.values
+        argnames, rows = _parametrized(mark)
+        wanted = [name for name in names if name in argnames
+                  and not any(name in taken for taken, _ in columns)]
+        if wanted:
+            at = [argnames.index(name) for name in wanted]
+            columns.append((wanted, [tuple(row[i] for i in at) for row in rows]))
+    if sorted(name for taken, _ in columns for name in taken) != sorted(names):
+        return []
+    order = [name for taken, _ in columns for name in taken]
+    return [tuple(dict(zip(order, sum(combo, ()), strict=True))[name] for name in names)
+            for combo in itertools.product(*(rows for _, rows in columns))]
+
+
+def _parametrized(mark: pytest.Mark) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """A ``parametrize`` mark's argument names and its rows of values, as tuples."""
+    names = mark.args[0] if mark.args else mark.kwargs["argnames"]
+    values = mark.args[1] if len(mark.args) > 1 else mark.kwargs["argvalues"]
+    if isinstance(names, str):
+        names = [part.strip() for part in names.split(",")]
+    rows = []
+    for row in values:
+        if hasattr(row, "marks") and hasattr(row, "values"):  # a pytest.param
+            row = row.values
         elif len(names) == 1:
-            first = (first,)
-        return first[list(names).index(name)]
-    return _UNLISTED
+            row = (row,)
+        rows.append(tuple(row))
+    return list(names), rows
 
 
 #: Small layers shaped like AlexNet's: a conv layer and a fully connected one.

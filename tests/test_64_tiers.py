@@ -1,0 +1,55 @@
+"""The suite's own sampling: what the ``quick`` profile (.ci/run's lowest versions) runs.
+
+Under ``quick`` a test that every route runs to both suffixes runs each route to one
+suffix, in turn; these check that the sample still holds every route and every
+suffix, and that it is read from the test's ``parametrize`` marks.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import conftest
+import pytest
+from conftest import _listed_rows, one_suffix_per_route
+from reliability import SUFFIXES
+from routes import ROUTES
+
+GRID = set(itertools.product(ROUTES, SUFFIXES))
+
+
+def test_every_pair_runs_under_the_usual_profile(monkeypatch):
+    monkeypatch.setattr(conftest, "quick", lambda: False)
+    assert one_suffix_per_route(GRID) == GRID
+
+
+def test_quick_runs_each_route_once_and_every_suffix(monkeypatch):
+    monkeypatch.setattr(conftest, "quick", lambda: True)
+    kept = one_suffix_per_route(GRID)
+    assert sorted(route for route, _ in kept) == sorted(ROUTES)
+    assert {suffix for _, suffix in kept} == set(SUFFIXES)
+    # in turn along the routes, as they are listed
+    assert [dict(kept)[route] for route in ROUTES] == [
+        SUFFIXES[i % len(SUFFIXES)] for i in range(len(ROUTES))]
+
+
+def test_quick_keeps_a_route_offered_one_suffix(monkeypatch):
+    monkeypatch.setattr(conftest, "quick", lambda: True)
+    offered = {("command", ".nc"), ("mask_file", ".nc"), ("mask_file", ".act.h5")}
+    assert one_suffix_per_route(offered) == {("command", ".nc"), ("mask_file", ".nc")}
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+@pytest.mark.parametrize("route", ROUTES[:3])
+def test_the_grid_is_read_from_the_marks_of_separate_parametrizes(route, suffix, request):
+    listed = _listed_rows(request.node, "route", "suffix")
+    assert sorted(listed) == sorted(itertools.product(ROUTES[:3], SUFFIXES))
+    assert (route, suffix) in listed
+
+
+@pytest.mark.parametrize(("suffix", "n", "route"), [(".nc", 1, "command"),
+                                                    (".act.h5", 2, "mask_file")])
+def test_the_grid_is_read_from_the_rows_of_one_parametrize(suffix, n, route, request):
+    assert _listed_rows(request.node, "route", "suffix") == [("command", ".nc"),
+                                                            ("mask_file", ".act.h5")]
+    assert _listed_rows(request.node, "route", "missing") == []
