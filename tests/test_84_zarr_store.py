@@ -10,6 +10,7 @@ reads).
 from __future__ import annotations
 
 import contextlib
+import io
 import pickle
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 import xarray as xr
 
 import dnnmask_xr as dx
+import dnnmask_xr.cli
 from dnnmask_xr.testing import read_reference_act
 
 zarr = pytest.importorskip("zarr", minversion="3")
@@ -591,6 +593,37 @@ def test_a_url_is_never_written_over(url):
                                                  match="is the input file"):
         dx.save_act(acts, url)
     assert {path: bytes(_memory().cat_file(path)) for path in _objects(url)} == before
+
+
+@pytest.mark.parametrize("name", ["a[1b]", "a?", "a*"])
+@pytest.mark.parametrize("route", ["save_act", "dnn_mask"])
+def test_a_url_that_fsspec_reads_as_a_pattern_is_refused_and_touches_nothing(
+        route, name, url):
+    # bug: a write to memory://runs/a[1]/... refused itself ("another write began at the
+    # same time"), left its objects there, and removing them removed runs/a1's store
+    others = ["memory://runs/a1/run.act.zarr", "memory://runs/ab/run.act.zarr"]
+    for other in others:
+        dx.save_act(_layers(), other)
+    before = {path: bytes(_memory().cat_file(path)) for path in _objects(url)}
+    target = f"memory://runs/{name}/run.act.zarr"
+    message = (f"output {target!r} holds '*', '?' or '[', which fsspec reads as a pattern: "
+               "removing a failed write would remove whatever it matches; name the store "
+               "without them")
+    if route == "save_act":
+        with pytest.raises(dx.UsageError) as caught:
+            dx.save_act(_layers(), target)
+        assert str(caught.value) == message
+    else:
+        # the command in this process: fsspec's memory is the process's own
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            status = dnnmask_xr.cli.main(["-act", str(EXAMPLES / "test.act.h5"), "-layer",
+                                          "conv5", "-out", target])
+        assert (status, err.getvalue()) == (2, f"dnn_mask: error: {message}\n")
+    assert {path: bytes(_memory().cat_file(path)) for path in _objects(url)} == before
+    for other in others:
+        with dx.open_act(other) as acts:
+            np.testing.assert_array_equal(acts["conv"].values, _layers()["conv"].values)
 
 
 def _during_the_write(monkeypatch, second) -> list[bool]:

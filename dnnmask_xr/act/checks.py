@@ -42,6 +42,8 @@ NC_SUFFIX = ".nc"
 ZARR_SUFFIX = ".act.zarr"
 SUFFIXES = (SUFFIX, NC_SUFFIX, ZARR_SUFFIX)
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+#: What fsspec reads as a glob pattern in a path (it asks ``glob.has_magic``).
+_PATTERN = re.compile(r"[*?[]")
 #: Attribute names HDF5's dimension scales and netCDF use for themselves.
 SYSTEM_ATTRS = ("DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME", "coordinates")
 
@@ -86,6 +88,12 @@ def check_output(target: str) -> None:
         if not target.endswith(ZARR_SUFFIX):
             raise UsageError(f"output {target!r} is a URL: only a zarr store ({ZARR_SUFFIX!r}) "
                              "is written to one; write an .act.h5 or .nc file to a local path")
+        if _PATTERN.search(target):
+            # fsspec expands them when it removes a path: the objects of a failed write
+            # would stay, and other stores that the pattern matches would go
+            raise UsageError(f"output {target!r} holds '*', '?' or '[', which fsspec reads as "
+                             "a pattern: removing a failed write would remove whatever it "
+                             "matches; name the store without them")
         return
     store = target.endswith(ZARR_SUFFIX)
     if os.path.isdir(target) and not (store and is_zarr_store(target)):
