@@ -85,7 +85,13 @@ def store_at_url(url: str, storage_options: Mapping[str, Any] | None
     # the first object: a write that begins later finds something there and is refused
     mark = f"{path}/{WRITING}{uuid.uuid4().hex}"
     try:
-        fs.pipe_file(mark, b"")
+        try:
+            fs.pipe_file(mark, b"")
+        except FileNotFoundError:
+            # the mark is the first object: its error would name it, not the store
+            raise ActFileError(f"cannot write {url!r}: the file system has no folder to put "
+                               "it in (fsspec's local file system, file://, makes one with "
+                               "storage_options={'auto_mkdir': True})") from None
         yield store
         root = store.held.value
         if root is None:
