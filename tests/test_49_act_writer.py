@@ -178,6 +178,117 @@ def test_a_batch_unlike_the_first_is_refused_naming_batch_and_layer(
     assert list(tmp_path.iterdir()) == []
 
 
+LABELLED_FIRST = [
+    ({"conv": xr.DataArray(np.ones((2, 4, 3, 2), np.float32),
+                           dims=("stimulus", "channel", "row", "column"),
+                           coords={"channel": [4, 3, 2, 1]})},
+     r"^batch 2: layer 'conv' numbers its channel units differently from the first batch$"),
+    ({"conv": xr.DataArray(np.ones((2, 4, 3, 2), np.float32),
+                           dims=("stimulus", "channel", "row", "column"), attrs={"unit": "V"})},
+     r"^batch 2: layer 'conv' has other attributes than in the first batch$"),
+    ({"conv": xr.DataArray(np.ones((2, 4, 6), np.float32), dims=("stimulus", "channel", "x"))},
+     r"^batch 2: layer 'conv' has the unit dims \('token', 'channel'\); the first batch's "
+     r"are \('channel', 'x'\)$"),
+]
+
+
+@pytest.mark.parametrize(("first", "message"), LABELLED_FIRST,
+                         ids=["numbers", "attrs", "dims"])
+def test_a_plain_batch_after_a_labelled_first_is_refused(first: dict, message: str,
+                                                         tmp_path: Path):
+    # plain arrays are planned without xarray when they are laid out as the first batch:
+    # a first batch labelled otherwise still tells them apart
+    plain = {"conv": np.ones((2, *first["conv"].shape[1:]), np.float32)}
+    with pytest.raises(dx.DnnMaskError, match=message):
+        with dx.ActWriter(tmp_path / "out.act.h5") as writer:
+            writer.append(first)
+            writer.append(plain)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+@pytest.mark.parametrize("ids", [None, "numbers", "text"])
+def test_plain_batches_give_the_file_save_act_gives(ids: str | None, suffix: str,
+                                                    tmp_path: Path):
+    rng = np.random.default_rng(49)
+    sizes = [3, 5, 2, 7, 1, 4]
+    batches = [{"conv": rng.random((size, 4, 3, 2), dtype=np.float32),
+                "tokens": rng.random((size, 6, 3)),
+                "fc": rng.integers(-9, 9, (size, 5)).astype(np.int16)} for size in sizes]
+    n = sum(sizes)
+    labels = {None: np.arange(1, n + 1), "numbers": np.arange(100, 100 + n),
+              "text": np.array([f"img{i:03d}.png" for i in range(n)])}[ids]
+    with dx.ActWriter(tmp_path / f"streamed{suffix}", part_size=4) as writer:
+        done = 0
+        for batch, size in zip(batches, sizes, strict=True):
+            writer.append(batch, stimuli=None if ids is None else labels[done:done + size])
+            done += size
+    joined = {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}
+    dims = {"conv": ("stimulus", "channel", "row", "column"),
+            "tokens": ("stimulus", "token", "channel"), "fc": ("stimulus", "channel")}
+    dx.save_act({name: xr.DataArray(values, dims=dims[name], coords={"stimulus": labels})
+                 for name, values in joined.items()}, tmp_path / f"saved{suffix}")
+    _assert_same_file(tmp_path / f"streamed{suffix}", tmp_path / f"saved{suffix}")
+    opened = dx.open_act(tmp_path / f"streamed{suffix}")
+    np.testing.assert_array_equal(opened["fc"].stimulus.values, labels)
+    for name, values in joined.items():
+        np.testing.assert_array_equal(opened[name].values, values)
+
+
+def test_the_first_batch_is_not_held(tmp_path: Path):
+    # bug: the writer held the first batch's plan, the caller's arrays with it, all run
+    import weakref
+
+    with dx.ActWriter(tmp_path / "out.act.h5") as writer:
+        first = {"fc": np.ones((4, 3), np.float32)}
+        kept = weakref.ref(first["fc"])
+        writer.append(first)
+        del first
+        gc.collect()
+        assert kept() is None
+        writer.append({"fc": np.zeros((4, 3), np.float32)})
+
+
+class _Duck:
+    """A duck array xarray keeps as it is, whose values are the memory it wraps."""
+
+    __array_priority__ = 20
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+        self.shape, self.dtype, self.ndim = values.shape, values.dtype, values.ndim
+
+    def __array__(self, dtype=None, copy=None):
+        return self.values
+
+    def __array_function__(self, func, types, args, kwargs):
+        return NotImplemented
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return NotImplemented
+
+    def __getitem__(self, key):
+        return _Duck(self.values[key])
+
+
+def test_batches_are_copied_into_the_writers_own_arrays_only(tmp_path: Path):
+    # a stored part's arrays take the next batch; an array that a layer's values were
+    # read into may be the caller's memory (a duck array's), and must never take one
+    callers = [np.full((2, 3), float(i), np.float32) for i in range(3)]
+    kept = [array.copy() for array in callers]
+    out = tmp_path / "out.act.h5"
+    with dx.ActWriter(out, part_size=2) as writer:
+        writer.append({"fc": xr.DataArray(_Duck(callers[0]), dims=("stimulus", "channel"))})
+        writer.append({"fc": xr.DataArray(_Duck(callers[1]), dims=("stimulus", "channel"))})
+        for value in range(3, 7):
+            writer.append({"fc": np.full((2, 3), float(value), np.float32)})
+        writer.append({"fc": callers[2]})
+    for array, before in zip(callers, kept, strict=True):
+        np.testing.assert_array_equal(array, before)
+    np.testing.assert_array_equal(dx.open_act(out)["fc"].values[:, 0],
+                                  np.repeat([0, 1, 3, 4, 5, 6, 2], 2).astype(np.float32))
+
+
 def test_layer_attributes_holding_nan_are_the_same_in_every_batch(tmp_path: Path):
     out = tmp_path / "out.nc"
 

@@ -38,6 +38,7 @@ from dnnmask_xr.act.checks import (
 from dnnmask_xr.act.chunking import output_chunks
 from dnnmask_xr.act.files import open_file
 from dnnmask_xr.act.growing import GrowingWrite
+from dnnmask_xr.act.layout import count_from_one
 from dnnmask_xr.act.parts import Parts, part_plan, plan_difference, refuse_interrupted_parts
 from dnnmask_xr.act.plan import BlockReader, ComputedValues, Plan, PlannedLayer
 from dnnmask_xr.act.stimulus import StimulusTable
@@ -51,7 +52,7 @@ from dnnmask_xr.act.write import (
 )
 from dnnmask_xr.errors import ActFileError, DnnMaskError, UsageError
 from dnnmask_xr.formats.stim import Stimuli
-from dnnmask_xr.xarray_.activations import Activations
+from dnnmask_xr.xarray_.activations import DIMS_BY_RANK, Activations
 from dnnmask_xr.xarray_.reader import open_act
 from dnnmask_xr.xarray_.save import plan_layers, save_act
 
@@ -159,6 +160,15 @@ class ActWriter:
         self._serial = threading.RLock()
         self._report: SaveReport | None = None
         self._writing: Future | None = None
+        #: the values of the part being written, and per layer an array a written part
+        #: left, which the next batch is copied into: no new memory (and no page the
+        #: kernel has to clear) for every batch
+        self._in_flight: dict[str, np.ndarray] = {}
+        self._spare: dict[str, np.ndarray] = {}
+        #: the arrays this writer copied batches into, by id: only those are copied into
+        #: again (a layer read into an array may be the caller's own memory)
+        self._mine: weakref.WeakValueDictionary[int, np.ndarray] = (
+            weakref.WeakValueDictionary())
         self._store: _InParts | _Growing = (
             _InParts(self.path, resume)
             if resume or self.path.endswith((NC_SUFFIX, ZARR_SUFFIX)) else _Growing(self.path))
@@ -249,7 +259,7 @@ class ActWriter:
         self._batches += 1
         number = self._batches
         try:
-            acts, plan = self._batch_plan(layers, stimuli)
+            given, plan = self._batch_plan(layers, stimuli)
         except DnnMaskError as err:
             raise type(err)(f"batch {number}: {err}") from None
         # the text files the batch was masked or labelled with are never replaced
@@ -258,7 +268,7 @@ class ActWriter:
         n = len(plan.stimulus.ids)
         if n == 0:
             return
-        values = {layer.name: _owned(acts[layer.name]).reshape(layer.shape)
+        values = {layer.name: self._owned(layer.name, given[layer.name]).reshape(layer.shape)
                   for layer in plan.layers}
         self._waiting.append((values, plan.stimulus))
         self._appended += n
@@ -267,24 +277,68 @@ class ActWriter:
 
     def _batch_plan(self, layers: Mapping[str, Any] | Activations,
                     stimuli: Sequence[Any] | np.ndarray | Stimuli | None,
-                    ) -> tuple[Activations, Plan]:
-        acts = layers if isinstance(layers, Activations) else Activations(
-            layers if isinstance(layers, Mapping) else _not_layers(layers))
-        if not len(acts):
-            raise DnnMaskError("a batch holds at least one layer")
-        acts = self._labelled(acts, layers, stimuli)
-        plan = plan_layers(acts, self._attrs)
+                    ) -> tuple[Mapping[str, Any], Plan]:
+        """Plan a batch, checked as any write and against the first; give its values too."""
+        plain = self._plain_plan(layers, stimuli)
+        if plain is not None:
+            given, plan = plain
+        else:
+            acts = layers if isinstance(layers, Activations) else Activations(
+                layers if isinstance(layers, Mapping) else _not_layers(layers))
+            if not len(acts):
+                raise DnnMaskError("a batch holds at least one layer")
+            given = self._labelled(acts, layers, stimuli)
+            plan = plan_layers(given, self._attrs)
         storable(plan, self.path)
         if self._first is None:
-            self._first = plan
+            # described: what batches are held to, without holding the caller's first batch
+            self._first = plan.described()
         else:
             problem = plan_difference(self._first, plan)
             if problem:
                 raise DnnMaskError(problem)
             if not len(self._first.stimulus.ids) and len(plan.stimulus.ids):
                 # a batch of no stimulus tells no kind of IDs or fields: the first with some does
-                self._first = plan
-        return acts, plan
+                self._first = plan.described()
+        return given, plan
+
+    def _plain_plan(self, layers: object, stimuli: object,
+                    ) -> tuple[dict[str, np.ndarray], Plan] | None:
+        """Plan a batch of NumPy arrays laid out as the first batch was, without xarray.
+
+        The plan :func:`plan_layers` makes of the same arrays labelled as
+        :class:`Activations` labels plain arrays, at a fraction of its cost on
+        the caller's thread; None for a batch of anything else, or one that
+        differs from the first in any way, which the labelled route plans
+        (and says how it differs).
+        """
+        first = self._first
+        if (first is None or type(layers) is not dict or isinstance(stimuli, Stimuli)
+                or list(layers) != [layer.name for layer in first.layers]
+                or first.stimulus.fields or first.stimulus.header):
+            return None
+        n = None
+        for layer in first.layers:
+            array = layers[layer.name]
+            if (type(array) is not np.ndarray or not array.shape
+                    or array.shape[1:] != layer.own_shape[1:] or array.dtype != layer.dtype
+                    or n not in (None, array.shape[0]) or not _plainly_labelled(layer)):
+                return None
+            n = array.shape[0]
+        if not n:
+            return None
+        if stimuli is None:
+            # numbered over the whole run, as _labelled numbers them
+            ids = np.arange(self._appended + 1, self._appended + n + 1)
+        else:
+            ids = np.asarray(stimuli)
+            if ids.ndim != 1 or ids.size != n or ids.dtype.kind not in "iuU":
+                return None
+        plan = Plan(tuple(replace(layer, values=ComputedValues(
+            (n, *layer.shape[1:]), layer.dtype,
+            _block_of(layers[layer.name].reshape(n, *layer.shape[1:]))))
+            for layer in first.layers), StimulusTable(ids), self._attrs)
+        return layers, plan
 
     def _labelled(self, acts: Activations, given: object, stimuli: object) -> Activations:
         if isinstance(stimuli, Stimuli):
@@ -324,6 +378,7 @@ class ActWriter:
         self._wait()
         values, table, rest = _split(self._waiting, size)
         self._waiting = rest
+        self._in_flight = values
         plan = Plan(tuple(
             PlannedLayer(layer.name, layer.labels,
                          ComputedValues(values[layer.name].shape, layer.dtype,
@@ -344,6 +399,32 @@ class ActWriter:
         if self._writing is not None:
             writing, self._writing = self._writing, None
             writing.result()
+            # stored: the next batch is copied into its arrays (a part cut from a longer
+            # batch is a view: its base, which the part held, is the caller's batch size)
+            for name, array in self._in_flight.items():
+                base = array if array.base is None else array.base
+                if self._mine.get(id(base)) is base:
+                    self._spare[name] = base
+            self._in_flight = {}
+
+    def _owned(self, name: str, layer: xr.DataArray | np.ndarray) -> np.ndarray:
+        """Give a layer's values in an array of this writer's own, copied once at most.
+
+        Copied into the array a stored part left for the layer if it has the
+        batch's shape and dtype, else into a new one.
+        """
+        data = layer.data if isinstance(layer, xr.DataArray) else layer
+        if not isinstance(data, np.ndarray):
+            # read or computed into a new array (lazy, dask; a tensor's view is an ndarray)
+            return np.ascontiguousarray(layer.values)
+        # the caller's array: copied, so that it may reuse it once append returns
+        spare = self._spare.pop(name, None)
+        if spare is not None and spare.shape == data.shape and spare.dtype == data.dtype:
+            np.copyto(spare, data)
+            return spare
+        copy = np.array(data, order="C")
+        self._mine[id(copy)] = copy
+        return copy
 
     def close(self) -> SaveReport:
         """Store what waits, join the parts into the output, and remove them.
@@ -375,6 +456,7 @@ class ActWriter:
                                    "write")
             self._send(whole_parts=False)
             self._wait()
+            self._spare = {}
             self._writer.shutdown()
             with progress_bar(self._progress) as on_progress:
                 options = replace(self._options, on_progress=on_progress)
@@ -413,6 +495,7 @@ class ActWriter:
         if self._writer is None or self._report is not None:
             return
         self._writer = None
+        self._waiting, self._in_flight, self._spare = [], {}, {}
         self._ending()
         _stop_watching(self)
 
@@ -580,13 +663,11 @@ def _end(writer: ThreadPoolExecutor, store: _InParts | _Growing, pid: int) -> No
     store.abandon()
 
 
-def _owned(layer: xr.DataArray) -> np.ndarray:
-    """Give a layer's values in an array of this writer's own, copied once at most."""
-    if isinstance(layer.data, np.ndarray):
-        # the caller's array: copied, so that it may reuse it once append returns
-        return np.array(layer.data, order="C")
-    # read or computed into a new array (lazy, dask, a tensor's view is an ndarray)
-    return np.ascontiguousarray(layer.values)
+def _plainly_labelled(layer: PlannedLayer) -> bool:
+    """Tell whether a layer is labelled as a plain array of its rank is: no names, no attrs."""
+    return (not layer.attrs and layer.dims == DIMS_BY_RANK[1 + len(layer.dims)][1:]
+            and all(np.array_equal(numbers, count_from_one(len(numbers)))
+                    for numbers in layer.unit_labels.values()))
 
 
 def _not_layers(layers: object) -> Mapping[str, Any]:
