@@ -110,7 +110,7 @@ def python_signal_handlers():
 
 
 #: The slow tiers (markers, pyproject.toml): a test in one of them is slow.
-SLOW_TIERS = ("notebooks", "reliability", "properties")
+SLOW_TIERS = ("notebooks", "reliability", "properties", "processes")
 
 
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` selects by the markers added here

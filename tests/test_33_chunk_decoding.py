@@ -50,7 +50,9 @@ pytestmark = pytest.mark.sweep("route", "suffix")
 
 SUFFIXES = (".act.h5", ".nc")
 #: The lazy ways of reading a layer: ``.values``, and dask on each scheduler.
-LAZY = ("values", "dask-threads", "dask-processes")
+#: How a lazy layer is read; dask's process scheduler starts processes (a slow tier).
+LAZY = ("values", "dask-threads",
+        pytest.param("dask-processes", marks=pytest.mark.processes))
 
 
 def _lazy_read(path: Path, name: str, how: str, key: tuple = ()) -> np.ndarray:

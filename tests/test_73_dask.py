@@ -160,7 +160,7 @@ def test_a_layer_pickled_into_a_fresh_process_reads_the_file_there(chunked_file,
     np.testing.assert_array_equal(np.load(tmp_path / "values.npy"), data[:, [4, 1]])
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 def test_per_channel_mean_on_a_distributed_cluster_of_processes(chunked_file):
     distributed = pytest.importorskip("distributed")
     path, data = chunked_file
@@ -236,6 +236,7 @@ def _stored(path):
         return layer.values, [str(s) for s in layer.stimulus.values]
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("suffix", SUFFIXES)
 def test_a_dask_set_saved_on_a_cluster_sends_the_client_compressed_chunks_only(
         suffix, tmp_path, monkeypatch):
@@ -331,7 +332,8 @@ def _failing_block(block, block_info=None):
 FAILED = r"^the model's third block failed$"
 
 
-@pytest.mark.parametrize("where", ["threads", "cluster"])
+@pytest.mark.parametrize("where", [
+    "threads", pytest.param("cluster", marks=pytest.mark.processes)])
 def test_a_task_that_fails_leaves_nothing_behind(where, tmp_path):
     values = np.ones((40, 4, 3, 3), dtype=np.float32)
     layer = xr.DataArray(da.from_array(values, chunks=(8, 4, 3, 3))
@@ -354,6 +356,7 @@ def test_a_task_that_fails_leaves_nothing_behind(where, tmp_path):
     assert out.read_bytes() == b"the previous output"
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("at_url", [False, True])
 def test_a_dask_set_saved_to_a_store_on_a_cluster_is_written_by_the_workers(
         at_url, tmp_path, monkeypatch):

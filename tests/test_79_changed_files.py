@@ -117,6 +117,9 @@ READS: dict[str, tuple[dict, Callable[[Activations, Path], np.ndarray]]] = {
     "save_act-.act.h5": ({}, _save(".act.h5")),
     "save_act-.nc": ({}, _save(".nc")),
 }
+#: The reads as test cases: dask's process scheduler starts processes (a slow tier).
+READ_CASES = [pytest.param(read, marks=pytest.mark.processes) if read == "dask-processes"
+              else read for read in READS]
 
 
 def assert_changed(err: pytest.ExceptionInfo[ActFileError], path: Path) -> None:
@@ -131,7 +134,7 @@ def assert_nothing_written(out: Path) -> None:
 
 # -- #4: one file replaced after close() ----------------------------------------------------
 
-@pytest.mark.parametrize("read", READS)
+@pytest.mark.parametrize("read", READ_CASES)
 @pytest.mark.parametrize("replacement", REPLACEMENTS)
 @pytest.mark.parametrize("suffix", SUFFIXES)
 def test_a_file_replaced_after_close_is_refused_on_reopen(tmp_path, suffix, replacement,
@@ -151,7 +154,7 @@ def test_a_file_replaced_after_close_is_refused_on_reopen(tmp_path, suffix, repl
     assert_nothing_written(out)
 
 
-@pytest.mark.parametrize("read", READS)
+@pytest.mark.parametrize("read", READ_CASES)
 @pytest.mark.parametrize("suffix", SUFFIXES)
 def test_a_file_left_alone_reopens_after_close(tmp_path, suffix, read):
     path = tmp_path / f"x{suffix}"
@@ -194,7 +197,7 @@ MEMBER_REPLACEMENTS = {"fewer-stimuli": _member_with_fewer_stimuli,
                        "other-channel-labels": _member_with_other_channels}
 
 
-@pytest.mark.parametrize("read", READS)
+@pytest.mark.parametrize("read", READ_CASES)
 @pytest.mark.parametrize("replacement", MEMBER_REPLACEMENTS)
 @pytest.mark.parametrize("suffix", SUFFIXES)
 def test_a_member_of_a_set_replaced_after_close_is_refused(tmp_path, suffix, replacement,
@@ -216,6 +219,7 @@ def test_a_member_of_a_set_replaced_after_close_is_refused(tmp_path, suffix, rep
 
 # -- #5: a file replaced by a rename while a dask-backed layer is open ------------------------
 
+@pytest.mark.processes
 @pytest.mark.parametrize("suffix", SUFFIXES)
 def test_the_process_scheduler_refuses_a_file_replaced_while_open(tmp_path, suffix):
     path = tmp_path / f"x{suffix}"
@@ -227,6 +231,7 @@ def test_the_process_scheduler_refuses_a_file_replaced_while_open(tmp_path, suff
     assert_changed(err, path)
 
 
+@pytest.mark.processes
 def test_a_distributed_cluster_of_processes_refuses_a_file_replaced_while_open(tmp_path):
     distributed = pytest.importorskip("distributed")
     path = tmp_path / "x.act.h5"
@@ -376,7 +381,8 @@ def _pointing(folder: Path, pointer: str, data: np.ndarray, suffix: str) -> Path
                          ids=["replaced-after-close", "removed-while-open"])
 @pytest.mark.parametrize(("pointer", "read"), [
     *((pointer, read) for pointer in POINTERS for read in ("values", "save_act-.nc")),
-    ("virtual", "dask-processes")])  # a worker process checks alike (and takes a second)
+    # a worker process checks alike (and takes a second)
+    pytest.param("virtual", "dask-processes", marks=pytest.mark.processes)])
 @pytest.mark.parametrize("suffix", SUFFIXES)
 def test_a_file_a_layer_reads_from_that_changed_is_refused(
         tmp_path, monkeypatch, suffix, pointer, read, change, closed):

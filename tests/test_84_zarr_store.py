@@ -261,6 +261,7 @@ def _dnn_mask(*argv) -> tuple[int, str]:
     return done.returncode, done.stderr
 
 
+@pytest.mark.processes
 def test_dnn_mask_on_a_store_equals_dnn_mask_on_the_act_h5(tmp_path):
     # the example to a store, then the command from the store and from the .act.h5 file
     assert _dnn_mask("-act", EXAMPLES / "test.act.h5", "-layer", "conv5", "fc3",
@@ -287,6 +288,7 @@ def test_dnn_mask_on_a_store_equals_dnn_mask_on_the_act_h5(tmp_path):
         assert store.attrs["cmd"].startswith("dnn_mask -act ")
 
 
+@pytest.mark.processes
 def test_dnn_mask_reads_a_store_by_its_url(tmp_path):
     # a file system that needs no options (s3 and gcs take credentials from the
     # environment); file:// stands for them here
@@ -309,6 +311,7 @@ def test_dnn_mask_reads_a_store_by_its_url(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.processes
 def test_dnn_mask_dry_run_on_a_store_says_what_it_says_on_the_act_h5(tmp_path):
     dx.save_act(_layers(), tmp_path / "run.act.zarr")
     dx.save_act(_layers(), tmp_path / "run.act.h5")
@@ -325,6 +328,7 @@ def test_dnn_mask_dry_run_on_a_store_says_what_it_says_on_the_act_h5(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.act.h5", "run.act.zarr"]
 
 
+@pytest.mark.processes
 def test_dnn_mask_errors_on_a_store_are_one_line(tmp_path):
     dx.save_act(_layers(), tmp_path / "run.act.zarr")
     status, stderr = _dnn_mask("-act", tmp_path / "run.act.zarr", "-layer", "conv6",
@@ -348,6 +352,7 @@ def _damage_a_chunk(store: Path, array: str = "conv") -> None:
 DAMAGED = r"^'.*run\.act\.zarr': cannot read layer 'conv' \(.+\)$"
 
 
+@pytest.mark.processes
 def test_a_damaged_chunk_of_a_store_is_said_in_one_line_naming_it(tmp_path):
     # bug: zarr's codec error came out of dnn_mask as a traceback (or, before the
     # caller's errors were told from the writer's, as "cannot write" the output)
@@ -370,6 +375,7 @@ def test_a_damaged_chunk_of_a_store_is_said_in_one_line_naming_it(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["more.act.h5", "run.act.zarr"]
 
 
+@pytest.mark.processes
 def test_a_damaged_label_of_a_store_is_said_in_one_line_naming_it(tmp_path):
     # zarr reads the unit labels when the store is opened: its codec's error was a
     # traceback from dnn_mask
