@@ -328,8 +328,7 @@ class ActWriter:
         if not n:
             return None
         if stimuli is None:
-            # numbered over the whole run, as _labelled numbers them
-            ids = np.arange(self._appended + 1, self._appended + n + 1)
+            ids = self._numbers(n)
         else:
             ids = np.asarray(stimuli)
             if ids.ndim != 1 or ids.size != n or ids.dtype.kind not in "iuU":
@@ -349,8 +348,7 @@ class ActWriter:
                     isinstance(layer, xr.DataArray) and "stimulus" in layer.coords
                     for layer in given.values()):
                 return acts
-            # unlabelled stimuli are numbered over the whole run, as one file numbers them
-            ids = np.arange(self._appended + 1, self._appended + n + 1)
+            ids = self._numbers(n)
         else:
             ids = np.asarray(stimuli)
             if ids.ndim != 1 or ids.size != n:
@@ -359,6 +357,10 @@ class ActWriter:
         return Activations({name: layer.assign_coords(stimulus=ids)
                             for name, layer in acts.items()},
                            attrs=acts.attrs, stim_header=acts.stim_header)
+
+    def _numbers(self, n: int) -> np.ndarray:
+        """Give the IDs of ``n`` unlabelled stimuli: numbered over the run, as in one file."""
+        return np.arange(self._appended + 1, self._appended + n + 1)
 
     def _send(self, *, whole_parts: bool) -> None:
         """Hand the waiting stimuli to the writing thread: whole parts, or all of them."""

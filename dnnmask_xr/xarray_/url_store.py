@@ -117,7 +117,8 @@ def _check_alone(fs: fsspec.AbstractFileSystem, path: str, mark: str, url: str) 
     everything), or, if the other looked before this one's mark was there
     and is done, its root; it fails, and what both wrote is removed.
     """
-    # file systems give their paths with or without the leading slash
+    # the path holds no pattern of its own (check_output refuses one); file systems give
+    # their paths with or without the leading slash
     if {found.lstrip("/") for found in fs.glob(f"{path}/{WRITING}*")} != {mark.lstrip("/")}:
         raise ActFileError(f"cannot write {url!r}: another write to it began at the same "
                            "time, and each would leave the other's objects in the store; "
