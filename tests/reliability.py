@@ -33,6 +33,9 @@ from dnnmask_xr import open_act
 
 TESTS = Path(__file__).resolve().parent
 SUFFIXES = (".act.h5", ".nc")
+#: Every route writing each suffix, (route, suffix): what a guarantee of every write is
+#: tested on.
+ROUTE_SUFFIXES = [(route, suffix) for route in ROUTES for suffix in SUFFIXES]
 PREFIX = "dnn_mask: error: "
 #: The writer's temporary files: hidden, beside the file they replace, whatever its name.
 TEMP_GLOB = ".dnnmask-*.tmp"

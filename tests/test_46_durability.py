@@ -16,11 +16,11 @@ import os
 from pathlib import Path
 
 import pytest
-from reliability import ROUTES, SUFFIXES, assert_ok, layer_dataset, run_here
+from reliability import ROUTE_SUFFIXES, assert_ok, layer_dataset, run_here
 
 import dnnmask_xr as dx
 
-CASES = [(route, suffix) for route in ROUTES for suffix in SUFFIXES]
+CASES = ROUTE_SUFFIXES
 
 
 def _record(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:

@@ -28,8 +28,8 @@ import h5py
 import pytest
 from conftest import digest
 from reliability import (
+    ROUTE_SUFFIXES,
     ROUTES,
-    SUFFIXES,
     TEMP_GLOB,
     assert_ok,
     assert_one_line_error,
@@ -39,7 +39,7 @@ from reliability import (
 
 pytestmark = pytest.mark.sweep("route", "suffix")
 
-EVERY = [(route, suffix) for route in ROUTES for suffix in SUFFIXES]
+EVERY = ROUTE_SUFFIXES
 EVERY_IDS = [f"{route}-{suffix}" for route, suffix in EVERY]
 every_write = pytest.mark.parametrize(("route", "suffix"), EVERY, ids=EVERY_IDS)
 

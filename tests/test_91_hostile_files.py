@@ -26,7 +26,6 @@ output's layout differ. ``open_act`` itself is checked once per damaged file.
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import os
 import re
@@ -42,8 +41,8 @@ import pytest
 from conftest import digest, one_suffix_per_route, sampled
 from reliability import (
     MASKED_TEXT,
+    ROUTE_SUFFIXES,
     ROUTES,
-    SUFFIXES,
     TIMEOUT,
     assert_one_line_error,
     computed_once,
@@ -107,8 +106,7 @@ def _base_bytes() -> bytes:
 DAMAGED = sampled(_damaged_cases(), share=2)
 #: Every route writes every damaged input to both suffixes (each to one under the quick
 #: profile): (route, suffix).
-WRITES = [(route, suffix) for route in ROUTES for suffix in SUFFIXES
-          if (route, suffix) in one_suffix_per_route(itertools.product(ROUTES, SUFFIXES))]
+WRITES = [pair for pair in ROUTE_SUFFIXES if pair in one_suffix_per_route(ROUTE_SUFFIXES)]
 WRITE_IDS = [f"{route}-{suffix}" for route, suffix in WRITES]
 #: Run a test for every route (tests/routes.py) and output suffix, ids like save_act-dict-.nc.
 every_write = pytest.mark.parametrize(("route", "suffix"), WRITES, ids=WRITE_IDS)

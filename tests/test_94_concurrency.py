@@ -37,8 +37,8 @@ import pytest
 import xarray as xr
 from conftest import digest
 from reliability import (
+    ROUTE_SUFFIXES,
     ROUTES,
-    SUFFIXES,
     TIMEOUT,
     BigInput,
     assert_ok,
@@ -59,7 +59,7 @@ from dnnmask_xr import open_act, save_act
 pytestmark = pytest.mark.reliability
 
 #: Every route writing each suffix: (route, suffix), ids like save_act-dict-.nc.
-WRITES = [(route, suffix) for route in ROUTES for suffix in SUFFIXES]
+WRITES = ROUTE_SUFFIXES
 every_write = pytest.mark.parametrize(("route", "suffix"), WRITES,
                                       ids=[f"{route}-{suffix}" for route, suffix in WRITES])
 
