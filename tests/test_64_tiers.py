@@ -1,4 +1,5 @@
-"""The suite's own sampling: what the ``quick`` profile (.ci/run's lowest versions) runs.
+"""The suite's own tiers and sampling: the slow tiers, and what ``quick`` (.ci/run's lowest
+versions) runs.
 
 Under ``quick`` a test that every route runs to both suffixes runs each route to one
 suffix, in turn; these check that the sample still holds every route and every
@@ -8,10 +9,12 @@ suffix, and that it is read from the test's ``parametrize`` marks.
 from __future__ import annotations
 
 import itertools
+import re
+from pathlib import Path
 
 import conftest
 import pytest
-from conftest import _listed_rows, one_suffix_per_route
+from conftest import SLOW_TIERS, _listed_rows, one_suffix_per_route
 from reliability import SUFFIXES
 from routes import ROUTES
 
@@ -53,3 +56,17 @@ def test_the_grid_is_read_from_the_rows_of_one_parametrize(suffix, n, route, req
     assert _listed_rows(request.node, "route", "suffix") == [("command", ".nc"),
                                                             ("mask_file", ".act.h5")]
     assert _listed_rows(request.node, "route", "missing") == []
+
+
+def test_the_slow_tiers_are_those_pyproject_registers_as_slow():
+    # a tier registered (and documented) without the hook leaving it out of the core, or
+    # the other way round, would put slow tests in the core or hide fast ones
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8")
+    registered = re.findall(r'^\s*"(\w+): [^"]*\(slow\)",$', text, flags=re.MULTILINE)
+    assert sorted(registered) == sorted(SLOW_TIERS)
+
+
+@pytest.mark.parametrize("tier", [pytest.param(tier, marks=getattr(pytest.mark, tier))
+                                  for tier in SLOW_TIERS])
+def test_a_test_of_a_slow_tier_is_left_out_of_the_core(tier, request):
+    assert request.node.get_closest_marker("slow") is not None
