@@ -93,3 +93,21 @@ def test_a_given_date_or_software_is_the_writers(tmp_path, suffix):
         assert acts.attrs["cmd"] == "kept"
         assert acts.attrs["software"] == f"dnnmask_xr {dx.__version__}"
         assert isinstance(acts.attrs["date"], str) and acts.attrs["date"].endswith("+00:00")
+
+
+@pytest.mark.parametrize("suffix", [".act.h5", ".nc"])
+@pytest.mark.parametrize("where", ["layer", "root"])
+@pytest.mark.parametrize("value", ["\x00", "tail\x00", ["a", "b\x00"], [["x", "\x00"]]],
+                         ids=["nul", "trailing-nul", "in-a-list", "in-a-nested-list"])
+def test_text_ending_in_nul_is_refused_in_one_line(value, where, suffix, tmp_path):
+    # bug (found by the property above): numpy drops a str's trailing NULs when it makes an
+    # array of it, so the check passed '\x00', and h5py raised "VLEN strings do not
+    # support embedded NULLs" writing the .nc
+    layer = xr.DataArray(np.ones((2, 3), np.float32), dims=("stimulus", "channel"),
+                         attrs={"unit": value} if where == "layer" else {})
+    out = tmp_path / f"out{suffix}"
+    with pytest.raises(dx.DnnMaskError, match=r"holds a NUL character, which HDF5 cannot "
+                                              r"store$") as caught:
+        dx.save_act({"fc": layer}, out, attrs={"unit": value} if where == "root" else None)
+    assert "\n" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []

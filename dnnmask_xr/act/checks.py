@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -387,8 +387,23 @@ def _check_values(value: Any, what: str) -> None:
         raise DnnMaskError(f"{what} holds {value!r}, which a file cannot store; give text, "
                            "numbers, or a list of either")
     if array.dtype.kind in "OUT":
-        for item in array.flat:
-            _check_text(str(item), what)
+        for item in _texts(value):
+            _check_text(item, what)
+
+
+def _texts(value: Any) -> Iterator[str]:
+    """Give the text items of an attribute's value as the writer is given them.
+
+    NumPy drops a ``str``'s trailing NUL characters when it makes an array
+    of it, so a value's own strings are checked, not ``np.asarray``'s.
+    """
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _texts(item)
+    else:
+        yield from map(str, np.asarray(value).flat)
 
 
 def _check_text(text: str, what: str) -> None:
