@@ -289,6 +289,21 @@ def test_batches_are_copied_into_the_writers_own_arrays_only(tmp_path: Path):
                                   np.repeat([0, 1, 3, 4, 5, 6, 2], 2).astype(np.float32))
 
 
+@pytest.mark.parametrize("suffix", [".act.h5", ".nc"])
+def test_a_duck_arrays_memory_may_be_reused_once_append_returns(tmp_path: Path, suffix: str):
+    # its values are the caller's buffer, which a model may fill again for the next batch
+    # while the batch before still waits for its part
+    buffer = np.ones((2, 3), np.float32)
+    out = tmp_path / f"out{suffix}"
+    with dx.ActWriter(out, part_size=4) as writer:
+        for value in (1, 2):
+            buffer[...] = value
+            writer.append({"fc": xr.DataArray(_Duck(buffer), dims=("stimulus", "channel"))})
+        buffer[...] = -1
+    np.testing.assert_array_equal(dx.open_act(out)["fc"].values[:, 0],
+                                  np.array([1, 1, 2, 2], np.float32))
+
+
 def test_layer_attributes_holding_nan_are_the_same_in_every_batch(tmp_path: Path):
     out = tmp_path / "out.nc"
 

@@ -410,15 +410,16 @@ class ActWriter:
             self._in_flight = {}
 
     def _owned(self, name: str, layer: xr.DataArray | np.ndarray) -> np.ndarray:
-        """Give a layer's values in an array of this writer's own, copied once at most.
+        """Give a layer's values in an array of this writer's own, copied once.
 
         Copied into the array a stored part left for the layer if it has the
         batch's shape and dtype, else into a new one.
         """
         data = layer.data if isinstance(layer, xr.DataArray) else layer
         if not isinstance(data, np.ndarray):
-            # read or computed into a new array (lazy, dask; a tensor's view is an ndarray)
-            return np.ascontiguousarray(layer.values)
+            # read or computed (lazy, dask), or a duck array's values, which may be the
+            # very memory it wraps: the caller's
+            data = layer.values
         # the caller's array: copied, so that it may reuse it once append returns
         spare = self._spare.pop(name, None)
         if spare is not None and spare.shape == data.shape and spare.dtype == data.dtype:
