@@ -718,3 +718,29 @@ def test_a_run_of_empty_batches_writes_the_empty_layers_save_act_writes(suffix: 
     with dx.open_act(out) as acts:
         assert acts.attrs["model"] == "alexnet"
         assert list(acts.stimulus_table().fields) == ["condition", "onset"]
+
+
+def test_a_parts_layers_deflate_side_by_side(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # a fully connected layer's part is one chunk: were each layer's chunks stored before
+    # the next layer's went to the pool, one of its two threads would wait at every layer
+    from dnnmask_xr.act import layer_writer
+
+    both = threading.Barrier(2, timeout=10)
+    deflate = layer_writer.deflated_chunk
+
+    def side_by_side(piece: np.ndarray, steps: tuple[int, ...]) -> bytes:
+        both.wait()  # broken, and raising, unless another chunk is deflating too
+        return deflate(piece, steps)
+
+    monkeypatch.setattr(layer_writer, "deflated_chunk", side_by_side)
+    rng = np.random.default_rng(0)
+    batches = [{name: rng.standard_normal((4, 16), np.float32) for name in ("fc6", "fc7")}
+               for _ in range(3)]
+    out = tmp_path / "out.act.h5"
+    with dx.ActWriter(out, threads=2) as writer:
+        for batch in batches:
+            writer.append(batch)
+    written = dx.open_act(out)
+    for name in ("fc6", "fc7"):
+        np.testing.assert_array_equal(
+            written[name].values, np.concatenate([batch[name] for batch in batches]))

@@ -26,7 +26,12 @@ from dataclasses import replace
 import h5py
 
 from dnnmask_xr._args import path_arg
-from dnnmask_xr.act.layer_writer import GZIP_LEVEL, LayerReport, store_values
+from dnnmask_xr.act.layer_writer import (
+    GZIP_LEVEL,
+    ChunksInOrder,
+    LayerReport,
+    store_values,
+)
 from dnnmask_xr.act.plan import Plan
 from dnnmask_xr.act.stimulus import StimulusTable
 from dnnmask_xr.act.write import (
@@ -111,12 +116,15 @@ class GrowingWrite:
             start = self.n_stimuli
             n = len(part.stimulus.ids)
             self._out.room.reserve(BOOKKEEPING_BYTES * len(part.layers))
+            # the part is in memory: its layers' chunks go to the pool as one stream
+            deflating = ChunksInOrder(self._out.pool)
             for layer in part.layers:
                 dataset = self._datasets[layer.name]
                 dataset.resize(start + n, axis=0)
                 store_values(dataset, start, layer.shape, layer.values.read_block,
                              self._out.budget(layer.name, part.nbytes),
-                             self._reports[layer.name])
+                             self._reports[layer.name], deflating)
+            deflating.finish()
             self._tables.append(part.stimulus)
             if len(self._tables) >= _JOINED_EVERY:
                 # a run of many parts holds its stimulus IDs, not a table per part

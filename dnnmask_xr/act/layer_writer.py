@@ -233,11 +233,16 @@ def store_values(
     read_block: BlockReader,
     budget: Budget,
     report: LayerReport,
+    deflating: ChunksInOrder | None = None,
 ) -> None:
     """Store values of ``shape`` from ``read_block`` in ``target``, from stimulus ``start`` on.
 
     ``start`` is a multiple of the target's chunk length along ``stimulus``
     (a streamed write's part goes after the whole chunks of those before).
+    With ``deflating``, the layer's last chunks may still be deflating when
+    this returns, stored by that queue as the next chunks come or at its
+    :meth:`~ChunksInOrder.finish`: for values held in memory already, whose
+    blocks cost nothing to keep.
     """
     dtype = target.dtype
     if 0 in shape:
@@ -248,7 +253,42 @@ def store_values(
         with interruptible(), computing():
             block = np.asarray(read_block(stimuli, channels), dtype=dtype)
         _store_block(target, block, (start + stimuli.start, channels.start, 0, 0), budget,
-                     report)
+                     report, deflating)
+
+
+class ChunksInOrder:
+    """Chunks deflating on a pool, each stored once it and those before it are deflated.
+
+    A block's last chunks deflate while the next block's first ones are
+    handed in, so that the pool's threads do not wait for one another at
+    the end of every block (a streamed part holds a block per layer, and a
+    fully connected layer's block is a single chunk).
+    """
+
+    def __init__(self, pool: Executor) -> None:
+        self._pool = pool
+        self._pending: deque[tuple[h5py.Dataset, tuple[int, ...], Future, LayerReport]] = (
+            deque())
+
+    def add(self, target: h5py.Dataset, offset: tuple[int, ...], piece: np.ndarray,
+            report: LayerReport, limit: int) -> None:
+        """Deflate ``piece`` as ``target``'s chunk at ``offset``; at most ``limit`` pending."""
+        self._pending.append((target, offset,
+                              self._pool.submit(deflated_chunk, piece, target.chunks), report))
+        while len(self._pending) >= limit:
+            self._store_next()
+
+    def finish(self) -> None:
+        """Store every chunk handed in."""
+        while self._pending:
+            self._store_next()
+
+    def _store_next(self) -> None:
+        target, offset, done, report = self._pending.popleft()
+        data = done.result()
+        target.id.write_direct_chunk(offset, data)
+        report.chunks_written += 1
+        report.bytes_written += len(data)
 
 
 def write_deflated(sink: Sink, values: ComputedValues, budget: Budget) -> LayerReport:
@@ -482,11 +522,15 @@ def _reencode(
 
 def _store_block(
     target: h5py.Dataset, block: np.ndarray, origin: tuple[int, ...], budget: Budget,
-    report: LayerReport,
+    report: LayerReport, deflating: ChunksInOrder | None = None,
 ) -> None:
-    """Deflate a block's chunks on the pool and store them in order."""
+    """Deflate a block's chunks on the pool and store them in order.
+
+    Every chunk is stored before this returns, unless ``deflating`` (a
+    queue the caller finishes) is given.
+    """
     steps = target.chunks
-    pending: deque[tuple[tuple[int, ...], Future]] = deque()
+    queue = deflating or ChunksInOrder(budget.pool)
     chunk_bytes = int(np.prod(steps)) * block.dtype.itemsize
     limit = max(1, min(budget.threads * IN_FLIGHT_PER_THREAD,
                        (budget.memory - block.nbytes) // (2 * chunk_bytes)))
@@ -495,22 +539,11 @@ def _store_block(
         piece = block[tuple(slice(start, start + step) for start, step in zip(local, steps,
                                                                                strict=True))]
         offset = tuple(start + first for start, first in zip(local, origin, strict=True))
-        pending.append((offset, budget.pool.submit(deflated_chunk, piece, steps)))
-        while len(pending) >= limit:
-            _write_chunk(target, *pending.popleft(), report)
-    while pending:
-        _write_chunk(target, *pending.popleft(), report)
+        queue.add(target, offset, piece, report, limit)
+    if deflating is None:
+        queue.finish()
     budget.on_progress(block.nbytes)
     check_interrupt()
-
-
-def _write_chunk(
-    target: h5py.Dataset, offset: tuple[int, ...], done: Future, report: LayerReport
-) -> None:
-    data = done.result()
-    target.id.write_direct_chunk(offset, data)
-    report.chunks_written += 1
-    report.bytes_written += len(data)
 
 
 @contextlib.contextmanager
