@@ -9,6 +9,7 @@ memory that does not grow with the batches, and resuming after a kill.
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import signal
@@ -744,3 +745,92 @@ def test_a_parts_layers_deflate_side_by_side(tmp_path: Path, monkeypatch: pytest
     for name in ("fc6", "fc7"):
         np.testing.assert_array_equal(
             written[name].values, np.concatenate([batch[name] for batch in batches]))
+
+
+@pytest.mark.parametrize(("suffix", "resume"), [
+    (".act.h5", False), (".nc", False), (".act.h5", True)])
+def test_a_run_whose_part_failed_to_be_stored_takes_no_more_batches(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str, resume: bool):
+    # the failure is said by the next append; a caller that goes on must not get a file
+    # without the part (nor write into the output the failure closed: that crashed Python)
+    from dnnmask_xr.act import layer_writer
+
+    deflate, calls = layer_writer.deflated_chunk, []
+
+    def full_disk(piece: np.ndarray, steps: tuple[int, ...]) -> bytes:
+        calls.append(1)
+        if len(calls) == 2:  # the second part's one chunk
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return deflate(piece, steps)
+
+    monkeypatch.setattr(layer_writer, "deflated_chunk", full_disk)
+    out = tmp_path / f"out{suffix}"
+    writer = dx.ActWriter(out, resume=resume)
+    batches = [{"fc": np.full((2, 3), i, np.float32)} for i in range(4)]
+    writer.append(batches[0])
+    writer.append(batches[1])
+    with pytest.raises(dx.ActFileError, match=r"No space left on device"):
+        writer.append(batches[2])
+    stopped = r"stopped when a part failed to be stored, as an earlier call said"
+    with pytest.raises(dx.UsageError, match=rf"^the streamed write to .* {stopped} .*; no "
+                                            r"batch can be added$"):
+        writer.append(batches[3])
+    with pytest.raises(dx.UsageError, match=rf"^the streamed write to .* {stopped} "):
+        writer.close()
+    assert not out.exists()
+    if not resume:
+        assert os.listdir(tmp_path) == []
+        return
+    monkeypatch.setattr(layer_writer, "deflated_chunk", deflate)
+    with dx.ActWriter(out, resume=True) as again:
+        assert again.stimuli_done == 2  # the first part, stored before the failure
+        for batch in batches[1:]:
+            again.append(batch)
+    np.testing.assert_array_equal(dx.open_act(out)["fc"].values[:, 0],
+                                  np.repeat(np.arange(4, dtype=np.float32), 2))
+
+
+@pytest.mark.parametrize("suffix", [".act.h5", ".nc"])
+@pytest.mark.parametrize("labelled", [False, True], ids=["numpy", "DataArray"])
+def test_one_array_of_ids_may_be_refilled_for_every_batch(
+        tmp_path: Path, suffix: str, labelled: bool):
+    ids, values = np.empty(4, np.int64), np.empty((4, 3), np.float32)
+    out = tmp_path / f"out{suffix}"
+    with dx.ActWriter(out, part_size=12) as writer:  # the batches wait for one part
+        for first in range(0, 12, 4):
+            ids[:] = np.arange(first, first + 4) + 100
+            values[:] = ids[:, None]
+            layer = xr.DataArray(values, dims=("stimulus", "channel")) if labelled else values
+            writer.append({"fc": layer}, stimuli=ids)
+    written = dx.open_act(out)
+    np.testing.assert_array_equal(written.stimulus_table().ids, np.arange(100, 112))
+    np.testing.assert_array_equal(written["fc"].values[:, 0], np.arange(100, 112))
+
+
+@pytest.mark.parametrize("first", [np.uint64, np.int64])
+def test_integer_ids_numpy_would_join_as_floats_are_refused(tmp_path: Path, first: type):
+    # uint64 with int64 joins as float64: 2**53 + 1 would be written as 2**53
+    other = np.int64 if first is np.uint64 else np.uint64
+    layers = {"fc": np.zeros((2, 3), np.float32)}
+    with dx.ActWriter(tmp_path / "out.act.h5") as writer:
+        writer.append(layers, stimuli=np.array([2**53 + 1, 2**53 + 3], first))
+        with pytest.raises(dx.DnnMaskError, match=(
+                rf"^batch 2: its stimulus IDs are {np.dtype(other)}, which NumPy joins with "
+                rf"the first batch's {np.dtype(first)} only as floats \(losing digits\); "
+                r"give integers of one type$")):
+            writer.append(layers, stimuli=np.array([5, 7], other))
+        writer.append(layers, stimuli=np.array([5, 7], first))
+    np.testing.assert_array_equal(dx.open_act(tmp_path / "out.act.h5").stimulus_table().ids,
+                                  np.array([2**53 + 1, 2**53 + 3, 5, 7], first))
+
+    def labelled(ids: list[str], hashes: list[int], dtype: type) -> dict[str, xr.DataArray]:
+        return {"fc": xr.DataArray(np.zeros((2, 3), np.float32), dims=("stimulus", "channel"),
+                                   coords={"stimulus": ids,
+                                           "hash": ("stimulus", np.array(hashes, dtype))})}
+
+    with dx.ActWriter(tmp_path / "fields.act.h5") as writer:
+        writer.append(labelled(["a", "b"], [2**53 + 1, 5], first))
+        with pytest.raises(dx.DnnMaskError, match=(
+                rf"^batch 2: its stimulus field 'hash' holds {np.dtype(other)}, which NumPy "
+                rf"joins with the first batch's {np.dtype(first)} only as floats")):
+            writer.append(labelled(["c", "d"], [1, 5], other))

@@ -266,6 +266,14 @@ def plan_difference(first: Plan, other: Plan) -> str | None:
         if _kind(first.stimulus.ids.dtype.kind) != _kind(other.stimulus.ids.dtype.kind):
             return ("its stimulus IDs are of another kind (text or numbers) than the first "
                     "batch's")
+        joined = {"stimulus IDs are": (first.stimulus.ids, other.stimulus.ids),
+                  **{f"stimulus field {name!r} holds": (values, other.stimulus.fields[name])
+                     for name, values in first.stimulus.fields.items()}}
+        for what, (mine, yours) in joined.items():
+            mine, yours = np.asarray(mine).dtype, np.asarray(yours).dtype
+            if {mine.kind, yours.kind} <= set("iu") and np.result_type(mine, yours).kind == "f":
+                return (f"its {what} {yours}, which NumPy joins with the first batch's "
+                        f"{mine} only as floats (losing digits); give integers of one type")
     if dict(other.stimulus.header) != dict(first.stimulus.header):
         return "its stimulus table has another header than the first batch's"
     return None

@@ -156,6 +156,8 @@ class ActWriter:
         #: stimuli appended (an earlier run's stored ones included)
         self._appended = 0
         self._ended = False
+        #: storing a part failed: the run takes no more batches
+        self._failed = False
         # batches appended from several threads go in one at a time, whole
         self._serial = threading.RLock()
         self._report: SaveReport | None = None
@@ -251,8 +253,8 @@ class ActWriter:
     def _append(self, layers: Mapping[str, Any] | Activations, stimuli: object) -> None:
         self._raise_lost_interrupt()
         if self._report is not None or self._writer is None:
-            raise UsageError(f"the streamed write to {self.path!r} is closed; no batch can "
-                             "be added")
+            raise UsageError(f"the streamed write to {self.path!r} {self._ended_how()}; no "
+                             "batch can be added")
         if self._ended:
             raise UsageError(f"the streamed write to {self.path!r} holds its last batch "
                              "already (a run stopped as it closed); close() writes the file")
@@ -330,7 +332,8 @@ class ActWriter:
         if stimuli is None:
             ids = self._numbers(n)
         else:
-            ids = np.asarray(stimuli)
+            # copied, as the values are: the caller may refill one array of IDs every batch
+            ids = np.array(stimuli)
             if ids.ndim != 1 or ids.size != n or ids.dtype.kind not in "iuU":
                 return None
         plan = Plan(tuple(replace(layer, values=ComputedValues(
@@ -350,7 +353,8 @@ class ActWriter:
                 return acts
             ids = self._numbers(n)
         else:
-            ids = np.asarray(stimuli)
+            # copied, as the values are: the caller may refill one array of IDs every batch
+            ids = np.array(stimuli)
             if ids.ndim != 1 or ids.size != n:
                 raise DnnMaskError(f"stimuli gives {ids.size} stimulus ID(s) for a batch of "
                                    f"{n} stimuli; give one ID per stimulus, or a Stimuli table")
@@ -399,8 +403,19 @@ class ActWriter:
 
     def _wait(self) -> None:
         if self._writing is not None:
-            writing, self._writing = self._writing, None
-            writing.result()
+            writing = self._writing
+            try:
+                writing.result()
+            except BaseException:
+                if not writing.done():
+                    raise  # a signal while waiting: the part is still being stored
+                # the part is not stored: no later batch may go on as if it were (nor
+                # touch an output its failure closed)
+                self._writing = None
+                self._failed = True
+                self._abandon()
+                raise
+            self._writing = None
             # stored: the next batch is copied into its arrays (a part cut from a longer
             # batch is a view: its base, which the part held, is the caller's batch size)
             for name, array in self._in_flight.items():
@@ -451,7 +466,7 @@ class ActWriter:
         if self._report is not None:
             return self._report
         if self._writer is None:
-            raise UsageError(f"the streamed write to {self.path!r} was abandoned")
+            raise UsageError(f"the streamed write to {self.path!r} {self._ended_how()}")
         try:
             self._raise_lost_interrupt()
             if self._first is None:
@@ -477,6 +492,17 @@ class ActWriter:
         self._writer = None
         _stop_watching(self)
         return self._report
+
+    def _ended_how(self) -> str:
+        """Say how a run that takes no more batches ended."""
+        if self._report is not None:
+            return "is closed"
+        if not self._failed:
+            return "was abandoned"
+        again = ("ActWriter(path, resume=True) goes on after the parts stored"
+                 if isinstance(self._store, _InParts) and self._store.parts.resume
+                 else "the run starts again")
+        return f"stopped when a part failed to be stored, as an earlier call said ({again})"
 
     def _raise_lost_interrupt(self) -> None:
         # a Ctrl-C raised where Python could only print it (inside a weak reference's
