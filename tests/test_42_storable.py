@@ -111,3 +111,65 @@ def test_text_ending_in_nul_is_refused_in_one_line(value, where, suffix, tmp_pat
         dx.save_act({"fc": layer}, out, attrs={"unit": value} if where == "root" else None)
     assert "\n" not in str(caught.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def _save_act(layers: dict, out: Path) -> None:
+    dx.save_act(layers, out)
+
+
+def _streamed(layers: dict, out: Path) -> None:
+    with dx.ActWriter(out) as writer:
+        writer.append(layers)
+
+
+WRITES = pytest.mark.parametrize("write", [_save_act, _streamed], ids=["save_act", "ActWriter"])
+
+
+@WRITES
+@pytest.mark.parametrize("suffix", [".act.h5", ".nc"])
+@pytest.mark.parametrize("dtype", [np.longdouble, np.clongdouble])
+def test_extended_precision_is_refused_before_anything_is_written(write, suffix, dtype,
+                                                                  tmp_path):
+    # the reader refuses such a layer: float128 failed as the chunks were deflated (numpy's
+    # ValueError), complex256 was written to a file open_act then refused
+    if np.dtype(dtype).itemsize <= (8 if np.dtype(dtype).kind == "f" else 16):
+        pytest.skip("this platform's long double is a double")  # not on x86-64 Linux
+    layer = xr.DataArray(np.ones((2, 3), dtype), dims=("stimulus", "channel"))
+    with pytest.raises(dx.DnnMaskError, match=(
+            rf"layer 'fc' holds {np.dtype(dtype)} values \(extended precision\), which numpy "
+            r"cannot handle the same way everywhere; layers hold numbers of at most 64 bits "
+            r"\(complex: 128\); cast it to float64 \(complex128\)$")):
+        write({"fc": layer}, tmp_path / f"out{suffix}")
+    assert list(tmp_path.iterdir()) == []
+
+
+@WRITES
+@pytest.mark.parametrize("where", ["IDs", "field"])
+def test_booleans_in_the_stimulus_table_are_refused_for_nc(write, where, tmp_path):
+    # h5netcdf raised its own CompatibilityError as the file was written, after the run
+    flags = ("stimulus", [True, False])
+    layer = xr.DataArray(np.ones((2, 3), np.float32), dims=("stimulus", "channel"),
+                         coords={"stimulus": [True, False]} if where == "IDs" else
+                         {"stimulus": ["a", "b"], "seen": flags})
+    what = "stimulus IDs" if where == "IDs" else "stimulus field 'seen'"
+    with pytest.raises(dx.DnnMaskError, match=(
+            rf"{what} hold booleans, which netCDF4 cannot store; give them as integers "
+            r"\(\.astype\(int\)\), or save as \.act\.h5$")):
+        write({"fc": layer}, tmp_path / "out.nc")
+    assert list(tmp_path.iterdir()) == []
+    write({"fc": layer}, tmp_path / "out.act.h5")  # which stores them
+    table = dx.open_act(tmp_path / "out.act.h5").stimulus_table()
+    np.testing.assert_array_equal(table.ids if where == "IDs" else table.fields["seen"],
+                                  [True, False])
+
+
+@WRITES
+@pytest.mark.parametrize("suffix", [".act.h5", ".nc"])
+def test_nested_lists_of_uneven_lengths_are_refused_in_one_line(write, suffix, tmp_path):
+    # numpy's ValueError came out of Activations as it was
+    with pytest.raises(dx.DnnMaskError, match=(
+            r"layer 'fc' is a list that is no array of numbers \(.*inhomogeneous.*\); give an "
+            r"array with the same number of units for every stimulus$")) as caught:
+        write({"fc": [[1.0, 2.0], [3.0]]}, tmp_path / f"out{suffix}")
+    assert "\n" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []

@@ -834,3 +834,49 @@ def test_integer_ids_numpy_would_join_as_floats_are_refused(tmp_path: Path, firs
                 rf"^batch 2: its stimulus field 'hash' holds {np.dtype(other)}, which NumPy "
                 rf"joins with the first batch's {np.dtype(first)} only as floats")):
             writer.append(labelled(["c", "d"], [1, 5], other))
+
+
+@pytest.mark.parametrize("suffix", [".act.h5", ".nc"])
+def test_a_resumable_run_that_stored_nothing_leaves_no_folder(tmp_path: Path, suffix: str):
+    # a folder holding only its lock stopped every later run without resume, as an
+    # interrupted run's parts
+    out = tmp_path / f"out{suffix}"
+    with pytest.raises(dx.DnnMaskError, match=r"^batch 1: layer 'fc' is a 5-D"), \
+            dx.ActWriter(out, resume=True) as writer:
+        writer.append({"fc": np.ones((2, 3, 1, 1, 1), np.float32)})
+    assert list(tmp_path.iterdir()) == []
+    with dx.ActWriter(out) as writer:
+        writer.append({"fc": np.ones((2, 3), np.float32)})
+    assert dx.open_act(out)["fc"].shape == (2, 3)
+
+
+@pytest.mark.parametrize("suffix", [".act.h5", ".nc"])
+def test_a_resumed_run_is_given_the_attrs_of_the_run_it_goes_on_from(tmp_path: Path,
+                                                                    suffix: str):
+    out = tmp_path / f"out{suffix}"
+    attrs = {"model": "alexnet", "layers": [1, 2], "lr": 0.1}
+    batch = {"fc": np.ones((2, 3), np.float32)}
+
+    def crashed_run(**options: object) -> None:
+        with pytest.raises(RuntimeError), dx.ActWriter(out, resume=True, **options) as writer:
+            writer.append(batch)
+            writer._wait()  # stored
+            raise RuntimeError("killed")
+
+    crashed_run(attrs=attrs)
+    for other, said in (({**attrs, "model": "vgg16"}, r"model='vgg16', but .* stored "
+                                                       r"model='alexnet'"),
+                        ({**attrs, "seed": 3}, r"seed=3, but .* stored no 'seed'")):
+        with pytest.raises(dx.UsageError, match=rf"^attrs gives {said}; a resumed run is "
+                                                r"given the attrs of the run it goes on from$"):
+            dx.ActWriter(out, resume=True, attrs=other)
+    with dx.ActWriter(out, resume=True, attrs=attrs) as writer:  # the same: goes on
+        writer.append(batch)
+    out.unlink()
+    crashed_run(attrs=attrs)
+    with dx.ActWriter(out, resume=True) as writer:  # none: the stored run's are kept
+        writer.append(batch)
+    written = dx.open_act(out)
+    assert written.n_stimuli == 4
+    assert written.attrs["model"] == "alexnet" and written.attrs["lr"] == 0.1
+    np.testing.assert_array_equal(written.attrs["layers"], [1, 2])

@@ -25,9 +25,11 @@ from dnnmask_xr.act.files import open_file
 from dnnmask_xr.act.layout import (
     DIMS,
     DIMS_ATTR,
+    EXTENDED,
     FIELD_NAME_RULE,
     NUMBERED_DIMS,
     axis_names,
+    extended_precision,
     is_field_name,
     is_reserved,
     unit_dims_problem,
@@ -295,6 +297,9 @@ def check_plan(plan: Plan) -> None:
         if clash:
             raise DnnMaskError(f"layer {layer.name!r} has the unit dim {clash[0]!r}, which is "
                                "also the name of a stimulus field; rename one of them")
+        if extended_precision(layer.dtype):
+            raise DnnMaskError(f"layer {layer.name!r} holds {layer.dtype} values {EXTENDED}; "
+                               "cast it to float64 (complex128)")
         check_unit_labels(layer.name, layer.labels, layer.shape[1:], layer.dims)
         _check_attrs(layer.attrs, f"layer {layer.name!r}",
                      reserved=(*layer.dims, DIMS_ATTR))

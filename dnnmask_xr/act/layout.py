@@ -57,6 +57,14 @@ MAX_AXIS_LENGTH = 2**28
 #: Largest item size per dtype kind: long doubles (float96/float128) differ
 #: between platforms and cannot be coded like other numbers.
 _LARGEST_ITEM = {"b": 1, "i": 8, "u": 8, "f": 8, "c": 16}
+#: Why a layer of :func:`extended_precision` is refused, read or written.
+EXTENDED = ("(extended precision), which numpy cannot handle the same way everywhere; layers "
+            "hold numbers of at most 64 bits (complex: 128)")
+
+
+def extended_precision(dtype: np.dtype) -> bool:
+    """Whether ``dtype`` holds numbers wider than a layer's (``float128``, ``complex256``)."""
+    return dtype.itemsize > _LARGEST_ITEM.get(dtype.kind, dtype.itemsize)
 
 
 #: The dtype kinds of text: Python strings (object), bytes, numpy's fixed-width
@@ -455,10 +463,8 @@ def layer_dataset(
     if dtype.kind not in "biufc":
         raise ActFileError(f"{where!r}: layer {name!r} holds {dtype} values; layers "
                            "hold numbers (integer, float or complex)")
-    if dtype.itemsize > _LARGEST_ITEM[dtype.kind]:
-        raise ActFileError(f"{where!r}: layer {name!r} holds {dtype} values (extended "
-                           "precision), which numpy cannot handle the same way everywhere; "
-                           "layers hold numbers of at most 64 bits (complex: 128)")
+    if extended_precision(dtype):
+        raise ActFileError(f"{where!r}: layer {name!r} holds {dtype} values {EXTENDED}")
     too_long = [(dim, size) for dim, size in zip(DIMS, node.shape, strict=True)
                 if size > MAX_AXIS_LENGTH]
     if too_long:

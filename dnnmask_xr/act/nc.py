@@ -82,6 +82,12 @@ class NcLayout:
                     "(it stores integers of 1 to 8 bytes, float32 and float64); save it as "
                     ".act.h5, or cast it")
         check_names_apart(plan, "a netCDF4 file")
+        for what, values in (("stimulus IDs", plan.stimulus.ids),
+                             *((f"stimulus field {name!r}", values)
+                               for name, values in plan.stimulus.fields.items())):
+            if np.asarray(values).dtype.kind == "b":
+                raise DnnMaskError(f"{what} hold booleans, which netCDF4 cannot store; give "
+                                   "them as integers (.astype(int)), or save as .act.h5")
         for where, attrs in (("the file's root", plan.attrs),
                              *((f"layer {layer.name!r}", layer.attrs) for layer in plan.layers)):
             for key, value in attrs.items():

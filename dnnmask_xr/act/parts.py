@@ -185,7 +185,14 @@ class Parts:
         return Plan(layers, stimulus, first.attrs, dict(inputs or {}))
 
     def close(self, *, keep: bool) -> None:
-        """Release the folder (and the parts opened); remove it with the parts unless ``keep``."""
+        """Release the folder (and the parts opened); remove it with the parts unless ``keep``.
+
+        A folder of no part is removed all the same: it holds nothing to go on
+        from, and would stop the next run without ``resume``.
+        """
+        if not self.paths:
+            # removed while locked: no other run can have taken it meanwhile
+            shutil.rmtree(self.folder, ignore_errors=True)
         self._held.close()
         if not keep:
             shutil.rmtree(self.folder, ignore_errors=True)
@@ -277,6 +284,12 @@ def plan_difference(first: Plan, other: Plan) -> str | None:
     if dict(other.stimulus.header) != dict(first.stimulus.header):
         return "its stimulus table has another header than the first batch's"
     return None
+
+
+def changed_attrs(stored: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
+    """Name the attributes of ``given`` that the stored parts lack or hold otherwise."""
+    return [key for key, value in given.items()
+            if key not in stored or not same_values(stored[key], value)]
 
 
 def _kind(kind: str) -> str:

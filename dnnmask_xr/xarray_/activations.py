@@ -501,7 +501,13 @@ def _from_values(name: str, values: object) -> xr.DataArray:
         raise DnnMaskError(f"layer {name!r} is a {type(values).__name__}; a layer is an "
                            "xarray.DataArray, or an array of 2 to 4 dims")
     # duck arrays (dask, cupy) stay as they are: np.asarray would compute them
-    array = values if hasattr(values, "__array_function__") else np.asarray(values)
+    try:
+        array = values if hasattr(values, "__array_function__") else np.asarray(values)
+    except (ValueError, TypeError) as err:
+        # nested lists of uneven lengths, or of what is no number
+        raise DnnMaskError(f"layer {name!r} is a {type(values).__name__} that is no array of "
+                           f"numbers ({err}); give an array with the same number of units "
+                           "for every stimulus") from None
     dims = DIMS_BY_RANK.get(array.ndim)
     if dims is None or np.dtype(array.dtype).kind not in "biufc":
         raise DnnMaskError(

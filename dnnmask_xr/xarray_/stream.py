@@ -39,7 +39,13 @@ from dnnmask_xr.act.chunking import output_chunks
 from dnnmask_xr.act.files import open_file
 from dnnmask_xr.act.growing import GrowingWrite
 from dnnmask_xr.act.layout import count_from_one
-from dnnmask_xr.act.parts import Parts, part_plan, plan_difference, refuse_interrupted_parts
+from dnnmask_xr.act.parts import (
+    Parts,
+    changed_attrs,
+    part_plan,
+    plan_difference,
+    refuse_interrupted_parts,
+)
 from dnnmask_xr.act.plan import BlockReader, ComputedValues, Plan, PlannedLayer
 from dnnmask_xr.act.stimulus import StimulusTable
 from dnnmask_xr.act.write import (
@@ -195,6 +201,16 @@ class ActWriter:
             with open_file(os.fspath(path)) as root:
                 plan = part_plan(root)
                 if self._first is None:
+                    changed = changed_attrs(plan.attrs, self._attrs)
+                    if changed:
+                        # the file's provenance is the first part's: it would keep the run's
+                        key = changed[0]
+                        raise UsageError(
+                            f"attrs gives {key}={self._attrs[key]!r}, but the run resumed "
+                            f"from {str(self._store.parts.folder)!r} stored "
+                            + (f"{key}={plan.attrs[key]!r}" if key in plan.attrs else
+                               f"no {key!r}")
+                            + "; a resumed run is given the attrs of the run it goes on from")
                     # what batches are held to, without the part's datasets (closed below)
                     self._first = plan.described()
                     self._chunks = {layer.name: layer.values.parts[0].chunks
