@@ -6,12 +6,21 @@ import re
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import tqdm
 import xarray as xr
 
 import dnnmask_xr.act.nc
-from dnnmask_xr import ActFileError, Activations, DnnMaskError, open_act, read_dmask, save_act
+from dnnmask_xr import (
+    ActFileError,
+    Activations,
+    DnnMaskError,
+    Stimuli,
+    open_act,
+    read_dmask,
+    save_act,
+)
 from dnnmask_xr.act.layout import DIMS
 from dnnmask_xr.cli import main
 from dnnmask_xr.testing import relu_activations, write_reference_act
@@ -255,3 +264,46 @@ def test_progress_bar_counts_every_layer(act_file, tmp_path, capsys, monkeypatch
     save_act(open_act(act_file), tmp_path / "out.nc", progress=True)
     # the bar ends on the last layer, with every byte of every layer counted
     assert "fc3: 100%" in capsys.readouterr().err
+
+
+#: Names CF and netCDF give a meaning, which xarray decodes by default.
+CF_NAMES = ("scale_factor", "add_offset", "missing_value", "valid_range", "units", "calendar")
+
+
+def test_attributes_named_as_cf_metadata_read_back_as_they_were(tmp_path):
+    # xarray's mask_and_scale took them out of a layer's attributes, and a header key
+    # equal to a stimulus ID made that ID NaN (the file then read as not aligned)
+    layer = xr.DataArray(np.arange(6, dtype=np.int16).reshape(2, 3),
+                         dims=("stimulus", "channel"),
+                         attrs={name: 2.0 for name in CF_NAMES[:4]} | {"units": "days since 2000",
+                                                                       "calendar": "noleap"})
+    header = {"type": "image", "path": "p", **{name: "b.png" for name in CF_NAMES}}
+    stimuli = Stimuli(header, pd.DataFrame({"stimID": ["a.png", "b.png"]}))
+    out = tmp_path / "out.nc"
+    save_act(Activations({"fc": layer}).with_stimuli(stimuli), out)
+    back = open_act(out)
+    assert back["fc"].attrs == layer.attrs
+    np.testing.assert_array_equal(back["fc"].values, layer.values)
+    assert back["fc"].dtype == np.int16
+    assert list(back.stimulus_table().ids) == ["a.png", "b.png"]
+    assert dict(back.stim_header) == header
+
+
+@pytest.mark.parametrize("key", ["coordinates", "CLASS", "NAME", "DIMENSION_LIST",
+                                 "REFERENCE_LIST", "_FillValue", "_Encoding"])
+def test_a_header_key_netcdf_keeps_for_itself_is_refused(tmp_path, key):
+    # the header is the attributes of the stimulus variable: h5py raised its own
+    # AttributeError for HDF5's names, 'coordinates' was dropped, '_Encoding' broke reading
+    stimuli = Stimuli({"type": "image", "path": "p", key: "x"},
+                      pd.DataFrame({"stimID": ["a", "b"]}))
+    acts = Activations({"fc": np.ones((2, 3), np.float32)}).with_stimuli(stimuli)
+    said = (rf"stimulus header key '{key}' names an attribute HDF5 or netCDF keeps for itself "
+            r"on the stimulus variable; rename the key, or save as \.act\.h5$"
+            if not key.startswith("_") else
+            rf"attribute '{key}' of the stimulus header: netCDF keeps names that start with '_' "
+            r"for itself; rename the attribute$")
+    with pytest.raises(DnnMaskError, match=said):
+        save_act(acts, tmp_path / "out.nc")
+    assert list(tmp_path.iterdir()) == []
+    save_act(acts, tmp_path / "out.act.h5")  # where the header keeps it
+    assert open_act(tmp_path / "out.act.h5").stim_header[key] == "x"

@@ -270,8 +270,11 @@ def _read_nc_labels(
     try:
         # phony_dims: a file not written here may lack dimension scales; it
         # then fails the layout check below rather than on opening
+        # nothing is decoded as CF metadata: a layer's or the header's scale_factor,
+        # missing_value or units are attributes as any other (the values are read raw)
         tree = xr.open_datatree(where, engine="h5netcdf", cache=False, phony_dims="access",
-                                decode_times=False, decode_timedelta=False, lock=lock)
+                                mask_and_scale=False, decode_times=False,
+                                decode_timedelta=False, lock=lock)
     except (OSError, ValueError) as err:
         raise ActFileError(f"cannot read {where!r} as netCDF4 ({err})") from None
     # every label is read now, from the file identified above, and h5netcdf's
