@@ -210,6 +210,37 @@ def test_to_neuroid_assembly_is_the_inverse_even_after_a_mask():
     assert back["fc7"]["object_name"].values.tolist() == ["cat", "dog", "car", "cup"]
 
 
+def test_to_neuroid_assembly_refuses_layers_of_other_stimuli():
+    # one presentation dim labels every layer: values of stimuli in another order
+    # would be put under the first layer's IDs
+    first = xr.DataArray(FC[:2], dims=("stimulus", "channel"), coords={"stimulus": ["x", "y"]})
+    swapped = xr.DataArray(FC[1::-1], dims=("stimulus", "channel"),
+                           coords={"stimulus": ["y", "x"]})
+    with pytest.raises(dx.DnnMaskError, match=re.escape(
+            "layer 'b' labels its stimuli differently from layer 'a' (stimulus IDs differ); "
+            "all layers of a file share one stimulus table")):
+        dx.to_neuroid_assembly({"a": first, "b": swapped})
+    # the layers chosen are the ones checked, and they give the assembly's IDs
+    assembly = dx.to_neuroid_assembly({"a": first, "b": swapped}, layers=["b"])
+    assert assembly["stimulus_id"].values.tolist() == ["y", "x"]
+    np.testing.assert_array_equal(assembly.values, FC[1::-1])
+    aligned = dx.to_neuroid_assembly({"a": first, "b": swapped.sel(stimulus=["x", "y"])})
+    np.testing.assert_array_equal(aligned.values, np.concatenate([FC[:2], FC[:2]], axis=1))
+
+
+def test_to_neuroid_assembly_of_no_layer_or_no_stimulus():
+    fc = xr.DataArray(FC, dims=("stimulus", "channel"))
+    with pytest.raises(dx.UsageError, match=re.escape(
+            "an assembly holds at least one layer, and layers=[] names none")):
+        dx.to_neuroid_assembly({"fc": fc}, layers=[])
+    with pytest.raises(dx.UsageError, match="the activations hold none"):
+        dx.to_neuroid_assembly({})
+    # no stimuli is still an assembly, and reads back
+    empty = dx.to_neuroid_assembly({"fc": fc[:0]})
+    assert empty.shape == (0, 6)
+    assert dx.from_neuroid_assembly(empty)["fc"].shape == (0, 6)
+
+
 def test_a_brainio_netcdf_file_opens(tmp_path):
     # BrainIO writes an assembly with its MultiIndexes reset into plain coordinates
     assembly = neuroid_assembly({"conv5": CONV, "fc7": FC}).reset_index(["presentation",

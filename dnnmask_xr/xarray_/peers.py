@@ -342,21 +342,46 @@ def to_neuroid_assembly(acts: Activations | Mapping[str, xr.DataArray],
     token of a transformer layer is its ``channel``, its channel the
     ``embedding``).
 
+    Parameters
+    ----------
+    acts
+        The layers, as :class:`~dnnmask_xr.Activations` or a mapping of
+        layer name to ``DataArray``.
+    layers
+        The layers to give, in this order (a name or a list of names); by
+        default all of them.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims ``presentation`` and ``neuroid``, the layers' neuroids one
+        layer after the other.
+
     Raises
     ------
     SelectionError
         If a layer has unit dims other than ``(channel,)``, ``(token,
         channel)`` and ``(channel, row, column)``, or is not in ``acts``.
+    UsageError
+        If no layer is given.
+    DnnMaskError
+        If the layers label their stimuli differently (see
+        :meth:`Activations.stimulus_table <dnnmask_xr.Activations.stimulus_table>`):
+        one ``presentation`` dim labels every layer's values.
     """
     if not isinstance(acts, Activations):
         acts = Activations(acts)
-    names = list(acts if layers is None else layers)
+    if layers is not None:
+        acts = acts.sel(layer=layers)
+    if not acts:
+        raise UsageError("an assembly holds at least one layer, and "
+                         + (f"layers={layers!r} names none" if layers is not None
+                            else "the activations hold none"))
+    # the check every write makes: the values of each layer are placed under the IDs
+    # of the first, so they must describe the same stimuli in the same order
+    table = acts.stimulus_table()
     parts, neuroids = [], []
-    for name in names:
-        if name not in acts:
-            raise SelectionError(f"layer {name!r} is not in the activations "
-                                 f"(layers: {', '.join(acts)})")
-        array = acts[name]
+    for name, array in acts.items():
         dims = unit_dims_of(array)
         keys = {("channel",): ("channel",), ("token", "channel"): _TOKEN_COORDS,
                 ("channel", "row", "column"): _CONV_COORDS}.get(dims)
@@ -366,19 +391,17 @@ def to_neuroid_assembly(acts: Activations | Mapping[str, xr.DataArray],
                                  "row, column) layers")
         grid = np.meshgrid(*(array[dim].values for dim in dims), indexing="ij")
         size = grid[0].size
-        table = {"neuroid_id": [f"{name}.{i}" for i in range(size)], "layer": [name] * size}
+        units = {"neuroid_id": [f"{name}.{i}" for i in range(size)], "layer": [name] * size}
         for key in ("channel", "channel_x", "channel_y", "embedding"):
-            table[key] = np.full(size, np.nan)
+            units[key] = np.full(size, np.nan)
         for key, axis in zip(keys, grid, strict=True):
-            table[key] = axis.ravel() - 1.0
-        neuroids.append(pd.DataFrame(table))
-        parts.append(np.asarray(array.values).reshape(array.shape[0], -1))
+            units[key] = axis.ravel() - 1.0
+        neuroids.append(pd.DataFrame(units))
+        # the size given, not -1: a layer of no stimuli has no size to infer
+        parts.append(np.asarray(array.values).reshape(array.shape[0], size))
     index = pd.MultiIndex.from_frame(pd.concat(neuroids, ignore_index=True))
-    first = acts[names[0]]
     presentation = pd.MultiIndex.from_frame(pd.DataFrame({
-        "stimulus_id": first["stimulus"].values,
-        **{str(key): coord.values for key, coord in first.coords.items()
-           if coord.dims == ("stimulus",) and key != "stimulus"}}))
+        "stimulus_id": table.ids, **{str(key): values for key, values in table.fields.items()}}))
     coords = xr.Coordinates.from_pandas_multiindex(presentation, "presentation").merge(
         xr.Coordinates.from_pandas_multiindex(index, "neuroid")).coords
     return xr.DataArray(np.concatenate(parts, axis=1), dims=("presentation", "neuroid"),
