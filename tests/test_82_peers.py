@@ -241,6 +241,33 @@ def test_to_neuroid_assembly_of_no_layer_or_no_stimulus():
     assert dx.from_neuroid_assembly(empty)["fc"].shape == (0, 6)
 
 
+@pytest.mark.parametrize("name", ["stimulus", "channel", "token"])
+def test_a_presentation_coordinate_named_like_the_ids_is_refused(name):
+    # as a stimulus field, 'stimulus' replaced the IDs stimulus_id gives
+    assembly = neuroid_assembly({"fc7": FC}).assign_coords(
+        {name: ("presentation", ["a", "b", "c", "d"])})
+    with pytest.raises(dx.SelectionError, match=re.escape(
+            f"the assembly's presentation coordinate {name!r} would be a stimulus field "
+            "named like the stimulus IDs or a unit dim (stimulus, token, channel, row, "
+            "column); rename or drop it")):
+        dx.from_neuroid_assembly(assembly)
+
+
+@pytest.mark.parametrize("name", ["stimulus_id", "layer", "embedding"])
+def test_a_stimulus_field_named_like_an_assembly_coordinate_is_refused(name):
+    # a field 'stimulus_id' replaced the IDs in the assembly
+    fc = xr.DataArray(FC, dims=("stimulus", "channel"), coords={
+        "stimulus": IMAGES, name: ("stimulus", ["p", "q", "r", "s"])})
+    with pytest.raises(dx.SelectionError, match=re.escape(
+            f"stimulus field {name!r} has the name of a coordinate the assembly has of its "
+            "own (presentation, stimulus_id, neuroid, neuroid_id, layer, channel, channel_x, "
+            "channel_y, embedding); rename the field")):
+        dx.to_neuroid_assembly({"fc": fc})
+    kept = dx.to_neuroid_assembly({"fc": fc.rename({name: "other"})})
+    assert kept["stimulus_id"].values.tolist() == IMAGES
+    assert kept["other"].values.tolist() == ["p", "q", "r", "s"]
+
+
 def test_a_brainio_netcdf_file_opens(tmp_path):
     # BrainIO writes an assembly with its MultiIndexes reset into plain coordinates
     assembly = neuroid_assembly({"conv5": CONV, "fc7": FC}).reset_index(["presentation",

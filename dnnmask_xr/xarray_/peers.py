@@ -44,6 +44,11 @@ _THINGSVISION_FILES = ("features.npy", "features.hdf5", "features.txt")
 #: Brain-Score's 0-based coordinates of a neuroid, by the layer's kind.
 _TOKEN_COORDS = ("channel", "embedding")
 _CONV_COORDS = ("channel", "channel_x", "channel_y")
+#: What a layer read from an assembly calls its stimuli and units: no stimulus field's name.
+_FROM_ASSEMBLY = ("stimulus", "token", "channel", "row", "column")
+#: The coordinates an assembly made here has of its own: no stimulus field's name.
+_OF_ASSEMBLY = ("presentation", "stimulus_id", "neuroid", "neuroid_id", "layer", *_CONV_COORDS,
+                "embedding")
 
 
 # -- THINGSvision ----------------------------------------------------------------------------
@@ -225,7 +230,10 @@ def from_neuroid_assembly(assembly: xr.DataArray) -> Activations:
     ------
     SelectionError
         If a coordinate is missing, a layer's neuroids do not fill its grid
-        (each unit once), or a layer has more than three unit axes.
+        (each unit once), a layer has more than three unit axes, or a
+        coordinate along ``presentation`` is named like the stimulus IDs or
+        a unit dim (``stimulus``, ``token``, ``channel``, ``row``,
+        ``column``).
     """
     if not isinstance(assembly, xr.DataArray):
         raise UsageError(f"an assembly is an xarray.DataArray, not a {type(assembly).__name__}")
@@ -242,6 +250,14 @@ def from_neuroid_assembly(assembly: xr.DataArray) -> Activations:
             raise SelectionError(f"the assembly has no {needed!r} coordinate along {dim!r}; "
                                  "model-tools' assemblies have one")
     assembly = assembly.transpose("presentation", "neuroid")
+    fields = {str(key): coord.values for key, coord in assembly.coords.items()
+              if coord.dims == ("presentation",) and key not in ("presentation", "stimulus_id")}
+    for key in fields:
+        if key in _FROM_ASSEMBLY:
+            # as a stimulus field it would replace the IDs (or a unit dim's numbers)
+            raise SelectionError(f"the assembly's presentation coordinate {key!r} would be a "
+                                 "stimulus field named like the stimulus IDs or a unit dim "
+                                 f"({', '.join(_FROM_ASSEMBLY)}); rename or drop it")
     values = assembly.values
     layer_of = assembly["layer"].values
     layers = {}
@@ -249,8 +265,6 @@ def from_neuroid_assembly(assembly: xr.DataArray) -> Activations:
         where = np.flatnonzero(layer_of == name)
         dims, numbers = _layer_units(assembly, where, str(name))
         layers[str(name)] = _on_grid(values[:, where], dims, numbers, str(name))
-    fields = {str(key): coord.values for key, coord in assembly.coords.items()
-              if coord.dims == ("presentation",) and key not in ("presentation", "stimulus_id")}
     return _labelled(Activations(layers), assembly["stimulus_id"].values, fields)
 
 
@@ -361,7 +375,9 @@ def to_neuroid_assembly(acts: Activations | Mapping[str, xr.DataArray],
     ------
     SelectionError
         If a layer has unit dims other than ``(channel,)``, ``(token,
-        channel)`` and ``(channel, row, column)``, or is not in ``acts``.
+        channel)`` and ``(channel, row, column)``, or is not in ``acts``, or
+        a stimulus field has the name of one of the assembly's own
+        coordinates (``stimulus_id``, ``layer``, ``channel_x``, ...).
     UsageError
         If no layer is given.
     DnnMaskError
@@ -380,6 +396,13 @@ def to_neuroid_assembly(acts: Activations | Mapping[str, xr.DataArray],
     # the check every write makes: the values of each layer are placed under the IDs
     # of the first, so they must describe the same stimuli in the same order
     table = acts.stimulus_table()
+    for key in table.fields:
+        if key in _OF_ASSEMBLY:
+            # beside stimulus_id it would replace the IDs; beside the neuroid levels,
+            # clash with them
+            raise SelectionError(f"stimulus field {key!r} has the name of a coordinate the "
+                                 f"assembly has of its own ({', '.join(_OF_ASSEMBLY)}); "
+                                 "rename the field")
     parts, neuroids = [], []
     for name, array in acts.items():
         dims = unit_dims_of(array)
