@@ -95,6 +95,21 @@ def test_thingsvision_low_memory_parts_are_read_in_stimulus_order(tmp_path):
         dx.read_thingsvision(module)
 
 
+@pytest.mark.parametrize("rows", [2, 4])
+def test_a_thingsvision_part_holding_other_than_its_name_says_is_refused(tmp_path, rows):
+    # a part cut short (or too long) would shift every later stimulus onto another row
+    module = tmp_path / "conv1"
+    module.mkdir()
+    np.save(module / "features_0-3.npy", FC[:rows])
+    np.save(module / "features_3-4.npy", FC[3:])
+    with pytest.raises(dx.ActFileError, match=re.escape(
+            f"{str(module)!r}: the parts of THINGSvision features leave a gap or overlap: "
+            f"features_0-3.npy holds {rows} stimuli where its name, 0-3, says 3")):
+        dx.read_thingsvision(module)
+    np.save(module / "features_0-3.npy", FC[:3])
+    np.testing.assert_array_equal(dx.read_thingsvision(module)["conv1"].values, FC)
+
+
 def test_thingsvision_hdf5_and_txt(tmp_path):
     with h5py.File(tmp_path / "features.hdf5", "w") as f:
         f.create_dataset("features", data=CONV)

@@ -88,8 +88,9 @@ def read_thingsvision(
     Raises
     ------
     ActFileError
-        If no features are found, parts leave a gap, or ``shape`` does not
-        divide the features' width.
+        If no features are found, parts leave a gap (by their names, or a
+        part holds more or fewer stimuli than its name says), or ``shape``
+        does not divide the features' width.
     """
     where = Path(path_arg(path, "features"))
     files = _thingsvision_files(where)
@@ -147,6 +148,19 @@ def _load_features(file: Path) -> np.ndarray:
 
 
 def _join_parts(parts: list[np.ndarray], files: list[Path]) -> np.ndarray:
+    for part, file in zip(parts, files, strict=True):
+        match = _PART.match(file.name)
+        if match is None:
+            continue
+        # the names leave no gap, but a part short of its name (a run cut off) would
+        # shift every later stimulus onto the wrong row
+        held = part.shape[0] if part.ndim else 0
+        said = int(match["last"]) - int(match["first"])
+        if held != said:
+            raise ActFileError(f"{str(file.parent)!r}: the parts of THINGSvision features "
+                               f"leave a gap or overlap: {file.name} holds {held} stimuli "
+                               f"where its name, {match['first']}-{match['last']}, says "
+                               f"{said}")
     if len(parts) == 1:
         return parts[0]
     for part, file in zip(parts[1:], files[1:], strict=True):
