@@ -332,6 +332,41 @@ def test_net2brain_files_one_per_stimulus(tmp_path):
         dx.read_net2brain(tmp_path)
 
 
+def test_net2brain_files_that_disagree_on_their_layers_either_way_are_refused(tmp_path):
+    # a layer only later files hold was dropped; an empty first file gave no layer
+    np.savez(tmp_path / "img1.npz", fc=FC[0][None])
+    np.savez(tmp_path / "img2.npz", fc=FC[1][None], conv=CONV[1][None])
+    with pytest.raises(dx.ActFileError, match=re.escape(
+            f"{str(tmp_path / 'img2.npz')!r} has a layer 'conv', which "
+            f"{str(tmp_path / 'img1.npz')!r} has not; every stimulus's file holds the same "
+            "layers")):
+        dx.read_net2brain(tmp_path)
+    np.savez(tmp_path / "img1.npz")
+    with pytest.raises(dx.ActFileError, match=re.escape(
+            f"{str(tmp_path / 'img1.npz')!r} holds nothing; Net2Brain's .npz files hold one "
+            "array per layer")):
+        dx.read_net2brain(tmp_path)
+    np.savez(tmp_path / "img1.npz", fc=FC[0][None], conv=CONV[0][None])
+    acts = dx.read_net2brain(tmp_path)
+    assert list(acts) == ["fc", "conv"]
+    np.testing.assert_array_equal(acts["conv"].values, CONV[:2])
+
+
+def test_net2brain_files_that_are_not_archives_of_arrays_are_refused(tmp_path):
+    np.save(tmp_path / "img1.npy", FC[0][None])
+    (tmp_path / "img1.npy").rename(tmp_path / "img1.npz")
+    with pytest.raises(dx.ActFileError, match=re.escape(
+            "img1.npz' holds one array, as np.save writes; Net2Brain's .npz files hold one "
+            "array per layer")):
+        dx.read_net2brain(tmp_path)
+    np.savez(tmp_path / "consolidated_fc.npz", img1=FC[0][None])
+    (tmp_path / "consolidated_fc.npz").write_bytes(
+        (tmp_path / "consolidated_fc.npz").read_bytes()[:40])  # cut off
+    with pytest.raises(dx.ActFileError, match=r"cannot read .*consolidated_fc\.npz' as an "
+                                              r"\.npz file \(File is not a zip file\)"):
+        dx.read_net2brain(tmp_path)
+
+
 def test_net2brain_layer_files_must_hold_the_same_stimuli(tmp_path):
     np.savez(tmp_path / "consolidated_a.npz", x=FC[0][None], y=FC[1][None])
     np.savez(tmp_path / "consolidated_b.npz", x=FC[0][None], z=FC[1][None])

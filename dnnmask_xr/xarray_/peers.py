@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -467,8 +468,10 @@ def read_net2brain(path: str | os.PathLike[str]) -> Activations:
     Raises
     ------
     ActFileError
-        If the folder holds no ``.npz`` file, or the files disagree on their
-        keys or shapes.
+        If the folder holds no ``.npz`` file, a file cannot be read or holds
+        no array or a single one (``np.save``'s), or the files disagree on
+        their keys (a key that some files lack, whichever file holds it) or
+        shapes.
     """
     where = Path(path_arg(path, "Net2Brain folder"))
     if not where.is_dir():
@@ -478,32 +481,51 @@ def read_net2brain(path: str | os.PathLike[str]) -> Activations:
         raise ActFileError(f"{str(where)!r} holds no .npz file of Net2Brain features")
     consolidated = [file for file in files if file.name.startswith("consolidated_")]
     if consolidated:
-        tables = {file.stem.removeprefix("consolidated_"): _npz(file) for file in consolidated}
+        tables = {file.stem.removeprefix("consolidated_"): _npz(file, "stimulus")
+                  for file in consolidated}
         stimuli = list(next(iter(tables.values())))
         layers = {name: _stacked(table, stimuli, file, "stimulus")
                   for (name, table), file in zip(tables.items(), consolidated, strict=True)}
         return _labelled(Activations(layers), stimuli)
-    per_stimulus = {file.stem: _npz(file) for file in files}
+    per_stimulus = {file.stem: _npz(file, "layer") for file in files}
     names = list(next(iter(per_stimulus.values())))
-    layers = {}
-    for name in names:
-        table = {}
-        for (stimulus, keys), file in zip(per_stimulus.items(), files, strict=True):
-            if name not in keys:
-                raise ActFileError(f"{str(file)!r} has no layer {name!r}, which "
-                                   f"{str(files[0])!r} has; every stimulus's file holds the "
-                                   "same layers")
-            table[stimulus] = keys[name]
-        layers[name] = _stacked(table, list(per_stimulus), files[0], "layer")
+    # every file against the first, both ways: a layer only later files hold is
+    # refused, not dropped
+    for keys, file in zip(per_stimulus.values(), files, strict=True):
+        missing = [name for name in names if name not in keys]
+        if missing:
+            raise ActFileError(f"{str(file)!r} has no layer {missing[0]!r}, which "
+                               f"{str(files[0])!r} has; every stimulus's file holds the "
+                               "same layers")
+        extra = [name for name in keys if name not in names]
+        if extra:
+            raise ActFileError(f"{str(file)!r} has a layer {extra[0]!r}, which "
+                               f"{str(files[0])!r} has not; every stimulus's file holds the "
+                               "same layers")
+    layers = {name: _stacked({stimulus: keys[name] for stimulus, keys in per_stimulus.items()},
+                             list(per_stimulus), files[0], "layer")
+              for name in names}
     return _labelled(Activations(layers), list(per_stimulus))
 
 
-def _npz(file: Path) -> dict[str, np.ndarray]:
+def _npz(file: Path, per: str) -> dict[str, np.ndarray]:
+    """Read an ``.npz`` file of Net2Brain's, one key per ``per`` (layer or stimulus)."""
     try:
-        with np.load(file, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
-    except (OSError, ValueError) as err:
+        data = np.load(file, allow_pickle=False)
+        if isinstance(data, np.ndarray):  # one array, as np.save writes it
+            table = None
+        else:
+            with data:
+                table = {name: data[name] for name in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
         raise ActFileError(f"cannot read {str(file)!r} as an .npz file ({err})") from None
+    if table is None:
+        raise ActFileError(f"{str(file)!r} holds one array, as np.save writes; Net2Brain's "
+                           f".npz files hold one array per {per}")
+    if not table:
+        raise ActFileError(f"{str(file)!r} holds nothing; Net2Brain's .npz files hold one "
+                           f"array per {per}")
+    return table
 
 
 def _stacked(table: Mapping[str, np.ndarray], keys: list[str], file: Path,
