@@ -196,6 +196,38 @@ def test_neuroids_that_do_not_fill_a_grid_are_refused():
         dx.from_neuroid_assembly(assembly)
 
 
+def fc_assembly(channel: object) -> xr.DataArray:
+    """An fc layer of three neuroids numbered by ``channel``."""
+    return xr.DataArray(FC[:, :3], dims=("presentation", "neuroid"), coords={
+        "stimulus_id": ("presentation", IMAGES), "layer": ("neuroid", ["fc"] * 3),
+        "channel": ("neuroid", channel)})
+
+
+@pytest.mark.parametrize(("bad", "shown"), [
+    (np.inf, "inf"), (1e19, "1e+19"), (np.nan, "nan"), (-1.0, "-1"), (0.5, "0.5")])
+def test_channel_numbers_that_are_not_unit_numbers_are_refused(bad, shown):
+    # inf and numbers beyond int64 became channel -9223372036854775807
+    with pytest.raises(dx.SelectionError, match=re.escape(
+            f"layer 'fc': channel holds {shown}, which is not a 0-based unit number (NaN "
+            "beside numbers, infinite, negative, fractional or beyond int64)")):
+        dx.from_neuroid_assembly(fc_assembly([0.0, bad, 2.0]))
+    largest = dx.from_neuroid_assembly(fc_assembly([0.0, 2.0**62, 2.0]))["fc"]
+    assert largest["channel"].values.tolist() == [1, 2**62 + 1, 3]
+    np.testing.assert_array_equal(largest.values, FC[:, :3])
+
+
+def test_text_channel_numbers_are_refused(tmp_path):
+    for channel in (["a", "b", "c"], ["0", "1", "2"]):  # digits too: text is no number
+        with pytest.raises(dx.SelectionError, match=re.escape(
+                f"layer 'fc': channel holds text such as {channel[0]!r}, not 0-based unit "
+                "numbers; model-tools numbers units 0, 1, 2, ...")):
+            dx.from_neuroid_assembly(fc_assembly(channel))
+    fc_assembly(["a", "b", "c"]).to_netcdf(tmp_path / "assy.nc", engine="h5netcdf")
+    with pytest.raises(dx.ActFileError, match=re.escape(
+            f"{str(tmp_path / 'assy.nc')!r}: layer 'fc': channel holds text such as 'a'")):
+        dx.open_brainio(tmp_path / "assy.nc")
+
+
 def test_an_assembly_saves_for_dnnbrain_and_round_trips(tmp_path):
     acts = dx.from_neuroid_assembly(neuroid_assembly({"conv5": CONV, "fc7": FC, "vit": VIT}))
     for suffix in (".act.h5", ".nc"):

@@ -244,8 +244,10 @@ def from_neuroid_assembly(assembly: xr.DataArray) -> Activations:
     Raises
     ------
     SelectionError
-        If a coordinate is missing, a layer's neuroids do not fill its grid
-        (each unit once), a layer has more than three unit axes, or a
+        If a coordinate is missing, a unit's number is not a 0-based unit
+        number (NaN beside numbers, infinite, negative, fractional, beyond
+        int64, text), a layer's neuroids do not fill its grid (each unit
+        once), a layer has more than three unit axes, or a
         coordinate along ``presentation`` is named like the stimulus IDs or
         a unit dim (``stimulus``, ``token``, ``channel``, ``row``,
         ``column``).
@@ -289,7 +291,14 @@ def _layer_units(assembly: xr.DataArray, where: np.ndarray,
     def coord(key: str) -> np.ndarray | None:
         if key not in assembly.coords or assembly[key].dims != ("neuroid",):
             return None
-        found = np.asarray(assembly[key].values[where], dtype=np.float64)
+        found = assembly[key].values[where]
+        if found.dtype.kind not in "iuf":
+            # text of digits would pass as numbers, other text fail in the conversion
+            shown = f"text such as {found.tolist()[0]!r}" if is_text(found) and found.size \
+                else f"{found.dtype} values"
+            raise SelectionError(f"layer {name!r}: {key} holds {shown}, not 0-based unit "
+                                 "numbers; model-tools numbers units 0, 1, 2, ...")
+        found = found.astype(np.float64)
         return None if np.isnan(found).all() else found
 
     if coord("channel_temporal") is not None:
@@ -307,9 +316,12 @@ def _layer_units(assembly: xr.DataArray, where: np.ndarray,
         return ("channel",), [np.arange(where.size, dtype=np.float64)]
     numbers = []
     for key, axis in zip(keys, found, strict=True):
-        if np.isnan(axis).any() or (axis < 0).any() or (axis != np.round(axis)).any():
-            raise SelectionError(f"layer {name!r}: {key} holds values that are not 0-based "
-                                 "unit numbers (NaN beside numbers, negative or fractional)")
+        # beyond int64 (inf among them) the cast to int64 gives INT64_MIN: a negative number
+        bad = ~np.isfinite(axis) | (axis < 0) | (axis != np.round(axis)) | (axis >= 2.0**63)
+        if bad.any():
+            raise SelectionError(f"layer {name!r}: {key} holds {axis[bad][0]:g}, which is not "
+                                 "a 0-based unit number (NaN beside numbers, infinite, "
+                                 "negative, fractional or beyond int64)")
         numbers.append(axis)
     return dims, numbers
 
