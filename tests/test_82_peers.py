@@ -124,6 +124,36 @@ def test_thingsvision_hdf5_and_txt(tmp_path):
         dx.read_thingsvision(tmp_path / "other.hdf5")
 
 
+def test_thingsvision_hdf5_features_that_are_no_dataset_are_refused_in_one_line(tmp_path):
+    with h5py.File(tmp_path / "features.hdf5", "w") as f:
+        f.create_group("features")  # h5py's TypeError, reading it as a dataset
+    with pytest.raises(dx.ActFileError, match=re.escape(
+            f"{str(tmp_path / 'features.hdf5')!r}: 'features' is a group, not a dataset; "
+            "THINGSvision stores its features as the dataset 'features'")):
+        dx.read_thingsvision(tmp_path / "features.hdf5")
+    with h5py.File(tmp_path / "features.hdf5", "w") as f:
+        f["features"] = h5py.ExternalLink("missing.h5", "/x")  # h5py's KeyError
+    with pytest.raises(dx.ActFileError, match=re.escape(
+            f"{str(tmp_path / 'features.hdf5')!r}: root object 'features' is an external link "
+            f"to 'missing.h5:/x', but {str(tmp_path / 'missing.h5')!r} cannot be read")):
+        dx.read_thingsvision(tmp_path / "features.hdf5")
+    # a link that leads to a dataset is still followed
+    with h5py.File(tmp_path / "missing.h5", "w") as f:
+        f.create_dataset("x", data=FC)
+    np.testing.assert_array_equal(
+        dx.read_thingsvision(tmp_path / "features.hdf5", layer="fc")["fc"].values, FC)
+
+
+def test_thingsvision_file_names_that_are_not_utf8_are_refused(tmp_path):
+    np.save(tmp_path / "features.npy", FC)
+    (tmp_path / "file_names.txt").write_bytes("\n".join(IMAGES).encode("latin-1") +
+                                               b"\ncaf\xe9.jpg\n")
+    with pytest.raises(dx.FormatError, match=re.escape(
+            f"{tmp_path / 'file_names.txt'}, line 5: byte b'\\xe9' is not UTF-8; save the "
+            "file as UTF-8 text")):
+        dx.read_thingsvision(tmp_path)
+
+
 def test_a_folder_without_thingsvision_features_is_refused(tmp_path):
     with pytest.raises(dx.ActFileError, match="holds no THINGSvision features"):
         dx.read_thingsvision(tmp_path)
@@ -323,8 +353,19 @@ def test_a_brainio_netcdf_file_opens(tmp_path):
     acts = dx.open_brainio(tmp_path / "assy.nc")
     np.testing.assert_array_equal(acts["conv5"].values, CONV)
     assert acts["fc7"].dims == ("stimulus", "channel")
-    with pytest.raises(dx.ActFileError, match=r"cannot read .* as a BrainIO netCDF assembly"):
+    with pytest.raises(dx.ActFileError, match=re.escape(
+            f"cannot open {str(tmp_path / 'missing.nc')!r}: no such file")):
         dx.open_brainio(tmp_path / "missing.nc")
+    # HDF5's own text ran to two lines
+    with pytest.raises(dx.ActFileError, match=re.escape(
+            f"cannot open {str(tmp_path)!r}: it is a folder, not a BrainIO netCDF file")
+            + "$"):
+        dx.open_brainio(tmp_path)
+    (tmp_path / "text.nc").write_text("not netCDF")
+    with pytest.raises(dx.ActFileError, match=re.escape(
+            "text.nc' is not an HDF5 file; a BrainIO netCDF file is HDF5 with the assembly "
+            "as one netCDF4 variable")):
+        dx.open_brainio(tmp_path / "text.nc")
 
 
 def test_assemblies_of_other_shapes_are_refused_in_one_line():

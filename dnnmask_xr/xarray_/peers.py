@@ -34,8 +34,11 @@ import pandas as pd
 import xarray as xr
 
 from dnnmask_xr._args import path_arg
+from dnnmask_xr.act.external import check_link, check_storage
+from dnnmask_xr.act.files import check_readable
 from dnnmask_xr.act.layout import is_text
 from dnnmask_xr.errors import ActFileError, SelectionError, UsageError
+from dnnmask_xr.formats._lines import read_utf8
 from dnnmask_xr.xarray_.activations import Activations, unit_dims_of
 
 #: THINGSvision's low-memory parts: ``features<suffix>_<first>-<last>.npy``.
@@ -88,10 +91,14 @@ def read_thingsvision(
 
     Raises
     ------
+    FormatError
+        If ``file_names.txt`` is not UTF-8 text.
     ActFileError
-        If no features are found, parts leave a gap (by their names, or a
-        part holds more or fewer stimuli than its name says), or ``shape``
-        does not divide the features' width.
+        If no features are found or they cannot be read (an HDF5
+        ``features`` that is not a dataset, or a link to one that does not
+        open), parts leave a gap (by their names, or a part holds more or
+        fewer stimuli than its name says), or ``shape`` does not divide the
+        features' width.
     """
     where = Path(path_arg(path, "features"))
     files = _thingsvision_files(where)
@@ -138,11 +145,23 @@ def _load_features(file: Path) -> np.ndarray:
             import h5py
 
             with h5py.File(file, "r") as root:
-                if "features" not in root:
+                # followed as HDF5 would, but checked hop by hop first: a link that
+                # leads nowhere (or in a loop) is said in one line
+                check_link(root, "features", repr(str(file)), allow_external=True)
+                found = root.get("features")
+                if found is None:
                     raise ActFileError(f"{str(file)!r} has no dataset 'features' (it holds "
                                        f"{', '.join(root) or 'nothing'}); THINGSvision "
                                        "stores its features there")
-                return root["features"][()]
+                if not isinstance(found, h5py.Dataset):
+                    kind = "a group" if isinstance(found, h5py.Group) else "a named datatype"
+                    raise ActFileError(f"{str(file)!r}: 'features' is {kind}, not a dataset; "
+                                       "THINGSvision stores its features as the dataset "
+                                       "'features'")
+                check_storage(found, "features", repr(str(file)), allow_external=True)
+                return found[()]
+    except ActFileError:
+        raise  # said already (an ActFileError is a ValueError too)
     except (OSError, ValueError) as err:
         raise ActFileError(f"cannot read THINGSvision features {str(file)!r} ({err})") from None
     raise ActFileError(f"{str(file)!r} is not a THINGSvision features file (.npy, .hdf5, .txt)")
@@ -193,7 +212,7 @@ def _file_names(folder: Path, n_stimuli: int) -> list[str] | None:
     for where in (folder, folder.parent):
         listing = where / "file_names.txt"
         if listing.is_file():
-            names = [line.strip() for line in listing.read_text(encoding="utf-8").splitlines()
+            names = [line.strip() for line in read_utf8(listing, "file_names.txt").splitlines()
                      if line.strip()]
             return names if len(names) == n_stimuli and len(set(names)) == n_stimuli else None
     return None
@@ -359,6 +378,8 @@ def open_brainio(path: str | os.PathLike[str]) -> Activations:
         If the file cannot be read as netCDF with one data variable.
     """
     where = path_arg(path, "BrainIO file")
+    # in the words every open uses: HDF5's own text runs to several lines
+    check_readable(where, "a BrainIO netCDF file", "the assembly as one netCDF4 variable")
     try:
         with xr.open_dataarray(where, engine="h5netcdf") as opened:
             assembly = opened.load()
