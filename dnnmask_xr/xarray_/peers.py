@@ -266,10 +266,9 @@ def from_neuroid_assembly(assembly: xr.DataArray) -> Activations:
         If a coordinate is missing, a unit's number is not a 0-based unit
         number (NaN beside numbers, infinite, negative, fractional, beyond
         int64, text), a layer's neuroids do not fill its grid (each unit
-        once), a layer has more than three unit axes, or a
-        coordinate along ``presentation`` is named like the stimulus IDs or
-        a unit dim (``stimulus``, ``token``, ``channel``, ``row``,
-        ``column``).
+        once), a layer has more than three unit axes, or a coordinate along
+        ``presentation`` is named like the stimulus IDs or a unit dim
+        (``stimulus``, ``token``, ``channel``, ``row``, ``column``).
     """
     if not isinstance(assembly, xr.DataArray):
         raise UsageError(f"an assembly is an xarray.DataArray, not a {type(assembly).__name__}")
@@ -375,7 +374,9 @@ def open_brainio(path: str | os.PathLike[str]) -> Activations:
     Raises
     ------
     ActFileError
-        If the file cannot be read as netCDF with one data variable.
+        If the file is missing, a folder or not HDF5 (netCDF4), cannot be
+        read as netCDF with one data variable, or its assembly is refused
+        as :func:`from_neuroid_assembly` refuses it (naming the file).
     """
     where = path_arg(path, "BrainIO file")
     # in the words every open uses: HDF5's own text runs to several lines
