@@ -95,6 +95,21 @@ def test_thingsvision_low_memory_parts_are_read_in_stimulus_order(tmp_path):
         dx.read_thingsvision(module)
 
 
+@pytest.mark.parametrize("rows", [2, 4])
+def test_a_thingsvision_part_holding_other_than_its_name_says_is_refused(tmp_path, rows):
+    # a part cut short (or too long) would shift every later stimulus onto another row
+    module = tmp_path / "conv1"
+    module.mkdir()
+    np.save(module / "features_0-3.npy", FC[:rows])
+    np.save(module / "features_3-4.npy", FC[3:])
+    with pytest.raises(dx.ActFileError, match=re.escape(
+            f"{str(module)!r}: the parts of THINGSvision features leave a gap or overlap: "
+            f"features_0-3.npy holds {rows} stimuli where its name, 0-3, says 3")):
+        dx.read_thingsvision(module)
+    np.save(module / "features_0-3.npy", FC[:3])
+    np.testing.assert_array_equal(dx.read_thingsvision(module)["conv1"].values, FC)
+
+
 def test_thingsvision_hdf5_and_txt(tmp_path):
     with h5py.File(tmp_path / "features.hdf5", "w") as f:
         f.create_dataset("features", data=CONV)
@@ -107,6 +122,36 @@ def test_thingsvision_hdf5_and_txt(tmp_path):
         f.create_dataset("feats", data=CONV)
     with pytest.raises(dx.ActFileError, match=r"has no dataset 'features' \(it holds feats\)"):
         dx.read_thingsvision(tmp_path / "other.hdf5")
+
+
+def test_thingsvision_hdf5_features_that_are_no_dataset_are_refused_in_one_line(tmp_path):
+    with h5py.File(tmp_path / "features.hdf5", "w") as f:
+        f.create_group("features")  # h5py's TypeError, reading it as a dataset
+    with pytest.raises(dx.ActFileError, match=re.escape(
+            f"{str(tmp_path / 'features.hdf5')!r}: 'features' is a group, not a dataset; "
+            "THINGSvision stores its features as the dataset 'features'")):
+        dx.read_thingsvision(tmp_path / "features.hdf5")
+    with h5py.File(tmp_path / "features.hdf5", "w") as f:
+        f["features"] = h5py.ExternalLink("missing.h5", "/x")  # h5py's KeyError
+    with pytest.raises(dx.ActFileError, match=re.escape(
+            f"{str(tmp_path / 'features.hdf5')!r}: root object 'features' is an external link "
+            f"to 'missing.h5:/x', but {str(tmp_path / 'missing.h5')!r} cannot be read")):
+        dx.read_thingsvision(tmp_path / "features.hdf5")
+    # a link that leads to a dataset is still followed
+    with h5py.File(tmp_path / "missing.h5", "w") as f:
+        f.create_dataset("x", data=FC)
+    np.testing.assert_array_equal(
+        dx.read_thingsvision(tmp_path / "features.hdf5", layer="fc")["fc"].values, FC)
+
+
+def test_thingsvision_file_names_that_are_not_utf8_are_refused(tmp_path):
+    np.save(tmp_path / "features.npy", FC)
+    (tmp_path / "file_names.txt").write_bytes("\n".join(IMAGES).encode("latin-1") +
+                                               b"\ncaf\xe9.jpg\n")
+    with pytest.raises(dx.FormatError, match=re.escape(
+            f"{tmp_path / 'file_names.txt'}, line 5: byte b'\\xe9' is not UTF-8; save the "
+            "file as UTF-8 text")):
+        dx.read_thingsvision(tmp_path)
 
 
 def test_a_folder_without_thingsvision_features_is_refused(tmp_path):
@@ -181,6 +226,38 @@ def test_neuroids_that_do_not_fill_a_grid_are_refused():
         dx.from_neuroid_assembly(assembly)
 
 
+def fc_assembly(channel: object) -> xr.DataArray:
+    """An fc layer of three neuroids numbered by ``channel``."""
+    return xr.DataArray(FC[:, :3], dims=("presentation", "neuroid"), coords={
+        "stimulus_id": ("presentation", IMAGES), "layer": ("neuroid", ["fc"] * 3),
+        "channel": ("neuroid", channel)})
+
+
+@pytest.mark.parametrize(("bad", "shown"), [
+    (np.inf, "inf"), (1e19, "1e+19"), (np.nan, "nan"), (-1.0, "-1"), (0.5, "0.5")])
+def test_channel_numbers_that_are_not_unit_numbers_are_refused(bad, shown):
+    # inf and numbers beyond int64 became channel -9223372036854775807
+    with pytest.raises(dx.SelectionError, match=re.escape(
+            f"layer 'fc': channel holds {shown}, which is not a 0-based unit number (NaN "
+            "beside numbers, infinite, negative, fractional or beyond int64)")):
+        dx.from_neuroid_assembly(fc_assembly([0.0, bad, 2.0]))
+    largest = dx.from_neuroid_assembly(fc_assembly([0.0, 2.0**62, 2.0]))["fc"]
+    assert largest["channel"].values.tolist() == [1, 2**62 + 1, 3]
+    np.testing.assert_array_equal(largest.values, FC[:, :3])
+
+
+def test_text_channel_numbers_are_refused(tmp_path):
+    for channel in (["a", "b", "c"], ["0", "1", "2"]):  # digits too: text is no number
+        with pytest.raises(dx.SelectionError, match=re.escape(
+                f"layer 'fc': channel holds text such as {channel[0]!r}, not 0-based unit "
+                "numbers; model-tools numbers units 0, 1, 2, ...")):
+            dx.from_neuroid_assembly(fc_assembly(channel))
+    fc_assembly(["a", "b", "c"]).to_netcdf(tmp_path / "assy.nc", engine="h5netcdf")
+    with pytest.raises(dx.ActFileError, match=re.escape(
+            f"{str(tmp_path / 'assy.nc')!r}: layer 'fc': channel holds text such as 'a'")):
+        dx.open_brainio(tmp_path / "assy.nc")
+
+
 def test_an_assembly_saves_for_dnnbrain_and_round_trips(tmp_path):
     acts = dx.from_neuroid_assembly(neuroid_assembly({"conv5": CONV, "fc7": FC, "vit": VIT}))
     for suffix in (".act.h5", ".nc"):
@@ -210,6 +287,64 @@ def test_to_neuroid_assembly_is_the_inverse_even_after_a_mask():
     assert back["fc7"]["object_name"].values.tolist() == ["cat", "dog", "car", "cup"]
 
 
+def test_to_neuroid_assembly_refuses_layers_of_other_stimuli():
+    # one presentation dim labels every layer: values of stimuli in another order
+    # would be put under the first layer's IDs
+    first = xr.DataArray(FC[:2], dims=("stimulus", "channel"), coords={"stimulus": ["x", "y"]})
+    swapped = xr.DataArray(FC[1::-1], dims=("stimulus", "channel"),
+                           coords={"stimulus": ["y", "x"]})
+    with pytest.raises(dx.DnnMaskError, match=re.escape(
+            "layer 'b' labels its stimuli differently from layer 'a' (stimulus IDs differ); "
+            "all layers of a file share one stimulus table")):
+        dx.to_neuroid_assembly({"a": first, "b": swapped})
+    # the layers chosen are the ones checked, and they give the assembly's IDs
+    assembly = dx.to_neuroid_assembly({"a": first, "b": swapped}, layers=["b"])
+    assert assembly["stimulus_id"].values.tolist() == ["y", "x"]
+    np.testing.assert_array_equal(assembly.values, FC[1::-1])
+    aligned = dx.to_neuroid_assembly({"a": first, "b": swapped.sel(stimulus=["x", "y"])})
+    np.testing.assert_array_equal(aligned.values, np.concatenate([FC[:2], FC[:2]], axis=1))
+
+
+def test_to_neuroid_assembly_of_no_layer_or_no_stimulus():
+    fc = xr.DataArray(FC, dims=("stimulus", "channel"))
+    with pytest.raises(dx.UsageError, match=re.escape(
+            "an assembly holds at least one layer, and layers=[] names none")):
+        dx.to_neuroid_assembly({"fc": fc}, layers=[])
+    with pytest.raises(dx.UsageError, match="the activations hold none"):
+        dx.to_neuroid_assembly({})
+    # no stimuli is still an assembly, and reads back
+    empty = dx.to_neuroid_assembly({"fc": fc[:0]})
+    assert empty.shape == (0, 6)
+    assert dx.from_neuroid_assembly(empty)["fc"].shape == (0, 6)
+
+
+@pytest.mark.parametrize("name", ["stimulus", "channel", "token"])
+def test_a_presentation_coordinate_named_like_the_ids_is_refused(name):
+    # as a stimulus field, 'stimulus' replaced the IDs stimulus_id gives
+    assembly = neuroid_assembly({"fc7": FC}).assign_coords(
+        {name: ("presentation", ["a", "b", "c", "d"])})
+    with pytest.raises(dx.SelectionError, match=re.escape(
+            f"the assembly's presentation coordinate {name!r} would be a stimulus field "
+            "named like the stimulus IDs or a unit dim (stimulus, token, channel, row, "
+            "column); rename or drop it")):
+        dx.from_neuroid_assembly(assembly)
+
+
+@pytest.mark.parametrize("name", ["stimulus_id", "layer", "embedding"])
+def test_a_stimulus_field_named_like_an_assembly_coordinate_is_refused(name):
+    # a field 'stimulus_id' replaced the IDs in the assembly
+    fc = xr.DataArray(FC, dims=("stimulus", "channel"), coords={
+        "stimulus": IMAGES, name: ("stimulus", ["p", "q", "r", "s"])})
+    with pytest.raises(dx.SelectionError, match=re.escape(
+            f"stimulus field {name!r} has the name of a coordinate the assembly has of its "
+            "own (presentation, stimulus_id, neuroid, neuroid_id, layer, channel, channel_x, "
+            "channel_y, embedding); rename the field")):
+        dx.to_neuroid_assembly({"fc": fc})
+    kept = dx.to_neuroid_assembly({"fc": fc.rename({name: "other"})})
+    assert kept["stimulus_id"].values.tolist() == IMAGES
+    assert kept["other"].values.tolist() == ["p", "q", "r", "s"]
+
+
 def test_a_brainio_netcdf_file_opens(tmp_path):
     # BrainIO writes an assembly with its MultiIndexes reset into plain coordinates
     assembly = neuroid_assembly({"conv5": CONV, "fc7": FC}).reset_index(["presentation",
@@ -218,8 +353,19 @@ def test_a_brainio_netcdf_file_opens(tmp_path):
     acts = dx.open_brainio(tmp_path / "assy.nc")
     np.testing.assert_array_equal(acts["conv5"].values, CONV)
     assert acts["fc7"].dims == ("stimulus", "channel")
-    with pytest.raises(dx.ActFileError, match=r"cannot read .* as a BrainIO netCDF assembly"):
+    with pytest.raises(dx.ActFileError, match=re.escape(
+            f"cannot open {str(tmp_path / 'missing.nc')!r}: no such file")):
         dx.open_brainio(tmp_path / "missing.nc")
+    # HDF5's own text ran to two lines
+    with pytest.raises(dx.ActFileError, match=re.escape(
+            f"cannot open {str(tmp_path)!r}: it is a folder, not a BrainIO netCDF file")
+            + "$"):
+        dx.open_brainio(tmp_path)
+    (tmp_path / "text.nc").write_text("not netCDF")
+    with pytest.raises(dx.ActFileError, match=re.escape(
+            "text.nc' is not an HDF5 file; a BrainIO netCDF file is HDF5 with the assembly "
+            "as one netCDF4 variable")):
+        dx.open_brainio(tmp_path / "text.nc")
 
 
 def test_assemblies_of_other_shapes_are_refused_in_one_line():
@@ -256,6 +402,41 @@ def test_net2brain_files_one_per_stimulus(tmp_path):
     assert acts["layer1"]["stimulus"].values.tolist() == sorted(i[:-4] for i in IMAGES)
     np.savez(tmp_path / "zzz.npz", layer1=CONV[0][None])
     with pytest.raises(dx.ActFileError, match=r"zzz\.npz' has no layer 'fc'"):
+        dx.read_net2brain(tmp_path)
+
+
+def test_net2brain_files_that_disagree_on_their_layers_either_way_are_refused(tmp_path):
+    # a layer only later files hold was dropped; an empty first file gave no layer
+    np.savez(tmp_path / "img1.npz", fc=FC[0][None])
+    np.savez(tmp_path / "img2.npz", fc=FC[1][None], conv=CONV[1][None])
+    with pytest.raises(dx.ActFileError, match=re.escape(
+            f"{str(tmp_path / 'img2.npz')!r} has a layer 'conv', which "
+            f"{str(tmp_path / 'img1.npz')!r} has not; every stimulus's file holds the same "
+            "layers")):
+        dx.read_net2brain(tmp_path)
+    np.savez(tmp_path / "img1.npz")
+    with pytest.raises(dx.ActFileError, match=re.escape(
+            f"{str(tmp_path / 'img1.npz')!r} holds nothing; Net2Brain's .npz files hold one "
+            "array per layer")):
+        dx.read_net2brain(tmp_path)
+    np.savez(tmp_path / "img1.npz", fc=FC[0][None], conv=CONV[0][None])
+    acts = dx.read_net2brain(tmp_path)
+    assert list(acts) == ["fc", "conv"]
+    np.testing.assert_array_equal(acts["conv"].values, CONV[:2])
+
+
+def test_net2brain_files_that_are_not_archives_of_arrays_are_refused(tmp_path):
+    np.save(tmp_path / "img1.npy", FC[0][None])
+    (tmp_path / "img1.npy").rename(tmp_path / "img1.npz")
+    with pytest.raises(dx.ActFileError, match=re.escape(
+            "img1.npz' holds one array, as np.save writes; Net2Brain's .npz files hold one "
+            "array per layer")):
+        dx.read_net2brain(tmp_path)
+    np.savez(tmp_path / "consolidated_fc.npz", img1=FC[0][None])
+    (tmp_path / "consolidated_fc.npz").write_bytes(
+        (tmp_path / "consolidated_fc.npz").read_bytes()[:40])  # cut off
+    with pytest.raises(dx.ActFileError, match=r"cannot read .*consolidated_fc\.npz' as an "
+                                              r"\.npz file \(File is not a zip file\)"):
         dx.read_net2brain(tmp_path)
 
 

@@ -228,19 +228,27 @@ def _may_retry(err: Exception, tried: dict[str, bool]) -> bool:
     return "lock" in text or ("already open for write" in text and not tried.get("swmr"))
 
 
-def check_readable(where: str) -> None:
+def check_readable(where: str, what: str = "an .act.h5 file",
+                   holding: str = "one 4-D dataset per layer") -> None:
     """Check that ``where`` is a readable HDF5 file, with one-line errors.
 
     Each error is raised ``from None``: called by xarray's file manager on a
     cache miss, it would otherwise be shown chained to the manager's
     ``KeyError``, which says nothing of the file.
+
+    Parameters
+    ----------
+    where
+        The file's path.
+    what, holding
+        What the file should be and what it holds, for the errors: ``"an
+        .act.h5 file"`` is HDF5 with ``"one 4-D dataset per layer"``.
     """
     file = Path(where)
     if not file.exists():
         raise ActFileError(f"cannot open {where!r}: no such file") from None
     if file.is_dir():
-        raise ActFileError(f"cannot open {where!r}: it is a folder, not an .act.h5 file"
-                           ) from None
+        raise ActFileError(f"cannot open {where!r}: it is a folder, not {what}") from None
     if not os.access(file, os.R_OK):
         raise ActFileError(f"cannot open {where!r}: permission denied") from None
     try:
@@ -248,5 +256,5 @@ def check_readable(where: str) -> None:
     except OSError as err:
         raise ActFileError(f"cannot open {where!r}: {err.strerror or err}") from None
     if not is_hdf5:
-        raise ActFileError(f"{where!r} is not an HDF5 file; an .act.h5 file is HDF5 with "
-                           "one 4-D dataset per layer") from None
+        raise ActFileError(f"{where!r} is not an HDF5 file; {what} is HDF5 with {holding}"
+                           ) from None

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,11 @@ import pandas as pd
 import xarray as xr
 
 from dnnmask_xr._args import path_arg
+from dnnmask_xr.act.external import check_link, check_storage
+from dnnmask_xr.act.files import check_readable
 from dnnmask_xr.act.layout import is_text
 from dnnmask_xr.errors import ActFileError, SelectionError, UsageError
+from dnnmask_xr.formats._lines import read_utf8
 from dnnmask_xr.xarray_.activations import Activations, unit_dims_of
 
 #: THINGSvision's low-memory parts: ``features<suffix>_<first>-<last>.npy``.
@@ -44,6 +48,11 @@ _THINGSVISION_FILES = ("features.npy", "features.hdf5", "features.txt")
 #: Brain-Score's 0-based coordinates of a neuroid, by the layer's kind.
 _TOKEN_COORDS = ("channel", "embedding")
 _CONV_COORDS = ("channel", "channel_x", "channel_y")
+#: What a layer read from an assembly calls its stimuli and units: no stimulus field's name.
+_FROM_ASSEMBLY = ("stimulus", "token", "channel", "row", "column")
+#: The coordinates an assembly made here has of its own: no stimulus field's name.
+_OF_ASSEMBLY = ("presentation", "stimulus_id", "neuroid", "neuroid_id", "layer", *_CONV_COORDS,
+                "embedding")
 
 
 # -- THINGSvision ----------------------------------------------------------------------------
@@ -82,9 +91,14 @@ def read_thingsvision(
 
     Raises
     ------
+    FormatError
+        If ``file_names.txt`` is not UTF-8 text.
     ActFileError
-        If no features are found, parts leave a gap, or ``shape`` does not
-        divide the features' width.
+        If no features are found or they cannot be read (an HDF5
+        ``features`` that is not a dataset, or a link to one that does not
+        open), parts leave a gap (by their names, or a part holds more or
+        fewer stimuli than its name says), or ``shape`` does not divide the
+        features' width.
     """
     where = Path(path_arg(path, "features"))
     files = _thingsvision_files(where)
@@ -131,17 +145,42 @@ def _load_features(file: Path) -> np.ndarray:
             import h5py
 
             with h5py.File(file, "r") as root:
-                if "features" not in root:
+                # followed as HDF5 would, but checked hop by hop first: a link that
+                # leads nowhere (or in a loop) is said in one line
+                check_link(root, "features", repr(str(file)), allow_external=True)
+                found = root.get("features")
+                if found is None:
                     raise ActFileError(f"{str(file)!r} has no dataset 'features' (it holds "
                                        f"{', '.join(root) or 'nothing'}); THINGSvision "
                                        "stores its features there")
-                return root["features"][()]
+                if not isinstance(found, h5py.Dataset):
+                    kind = "a group" if isinstance(found, h5py.Group) else "a named datatype"
+                    raise ActFileError(f"{str(file)!r}: 'features' is {kind}, not a dataset; "
+                                       "THINGSvision stores its features as the dataset "
+                                       "'features'")
+                check_storage(found, "features", repr(str(file)), allow_external=True)
+                return found[()]
+    except ActFileError:
+        raise  # said already (an ActFileError is a ValueError too)
     except (OSError, ValueError) as err:
         raise ActFileError(f"cannot read THINGSvision features {str(file)!r} ({err})") from None
     raise ActFileError(f"{str(file)!r} is not a THINGSvision features file (.npy, .hdf5, .txt)")
 
 
 def _join_parts(parts: list[np.ndarray], files: list[Path]) -> np.ndarray:
+    for part, file in zip(parts, files, strict=True):
+        match = _PART.match(file.name)
+        if match is None:
+            continue
+        # the names leave no gap, but a part short of its name (a run cut off) would
+        # shift every later stimulus onto the wrong row
+        held = part.shape[0] if part.ndim else 0
+        said = int(match["last"]) - int(match["first"])
+        if held != said:
+            raise ActFileError(f"{str(file.parent)!r}: the parts of THINGSvision features "
+                               f"leave a gap or overlap: {file.name} holds {held} stimuli "
+                               f"where its name, {match['first']}-{match['last']}, says "
+                               f"{said}")
     if len(parts) == 1:
         return parts[0]
     for part, file in zip(parts[1:], files[1:], strict=True):
@@ -173,7 +212,7 @@ def _file_names(folder: Path, n_stimuli: int) -> list[str] | None:
     for where in (folder, folder.parent):
         listing = where / "file_names.txt"
         if listing.is_file():
-            names = [line.strip() for line in listing.read_text(encoding="utf-8").splitlines()
+            names = [line.strip() for line in read_utf8(listing, "file_names.txt").splitlines()
                      if line.strip()]
             return names if len(names) == n_stimuli and len(set(names)) == n_stimuli else None
     return None
@@ -224,8 +263,12 @@ def from_neuroid_assembly(assembly: xr.DataArray) -> Activations:
     Raises
     ------
     SelectionError
-        If a coordinate is missing, a layer's neuroids do not fill its grid
-        (each unit once), or a layer has more than three unit axes.
+        If a coordinate is missing, a unit's number is not a 0-based unit
+        number (NaN beside numbers, infinite, negative, fractional, beyond
+        int64, text), a layer's neuroids do not fill its grid (each unit
+        once), a layer has more than three unit axes, or a coordinate along
+        ``presentation`` is named like the stimulus IDs or a unit dim
+        (``stimulus``, ``token``, ``channel``, ``row``, ``column``).
     """
     if not isinstance(assembly, xr.DataArray):
         raise UsageError(f"an assembly is an xarray.DataArray, not a {type(assembly).__name__}")
@@ -242,6 +285,14 @@ def from_neuroid_assembly(assembly: xr.DataArray) -> Activations:
             raise SelectionError(f"the assembly has no {needed!r} coordinate along {dim!r}; "
                                  "model-tools' assemblies have one")
     assembly = assembly.transpose("presentation", "neuroid")
+    fields = {str(key): coord.values for key, coord in assembly.coords.items()
+              if coord.dims == ("presentation",) and key not in ("presentation", "stimulus_id")}
+    for key in fields:
+        if key in _FROM_ASSEMBLY:
+            # as a stimulus field it would replace the IDs (or a unit dim's numbers)
+            raise SelectionError(f"the assembly's presentation coordinate {key!r} would be a "
+                                 "stimulus field named like the stimulus IDs or a unit dim "
+                                 f"({', '.join(_FROM_ASSEMBLY)}); rename or drop it")
     values = assembly.values
     layer_of = assembly["layer"].values
     layers = {}
@@ -249,8 +300,6 @@ def from_neuroid_assembly(assembly: xr.DataArray) -> Activations:
         where = np.flatnonzero(layer_of == name)
         dims, numbers = _layer_units(assembly, where, str(name))
         layers[str(name)] = _on_grid(values[:, where], dims, numbers, str(name))
-    fields = {str(key): coord.values for key, coord in assembly.coords.items()
-              if coord.dims == ("presentation",) and key not in ("presentation", "stimulus_id")}
     return _labelled(Activations(layers), assembly["stimulus_id"].values, fields)
 
 
@@ -260,7 +309,14 @@ def _layer_units(assembly: xr.DataArray, where: np.ndarray,
     def coord(key: str) -> np.ndarray | None:
         if key not in assembly.coords or assembly[key].dims != ("neuroid",):
             return None
-        found = np.asarray(assembly[key].values[where], dtype=np.float64)
+        found = assembly[key].values[where]
+        if found.dtype.kind not in "iuf":
+            # text of digits would pass as numbers, other text fail in the conversion
+            shown = f"text such as {found.tolist()[0]!r}" if is_text(found) and found.size \
+                else f"{found.dtype} values"
+            raise SelectionError(f"layer {name!r}: {key} holds {shown}, not 0-based unit "
+                                 "numbers; model-tools numbers units 0, 1, 2, ...")
+        found = found.astype(np.float64)
         return None if np.isnan(found).all() else found
 
     if coord("channel_temporal") is not None:
@@ -278,9 +334,12 @@ def _layer_units(assembly: xr.DataArray, where: np.ndarray,
         return ("channel",), [np.arange(where.size, dtype=np.float64)]
     numbers = []
     for key, axis in zip(keys, found, strict=True):
-        if np.isnan(axis).any() or (axis < 0).any() or (axis != np.round(axis)).any():
-            raise SelectionError(f"layer {name!r}: {key} holds values that are not 0-based "
-                                 "unit numbers (NaN beside numbers, negative or fractional)")
+        # beyond int64 (inf among them) the cast to int64 gives INT64_MIN: a negative number
+        bad = ~np.isfinite(axis) | (axis < 0) | (axis != np.round(axis)) | (axis >= 2.0**63)
+        if bad.any():
+            raise SelectionError(f"layer {name!r}: {key} holds {axis[bad][0]:g}, which is not "
+                                 "a 0-based unit number (NaN beside numbers, infinite, "
+                                 "negative, fractional or beyond int64)")
         numbers.append(axis)
     return dims, numbers
 
@@ -315,9 +374,13 @@ def open_brainio(path: str | os.PathLike[str]) -> Activations:
     Raises
     ------
     ActFileError
-        If the file cannot be read as netCDF with one data variable.
+        If the file is missing, a folder or not HDF5 (netCDF4), cannot be
+        read as netCDF with one data variable, or its assembly is refused
+        as :func:`from_neuroid_assembly` refuses it (naming the file).
     """
     where = path_arg(path, "BrainIO file")
+    # in the words every open uses: HDF5's own text runs to several lines
+    check_readable(where, "a BrainIO netCDF file", "the assembly as one netCDF4 variable")
     try:
         with xr.open_dataarray(where, engine="h5netcdf") as opened:
             assembly = opened.load()
@@ -342,21 +405,55 @@ def to_neuroid_assembly(acts: Activations | Mapping[str, xr.DataArray],
     token of a transformer layer is its ``channel``, its channel the
     ``embedding``).
 
+    Parameters
+    ----------
+    acts
+        The layers, as :class:`~dnnmask_xr.Activations` or a mapping of
+        layer name to ``DataArray``.
+    layers
+        The layers to give, in this order (a name or a list of names); by
+        default all of them.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims ``presentation`` and ``neuroid``, the layers' neuroids one
+        layer after the other.
+
     Raises
     ------
     SelectionError
         If a layer has unit dims other than ``(channel,)``, ``(token,
-        channel)`` and ``(channel, row, column)``, or is not in ``acts``.
+        channel)`` and ``(channel, row, column)``, or is not in ``acts``, or
+        a stimulus field has the name of one of the assembly's own
+        coordinates (``stimulus_id``, ``layer``, ``channel_x``, ...).
+    UsageError
+        If no layer is given.
+    DnnMaskError
+        If the layers label their stimuli differently (see
+        :meth:`Activations.stimulus_table <dnnmask_xr.Activations.stimulus_table>`):
+        one ``presentation`` dim labels every layer's values.
     """
     if not isinstance(acts, Activations):
         acts = Activations(acts)
-    names = list(acts if layers is None else layers)
+    if layers is not None:
+        acts = acts.sel(layer=layers)
+    if not acts:
+        raise UsageError("an assembly holds at least one layer, and "
+                         + (f"layers={layers!r} names none" if layers is not None
+                            else "the activations hold none"))
+    # the check every write makes: the values of each layer are placed under the IDs
+    # of the first, so they must describe the same stimuli in the same order
+    table = acts.stimulus_table()
+    for key in table.fields:
+        if key in _OF_ASSEMBLY:
+            # beside stimulus_id it would replace the IDs; beside the neuroid levels,
+            # clash with them
+            raise SelectionError(f"stimulus field {key!r} has the name of a coordinate the "
+                                 f"assembly has of its own ({', '.join(_OF_ASSEMBLY)}); "
+                                 "rename the field")
     parts, neuroids = [], []
-    for name in names:
-        if name not in acts:
-            raise SelectionError(f"layer {name!r} is not in the activations "
-                                 f"(layers: {', '.join(acts)})")
-        array = acts[name]
+    for name, array in acts.items():
         dims = unit_dims_of(array)
         keys = {("channel",): ("channel",), ("token", "channel"): _TOKEN_COORDS,
                 ("channel", "row", "column"): _CONV_COORDS}.get(dims)
@@ -366,19 +463,17 @@ def to_neuroid_assembly(acts: Activations | Mapping[str, xr.DataArray],
                                  "row, column) layers")
         grid = np.meshgrid(*(array[dim].values for dim in dims), indexing="ij")
         size = grid[0].size
-        table = {"neuroid_id": [f"{name}.{i}" for i in range(size)], "layer": [name] * size}
+        units = {"neuroid_id": [f"{name}.{i}" for i in range(size)], "layer": [name] * size}
         for key in ("channel", "channel_x", "channel_y", "embedding"):
-            table[key] = np.full(size, np.nan)
+            units[key] = np.full(size, np.nan)
         for key, axis in zip(keys, grid, strict=True):
-            table[key] = axis.ravel() - 1.0
-        neuroids.append(pd.DataFrame(table))
-        parts.append(np.asarray(array.values).reshape(array.shape[0], -1))
+            units[key] = axis.ravel() - 1.0
+        neuroids.append(pd.DataFrame(units))
+        # the size given, not -1: a layer of no stimuli has no size to infer
+        parts.append(np.asarray(array.values).reshape(array.shape[0], size))
     index = pd.MultiIndex.from_frame(pd.concat(neuroids, ignore_index=True))
-    first = acts[names[0]]
     presentation = pd.MultiIndex.from_frame(pd.DataFrame({
-        "stimulus_id": first["stimulus"].values,
-        **{str(key): coord.values for key, coord in first.coords.items()
-           if coord.dims == ("stimulus",) and key != "stimulus"}}))
+        "stimulus_id": table.ids, **{str(key): values for key, values in table.fields.items()}}))
     coords = xr.Coordinates.from_pandas_multiindex(presentation, "presentation").merge(
         xr.Coordinates.from_pandas_multiindex(index, "neuroid")).coords
     return xr.DataArray(np.concatenate(parts, axis=1), dims=("presentation", "neuroid"),
@@ -407,8 +502,10 @@ def read_net2brain(path: str | os.PathLike[str]) -> Activations:
     Raises
     ------
     ActFileError
-        If the folder holds no ``.npz`` file, or the files disagree on their
-        keys or shapes.
+        If the folder holds no ``.npz`` file, a file cannot be read or holds
+        no array or a single one (``np.save``'s), or the files disagree on
+        their keys (a key that some files lack, whichever file holds it) or
+        shapes.
     """
     where = Path(path_arg(path, "Net2Brain folder"))
     if not where.is_dir():
@@ -418,32 +515,51 @@ def read_net2brain(path: str | os.PathLike[str]) -> Activations:
         raise ActFileError(f"{str(where)!r} holds no .npz file of Net2Brain features")
     consolidated = [file for file in files if file.name.startswith("consolidated_")]
     if consolidated:
-        tables = {file.stem.removeprefix("consolidated_"): _npz(file) for file in consolidated}
+        tables = {file.stem.removeprefix("consolidated_"): _npz(file, "stimulus")
+                  for file in consolidated}
         stimuli = list(next(iter(tables.values())))
         layers = {name: _stacked(table, stimuli, file, "stimulus")
                   for (name, table), file in zip(tables.items(), consolidated, strict=True)}
         return _labelled(Activations(layers), stimuli)
-    per_stimulus = {file.stem: _npz(file) for file in files}
+    per_stimulus = {file.stem: _npz(file, "layer") for file in files}
     names = list(next(iter(per_stimulus.values())))
-    layers = {}
-    for name in names:
-        table = {}
-        for (stimulus, keys), file in zip(per_stimulus.items(), files, strict=True):
-            if name not in keys:
-                raise ActFileError(f"{str(file)!r} has no layer {name!r}, which "
-                                   f"{str(files[0])!r} has; every stimulus's file holds the "
-                                   "same layers")
-            table[stimulus] = keys[name]
-        layers[name] = _stacked(table, list(per_stimulus), files[0], "layer")
+    # every file against the first, both ways: a layer only later files hold is
+    # refused, not dropped
+    for keys, file in zip(per_stimulus.values(), files, strict=True):
+        missing = [name for name in names if name not in keys]
+        if missing:
+            raise ActFileError(f"{str(file)!r} has no layer {missing[0]!r}, which "
+                               f"{str(files[0])!r} has; every stimulus's file holds the "
+                               "same layers")
+        extra = [name for name in keys if name not in names]
+        if extra:
+            raise ActFileError(f"{str(file)!r} has a layer {extra[0]!r}, which "
+                               f"{str(files[0])!r} has not; every stimulus's file holds the "
+                               "same layers")
+    layers = {name: _stacked({stimulus: keys[name] for stimulus, keys in per_stimulus.items()},
+                             list(per_stimulus), files[0], "layer")
+              for name in names}
     return _labelled(Activations(layers), list(per_stimulus))
 
 
-def _npz(file: Path) -> dict[str, np.ndarray]:
+def _npz(file: Path, per: str) -> dict[str, np.ndarray]:
+    """Read an ``.npz`` file of Net2Brain's, one key per ``per`` (layer or stimulus)."""
     try:
-        with np.load(file, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
-    except (OSError, ValueError) as err:
+        data = np.load(file, allow_pickle=False)
+        if isinstance(data, np.ndarray):  # one array, as np.save writes it
+            table = None
+        else:
+            with data:
+                table = {name: data[name] for name in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
         raise ActFileError(f"cannot read {str(file)!r} as an .npz file ({err})") from None
+    if table is None:
+        raise ActFileError(f"{str(file)!r} holds one array, as np.save writes; Net2Brain's "
+                           f".npz files hold one array per {per}")
+    if not table:
+        raise ActFileError(f"{str(file)!r} holds nothing; Net2Brain's .npz files hold one "
+                           f"array per {per}")
+    return table
 
 
 def _stacked(table: Mapping[str, np.ndarray], keys: list[str], file: Path,
