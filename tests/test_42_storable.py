@@ -9,6 +9,7 @@ file the reader refuses, never a value changed on the way.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -172,4 +173,18 @@ def test_nested_lists_of_uneven_lengths_are_refused_in_one_line(write, suffix, t
             r"array with the same number of units for every stimulus$")) as caught:
         write({"fc": [[1.0, 2.0], [3.0]]}, tmp_path / f"out{suffix}")
     assert "\n" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".act.h5", ".nc"])
+@pytest.mark.parametrize("value", [[[1, 2], [3]], [1, "a"], ("x", 2.5), [["a"], [1]]],
+                         ids=["uneven", "number-and-text", "text-and-number", "nested"])
+def test_attributes_numpy_cannot_keep_as_given_are_refused(value, suffix, tmp_path):
+    # uneven lists raised NumPy's ValueError; numbers beside text NumPy turns into text
+    # (h5py raised TypeError writing a .nc)
+    with pytest.raises(dx.DnnMaskError, match=(
+            rf"^attribute 'tags' of the file's root holds {re.escape(repr(value))}, which a "
+            r"file cannot store; give text, numbers, or a list of either$")):
+        dx.save_act({"fc": np.ones((2, 3), np.float32)}, tmp_path / f"out{suffix}",
+                    attrs={"tags": value})
     assert list(tmp_path.iterdir()) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import pickle
+import re
 import subprocess
 import sys
 import tempfile
@@ -20,7 +21,7 @@ from dask.callbacks import Callback
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dnnmask_xr import ActFileError, UsageError, open_act, save_act, to_datatree
+from dnnmask_xr import ActFileError, DnnMaskError, UsageError, open_act, save_act, to_datatree
 from dnnmask_xr.act.layout import DIMS
 from dnnmask_xr.xarray_ import dask_writes
 from dnnmask_xr.xarray_.reader import AUTO_CHUNK_BYTES
@@ -132,6 +133,35 @@ def test_chunks_naming_an_unknown_dimension_are_refused(chunked_file):
     with pytest.raises(UsageError, match=r"chunks name dimension 'time', which layers do not "
                                           r"have \(dimensions: stimulus, channel"):
         open_act(path, chunks={"time": 3})
+
+
+@pytest.mark.parametrize("chunks", ["x", "10MB", 0, -2, 1.5, True, (1, 2)])
+def test_chunks_xarray_would_refuse_or_ignore_are_refused_in_one_line(chunked_file, chunks):
+    # a text other than 'auto' gave xarray's ValueError, and chunks=0 was taken
+    path, _ = chunked_file
+    with pytest.raises(UsageError, match=rf"^chunks={re.escape(repr(chunks))} is not valid; "
+                                          r"give \{\} for the file's chunks, a mapping like "
+                                          r"\{'stimulus': 100\}, a size, or 'auto'$"):
+        open_act(path, chunks=chunks)
+
+
+def test_a_layer_of_unknown_length_is_refused_with_the_way_to_compute_it(tmp_path):
+    # dask indexed by a dask mask does not know its length: numpy's ValueError ("arange:
+    # cannot compute length") came out of Activations and save_act
+    values = da.from_array(np.arange(28, dtype=np.float32).reshape(7, 4), chunks=(2, 4))
+    keep = da.from_array(np.array([1, 0, 1, 1, 0, 1, 1], bool), chunks=2)
+    layer = xr.DataArray(values[keep], dims=("stimulus", "channel"))
+    said = (r"^layer 'fc' has an unknown length along 'stimulus' \(a dask array indexed by "
+            r"values not computed yet\); compute it first: "
+            r"layer\.copy\(data=layer\.data\.compute_chunk_sizes\(\)\)$")
+    with pytest.raises(DnnMaskError, match=said):
+        save_act({"fc": layer}, tmp_path / "out.act.h5")
+    assert list(tmp_path.iterdir()) == []
+    known = layer.copy(data=layer.data.compute_chunk_sizes())  # as the message says
+    save_act({"fc": known}, tmp_path / "out.act.h5")
+    np.testing.assert_array_equal(open_act(tmp_path / "out.act.h5")["fc"].values,
+                                  np.arange(28, dtype=np.float32).reshape(7, 4)[
+                                      [0, 2, 3, 5, 6]])
 
 
 def test_importing_the_package_does_not_import_dask():

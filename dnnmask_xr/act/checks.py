@@ -383,17 +383,32 @@ def _check_attrs(attrs: Mapping[str, Any], where: str, reserved: tuple[str, ...]
 
 def _check_values(value: Any, what: str) -> None:
     """Refuse values a file cannot give back as they were: None, bytes, mappings, mixtures."""
-    array = None if value is None or isinstance(value, Mapping | set) else np.asarray(value)
+    try:
+        array = None if value is None or isinstance(value, Mapping | set) else np.asarray(value)
+    except (ValueError, TypeError):
+        array = None  # nested lists of uneven lengths
     storable = array is not None and (
         array.dtype.kind in "biufUT"
         or (array.dtype.kind == "O" and all(isinstance(item, str) for item in array.flat))
-    )
+    ) and not (
+        # numbers beside text, which NumPy turns into text
+        array.dtype.kind in "UT" and isinstance(value, list | tuple)
+        and not all(isinstance(item, str) for item in _leaves(value)))
     if not storable:
         raise DnnMaskError(f"{what} holds {value!r}, which a file cannot store; give text, "
                            "numbers, or a list of either")
     if array.dtype.kind in "OUT":
         for item in _texts(value):
             _check_text(item, what)
+
+
+def _leaves(value: Any) -> Iterator[Any]:
+    """Give the items of a value of nested lists or tuples, or the value itself."""
+    if isinstance(value, list | tuple):
+        for item in value:
+            yield from _leaves(item)
+    else:
+        yield value
 
 
 def _texts(value: Any) -> Iterator[str]:

@@ -488,6 +488,12 @@ def _as_layer(name: str, array: object) -> xr.DataArray:
     problem = unit_dims_problem(array.dims[1:])
     if problem:
         raise DnnMaskError(f"layer {name!r} has dims {array.dims}: {problem}")
+    unknown = [dim for dim, size in array.sizes.items() if size != size]
+    if unknown:
+        # a dask array indexed by a dask array of booleans does not know its length yet
+        raise DnnMaskError(f"layer {name!r} has an unknown length along {unknown[0]!r} (a "
+                           "dask array indexed by values not computed yet); compute it first: "
+                           "layer.copy(data=layer.data.compute_chunk_sizes())")
     missing = {dim: count_from_one(array.sizes[dim])
                for dim in array.dims if dim not in array.coords}
     if missing:

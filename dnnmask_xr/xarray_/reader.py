@@ -171,8 +171,9 @@ def _check_chunked_dims(chunks: Chunks | None, groups: Mapping[str, xr.Dataset])
 
 def _check_chunks(chunks: object) -> None:
     """Refuse a ``chunks=`` that xarray would reject or silently ignore."""
-    if chunks is None or isinstance(chunks, str) or (
-            isinstance(chunks, int) and not isinstance(chunks, bool)):
+    if chunks is None or chunks == "auto" or (
+            isinstance(chunks, int) and not isinstance(chunks, bool) and (chunks >= 1
+                                                                          or chunks == -1)):
         return
     if not isinstance(chunks, Mapping):
         raise UsageError(f"chunks={chunks!r} is not valid; give {{}} for the file's chunks, "
