@@ -15,6 +15,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -587,6 +588,57 @@ def test_an_interrupted_write_to_a_url_leaves_nothing_there(url, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         dx.save_act(_layers(), url)
     assert _objects(url) == []
+
+
+def _failing_while_another_task_runs(values: np.ndarray) -> tuple[xr.DataArray, list[bool],
+                                                                   threading.Event]:
+    """A layer of two dask blocks: the first raises while the second still runs.
+
+    The second waits (half a second at most) for the event given back, which
+    the test sets once ``save_act`` returned, and records whether it was
+    set: a write that returned before its tasks ended records True, and
+    that task's chunk is written after the failed write was removed.
+    """
+    dsa = pytest.importorskip("dask.array")
+    running, returned, ended = threading.Event(), threading.Event(), []
+
+    def block(part, block_info=None):
+        if block_info[0]["chunk-location"][0] == 0:
+            running.wait(10)
+            raise RuntimeError("the GPU fell over")
+        running.set()
+        returned.wait(0.5)
+        ended.append(returned.is_set())
+        return part
+
+    data = dsa.from_array(values, chunks=(1, values.shape[1])).map_blocks(block,
+                                                                            dtype=values.dtype)
+    return xr.DataArray(data, dims=("stimulus", "channel")), ended, returned
+
+
+@pytest.mark.parametrize("where", ["folder", "url"])
+def test_a_failed_task_leaves_nothing_from_the_tasks_still_running(where, url, tmp_path):
+    dask = pytest.importorskip("dask")
+    out = url if where == "url" else str(tmp_path / "run.act.zarr")
+    failed = np.arange(6, dtype=np.float32).reshape(2, 3) + 100
+    layer, ended, returned = _failing_while_another_task_runs(failed)
+    with dask.config.set(scheduler="threads", num_workers=2):
+        try:
+            with pytest.raises(dx.ActFileError, match="the GPU fell over"):
+                dx.save_act({"fc": layer}, out)
+        finally:
+            returned.set()
+    # every task ended before the failed write removed what it wrote, and returned
+    assert ended == [False]
+    if where == "url":
+        assert _objects(url) == []
+    else:
+        assert list(tmp_path.iterdir()) == []
+    # a write made at once gives back its own values, none of the failed one's
+    retry = np.zeros((2, 3), dtype=np.float32)
+    dx.save_act({"fc": xr.DataArray(retry, dims=("stimulus", "channel"))}, out)
+    with dx.open_act(out) as back:
+        np.testing.assert_array_equal(back["fc"].values, retry, strict=True)
 
 
 def test_a_url_is_never_written_over(url):
