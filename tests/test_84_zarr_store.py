@@ -142,6 +142,27 @@ def test_a_store_is_never_replaced_by_its_own_layers(tmp_path):
         assert list(back) == ["tokens", "conv", "fc"]
 
 
+def _bytes_of(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.parametrize("chunks", [{}, {"stimulus": 2}])
+def test_a_dask_graph_built_on_a_store_is_never_saved_over_it(chunks, tmp_path):
+    pytest.importorskip("dask")
+    out = tmp_path / "run.act.zarr"
+    dx.save_act(_layers(), out)
+    before = _bytes_of(out)
+    with dx.open_act(out, chunks=chunks) as back:
+        zscored = {name: (layer - layer.mean("stimulus")) / layer.std("stimulus")
+                   for name, layer in back.items()}
+        assert all(layer.chunks is not None and not layer.encoding
+                   for layer in zscored.values())
+        with pytest.raises(dx.OutputIsInputError, match="is the input file"):
+            dx.save_act(zscored, out)
+    assert _bytes_of(out) == before
+
+
 def test_what_a_store_cannot_hold_is_refused_in_one_line(tmp_path):
     acts = _layers()
     clash = dx.Activations({"onset": acts["fc"]}, stim_header=HEADER)
