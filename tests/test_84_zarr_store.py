@@ -163,6 +163,29 @@ def test_a_dask_graph_built_on_a_store_is_never_saved_over_it(chunks, tmp_path):
     assert _bytes_of(out) == before
 
 
+@pytest.mark.parametrize("held", [True, False])
+def test_a_store_holding_an_input_is_never_replaced(held, tmp_path):
+    out = tmp_path / "run.act.zarr"
+    dx.save_act(_layers(), out)
+    inside = out / "kept" / "masked.act.h5"  # a file kept in the store's folder
+    inside.parent.mkdir()
+    dx.save_act(_session(0, 3), inside)
+    before = _bytes_of(out)
+    acts = dx.open_act(inside)
+    if not held:  # in memory, the file closed: the layers still name it
+        for layer in acts.values():
+            layer.load()
+        acts.close()
+    try:
+        with pytest.raises(dx.OutputIsInputError, match=r"is the input file \(it holds "
+                           r".*masked\.act\.h5', which replacing the folder would remove"):
+            dx.save_act(acts, out)
+    finally:
+        acts.close()
+    assert _bytes_of(out) == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run.act.zarr"]
+
+
 def test_what_a_store_cannot_hold_is_refused_in_one_line(tmp_path):
     acts = _layers()
     clash = dx.Activations({"onset": acts["fc"]}, stim_header=HEADER)
