@@ -15,6 +15,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +140,50 @@ def test_a_store_is_never_replaced_by_its_own_layers(tmp_path):
         dx.save_act(back.mask({"conv": {"channel": [1]}}), out)
     with dx.open_act(out) as back:
         assert list(back) == ["tokens", "conv", "fc"]
+
+
+def _bytes_of(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.parametrize("chunks", [{}, {"stimulus": 2}])
+def test_a_dask_graph_built_on_a_store_is_never_saved_over_it(chunks, tmp_path):
+    pytest.importorskip("dask")
+    out = tmp_path / "run.act.zarr"
+    dx.save_act(_layers(), out)
+    before = _bytes_of(out)
+    with dx.open_act(out, chunks=chunks) as back:
+        zscored = {name: (layer - layer.mean("stimulus")) / layer.std("stimulus")
+                   for name, layer in back.items()}
+        assert all(layer.chunks is not None and not layer.encoding
+                   for layer in zscored.values())
+        with pytest.raises(dx.OutputIsInputError, match="is the input file"):
+            dx.save_act(zscored, out)
+    assert _bytes_of(out) == before
+
+
+@pytest.mark.parametrize("held", [True, False])
+def test_a_store_holding_an_input_is_never_replaced(held, tmp_path):
+    out = tmp_path / "run.act.zarr"
+    dx.save_act(_layers(), out)
+    inside = out / "kept" / "masked.act.h5"  # a file kept in the store's folder
+    inside.parent.mkdir()
+    dx.save_act(_session(0, 3), inside)
+    before = _bytes_of(out)
+    acts = dx.open_act(inside)
+    if not held:  # in memory, the file closed: the layers still name it
+        for layer in acts.values():
+            layer.load()
+        acts.close()
+    try:
+        with pytest.raises(dx.OutputIsInputError, match=r"is the input file \(it holds "
+                           r".*masked\.act\.h5', which replacing the folder would remove"):
+            dx.save_act(acts, out)
+    finally:
+        acts.close()
+    assert _bytes_of(out) == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run.act.zarr"]
 
 
 def test_what_a_store_cannot_hold_is_refused_in_one_line(tmp_path):
@@ -587,6 +632,57 @@ def test_an_interrupted_write_to_a_url_leaves_nothing_there(url, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         dx.save_act(_layers(), url)
     assert _objects(url) == []
+
+
+def _failing_while_another_task_runs(values: np.ndarray) -> tuple[xr.DataArray, list[bool],
+                                                                   threading.Event]:
+    """A layer of two dask blocks: the first raises while the second still runs.
+
+    The second waits (half a second at most) for the event given back, which
+    the test sets once ``save_act`` returned, and records whether it was
+    set: a write that returned before its tasks ended records True, and
+    that task's chunk is written after the failed write was removed.
+    """
+    dsa = pytest.importorskip("dask.array")
+    running, returned, ended = threading.Event(), threading.Event(), []
+
+    def block(part, block_info=None):
+        if block_info[0]["chunk-location"][0] == 0:
+            running.wait(10)
+            raise RuntimeError("the GPU fell over")
+        running.set()
+        returned.wait(0.5)
+        ended.append(returned.is_set())
+        return part
+
+    data = dsa.from_array(values, chunks=(1, values.shape[1])).map_blocks(block,
+                                                                            dtype=values.dtype)
+    return xr.DataArray(data, dims=("stimulus", "channel")), ended, returned
+
+
+@pytest.mark.parametrize("where", ["folder", "url"])
+def test_a_failed_task_leaves_nothing_from_the_tasks_still_running(where, url, tmp_path):
+    dask = pytest.importorskip("dask")
+    out = url if where == "url" else str(tmp_path / "run.act.zarr")
+    failed = np.arange(6, dtype=np.float32).reshape(2, 3) + 100
+    layer, ended, returned = _failing_while_another_task_runs(failed)
+    with dask.config.set(scheduler="threads", num_workers=2):
+        try:
+            with pytest.raises(dx.ActFileError, match="the GPU fell over"):
+                dx.save_act({"fc": layer}, out)
+        finally:
+            returned.set()
+    # every task ended before the failed write removed what it wrote, and returned
+    assert ended == [False]
+    if where == "url":
+        assert _objects(url) == []
+    else:
+        assert list(tmp_path.iterdir()) == []
+    # a write made at once gives back its own values, none of the failed one's
+    retry = np.zeros((2, 3), dtype=np.float32)
+    dx.save_act({"fc": xr.DataArray(retry, dims=("stimulus", "channel"))}, out)
+    with dx.open_act(out) as back:
+        np.testing.assert_array_equal(back["fc"].values, retry, strict=True)
 
 
 def test_a_url_is_never_written_over(url):

@@ -204,13 +204,14 @@ def check_not_input(plan: Plan, target: str) -> None:
     (external links' targets, virtual datasets' sources and external raw
     storage, at every depth: :func:`~dnnmask_xr.act.external.files_read`),
     and the text files it was made from (:attr:`Plan.inputs`: the
-    ``.dmask.csv`` and ``.stim.csv``).
+    ``.dmask.csv`` and ``.stim.csv``). A zarr store that is replaced is a
+    folder replaced whole: every such file inside it is refused too.
 
     Raises
     ------
     OutputIsInputError
-        If ``target`` is such a file (by any path, links included), or a
-        URL the layers are read from.
+        If ``target`` is such a file (by any path, links included), a
+        folder holding one, or a URL the layers are read from.
     """
     sources = {_local(source) for source in plan.sources}
     original, target = target, _local(target)
@@ -220,21 +221,32 @@ def check_not_input(plan: Plan, target: str) -> None:
         return
     if not os.path.exists(target):
         return
+    folder = os.path.isdir(target)
+
+    def refuse_if_replaced(path: str, why: str) -> None:
+        if same_file(path, target):
+            raise OutputIsInputError(_is_input(original, why))
+        if folder and _inside(path, target):
+            raise OutputIsInputError(_is_input(
+                original, f"it holds {path!r}, which replacing the folder would remove; "
+                          + why.replace(" it", " that file")))
+
     for source in sorted(source for source in sources if not is_url(source)):
-        if same_file(source, target):
-            raise OutputIsInputError(_is_input(original, "the layers are read from it"))
+        refuse_if_replaced(source, "the layers are read from it")
         for behind in sorted(_files_behind(source)):
-            if same_file(behind, target):
-                raise OutputIsInputError(_is_input(
-                    original, f"layers of {source!r} read their values from it through an "
-                              "external link, a virtual dataset or external raw storage"))
+            refuse_if_replaced(behind, f"layers of {source!r} read their values from it "
+                                       "through an external link, a virtual dataset or "
+                                       "external raw storage")
     for source, what in sorted(plan.inputs.items()):
-        if same_file(source, target):
-            raise OutputIsInputError(_is_input(original, f"the {what} was read from it"))
+        refuse_if_replaced(source, f"the {what} was read from it")
     for source in open_hdf5_files():
-        if same_file(source, target):
-            raise OutputIsInputError(_is_input(original, "this process holds it open; close "
-                                                       "what was opened from it first"))
+        refuse_if_replaced(source, "this process holds it open; close what was opened "
+                                   "from it first")
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Tell whether ``path`` lies inside ``folder`` (links resolved), at any depth."""
+    return any(same_file(parent, folder) for parent in Path(os.path.realpath(path)).parents)
 
 
 def _local(path: str) -> str:

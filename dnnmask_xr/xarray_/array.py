@@ -636,8 +636,9 @@ def layer_sources(array: xr.DataArray) -> frozenset[str]:
     then, for layers computed
     from others (whose encoding is gone), the lazy wrappers and, for a
     dask-backed layer, the dask graph are looked through for the layer
-    arrays of files opened here and the arrays of xarray's own file
-    backends (``netcdf4``, ``h5netcdf``), open or closed.
+    arrays of files and stores opened here (a set's parts too) and the
+    arrays of xarray's own file backends (``netcdf4``, ``h5netcdf``), open
+    or closed.
     """
     found = {source} if isinstance(source := array.encoding.get("source"), str) else set()
     found.update(array.encoding.get(SOURCES_KEY, ()))
@@ -657,6 +658,8 @@ def _paths(item: Any, depth: int) -> Iterator[str]:
         yield from _paths(item.parts, depth + 1)
     elif isinstance(item, StoredPart):
         yield item.source
+    elif isinstance(item, StoredLayer):  # a store's layer: zarr reads it
+        yield item.part.source
     elif isinstance(getattr(getattr(item, "datastore", None), "_filename", None), str):
         # the arrays of xarray's own file backends (netcdf4, h5netcdf, scipy):
         # netCDF4 brings its own HDF5 library, whose open files h5py cannot list

@@ -13,10 +13,16 @@ every chunk is deflated once, by one task, and no two tasks share one.
 With a distributed client the whole layer is one submission, its results
 stored as they complete; with any other scheduler the blocks are computed
 a few at a time, as many as the memory budget holds.
+
+Writes whose tasks write themselves (a zarr store's chunks, stored by
+dask's tasks) are computed under :func:`every_task_ended`, so that a
+failed computation comes out only once none of its tasks can write any
+more, and what it wrote can be removed for good.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Iterator
@@ -161,3 +167,91 @@ def _deflated_block(block: np.ndarray, steps: tuple[int, ...],
     result = np.empty((1,) * block.ndim, dtype=object)
     result[(0,) * block.ndim] = chunks
     return result
+
+
+@contextlib.contextmanager
+def every_task_ended() -> Iterator[None]:
+    """Compute with dask in the block so that a failure comes out only once every task ended.
+
+    dask's local threads give a task's error back at once, while the tasks
+    other threads run go on (nothing stops a thread), and a distributed
+    client's ``get`` gives it back while the workers' tasks go on: tasks
+    that write (zarr's chunks) would then write after the caller removed
+    what the failed computation wrote. Here dask's scheduler is wrapped
+    for the block: with threads, each computation gets a pool of its own,
+    whose tasks not yet begun are cancelled on an error and whose running
+    ones are waited for; on a distributed cluster, every task's future is
+    waited for (tasks begun on a worker cannot be stopped, and a cancelled
+    future does not say when its task ends). The synchronous scheduler has
+    no other task running, and dask's process pool is shut down, waiting,
+    at the end of each computation; any other scheduler is used as it is.
+    """
+    import dask
+    import dask.base
+    import dask.threaded
+
+    scheduler = dask.base.get_scheduler()
+    client = _distributed_client()
+
+    def get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        if client is not None:
+            return _waited_on_cluster(client, dsk, keys, **kwargs)
+        if scheduler is None or scheduler is dask.threaded.get:
+            return _waited_in_threads(dsk, keys, **kwargs)
+        return scheduler(dsk, keys, **kwargs)
+
+    with dask.config.set(scheduler=get):
+        yield
+
+
+def _waited_in_threads(dsk: Any, keys: Any, **kwargs: Any) -> Any:
+    """Compute with dask's threads, on a pool of its own ended (waiting) before returning."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dask
+    import dask.threaded
+    from dask.system import CPU_COUNT
+
+    workers = (kwargs.pop("num_workers", None) or dask.config.get("num_workers", None)
+               or CPU_COUNT)
+    kwargs.pop("pool", None)
+    # dask's own executor where it has one: it carries contextvars into the tasks
+    executor = getattr(dask.threaded, "ContextAwareThreadPoolExecutor", ThreadPoolExecutor)
+    pool = executor(workers)
+    try:
+        return dask.threaded.get(dsk, keys, pool=pool, **kwargs)
+    finally:
+        # after an error: the tasks not begun are dropped, the running ones waited for
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _waited_on_cluster(client: Any, dsk: Any, keys: Any, **kwargs: Any) -> Any:
+    """Compute on a distributed cluster; on an error, wait for every working task to end first.
+
+    The keys dask asks for are the tasks that do the work (zarr's: each
+    stores one chunk) or, in later dask, one task that gathers theirs. A
+    future is held for each task the keys depend on too, so that the
+    cluster runs every one to its end and each is waited for: a task begun
+    on a worker cannot be stopped, and a cancelled future does not say when
+    its task ends. Each of those futures is let go as its task completes,
+    so that their values are not kept.
+    """
+    from dask.core import flatten, get_dependencies
+    from distributed import as_completed, wait
+
+    graph = dict(dsk.__dask_graph__() if hasattr(dsk, "__dask_graph__") else dsk)
+    asked = list(flatten(keys))
+    working = {dependency for key in asked
+               for dependency in get_dependencies(graph, key)}.difference(asked)
+    results, futures = client.get(graph, [keys, list(working)], sync=False, **kwargs)
+    held = {future.key: future for future in [*flatten(results), *futures]}
+    try:
+        for future in as_completed(list(held.values())):
+            if future.status == "error":
+                future.result()  # raises the task's error
+            if future.key in working:
+                held.pop(future.key).release()
+        return client.gather(results)
+    except BaseException:
+        wait(list(held.values()))
+        raise

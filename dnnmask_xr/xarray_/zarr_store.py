@@ -40,7 +40,7 @@ from dnnmask_xr.act.write import SaveReport, checked, provenance_stamp, write_fa
 from dnnmask_xr.errors import ActFileError, UsageError
 from dnnmask_xr.xarray_.activations import Activations
 from dnnmask_xr.xarray_.array import StoredLayer, read_failures_said
-from dnnmask_xr.xarray_.dask_writes import aligned_chunks
+from dnnmask_xr.xarray_.dask_writes import aligned_chunks, every_task_ended
 from dnnmask_xr.xarray_.datatree import from_datatree, to_datatree
 
 #: Root attributes of a store that keep the order of the layers and of the stimulus fields.
@@ -105,7 +105,10 @@ def save_store(acts: Activations, plan: Plan, target: str,
     tree = to_datatree(Activations(layers, attrs=stamped, stim_header=acts.stim_header))
     with write_failures_said(target), deferred_interrupts() as deferral:
         with _written_whole(target, storage_options) as store:
-            with warnings.catch_warnings():
+            # dask's tasks write the chunks: a failed write is removed only once none of
+            # them can write any more (late chunks stayed, at a URL or in the temporary
+            # folder, which zarr made again)
+            with warnings.catch_warnings(), every_task_ended():
                 # zarr says that consolidated metadata is not in the v3 specification yet;
                 # xarray and zarr read it, and readers that ignore it list the groups
                 warnings.filterwarnings("ignore", "Consolidated metadata", UserWarning)
