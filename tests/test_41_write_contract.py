@@ -222,6 +222,12 @@ REFUSED = {
     "reserved-stimulus": (lambda: {"a": small_layer()}, {"stimulus": "x"}, "stimulus"),
     "reserved-fields": (lambda: {"a": small_layer()}, {"stimulus_fields": "x"},
                         "stimulus_fields"),
+    # bug: a zarr store wrote its own over them (the order of its layers and fields), so
+    # they were lost there; refused for every suffix, which store the same attributes
+    "reserved-layer-order": (lambda: {"a": small_layer()}, {"layer_order": ["a"]},
+                             "'layer_order' of the file's root is reserved"),
+    "reserved-field-order": (lambda: {"a": small_layer()}, {"stimulus_field_order": "x"},
+                             "'stimulus_field_order' of the file's root is reserved"),
     # bug: h5py's TypeError after the temporary file was made
     "none-attr": (lambda: {"a": small_layer()}, {"x": None}, "'x'"),
     "dict-attr": (lambda: {"a": small_layer()}, {"x": {"a": 1}}, "'x'"),

@@ -607,8 +607,9 @@ def test_a_failed_write_to_a_url_leaves_nothing_there(when, url, monkeypatch):
     written = []
 
     def failing(tree, store, **kwargs):
-        if when == "during":  # some of the objects
+        if when == "during":  # some of the objects (of another tree: not its encoding)
             tree = xr.DataTree(xr.Dataset({"x": ("a", np.arange(3))}))
+            kwargs.pop("encoding")
         real(tree, store, **kwargs)
         written.append(len(_objects(url)))
         raise OSError(28, "No space left on device")
@@ -895,3 +896,155 @@ def test_what_a_url_cannot_take_is_refused_in_one_line(call, message, url, tmp_p
         call(url, tmp_path)
     assert "\n" not in str(caught.value)
     assert _objects(url) == [] and list(tmp_path.iterdir()) == []
+
+
+# What a store gives back is what was saved, as an .act.h5 gives it, or one line saying why
+# not.
+
+def _stored_array(store: Path, path: str) -> np.ndarray:
+    """Read an array of a store with zarr alone, as stored."""
+    return zarr.open_array(str(store), path=path, mode="r")[...]
+
+
+#: Layer attributes that CF conventions give a meaning to, and the values they were applied to.
+CF_ATTRS = {
+    "scale": ({"scale_factor": 0.5, "add_offset": 1.0}, "i1"),
+    "missing": ({"missing_value": 3.0}, "f4"),
+    "fill": ({"_FillValue": 3.0}, "f4"),
+    "times": ({"units": "days since 2000-01-01", "calendar": "noleap"}, "u2"),
+    "unsigned": ({"_Unsigned": "true"}, "i1"),
+    "encoding": ({"_Encoding": "utf-8"}, "i2"),
+}
+
+
+@pytest.mark.parametrize("case", list(CF_ATTRS))
+def test_layer_attributes_are_kept_and_never_change_the_values(case, tmp_path):
+    # bug: xarray's CF decoding applied them when a store was read: int8 halves came back
+    # as float64, 3.0 as NaN, numbers as dates; the attribute was gone
+    attrs, dtype = CF_ATTRS[case]
+    values = (np.arange(-4, 8).reshape(3, 4) % 5).astype(dtype)
+    layer = xr.DataArray(values, dims=("stimulus", "channel"), attrs=attrs)
+    for suffix in (".act.h5", ".act.zarr"):
+        dx.save_act({"fc": layer}, tmp_path / f"run{suffix}")
+        with dx.open_act(tmp_path / f"run{suffix}") as back:
+            np.testing.assert_array_equal(back["fc"].values, values, strict=True)
+            assert dict(back["fc"].attrs) == attrs
+    np.testing.assert_array_equal(_stored_array(tmp_path / "run.act.zarr", "fc/fc"), values,
+                                  strict=True)
+
+
+@pytest.mark.parametrize(("header", "ids"), [
+    ({"type": "image", "path": "images", "missing_value": "b.png"}, ["a.png", "b.png"]),
+    ({"type": "video", "path": "run.mp4", "units": "seconds since 2000-01-01"}, [10, 20]),
+], ids=["missing-value", "units"])
+def test_stimulus_header_keys_never_change_the_stimulus_ids(header, ids, tmp_path):
+    # bug: an ID equal to missing_value came back NaN, frame numbers as dates, and the key
+    # was gone from the header
+    stim = dx.Stimuli(header, __import__("pandas").DataFrame({"stimID": ids}))
+    acts = dx.Activations({"fc": np.ones((2, 3), "f4")}).with_stimuli(stim)
+    dx.save_act(acts, tmp_path / "run.act.zarr")
+    with dx.open_act(tmp_path / "run.act.zarr") as back:
+        assert back["fc"].stimulus.values.tolist() == ids
+        assert dict(back.stim_header) == header
+
+
+def test_an_all_nan_chunk_keeps_every_bit(tmp_path):
+    # bug: zarr stored no chunk equal to the fill value (NaN), which read back as +NaN
+    # without its sign and payload; so did a chunk of -0.0 of a layer whose fill is 0
+    da = pytest.importorskip("dask.array")
+    values = np.zeros((3, 4), "f4")
+    values.view("u4")[0] = 0xFFC00001
+    values[1] = -0.0
+    values[2] = [1, 2, 3, 4]
+    layer = xr.DataArray(da.from_array(values, chunks=(1, 4)), dims=("stimulus", "channel"))
+    for name, data in {"fc": layer, "conv": xr.DataArray(values, dims=("stimulus", "channel"))
+                       .chunk({"stimulus": 1})}.items():
+        dx.save_act({name: data}, tmp_path / f"{name}.act.zarr")
+        with dx.open_act(tmp_path / f"{name}.act.zarr") as back:
+            assert back[name].values.tobytes() == values.tobytes()
+        stored = zarr.open_array(str(tmp_path / f"{name}.act.zarr"), path=f"{name}/{name}")
+        assert stored.nchunks_initialized == stored.nchunks == 3
+
+
+MISSING = r"object '{}' is missing, and a store dnnmask_xr wrote holds every chunk\)$"
+
+
+@pytest.mark.parametrize("chunks", [None, {}])
+def test_a_chunk_missing_from_a_store_is_said_in_one_line(chunks, tmp_path):
+    # bug: a chunk missing (a copy cut short) read as NaN without a word
+    store = tmp_path / "run.act.zarr"
+    dx.save_act(_layers(), store)
+    (store / "fc" / "fc" / "c" / "0" / "0").unlink()
+    with dx.open_act(store, chunks=chunks) as acts:
+        np.testing.assert_array_equal(acts["conv"].values, _layers()["conv"].values)
+        with pytest.raises(dx.ActFileError, match=r"^'.*run\.act\.zarr': cannot read layer "
+                                                  r"'fc' \(" + MISSING.format("fc/fc/c/0/0")):
+            acts["fc"].values  # noqa: B018 - reading is the test
+        with pytest.raises(dx.ActFileError, match="cannot read layer 'fc'"):
+            dx.save_act(acts, tmp_path / "out.act.h5")
+    assert not (tmp_path / "out.act.h5").exists()
+
+
+@pytest.mark.parametrize("label", ["stimulus/c/0", "fc/channel/c/0", "fc/condition/c/0"])
+def test_a_label_missing_from_a_store_is_said_in_one_line(label, tmp_path):
+    # bug: missing stimulus IDs read as '', channel numbers as 0, fields as ''
+    store = tmp_path / "run.act.zarr"
+    dx.save_act(_layers(), store)
+    (store / label).unlink()
+    with pytest.raises(dx.ActFileError, match=r"^cannot read '.*run\.act\.zarr': the store is "
+                                              r"damaged \(" + MISSING.format(label)):
+        dx.open_act(store)
+
+
+def test_a_store_xarray_wrote_reads_its_chunks_left_out_as_fill_values(tmp_path):
+    # xarray leaves out chunks equal to the fill value: such a store is read as xarray
+    # reads it, not refused
+    values = np.zeros((4, 3), "f4")
+    values[2:] = np.nan
+    acts = dx.Activations({"fc": xr.DataArray(values, dims=("stimulus", "channel"))
+                           .chunk({"stimulus": 2})})
+    dx.to_datatree(acts).to_zarr(tmp_path / "x.act.zarr", zarr_format=3, consolidated=False)
+    with dx.open_act(tmp_path / "x.act.zarr") as back:
+        np.testing.assert_array_equal(back["fc"].values, values)
+
+
+def _edit_root(store: Path, **attrs) -> None:
+    group = zarr.open_group(str(store), mode="r+")
+    group.attrs.update(attrs)
+
+
+@pytest.mark.parametrize(("order", "problem"), [
+    (["tokens", "conv"], r"leaves out the group\(s\) 'fc'"),
+    (["tokens", "conv", "fc", "conv"], r"lists layer\(s\) 'conv' more than once"),
+    (["tokens", "conv", "fc", "pca"], r"lists layer\(s\) 'pca', which the store has no group"),
+], ids=["left-out", "twice", "absent"])
+def test_a_layer_order_that_is_not_the_stores_layers_is_refused(order, problem, tmp_path):
+    # bug: a layer the order left out was dropped without a word, one listed twice was
+    # read twice
+    store = tmp_path / "run.act.zarr"
+    dx.save_act(_layers(), store)
+    _edit_root(store, layer_order=order)
+    with pytest.raises(dx.ActFileError, match=r"^'.*run\.act\.zarr': the root's attribute "
+                                              r"'layer_order' " + problem):
+        dx.open_act(store)
+
+
+def test_a_layer_put_into_a_store_by_xarray_is_not_dropped(tmp_path):
+    store = tmp_path / "run.act.zarr"
+    dx.save_act({"fc": np.ones((2, 3), "f4")}, store)
+    pca = xr.Dataset({"pca": (("stimulus", "channel"), np.full((2, 2), 7, "f4"))},
+                     coords={"channel": [1, 2]})
+    pca.to_zarr(store, group="pca", mode="w", zarr_format=3, consolidated=False)
+    with pytest.warns(UserWarning, match="Consolidated"):
+        zarr.consolidate_metadata(str(store))
+    with pytest.raises(dx.ActFileError, match=r"leaves out the group\(s\) 'pca'"):
+        dx.open_act(store)
+
+
+@pytest.mark.parametrize("name", ["layer_order", "stimulus_field_order", "act_zarr_exact"])
+def test_root_attributes_a_store_keeps_for_itself_are_refused(name, tmp_path):
+    # bug: the store wrote its own over them, and they were lost without a word
+    with pytest.raises(dx.DnnMaskError, match=f"^attribute '{name}' of the file's root is "
+                                              "reserved"):
+        dx.save_act(_layers(), tmp_path / "run.act.zarr", attrs={name: ["x"]})
+    assert not (tmp_path / "run.act.zarr").exists()

@@ -28,6 +28,7 @@ from dnnmask_xr.act.layout import (
     EXTENDED,
     FIELD_NAME_RULE,
     NUMBERED_DIMS,
+    STORE_ATTRS,
     axis_names,
     extended_precision,
     is_field_name,
@@ -387,7 +388,10 @@ def _check_attrs(attrs: Mapping[str, Any], where: str, reserved: tuple[str, ...]
             raise DnnMaskError(f"attribute name {key!r} of {where} is not valid; attribute "
                                "names are non-empty text")
         _check_text(key, f"attribute name of {where}")
-        if key in reserved or key in SYSTEM_ATTRS or (not reserved and is_reserved(key)):
+        if key in reserved or key in SYSTEM_ATTRS or (
+                not reserved and (is_reserved(key) or key in STORE_ATTRS)):
+            # the root's: an .act.h5 keeps the stimuli there, a zarr store the order of
+            # its layers and fields too
             raise DnnMaskError(f"attribute {key!r} of {where} is reserved: the file keeps "
                                "labels there; rename the attribute")
         _check_values(value, f"attribute {key!r} of {where}")

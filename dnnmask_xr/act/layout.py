@@ -48,6 +48,17 @@ STIMULUS = "stimulus"
 STIMULUS_FIELDS = "stimulus_fields"
 STIMULUS_FIELD_PREFIX = "stimulus:"
 STIMULUS_HEADER = "stimulus_header"
+#: Root attributes of a zarr store (``.act.zarr``) that keep the order of its
+#: layers and of its stimulus fields (zarr lists a group's members in its own
+#: order), and say that it was written exactly: every chunk stored, values and
+#: attributes not encoded as CF conventions would
+#: (:mod:`~dnnmask_xr.xarray_.zarr_store`).
+LAYER_ORDER = "layer_order"
+FIELD_ORDER = "stimulus_field_order"
+EXACT_STORE = "act_zarr_exact"
+#: The root attribute names a store keeps for itself, refused as provenance for
+#: every suffix, so that what one suffix stores every other stores too.
+STORE_ATTRS = (LAYER_ORDER, FIELD_ORDER, EXACT_STORE)
 
 #: Most units (or stimuli) along any axis of a layer. Every axis's labels
 #: and selected positions are held in memory (8 bytes each), so a damaged

@@ -34,7 +34,7 @@ from dnnmask_xr.act._interrupt import check_interrupt, deferred_interrupts
 from dnnmask_xr.act.checks import is_url, is_zarr_store
 from dnnmask_xr.act.chunking import output_chunks
 from dnnmask_xr.act.layer_writer import LayerReport
-from dnnmask_xr.act.layout import plain_text
+from dnnmask_xr.act.layout import EXACT_STORE, FIELD_ORDER, LAYER_ORDER, plain_text
 from dnnmask_xr.act.plan import Plan
 from dnnmask_xr.act.write import SaveReport, checked, provenance_stamp, write_failures_said
 from dnnmask_xr.errors import ActFileError, UsageError
@@ -43,9 +43,13 @@ from dnnmask_xr.xarray_.array import StoredLayer, read_failures_said
 from dnnmask_xr.xarray_.dask_writes import aligned_chunks, every_task_ended
 from dnnmask_xr.xarray_.datatree import from_datatree, to_datatree
 
-#: Root attributes of a store that keep the order of the layers and of the stimulus fields.
-LAYER_ORDER = "layer_order"
-FIELD_ORDER = "stimulus_field_order"
+#: How xarray reads a store written exactly (:data:`EXACT_STORE`): the values as stored and
+#: every attribute as given, none taken as CF conventions' (``scale_factor``,
+#: ``missing_value``, ``_FillValue``, ``units`` of times, ``_Unsigned``, ``_Encoding``).
+#: xarray turns a variable whose attribute ``dtype`` is ``bool`` into booleans whatever
+#: it is told; the coordinates are still found by the attribute ``coordinates``.
+_AS_STORED = {"mask_and_scale": False, "decode_times": False, "decode_timedelta": False,
+              "concat_characters": False}
 #: What writing and reading a store needs, and how to install it.
 _NEEDS = "install them with python -m pip install 'dnnmask_xr[zarr]'"
 
@@ -101,8 +105,13 @@ def save_store(acts: Activations, plan: Plan, target: str,
                                    if layer.size else 0))
     # zarr lists a group's members in its own order: the layers' and fields' are kept here
     stamped = {**plan.attrs, **provenance_stamp(), LAYER_ORDER: list(acts),
-               FIELD_ORDER: list(plan.stimulus.fields)}
+               FIELD_ORDER: list(plan.stimulus.fields), EXACT_STORE: 1}
     tree = to_datatree(Activations(layers, attrs=stamped, stim_header=acts.stim_header))
+    # no fill value of xarray's: it would add the attribute _FillValue, which is the
+    # caller's to give (a layer's attributes and the stimulus header are stored as given)
+    encoding = {node.path: {name: {"_FillValue": None}
+                            for name in node.to_dataset(inherit=False).variables}
+                for node in tree.subtree}
     with write_failures_said(target), deferred_interrupts() as deferral:
         with _written_whole(target, storage_options) as store:
             # dask's tasks write the chunks: a failed write is removed only once none of
@@ -112,7 +121,11 @@ def save_store(acts: Activations, plan: Plan, target: str,
                 # zarr says that consolidated metadata is not in the v3 specification yet;
                 # xarray and zarr read it, and readers that ignore it list the groups
                 warnings.filterwarnings("ignore", "Consolidated metadata", UserWarning)
-                tree.to_zarr(store, mode="w", zarr_format=3, consolidated=True)
+                # every chunk: zarr leaves out one that equals the fill value, which reads
+                # back as the fill value (a NaN of another sign or payload, 0.0 for -0.0),
+                # and a chunk missing from the store could not be told from one left out
+                tree.to_zarr(store, mode="w", zarr_format=3, consolidated=True,
+                             encoding=encoding, write_empty_chunks=True)
             check_interrupt()
         deferral.commit(target)
     return SaveReport(target, tuple(reports))
@@ -171,18 +184,32 @@ def open_store(path: str, storage_options: Mapping[str, Any] | None = None) -> A
 
 
 def _read_labels(path: str, storage_options: Mapping[str, Any] | None) -> Activations:
-    """Open a store's layers in the order saved, with their labels."""
+    """Open a store's layers in the order saved, with their labels.
+
+    A store this package wrote (its root says :data:`EXACT_STORE`) is read
+    as stored: values and attributes as given, and an object missing from it
+    is an error, since it holds every chunk. Another (written by xarray
+    alone, ``to_datatree(...).to_zarr``) is read as xarray reads it.
+    """
+    store = _read_only_store(path, storage_options)
+    import zarr
+
+    exact = EXACT_STORE in zarr.open_group(store, mode="r", zarr_format=3).attrs
+    if exact:
+        from dnnmask_xr.xarray_.store_objects import EveryObject
+
+        store = EveryObject(store)
     with warnings.catch_warnings():
         # a store written without consolidated metadata (to_zarr(consolidated=False)) is
         # read by listing its groups, as xarray does, without its warning
         warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated",
                                 RuntimeWarning)
         # uncached, as every layer of the read path: xarray caches what open_act asks it to
-        tree = xr.open_datatree(path, engine="zarr", zarr_format=3, cache=False,
-                                storage_options=None if storage_options is None
-                                else dict(storage_options))
+        tree = xr.open_datatree(store, engine="zarr", zarr_format=3, cache=False,
+                                **(_AS_STORED if exact else {}))
     attrs = dict(tree.attrs)
-    layers = [str(name) for name in attrs.pop(LAYER_ORDER, list(tree.children))]
+    attrs.pop(EXACT_STORE, None)
+    layers = _layer_order(path, attrs.pop(LAYER_ORDER, None), list(tree.children))
     fields = [str(name) for name in attrs.pop(FIELD_ORDER, [])]
     root = tree.to_dataset(inherit=False)
     root.attrs = attrs
@@ -192,6 +219,42 @@ def _read_labels(path: str, storage_options: Mapping[str, Any] | None) -> Activa
          **{f"/{name}": _fields_in_order(tree[name].to_dataset(inherit=False), fields)
             for name in layers}})
     return from_datatree(tree)
+
+
+def _layer_order(path: str, order: Any, groups: list[str]) -> list[str]:
+    """Give the layers in the order the root's ``layer_order`` lists them, every one once.
+
+    Raises
+    ------
+    ActFileError
+        If it lists a layer twice, one the store has no group of, or leaves
+        out a group: the store was changed or damaged, and a layer dropped
+        without a word would be lost to every save.
+    """
+    if order is None:
+        return groups
+    listed = [str(name) for name in np.atleast_1d(np.asarray(order, dtype=object))]
+    twice = sorted({name for name in listed if listed.count(name) > 1})
+    absent = [name for name in listed if name not in groups]
+    unlisted = [name for name in groups if name not in listed]
+    problem = (f"lists layer(s) {', '.join(map(repr, twice))} more than once" if twice else
+               f"lists layer(s) {', '.join(map(repr, absent))}, which the store has no "
+               "group of" if absent else
+               f"leaves out the group(s) {', '.join(map(repr, unlisted))}" if unlisted else "")
+    if problem:
+        raise ActFileError(f"{path!r}: the root's attribute {LAYER_ORDER!r} {problem}; it "
+                           "lists every layer group of the store once, in order")
+    return listed
+
+
+def _read_only_store(path: str, storage_options: Mapping[str, Any] | None) -> Any:
+    """Give zarr's store for ``path``: a local folder, or an fsspec URL with its options."""
+    from zarr.storage import FsspecStore, LocalStore
+
+    if storage_options is None and not is_url(path):
+        return LocalStore(path, read_only=True)
+    return FsspecStore.from_url(path, storage_options=dict(storage_options or {}),
+                                read_only=True)
 
 
 def _fields_in_order(group: xr.Dataset, fields: list[str]) -> xr.Dataset:
