@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 
@@ -1048,3 +1050,32 @@ def test_root_attributes_a_store_keeps_for_itself_are_refused(name, tmp_path):
                                               "reserved"):
         dx.save_act(_layers(), tmp_path / "run.act.zarr", attrs={name: ["x"]})
     assert not (tmp_path / "run.act.zarr").exists()
+
+
+@pytest.mark.parametrize("key", ["coordinates", "CLASS", "_FillValue", "_Encoding"])
+def test_a_header_key_a_store_keeps_for_itself_is_refused(key, tmp_path):
+    # the header is the stimulus array's attributes: 'coordinates' was dropped, and
+    # '_FillValue' of text raised xarray's ValueError as the store was written
+    stimuli = dx.Stimuli({"type": "image", "path": "p", key: "x"},
+                         pd.DataFrame({"stimID": ["a", "b"]}))
+    acts = dx.Activations({"fc": np.ones((2, 3), np.float32)}).with_stimuli(stimuli)
+    with pytest.raises(dx.DnnMaskError, match=(
+            rf"^stimulus header key '{key}' names an attribute a zarr store keeps for itself "
+            r"on the stimulus variable; rename the key, or save as \.act\.h5$")):
+        dx.save_act(acts, tmp_path / "run.act.zarr")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("where", "name"), [
+    ("layer", "zarr.json"), ("layer", "__meta"), ("field", "zarr.json"), ("dim", "zarr.json")])
+def test_a_node_named_as_zarr_names_its_own_is_refused(where, name, tmp_path):
+    # a field named zarr.json raised zarr's ValueError ("delete_dir was passed a prefix
+    # that is a file"), a layer so named an OSError
+    dims = ("stimulus", name if where == "dim" else "channel")
+    layer = xr.DataArray(np.ones((2, 3), np.float32), dims=dims,
+                         coords={name: ("stimulus", [1.0, 2.0])} if where == "field" else {})
+    what = {"layer": "layer", "field": "stimulus field", "dim": "unit dim of layer 'fc'"}[where]
+    with pytest.raises(dx.DnnMaskError, match=(
+            rf"^{re.escape(what)} '{re.escape(name)}' cannot name a node of a zarr store")):
+        dx.save_act({name if where == "layer" else "fc": layer}, tmp_path / "run.act.zarr")
+    assert list(tmp_path.iterdir()) == []

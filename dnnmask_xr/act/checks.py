@@ -157,6 +157,26 @@ def check_names_apart(plan: Plan, what: str) -> None:
                                "layer")
 
 
+def check_header_keys(plan: Plan, what: str) -> None:
+    """Refuse stimulus header keys that ``what`` keeps for itself on a variable.
+
+    For ``.nc`` and ``.act.zarr``, where the header is the attributes of the
+    stimulus variable: HDF5's dimension scales and netCDF keep some names,
+    and readers decode ``coordinates`` and names starting with ``_``
+    (``_FillValue``, ``_Encoding``).
+
+    Raises
+    ------
+    DnnMaskError
+        Naming the key.
+    """
+    for key in plan.stimulus.header:
+        if key in SYSTEM_ATTRS or key.startswith("_"):
+            raise DnnMaskError(f"stimulus header key {key!r} names an attribute {what} keeps "
+                               "for itself on the stimulus variable; rename the key, or save "
+                               "as .act.h5")
+
+
 def is_url(path: str) -> bool:
     """Tell whether ``path`` is a URL (``protocol://...``), for fsspec, not a local path."""
     return bool(_URL.match(path))

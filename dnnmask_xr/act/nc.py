@@ -44,7 +44,7 @@ import h5netcdf
 import h5py
 import numpy as np
 
-from dnnmask_xr.act.checks import SYSTEM_ATTRS, check_names_apart
+from dnnmask_xr.act.checks import check_header_keys, check_names_apart
 from dnnmask_xr.act.layer_writer import gzip_options
 from dnnmask_xr.act.layout import is_text
 from dnnmask_xr.act.plan import Plan, PlannedLayer
@@ -92,13 +92,7 @@ class NcLayout:
                              *((f"layer {layer.name!r}", layer.attrs) for layer in plan.layers)):
             for key, value in attrs.items():
                 _check_attr(key, value, where)
-        for key, value in plan.stimulus.header.items():
-            # the header is the attributes of the root's stimulus variable, a dimension scale
-            if key in SYSTEM_ATTRS:
-                raise DnnMaskError(f"stimulus header key {key!r} names an attribute HDF5 or "
-                                   "netCDF keeps for itself on the stimulus variable; rename "
-                                   "the key, or save as .act.h5")
-            _check_attr(key, value, "the stimulus header")
+        check_header_keys(plan, "a netCDF4 file")
         spaced = [name for name in plan.stimulus.fields if name.split() != [name]]
         if spaced:
             raise DnnMaskError(f"stimulus field {spaced[0]!r} has white space in its name, "

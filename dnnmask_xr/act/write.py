@@ -45,6 +45,7 @@ from dnnmask_xr.act._interrupt import Interrupted, check_interrupt, deferred_int
 from dnnmask_xr.act.checks import (
     NC_SUFFIX,
     ZARR_SUFFIX,
+    check_header_keys,
     check_names_apart,
     check_not_input,
     check_output,
@@ -411,8 +412,22 @@ class StoreLayout:
 
     @staticmethod
     def check(plan: Plan) -> None:
-        """Refuse layers named as a dimension or a stimulus field (groups beside them)."""
+        """Refuse what a store cannot name or keep.
+
+        Layers named as a dimension or a stimulus field (groups beside them),
+        zarr's own names, and the header's keys that the stimulus variable
+        keeps for itself.
+        """
         check_names_apart(plan, "a zarr store")
+        check_header_keys(plan, "a zarr store")
+        for what, name in (*(("layer", layer.name) for layer in plan.layers),
+                           *((f"unit dim of layer {layer.name!r}", dim)
+                             for layer in plan.layers for dim in layer.dims),
+                           *(("stimulus field", name) for name in plan.stimulus.fields)):
+            if name in (".", "..", "zarr.json") or name.startswith("__"):
+                raise DnnMaskError(f"{what} {name!r} cannot name a node of a zarr store "
+                                   "('.', '..', 'zarr.json' and names starting with '__' "
+                                   "are zarr's); rename it, or save as .act.h5")
 
 
 def refuse_store(target: str) -> None:
