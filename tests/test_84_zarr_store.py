@@ -210,6 +210,12 @@ def test_a_folder_that_is_not_a_store_is_refused(tmp_path):
         dx.open_act(tmp_path / "b.act.zarr")
 
 
+def test_a_store_that_is_not_there_is_said_so(tmp_path):
+    # it said "it is not a zarr store", as of a folder of something else
+    with pytest.raises(dx.ActFileError, match=r"^cannot open '.*c\.act\.zarr': no such folder$"):
+        dx.open_act(tmp_path / "c.act.zarr")
+
+
 def _session(first: int, count: int) -> dx.Activations:
     """A session's layers, its stimuli numbered from ``first``."""
     rng = np.random.default_rng(first)

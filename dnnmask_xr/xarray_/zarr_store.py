@@ -171,6 +171,7 @@ def open_store(path: str, storage_options: Mapping[str, Any] | None = None) -> A
     if not found:
         raise ActFileError(f"cannot open {path!r}: " + (
             "no zarr store is there (no zarr.json)" if url else
+            "no such folder" if not os.path.lexists(path) else
             "it is not a zarr store (a folder with zarr.json)"))
     # zarr reads the index coordinates at once
     with read_failures_said(f"cannot read {path!r}: the store is damaged"):
