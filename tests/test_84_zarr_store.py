@@ -71,6 +71,33 @@ def test_a_store_gives_back_every_layer_label_and_order(tmp_path):
     np.testing.assert_array_equal(stored["fc"][:, :, 0, 0], acts["fc"].values)
 
 
+def _read_by_xarray(store: Path) -> dx.Activations:
+    """A store as a user reads it with xarray's own zarr engine, then ``from_datatree``."""
+    return dx.from_datatree(xr.open_datatree(store, engine="zarr"))
+
+
+def test_a_store_read_by_xarrays_engine_keeps_the_order_saved(tmp_path):
+    # bug: from_datatree kept the store's own root attributes (layer_order, ...), so the
+    # activations of a store read with engine="zarr" could not be saved anywhere, and the
+    # layers and fields came in zarr's order (by name), not in the order saved
+    acts = _layers()
+    dx.save_act(acts, tmp_path / "run.act.zarr")
+    back = _read_by_xarray(tmp_path / "run.act.zarr")
+    assert list(back) == ["tokens", "conv", "fc"]
+    assert back.attrs == {key: value for key, value in back.attrs.items()
+                          if key not in ("layer_order", "stimulus_field_order",
+                                         "act_zarr_exact")}
+    assert back.attrs["model"] == "alexnet" and dict(back.stim_header) == HEADER
+    assert list(back.stimulus_table().fields) == ["onset", "condition"]
+    dx.save_act(back, tmp_path / "run.act.h5")
+    stored = read_reference_act(tmp_path / "run.act.h5")
+    assert list(stored) == ["tokens", "conv", "fc"]
+    np.testing.assert_array_equal(stored["conv"], acts["conv"].values)
+    with dx.open_act(tmp_path / "run.act.h5") as again:
+        assert list(again.stimulus_table().fields) == ["onset", "condition"]
+        assert "layer_order" not in again.attrs and again.attrs["model"] == "alexnet"
+
+
 def test_a_store_opens_lazily_or_with_dask_chunks(tmp_path):
     acts = _layers()
     dx.save_act(acts, tmp_path / "run.act.zarr")
@@ -1028,7 +1055,9 @@ def _edit_root(store: Path, **attrs) -> None:
     (["tokens", "conv", "fc", "conv"], r"lists layer\(s\) 'conv' more than once"),
     (["tokens", "conv", "fc", "pca"], r"lists layer\(s\) 'pca', which the store has no group"),
 ], ids=["left-out", "twice", "absent"])
-def test_a_layer_order_that_is_not_the_stores_layers_is_refused(order, problem, tmp_path):
+@pytest.mark.parametrize("read", [dx.open_act, _read_by_xarray], ids=["open_act", "xarray"])
+def test_a_layer_order_that_is_not_the_stores_layers_is_refused(read, order, problem,
+                                                                 tmp_path):
     # bug: a layer the order left out was dropped without a word, one listed twice was
     # read twice
     store = tmp_path / "run.act.zarr"
@@ -1036,7 +1065,7 @@ def test_a_layer_order_that_is_not_the_stores_layers_is_refused(order, problem, 
     _edit_root(store, layer_order=order)
     with pytest.raises(dx.ActFileError, match=r"^'.*run\.act\.zarr': the root's attribute "
                                               r"'layer_order' " + problem):
-        dx.open_act(store)
+        read(store)
 
 
 def test_a_layer_put_into_a_store_by_xarray_is_not_dropped(tmp_path):

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
+import numpy as np
 import xarray as xr
 
-from dnnmask_xr.act.layout import DIMS
-from dnnmask_xr.errors import DnnMaskError
+from dnnmask_xr.act.layout import DIMS, EXACT_STORE, FIELD_ORDER, LAYER_ORDER
+from dnnmask_xr.errors import ActFileError, DnnMaskError
 from dnnmask_xr.xarray_.activations import Activations
 
 
@@ -159,6 +160,7 @@ def from_groups(
     DnnMaskError
         As :func:`from_datatree`.
     """
+    groups = _in_stored_order(groups, source)
     root = groups.get("/", xr.Dataset())
     if root.data_vars:
         raise DnnMaskError(
@@ -197,3 +199,63 @@ def from_groups(
         header = {str(key): str(value) for key, value in root["stimulus"].attrs.items()}
     return Activations(layers, attrs=root.attrs, stim_header=header, source=source,
                        closers=closers)
+
+
+def _in_stored_order(groups: Mapping[str, xr.Dataset],
+                     source: str | None) -> dict[str, xr.Dataset]:
+    """Put a ``.act.zarr`` store's groups in the order its root lists, without those lists.
+
+    A store keeps its layers' order and its stimulus fields' order in root
+    attributes (:data:`~dnnmask_xr.act.layout.LAYER_ORDER`,
+    :data:`~dnnmask_xr.act.layout.FIELD_ORDER`), since zarr lists groups
+    and arrays by name; a tree read from it by xarray's own zarr engine
+    carries them. Other trees are given as they are.
+    """
+    root = groups.get("/", xr.Dataset())
+    if not any(key in root.attrs for key in (LAYER_ORDER, FIELD_ORDER, EXACT_STORE)):
+        return dict(groups)
+    attrs = dict(root.attrs)
+    attrs.pop(EXACT_STORE, None)
+    layers = [path.strip("/") for path in groups if path != "/"]
+    order = _layer_order(source, attrs.pop(LAYER_ORDER, None), layers)
+    fields = [str(name) for name in np.atleast_1d(attrs.pop(FIELD_ORDER, []))]
+    root = _fields_in_order(root, fields)
+    root.attrs = attrs
+    by_name = {path.strip("/"): group for path, group in groups.items() if path != "/"}
+    return {"/": root, **{f"/{name}": _fields_in_order(by_name[name], fields)
+                          for name in order}}
+
+
+def _layer_order(source: str | None, order: object, groups: list[str]) -> list[str]:
+    """Give the layers in the order the root's ``layer_order`` lists them, every one once.
+
+    Raises
+    ------
+    ActFileError
+        If it lists a layer twice, one the store has no group of, or leaves
+        out a group: the store was changed or damaged, and a layer dropped
+        without a word would be lost to every save.
+    """
+    if order is None:
+        return groups
+    listed = [str(name) for name in np.atleast_1d(np.asarray(order, dtype=object))]
+    twice = sorted({name for name in listed if listed.count(name) > 1})
+    absent = [name for name in listed if name not in groups]
+    unlisted = [name for name in groups if name not in listed]
+    problem = (f"lists layer(s) {', '.join(map(repr, twice))} more than once" if twice else
+               f"lists layer(s) {', '.join(map(repr, absent))}, which the store has no "
+               "group of" if absent else
+               f"leaves out the group(s) {', '.join(map(repr, unlisted))}" if unlisted else "")
+    if problem:
+        where = repr(source) if source else "the tree"
+        raise ActFileError(f"{where}: the root's attribute {LAYER_ORDER!r} {problem}; it "
+                           "lists every layer group of the store once, in order")
+    return listed
+
+
+def _fields_in_order(group: xr.Dataset, fields: list[str]) -> xr.Dataset:
+    present = [name for name in fields if name in group.coords]
+    if not present:
+        return group
+    values = {name: group[name].variable for name in present}
+    return group.drop_vars(present).assign_coords(values)

@@ -208,44 +208,9 @@ def _read_labels(path: str, storage_options: Mapping[str, Any] | None) -> Activa
         # uncached, as every layer of the read path: xarray caches what open_act asks it to
         tree = xr.open_datatree(store, engine="zarr", zarr_format=3, cache=False,
                                 **(_AS_STORED if exact else {}))
-    attrs = dict(tree.attrs)
-    attrs.pop(EXACT_STORE, None)
-    layers = _layer_order(path, attrs.pop(LAYER_ORDER, None), list(tree.children))
-    fields = [str(name) for name in attrs.pop(FIELD_ORDER, [])]
-    root = tree.to_dataset(inherit=False)
-    root.attrs = attrs
-    # in the order saved: the layers, and each layer's stimulus fields
-    tree = xr.DataTree.from_dict(
-        {"/": root,
-         **{f"/{name}": _fields_in_order(tree[name].to_dataset(inherit=False), fields)
-            for name in layers}})
+    # named by the URL or folder given (what the store object was made from)
+    tree.encoding["source"] = path
     return from_datatree(tree)
-
-
-def _layer_order(path: str, order: Any, groups: list[str]) -> list[str]:
-    """Give the layers in the order the root's ``layer_order`` lists them, every one once.
-
-    Raises
-    ------
-    ActFileError
-        If it lists a layer twice, one the store has no group of, or leaves
-        out a group: the store was changed or damaged, and a layer dropped
-        without a word would be lost to every save.
-    """
-    if order is None:
-        return groups
-    listed = [str(name) for name in np.atleast_1d(np.asarray(order, dtype=object))]
-    twice = sorted({name for name in listed if listed.count(name) > 1})
-    absent = [name for name in listed if name not in groups]
-    unlisted = [name for name in groups if name not in listed]
-    problem = (f"lists layer(s) {', '.join(map(repr, twice))} more than once" if twice else
-               f"lists layer(s) {', '.join(map(repr, absent))}, which the store has no "
-               "group of" if absent else
-               f"leaves out the group(s) {', '.join(map(repr, unlisted))}" if unlisted else "")
-    if problem:
-        raise ActFileError(f"{path!r}: the root's attribute {LAYER_ORDER!r} {problem}; it "
-                           "lists every layer group of the store once, in order")
-    return listed
 
 
 def _read_only_store(path: str, storage_options: Mapping[str, Any] | None) -> Any:
@@ -256,15 +221,6 @@ def _read_only_store(path: str, storage_options: Mapping[str, Any] | None) -> An
         return LocalStore(path, read_only=True)
     return FsspecStore.from_url(path, storage_options=dict(storage_options or {}),
                                 read_only=True)
-
-
-def _fields_in_order(group: xr.Dataset, fields: list[str]) -> xr.Dataset:
-    present = [name for name in fields if name in group.coords]
-    if not present:
-        return group
-    values = {name: group[name].variable for name in present}
-    return group.drop_vars(present).assign_coords(values)
-
 
 
 def _need_zarr_3(what: str) -> None:
