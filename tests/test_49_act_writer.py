@@ -684,7 +684,7 @@ def test_a_ctrl_c_python_swallowed_stops_the_run_at_the_next_batch(tmp_path: Pat
     assert list(tmp_path.iterdir()) == []
     assert "KeyboardInterrupt" not in capsys.readouterr().err
     # once no writer is open, the program's own hook is back
-    assert sys.unraisablehook is not dnnmask_xr.xarray_.stream._note_lost_interrupt
+    assert sys.unraisablehook is not dnnmask_xr.act._interrupt._note_lost_interrupt
 
 
 @pytest.mark.parametrize("suffix", SUFFIXES)

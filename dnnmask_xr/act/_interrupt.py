@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
+import weakref
 from collections.abc import Iterator
 from types import FrameType
+from typing import Any
 
 #: The signals that stop a write (and the ``dnn_mask`` program), with the handlers
 #: Python starts with.
@@ -145,3 +148,60 @@ def _record(signum: int, frame: FrameType | None) -> None:
     if _raising[0]:
         _raising[0] = False
         raise Interrupted(signum)
+
+
+class LostInterrupts:
+    """Ctrl-C that Python swallowed while a long run (a streamed write) is open.
+
+    A ``KeyboardInterrupt`` raised inside a weak reference's callback
+    (h5py's, xarray's) is only printed as "Exception ignored", and the run
+    would go on as if Ctrl-C had not been pressed: while a watcher is open,
+    such an interrupt is not printed but noted, and :meth:`raise_if_lost`
+    raises it at the run's next step. Python's hook is replaced while any
+    watcher is open, and put back when the last one stops (or is dropped).
+    """
+
+    def __init__(self) -> None:
+        self._lost = False
+        with _HOOK_LOCK:
+            _WATCHING.add(self)
+            if sys.unraisablehook is not _note_lost_interrupt:
+                _HOOK[:] = [sys.unraisablehook]
+                sys.unraisablehook = _note_lost_interrupt
+
+    def raise_if_lost(self) -> None:
+        """Raise the ``KeyboardInterrupt`` Python swallowed since the last call, if any."""
+        if self._lost:
+            self._lost = False
+            raise KeyboardInterrupt
+
+    def stop(self) -> None:
+        """Stop watching; put the program's hook back once no watcher is open."""
+        _stop_watching(self)
+
+
+#: The watchers open in this process, and the hook :func:`_note_lost_interrupt` replaced.
+_WATCHING: weakref.WeakSet[LostInterrupts] = weakref.WeakSet()
+_HOOK: list[Any] = []
+_HOOK_LOCK = threading.Lock()
+
+
+def _stop_watching(watcher: LostInterrupts | None = None) -> None:
+    # also called with none, by the hook itself: watchers dropped unstopped leave the set
+    # by themselves
+    with _HOOK_LOCK:
+        if watcher is not None:
+            _WATCHING.discard(watcher)
+        if not _WATCHING and sys.unraisablehook is _note_lost_interrupt and _HOOK:
+            sys.unraisablehook = _HOOK.pop()
+
+
+def _note_lost_interrupt(unraisable: Any) -> None:
+    previous = _HOOK[0] if _HOOK else sys.__unraisablehook__
+    watchers = list(_WATCHING)
+    _stop_watching()
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and watchers:
+        for watcher in watchers:
+            watcher._lost = True
+        return
+    previous(unraisable)

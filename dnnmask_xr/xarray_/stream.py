@@ -7,15 +7,14 @@ output's temporary file, its layers growing (:mod:`~dnnmask_xr.act.growing`,
 each byte written once); or, for a run that may be resumed and for a
 ``.nc`` output, in parts (:mod:`~dnnmask_xr.act.parts`) whose compressed
 chunks closing copies into the output, through the one writer again.
-Either way the output obeys every check of a write, and appears whole or
-not at all.
+Either way (:mod:`~dnnmask_xr.xarray_.stream_storage`) the output obeys
+every check of a write, and appears whole or not at all.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import sys
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
@@ -27,7 +26,7 @@ import numpy as np
 import xarray as xr
 
 from dnnmask_xr._args import is_count, mapping_arg, path_arg
-from dnnmask_xr.act._interrupt import deferred_interrupts
+from dnnmask_xr.act._interrupt import LostInterrupts
 from dnnmask_xr.act.checks import (
     NC_SUFFIX,
     ZARR_SUFFIX,
@@ -37,15 +36,8 @@ from dnnmask_xr.act.checks import (
 )
 from dnnmask_xr.act.chunking import output_chunks
 from dnnmask_xr.act.files import open_file
-from dnnmask_xr.act.growing import GrowingWrite
 from dnnmask_xr.act.layout import count_from_one
-from dnnmask_xr.act.parts import (
-    Parts,
-    changed_attrs,
-    part_plan,
-    plan_difference,
-    refuse_interrupted_parts,
-)
+from dnnmask_xr.act.parts import changed_attrs, part_plan, plan_difference
 from dnnmask_xr.act.plan import BlockReader, ComputedValues, Plan, PlannedLayer
 from dnnmask_xr.act.stimulus import StimulusTable
 from dnnmask_xr.act.write import (
@@ -54,13 +46,12 @@ from dnnmask_xr.act.write import (
     WriteOptions,
     progress_bar,
     storable,
-    write,
 )
 from dnnmask_xr.errors import ActFileError, DnnMaskError, UsageError
 from dnnmask_xr.formats.stim import Stimuli
 from dnnmask_xr.xarray_.activations import DIMS_BY_RANK, Activations
-from dnnmask_xr.xarray_.reader import open_act
 from dnnmask_xr.xarray_.save import plan_layers, save_act
+from dnnmask_xr.xarray_.stream_storage import GrowingOutput, PartFiles, end_storage
 
 
 class ActWriter:
@@ -177,10 +168,11 @@ class ActWriter:
         #: again (a layer read into an array may be the caller's own memory)
         self._mine: weakref.WeakValueDictionary[int, np.ndarray] = (
             weakref.WeakValueDictionary())
-        self._store: _InParts | _Growing = (
-            _InParts(self.path, resume)
-            if resume or self.path.endswith((NC_SUFFIX, ZARR_SUFFIX)) else _Growing(self.path))
-        if isinstance(self._store, _InParts):
+        self._store: PartFiles | GrowingOutput = (
+            PartFiles(self.path, resume)
+            if resume or self.path.endswith((NC_SUFFIX, ZARR_SUFFIX))
+            else GrowingOutput(self.path))
+        if isinstance(self._store, PartFiles):
             try:
                 if self._store.parts.paths:
                     self._resume()
@@ -188,12 +180,11 @@ class ActWriter:
                 self._store.parts.close(keep=True)
                 raise
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="dnnmask-stream")
-        #: a Ctrl-C that Python could only report as "ignored" while this writer was open
-        self._lost_interrupt = False
-        _watch_lost_interrupts(self)
+        #: a Ctrl-C that Python could only report as "ignored" while this writer is open
+        self._lost_interrupts = LostInterrupts()
         # a writer dropped without close() or abandon() lets go of what it stored (its
         # folder of parts and their lock, or its temporary file) as abandon() would
-        self._ending = weakref.finalize(self, _end, self._writer, self._store, os.getpid())
+        self._ending = weakref.finalize(self, end_storage, self._writer, self._store, os.getpid())
 
     def _resume(self) -> None:
         """Take the first part as the first batch, and count the stimuli stored."""
@@ -267,7 +258,7 @@ class ActWriter:
             self._append(layers, stimuli)
 
     def _append(self, layers: Mapping[str, Any] | Activations, stimuli: object) -> None:
-        self._raise_lost_interrupt()
+        self._lost_interrupts.raise_if_lost()
         if self._report is not None or self._writer is None:
             raise UsageError(f"the streamed write to {self.path!r} {self._ended_how()}; no "
                              "batch can be added")
@@ -484,7 +475,7 @@ class ActWriter:
         if self._writer is None:
             raise UsageError(f"the streamed write to {self.path!r} {self._ended_how()}")
         try:
-            self._raise_lost_interrupt()
+            self._lost_interrupts.raise_if_lost()
             if self._first is None:
                 raise ActFileError(f"the streamed write to {self.path!r} has no stimuli to "
                                    "write")
@@ -506,7 +497,7 @@ class ActWriter:
         self._ending.detach()
         self._store.close()
         self._writer = None
-        _stop_watching(self)
+        self._lost_interrupts.stop()
         return self._report
 
     def _ended_how(self) -> str:
@@ -516,16 +507,9 @@ class ActWriter:
         if not self._failed:
             return "was abandoned"
         again = ("ActWriter(path, resume=True) goes on after the parts stored"
-                 if isinstance(self._store, _InParts) and self._store.parts.resume
+                 if isinstance(self._store, PartFiles) and self._store.parts.resume
                  else "the run starts again")
         return f"stopped when a part failed to be stored, as an earlier call said ({again})"
-
-    def _raise_lost_interrupt(self) -> None:
-        # a Ctrl-C raised where Python could only print it (inside a weak reference's
-        # callback, in the caller's code between batches) stops the run here
-        if self._lost_interrupt:
-            self._lost_interrupt = False
-            raise KeyboardInterrupt
 
     def abandon(self) -> None:
         """Stop without an output: the parts are removed, or kept if ``resume=True``.
@@ -542,7 +526,7 @@ class ActWriter:
         self._writer = None
         self._waiting, self._in_flight, self._spare = [], {}, {}
         self._ending()
-        _stop_watching(self)
+        self._lost_interrupts.stop()
 
     def __enter__(self) -> ActWriter:
         return self
@@ -558,86 +542,6 @@ class ActWriter:
                 f"{self.stimuli_done} stored>")
 
 
-class _InParts:
-    """Where a resumable run (or a ``.nc`` output) stores its parts: files joined at the end."""
-
-    def __init__(self, path: str, resume: bool) -> None:
-        self.parts = Parts(path, resume=resume)
-        #: stimuli stored, an earlier run's included
-        self.stored = 0
-
-    def add(self, plan: Plan, options: WriteOptions, chunks: Mapping[str, Any]) -> None:
-        self.parts.add(plan, options)
-        self.stored += len(plan.stimulus.ids)
-
-    def finish(self, inputs: Mapping[str, str], options: WriteOptions) -> SaveReport:
-        if self.parts.target.endswith(ZARR_SUFFIX):
-            return _store_of_parts(self.parts.paths, self.parts.target, options)
-        return write(self.parts.stacked(inputs), self.parts.target, options)
-
-    def abandon(self) -> None:
-        self.parts.close(keep=self.parts.resume)
-
-    def close(self) -> None:
-        self.parts.close(keep=False)
-
-
-class _Growing:
-    """Where a run that is not to be resumed stores its parts: in the output, growing."""
-
-    def __init__(self, path: str) -> None:
-        # a day of extraction is not to be lost to a missing resume=True
-        refuse_interrupted_parts(path)
-        self.path = path
-        self.output: GrowingWrite | None = None
-
-    @property
-    def stored(self) -> int:
-        """Stimuli stored in the output's temporary file."""
-        return 0 if self.output is None else self.output.n_stimuli
-
-    def add(self, plan: Plan, options: WriteOptions,
-            chunks: Mapping[str, tuple[int, ...]]) -> None:
-        if self.output is None:
-            self.output = GrowingWrite(plan, self.path, options, chunks)
-        self.output.add(plan)
-
-    def finish(self, inputs: Mapping[str, str], options: WriteOptions) -> SaveReport:
-        # on the caller's thread, whose signals a write defers: one that comes while
-        # the file is completed stops it, or is raised after saying it was written
-        with deferred_interrupts() as deferral:
-            report = self.output.finish(inputs)
-            deferral.commit(self.path)
-        return report
-
-    def abandon(self) -> None:
-        if self.output is not None:
-            self.output.abandon()
-
-    def close(self) -> None:
-        """Nothing is left to release: the output is in place."""
-
-
-def _store_of_parts(paths: Sequence[os.PathLike[str]], target: str,
-                    options: WriteOptions) -> SaveReport:
-    """Save the parts, joined along ``stimulus``, to the zarr store ``target``.
-
-    Each part is read a dask chunk at a time (a stimulus may be in two
-    parts, which a set of files refuses: the parts are joined here).
-    """
-    opened = [open_act(path, chunks={}) for path in paths]
-    try:
-        first = opened[0]
-        layers = {name: xr.concat([acts[name] for acts in opened], dim="stimulus")
-                  for name in first}
-        # the parts' own date and software give way to the store's
-        return save_act(Activations(layers, attrs=first.attrs, stim_header=first.stim_header),
-                        target, memory=options.memory, threads=options.threads)
-    finally:
-        for acts in opened:
-            acts.close()
-
-
 def _empty_layers(first: Plan) -> Activations:
     """Give the layers of ``first`` with no stimulus: labels, attributes, stimulus fields."""
     table = first.stimulus.rows(slice(0, 0))
@@ -648,64 +552,6 @@ def _empty_layers(first: Plan) -> Activations:
         coords={**stimulus, **layer.unit_labels}, attrs=dict(layer.attrs))
         for layer in first.layers}
     return Activations(layers, attrs=first.attrs, stim_header=dict(first.stimulus.header))
-
-
-#: The writers open in this process, told of a Ctrl-C Python could only report as ignored.
-_WATCHING: weakref.WeakSet[ActWriter] = weakref.WeakSet()
-#: The hook :func:`_note_lost_interrupt` replaced while writers are open.
-_HOOK: list[Any] = []
-
-
-def _watch_lost_interrupts(writer: ActWriter) -> None:
-    """Tell ``writer`` of Ctrl-C that Python swallows while it is open.
-
-    A ``KeyboardInterrupt`` raised inside a weak reference's callback
-    (h5py's, xarray's) is only printed as "Exception ignored", and the run
-    would go on as if Ctrl-C had not been pressed: the writer raises it at
-    the next :meth:`ActWriter.append` or :meth:`ActWriter.close` instead,
-    and leaves nothing behind.
-    """
-    with _HOOK_LOCK:
-        _WATCHING.add(writer)
-        if sys.unraisablehook is not _note_lost_interrupt:
-            _HOOK[:] = [sys.unraisablehook]
-            sys.unraisablehook = _note_lost_interrupt
-
-
-def _stop_watching(writer: ActWriter | None = None) -> None:
-    """Stop telling ``writer``; put the program's hook back once no writer is open.
-
-    Also called with no writer, by the hook itself: writers dropped unclosed
-    leave the set by themselves.
-    """
-    with _HOOK_LOCK:
-        if writer is not None:
-            _WATCHING.discard(writer)
-        if not _WATCHING and sys.unraisablehook is _note_lost_interrupt and _HOOK:
-            sys.unraisablehook = _HOOK.pop()
-
-
-def _note_lost_interrupt(unraisable: Any) -> None:
-    previous = _HOOK[0] if _HOOK else sys.__unraisablehook__
-    writers = list(_WATCHING)
-    _stop_watching()
-    if isinstance(unraisable.exc_value, KeyboardInterrupt) and writers:
-        for writer in writers:
-            writer._lost_interrupt = True
-        return
-    previous(unraisable)
-
-
-_HOOK_LOCK = threading.Lock()
-
-
-def _end(writer: ThreadPoolExecutor, store: _InParts | _Growing, pid: int) -> None:
-    """Stop without an output: finish the part being written, keep the parts if resuming."""
-    if os.getpid() != pid:
-        # a forked child's copy of the writer (a data loader's worker): the run is the parent's
-        return
-    writer.shutdown(wait=True)
-    store.abandon()
 
 
 def _plainly_labelled(layer: PlannedLayer) -> bool:
