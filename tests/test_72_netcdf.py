@@ -205,6 +205,27 @@ def test_labels_that_are_not_numbers_are_refused(tmp_path):
         save_act({"z": layer}, tmp_path / "out.nc")
 
 
+@pytest.mark.parametrize(("labels", "message"), [
+    ([1.0, 2.5], "channel labels are float64, not integers"),
+    ([1.0, np.nan], "channel labels are float64, not integers"),
+    (["a", "b"], "channel labels are object, not integers"),
+    (np.array([2**64 - 1, 5], dtype=np.uint64),
+     "channel label 18446744073709551615 is beyond the int64 range"),
+], ids=["fractional", "nan", "text", "beyond-int64"])
+def test_a_file_whose_unit_labels_are_not_int64_numbers_is_refused_on_reading(
+        tmp_path, labels, message):
+    # bug: a .nc written by xarray with such labels opened (an .act.h5 with them is
+    # refused), then masking by label raised TypeError and every save refused it
+    path = tmp_path / "other.nc"
+    layer = xr.Dataset({"fc": (("stimulus", "channel"), np.ones((2, 2)))},
+                       coords={"stimulus": ["a", "b"], "channel": labels})
+    xr.DataTree.from_dict({"/": xr.Dataset(coords={"stimulus": ["a", "b"]}),
+                           "/fc": layer}).to_netcdf(path, engine="h5netcdf")
+    with pytest.raises(ActFileError, match=rf"^'{re.escape(str(path))}': layer 'fc': "
+                                           rf"{re.escape(message)}"):
+        open_act(path)
+
+
 def test_a_field_name_with_white_space_is_refused(tmp_path):
     layer = xr.DataArray(np.ones((2, 3, 1, 1)), dims=DIMS,
                          coords={"trial type": ("stimulus", ["a", "b"])})
