@@ -116,7 +116,8 @@ def _get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-act", metavar="Activation", required=True,
                         help="path of a .act.h5 file which contains the activation to "
-                             "extract from (or of a .act.zarr store)")
+                             "extract from (or of a .nc file or .act.zarr store that "
+                             "dnn_mask wrote)")
     parser.add_argument("-layer", metavar="Layer", nargs="+",
                         help="name of the target layer(s), e.g. 'conv1' for the first "
                              "convolution layer or 'fc1' for the first fully connected layer")
@@ -288,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     _check_flags(args)
-    from dnnmask_xr.act.checks import ZARR_SUFFIX, check_output
+    from dnnmask_xr.act.checks import NC_SUFFIX, ZARR_SUFFIX, check_output
     from dnnmask_xr.act.files import open_file
     from dnnmask_xr.act.mask import mask_file, plan_mask
     from dnnmask_xr.act.select import mask_from_flags
@@ -309,8 +310,8 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         mask = read_dmask(args.dmask)
     else:
         mask = mask_from_flags(args.layer, args.chn)
-    if args.act.endswith(ZARR_SUFFIX) or args.out.endswith(ZARR_SUFFIX):
-        # a zarr store at either end: through the xarray side, imported only here
+    if args.act.endswith((ZARR_SUFFIX, NC_SUFFIX)) or args.out.endswith(ZARR_SUFFIX):
+        # a zarr store at either end, or a .nc read: through the xarray side, imported only here
         from dnnmask_xr.xarray_.zarr_command import mask_store
 
         # a dry run writes nothing: a signal then is no signal after a write
@@ -318,7 +319,8 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             plan = mask_store(args.act, args.out, mask, stim=args.stim,
                               attrs={"cmd": shlex.join([PROG, *argv])},
                               memory=args.memory or DEFAULT_MEMORY, threads=args.threads,
-                              dry_run=args.dry_run)
+                              dry_run=args.dry_run, verify=args.verify,
+                              allow_external=args.allow_external)
         if plan is None:
             return 0
     elif args.dry_run:

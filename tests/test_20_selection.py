@@ -91,3 +91,21 @@ def test_missing_label_shows_a_contiguous_range_briefly():
     with pytest.raises(SelectionError, match=r"column 0 is not in layer 'conv5' "
                                              r"\(valid: 1\.\.13\)"):
         layer_positions("conv5", LayerMask({"column": [0]}), LABELS, by="label")
+
+
+@pytest.mark.parametrize("labels", [
+    np.array(["a", "b", "c"], dtype=object),
+    np.array([200, "b", 17], dtype=object),
+    np.array(["a", "b", "c"]),
+], ids=["text", "numbers-and-text", "fixed-width-text"])
+def test_labels_that_are_not_numbers_are_refused_when_numbers_are_looked_up(labels):
+    # bug: text labels of object dtype (a layer labelled in memory) raised numpy's
+    # TypeError from the look-up
+    labels = {**LABELS, "channel": labels}
+    with pytest.raises(SelectionError, match=r"^layer 'conv5': its channel labels are "
+                                             r"text \((object|<U1)\), not numbers, so mask "
+                                             r"numbers cannot be looked up among them; .*"
+                                             r'by="ordinal"'):
+        layer_positions("conv5", LayerMask({"channel": [200]}), labels, by="label")
+    found = layer_positions("conv5", LayerMask({"channel": [3]}), labels, by="ordinal")
+    np.testing.assert_array_equal(found["channel"], [2])

@@ -17,6 +17,7 @@ from dnnmask_xr import (
     Activations,
     DnnMaskError,
     Stimuli,
+    mask_file,
     open_act,
     read_dmask,
     save_act,
@@ -181,6 +182,45 @@ def test_dnn_mask_writes_nc(act_file, stim_file, layers, tmp_path):
     assert back.attrs["cmd"].startswith("dnn_mask -act")
 
 
+@pytest.mark.parametrize("suffix", [".act.h5", ".nc"])
+@pytest.mark.parametrize("select", [("-layer", "conv5", "-chn", "3", "1"), ("-dmask",)],
+                         ids=["flags", "dmask"])
+def test_dnn_mask_reads_the_nc_it_writes(act_file, stim_file, layers, tmp_path, suffix,
+                                         select, capsys):
+    # bug: -act x.nc was read as an .act.h5 and refused ("root object 'stimulus' is a 1-D
+    # dataset"), though -out x.nc writes one and -act x.nc -out y.act.zarr read it
+    nc = tmp_path / "in.nc"
+    assert main(["-act", str(act_file), "-stim", str(stim_file), "-layer", "fc3", "conv5",
+                 "-out", str(nc), "-q"]) == 0
+    if select == ("-dmask",):
+        dmask = tmp_path / "m.dmask.csv"
+        dmask.write_text("conv5=chn\n3,1\n")
+        select = ("-dmask", str(dmask))
+    before = nc.read_bytes()
+    out = tmp_path / f"out{suffix}"
+    assert main(["-act", str(nc), *select, "-out", str(out), "--dry-run"]) == 0
+    assert "conv5" in capsys.readouterr().out and not out.exists()
+    assert main(["-act", str(nc), *select, "-out", str(out), "-q"]) == 0
+    assert capsys.readouterr().err == ""
+    back = open_act(out)
+    assert list(back) == ["conv5"]
+    np.testing.assert_array_equal(back["conv5"].values, layers["conv5"][:, [2, 0]], strict=True)
+    assert back["conv5"].channel.values.tolist() == [3, 1]
+    assert list(back["conv5"].condition.values) == ["dog", "cat", "dog", "cat", "dog"]
+    assert back.attrs["source"] == str(nc)
+    assert nc.read_bytes() == before
+
+
+def test_mask_file_of_an_nc_says_how_to_mask_it(act_file, tmp_path):
+    nc = tmp_path / "in.nc"
+    save_act(open_act(act_file), nc)
+    with pytest.raises(ActFileError, match=r"^'.*in\.nc' is a netCDF4 file \(\.nc\), and "
+                                           r"mask_file reads \.act\.h5 files; mask it with "
+                                           r"save_act\(open_act\("):
+        mask_file(nc, tmp_path / "out.act.h5", {"conv5": {"channel": [1]}})
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["in.act.h5", "in.nc"]
+
+
 def test_the_backend_opens_nc_too(act_file, tmp_path, layers):
     path = tmp_path / "out.nc"
     save_act(open_act(act_file), path)
@@ -203,6 +243,27 @@ def test_labels_that_are_not_numbers_are_refused(tmp_path):
     with pytest.raises(DnnMaskError, match=r"layer 'z': channel labels are float64, not "
                                            "integers"):
         save_act({"z": layer}, tmp_path / "out.nc")
+
+
+@pytest.mark.parametrize(("labels", "message"), [
+    ([1.0, 2.5], "channel labels are float64, not integers"),
+    ([1.0, np.nan], "channel labels are float64, not integers"),
+    (["a", "b"], "channel labels are object, not integers"),
+    (np.array([2**64 - 1, 5], dtype=np.uint64),
+     "channel label 18446744073709551615 is beyond the int64 range"),
+], ids=["fractional", "nan", "text", "beyond-int64"])
+def test_a_file_whose_unit_labels_are_not_int64_numbers_is_refused_on_reading(
+        tmp_path, labels, message):
+    # bug: a .nc written by xarray with such labels opened (an .act.h5 with them is
+    # refused), then masking by label raised TypeError and every save refused it
+    path = tmp_path / "other.nc"
+    layer = xr.Dataset({"fc": (("stimulus", "channel"), np.ones((2, 2)))},
+                       coords={"stimulus": ["a", "b"], "channel": labels})
+    xr.DataTree.from_dict({"/": xr.Dataset(coords={"stimulus": ["a", "b"]}),
+                           "/fc": layer}).to_netcdf(path, engine="h5netcdf")
+    with pytest.raises(ActFileError, match=rf"^'{re.escape(str(path))}': layer 'fc': "
+                                           rf"{re.escape(message)}"):
+        open_act(path)
 
 
 def test_a_field_name_with_white_space_is_refused(tmp_path):

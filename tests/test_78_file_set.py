@@ -259,6 +259,27 @@ def test_different_fields_are_refused(tmp_path):
         f"{str(folder / 'ses-00.act.h5')!r} with ['condition', 'onset']"), make)
 
 
+@pytest.mark.parametrize("text_first", [True, False], ids=["text-then-numbers",
+                                                          "numbers-then-text"])
+def test_text_and_number_ids_are_refused(tmp_path, text_first):
+    # bug: the set opened with IDs of both kinds (1, 2, 'x', 'y'), and every save then
+    # refused them without naming a file ("stimulus IDs holds array([...]) ...")
+    def make(folder):
+        counted = write_session(folder, 0, 2)[0]  # DNNBrain's: stimuli numbered 1..2
+        named = folder / "named.act.h5"
+        dx.save_act({name: dx.open_act(counted)[name].assign_coords(stimulus=["x", "y"])
+                     for name in SHAPES}, named)
+        return ([named, counted] if text_first else [counted, named]), None
+
+    first, second = ("named.act.h5", "ses-00.act.h5") if text_first else (
+        "ses-00.act.h5", "named.act.h5")
+    kinds = ("numbers", "text") if text_first else ("text", "numbers")
+    _refused(tmp_path, SelectionError, lambda folder: (
+        f"{str(folder / second)!r} labels its stimuli with {kinds[0]} but "
+        f"{str(folder / first)!r} with {kinds[1]}; the stimulus IDs of one set are all text "
+        "or all numbers"), make)
+
+
 @pytest.mark.parametrize(("paths", "stim", "message"), [
     (lambda p, s: [], None, "open_act was given no file"),
     (lambda p, s: p, lambda p, s: s[0], "stim= gives one stimulus table ('"),

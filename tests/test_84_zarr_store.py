@@ -1045,6 +1045,24 @@ def test_a_store_xarray_wrote_reads_its_chunks_left_out_as_fill_values(tmp_path)
         np.testing.assert_array_equal(back["fc"].values, values)
 
 
+@pytest.mark.parametrize(("labels", "message"), [
+    ([1.0, 2.5], "token labels are float64, not integers"),
+    (np.array(["a", "b"], dtype=object), "token labels are "),
+], ids=["fractional", "text"])
+def test_a_store_whose_unit_labels_are_not_int64_numbers_is_refused(labels, message,
+                                                                    tmp_path):
+    # bug: such a store (xarray wrote it) opened, as an .act.h5 with them does not;
+    # masking it by label then raised TypeError, and every save refused it
+    layer = xr.DataArray(np.ones((2, 2, 3), "f4"), dims=("stimulus", "token", "channel"),
+                         coords={"token": labels})
+    xr.DataTree.from_dict({"/": xr.Dataset(coords={"stimulus": [1, 2]}),
+                           "/vit": layer.to_dataset(name="vit")}).to_zarr(
+        tmp_path / "x.act.zarr", zarr_format=3, consolidated=False)
+    with pytest.raises(dx.ActFileError, match=r"^'.*x\.act\.zarr': layer 'vit': "
+                                              + re.escape(message)):
+        dx.open_act(tmp_path / "x.act.zarr")
+
+
 def _edit_root(store: Path, **attrs) -> None:
     group = zarr.open_group(str(store), mode="r+")
     group.attrs.update(attrs)

@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 
 from dnnmask_xr._args import bool_arg, mapping_arg, path_arg
+from dnnmask_xr.act.checks import NC_SUFFIX
 from dnnmask_xr.act.files import open_file
 from dnnmask_xr.act.layout import (
     DIMS,
@@ -36,6 +37,7 @@ from dnnmask_xr.act.select import (
 )
 from dnnmask_xr.act.stimulus import StimulusTable, read_table
 from dnnmask_xr.act.write import DEFAULT_MEMORY, SaveReport, WriteOptions, write
+from dnnmask_xr.errors import ActFileError
 from dnnmask_xr.formats.dmask import DnnMask, format_dmask
 
 if TYPE_CHECKING:
@@ -118,7 +120,14 @@ def mask_file(
         mask = DnnMask(mask)
     attrs = mapping_arg(attrs, "attrs")
     target = path_arg(out, "output")
-    with open_file(path_arg(act, "input")) as root:
+    source = path_arg(act, "input")
+    if source.endswith(NC_SUFFIX):
+        # its layers are groups, not root datasets: read as an .act.h5, its root's
+        # stimulus variable was blamed for not being a 4-D layer
+        raise ActFileError(f"{source!r} is a netCDF4 file (.nc), and mask_file reads .act.h5 "
+                           f"files; mask it with save_act(open_act({source!r}).mask(mask, "
+                           "by='ordinal'), out), as dnn_mask -act does")
+    with open_file(source) as root:
         plan = plan_mask(root, mask, stim=stim, by=by, attrs=attrs,
                          allow_external=bool_arg(allow_external, "allow_external"))
         return write(plan, target, options)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from dnnmask_xr.act.layout import NUMBERED_DIMS, axis_names
+from dnnmask_xr.act.layout import NUMBERED_DIMS, axis_names, is_text
 from dnnmask_xr.errors import SelectionError, UsageError
 from dnnmask_xr.formats.dmask import DnnMask, LayerMask
 
@@ -157,6 +157,14 @@ def layer_positions(
                 raise SelectionError(_out_of_range(layer, axis, int(wanted[bad][0]), wanted,
                                                    axis_labels, dim))
         else:
+            if axis_labels.dtype.kind not in "iuf":
+                # np.unique and searchsorted of text (object) raise numpy's TypeError
+                what = f"text ({axis_labels.dtype})" if is_text(axis_labels) else (
+                    str(axis_labels.dtype))
+                raise SelectionError(
+                    f"layer {layer!r}: its {dim} labels are {what}, not numbers, so mask "
+                    f"numbers cannot be looked up among them; select the n-th {dim} stored "
+                    f'with by="ordinal", or by label with .sel({dim}=[...])')
             found, missing = _look_up(axis_labels, wanted)
             if missing.any():
                 raise SelectionError(

@@ -18,6 +18,7 @@ import numpy as np
 import xarray as xr
 
 from dnnmask_xr.act.chunking import file_chunks
+from dnnmask_xr.act.layout import is_text
 from dnnmask_xr.act.plan import INPUTS_KEY
 from dnnmask_xr.act.select import describe_numbers
 from dnnmask_xr.act.stimulus import StimulusTable, same_values
@@ -143,6 +144,18 @@ def _stimulus_coords(where: list[str], tables: list[StimulusTable]) -> dict[str,
                                  f"{sorted(table.fields) or 'none'} but {where[0]!r} with "
                                  f"{names or 'none'}; the files of one set have stimulus "
                                  "tables with the same columns")
+    for path, table in zip(where[1:], tables[1:], strict=True):
+        # numpy would join text and numbers into an object array no file can store
+        for what, values, firsts in (("its stimuli", table.ids, tables[0].ids),
+                                     *((f"the stimulus field {field!r}", table.fields[field],
+                                        values) for field, values in tables[0].fields.items())):
+            if is_text(values) != is_text(firsts):
+                kinds = ("text", "numbers") if is_text(values) else ("numbers", "text")
+                held = "stimulus IDs" if what == "its stimuli" else f"values of {what[4:]}"
+                raise SelectionError(
+                    f"{path!r} labels {what} with {kinds[0]} but {where[0]!r} with "
+                    f"{kinds[1]}; the {held} of one set are all text or all numbers: give "
+                    "each file a stimulus table (stim=[...], one per file)")
     coords: dict[str, Any] = {"stimulus": np.concatenate([table.ids for table in tables])}
     for name in tables[0].fields:
         coords[name] = ("stimulus", np.concatenate([table.fields[name] for table in tables]))

@@ -30,6 +30,7 @@ from dnnmask_xr._args import bool_arg, lock_arg, path_arg
 from dnnmask_xr.act.checks import (
     NC_SUFFIX,
     ZARR_SUFFIX,
+    check_unit_labels,
     is_url,
     own_attrs,
     storage_options_for,
@@ -37,6 +38,7 @@ from dnnmask_xr.act.checks import (
 from dnnmask_xr.act.external import check_objects
 from dnnmask_xr.act.layout import (
     NUMBERED_DIMS,
+    count_from_one,
     decode_stimulus,
     decode_units,
     is_reserved,
@@ -114,7 +116,7 @@ def _open_file(where: str, stim: StimArg, allow_external: bool, lock: Lock,
         # zarr is imported only for a store
         from dnnmask_xr.xarray_.zarr_store import open_store
 
-        return _labelled(open_store(where, storage_options), stim)
+        return _labelled(_checked_labels(open_store(where, storage_options), where), stim)
     if where.endswith(NC_SUFFIX):
         # identified before the labels are read: values are read only from this
         # file; its objects are checked before h5netcdf opens it, which would
@@ -134,7 +136,37 @@ def _open_file(where: str, stim: StimArg, allow_external: bool, lock: Lock,
     except BaseException:
         manager.close()
         raise
-    return _labelled(acts, stim)
+    return _labelled(_checked_labels(acts, where), stim)
+
+
+def _checked_labels(acts: Activations, where: str) -> Activations:
+    """Refuse unit labels that are not int64 numbers, as the ``.act.h5`` layout does.
+
+    An ``.act.h5`` stores them as integer attributes (checked as they are
+    read, :func:`~dnnmask_xr.act.layout.decode_units`); a ``.nc`` file or a
+    store written by another tool may hold fractions, NaN, text or numbers
+    beyond int64, which no mask can look up and no save can store. Closes
+    ``acts`` when it refuses them.
+
+    Raises
+    ------
+    ActFileError
+        Naming the file, the layer and the dim.
+    """
+    try:
+        for name, array in acts.items():
+            unit_dims = unit_dims_of(array)
+            labels = {stored: array[dim].values if dim is not None else count_from_one(1)
+                      for stored, dim in zip(NUMBERED_DIMS, (*unit_dims, None, None),
+                                             strict=False)}
+            try:
+                check_unit_labels(name, labels, None, unit_dims)
+            except DnnMaskError as err:
+                raise ActFileError(f"{where!r}: {err}") from None
+    except BaseException:
+        acts.close()
+        raise
+    return acts
 
 
 def _labelled(acts: Activations, stim: StimArg) -> Activations:

@@ -1,9 +1,11 @@
-"""``dnn_mask`` with a zarr store at either end (``-act`` or ``-out`` ending in ``.act.zarr``).
+"""``dnn_mask`` with a zarr store at either end, or a ``.nc`` file as its input.
 
-The command masks ``.act.h5`` and ``.nc`` files with the core alone
-(:mod:`dnnmask_xr.act`); a store is read and written through the xarray
-side (:mod:`~dnnmask_xr.xarray_.zarr_store`), which the command imports
-only for one.
+The command masks ``.act.h5`` files with the core alone
+(:mod:`dnnmask_xr.act`), to ``.act.h5`` or ``.nc``; a store is read and
+written, and a ``.nc`` file read (its layers are groups, which the core's
+reader of root datasets does not take), through the xarray side
+(:mod:`~dnnmask_xr.xarray_.zarr_store`, :mod:`~dnnmask_xr.xarray_.store`),
+which the command imports only then.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from dnnmask_xr.xarray_.save import plan_layers, save_act
 
 def mask_store(act: str, out: str, mask: Any, *, stim: str | None = None,
                attrs: Mapping[str, Any] | None = None, memory: int = DEFAULT_MEMORY,
-               threads: int | None = None, dry_run: bool = False) -> Plan | None:
-    """Do what ``dnn_mask`` does when a zarr store is its input or its output.
+               threads: int | None = None, dry_run: bool = False, verify: bool = False,
+               allow_external: bool = False) -> Plan | None:
+    """Do what ``dnn_mask`` does with a zarr store at either end, or a ``.nc`` as input.
 
     The input is opened with :func:`~dnnmask_xr.open_act`, masked by
     position as DNNBrain reads mask numbers, and saved with
@@ -33,9 +36,9 @@ def mask_store(act: str, out: str, mask: Any, *, stim: str | None = None,
     Plan or None
         With ``dry_run``, what would be written (nothing is); else None.
     """
-    with open_act(act, stim=stim) as acts:
+    with open_act(act, stim=stim, allow_external=allow_external) as acts:
         masked = acts.mask(mask, by="ordinal")
         if dry_run:
             return plan_layers(masked, attrs)
-        save_act(masked, out, attrs=attrs, memory=memory, threads=threads)
+        save_act(masked, out, attrs=attrs, memory=memory, threads=threads, verify=verify)
     return None
