@@ -312,7 +312,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         mask = mask_from_flags(args.layer, args.chn)
     if args.act.endswith((ZARR_SUFFIX, NC_SUFFIX)) or args.out.endswith(ZARR_SUFFIX):
         # a zarr store at either end, or a .nc read: through the xarray side, imported only here
-        from dnnmask_xr.xarray_.zarr_command import mask_store
+        from dnnmask_xr.xarray_.xarray_command import mask_store
 
         # a dry run writes nothing: a signal then is no signal after a write
         with contextlib.nullcontext() if args.dry_run else writing(args.out):

@@ -51,9 +51,10 @@ def test_lower_floors_never_import_higher_ones(folder, forbidden):
 
 
 #: What the command imports only for a zarr store at either end (``-act``/``-out``
-#: ending in ``.act.zarr``), which it masks through the xarray side; what it runs on
-#: .act.h5 files imports no xarray (test_the_command_on_act_h5_loads_no_xarray).
-STORES_ONLY = "dnnmask_xr.xarray_.zarr_command"
+#: ending in ``.act.zarr``) or a ``.nc`` input, which it masks through the xarray side;
+#: what it runs on .act.h5 files imports no xarray
+#: (test_the_command_on_act_h5_loads_no_xarray).
+XARRAY_ROUTE = "dnnmask_xr.xarray_.xarray_command"
 
 
 def test_the_command_imports_nothing_of_the_xarray_side():
@@ -66,7 +67,7 @@ def test_the_command_imports_nothing_of_the_xarray_side():
             continue
         seen.add(module)
         todo.extend(name for name in _imports(modules[module])
-                    if _under(name, "dnnmask_xr") and name != STORES_ONLY)
+                    if _under(name, "dnnmask_xr") and name != XARRAY_ROUTE)
     assert "dnnmask_xr.cli" in seen and "dnnmask_xr.act.write" in seen
     assert [module for module in seen if _under(module, "dnnmask_xr.xarray_")] == []
     assert not any("xarray" in _imports(modules[module]) for module in seen)
