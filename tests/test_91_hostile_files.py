@@ -526,6 +526,24 @@ ATTRIBUTES: dict[str, tuple[Callable[[h5py.File, h5py.Dataset], object], list[st
     "stimulus-ids-too-few": (
         lambda r, d: r.attrs.create("stimulus", np.array([7])),
         [r"attribute 'stimulus' holds 1 value\(s\) but the layers have 2 stimuli"]),
+    # bug: complex or compound IDs and fields opened, and the save refused them later in
+    # words that named neither the file nor the attribute
+    "stimulus-ids-complex": (
+        lambda r, d: r.attrs.create("stimulus", np.array([1 + 2j, 3j])),
+        [r"attribute 'stimulus' holds complex128 values; stimulus IDs and fields are "
+         r"text or numbers"]),
+    "field-values-compound": (
+        lambda r, d: (r.attrs.create("stimulus_fields", ["onset"],
+                                     dtype=h5py.string_dtype()),
+                      r.attrs.create("stimulus:onset",
+                                     np.zeros(2, dtype=[("a", "i4"), ("b", "f4")]))),
+        [r"attribute 'stimulus:onset' holds \[\('a', '<i4'\), \('b', '<f4'\)\] values"]),
+    # bug: a field listed twice was read once, without a word
+    "field-listed-twice": (
+        lambda r, d: (r.attrs.create("stimulus_fields", ["onset", "onset"],
+                                     dtype=h5py.string_dtype()),
+                      r.attrs.create("stimulus:onset", np.array([0.5, 1.0]))),
+        [r"attribute 'stimulus_fields' names 'onset' more than once"]),
 }
 
 

@@ -280,6 +280,9 @@ def decode_stimulus(
     ids = _decode_values(attrs[STIMULUS], size, STIMULUS, where) if STIMULUS in attrs else None
     fields = {}
     for name in _decode_strings(attrs.get(STIMULUS_FIELDS, []), STIMULUS_FIELDS, where):
+        if name in fields:
+            raise ActFileError(f"{where}: attribute {STIMULUS_FIELDS!r} names {name!r} more "
+                               "than once; it lists each stimulus field once")
         if not is_field_name(name):
             # a field named like a dimension would replace that dimension's
             # coordinate: .sel(channel=1) would select stimuli
@@ -363,6 +366,11 @@ def _decode_values(value: Any, size: int, name: str, where: str) -> np.ndarray:
                            f"but the layers have {size} stimuli; it needs one per stimulus")
     if is_text(array):
         return np.array([_as_str(v, name, where) for v in array], dtype=object)
+    if array.dtype.kind not in "biuf":
+        # what no write stores (complex, compound, ...): said here, naming the file
+        shown = array.dtype.descr if array.dtype.names else array.dtype
+        raise ActFileError(f"{where}: attribute {name!r} holds {shown} values; stimulus IDs "
+                           "and fields are text or numbers")
     return array
 
 
