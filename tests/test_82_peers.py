@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import warnings
 
 import h5py
 import numpy as np
@@ -366,6 +367,16 @@ def test_a_brainio_netcdf_file_opens(tmp_path):
             "text.nc' is not an HDF5 file; a BrainIO netCDF file is HDF5 with the assembly "
             "as one netCDF4 variable")):
         dx.open_brainio(tmp_path / "text.nc")
+
+
+def test_an_act_h5_given_as_a_brainio_file_is_refused_in_one_line(tmp_path):
+    # bug: h5netcdf's warning about naming dimensions came before the error
+    dx.save_act({"conv5": CONV}, tmp_path / "run.act.h5")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(dx.ActFileError, match=re.escape(
+                f"{str(tmp_path / 'run.act.h5')!r}: the assembly has dims (")):
+            dx.open_brainio(tmp_path / "run.act.h5")
 
 
 def test_assemblies_of_other_shapes_are_refused_in_one_line():

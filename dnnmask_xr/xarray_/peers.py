@@ -382,7 +382,9 @@ def open_brainio(path: str | os.PathLike[str]) -> Activations:
     # in the words every open uses: HDF5's own text runs to several lines
     check_readable(where, "a BrainIO netCDF file", "the assembly as one netCDF4 variable")
     try:
-        with xr.open_dataarray(where, engine="h5netcdf") as opened:
+        # a file without netCDF's dimensions (an .act.h5) is refused below by its dims,
+        # without h5netcdf's warning about how it names them
+        with xr.open_dataarray(where, engine="h5netcdf", phony_dims="sort") as opened:
             assembly = opened.load()
     except (OSError, ValueError) as err:
         raise ActFileError(f"cannot read {where!r} as a BrainIO netCDF assembly ({err})"
