@@ -9,7 +9,14 @@ from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dnnmask_xr import Activations, SelectionError, open_act, stack_neuroids, unstack_neuroids
+from dnnmask_xr import (
+    Activations,
+    DnnMaskError,
+    SelectionError,
+    open_act,
+    stack_neuroids,
+    unstack_neuroids,
+)
 from dnnmask_xr.act.layout import DIMS
 
 
@@ -293,3 +300,39 @@ def test_an_int64_layer_beside_a_float_layer_is_refused(tmp_path, chunks):
     back = unstack_neuroids(stack_neuroids(acts, ["counts"]))
     np.testing.assert_array_equal(back["counts"].values, big)
     acts.close()
+
+
+# --- the stimuli every stacked layer must share ----------------------------------------------
+
+
+def _fc(ids, condition, scale=1.0):
+    return xr.DataArray(np.arange(6.0).reshape(2, 3) * scale, dims=("stimulus", "channel"),
+                        coords={"stimulus": ids, "condition": ("stimulus", condition)})
+
+
+@pytest.mark.parametrize(("other", "difference"), [
+    (_fc(["s2", "s1"], ["dog", "cat"], 10), "stimulus IDs differ"),
+    (_fc(["s1", "s2"], ["bird", "fish"], 10), "values of field 'condition' differ"),
+], ids=["order", "fields"])
+def test_layers_that_label_their_stimuli_differently_are_refused(other, difference):
+    # one stimulus dim labels every layer's values: the order was xarray's AlignmentError,
+    # other field values were dropped for the first layer's without a word
+    acts = {"fc1": _fc(["s1", "s2"], ["cat", "dog"]), "fc2": other}
+    with pytest.raises(DnnMaskError, match=rf"^layer 'fc2' labels its stimuli differently "
+                                           rf"from layer 'fc1' \({difference}\)"):
+        stack_neuroids(acts)
+    # the layers not chosen are not asked
+    np.testing.assert_array_equal(stack_neuroids(acts, ["fc2"]).values, other.values)
+
+
+@pytest.mark.parametrize("dim", ["channel", "row", "column"])
+def test_a_unit_dim_numbered_0_alone_is_refused(dim):
+    # 0 marks a dim a layer does not have: unstacking dropped such a dim without a word
+    shape = {"stimulus": 2, "channel": 3, "row": 2, "column": 2, dim: 1}
+    layer = xr.DataArray(np.arange(np.prod(list(shape.values())), dtype=float).reshape(
+        tuple(shape.values())), dims=DIMS, coords={dim: [0]})
+    with pytest.raises(SelectionError, match=rf"^layer 'conv5' numbers its {dim} 0 alone"):
+        stack_neuroids({"conv5": layer})
+    renumbered = Activations({"conv5": layer.assign_coords({dim: [1]})})
+    back = unstack_neuroids(stack_neuroids(renumbered))
+    xr.testing.assert_identical(back["conv5"], renumbered["conv5"])

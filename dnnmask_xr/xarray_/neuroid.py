@@ -51,7 +51,11 @@ def stack_neuroids(
     Raises
     ------
     SelectionError
-        If a layer is not in ``acts`` or no layer is chosen.
+        If a layer is not in ``acts``, is chosen twice, or no layer is chosen;
+        or a unit dim is numbered 0 alone (0 marks a dim a layer lacks).
+    DnnMaskError
+        If the layers chosen label their stimuli differently (see
+        :meth:`Activations.stimulus_table <dnnmask_xr.Activations.stimulus_table>`).
     """
     if not isinstance(acts, Activations):
         acts = Activations(acts)
@@ -64,12 +68,22 @@ def stack_neuroids(
                              f"(layers: {', '.join(acts) or 'none'})")
     if not names:
         raise SelectionError("no layer to stack; name at least one layer")
+    acts = acts.sel(layer=names)
+    # the check every write makes: one stimulus dim labels every layer's values
+    acts.stimulus_table()
     _check_common_dtype({name: acts[name].dtype for name in names})
     levels = _levels({name: unit_dims_of(acts[name]) for name in names})
     parts, index = [], []
     for name in names:
         array = acts[name]
         unit_dims = unit_dims_of(array)
+        for dim in unit_dims:
+            if array.sizes[dim] and not np.any(array[dim].values != 0):
+                # unstack_neuroids takes a level numbered 0 for a dim the layer lacks
+                raise SelectionError(
+                    f"layer {name!r} numbers its {dim} 0 alone, which the neuroid view "
+                    "keeps for a dim a layer does not have; number units from 1 "
+                    f"(.assign_coords({dim}=...))")
         parts.append(array.drop_vars(unit_dims).stack(neuroid=unit_dims, create_index=False))
         grid = np.meshgrid(*(array[dim].values for dim in unit_dims), indexing="ij")
         numbers = dict(zip(unit_dims, (axis.ravel() for axis in grid), strict=True))
