@@ -219,3 +219,33 @@ def test_sel_passes_method_and_tolerance_to_every_layer(acts, layers):
         np.testing.assert_array_equal(near[name].values, array[:, [1, 5]])
     with pytest.raises(SelectionError, match="layer 'conv5'"):
         acts.sel(channel=[2.4], method="nearest", tolerance=0.1)
+
+
+def _repeating(tmp_path: Path) -> Activations:
+    """A file whose channel numbers and stimulus IDs repeat (mask numbers may repeat)."""
+    values = np.arange(2 * 3 * 2 * 2, dtype=np.float32).reshape(2, 3, 2, 2)
+    layer = xr.DataArray(values, dims=DIMS,
+                         coords={"stimulus": ["a", "a"], "channel": [5, 3, 5]})
+    save_act({"conv5": layer}, tmp_path / "repeats.act.h5")
+    return open_act(tmp_path / "repeats.act.h5")
+
+
+@pytest.mark.parametrize(("call", "dim", "repeated"), [
+    (lambda a: a.sel(channel=[5]), "channel", "5"),
+    (lambda a: a.sel(chn=[3]), "channel", "5"),
+    (lambda a: a.sel(channel=[4], method="nearest"), "channel", "5"),
+    (lambda a: a.sel(stimulus=["a"]), "stimulus", "'a'"),
+], ids=["label", "chn", "nearest", "stimulus"])
+def test_sel_along_repeated_labels_is_refused(tmp_path, call, dim, repeated):
+    # pandas' InvalidIndexError came out ("Reindexing only valid with uniquely valued Index")
+    with _repeating(tmp_path) as opened:
+        with pytest.raises(SelectionError, match=(
+                rf"^layer 'conv5' of '.*repeats\.act\.h5': its {dim} labels repeat "
+                rf"\({repeated}\), so sel cannot tell those apart; select by position with "
+                rf"isel\({dim}=\[\.\.\.\]\)$")):
+            call(opened)
+        # by position, and along the dims whose labels do not repeat, all is well
+        np.testing.assert_array_equal(opened.isel(channel=[2])["conv5"].values,
+                                      opened["conv5"].values[:, [2]])
+        np.testing.assert_array_equal(opened.sel(row=[2])["conv5"].values,
+                                      opened["conv5"].values[:, :, [1]])

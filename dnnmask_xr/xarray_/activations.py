@@ -301,14 +301,28 @@ class Activations(Mapping[str, xr.DataArray]):
             array = self._layers[name]
             # a unit dim applies to the layers that have it, as in xarray.Dataset
             own = {dim: value for dim, value in indexers.items() if dim in array.dims}
-            if how == "sel" and not options:
-                _check_labels(name, array, own)
+            if how == "sel":
+                self._check_unique(name, array, own)
+                if not options:
+                    _check_labels(name, array, own)
             try:
                 layers[name] = getattr(array, how)(own, **options) if own else array
             except (KeyError, IndexError, ValueError, TypeError) as err:
                 reason = err.args[0] if err.args else type(err).__name__
                 raise SelectionError(f"layer {name!r} of {self._where()}: {reason}") from None
         return self._derive(layers, attrs=self.attrs)
+
+    def _check_unique(self, name: str, array: xr.DataArray, indexers: Mapping[str, Any]) -> None:
+        """Refuse labels to look up along a dim whose labels repeat (pandas cannot)."""
+        for dim, value in indexers.items():
+            index = array.indexes.get(dim)
+            if index is None or index.is_unique or np.asarray(value).dtype.kind == "b":
+                continue
+            twice = pd.unique(index[index.duplicated()]).tolist()
+            repeated = ", ".join(map(repr, twice[:5])) + (", ..." if len(twice) > 5 else "")
+            raise SelectionError(f"layer {name!r} of {self._where()}: its {dim} labels repeat "
+                                 f"({repeated}), so sel cannot tell those apart; select by "
+                                 f"position with isel({dim}=[...])")
 
     def _chosen_layers(self, how: str, chosen: Any) -> list[str]:
         items = [chosen] if isinstance(chosen, str | int | np.integer) else list(chosen)
