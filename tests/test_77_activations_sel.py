@@ -165,6 +165,31 @@ def test_layers_taken_out_of_activations_carry_the_header(acts):
     assert acts["fc3"]["stimulus"].attrs == {"type": "image", "path": "/data/images"}
 
 
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_layers_taken_out_keep_their_header_whichever_layer_comes_first(acts, tmp_path, suffix):
+    # a layer of no header (computed, here) first: the header of the others was dropped
+    plain = acts["fc3"].copy(data=acts["fc3"].values * 2)
+    plain["stimulus"].attrs = {}
+    layers = {"scaled": plain, "conv5": acts["conv5"]}
+    assert Activations(layers).stim_header == acts.stim_header
+    save_act(layers, tmp_path / f"mixed{suffix}")
+    with open_act(tmp_path / f"mixed{suffix}") as back:
+        assert back.stim_header == {"type": "image", "path": "/data/images"}
+
+
+def test_layers_that_carry_different_headers_are_refused(acts):
+    # the first layer's header was taken for all without a word
+    other = acts["conv5"].copy()
+    other["stimulus"].attrs = {"type": "image", "path": "/elsewhere"}
+    with pytest.raises(dx.DnnMaskError, match=(
+            r"^layers 'fc3' and 'conv5' carry different stimulus headers \(path '/data/images' "
+            r"and '/elsewhere'\); give the one header with Activations\(\.\.\., "
+            r"stim_header=\{\.\.\.\}\)$")):
+        Activations({"fc3": acts["fc3"], "conv5": other})
+    chosen = Activations({"fc3": acts["fc3"], "conv5": other}, stim_header={"type": "video"})
+    assert chosen.stim_header == {"type": "video"}
+
+
 # -- how activations describe themselves ----------------------------------------------------
 
 def test_repr_of_activations_in_memory_counts_right():

@@ -59,7 +59,9 @@ class Activations(Mapping[str, xr.DataArray]):
         The header of the stimulus table (``type``, ``path``, ...), kept as
         the attributes of every layer's ``stimulus`` coordinate too, so that
         layers taken out (``dict(acts)``) still carry it. None (default):
-        the attributes of the first layer's ``stimulus`` coordinate.
+        the header the layers' ``stimulus`` coordinates carry (layers of
+        none beside them take it); layers that carry different headers are
+        refused.
     source
         The file the layers are read from, if any.
     closers
@@ -82,7 +84,7 @@ class Activations(Mapping[str, xr.DataArray]):
         if stim_header is None:
             # a mapping of layers taken from Activations keeps the header on
             # each layer's stimulus coordinate
-            stim_header = _header_of(next(iter(layers.values()))) if layers else {}
+            stim_header = _shared_header(layers)
         self.stim_header: dict[str, str] = dict(mapping_arg(stim_header, "stim_header"))
         self._layers = {name: _with_header(array, self.stim_header)
                         for name, array in layers.items()}
@@ -589,6 +591,32 @@ def _header_of(array: xr.DataArray) -> dict[str, str]:
             isinstance(key, str) and isinstance(value, str) for key, value in attrs.items()):
         return {}
     return dict(attrs)
+
+
+def _shared_header(layers: Mapping[str, xr.DataArray]) -> dict[str, str]:
+    """Give the one stimulus header the layers carry (layers without one carry none).
+
+    Raises
+    ------
+    DnnMaskError
+        If two layers carry different headers: neither may be dropped silently.
+    """
+    first: tuple[str, dict[str, str]] | None = None
+    for name, array in layers.items():
+        header = _header_of(array)
+        if not header:
+            continue
+        if first is None:
+            first = (name, header)
+        elif header != first[1]:
+            key = next(key for key in {**first[1], **header}
+                       if first[1].get(key) != header.get(key))
+            shown = " and ".join("none" if value is None else repr(value)
+                                 for value in (first[1].get(key), header.get(key)))
+            raise DnnMaskError(f"layers {first[0]!r} and {name!r} carry different stimulus "
+                               f"headers ({key} {shown}); give the one header with "
+                               "Activations(..., stim_header={...})")
+    return {} if first is None else first[1]
 
 
 def _with_header(array: xr.DataArray, header: Mapping[str, str]) -> xr.DataArray:
