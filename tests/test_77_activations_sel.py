@@ -190,6 +190,21 @@ def test_layers_that_carry_different_headers_are_refused(acts):
     assert chosen.stim_header == {"type": "video"}
 
 
+def test_with_stimuli_refuses_layers_that_label_their_stimuli_differently(acts):
+    # the table is attached by position: a layer of the same stimuli in another order
+    # was relabelled under the other layers' order, its rows under the wrong IDs
+    turned = {"fc3": acts["fc3"], "conv5": acts["conv5"].isel(stimulus=[1, 0, 2, 3, 4])}
+    table = dx.Stimuli({"type": "image", "path": "x"},
+                       acts.stimuli.table.assign(stimID=[f"s{i}" for i in range(5)]))
+    with pytest.raises(dx.DnnMaskError, match=r"^layer 'conv5' labels its stimuli "
+                                              r"differently from layer 'fc3' \(stimulus IDs "
+                                              r"differ\)"):
+        Activations(turned).with_stimuli(table)
+    relabelled = acts.with_stimuli(table)
+    assert relabelled["conv5"].stimulus.values.tolist() == [f"s{i}" for i in range(5)]
+    np.testing.assert_array_equal(relabelled["conv5"].values, acts["conv5"].values)
+
+
 # -- how activations describe themselves ----------------------------------------------------
 
 def test_repr_of_activations_in_memory_counts_right():

@@ -370,11 +370,16 @@ class Activations(Mapping[str, xr.DataArray]):
             field is named like a dimension.
         UsageError
             If ``stimuli`` is not a :class:`~dnnmask_xr.Stimuli` table.
+        DnnMaskError
+            If the layers label their stimuli differently (see
+            :meth:`stimulus_table`): one table labels every layer's rows.
         """
         if not isinstance(stimuli, Stimuli):
             raise UsageError(f"stimuli are a Stimuli table (see read_stim), not a "
                              f"{type(stimuli).__name__}")
         if self._layers:
+            # attached by position: every layer's rows must be the same stimuli, in order
+            self.stimulus_table()
             dims = {dim for array in self._layers.values() for dim in unit_dims_of(array)}
             ids, fields = stimulus_labels(stimuli, self.n_stimuli, self._where(), dims)
         else:
