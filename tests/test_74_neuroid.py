@@ -9,7 +9,14 @@ from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dnnmask_xr import Activations, SelectionError, open_act, stack_neuroids, unstack_neuroids
+from dnnmask_xr import (
+    Activations,
+    DnnMaskError,
+    SelectionError,
+    open_act,
+    stack_neuroids,
+    unstack_neuroids,
+)
 from dnnmask_xr.act.layout import DIMS
 
 
@@ -221,6 +228,45 @@ def test_a_result_needs_the_neuroid_coordinates():
         unstack_neuroids(plain)
 
 
+def _weights(channel, layer=("fc3", "fc3")):
+    """Weights along neuroid, labelled by hand (from a table, a file, another tool)."""
+    return xr.DataArray(np.arange(4.0).reshape(2, 2), dims=("component", "neuroid"), coords={
+        "layer": ("neuroid", np.asarray(layer, dtype=object)), "channel": ("neuroid", channel),
+        "row": ("neuroid", [1, 1]), "column": ("neuroid", [1, 1])})
+
+
+@pytest.mark.parametrize(("channel", "shown"), [
+    ([1.5, 2.5], "1.5"),
+    ([np.nan, 2.0], "nan"),
+    ([np.inf, 2.0], "inf"),
+    ([2.0**63, 2.0], r"9\.223372036854776e\+18"),
+    (np.array([1, 2**64 - 1], dtype=np.uint64), "18446744073709551615"),
+    (["1", "2"], r"'1' \(<U1\)"),
+    ([True, False], r"True \(bool\)"),
+], ids=["fraction", "nan", "inf", "past-int64", "uint64", "text", "bool"])
+def test_neuroids_numbered_by_what_is_no_unit_number_are_refused(channel, shown):
+    # cast to int64, 1.5 was channel 1, 2**64-1 channel -1, True channel 1, NaN ValueError
+    with pytest.raises(SelectionError, match=rf"^layer 'fc3': its channel coordinate holds "
+                                             rf"{shown}, which is not a unit number"):
+        unstack_neuroids(_weights(channel))
+
+
+@pytest.mark.parametrize("layer", [(1, 1), (None, None), ("fc3", np.nan)],
+                         ids=["number", "none", "nan"])
+def test_neuroids_of_no_layer_name_are_refused(layer):
+    # NaN beside names was numpy's IndexError
+    with pytest.raises(SelectionError, match=r"^the layer coordinate holds .*, which is not a "
+                                             r"layer name"):
+        unstack_neuroids(_weights([1, 2], layer))
+
+
+def test_integral_float_numbers_are_unit_numbers():
+    maps = unstack_neuroids(_weights([3.0, 1.0]))
+    np.testing.assert_array_equal(maps["fc3"]["channel"].values, [3, 1])
+    assert maps["fc3"]["channel"].dtype == np.int64
+    np.testing.assert_array_equal(maps["fc3"].values[:, :, 0, 0], [[0.0, 1.0], [2.0, 3.0]])
+
+
 # --- dtypes: the stacked matrix holds every layer's values exactly, or is refused ---------
 
 MIXED_DTYPES = ("int64", "uint64", "int32", "float32", "float64", "bool")
@@ -293,3 +339,39 @@ def test_an_int64_layer_beside_a_float_layer_is_refused(tmp_path, chunks):
     back = unstack_neuroids(stack_neuroids(acts, ["counts"]))
     np.testing.assert_array_equal(back["counts"].values, big)
     acts.close()
+
+
+# --- the stimuli every stacked layer must share ----------------------------------------------
+
+
+def _fc(ids, condition, scale=1.0):
+    return xr.DataArray(np.arange(6.0).reshape(2, 3) * scale, dims=("stimulus", "channel"),
+                        coords={"stimulus": ids, "condition": ("stimulus", condition)})
+
+
+@pytest.mark.parametrize(("other", "difference"), [
+    (_fc(["s2", "s1"], ["dog", "cat"], 10), "stimulus IDs differ"),
+    (_fc(["s1", "s2"], ["bird", "fish"], 10), "values of field 'condition' differ"),
+], ids=["order", "fields"])
+def test_layers_that_label_their_stimuli_differently_are_refused(other, difference):
+    # one stimulus dim labels every layer's values: the order was xarray's AlignmentError,
+    # other field values were dropped for the first layer's without a word
+    acts = {"fc1": _fc(["s1", "s2"], ["cat", "dog"]), "fc2": other}
+    with pytest.raises(DnnMaskError, match=rf"^layer 'fc2' labels its stimuli differently "
+                                           rf"from layer 'fc1' \({difference}\)"):
+        stack_neuroids(acts)
+    # the layers not chosen are not asked
+    np.testing.assert_array_equal(stack_neuroids(acts, ["fc2"]).values, other.values)
+
+
+@pytest.mark.parametrize("dim", ["channel", "row", "column"])
+def test_a_unit_dim_numbered_0_alone_is_refused(dim):
+    # 0 marks a dim a layer does not have: unstacking dropped such a dim without a word
+    shape = {"stimulus": 2, "channel": 3, "row": 2, "column": 2, dim: 1}
+    layer = xr.DataArray(np.arange(np.prod(list(shape.values())), dtype=float).reshape(
+        tuple(shape.values())), dims=DIMS, coords={dim: [0]})
+    with pytest.raises(SelectionError, match=rf"^layer 'conv5' numbers its {dim} 0 alone"):
+        stack_neuroids({"conv5": layer})
+    renumbered = Activations({"conv5": layer.assign_coords({dim: [1]})})
+    back = unstack_neuroids(stack_neuroids(renumbered))
+    xr.testing.assert_identical(back["conv5"], renumbered["conv5"])

@@ -165,6 +165,46 @@ def test_layers_taken_out_of_activations_carry_the_header(acts):
     assert acts["fc3"]["stimulus"].attrs == {"type": "image", "path": "/data/images"}
 
 
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_layers_taken_out_keep_their_header_whichever_layer_comes_first(acts, tmp_path, suffix):
+    # a layer of no header (computed, here) first: the header of the others was dropped
+    plain = acts["fc3"].copy(data=acts["fc3"].values * 2)
+    plain["stimulus"].attrs = {}
+    layers = {"scaled": plain, "conv5": acts["conv5"]}
+    assert Activations(layers).stim_header == acts.stim_header
+    save_act(layers, tmp_path / f"mixed{suffix}")
+    with open_act(tmp_path / f"mixed{suffix}") as back:
+        assert back.stim_header == {"type": "image", "path": "/data/images"}
+
+
+def test_layers_that_carry_different_headers_are_refused(acts):
+    # the first layer's header was taken for all without a word
+    other = acts["conv5"].copy()
+    other["stimulus"].attrs = {"type": "image", "path": "/elsewhere"}
+    with pytest.raises(dx.DnnMaskError, match=(
+            r"^layers 'fc3' and 'conv5' carry different stimulus headers \(path '/data/images' "
+            r"and '/elsewhere'\); give the one header with Activations\(\.\.\., "
+            r"stim_header=\{\.\.\.\}\)$")):
+        Activations({"fc3": acts["fc3"], "conv5": other})
+    chosen = Activations({"fc3": acts["fc3"], "conv5": other}, stim_header={"type": "video"})
+    assert chosen.stim_header == {"type": "video"}
+
+
+def test_with_stimuli_refuses_layers_that_label_their_stimuli_differently(acts):
+    # the table is attached by position: a layer of the same stimuli in another order
+    # was relabelled under the other layers' order, its rows under the wrong IDs
+    turned = {"fc3": acts["fc3"], "conv5": acts["conv5"].isel(stimulus=[1, 0, 2, 3, 4])}
+    table = dx.Stimuli({"type": "image", "path": "x"},
+                       acts.stimuli.table.assign(stimID=[f"s{i}" for i in range(5)]))
+    with pytest.raises(dx.DnnMaskError, match=r"^layer 'conv5' labels its stimuli "
+                                              r"differently from layer 'fc3' \(stimulus IDs "
+                                              r"differ\)"):
+        Activations(turned).with_stimuli(table)
+    relabelled = acts.with_stimuli(table)
+    assert relabelled["conv5"].stimulus.values.tolist() == [f"s{i}" for i in range(5)]
+    np.testing.assert_array_equal(relabelled["conv5"].values, acts["conv5"].values)
+
+
 # -- how activations describe themselves ----------------------------------------------------
 
 def test_repr_of_activations_in_memory_counts_right():
@@ -219,3 +259,33 @@ def test_sel_passes_method_and_tolerance_to_every_layer(acts, layers):
         np.testing.assert_array_equal(near[name].values, array[:, [1, 5]])
     with pytest.raises(SelectionError, match="layer 'conv5'"):
         acts.sel(channel=[2.4], method="nearest", tolerance=0.1)
+
+
+def _repeating(tmp_path: Path) -> Activations:
+    """A file whose channel numbers and stimulus IDs repeat (mask numbers may repeat)."""
+    values = np.arange(2 * 3 * 2 * 2, dtype=np.float32).reshape(2, 3, 2, 2)
+    layer = xr.DataArray(values, dims=DIMS,
+                         coords={"stimulus": ["a", "a"], "channel": [5, 3, 5]})
+    save_act({"conv5": layer}, tmp_path / "repeats.act.h5")
+    return open_act(tmp_path / "repeats.act.h5")
+
+
+@pytest.mark.parametrize(("call", "dim", "repeated"), [
+    (lambda a: a.sel(channel=[5]), "channel", "5"),
+    (lambda a: a.sel(chn=[3]), "channel", "5"),
+    (lambda a: a.sel(channel=[4], method="nearest"), "channel", "5"),
+    (lambda a: a.sel(stimulus=["a"]), "stimulus", "'a'"),
+], ids=["label", "chn", "nearest", "stimulus"])
+def test_sel_along_repeated_labels_is_refused(tmp_path, call, dim, repeated):
+    # pandas' InvalidIndexError came out ("Reindexing only valid with uniquely valued Index")
+    with _repeating(tmp_path) as opened:
+        with pytest.raises(SelectionError, match=(
+                rf"^layer 'conv5' of '.*repeats\.act\.h5': its {dim} labels repeat "
+                rf"\({repeated}\), so sel cannot tell those apart; select by position with "
+                rf"isel\({dim}=\[\.\.\.\]\)$")):
+            call(opened)
+        # by position, and along the dims whose labels do not repeat, all is well
+        np.testing.assert_array_equal(opened.isel(channel=[2])["conv5"].values,
+                                      opened["conv5"].values[:, [2]])
+        np.testing.assert_array_equal(opened.sel(row=[2])["conv5"].values,
+                                      opened["conv5"].values[:, :, [1]])

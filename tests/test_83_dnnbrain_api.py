@@ -711,11 +711,20 @@ def test_out_of_scope_names_say_so():
 # ---- every error: the project's, one line, naming what is at fault ---------------------
 
 
+def _narrowed(act: core.Activation) -> core.Activation:
+    """The same layers, conv1 with one channel: no batch to join to ``act``."""
+    made = core.Activation()
+    for name in act.layers:
+        made.set(name, act.get(name)[:, :1] if name == "conv1" else act.get(name))
+    return made
+
+
 @pytest.mark.parametrize("case", [
     "missing act", "act suffix", "mask layer", "mask axis", "mask past end", "get layer",
     "pool method", "fe method", "fe n_feat", "arith", "stim suffix", "stim missing",
     "stim text", "stim lengths", "mask set key", "mask set value", "rdm type", "gen_dmask",
     "hrf ops", "index", "act no value", "concatenate", "stim shape", "stim header",
+    "concatenate shapes", "pool 2-D", "statistic axis",
 ])
 def test_every_error_is_the_projects_in_one_line(case, tmp_path, dnnbrain_file, act):
     missing = str(tmp_path / "none.act.h5")
@@ -761,6 +770,13 @@ def test_every_error_is_the_projects_in_one_line(case, tmp_path, dnnbrain_file, 
                                                   "RT": np.zeros((2, 1))}),
                        DnnMaskError, ("'RT'", "(2, 1)", "(2,)")),
         "stim header": (lambda: core.Stimulus([]), UsageError, ("header", "list")),
+        # NumPy's ValueError and AxisError came out of these three
+        "concatenate shapes": (lambda: act.concatenate([_narrowed(act)]), SelectionError,
+                               ("element 1", "'conv1'", "(3, 7, 7)", "(1, 7, 7)")),
+        "pool 2-D": (lambda: core.Activation("fc", np.zeros((2, 3))).pool("max"),
+                     SelectionError, ("'fc'", "(2, 3)", "4-D")),
+        "statistic axis": (lambda: base.array_statistic(np.zeros((2, 3)), "max", (1, 2)),
+                           UsageError, ("axis (1, 2)", "2 dims")),
     }
     call, kind, words = calls[case]
     with pytest.raises(kind) as caught:

@@ -59,7 +59,9 @@ class Activations(Mapping[str, xr.DataArray]):
         The header of the stimulus table (``type``, ``path``, ...), kept as
         the attributes of every layer's ``stimulus`` coordinate too, so that
         layers taken out (``dict(acts)``) still carry it. None (default):
-        the attributes of the first layer's ``stimulus`` coordinate.
+        the header the layers' ``stimulus`` coordinates carry (layers of
+        none beside them take it); layers that carry different headers are
+        refused.
     source
         The file the layers are read from, if any.
     closers
@@ -82,7 +84,7 @@ class Activations(Mapping[str, xr.DataArray]):
         if stim_header is None:
             # a mapping of layers taken from Activations keeps the header on
             # each layer's stimulus coordinate
-            stim_header = _header_of(next(iter(layers.values()))) if layers else {}
+            stim_header = _shared_header(layers)
         self.stim_header: dict[str, str] = dict(mapping_arg(stim_header, "stim_header"))
         self._layers = {name: _with_header(array, self.stim_header)
                         for name, array in layers.items()}
@@ -301,14 +303,28 @@ class Activations(Mapping[str, xr.DataArray]):
             array = self._layers[name]
             # a unit dim applies to the layers that have it, as in xarray.Dataset
             own = {dim: value for dim, value in indexers.items() if dim in array.dims}
-            if how == "sel" and not options:
-                _check_labels(name, array, own)
+            if how == "sel":
+                self._check_unique(name, array, own)
+                if not options:
+                    _check_labels(name, array, own)
             try:
                 layers[name] = getattr(array, how)(own, **options) if own else array
             except (KeyError, IndexError, ValueError, TypeError) as err:
                 reason = err.args[0] if err.args else type(err).__name__
                 raise SelectionError(f"layer {name!r} of {self._where()}: {reason}") from None
         return self._derive(layers, attrs=self.attrs)
+
+    def _check_unique(self, name: str, array: xr.DataArray, indexers: Mapping[str, Any]) -> None:
+        """Refuse labels to look up along a dim whose labels repeat (pandas cannot)."""
+        for dim, value in indexers.items():
+            index = array.indexes.get(dim)
+            if index is None or index.is_unique or np.asarray(value).dtype.kind == "b":
+                continue
+            twice = pd.unique(index[index.duplicated()]).tolist()
+            repeated = ", ".join(map(repr, twice[:5])) + (", ..." if len(twice) > 5 else "")
+            raise SelectionError(f"layer {name!r} of {self._where()}: its {dim} labels repeat "
+                                 f"({repeated}), so sel cannot tell those apart; select by "
+                                 f"position with isel({dim}=[...])")
 
     def _chosen_layers(self, how: str, chosen: Any) -> list[str]:
         items = [chosen] if isinstance(chosen, str | int | np.integer) else list(chosen)
@@ -354,11 +370,16 @@ class Activations(Mapping[str, xr.DataArray]):
             field is named like a dimension.
         UsageError
             If ``stimuli`` is not a :class:`~dnnmask_xr.Stimuli` table.
+        DnnMaskError
+            If the layers label their stimuli differently (see
+            :meth:`stimulus_table`): one table labels every layer's rows.
         """
         if not isinstance(stimuli, Stimuli):
             raise UsageError(f"stimuli are a Stimuli table (see read_stim), not a "
                              f"{type(stimuli).__name__}")
         if self._layers:
+            # attached by position: every layer's rows must be the same stimuli, in order
+            self.stimulus_table()
             dims = {dim for array in self._layers.values() for dim in unit_dims_of(array)}
             ids, fields = stimulus_labels(stimuli, self.n_stimuli, self._where(), dims)
         else:
@@ -575,6 +596,32 @@ def _header_of(array: xr.DataArray) -> dict[str, str]:
             isinstance(key, str) and isinstance(value, str) for key, value in attrs.items()):
         return {}
     return dict(attrs)
+
+
+def _shared_header(layers: Mapping[str, xr.DataArray]) -> dict[str, str]:
+    """Give the one stimulus header the layers carry (layers without one carry none).
+
+    Raises
+    ------
+    DnnMaskError
+        If two layers carry different headers: neither may be dropped silently.
+    """
+    first: tuple[str, dict[str, str]] | None = None
+    for name, array in layers.items():
+        header = _header_of(array)
+        if not header:
+            continue
+        if first is None:
+            first = (name, header)
+        elif header != first[1]:
+            key = next(key for key in {**first[1], **header}
+                       if first[1].get(key) != header.get(key))
+            shown = " and ".join("none" if value is None else repr(value)
+                                 for value in (first[1].get(key), header.get(key)))
+            raise DnnMaskError(f"layers {first[0]!r} and {name!r} carry different stimulus "
+                               f"headers ({key} {shown}); give the one header with "
+                               "Activations(..., stim_header={...})")
+    return {} if first is None else first[1]
 
 
 def _with_header(array: xr.DataArray, header: Mapping[str, str]) -> xr.DataArray:

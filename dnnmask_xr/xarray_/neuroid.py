@@ -51,7 +51,11 @@ def stack_neuroids(
     Raises
     ------
     SelectionError
-        If a layer is not in ``acts`` or no layer is chosen.
+        If a layer is not in ``acts``, is chosen twice, or no layer is chosen;
+        or a unit dim is numbered 0 alone (0 marks a dim a layer lacks).
+    DnnMaskError
+        If the layers chosen label their stimuli differently (see
+        :meth:`Activations.stimulus_table <dnnmask_xr.Activations.stimulus_table>`).
     """
     if not isinstance(acts, Activations):
         acts = Activations(acts)
@@ -64,12 +68,22 @@ def stack_neuroids(
                              f"(layers: {', '.join(acts) or 'none'})")
     if not names:
         raise SelectionError("no layer to stack; name at least one layer")
+    acts = acts.sel(layer=names)
+    # the check every write makes: one stimulus dim labels every layer's values
+    acts.stimulus_table()
     _check_common_dtype({name: acts[name].dtype for name in names})
     levels = _levels({name: unit_dims_of(acts[name]) for name in names})
     parts, index = [], []
     for name in names:
         array = acts[name]
         unit_dims = unit_dims_of(array)
+        for dim in unit_dims:
+            if array.sizes[dim] and not np.any(array[dim].values != 0):
+                # unstack_neuroids takes a level numbered 0 for a dim the layer lacks
+                raise SelectionError(
+                    f"layer {name!r} numbers its {dim} 0 alone, which the neuroid view "
+                    "keeps for a dim a layer does not have; number units from 1 "
+                    f"(.assign_coords({dim}=...))")
         parts.append(array.drop_vars(unit_dims).stack(neuroid=unit_dims, create_index=False))
         grid = np.meshgrid(*(array[dim].values for dim in unit_dims), indexing="ij")
         numbers = dict(zip(unit_dims, (axis.ravel() for axis in grid), strict=True))
@@ -181,17 +195,49 @@ def unstack_neuroids(stacked: xr.DataArray) -> Activations | dict[str, xr.DataAr
     labels = {name: np.broadcast_to(stacked[name].values, (size,)) for name in levels}
     # the MultiIndex goes: the layers must not keep its levels as coordinates
     plain = stacked.drop_vars(["neuroid", *levels], errors="ignore")
+    odd = [name for name in labels["layer"].tolist() if not isinstance(name, str)]
+    if odd:
+        raise SelectionError(f"the layer coordinate holds {odd[0]!r}, which is not a layer "
+                             "name; each neuroid's layer is named by text")
     layers = {}
     for name in pd.unique(labels["layer"]):
         where = np.flatnonzero(labels["layer"] == name)
+        numbers = {dim: _unit_numbers(str(name), dim, labels[dim][where])
+                   for dim in levels[1:]}
         # a layer's dims are the levels it numbers (0: a dim it does not have)
-        own = {dim: labels[dim][where] for dim in levels[1:]
-               if np.any(labels[dim][where] != 0)}
+        own = {dim: values for dim, values in numbers.items() if np.any(values != 0)}
         numbers, flat = _grid(str(name), own)
         part = plain.isel(neuroid=where[np.argsort(flat, kind="stable")])
         layer = _on_grid(part, numbers)
         layers[str(name)] = layer if as_layers else layer.assign_coords(layer=str(name))
     return Activations(layers) if as_layers else layers
+
+
+def _unit_numbers(layer: str, dim: str, values: np.ndarray) -> np.ndarray:
+    """Give a level's values for one layer as int64 unit numbers, or refuse them.
+
+    Integers, and floats of integral values (a coordinate that went through
+    pandas or a file), are numbers; int64 is where files keep them.
+
+    Raises
+    ------
+    SelectionError
+        If a value is text, a boolean, NaN, infinite, fractional or beyond int64:
+        cast, it would be another unit's number.
+    """
+    values = np.asarray(values)
+    if values.dtype.kind in "iuf":
+        wide = values.astype(np.float64) if values.dtype.kind == "f" else values
+        bad = (np.zeros(values.shape, dtype=bool) if values.dtype.kind == "i" else
+               values > np.iinfo(np.int64).max if values.dtype.kind == "u" else
+               ~np.isfinite(wide) | (wide != np.round(wide)) | (np.abs(wide) >= 2.0**63))
+        if not bad.any():
+            return values.astype(np.int64)
+        shown = repr(values[bad].tolist()[0])
+    else:
+        shown = f"{values.tolist()[0]!r} ({values.dtype})" if values.size else str(values.dtype)
+    raise SelectionError(f"layer {layer!r}: its {dim} coordinate holds {shown}, which is not "
+                         "a unit number; unit numbers are integers (within int64)")
 
 
 def _unit_levels(stacked: xr.DataArray) -> tuple[str, ...]:

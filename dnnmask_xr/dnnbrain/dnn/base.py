@@ -85,18 +85,23 @@ def array_statistic(arr: np.ndarray, method: str, axis: int | tuple[int, ...] | 
     Raises
     ------
     UsageError
-        If ``method`` is not one of those.
+        If ``method`` is not one of those, or ``axis`` is not an axis of ``arr``.
     """
     arr = np.asarray(arr)
-    if method == "max":
-        return np.max(arr, axis, keepdims=keepdims)
-    if method == "mean":
-        return np.mean(arr, axis, keepdims=keepdims)
-    if method == "median":
-        return np.median(arr, axis, keepdims=keepdims)
-    if method in ("L1", "L2"):
+    if method not in STATISTICS:
+        raise UsageError(f"statistic {method!r} is not one of {', '.join(STATISTICS)}")
+    try:
+        if method == "max":
+            return np.max(arr, axis, keepdims=keepdims)
+        if method == "mean":
+            return np.mean(arr, axis, keepdims=keepdims)
+        if method == "median":
+            return np.median(arr, axis, keepdims=keepdims)
         return np.linalg.norm(arr, 1 if method == "L1" else 2, axis, keepdims=keepdims)
-    raise UsageError(f"statistic {method!r} is not one of {', '.join(STATISTICS)}")
+    except np.exceptions.AxisError:
+        raise UsageError(f"axis {axis!r} is not an axis of an array of {arr.ndim} dims "
+                         f"(shape {arr.shape}); give axes from {-arr.ndim} to "
+                         f"{arr.ndim - 1}") from None
 
 
 def dnn_mask(dnn_acts: np.ndarray, channels: Numbers = "all", rows: Numbers = "all",

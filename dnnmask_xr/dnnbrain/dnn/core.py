@@ -318,7 +318,8 @@ class Activation:
         UsageError
             If an element is not an :class:`Activation`.
         SelectionError
-            If an element's layers differ from these.
+            If an element's layers differ from these, or a layer's units
+            (its shape after the stimuli) from this one's.
         """
         for i, other in enumerate(activations, 1):
             if not isinstance(other, Activation):
@@ -327,6 +328,12 @@ class Activation:
             if sorted(self.layers) != sorted(other.layers):
                 raise SelectionError(f"element {i}'s layers ({', '.join(other.layers)}) are "
                                      f"not these ({', '.join(self.layers)})")
+            for layer in self.layers:
+                mine, theirs = np.shape(self.get(layer))[1:], np.shape(other.get(layer))[1:]
+                if mine != theirs:
+                    raise SelectionError(f"element {i}'s layer {layer!r} has units of shape "
+                                         f"{theirs}, these {mine}; batches of stimuli join "
+                                         "along the stimuli only")
         activation = Activation()
         for layer in self.layers:
             parts = [self.get(layer), *(other.get(layer) for other in activations)]
@@ -372,9 +379,15 @@ class Activation:
         method
             ``'max'``, ``'mean'``, ``'median'``, ``'L1'`` or ``'L2'`` (see
             :func:`~dnnmask_xr.dnnbrain.dnn.base.array_statistic`).
+
+        Raises
+        ------
+        SelectionError
+            If a layer is not 4-D.
         """
         activation = Activation()
         for layer, data in self._activation.items():
+            _shape4(layer, data)
             activation.set(layer, array_statistic(data, method, (2, 3), True))
         return activation
 
