@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tqdm
 from reliability import assert_one_line_error
+from routes import READ_ROUTES, run
 
 import dnnmask_xr
 import dnnmask_xr.act.mask
@@ -89,6 +90,36 @@ def test_stim_table_is_kept(act_file, stim_file, tmp_path, capsys):
     assert acts["fc3"]["stimulus"].values.tolist() == [f"img{i}.png" for i in range(5)]
     assert acts["fc3"]["onset"].values.tolist() == [0.0, 0.5, 1.0, 1.5, 2.0]
     assert acts.stimuli.type == "image"
+
+
+@pytest.mark.parametrize("route", READ_ROUTES)
+def test_a_table_listing_the_files_stimuli_in_another_order_is_refused(
+        route, act_file, stim_file, stim_text, layers, tmp_path, capsys):
+    # bug: -stim (open_act(stim=), with_stimuli) labels rows by position, so a table of the
+    # file's own IDs in another order put each row's values under another stimulus's ID
+    labelled = tmp_path / "labelled.act.h5"
+    run_ok(capsys, "-act", act_file, "-layer", "fc3", "-stim", stim_file, "-out", labelled)
+    header, rows = stim_text.split("data=")
+    fields, *lines = rows.strip().split("\n")
+    swapped = tmp_path / "swapped.stim.csv"
+    swapped.write_text(f"{header}data={fields}\n" + "\n".join([lines[1], lines[0], *lines[2:]])
+                       + "\n")
+    out = tmp_path / "out.act.h5"
+    assert run(route, ["-act", str(labelled), "-layer", "fc3", "-stim", str(swapped),
+                       "-out", str(out)]) == 1
+    assert_one_line_error(capsys.readouterr().err, re.escape(
+        f"the stimulus table lists 'img1.png' in row 1, but {str(labelled)!r} holds it as "
+        "stimulus 2; a table labels the stimuli by position"))
+    assert not out.exists()
+    # a table of other IDs renames the stimuli, by position, as before
+    renamed = tmp_path / "renamed.stim.csv"
+    renamed.write_text(f"{header}data={fields}\n"
+                       + "\n".join("x" + line for line in lines) + "\n")
+    assert run(route, ["-act", str(labelled), "-layer", "fc3", "-stim", str(renamed),
+                       "-out", str(out)]) == 0
+    with open_act(out) as acts:
+        assert acts["fc3"]["stimulus"].values.tolist() == [f"ximg{i}.png" for i in range(5)]
+        np.testing.assert_array_equal(acts["fc3"].values, layers["fc3"])
 
 
 def test_provenance_records_the_command(act_file, tmp_path, capsys):

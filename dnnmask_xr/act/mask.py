@@ -189,11 +189,15 @@ def plan_mask(
                                    dims=unit_dims))
     n_stim = next(iter(datasets.values())).shape[0] if datasets else 0
     table = None
+    stored = read_attrs(root, repr(where), is_reserved)
     if stim is None:
-        stored = read_attrs(root, repr(where), is_reserved)
         stimulus = StimulusTable(*decode_stimulus(stored, n_stim, repr(where)))
     else:
         dims = {dim for layer in layers for dim in layer.dims}
-        stimulus, table = read_table(stim, n_stim, repr(where), dims)
+        try:
+            carried = decode_stimulus(stored, n_stim, repr(where))[0]
+        except ActFileError:
+            carried = None  # stored labels that cannot be read are replaced, not compared
+        stimulus, table = read_table(stim, n_stim, repr(where), dims, carried)
     provenance = {"source": where, "mask": format_dmask(mask), "mask_by": by, **(attrs or {})}
     return Plan(tuple(layers), stimulus, provenance, text_inputs(mask, table))

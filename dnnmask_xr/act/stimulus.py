@@ -130,7 +130,8 @@ def blaming(stim: object) -> Iterator[None]:
 
 
 def stimulus_labels(
-    stimuli: Stimuli, n_stimuli: int, where: str, dims: Iterable[str] = ()
+    stimuli: Stimuli, n_stimuli: int, where: str, dims: Iterable[str] = (),
+    carried: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Check a stimulus table against the activations it describes.
 
@@ -145,6 +146,10 @@ def stimulus_labels(
     dims
         The unit dims of the layers, which no field may be named like (as
         DNNBrain's dims).
+    carried
+        The stimulus IDs the activations carry already, if any: the table
+        labels their rows by position, so it may rename them but not list
+        them in another order.
 
     Returns
     -------
@@ -154,13 +159,16 @@ def stimulus_labels(
     Raises
     ------
     SelectionError
-        If the table's length differs from the number of stimuli, or a
-        field is named like a dimension.
+        If the table's length differs from the number of stimuli, a field
+        is named like a dimension, or the table lists a stimulus the
+        activations carry at another row.
     """
     if len(stimuli) != n_stimuli:
         listed = f"{len(stimuli)} stimulus" if len(stimuli) == 1 else f"{len(stimuli)} stimuli"
         raise SelectionError(f"the stimulus table lists {listed} but {where} holds "
                              f"{n_stimuli}; give one row per stimulus, in order")
+    if carried is not None:
+        _check_same_order(np.asarray(stimuli.stim_ids), carried, where)
     fields = {name: stimuli.table[name].to_numpy() for name in stimuli.table.columns
               if name != "stimID"}
     taken = (*DIMS, *(dim for dim in dims if dim not in DIMS))
@@ -171,8 +179,36 @@ def stimulus_labels(
     return np.asarray(stimuli.stim_ids), fields
 
 
+def _check_same_order(ids: np.ndarray, carried: np.ndarray, where: str) -> None:
+    """Refuse a table that lists a stimulus the activations carry at another row.
+
+    Relabelled by position, that row's values would go under another
+    stimulus's ID without a word. Activations numbered ``1..n`` carry no
+    IDs of their own (DNNBrain's files have none).
+    """
+    if carried.size != ids.size or np.array_equal(carried, count_from_one(carried.size)):
+        return
+    rows: dict[Any, int] = {}
+    for row, stimulus in enumerate(carried.tolist()):
+        rows.setdefault(_key(stimulus), row)
+    for row, (given, held) in enumerate(zip(ids.tolist(), carried.tolist(), strict=True)):
+        other = rows.get(_key(given))
+        if other is not None and _key(given) != _key(held):
+            raise SelectionError(
+                f"the stimulus table lists {given!r} in row {row + 1}, but {where} holds it as "
+                f"stimulus {other + 1}; a table labels the stimuli by position: list them in "
+                "the order they are held (or reorder the layers with .sel(stimulus=...) "
+                "before labelling them)")
+
+
+def _key(stimulus: Any) -> Any:
+    # IDs compared as they are written: 7 and '7' are one stimulus in a .stim.csv
+    return str(stimulus)
+
+
 def read_table(
-    stim: str | os.PathLike[str] | Stimuli, n_stim: int, where: str, dims: Iterable[str] = ()
+    stim: str | os.PathLike[str] | Stimuli, n_stim: int, where: str, dims: Iterable[str] = (),
+    carried: np.ndarray | None = None,
 ) -> tuple[StimulusTable, Stimuli]:
     """Read a ``.stim.csv`` (or take a table) and check it against ``n_stim`` stimuli.
 
@@ -193,5 +229,5 @@ def read_table(
 
     table = stim if isinstance(stim, Stimuli) else read_stim(stim)
     with blaming(stim):
-        ids, fields = stimulus_labels(table, n_stim, where, dims)
+        ids, fields = stimulus_labels(table, n_stim, where, dims, carried)
     return StimulusTable(ids, fields, table.header), table

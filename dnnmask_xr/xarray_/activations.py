@@ -366,8 +366,9 @@ class Activations(Mapping[str, xr.DataArray]):
         Raises
         ------
         SelectionError
-            If the table's length differs from the number of stimuli, or a
-            field is named like a dimension.
+            If the table's length differs from the number of stimuli, a
+            field is named like a dimension, or the table lists a stimulus
+            the layers hold at another row (it labels them by position).
         UsageError
             If ``stimuli`` is not a :class:`~dnnmask_xr.Stimuli` table.
         DnnMaskError
@@ -378,10 +379,11 @@ class Activations(Mapping[str, xr.DataArray]):
             raise UsageError(f"stimuli are a Stimuli table (see read_stim), not a "
                              f"{type(stimuli).__name__}")
         if self._layers:
-            # attached by position: every layer's rows must be the same stimuli, in order
-            self.stimulus_table()
+            # attached by position: every layer's rows must be the same stimuli, in order,
+            # and the table may rename them but not reorder them
+            carried = self.stimulus_table().ids
             dims = {dim for array in self._layers.values() for dim in unit_dims_of(array)}
-            ids, fields = stimulus_labels(stimuli, self.n_stimuli, self._where(), dims)
+            ids, fields = stimulus_labels(stimuli, self.n_stimuli, self._where(), dims, carried)
         else:
             ids, fields = np.asarray(stimuli.stim_ids), {}
         coords = {"stimulus": ids}
