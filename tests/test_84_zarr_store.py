@@ -192,6 +192,30 @@ def test_a_dask_graph_built_on_a_store_is_never_saved_over_it(chunks, tmp_path):
     assert _bytes_of(out) == before
 
 
+@pytest.mark.parametrize(("chunks", "computed"), [(None, False), ({}, False), ({}, True)])
+@pytest.mark.parametrize("opener", ["open_datatree", "open_dataset"])
+def test_a_store_read_by_xarrays_zarr_engine_is_never_saved_over(opener, chunks, computed,
+                                                                 tmp_path):
+    # bug: layers xarray's own zarr engine reads lazily (its arrays name no source,
+    # and no encoding does once dask computes on them) were saved over the store
+    # they read (without dask, arithmetic reads the values into memory)
+    out = tmp_path / "run.act.zarr"
+    dx.save_act(_layers(), out)
+    before = _bytes_of(out)
+    if opener == "open_datatree":
+        opened = xr.open_datatree(out, engine="zarr", chunks=chunks)
+        layer = opened["conv/conv"]
+    else:
+        opened = xr.open_dataset(out, engine="zarr", group="conv", chunks=chunks)
+        layer = opened["conv"]
+    with opened:
+        if computed:
+            layer = layer * 2
+        with pytest.raises(dx.OutputIsInputError, match="is the input file"):
+            dx.save_act({"conv": layer}, out)
+    assert _bytes_of(out) == before
+
+
 @pytest.mark.parametrize("held", [True, False])
 def test_a_store_holding_an_input_is_never_replaced(held, tmp_path):
     out = tmp_path / "run.act.zarr"

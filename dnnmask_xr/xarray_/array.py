@@ -649,6 +649,24 @@ def layer_sources(array: xr.DataArray) -> frozenset[str]:
     return frozenset(found.union(_paths(data, depth=0)))
 
 
+def _zarr_store_of(item: Any) -> str | None:
+    """Name the store an array of xarray's own zarr backend reads, if ``item`` is one.
+
+    Its arrays name no file (and neither does a computed layer's encoding):
+    the zarr array they wrap knows its store, a folder or an fsspec URL.
+    """
+    if type(item).__module__ != "xarray.backends.zarr":
+        return None
+    store = getattr(getattr(getattr(item, "_array", None), "store_path", None), "store", None)
+    root = getattr(store, "root", None)  # zarr's LocalStore
+    if root is not None:
+        return os.fspath(root)
+    fs, path = getattr(store, "fs", None), getattr(store, "path", None)  # FsspecStore
+    if fs is not None and isinstance(path, str):
+        return str(fs.unstrip_protocol(path))
+    return None
+
+
 def _paths(item: Any, depth: int) -> Iterator[str]:
     if depth > 16:  # graphs nest tasks; wrappers never nest this deep
         return
@@ -664,6 +682,8 @@ def _paths(item: Any, depth: int) -> Iterator[str]:
         # the arrays of xarray's own file backends (netcdf4, h5netcdf, scipy):
         # netCDF4 brings its own HDF5 library, whose open files h5py cannot list
         yield item.datastore._filename
+    elif (store := _zarr_store_of(item)) is not None:
+        yield store
     elif isinstance(item, tuple | list):
         for part in item:
             yield from _paths(part, depth + 1)
