@@ -427,3 +427,50 @@ def test_a_dask_set_saved_to_a_store_on_a_cluster_is_written_by_the_workers(
     expected_values, expected_ids = _stored(tmp_path / "alone.act.zarr")
     np.testing.assert_array_equal(values, expected_values)
     assert ids == expected_ids
+
+
+def _as_declared(values: np.ndarray, make, declared) -> xr.DataArray:
+    """A layer whose tasks give ``make(block)``, while its graph says ``declared``."""
+    return xr.DataArray(da.from_array(values, chunks=(3, 2, 5, 6))
+                        .map_blocks(make, dtype=declared), dims=DIMS)
+
+
+@pytest.mark.parametrize(("make", "declared"), [
+    (lambda block: block.astype(np.float64) * 1.000001, np.float32),
+    (lambda block: block.astype(">f4"), np.float32),
+    (lambda block: block * 1000, np.int16),
+    (lambda block: (block * 100).astype(np.int64), np.float32),
+], ids=["float64-as-float32", "big-endian", "float32-as-int16", "int64-as-float32"])
+@pytest.mark.parametrize("suffix", [".act.h5", ".nc", ".act.zarr"])
+def test_blocks_of_another_dtype_than_the_graph_says_are_saved_as_the_graph_says(
+        make, declared, suffix, tmp_path):
+    # bug: .act.h5 and .nc stored the blocks' bytes as they came, as the dtype the graph
+    # declares: big-endian floats as other numbers, float64 as damaged chunks, without a
+    # word; numpy's route (and a zarr store) stores the values as that dtype
+    values = np.random.default_rng(3).random((7, 4, 5, 6)).astype(np.float32) * 9
+    layer = _as_declared(values, make, declared)
+    expected = np.asarray(make(values), dtype=declared)
+    save_act({"conv": layer}, tmp_path / f"out{suffix}")
+    with open_act(tmp_path / f"out{suffix}") as acts:
+        np.testing.assert_array_equal(acts["conv"].values, expected, strict=True)
+
+
+@pytest.mark.parametrize(("make", "block"), [
+    (lambda block: block[:-1] if block.shape[0] == 3 else block, r"\(2, 2, 5, 6\)"),
+    (lambda block: np.concatenate([block, block[:1]]) if block.shape[0] == 1 else block,
+     r"\(2, 2, 5, 6\)"),
+    (lambda block: block[..., :1], r"\(\d, 2, 5, 1\)"),
+    (lambda block: np.float32(1), r"\(\)"),
+], ids=["short", "long", "narrow", "scalar"])
+@pytest.mark.parametrize("suffix", [".act.h5", ".nc", ".act.zarr"])
+def test_blocks_of_another_shape_than_the_graph_says_are_refused(make, block, suffix,
+                                                                  tmp_path):
+    # bug: .act.h5 and .nc filled what a short block left out with zeros (and dropped
+    # what a long one held) without a word; a store raised NumPy's ValueError, or
+    # (a scalar) stored it in every place of the block
+    values = np.random.default_rng(3).random((7, 4, 5, 6)).astype(np.float32)
+    with pytest.raises(DnnMaskError, match=r"^layer 'conv': a dask task gave a block of "
+                                           r"shape " + block + r" where the layer's graph "
+                                           r"says \(\d, 2, 5, 6\) \(block \(\d, \d, 0, 0\)\)"):
+        save_act({"conv": _as_declared(values, make, np.float32)}, tmp_path / f"out{suffix}")
+    assert list(tmp_path.iterdir()) == []

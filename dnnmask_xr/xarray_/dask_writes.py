@@ -70,6 +70,45 @@ def deflated_by_tasks(array: xr.DataArray, stored: tuple[int, ...],
     return dataclasses.replace(values, chunks=steps, deflated=deflated)
 
 
+def blocks_as_declared(name: str, array: xr.DataArray) -> xr.DataArray:
+    """Give a dask-backed layer whose tasks give blocks as its graph declares them.
+
+    A graph says each block's shape and the dtype (``map_blocks(...,
+    dtype=...)``, ``apply_ufunc(..., output_dtypes=...)``); a task may give
+    another. Every write takes the blocks through here: a block of another
+    dtype or byte order becomes the declared dtype, as NumPy's route and
+    xarray store such values, and a block of another shape is refused (its
+    values cannot be placed).
+
+    Raises
+    ------
+    DnnMaskError
+        From the task of a block of another shape, naming the layer.
+    """
+    if array.chunks is None or array.size == 0:
+        return array  # not dask-backed (.data would read a lazily read layer whole)
+    data = array.data
+    if not hasattr(data, "__dask_graph__"):
+        return array
+    return array.copy(data=data.map_blocks(_block_as_declared, name, dtype=data.dtype,
+                                           meta=np.empty((0,) * data.ndim, data.dtype)))
+
+
+def _block_as_declared(block: Any, name: str, block_info: dict | None = None) -> np.ndarray:
+    """Give one block (in a dask task) as its array declares it, or refuse its shape."""
+    from dnnmask_xr.errors import DnnMaskError
+
+    declared = block_info[None]
+    values = np.asarray(block, dtype=declared["dtype"])
+    if values.shape != tuple(declared["chunk-shape"]):
+        raise DnnMaskError(
+            f"layer {name!r}: a dask task gave a block of shape {values.shape} where the "
+            f"layer's graph says {tuple(declared['chunk-shape'])} (block "
+            f"{tuple(declared['chunk-location'])}); give map_blocks or apply_ufunc the "
+            "chunks its function returns")
+    return values
+
+
 def aligned_chunks(data: Any, wanted: tuple[int, ...]) -> tuple[tuple[int, ...], Any]:
     """Choose regular output chunks that tile a dask array's blocks, near ``wanted``.
 

@@ -25,6 +25,7 @@ from dnnmask_xr.act.write import DEFAULT_MEMORY, SaveReport, WriteOptions, progr
 from dnnmask_xr.errors import DnnMaskError
 from dnnmask_xr.xarray_.activations import Activations, unit_dims_of
 from dnnmask_xr.xarray_.array import layer_values
+from dnnmask_xr.xarray_.dask_writes import blocks_as_declared
 
 
 def save_act(
@@ -102,7 +103,9 @@ def save_act(
     DnnMaskError
         If ``acts`` is not a container of layers, the layers disagree on
         their stimuli, or hold names, labels or attributes a file cannot
-        store.
+        store, or a dask task gives a block of another shape than the
+        layer's graph says (a block of another dtype is stored as the
+        dtype the graph says, as NumPy's values are).
     Exception
         Whatever computing a dask-backed or lazily read layer raises (the
         caller's model, a file its graph reads), as it was raised; nothing
@@ -111,6 +114,9 @@ def save_act(
     """
     options = WriteOptions(memory=memory, threads=threads, verify=verify)
     acts = as_activations(acts)
+    checked = {name: blocks_as_declared(name, layer) for name, layer in acts.items()}
+    if any(checked[name] is not layer for name, layer in acts.items()):
+        acts = acts._derive(checked, attrs=acts.attrs)
     plan = plan_layers(acts, mapping_arg(attrs, "attrs"))
     target = path_arg(path, "output")
     storage_options = storage_options_for([target], storage_options)
