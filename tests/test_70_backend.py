@@ -133,6 +133,16 @@ def test_a_missing_group_names_the_layers(act_file):
         xr.open_dataarray(act_file, engine="dnnact", group="conv6")
 
 
+@pytest.mark.parametrize("group", [0, b"conv5", ["conv5"]], ids=["int", "bytes", "list"])
+@pytest.mark.parametrize("opener", [xr.open_dataset, xr.open_datatree, xr.open_groups])
+def test_a_group_that_is_not_a_name_is_refused_in_one_line(act_file, opener, group):
+    # bug: AttributeError ('int' object has no attribute 'strip') or TypeError
+    with pytest.raises(UsageError, match=r"^group=.* is not a layer name; give one as "
+                                         r"text, such as group='conv5', or '/' for the root$"):
+        opener(act_file, engine="dnnact", group=group)
+    assert _open_files(act_file) == []
+
+
 def test_several_layers_need_a_group(act_file):
     with pytest.raises(SelectionError, match=r"holds 2 layers \(conv5, fc3\); open one with "
                                              r"group=, e\.g\. group='conv5'"):

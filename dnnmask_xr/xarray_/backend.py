@@ -85,8 +85,8 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
         from dnnmask_xr.errors import SelectionError
         from dnnmask_xr.xarray_.datatree import as_groups
 
+        name = None if group is None else _group_name(group)
         with _opened(filename_or_obj, stim, allow_external, lock, storage_options) as acts:
-            name = None if group is None else group.strip("/")
             if name is None and len(acts) != 1:
                 raise SelectionError(
                     f"{os.fspath(filename_or_obj)!r} holds {len(acts)} layers "
@@ -125,8 +125,8 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
 
         from dnnmask_xr.xarray_.datatree import to_datatree
 
+        name = "" if group is None else _group_name(group)
         with _opened(filename_or_obj, stim, allow_external, lock, storage_options) as acts:
-            name = "" if group is None else group.strip("/")
             if name:
                 tree = xr.DataTree(_layer_dataset(acts, name), name=name)
             else:
@@ -161,8 +161,8 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
         """
         from dnnmask_xr.xarray_.datatree import as_groups
 
+        name = "" if group is None else _group_name(group)
         with _opened(filename_or_obj, stim, allow_external, lock, storage_options) as acts:
-            name = "" if group is None else group.strip("/")
             groups = {f"/{name}": _layer_dataset(acts, name)} if name else as_groups(acts)
             groups = {path: _drop(dataset, drop_variables) for path, dataset in groups.items()}
             _handed_over(groups[next(iter(groups))], acts)
@@ -172,6 +172,16 @@ class DnnActBackendEntrypoint(BackendEntrypoint):
         """Claim paths ending in ``.act.h5`` or ``.act.zarr``."""
         return isinstance(filename_or_obj, str | os.PathLike) and os.fspath(
             filename_or_obj).endswith((".act.h5", ".act.zarr"))
+
+
+def _group_name(group: object) -> str:
+    """Give ``group=`` as a layer name (``""`` for the root), or refuse what names none."""
+    from dnnmask_xr.errors import UsageError
+
+    if not isinstance(group, str):
+        raise UsageError(f"group={group!r} is not a layer name; give one as text, such as "
+                         "group='conv5', or '/' for the root")
+    return group.strip("/")
 
 
 @contextlib.contextmanager
