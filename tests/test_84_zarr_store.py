@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import pickle
 import re
 import shutil
@@ -192,22 +193,29 @@ def test_a_dask_graph_built_on_a_store_is_never_saved_over_it(chunks, tmp_path):
     assert _bytes_of(out) == before
 
 
-@pytest.mark.parametrize(("chunks", "computed"), [(None, False), ({}, False), ({}, True)])
-@pytest.mark.parametrize("opener", ["open_datatree", "open_dataset"])
-def test_a_store_read_by_xarrays_zarr_engine_is_never_saved_over(opener, chunks, computed,
-                                                                 tmp_path):
-    # bug: layers xarray's own zarr engine reads lazily (its arrays name no source,
-    # and no encoding does once dask computes on them) were saved over the store
-    # they read (without dask, arithmetic reads the values into memory)
+@pytest.mark.parametrize(("opener", "chunks", "computed"), [
+    *itertools.product(["open_datatree", "open_dataset"], [None, {}], [False]),
+    ("open_datatree", {}, True), ("open_dataset", {}, True), ("from_zarr", None, True)])
+def test_a_store_read_by_xarray_or_zarr_alone_is_never_saved_over(opener, chunks, computed,
+                                                                   tmp_path):
+    # bug: layers xarray's own zarr engine (or dask's from_zarr) reads lazily (their
+    # arrays name no source, and no encoding does once dask computes on them) were saved
+    # over the store they read (without dask, arithmetic reads the values into memory)
     out = tmp_path / "run.act.zarr"
     dx.save_act(_layers(), out)
     before = _bytes_of(out)
     if opener == "open_datatree":
         opened = xr.open_datatree(out, engine="zarr", chunks=chunks)
         layer = opened["conv/conv"]
-    else:
+    elif opener == "open_dataset":
         opened = xr.open_dataset(out, engine="zarr", group="conv", chunks=chunks)
         layer = opened["conv"]
+    else:
+        import dask.array as da
+
+        opened = contextlib.nullcontext()
+        layer = xr.DataArray(da.from_zarr(str(out), component="conv/conv"),
+                             dims=("stimulus", "channel", "row", "column"))
     with opened:
         if computed:
             layer = layer * 2

@@ -650,14 +650,17 @@ def layer_sources(array: xr.DataArray) -> frozenset[str]:
 
 
 def _zarr_store_of(item: Any) -> str | None:
-    """Name the store an array of xarray's own zarr backend reads, if ``item`` is one.
+    """Name the store a zarr array reads, if ``item`` is one or xarray's wrapper of one.
 
-    Its arrays name no file (and neither does a computed layer's encoding):
-    the zarr array they wrap knows its store, a folder or an fsspec URL.
+    xarray's zarr backend's arrays name no file (and neither does a computed
+    layer's encoding), nor does the array ``dask.array.from_zarr`` puts in
+    its graph: the zarr array knows its store, a folder or an fsspec URL.
     """
-    if type(item).__module__ != "xarray.backends.zarr":
+    if type(item).__module__ == "xarray.backends.zarr":
+        item = getattr(item, "_array", None)
+    if not type(item).__module__.startswith("zarr."):
         return None
-    store = getattr(getattr(getattr(item, "_array", None), "store_path", None), "store", None)
+    store = getattr(getattr(item, "store_path", None), "store", None)
     root = getattr(store, "root", None)  # zarr's LocalStore
     if root is not None:
         return os.fspath(root)
