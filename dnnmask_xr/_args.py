@@ -16,9 +16,12 @@ import numpy as np
 
 from dnnmask_xr.errors import UsageError
 
+#: The suffix of the one kind of activations that is a folder: a zarr v3 store.
+STORE_SUFFIX = ".act.zarr"
+
 
 def path_arg(value: object, what: str) -> str:
-    """Return ``value`` as a path string.
+    """Return ``value`` as a path string (a store's without trailing slashes).
 
     Raises
     ------
@@ -28,8 +31,18 @@ def path_arg(value: object, what: str) -> str:
     if isinstance(value, str | os.PathLike):
         path = os.fspath(value)
         if isinstance(path, str) and path:
-            return path
+            return as_named(path)
     raise UsageError(f"{what} {value!r} is not a path; give a str or pathlib.Path")
+
+
+def as_named(path: str) -> str:
+    """Give a store's path as its suffix names it: ``run.act.zarr/`` is ``run.act.zarr``.
+
+    A shell's completion ends a folder's name with ``/``; every other path
+    is given as it is.
+    """
+    stripped = path.rstrip("/")
+    return stripped if stripped.endswith(STORE_SUFFIX) else path
 
 
 def mapping_arg(value: object, what: str, example: str = "{'cmd': '...'}") -> Mapping[str, Any]:

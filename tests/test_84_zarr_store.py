@@ -99,6 +99,23 @@ def test_a_store_read_by_xarrays_engine_keeps_the_order_saved(tmp_path):
         assert "layer_order" not in again.attrs and again.attrs["model"] == "alexnet"
 
 
+def test_a_store_named_with_a_trailing_slash_is_that_store(tmp_path, monkeypatch, capsys):
+    # bug: a shell's completion ends a folder's name with '/': open_act said "it is a folder,
+    # not an .act.h5 file", save_act and dnn_mask that the path did not end in .act.zarr
+    monkeypatch.chdir(tmp_path)
+    acts = _layers()
+    dx.save_act(acts, "run.act.zarr/")
+    with dx.open_act("run.act.zarr//") as back:
+        np.testing.assert_array_equal(back["conv"].values, acts["conv"].values)
+    assert dnnmask_xr.cli.main(["-act", "run.act.zarr/", "-layer", "conv", "-chn", "2",
+                                "-out", "masked.act.zarr/"]) == 0
+    assert capsys.readouterr().err == ""
+    with dx.open_act("masked.act.zarr") as masked:
+        np.testing.assert_array_equal(masked["conv"].values, acts["conv"].values[:, [1]])
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["masked.act.zarr",
+                                                                  "run.act.zarr"]
+
+
 def test_a_store_opens_lazily_or_with_dask_chunks(tmp_path):
     acts = _layers()
     dx.save_act(acts, tmp_path / "run.act.zarr")

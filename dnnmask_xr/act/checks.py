@@ -18,7 +18,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from dnnmask_xr._args import mapping_arg
+from dnnmask_xr._args import STORE_SUFFIX, mapping_arg
 from dnnmask_xr._atomic import real_target
 from dnnmask_xr.act.external import files_read
 from dnnmask_xr.act.files import open_file
@@ -42,7 +42,7 @@ SUFFIX = ".act.h5"
 #: The suffix of netCDF4 outputs (laid out by :mod:`dnnmask_xr.act.nc`).
 NC_SUFFIX = ".nc"
 #: The suffix of zarr v3 stores (written by :mod:`dnnmask_xr.xarray_.zarr_store`).
-ZARR_SUFFIX = ".act.zarr"
+ZARR_SUFFIX = STORE_SUFFIX
 SUFFIXES = (SUFFIX, NC_SUFFIX, ZARR_SUFFIX)
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 #: What fsspec reads as a glob pattern in a path (it asks ``glob.has_magic``).
