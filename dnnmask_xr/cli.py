@@ -45,7 +45,6 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import NoReturn
 
-from dnnmask_xr._args import as_named
 from dnnmask_xr._program import PROG, interruptible, run_program, writing, written_line
 from dnnmask_xr._program import fail as _fail
 from dnnmask_xr._program import say as _say
@@ -108,6 +107,14 @@ class _Parser(argparse.ArgumentParser):
         return super().parse_args(args, namespace)
 
 
+def _as_named(path: str) -> str:
+    # a store's path without the slash a shell's completion adds; imported as a path is
+    # parsed, so that --version and --help import no numpy
+    from dnnmask_xr._args import as_named
+
+    return as_named(path)
+
+
 def _get_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -115,7 +122,7 @@ def _get_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
-    parser.add_argument("-act", metavar="Activation", required=True, type=as_named,
+    parser.add_argument("-act", metavar="Activation", required=True, type=_as_named,
                         help="path of a .act.h5 file which contains the activation to "
                              "extract from (or of a .nc file or .act.zarr store that "
                              "dnn_mask wrote)")
@@ -134,7 +141,7 @@ def _get_parser() -> argparse.ArgumentParser:
                         help="path of a .stim.csv file describing the input's stimuli, one "
                              "row per stimulus; its IDs and fields are kept in the output (a "
                              "regular file of at most 256 MiB)")
-    parser.add_argument("-out", metavar="Output", required=True, type=as_named,
+    parser.add_argument("-out", metavar="Output", required=True, type=_as_named,
                         help="output path, ending in .act.h5 (or .nc for netCDF4, .act.zarr "
                              "for a zarr v3 store); written only when complete")
     parser.add_argument("--dry-run", action="store_true",
