@@ -287,6 +287,26 @@ def test_stimulus_file_of_numbers_only_spells_them_as_dnnbrain(tmp_path):
     np.testing.assert_array_equal(read["data"]["stimID"], [1, 2, 3])
 
 
+@pytest.mark.parametrize(("data", "meta", "words"), [
+    # the last row a blank line: read back, the file held one stimulus, not two
+    ({"stimID": np.array(["a", ""])}, {}, ("2 stimuli", "1", "stimID ''")),
+    ({"stimID": np.array([" a", "b"])}, {}, ("'stimID'", "stimulus number 1", "' a'", "'a'")),
+    ({"stimID": np.array(["a", "b"]), "condition": np.array(["cat", "dog "])}, {},
+     ("'condition'", "stimulus number 2", "'dog '")),
+    ({"stimID": np.array(["a", "b"]), " RT": np.array([0.5, 0.6])}, {},
+     ("' RT'", "'RT'")),
+    # read back as the key 'ti', value 'tle=two images'
+    ({"stimID": np.array(["a", "b"])}, {"ti=tle": "two images"}, ("'ti=tle'", "'='")),
+    ({"stimID": np.array(["a", "b"])}, {"title": " two"}, ("'title'", "' two'")),
+], ids=["blank row", "stimID space", "condition space", "name space", "key =", "value space"])
+def test_stimulus_file_refuses_text_that_reads_back_otherwise(tmp_path, data, meta, words):
+    path = tmp_path / "s.stim.csv"
+    with pytest.raises(DnnMaskError) as caught:
+        fileio.StimulusFile(str(path)).write("image", "images", data, **meta)
+    one_line_error(caught.value, "s.stim.csv", "read back", *words)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_stimulus_file_reads_as_dnnbrain_types(tmp_path):
     path = tmp_path / "s.stim.csv"
     path.write_text("type=image\npath=images\ntitle=t\ndata=stimID,label,condition,RT\n"

@@ -135,9 +135,47 @@ class StimulusFile:
         # DNNBrain's own spelling: one array of every field, as text, transposed
         rows = np.array(columns).astype(str).T if columns else np.empty((0, 0), str)
         text = "\n".join(lines) + "\n" + "\n".join(",".join(row) for row in rows)
-        parse_stim(text, self.fname)
+        _check_reads_back(self.fname, {"type": type, "path": path, **opt_meta}, data, rows,
+                          parse_stim(text, self.fname))
         with atomic_path(self.fname) as tmp:
             tmp.write_bytes(text.encode("utf-8"))
+
+
+def _check_reads_back(fname: str, header: Mapping[str, Any], data: Mapping[str, Any],
+                      rows: np.ndarray, parsed: Any) -> None:
+    """Refuse text that this package's reader would read otherwise than it was given.
+
+    The reader strips whitespace around keys, names and values, splits a
+    header line at its first ``=`` and skips blank lines: a key holding
+    ``=``, a value or name with whitespace around it, or a row that is a
+    blank line (an empty ``stimID`` and no other field) would come back
+    changed, or not at all, without a word.
+    """
+    from dnnmask_xr.formats.stim import TEXT_KEY
+
+    hint = ("a .stim.csv key holds no '=', and no key, name or value has whitespace around "
+            "it or a line break")
+    for key, value in header.items():
+        if key != TEXT_KEY and parsed.header.get(str(key)) != str(value):
+            raise DnnMaskError(f"{fname}: header key {str(key)!r} with value {str(value)!r} "
+                               f"would not read back as written; {hint}")
+    names = [str(name) for name in data]
+    if list(parsed.table.columns) != names:
+        raise DnnMaskError(f"{fname}: field names {names} would read back as "
+                           f"{list(parsed.table.columns)}; {hint}")
+    if len(parsed) != len(rows):
+        raise DnnMaskError(f"{fname}: {len(rows)} stimuli would read back as {len(parsed)}: "
+                           "a stimulus with the empty stimID '' and no other field is a blank "
+                           "line, which reading skips; give it a stimID")
+    for position, name in enumerate(names):
+        column = parsed.table[name].to_numpy()
+        if column.dtype.kind != "O":
+            continue
+        for number, (written, read) in enumerate(zip(rows[:, position], column.tolist(),
+                                                     strict=True), 1):
+            if written != read:
+                raise DnnMaskError(f"{fname}: field {name!r}, stimulus number {number}: value "
+                                   f"{written!r} would read back as {read!r}; {hint}")
 
 
 def _check_text_declared(fname: str, data: Mapping[str, Any], columns: list[np.ndarray],
