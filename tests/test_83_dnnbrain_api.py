@@ -578,6 +578,14 @@ def test_gen_dmask_follows_dnn_masks_rules(tmp_path):
     assert gen_dmask(dmask_file=str(path)).get("conv5")["chn"] == [3, 1]
 
 
+
+@pytest.mark.parametrize("channels", [[1, 2], "all"])
+def test_gen_dmask_refuses_a_layer_named_twice(channels):
+    # paired in order, conv5 took channel 1, then channel 2 in its place: a mask of one
+    with pytest.raises(UsageError) as caught:
+        gen_dmask(["conv5", "conv5"], channels)
+    one_line_error(caught.value, "'conv5'", "twice")
+
 # ---- scripts, unchanged ---------------------------------------------------------------------
 
 
