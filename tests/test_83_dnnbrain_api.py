@@ -752,10 +752,12 @@ def _narrowed(act: core.Activation) -> core.Activation:
     "pool method", "fe method", "fe n_feat", "arith", "stim suffix", "stim missing",
     "stim text", "stim lengths", "mask set key", "mask set value", "rdm type", "gen_dmask",
     "hrf ops", "index", "act no value", "concatenate", "stim shape", "stim header",
-    "concatenate shapes", "pool 2-D", "statistic axis",
+    "concatenate shapes", "pool 2-D", "statistic axis", "act row", "stim row", "stim item",
 ])
 def test_every_error_is_the_projects_in_one_line(case, tmp_path, dnnbrain_file, act):
     missing = str(tmp_path / "none.act.h5")
+    three_stimuli = core.Stimulus({}, {"stimID": np.array(["a", "b", "c"]),
+                                       "RT": np.array([0.5, 0.6, 0.7])})
     calls = {
         "missing act": (lambda: fileio.ActivationFile(missing).read(), ActFileError,
                         ("none.act.h5",)),
@@ -805,6 +807,13 @@ def test_every_error_is_the_projects_in_one_line(case, tmp_path, dnnbrain_file, 
                      SelectionError, ("'fc'", "(2, 3)", "4-D")),
         "statistic axis": (lambda: base.array_statistic(np.zeros((2, 3)), "max", (1, 2)),
                            UsageError, ("axis (1, 2)", "2 dims")),
+        # NumPy's and the list's IndexError came out of these
+        "act row": (lambda: act[[0, 9]], SelectionError, ("'conv5'", "[0, 9]", "4 stimuli",
+                                                           "0..3")),
+        "stim row": (lambda: three_stimuli[5], SelectionError, ("'stimID'", "[5]",
+                                                               "3 stimuli", "0..2")),
+        "stim item": (lambda: three_stimuli[0, 2], SelectionError, ("item number 2",
+                                                                   "stimID, RT", "0..1")),
     }
     call, kind, words = calls[case]
     with pytest.raises(kind) as caught:

@@ -40,6 +40,19 @@ def _missing(kind: str, name: object, names: Sequence[str], holder: str) -> Sele
                           f"({kind}s: {', '.join(map(str, names)) or 'none'})")
 
 
+def _take_rows(values: Any, rows: Rows, what: str) -> np.ndarray:
+    """Give ``values[rows]``, saying in one line which rows do not fit ``what``."""
+    array = np.asarray(values)
+    try:
+        return array[rows]
+    except IndexError as error:
+        n_stim = len(array) if array.ndim else 0
+        raise SelectionError(f"{what}: stimuli {rows!r} are not rows of its {n_stim} stimuli "
+                             f"({' '.join(str(error).split())}); rows are positions 0.."
+                             f"{n_stim - 1} or -{n_stim}..-1, a list of them or a slice"
+                             ) from None
+
+
 class Stimulus:
     """Stimuli: a header (``type``, ``path``, ...) and one array per item.
 
@@ -180,6 +193,8 @@ class Stimulus:
         ------
         UsageError
             If an index is none of those.
+        SelectionError
+            If a row or item number is out of range.
         """
         rows: Any
         cols: Any = self.items
@@ -202,19 +217,24 @@ class Stimulus:
         stim = Stimulus()
         stim.header = deepcopy(self.header)
         for item in cols:
-            stim.set(item, self.get(item)[rows])
+            stim.set(item, _take_rows(self.get(item), rows, f"stimulus item {item!r}"))
         return stim
 
     def _columns(self, cols: Any) -> list[str]:
         items = self.items
+        if isinstance(cols, list) and all(isinstance(col, int) for col in cols):
+            for col in cols:
+                if not -len(items) <= col < len(items):
+                    raise SelectionError(f"item number {col} is not among the {len(items)} "
+                                         f"items ({', '.join(items)}); numbers are 0.."
+                                         f"{len(items) - 1} or -{len(items)}..-1")
+            return [items[col] for col in cols]
         if isinstance(cols, int):
-            return [items[cols]]
+            return self._columns([cols])
         if isinstance(cols, str):
             return [cols]
         if isinstance(cols, slice):
             return items[cols]
-        if isinstance(cols, list) and all(isinstance(col, int) for col in cols):
-            return [items[col] for col in cols]
         if isinstance(cols, list) and all(isinstance(col, str) for col in cols):
             return cols
         raise UsageError("stimulus items are an int, a name, a list of either or a slice, "
@@ -468,6 +488,8 @@ class Activation:
         ------
         UsageError
             If ``indices`` is none of those.
+        SelectionError
+            If a position is out of range for a layer.
         """
         if isinstance(indices, int):
             indices = [indices]
@@ -476,7 +498,7 @@ class Activation:
                              f"{indices!r}")
         activation = Activation()
         for layer in self.layers:
-            activation.set(layer, self.get(layer)[indices])
+            activation.set(layer, _take_rows(self.get(layer), indices, f"layer {layer!r}"))
         return activation
 
 
