@@ -544,6 +544,27 @@ def test_rdm_refuses_a_shape_not_its_types_and_an_unset_type():
     np.testing.assert_array_equal(rdm.get("conv5"), [[[0, 1, 2], [0, 0, 3], [0, 0, 0]]])
 
 
+@pytest.mark.parametrize("key", ["V1/left", "", 1])
+def test_rdm_file_refuses_a_key_that_is_no_dataset_at_the_root(tmp_path, key):
+    # 'V1/left' became a dataset in a group V1, which reading skipped: an empty RDM file
+    path = tmp_path / "r.rdm.h5"
+    with pytest.raises(DnnMaskError) as caught:
+        fileio.RdmFile(str(path)).write("bRDM", {key: np.array([1.0, 2.0, 3.0])})
+    one_line_error(caught.value, "r.rdm.h5", f"RDM key {key!r}", "'/'")
+    assert not path.exists()
+
+
+def test_rdm_file_read_refuses_a_group(tmp_path):
+    path = tmp_path / "r.rdm.h5"
+    with h5py.File(path, "w") as root:
+        root.attrs["type"] = "bRDM"
+        root["V1"] = np.ones(3)
+        root["V2/left"] = np.ones(3)
+    with pytest.raises(DnnMaskError) as caught:
+        fileio.RdmFile(str(path)).read()
+    one_line_error(caught.value, "r.rdm.h5", "'V2' is a group")
+
+
 def test_rdm_file_read_errors_are_the_projects(tmp_path):
     path = tmp_path / "r.rdm.h5"
     path.write_text("not HDF5")

@@ -354,13 +354,19 @@ def check_rdms(rdm_type: object, rdm_dict: Mapping[str, Any], where: str) -> Non
     Raises
     ------
     DnnMaskError
-        If the type is neither, or a value has the other number of dims.
+        If the type is neither, a key is not text naming a dataset at the
+        root (empty, or with ``/``), or a value has the other number of dims.
     """
     # a str first: a file's attribute may be an array, which a dict cannot look up
     if not isinstance(rdm_type, str) or rdm_type not in RDM_TYPES:
         raise DnnMaskError(f"{where}: RDM type {rdm_type!r} is not one of bRDM (of brain "
                            "activations), dRDM (of DNN activations)")
     for key, value in rdm_dict.items():
+        if not isinstance(key, str) or not key or "/" in key or key == ".":
+            # HDF5 takes 'a/b' for a dataset b in a group a: read back, no RDM 'a/b'
+            raise DnnMaskError(f"{where}: RDM key {key!r} is not valid; a key names a dataset "
+                               "at the file's root: non-empty text without '/' (for "
+                               "'features/3' use 'features.3')")
         if np.ndim(value) != RDM_TYPES[rdm_type]:
             raise DnnMaskError(f"{where}: {rdm_type} {key!r} has shape {np.shape(value)}; a "
                                f"{rdm_type}'s shape is {RDM_SHAPES[rdm_type]}")
@@ -400,7 +406,7 @@ class RdmFile:
         ActFileError
             If the file cannot be read as HDF5.
         DnnMaskError
-            If its type or shapes are not an RDM file's.
+            If its type or shapes are not an RDM file's, or it holds a group.
         """
         import h5py
 
@@ -409,8 +415,11 @@ class RdmFile:
                 rdm_type = root.attrs.get("type")
                 if isinstance(rdm_type, bytes):
                     rdm_type = rdm_type.decode("utf-8", "replace")
-                values = {key: item for key, item in root.items()
-                          if isinstance(item, h5py.Dataset)}
+                values = dict(root.items())
+                for key, item in values.items():
+                    if not isinstance(item, h5py.Dataset):
+                        raise DnnMaskError(f"{self.fname}: {key!r} is a group, not an RDM; an "
+                                           "RDM file holds one dataset per key at its root")
                 check_rdms(rdm_type, values, self.fname)
                 rdm_dict = {key: item[()] for key, item in values.items()}
         except OSError as error:
