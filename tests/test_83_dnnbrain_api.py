@@ -307,6 +307,21 @@ def test_stimulus_file_refuses_text_that_reads_back_otherwise(tmp_path, data, me
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("kind", ["stim", "dmask"])
+@pytest.mark.parametrize("where", ["no_folder/x", "folder"])
+def test_a_text_file_that_cannot_be_written_is_one_line(tmp_path, kind, where):
+    # the OSError of the temporary file or of the rename came out
+    (tmp_path / f"folder.{kind}.csv").mkdir()
+    path = str(tmp_path / f"{where}.{kind}.csv")
+    with pytest.raises(DnnMaskError) as caught:
+        if kind == "stim":
+            fileio.StimulusFile(path).write("image", "images", {"stimID": np.array(["a"])})
+        else:
+            fileio.MaskFile(path).write({"conv5": {"chn": [1]}})
+    one_line_error(caught.value, f"{where}.{kind}.csv", "cannot write it")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"folder.{kind}.csv"]
+
+
 def test_stimulus_file_reads_as_dnnbrain_types(tmp_path):
     path = tmp_path / "s.stim.csv"
     path.write_text("type=image\npath=images\ntitle=t\ndata=stimID,label,condition,RT\n"

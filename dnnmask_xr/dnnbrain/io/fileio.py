@@ -114,7 +114,9 @@ class StimulusFile:
         DnnMaskError
             If the fields differ in length or the text would not read back
             as written (a value with ``,`` or a line break, a text field
-            not listed in ``text``, no ``stimID``); nothing is written.
+            not listed in ``text``, no ``stimID``), or the file cannot be
+            written (its folder is missing, it is a folder); nothing is
+            written.
         """
         from dnnmask_xr._atomic import atomic_path
         from dnnmask_xr.formats.stim import parse_stim
@@ -137,8 +139,17 @@ class StimulusFile:
         text = "\n".join(lines) + "\n" + "\n".join(",".join(row) for row in rows)
         _check_reads_back(self.fname, {"type": type, "path": path, **opt_meta}, data, rows,
                           parse_stim(text, self.fname))
-        with atomic_path(self.fname) as tmp:
-            tmp.write_bytes(text.encode("utf-8"))
+        try:
+            with atomic_path(self.fname) as tmp:
+                tmp.write_bytes(text.encode("utf-8"))
+        except OSError as error:
+            raise _write_error(self.fname, error) from None
+
+
+def _write_error(fname: str, error: OSError) -> DnnMaskError:
+    """Say in one line why a text file could not be written (its folder missing, a folder)."""
+    return DnnMaskError(f"{fname}: cannot write it: {error.strerror or error}; name a file "
+                        "in a folder that exists and can be written")
 
 
 def _check_reads_back(fname: str, header: Mapping[str, Any], data: Mapping[str, Any],
@@ -326,11 +337,17 @@ class MaskFile:
         ------
         DnnMaskError
             If an axis is not one of ``chn``, ``row``, ``col``, a number is
-            not an integer, or there is no layer; nothing is written.
+            not an integer, or there is no layer, or the file cannot be
+            written (its folder is missing, it is a folder); nothing is
+            written.
         """
         from dnnmask_xr.formats.dmask import DnnMask, write_dmask
 
-        write_dmask(DnnMask(dmask), self.fname)
+        dnn_mask = DnnMask(dmask)
+        try:
+            write_dmask(dnn_mask, self.fname)
+        except OSError as error:
+            raise _write_error(self.fname, error) from None
 
 
 #: DNNBrain's RDM types (of brain activations, of DNN activations): their upper triangles' dims.
