@@ -362,6 +362,13 @@ def test_stimulus_load_save_and_methods(tmp_path):
                                "a.jpg,1,0.0\nb.jpg,2,1.0\nc.jpg,1,2.0")
 
 
+def test_stimulus_length_without_stimid_or_items():
+    stim = core.Stimulus({}, {"stimID": np.array(["a", "b", "c"]), "RT": np.ones(3)})
+    # DNNBrain's len(stim) read stimID alone: a KeyError for these
+    assert (len(stim[[0, 2], "RT"]), len(core.Stimulus())) == (2, 0)
+    assert stim[[0, 2], "RT"].permutate("RT").items == ["RT"]
+
+
 # ---- the functions of dnn.base and the methods of Activation ---------------------------
 
 
@@ -789,6 +796,7 @@ def _narrowed(act: core.Activation) -> core.Activation:
     "stim text", "stim lengths", "mask set key", "mask set value", "rdm type", "gen_dmask",
     "hrf ops", "index", "act no value", "concatenate", "stim shape", "stim header",
     "concatenate shapes", "pool 2-D", "statistic axis", "act row", "stim row", "stim item",
+    "stim set length", "stim set 2-D", "stim header data", "stim header number",
 ])
 def test_every_error_is_the_projects_in_one_line(case, tmp_path, dnnbrain_file, act):
     missing = str(tmp_path / "none.act.h5")
@@ -850,6 +858,18 @@ def test_every_error_is_the_projects_in_one_line(case, tmp_path, dnnbrain_file, 
                                                                "3 stimuli", "0..2")),
         "stim item": (lambda: three_stimuli[0, 2], SelectionError, ("item number 2",
                                                                    "stimID, RT", "0..1")),
+        # taken, the item of another length broke indexing, permutate and save later on
+        "stim set length": (lambda: three_stimuli.set("onset", [0.0, 1.0]), DnnMaskError,
+                            ("'onset'", "(2,)", "(3,)")),
+        "stim set 2-D": (lambda: three_stimuli.set("RT", np.zeros((3, 1))), DnnMaskError,
+                         ("'RT'", "(3, 1)", "(3,)")),
+        # Python's TypeError of keyword arguments came out of these two
+        "stim header data": (lambda: core.Stimulus(
+            {"type": "image", "path": "p", "data": "x"}, {"stimID": np.array(["a"])}).save(
+            str(tmp_path / "t.stim.csv")), DnnMaskError, ("t.stim.csv", "'data'")),
+        "stim header number": (lambda: core.Stimulus(
+            {"type": "image", "path": "p", 1: "x"}, {"stimID": np.array(["a"])}).save(
+            str(tmp_path / "t.stim.csv")), DnnMaskError, ("t.stim.csv", "key 1")),
     }
     call, kind, words = calls[case]
     with pytest.raises(kind) as caught:

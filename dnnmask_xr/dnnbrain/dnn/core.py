@@ -113,14 +113,20 @@ class Stimulus:
         Raises
         ------
         DnnMaskError
-            If the header has no ``type`` or ``path``, or the items would
-            not read back as written.
+            If the header has no ``type`` or ``path``, a key that is not
+            text or is ``data``, or the items would not read back as
+            written.
         """
         header = self.header.copy()
         for key in ("type", "path"):
             if key not in header:
                 raise DnnMaskError(f"{fname}: the stimuli's header has no {key!r}; 'type' and "
                                    "'path' are required")
+        for key in header:
+            if not isinstance(key, str) or key == "data":
+                # passed on as keywords: Python's TypeError otherwise
+                raise DnnMaskError(f"{fname}: header key {key!r} cannot be written; keys are "
+                                   "text, and 'data' is the line naming the items")
         fio.StimulusFile(fname).write(header.pop("type"), header.pop("path"), self._data,
                                       **header)
 
@@ -137,8 +143,22 @@ class Stimulus:
         return self._data[item]
 
     def set(self, item: str, value: Any) -> None:
-        """Set an item to ``numpy.asarray(value)``, of shape ``(n_stim,)``."""
-        self._data[item] = np.asarray(value)
+        """Set an item to ``numpy.asarray(value)``, of shape ``(n_stim,)``.
+
+        Raises
+        ------
+        DnnMaskError
+            If the value is not one value per stimulus: 1-D, as long as
+            the other items.
+        """
+        array = np.asarray(value)
+        others = [other for other in self._data if other != item]
+        n_stim = len(self._data[others[0]]) if others else None
+        if array.ndim != 1 or (n_stim is not None and len(array) != n_stim):
+            wanted = "(n_stim,)" if n_stim is None else f"({n_stim},)"
+            raise DnnMaskError(f"stimulus item {item!r} would be of shape {array.shape}; items "
+                               f"are arrays of shape {wanted}, one value per stimulus")
+        self._data[item] = array
 
     def delete(self, item: str) -> None:
         """Delete an item.
@@ -164,7 +184,7 @@ class Stimulus:
         Stimulus
             A copy, the item shuffled, placed first as DNNBrain places it.
         """
-        indices = list(range(len(self._data["stimID"])))
+        indices = list(range(len(self)))
         random.shuffle(indices)
         stim = Stimulus()
         stim.header = deepcopy(self.header)
@@ -180,7 +200,8 @@ class Stimulus:
         return list(self._data.keys())
 
     def __len__(self) -> int:
-        return len(self._data["stimID"])
+        # the rows of any item: stimuli without stimID (stim[rows, 'RT']) or items have them too
+        return len(next(iter(self._data.values()))) if self._data else 0
 
     def __getitem__(self, indices: Rows | tuple[Any, ...]) -> Stimulus:
         """Give some stimuli (rows) and items (columns), as a 2-D array is indexed.
