@@ -546,6 +546,38 @@ def test_rdm_round_trip_and_file(tmp_path):
     np.testing.assert_array_equal(drdm.get("conv5", triu=True), [[1, 2, 3], [2, 4, 6]])
 
 
+def test_rdm_get_rebuilds_each_keys_square_at_its_own_size():
+    # n_item is the first key's: V2's 6 values went into a 3 x 3 square (NumPy's ValueError)
+    rdm = core.RDM()
+    rdm.rdm_type = "bRDM"
+    rdm.set("V1", np.ones((3, 3)))
+    rdm.set("V2", np.arange(16.0).reshape(4, 4))
+    np.testing.assert_array_equal(rdm.get("V2"), [[0, 1, 2, 3], [0, 0, 6, 7],
+                                                  [0, 0, 0, 11], [0, 0, 0, 0]])
+    assert rdm.n_item == 3
+
+
+@pytest.mark.parametrize("step", ["set", "write", "read"])
+def test_rdm_refuses_a_length_that_is_no_upper_triangle(tmp_path, step):
+    # 4 values: no n_item has (n_item^2-n_item)/2 = 4; taken, get raised NumPy's ValueError
+    path = tmp_path / "r.rdm.h5"
+    values = np.arange(4.0)
+    rdm = core.RDM()
+    rdm.rdm_type = "bRDM"
+    if step == "read":
+        with h5py.File(path, "w") as root:
+            root.attrs["type"] = "bRDM"
+            root["V1"] = values
+    calls = {"set": lambda: rdm.set("V1", values, triu=True),
+             "write": lambda: fileio.RdmFile(str(path)).write("bRDM", {"V1": values}),
+             "read": lambda: rdm.load(str(path))}
+    with pytest.raises(DnnMaskError) as caught:
+        calls[step]()
+    one_line_error(caught.value, "bRDM 'V1'", "4 values", "(n_item^2-n_item)/2")
+    assert rdm.rdm_type == "bRDM" and rdm._rdm_dict == {}
+    assert path.exists() == (step == "read")
+
+
 def test_rdm_refuses_a_shape_not_its_types_and_an_unset_type():
     rdm = core.RDM()
     with pytest.raises(UsageError, match="set it to 'bRDM' or 'dRDM' first"):

@@ -673,13 +673,17 @@ class RDM:
         ------
         SelectionError
             If there is no such key.
+        DnnMaskError
+            If its length is no upper triangle's (``(n_item^2-n_item)/2``).
         """
         if key not in self._rdm_dict:
             raise _missing("key", key, list(self._rdm_dict), "RDM")
         rdm_arr = self._rdm_dict[key]
         if triu:
             return rdm_arr
-        rdm_type, n_item = self._type(), self.n_item
+        rdm_type = self._type()
+        # this key's own size: another key's (n_item's) may differ
+        n_item = fio.rdm_items(np.shape(rdm_arr)[-1], f"{rdm_type} {key!r}")
         index = _upper(n_item)
         if rdm_type == "bRDM":
             square = np.zeros((n_item, n_item))
@@ -696,6 +700,8 @@ class RDM:
         ------
         UsageError
             If ``rdm_type`` is not set, or the shape is not the type's.
+        DnnMaskError
+            If an upper triangle's length is no ``(n_item^2-n_item)/2``.
         """
         rdm_type = self._type()
         ndim = fio.RDM_TYPES[rdm_type] + (0 if triu else 1)
@@ -705,6 +711,8 @@ class RDM:
             wanted = (fio.RDM_SHAPES if triu else _SQUARE_SHAPES)[rdm_type]
             raise UsageError(f"RDM {key!r} has shape {shape}; with triu={triu} a {rdm_type}'s "
                              f"shape is {wanted}")
+        if triu:
+            fio.rdm_items(shape[-1], f"{rdm_type} {key!r}")
         if triu:
             self._rdm_dict[key] = rdm_arr
         elif rdm_type == "bRDM":

@@ -12,6 +12,7 @@ first use: importing this module imports numpy and no more.
 
 from __future__ import annotations
 
+import math
 import os
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -372,7 +373,8 @@ def check_rdms(rdm_type: object, rdm_dict: Mapping[str, Any], where: str) -> Non
     ------
     DnnMaskError
         If the type is neither, a key is not text naming a dataset at the
-        root (empty, or with ``/``), or a value has the other number of dims.
+        root (empty, or with ``/``), or a value has the other number of dims
+        or a length that is no upper triangle's.
     """
     # a str first: a file's attribute may be an array, which a dict cannot look up
     if not isinstance(rdm_type, str) or rdm_type not in RDM_TYPES:
@@ -387,6 +389,23 @@ def check_rdms(rdm_type: object, rdm_dict: Mapping[str, Any], where: str) -> Non
         if np.ndim(value) != RDM_TYPES[rdm_type]:
             raise DnnMaskError(f"{where}: {rdm_type} {key!r} has shape {np.shape(value)}; a "
                                f"{rdm_type}'s shape is {RDM_SHAPES[rdm_type]}")
+        rdm_items(np.shape(value)[-1], f"{where}: {rdm_type} {key!r}")
+
+
+def rdm_items(n_values: int, what: str) -> int:
+    """Give the number of items whose upper triangle holds ``n_values`` values.
+
+    Raises
+    ------
+    DnnMaskError
+        If ``n_values`` is no ``(n_item^2-n_item)/2`` (the square could not
+        be rebuilt); the error starts with ``what``.
+    """
+    root = math.isqrt(1 + 8 * n_values)
+    if root * root != 1 + 8 * n_values:
+        raise DnnMaskError(f"{what} holds {n_values} values per RDM, which is no upper "
+                           "triangle's (n_item^2-n_item)/2: 1, 3, 6, 10, ...")
+    return (1 + root) // 2
 
 
 class RdmFile:
