@@ -362,6 +362,18 @@ def test_stimulus_load_save_and_methods(tmp_path):
                                "a.jpg,1,0.0\nb.jpg,2,1.0\nc.jpg,1,2.0")
 
 
+def test_activation_and_stimulus_iterate_over_their_stimuli(act, arrays):
+    # by __getitem__, as in DNNBrain: it stops at the IndexError of the row past the end
+    parts = list(act)
+    assert len(parts) == 4
+    np.testing.assert_array_equal(parts[3].get("conv5"), arrays["conv5"][[3]])
+    stim = core.Stimulus({}, {"stimID": np.array(["a", "b", "c"])})
+    assert [part.get("stimID").tolist() for part in stim] == [["a"], ["b"], ["c"]]
+    with pytest.raises(IndexError) as caught:
+        stim[0, 1]
+    one_line_error(caught.value, "item number 1")
+
+
 def test_stimulus_length_without_stimid_or_items():
     stim = core.Stimulus({}, {"stimID": np.array(["a", "b", "c"]), "RT": np.ones(3)})
     # DNNBrain's len(stim) read stimID alone: a KeyError for these

@@ -24,7 +24,7 @@ from dnnmask_xr.dnnbrain.dnn.base import array_statistic, dnn_fe, dnn_mask
 from dnnmask_xr.dnnbrain.io import fileio as fio
 from dnnmask_xr.errors import DnnMaskError, SelectionError, UsageError
 
-__all__ = ["RDM", "Activation", "Mask", "Stimulus"]
+__all__ = ["RDM", "Activation", "IndexSelectionError", "Mask", "Stimulus"]
 
 __getattr__ = missing_names(__name__, (
     "DnnProbe", "UnivariateMapping", "MultivariateMapping",
@@ -40,6 +40,16 @@ def _missing(kind: str, name: object, names: Sequence[str], holder: str) -> Sele
                           f"({kind}s: {', '.join(map(str, names)) or 'none'})")
 
 
+class IndexSelectionError(SelectionError, IndexError):
+    """A stimulus row or item number out of range: a :class:`SelectionError`.
+
+    Also an :class:`IndexError`, which DNNBrain's indexing (NumPy's, a
+    list's) raised: iterating over an :class:`Activation` or a
+    :class:`Stimulus` (``for part in act``, by ``__getitem__``) stops at
+    it, and a script's ``except IndexError`` still takes it.
+    """
+
+
 def _take_rows(values: Any, rows: Rows, what: str) -> np.ndarray:
     """Give ``values[rows]``, saying in one line which rows do not fit ``what``."""
     array = np.asarray(values)
@@ -47,10 +57,10 @@ def _take_rows(values: Any, rows: Rows, what: str) -> np.ndarray:
         return array[rows]
     except IndexError as error:
         n_stim = len(array) if array.ndim else 0
-        raise SelectionError(f"{what}: stimuli {rows!r} are not rows of its {n_stim} stimuli "
-                             f"({' '.join(str(error).split())}); rows are positions 0.."
-                             f"{n_stim - 1} or -{n_stim}..-1, a list of them or a slice"
-                             ) from None
+        raise IndexSelectionError(f"{what}: stimuli {rows!r} are not rows of its {n_stim} "
+                                  f"stimuli ({' '.join(str(error).split())}); rows are "
+                                  f"positions 0..{n_stim - 1} or -{n_stim}..-1, a list of them "
+                                  "or a slice") from None
 
 
 class Stimulus:
@@ -214,8 +224,9 @@ class Stimulus:
         ------
         UsageError
             If an index is none of those.
-        SelectionError
-            If a row or item number is out of range.
+        IndexSelectionError
+            If a row or item number is out of range (a
+            :class:`~dnnmask_xr.errors.SelectionError` and an ``IndexError``).
         """
         rows: Any
         cols: Any = self.items
@@ -246,9 +257,10 @@ class Stimulus:
         if isinstance(cols, list) and all(isinstance(col, int) for col in cols):
             for col in cols:
                 if not -len(items) <= col < len(items):
-                    raise SelectionError(f"item number {col} is not among the {len(items)} "
-                                         f"items ({', '.join(items)}); numbers are 0.."
-                                         f"{len(items) - 1} or -{len(items)}..-1")
+                    raise IndexSelectionError(
+                        f"item number {col} is not among the {len(items)} items "
+                        f"({', '.join(items)}); numbers are 0..{len(items) - 1} or "
+                        f"-{len(items)}..-1")
             return [items[col] for col in cols]
         if isinstance(cols, int):
             return self._columns([cols])
@@ -509,8 +521,9 @@ class Activation:
         ------
         UsageError
             If ``indices`` is none of those.
-        SelectionError
-            If a position is out of range for a layer.
+        IndexSelectionError
+            If a position is out of range for a layer (a
+            :class:`~dnnmask_xr.errors.SelectionError` and an ``IndexError``).
         """
         if isinstance(indices, int):
             indices = [indices]
