@@ -416,6 +416,19 @@ def test_mask_method_of_activation(act, arrays):
                                   arrays["conv1"][:, [2, 0, 2]])
 
 
+def test_load_and_mask_take_dnnbrains_mask_dict(dnnbrain_file, arrays, act):
+    # the dict MaskFile.read gives; 'dict' object has no attribute 'layers' before
+    dmask = {"conv5": {"chn": [9, 1], "row": "all", "col": [2]}}
+    loaded = core.Activation()
+    loaded.load(str(dnnbrain_file), dmask)
+    np.testing.assert_array_equal(loaded.get("conv5"), arrays["conv5"][:, [8, 0]][..., [1]])
+    np.testing.assert_array_equal(act.mask({"conv5": {"chn": [9, 1]}}).get("conv5"),
+                                  arrays["conv5"][:, [8, 0]])
+    with pytest.raises(UsageError) as caught:
+        act.mask(["conv5"])
+    one_line_error(caught.value, "Mask", "list")
+
+
 def _pca_by_hand(x: np.ndarray, n: int) -> np.ndarray:
     centred = x - x.mean(axis=0)
     values, vectors = np.linalg.eigh(centred.T @ centred)

@@ -305,8 +305,9 @@ class Activation:
         fname
             The file.
         dmask
-            The layers, channels, rows and columns to load (all if None);
-            numbers are 1-based, kept in the order given.
+            The layers, channels, rows and columns to load (all if None): a
+            :class:`Mask`, or DNNBrain's mask dict (as ``MaskFile.read``
+            gives); numbers are 1-based, kept in the order given.
 
         Raises
         ------
@@ -316,9 +317,7 @@ class Activation:
             If the mask names a layer the file lacks or a number outside a
             layer.
         """
-        dmask_dict = None
-        if dmask is not None:
-            dmask_dict = {layer: dmask.get(layer) for layer in dmask.layers}
+        dmask_dict = None if dmask is None else _mask_dict(dmask)
         self._activation = fio.ActivationFile(fname).read(dmask_dict)
 
     def save(self, fname: str) -> None:
@@ -404,7 +403,8 @@ class Activation:
         Parameters
         ----------
         dmask
-            The mask; its layers, in its order.
+            The mask (a :class:`Mask`, or DNNBrain's mask dict); its
+            layers, in its order.
 
         Returns
         -------
@@ -418,8 +418,7 @@ class Activation:
             unit of the layer.
         """
         activation = Activation()
-        for layer in dmask.layers:
-            axes = dmask.get(layer)
+        for layer, axes in _mask_dict(dmask).items():
             activation.set(layer, dnn_mask(self.get(layer), axes.get("chn"), axes.get("row"),
                                            axes.get("col"), layer=layer))
         return activation
@@ -534,6 +533,28 @@ class Activation:
         for layer in self.layers:
             activation.set(layer, _take_rows(self.get(layer), indices, f"layer {layer!r}"))
         return activation
+
+
+def _mask_dict(dmask: object) -> dict[str, Any]:
+    """Give a :class:`Mask` (or DNNBrain's mask dict, as ``MaskFile.read`` gives) as that dict.
+
+    Raises
+    ------
+    UsageError
+        If ``dmask`` is neither.
+    DnnMaskError
+        If the dict is no mask (no layer, an axis not ``chn``, ``row`` or
+        ``col``, a number that is no integer).
+    """
+    if isinstance(dmask, Mask):
+        return {layer: dmask.get(layer) for layer in dmask.layers}
+    if isinstance(dmask, Mapping):
+        from dnnmask_xr.formats.dmask import DnnMask
+
+        # checked and spelt out as MaskFile.read gives it: every axis, 'all' or numbers
+        return dict(DnnMask(dmask).to_dnnbrain())
+    raise UsageError(f"dmask is a Mask (or a dict of layer to {{'chn': ..., 'row': ..., "
+                     f"'col': ...}}, as MaskFile.read gives), not a {type(dmask).__name__}")
 
 
 def _shape4(layer: str, data: np.ndarray) -> tuple[int, int, int, int]:
