@@ -545,6 +545,25 @@ def test_convolve_hrf_samples_the_convolved_time_course(act, arrays, capsys):
     assert "hrf convolution: sample 1 to 240 finished" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(("args", "words"), [
+    # a negative tr read the volumes from the time course's end: (3, 1) values, no word
+    ((np.ones((2, 1)), [0, 2], [1, 1], 3, -2.0), ("tr=-2.0", "above 0")),
+    # a negative duration dropped its event
+    ((np.ones((2, 1)), [0, 2], [-1, 1], 3, 2.0), ("durations [-1, 1]", "0 or more")),
+    # NumPy's and Python's ValueError and TypeError came out of these
+    ((np.ones((2, 1)), [0, 2], [1, 1], 3, 0), ("tr=0",)),
+    ((np.ones((2, 1)), [0, 2], [1, 1], -1, 2.0), ("n_vol=-1",)),
+    ((np.ones((2, 1)), [0, 2], [1, 1], 2.5, 2.0), ("n_vol=2.5", "integer")),
+    ((np.ones((2, 1)), [float("nan"), 2], [1, 1], 3, 2.0), ("onsets [nan, 2.0]", "finite")),
+    ((np.ones((0, 1)), [], [], 3, 2.0), ("at least one event",)),
+], ids=["negative tr", "negative duration", "tr 0", "n_vol negative", "n_vol float",
+        "onset nan", "no event"])
+def test_convolve_hrf_refuses_timings_without_a_time_course(args, words):
+    with pytest.raises(UsageError) as caught:
+        convolve_hrf(*args)
+    one_line_error(caught.value, *words)
+
+
 # ---- RDM ------------------------------------------------------------------------------------
 
 
