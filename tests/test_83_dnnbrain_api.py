@@ -873,6 +873,7 @@ def _narrowed(act: core.Activation) -> core.Activation:
     "hrf ops", "index", "act no value", "concatenate", "stim shape", "stim header",
     "concatenate shapes", "pool 2-D", "statistic axis", "act row", "stim row", "stim item",
     "stim set length", "stim set 2-D", "stim header data", "stim header number",
+    "norm axes",
 ])
 def test_every_error_is_the_projects_in_one_line(case, tmp_path, dnnbrain_file, act):
     missing = str(tmp_path / "none.act.h5")
@@ -934,6 +935,9 @@ def test_every_error_is_the_projects_in_one_line(case, tmp_path, dnnbrain_file, 
                                                                "3 stimuli", "0..2")),
         "stim item": (lambda: three_stimuli[0, 2], SelectionError, ("item number 2",
                                                                    "stimID, RT", "0..1")),
+        # NumPy's ValueError "Improper number of dimensions to norm."
+        "norm axes": (lambda: base.array_statistic(np.ones((2, 2, 2)), "L2", (0, 1, 2)),
+                      UsageError, ("'L2'", "(0, 1, 2)", "one axis or two")),
         # taken, the item of another length broke indexing, permutate and save later on
         "stim set length": (lambda: three_stimuli.set("onset", [0.0, 1.0]), DnnMaskError,
                             ("'onset'", "(2,)", "(3,)")),
