@@ -287,6 +287,41 @@ def test_stimulus_file_of_numbers_only_spells_them_as_dnnbrain(tmp_path):
     np.testing.assert_array_equal(read["data"]["stimID"], [1, 2, 3])
 
 
+@pytest.mark.parametrize(("data", "meta", "words"), [
+    # the last row a blank line: read back, the file held one stimulus, not two
+    ({"stimID": np.array(["a", ""])}, {}, ("2 stimuli", "1", "stimID ''")),
+    ({"stimID": np.array([" a", "b"])}, {}, ("'stimID'", "stimulus number 1", "' a'", "'a'")),
+    ({"stimID": np.array(["a", "b"]), "condition": np.array(["cat", "dog "])}, {},
+     ("'condition'", "stimulus number 2", "'dog '")),
+    ({"stimID": np.array(["a", "b"]), " RT": np.array([0.5, 0.6])}, {},
+     ("' RT'", "'RT'")),
+    # read back as the key 'ti', value 'tle=two images'
+    ({"stimID": np.array(["a", "b"])}, {"ti=tle": "two images"}, ("'ti=tle'", "'='")),
+    ({"stimID": np.array(["a", "b"])}, {"title": " two"}, ("'title'", "' two'")),
+], ids=["blank row", "stimID space", "condition space", "name space", "key =", "value space"])
+def test_stimulus_file_refuses_text_that_reads_back_otherwise(tmp_path, data, meta, words):
+    path = tmp_path / "s.stim.csv"
+    with pytest.raises(DnnMaskError) as caught:
+        fileio.StimulusFile(str(path)).write("image", "images", data, **meta)
+    one_line_error(caught.value, "s.stim.csv", "read back", *words)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["stim", "dmask"])
+@pytest.mark.parametrize("where", ["no_folder/x", "folder"])
+def test_a_text_file_that_cannot_be_written_is_one_line(tmp_path, kind, where):
+    # the OSError of the temporary file or of the rename came out
+    (tmp_path / f"folder.{kind}.csv").mkdir()
+    path = str(tmp_path / f"{where}.{kind}.csv")
+    with pytest.raises(DnnMaskError) as caught:
+        if kind == "stim":
+            fileio.StimulusFile(path).write("image", "images", {"stimID": np.array(["a"])})
+        else:
+            fileio.MaskFile(path).write({"conv5": {"chn": [1]}})
+    one_line_error(caught.value, f"{where}.{kind}.csv", "cannot write it")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"folder.{kind}.csv"]
+
+
 def test_stimulus_file_reads_as_dnnbrain_types(tmp_path):
     path = tmp_path / "s.stim.csv"
     path.write_text("type=image\npath=images\ntitle=t\ndata=stimID,label,condition,RT\n"
@@ -327,6 +362,25 @@ def test_stimulus_load_save_and_methods(tmp_path):
                                "a.jpg,1,0.0\nb.jpg,2,1.0\nc.jpg,1,2.0")
 
 
+def test_activation_and_stimulus_iterate_over_their_stimuli(act, arrays):
+    # by __getitem__, as in DNNBrain: it stops at the IndexError of the row past the end
+    parts = list(act)
+    assert len(parts) == 4
+    np.testing.assert_array_equal(parts[3].get("conv5"), arrays["conv5"][[3]])
+    stim = core.Stimulus({}, {"stimID": np.array(["a", "b", "c"])})
+    assert [part.get("stimID").tolist() for part in stim] == [["a"], ["b"], ["c"]]
+    with pytest.raises(IndexError) as caught:
+        stim[0, 1]
+    one_line_error(caught.value, "item number 1")
+
+
+def test_stimulus_length_without_stimid_or_items():
+    stim = core.Stimulus({}, {"stimID": np.array(["a", "b", "c"]), "RT": np.ones(3)})
+    # DNNBrain's len(stim) read stimID alone: a KeyError for these
+    assert (len(stim[[0, 2], "RT"]), len(core.Stimulus())) == (2, 0)
+    assert stim[[0, 2], "RT"].permutate("RT").items == ["RT"]
+
+
 # ---- the functions of dnn.base and the methods of Activation ---------------------------
 
 
@@ -360,6 +414,19 @@ def test_mask_method_of_activation(act, arrays):
     np.testing.assert_array_equal(got.get("conv5"), arrays["conv5"][:, [11, 0]][:, :, :, [3]])
     np.testing.assert_array_equal(base.dnn_mask(arrays["conv1"], [3, 1, 3]),
                                   arrays["conv1"][:, [2, 0, 2]])
+
+
+def test_load_and_mask_take_dnnbrains_mask_dict(dnnbrain_file, arrays, act):
+    # the dict MaskFile.read gives; 'dict' object has no attribute 'layers' before
+    dmask = {"conv5": {"chn": [9, 1], "row": "all", "col": [2]}}
+    loaded = core.Activation()
+    loaded.load(str(dnnbrain_file), dmask)
+    np.testing.assert_array_equal(loaded.get("conv5"), arrays["conv5"][:, [8, 0]][..., [1]])
+    np.testing.assert_array_equal(act.mask({"conv5": {"chn": [9, 1]}}).get("conv5"),
+                                  arrays["conv5"][:, [8, 0]])
+    with pytest.raises(UsageError) as caught:
+        act.mask(["conv5"])
+    one_line_error(caught.value, "Mask", "list")
 
 
 def _pca_by_hand(x: np.ndarray, n: int) -> np.ndarray:
@@ -478,6 +545,25 @@ def test_convolve_hrf_samples_the_convolved_time_course(act, arrays, capsys):
     assert "hrf convolution: sample 1 to 240 finished" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(("args", "words"), [
+    # a negative tr read the volumes from the time course's end: (3, 1) values, no word
+    ((np.ones((2, 1)), [0, 2], [1, 1], 3, -2.0), ("tr=-2.0", "above 0")),
+    # a negative duration dropped its event
+    ((np.ones((2, 1)), [0, 2], [-1, 1], 3, 2.0), ("durations [-1, 1]", "0 or more")),
+    # NumPy's and Python's ValueError and TypeError came out of these
+    ((np.ones((2, 1)), [0, 2], [1, 1], 3, 0), ("tr=0",)),
+    ((np.ones((2, 1)), [0, 2], [1, 1], -1, 2.0), ("n_vol=-1",)),
+    ((np.ones((2, 1)), [0, 2], [1, 1], 2.5, 2.0), ("n_vol=2.5", "integer")),
+    ((np.ones((2, 1)), [float("nan"), 2], [1, 1], 3, 2.0), ("onsets [nan, 2.0]", "finite")),
+    ((np.ones((0, 1)), [], [], 3, 2.0), ("at least one event",)),
+], ids=["negative tr", "negative duration", "tr 0", "n_vol negative", "n_vol float",
+        "onset nan", "no event"])
+def test_convolve_hrf_refuses_timings_without_a_time_course(args, words):
+    with pytest.raises(UsageError) as caught:
+        convolve_hrf(*args)
+    one_line_error(caught.value, *words)
+
+
 # ---- RDM ------------------------------------------------------------------------------------
 
 
@@ -504,6 +590,38 @@ def test_rdm_round_trip_and_file(tmp_path):
     np.testing.assert_array_equal(drdm.get("conv5", triu=True), [[1, 2, 3], [2, 4, 6]])
 
 
+def test_rdm_get_rebuilds_each_keys_square_at_its_own_size():
+    # n_item is the first key's: V2's 6 values went into a 3 x 3 square (NumPy's ValueError)
+    rdm = core.RDM()
+    rdm.rdm_type = "bRDM"
+    rdm.set("V1", np.ones((3, 3)))
+    rdm.set("V2", np.arange(16.0).reshape(4, 4))
+    np.testing.assert_array_equal(rdm.get("V2"), [[0, 1, 2, 3], [0, 0, 6, 7],
+                                                  [0, 0, 0, 11], [0, 0, 0, 0]])
+    assert rdm.n_item == 3
+
+
+@pytest.mark.parametrize("step", ["set", "write", "read"])
+def test_rdm_refuses_a_length_that_is_no_upper_triangle(tmp_path, step):
+    # 4 values: no n_item has (n_item^2-n_item)/2 = 4; taken, get raised NumPy's ValueError
+    path = tmp_path / "r.rdm.h5"
+    values = np.arange(4.0)
+    rdm = core.RDM()
+    rdm.rdm_type = "bRDM"
+    if step == "read":
+        with h5py.File(path, "w") as root:
+            root.attrs["type"] = "bRDM"
+            root["V1"] = values
+    calls = {"set": lambda: rdm.set("V1", values, triu=True),
+             "write": lambda: fileio.RdmFile(str(path)).write("bRDM", {"V1": values}),
+             "read": lambda: rdm.load(str(path))}
+    with pytest.raises(DnnMaskError) as caught:
+        calls[step]()
+    one_line_error(caught.value, "bRDM 'V1'", "4 values", "(n_item^2-n_item)/2")
+    assert rdm.rdm_type == "bRDM" and rdm._rdm_dict == {}
+    assert path.exists() == (step == "read")
+
+
 def test_rdm_refuses_a_shape_not_its_types_and_an_unset_type():
     rdm = core.RDM()
     with pytest.raises(UsageError, match="set it to 'bRDM' or 'dRDM' first"):
@@ -522,6 +640,27 @@ def test_rdm_refuses_a_shape_not_its_types_and_an_unset_type():
                                  "is (n_iter, (n_item^2-n_item)/2)")
     rdm.set("conv5", np.array([[1.0, 2.0, 3.0]]), triu=True)
     np.testing.assert_array_equal(rdm.get("conv5"), [[[0, 1, 2], [0, 0, 3], [0, 0, 0]]])
+
+
+@pytest.mark.parametrize("key", ["V1/left", "", 1])
+def test_rdm_file_refuses_a_key_that_is_no_dataset_at_the_root(tmp_path, key):
+    # 'V1/left' became a dataset in a group V1, which reading skipped: an empty RDM file
+    path = tmp_path / "r.rdm.h5"
+    with pytest.raises(DnnMaskError) as caught:
+        fileio.RdmFile(str(path)).write("bRDM", {key: np.array([1.0, 2.0, 3.0])})
+    one_line_error(caught.value, "r.rdm.h5", f"RDM key {key!r}", "'/'")
+    assert not path.exists()
+
+
+def test_rdm_file_read_refuses_a_group(tmp_path):
+    path = tmp_path / "r.rdm.h5"
+    with h5py.File(path, "w") as root:
+        root.attrs["type"] = "bRDM"
+        root["V1"] = np.ones(3)
+        root["V2/left"] = np.ones(3)
+    with pytest.raises(DnnMaskError) as caught:
+        fileio.RdmFile(str(path)).read()
+    one_line_error(caught.value, "r.rdm.h5", "'V2' is a group")
 
 
 def test_rdm_file_read_errors_are_the_projects(tmp_path):
@@ -557,6 +696,14 @@ def test_gen_dmask_follows_dnn_masks_rules(tmp_path):
     path.write_text("conv5=chn\n3,1\n")
     assert gen_dmask(dmask_file=str(path)).get("conv5")["chn"] == [3, 1]
 
+
+
+@pytest.mark.parametrize("channels", [[1, 2], "all"])
+def test_gen_dmask_refuses_a_layer_named_twice(channels):
+    # paired in order, conv5 took channel 1, then channel 2 in its place: a mask of one
+    with pytest.raises(UsageError) as caught:
+        gen_dmask(["conv5", "conv5"], channels)
+    one_line_error(caught.value, "'conv5'", "twice")
 
 # ---- scripts, unchanged ---------------------------------------------------------------------
 
@@ -724,10 +871,14 @@ def _narrowed(act: core.Activation) -> core.Activation:
     "pool method", "fe method", "fe n_feat", "arith", "stim suffix", "stim missing",
     "stim text", "stim lengths", "mask set key", "mask set value", "rdm type", "gen_dmask",
     "hrf ops", "index", "act no value", "concatenate", "stim shape", "stim header",
-    "concatenate shapes", "pool 2-D", "statistic axis",
+    "concatenate shapes", "pool 2-D", "statistic axis", "act row", "stim row", "stim item",
+    "stim set length", "stim set 2-D", "stim header data", "stim header number",
+    "norm axes",
 ])
 def test_every_error_is_the_projects_in_one_line(case, tmp_path, dnnbrain_file, act):
     missing = str(tmp_path / "none.act.h5")
+    three_stimuli = core.Stimulus({}, {"stimID": np.array(["a", "b", "c"]),
+                                       "RT": np.array([0.5, 0.6, 0.7])})
     calls = {
         "missing act": (lambda: fileio.ActivationFile(missing).read(), ActFileError,
                         ("none.act.h5",)),
@@ -777,6 +928,28 @@ def test_every_error_is_the_projects_in_one_line(case, tmp_path, dnnbrain_file, 
                      SelectionError, ("'fc'", "(2, 3)", "4-D")),
         "statistic axis": (lambda: base.array_statistic(np.zeros((2, 3)), "max", (1, 2)),
                            UsageError, ("axis (1, 2)", "2 dims")),
+        # NumPy's and the list's IndexError came out of these
+        "act row": (lambda: act[[0, 9]], SelectionError, ("'conv5'", "[0, 9]", "4 stimuli",
+                                                           "0..3")),
+        "stim row": (lambda: three_stimuli[5], SelectionError, ("'stimID'", "[5]",
+                                                               "3 stimuli", "0..2")),
+        "stim item": (lambda: three_stimuli[0, 2], SelectionError, ("item number 2",
+                                                                   "stimID, RT", "0..1")),
+        # NumPy's ValueError "Improper number of dimensions to norm."
+        "norm axes": (lambda: base.array_statistic(np.ones((2, 2, 2)), "L2", (0, 1, 2)),
+                      UsageError, ("'L2'", "(0, 1, 2)", "one axis or two")),
+        # taken, the item of another length broke indexing, permutate and save later on
+        "stim set length": (lambda: three_stimuli.set("onset", [0.0, 1.0]), DnnMaskError,
+                            ("'onset'", "(2,)", "(3,)")),
+        "stim set 2-D": (lambda: three_stimuli.set("RT", np.zeros((3, 1))), DnnMaskError,
+                         ("'RT'", "(3, 1)", "(3,)")),
+        # Python's TypeError of keyword arguments came out of these two
+        "stim header data": (lambda: core.Stimulus(
+            {"type": "image", "path": "p", "data": "x"}, {"stimID": np.array(["a"])}).save(
+            str(tmp_path / "t.stim.csv")), DnnMaskError, ("t.stim.csv", "'data'")),
+        "stim header number": (lambda: core.Stimulus(
+            {"type": "image", "path": "p", 1: "x"}, {"stimID": np.array(["a"])}).save(
+            str(tmp_path / "t.stim.csv")), DnnMaskError, ("t.stim.csv", "key 1")),
     }
     call, kind, words = calls[case]
     with pytest.raises(kind) as caught:

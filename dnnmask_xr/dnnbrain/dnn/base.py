@@ -85,7 +85,9 @@ def array_statistic(arr: np.ndarray, method: str, axis: int | tuple[int, ...] | 
     Raises
     ------
     UsageError
-        If ``method`` is not one of those, or ``axis`` is not an axis of ``arr``.
+        If ``method`` is not one of those, ``axis`` is not an axis of ``arr``,
+        or a norm is asked over more than two axes (or of an array of more
+        than 2 dims, with axis None).
     """
     arr = np.asarray(arr)
     if method not in STATISTICS:
@@ -102,6 +104,11 @@ def array_statistic(arr: np.ndarray, method: str, axis: int | tuple[int, ...] | 
         raise UsageError(f"axis {axis!r} is not an axis of an array of {arr.ndim} dims "
                          f"(shape {arr.shape}); give axes from {-arr.ndim} to "
                          f"{arr.ndim - 1}") from None
+    except ValueError:
+        # numpy.linalg.norm: a vector norm over one axis, a matrix norm over two, no more
+        raise UsageError(f"statistic {method!r} over axis {axis!r} of an array of shape "
+                         f"{arr.shape}: a norm is taken over one axis or two (or the whole "
+                         "array of 1 or 2 dims, axis None)") from None
 
 
 def dnn_mask(dnn_acts: np.ndarray, channels: Numbers = "all", rows: Numbers = "all",

@@ -24,7 +24,7 @@ from dnnmask_xr.dnnbrain.dnn.base import array_statistic, dnn_fe, dnn_mask
 from dnnmask_xr.dnnbrain.io import fileio as fio
 from dnnmask_xr.errors import DnnMaskError, SelectionError, UsageError
 
-__all__ = ["RDM", "Activation", "Mask", "Stimulus"]
+__all__ = ["RDM", "Activation", "IndexSelectionError", "Mask", "Stimulus"]
 
 __getattr__ = missing_names(__name__, (
     "DnnProbe", "UnivariateMapping", "MultivariateMapping",
@@ -38,6 +38,29 @@ def _missing(kind: str, name: object, names: Sequence[str], holder: str) -> Sele
     """Say that ``holder`` (the activation, the mask, ...) has no such layer, item or key."""
     return SelectionError(f"{kind} {name!r} is not in the {holder} "
                           f"({kind}s: {', '.join(map(str, names)) or 'none'})")
+
+
+class IndexSelectionError(SelectionError, IndexError):
+    """A stimulus row or item number out of range: a :class:`SelectionError`.
+
+    Also an :class:`IndexError`, which DNNBrain's indexing (NumPy's, a
+    list's) raised: iterating over an :class:`Activation` or a
+    :class:`Stimulus` (``for part in act``, by ``__getitem__``) stops at
+    it, and a script's ``except IndexError`` still takes it.
+    """
+
+
+def _take_rows(values: Any, rows: Rows, what: str) -> np.ndarray:
+    """Give ``values[rows]``, saying in one line which rows do not fit ``what``."""
+    array = np.asarray(values)
+    try:
+        return array[rows]
+    except IndexError as error:
+        n_stim = len(array) if array.ndim else 0
+        raise IndexSelectionError(f"{what}: stimuli {rows!r} are not rows of its {n_stim} "
+                                  f"stimuli ({' '.join(str(error).split())}); rows are "
+                                  f"positions 0..{n_stim - 1} or -{n_stim}..-1, a list of them "
+                                  "or a slice") from None
 
 
 class Stimulus:
@@ -100,14 +123,20 @@ class Stimulus:
         Raises
         ------
         DnnMaskError
-            If the header has no ``type`` or ``path``, or the items would
-            not read back as written.
+            If the header has no ``type`` or ``path``, a key that is not
+            text or is ``data``, or the items would not read back as
+            written.
         """
         header = self.header.copy()
         for key in ("type", "path"):
             if key not in header:
                 raise DnnMaskError(f"{fname}: the stimuli's header has no {key!r}; 'type' and "
                                    "'path' are required")
+        for key in header:
+            if not isinstance(key, str) or key == "data":
+                # passed on as keywords: Python's TypeError otherwise
+                raise DnnMaskError(f"{fname}: header key {key!r} cannot be written; keys are "
+                                   "text, and 'data' is the line naming the items")
         fio.StimulusFile(fname).write(header.pop("type"), header.pop("path"), self._data,
                                       **header)
 
@@ -124,8 +153,22 @@ class Stimulus:
         return self._data[item]
 
     def set(self, item: str, value: Any) -> None:
-        """Set an item to ``numpy.asarray(value)``, of shape ``(n_stim,)``."""
-        self._data[item] = np.asarray(value)
+        """Set an item to ``numpy.asarray(value)``, of shape ``(n_stim,)``.
+
+        Raises
+        ------
+        DnnMaskError
+            If the value is not one value per stimulus: 1-D, as long as
+            the other items.
+        """
+        array = np.asarray(value)
+        others = [other for other in self._data if other != item]
+        n_stim = len(self._data[others[0]]) if others else None
+        if array.ndim != 1 or (n_stim is not None and len(array) != n_stim):
+            wanted = "(n_stim,)" if n_stim is None else f"({n_stim},)"
+            raise DnnMaskError(f"stimulus item {item!r} would be of shape {array.shape}; items "
+                               f"are arrays of shape {wanted}, one value per stimulus")
+        self._data[item] = array
 
     def delete(self, item: str) -> None:
         """Delete an item.
@@ -151,7 +194,7 @@ class Stimulus:
         Stimulus
             A copy, the item shuffled, placed first as DNNBrain places it.
         """
-        indices = list(range(len(self._data["stimID"])))
+        indices = list(range(len(self)))
         random.shuffle(indices)
         stim = Stimulus()
         stim.header = deepcopy(self.header)
@@ -167,7 +210,8 @@ class Stimulus:
         return list(self._data.keys())
 
     def __len__(self) -> int:
-        return len(self._data["stimID"])
+        # the rows of any item: stimuli without stimID (stim[rows, 'RT']) or items have them too
+        return len(next(iter(self._data.values()))) if self._data else 0
 
     def __getitem__(self, indices: Rows | tuple[Any, ...]) -> Stimulus:
         """Give some stimuli (rows) and items (columns), as a 2-D array is indexed.
@@ -180,6 +224,9 @@ class Stimulus:
         ------
         UsageError
             If an index is none of those.
+        IndexSelectionError
+            If a row or item number is out of range (a
+            :class:`~dnnmask_xr.errors.SelectionError` and an ``IndexError``).
         """
         rows: Any
         cols: Any = self.items
@@ -202,19 +249,25 @@ class Stimulus:
         stim = Stimulus()
         stim.header = deepcopy(self.header)
         for item in cols:
-            stim.set(item, self.get(item)[rows])
+            stim.set(item, _take_rows(self.get(item), rows, f"stimulus item {item!r}"))
         return stim
 
     def _columns(self, cols: Any) -> list[str]:
         items = self.items
+        if isinstance(cols, list) and all(isinstance(col, int) for col in cols):
+            for col in cols:
+                if not -len(items) <= col < len(items):
+                    raise IndexSelectionError(
+                        f"item number {col} is not among the {len(items)} items "
+                        f"({', '.join(items)}); numbers are 0..{len(items) - 1} or "
+                        f"-{len(items)}..-1")
+            return [items[col] for col in cols]
         if isinstance(cols, int):
-            return [items[cols]]
+            return self._columns([cols])
         if isinstance(cols, str):
             return [cols]
         if isinstance(cols, slice):
             return items[cols]
-        if isinstance(cols, list) and all(isinstance(col, int) for col in cols):
-            return [items[col] for col in cols]
         if isinstance(cols, list) and all(isinstance(col, str) for col in cols):
             return cols
         raise UsageError("stimulus items are an int, a name, a list of either or a slice, "
@@ -252,8 +305,9 @@ class Activation:
         fname
             The file.
         dmask
-            The layers, channels, rows and columns to load (all if None);
-            numbers are 1-based, kept in the order given.
+            The layers, channels, rows and columns to load (all if None): a
+            :class:`Mask`, or DNNBrain's mask dict (as ``MaskFile.read``
+            gives); numbers are 1-based, kept in the order given.
 
         Raises
         ------
@@ -263,9 +317,7 @@ class Activation:
             If the mask names a layer the file lacks or a number outside a
             layer.
         """
-        dmask_dict = None
-        if dmask is not None:
-            dmask_dict = {layer: dmask.get(layer) for layer in dmask.layers}
+        dmask_dict = None if dmask is None else _mask_dict(dmask)
         self._activation = fio.ActivationFile(fname).read(dmask_dict)
 
     def save(self, fname: str) -> None:
@@ -351,7 +403,8 @@ class Activation:
         Parameters
         ----------
         dmask
-            The mask; its layers, in its order.
+            The mask (a :class:`Mask`, or DNNBrain's mask dict); its
+            layers, in its order.
 
         Returns
         -------
@@ -365,8 +418,7 @@ class Activation:
             unit of the layer.
         """
         activation = Activation()
-        for layer in dmask.layers:
-            axes = dmask.get(layer)
+        for layer, axes in _mask_dict(dmask).items():
             activation.set(layer, dnn_mask(self.get(layer), axes.get("chn"), axes.get("row"),
                                            axes.get("col"), layer=layer))
         return activation
@@ -468,6 +520,9 @@ class Activation:
         ------
         UsageError
             If ``indices`` is none of those.
+        IndexSelectionError
+            If a position is out of range for a layer (a
+            :class:`~dnnmask_xr.errors.SelectionError` and an ``IndexError``).
         """
         if isinstance(indices, int):
             indices = [indices]
@@ -476,8 +531,30 @@ class Activation:
                              f"{indices!r}")
         activation = Activation()
         for layer in self.layers:
-            activation.set(layer, self.get(layer)[indices])
+            activation.set(layer, _take_rows(self.get(layer), indices, f"layer {layer!r}"))
         return activation
+
+
+def _mask_dict(dmask: object) -> dict[str, Any]:
+    """Give a :class:`Mask` (or DNNBrain's mask dict, as ``MaskFile.read`` gives) as that dict.
+
+    Raises
+    ------
+    UsageError
+        If ``dmask`` is neither.
+    DnnMaskError
+        If the dict is no mask (no layer, an axis not ``chn``, ``row`` or
+        ``col``, a number that is no integer).
+    """
+    if isinstance(dmask, Mask):
+        return {layer: dmask.get(layer) for layer in dmask.layers}
+    if isinstance(dmask, Mapping):
+        from dnnmask_xr.formats.dmask import DnnMask
+
+        # checked and spelt out as MaskFile.read gives it: every axis, 'all' or numbers
+        return dict(DnnMask(dmask).to_dnnbrain())
+    raise UsageError(f"dmask is a Mask (or a dict of layer to {{'chn': ..., 'row': ..., "
+                     f"'col': ...}}, as MaskFile.read gives), not a {type(dmask).__name__}")
 
 
 def _shape4(layer: str, data: np.ndarray) -> tuple[int, int, int, int]:
@@ -630,13 +707,17 @@ class RDM:
         ------
         SelectionError
             If there is no such key.
+        DnnMaskError
+            If its length is no upper triangle's (``(n_item^2-n_item)/2``).
         """
         if key not in self._rdm_dict:
             raise _missing("key", key, list(self._rdm_dict), "RDM")
         rdm_arr = self._rdm_dict[key]
         if triu:
             return rdm_arr
-        rdm_type, n_item = self._type(), self.n_item
+        rdm_type = self._type()
+        # this key's own size: another key's (n_item's) may differ
+        n_item = fio.rdm_items(np.shape(rdm_arr)[-1], f"{rdm_type} {key!r}")
         index = _upper(n_item)
         if rdm_type == "bRDM":
             square = np.zeros((n_item, n_item))
@@ -653,6 +734,8 @@ class RDM:
         ------
         UsageError
             If ``rdm_type`` is not set, or the shape is not the type's.
+        DnnMaskError
+            If an upper triangle's length is no ``(n_item^2-n_item)/2``.
         """
         rdm_type = self._type()
         ndim = fio.RDM_TYPES[rdm_type] + (0 if triu else 1)
@@ -662,6 +745,8 @@ class RDM:
             wanted = (fio.RDM_SHAPES if triu else _SQUARE_SHAPES)[rdm_type]
             raise UsageError(f"RDM {key!r} has shape {shape}; with triu={triu} a {rdm_type}'s "
                              f"shape is {wanted}")
+        if triu:
+            fio.rdm_items(shape[-1], f"{rdm_type} {key!r}")
         if triu:
             self._rdm_dict[key] = rdm_arr
         elif rdm_type == "bRDM":

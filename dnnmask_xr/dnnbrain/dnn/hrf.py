@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -69,6 +70,28 @@ def _convolve_columns(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return np.fft.irfft(spectrum * np.fft.rfft(kernel, size)[:, None], size, axis=0)
 
 
+def _check_timing(n_event: int, onsets: Sequence[float], durations: Sequence[float],
+                  n_vol: object, tr: object) -> None:
+    """Refuse timings that have no time course, or one read at wrong places without a word.
+
+    A negative ``tr`` indexed the time course from its end, a negative
+    duration dropped its event; the others raised NumPy's errors.
+    """
+    if n_event == 0:
+        raise UsageError("convolve_hrf takes at least one event; there is none")
+    if isinstance(n_vol, (bool, np.bool_)) or not isinstance(n_vol, numbers.Integral) \
+            or n_vol < 0:
+        raise UsageError(f"n_vol={n_vol!r}: the number of volumes is an integer, 0 or more")
+    if isinstance(tr, (bool, np.bool_)) or not isinstance(tr, numbers.Real) \
+            or not np.isfinite(tr) or tr <= 0:
+        raise UsageError(f"tr={tr!r}: the repetition time is a number of seconds above 0")
+    for name, times in (("onsets", onsets), ("durations", durations)):
+        values = np.asarray(times, dtype=np.float64)
+        if not np.isfinite(values).all() or (name == "durations" and (values < 0).any()):
+            raise UsageError(f"{name} {np.asarray(times).tolist()!r}: seconds, finite"
+                             + (" and 0 or more" if name == "durations" else ""))
+
+
 def convolve_hrf(X: np.ndarray, onsets: Sequence[float], durations: Sequence[float],
                  n_vol: int, tr: float, ops: int = 100) -> np.ndarray:
     """Convolve each column of ``X`` with the HRF, sampled at the volumes' times.
@@ -100,9 +123,11 @@ def convolve_hrf(X: np.ndarray, onsets: Sequence[float], durations: Sequence[flo
     Raises
     ------
     UsageError
-        If ``X`` is not 2-D, the events and their onsets or durations
-        differ in number, ``ops`` is not allowed, or the volumes reach past
-        the convolved time course.
+        If ``X`` is not 2-D or holds no event, the events and their onsets
+        or durations differ in number, an onset or duration is not finite
+        (or a duration below 0), ``n_vol`` is not an integer of 0 or more,
+        ``tr`` not a number above 0, ``ops`` is not allowed, or the volumes
+        reach past the convolved time course.
     """
     X = np.asarray(X)
     if X.ndim != 2:
@@ -112,6 +137,7 @@ def convolve_hrf(X: np.ndarray, onsets: Sequence[float], durations: Sequence[flo
                          "durations: give one onset and one duration per event")
     if ops not in (10, 100, 1000):
         raise UsageError(f"ops={ops!r}: the oversampling rate is one of 10, 100, 1000")
+    _check_timing(X.shape[0], onsets, durations, n_vol, tr)
     decimals = int(np.log10(ops))
     onsets = np.round(np.asarray(onsets), decimals=decimals)
     durations = np.round(np.asarray(durations), decimals=decimals)

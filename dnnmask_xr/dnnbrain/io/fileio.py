@@ -12,6 +12,7 @@ first use: importing this module imports numpy and no more.
 
 from __future__ import annotations
 
+import math
 import os
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -114,7 +115,9 @@ class StimulusFile:
         DnnMaskError
             If the fields differ in length or the text would not read back
             as written (a value with ``,`` or a line break, a text field
-            not listed in ``text``, no ``stimID``); nothing is written.
+            not listed in ``text``, no ``stimID``), or the file cannot be
+            written (its folder is missing, it is a folder); nothing is
+            written.
         """
         from dnnmask_xr._atomic import atomic_path
         from dnnmask_xr.formats.stim import parse_stim
@@ -135,9 +138,56 @@ class StimulusFile:
         # DNNBrain's own spelling: one array of every field, as text, transposed
         rows = np.array(columns).astype(str).T if columns else np.empty((0, 0), str)
         text = "\n".join(lines) + "\n" + "\n".join(",".join(row) for row in rows)
-        parse_stim(text, self.fname)
-        with atomic_path(self.fname) as tmp:
-            tmp.write_bytes(text.encode("utf-8"))
+        _check_reads_back(self.fname, {"type": type, "path": path, **opt_meta}, data, rows,
+                          parse_stim(text, self.fname))
+        try:
+            with atomic_path(self.fname) as tmp:
+                tmp.write_bytes(text.encode("utf-8"))
+        except OSError as error:
+            raise _write_error(self.fname, error) from None
+
+
+def _write_error(fname: str, error: OSError) -> DnnMaskError:
+    """Say in one line why a text file could not be written (its folder missing, a folder)."""
+    return DnnMaskError(f"{fname}: cannot write it: {error.strerror or error}; name a file "
+                        "in a folder that exists and can be written")
+
+
+def _check_reads_back(fname: str, header: Mapping[str, Any], data: Mapping[str, Any],
+                      rows: np.ndarray, parsed: Any) -> None:
+    """Refuse text that this package's reader would read otherwise than it was given.
+
+    The reader strips whitespace around keys, names and values, splits a
+    header line at its first ``=`` and skips blank lines: a key holding
+    ``=``, a value or name with whitespace around it, or a row that is a
+    blank line (an empty ``stimID`` and no other field) would come back
+    changed, or not at all, without a word.
+    """
+    from dnnmask_xr.formats.stim import TEXT_KEY
+
+    hint = ("a .stim.csv key holds no '=', and no key, name or value has whitespace around "
+            "it or a line break")
+    for key, value in header.items():
+        if key != TEXT_KEY and parsed.header.get(str(key)) != str(value):
+            raise DnnMaskError(f"{fname}: header key {str(key)!r} with value {str(value)!r} "
+                               f"would not read back as written; {hint}")
+    names = [str(name) for name in data]
+    if list(parsed.table.columns) != names:
+        raise DnnMaskError(f"{fname}: field names {names} would read back as "
+                           f"{list(parsed.table.columns)}; {hint}")
+    if len(parsed) != len(rows):
+        raise DnnMaskError(f"{fname}: {len(rows)} stimuli would read back as {len(parsed)}: "
+                           "a stimulus with the empty stimID '' and no other field is a blank "
+                           "line, which reading skips; give it a stimID")
+    for position, name in enumerate(names):
+        column = parsed.table[name].to_numpy()
+        if column.dtype.kind != "O":
+            continue
+        for number, (written, read) in enumerate(zip(rows[:, position], column.tolist(),
+                                                     strict=True), 1):
+            if written != read:
+                raise DnnMaskError(f"{fname}: field {name!r}, stimulus number {number}: value "
+                                   f"{written!r} would read back as {read!r}; {hint}")
 
 
 def _check_text_declared(fname: str, data: Mapping[str, Any], columns: list[np.ndarray],
@@ -288,11 +338,17 @@ class MaskFile:
         ------
         DnnMaskError
             If an axis is not one of ``chn``, ``row``, ``col``, a number is
-            not an integer, or there is no layer; nothing is written.
+            not an integer, or there is no layer, or the file cannot be
+            written (its folder is missing, it is a folder); nothing is
+            written.
         """
         from dnnmask_xr.formats.dmask import DnnMask, write_dmask
 
-        write_dmask(DnnMask(dmask), self.fname)
+        dnn_mask = DnnMask(dmask)
+        try:
+            write_dmask(dnn_mask, self.fname)
+        except OSError as error:
+            raise _write_error(self.fname, error) from None
 
 
 #: DNNBrain's RDM types (of brain activations, of DNN activations): their upper triangles' dims.
@@ -316,16 +372,40 @@ def check_rdms(rdm_type: object, rdm_dict: Mapping[str, Any], where: str) -> Non
     Raises
     ------
     DnnMaskError
-        If the type is neither, or a value has the other number of dims.
+        If the type is neither, a key is not text naming a dataset at the
+        root (empty, or with ``/``), or a value has the other number of dims
+        or a length that is no upper triangle's.
     """
     # a str first: a file's attribute may be an array, which a dict cannot look up
     if not isinstance(rdm_type, str) or rdm_type not in RDM_TYPES:
         raise DnnMaskError(f"{where}: RDM type {rdm_type!r} is not one of bRDM (of brain "
                            "activations), dRDM (of DNN activations)")
     for key, value in rdm_dict.items():
+        if not isinstance(key, str) or not key or "/" in key or key == ".":
+            # HDF5 takes 'a/b' for a dataset b in a group a: read back, no RDM 'a/b'
+            raise DnnMaskError(f"{where}: RDM key {key!r} is not valid; a key names a dataset "
+                               "at the file's root: non-empty text without '/' (for "
+                               "'features/3' use 'features.3')")
         if np.ndim(value) != RDM_TYPES[rdm_type]:
             raise DnnMaskError(f"{where}: {rdm_type} {key!r} has shape {np.shape(value)}; a "
                                f"{rdm_type}'s shape is {RDM_SHAPES[rdm_type]}")
+        rdm_items(np.shape(value)[-1], f"{where}: {rdm_type} {key!r}")
+
+
+def rdm_items(n_values: int, what: str) -> int:
+    """Give the number of items whose upper triangle holds ``n_values`` values.
+
+    Raises
+    ------
+    DnnMaskError
+        If ``n_values`` is no ``(n_item^2-n_item)/2`` (the square could not
+        be rebuilt); the error starts with ``what``.
+    """
+    root = math.isqrt(1 + 8 * n_values)
+    if root * root != 1 + 8 * n_values:
+        raise DnnMaskError(f"{what} holds {n_values} values per RDM, which is no upper "
+                           "triangle's (n_item^2-n_item)/2: 1, 3, 6, 10, ...")
+    return (1 + root) // 2
 
 
 class RdmFile:
@@ -362,7 +442,7 @@ class RdmFile:
         ActFileError
             If the file cannot be read as HDF5.
         DnnMaskError
-            If its type or shapes are not an RDM file's.
+            If its type or shapes are not an RDM file's, or it holds a group.
         """
         import h5py
 
@@ -371,8 +451,11 @@ class RdmFile:
                 rdm_type = root.attrs.get("type")
                 if isinstance(rdm_type, bytes):
                     rdm_type = rdm_type.decode("utf-8", "replace")
-                values = {key: item for key, item in root.items()
-                          if isinstance(item, h5py.Dataset)}
+                values = dict(root.items())
+                for key, item in values.items():
+                    if not isinstance(item, h5py.Dataset):
+                        raise DnnMaskError(f"{self.fname}: {key!r} is a group, not an RDM; an "
+                                           "RDM file holds one dataset per key at its root")
                 check_rdms(rdm_type, values, self.fname)
                 rdm_dict = {key: item[()] for key, item in values.items()}
         except OSError as error:

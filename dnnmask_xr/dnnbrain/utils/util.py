@@ -46,8 +46,8 @@ def gen_dmask(layers: Sequence[str] | None = None, channels: Sequence[int] | str
     ------
     UsageError
         If both or neither of ``layers`` and ``dmask_file`` are given,
-        ``layers`` is empty, or several layers come with a number of
-        channels other than one each.
+        ``layers`` is empty or names a layer twice, or several layers
+        come with a number of channels other than one each.
     """
     if (layers is None) == (dmask_file is None):
         raise UsageError("give either layers (with channels) or dmask_file, not both, not "
@@ -60,6 +60,11 @@ def gen_dmask(layers: Sequence[str] | None = None, channels: Sequence[int] | str
         raise UsageError(f"layers is a list of layer names, not the string {layers!r}")
     if len(layers) == 0:
         raise UsageError("layers is empty; name at least one layer")
+    for position, layer in enumerate(layers):
+        if layer in layers[:position]:
+            # paired channels would each replace the one before: a mask of one of them
+            raise UsageError(f"layer {layer!r} is named twice in layers; name each layer "
+                             "once")
     if isinstance(channels, str) and channels != "all":
         raise UsageError(f"channels is 'all' or a list of numbers, not {channels!r}")
     if len(layers) == 1:
