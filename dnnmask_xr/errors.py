@@ -72,3 +72,13 @@ class OutOfScopeError(UsageError, ImportError):
     of theirs. Both a :class:`UsageError` and an :class:`ImportError`, so
     that a script's ``except ImportError`` still takes it.
     """
+
+
+class IndexSelectionError(SelectionError, IndexError):
+    """A row or item number out of range in :mod:`dnnmask_xr.dnnbrain`.
+
+    Also an :class:`IndexError`, which DNNBrain's indexing (NumPy's, a
+    list's) raised: iterating over an ``Activation`` or a
+    ``Stimulus`` (``for part in act``, by ``__getitem__``) stops at
+    it, and a script's ``except IndexError`` still takes it.
+    """

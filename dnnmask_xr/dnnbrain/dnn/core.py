@@ -22,9 +22,9 @@ import numpy as np
 from dnnmask_xr.dnnbrain import missing_names
 from dnnmask_xr.dnnbrain.dnn.base import array_statistic, dnn_fe, dnn_mask
 from dnnmask_xr.dnnbrain.io import fileio as fio
-from dnnmask_xr.errors import DnnMaskError, SelectionError, UsageError
+from dnnmask_xr.errors import DnnMaskError, IndexSelectionError, SelectionError, UsageError
 
-__all__ = ["RDM", "Activation", "IndexSelectionError", "Mask", "Stimulus"]
+__all__ = ["RDM", "Activation", "Mask", "Stimulus"]
 
 __getattr__ = missing_names(__name__, (
     "DnnProbe", "UnivariateMapping", "MultivariateMapping",
@@ -38,16 +38,6 @@ def _missing(kind: str, name: object, names: Sequence[str], holder: str) -> Sele
     """Say that ``holder`` (the activation, the mask, ...) has no such layer, item or key."""
     return SelectionError(f"{kind} {name!r} is not in the {holder} "
                           f"({kind}s: {', '.join(map(str, names)) or 'none'})")
-
-
-class IndexSelectionError(SelectionError, IndexError):
-    """A stimulus row or item number out of range: a :class:`SelectionError`.
-
-    Also an :class:`IndexError`, which DNNBrain's indexing (NumPy's, a
-    list's) raised: iterating over an :class:`Activation` or a
-    :class:`Stimulus` (``for part in act``, by ``__getitem__``) stops at
-    it, and a script's ``except IndexError`` still takes it.
-    """
 
 
 def _take_rows(values: Any, rows: Rows, what: str) -> np.ndarray:
