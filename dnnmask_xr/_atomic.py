@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from dnnmask_xr._args import path_arg
+from dnnmask_xr.errors import ActFileError
 
 #: Temporary files are named ``.dnnmask-<random>.tmp``: hidden, recognisable, and short
 #: whatever the target's name, so that any name the file system takes can be written.
@@ -75,15 +76,40 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         Where to write; it exists (empty) when yielded.
     """
     target = real_target(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=target.parent)
+    with _said_for(path, target):
+        fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX,
+                                        dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     with _removed_unless_whole(tmp, lambda: tmp.unlink(missing_ok=True)):
         yield tmp
         _take_permissions(tmp, target)
         sync_path(tmp)
-        os.replace(tmp, target)
+        with _said_for(path, target):
+            os.replace(tmp, target)
     sync_path(target.parent)
+
+
+@contextlib.contextmanager
+def _said_for(path: str | os.PathLike[str], target: Path) -> Iterator[None]:
+    """Say in one line, naming ``path``, why its file cannot be made or put in place.
+
+    The outputs the one writer makes are checked before anything is
+    written (:func:`~dnnmask_xr.act.checks.check_output`); the text files
+    (``.dmask.csv``, ``.stim.csv``) are not, and Python's error named the
+    temporary file.
+    """
+    try:
+        yield
+    except (FileNotFoundError, NotADirectoryError):
+        raise ActFileError(f"cannot write {os.fspath(path)!r}: folder {str(target.parent)!r} "
+                           "does not exist") from None
+    except IsADirectoryError:
+        raise ActFileError(f"cannot write {os.fspath(path)!r}: it is a folder; name a file "
+                           "in it") from None
+    except PermissionError:
+        raise ActFileError(f"cannot write {os.fspath(path)!r}: folder {str(target.parent)!r} "
+                           "is not writable") from None
 
 
 @contextlib.contextmanager

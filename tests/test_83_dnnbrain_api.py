@@ -21,8 +21,10 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 
+import dnnmask_xr as dx
 import dnnmask_xr.dnnbrain as compat
 from dnnmask_xr.dnnbrain.dnn import base, core
 from dnnmask_xr.dnnbrain.dnn.hrf import convolve_hrf, spm_hrf
@@ -307,18 +309,30 @@ def test_stimulus_file_refuses_text_that_reads_back_otherwise(tmp_path, data, me
     assert list(tmp_path.iterdir()) == []
 
 
+def _write_text_file(api: str, kind: str, path: str) -> None:
+    if api == "dnnbrain" and kind == "stim":
+        fileio.StimulusFile(path).write("image", "images", {"stimID": np.array(["a"])})
+    elif api == "dnnbrain":
+        fileio.MaskFile(path).write({"conv5": {"chn": [1]}})
+    elif kind == "stim":
+        dx.write_stim(dx.Stimuli({"type": "image", "path": "images"},
+                                 pd.DataFrame({"stimID": ["a"]})), path)
+    else:
+        dx.write_dmask(dx.DnnMask({"conv5": {"chn": [1]}}), path)
+
+
+@pytest.mark.parametrize("api", ["dnnbrain", "dnnmask_xr"])
 @pytest.mark.parametrize("kind", ["stim", "dmask"])
-@pytest.mark.parametrize("where", ["no_folder/x", "folder"])
-def test_a_text_file_that_cannot_be_written_is_one_line(tmp_path, kind, where):
-    # the OSError of the temporary file or of the rename came out
+@pytest.mark.parametrize(("where", "why"), [("no_folder/x", "does not exist"),
+                                            ("folder", "it is a folder")])
+def test_a_text_file_that_cannot_be_written_is_one_line(tmp_path, api, kind, where, why):
+    # the OSError of the temporary file or of the rename came out (write_dmask and
+    # write_stim too, which DNNBrain's MaskFile and StimulusFile write with)
     (tmp_path / f"folder.{kind}.csv").mkdir()
     path = str(tmp_path / f"{where}.{kind}.csv")
-    with pytest.raises(DnnMaskError) as caught:
-        if kind == "stim":
-            fileio.StimulusFile(path).write("image", "images", {"stimID": np.array(["a"])})
-        else:
-            fileio.MaskFile(path).write({"conv5": {"chn": [1]}})
-    one_line_error(caught.value, f"{where}.{kind}.csv", "cannot write it")
+    with pytest.raises(ActFileError) as caught:
+        _write_text_file(api, kind, path)
+    one_line_error(caught.value, f"cannot write {path!r}: ", why)
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"folder.{kind}.csv"]
 
 

@@ -140,17 +140,8 @@ class StimulusFile:
         text = "\n".join(lines) + "\n" + "\n".join(",".join(row) for row in rows)
         _check_reads_back(self.fname, {"type": type, "path": path, **opt_meta}, data, rows,
                           parse_stim(text, self.fname))
-        try:
-            with atomic_path(self.fname) as tmp:
-                tmp.write_bytes(text.encode("utf-8"))
-        except OSError as error:
-            raise _write_error(self.fname, error) from None
-
-
-def _write_error(fname: str, error: OSError) -> DnnMaskError:
-    """Say in one line why a text file could not be written (its folder missing, a folder)."""
-    return DnnMaskError(f"{fname}: cannot write it: {error.strerror or error}; name a file "
-                        "in a folder that exists and can be written")
+        with atomic_path(self.fname) as tmp:
+            tmp.write_bytes(text.encode("utf-8"))
 
 
 def _check_reads_back(fname: str, header: Mapping[str, Any], data: Mapping[str, Any],
@@ -344,11 +335,7 @@ class MaskFile:
         """
         from dnnmask_xr.formats.dmask import DnnMask, write_dmask
 
-        dnn_mask = DnnMask(dmask)
-        try:
-            write_dmask(dnn_mask, self.fname)
-        except OSError as error:
-            raise _write_error(self.fname, error) from None
+        write_dmask(DnnMask(dmask), self.fname)
 
 
 #: DNNBrain's RDM types (of brain activations, of DNN activations): their upper triangles' dims.
