@@ -705,6 +705,33 @@ def test_a_layer_of_no_unit_streams_as_save_act_writes_it(suffix: str, resume: b
 
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_run_with_a_layer_of_no_unit_resumes_after_a_crash(suffix: str, tmp_path: Path):
+    # bug: resuming read the stored layer's chunks (None: it is stored unchunked) as a
+    # step along stimulus, and raised TypeError: the interrupted run could not go on
+    rng = np.random.default_rng(3)
+    whole = {"empty": np.ones((7, 0), np.float32),
+             "conv": rng.random((7, 3, 2, 2), dtype=np.float32)}
+    out = tmp_path / f"streamed{suffix}"
+
+    def run(stop: int) -> None:
+        with dx.ActWriter(out, resume=True, part_size=2) as writer:
+            for start in range(writer.stimuli_done, stop, 2):
+                writer.append({name: values[start:min(start + 2, stop)]
+                               for name, values in whole.items()})
+            if stop < 7:
+                writer._wait()  # stored
+                raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        run(4)
+    assert not out.exists()
+    run(7)
+    dx.save_act(whole, tmp_path / f"saved{suffix}")
+    _assert_same_file(out, tmp_path / f"saved{suffix}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, f"saved{suffix}"])
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
 def test_a_run_of_empty_batches_writes_the_empty_layers_save_act_writes(suffix: str,
                                                                          tmp_path: Path):
     layers = {"conv": np.ones((0, 3, 2, 2), np.float32), "fc": np.ones((0, 4), np.int16)}

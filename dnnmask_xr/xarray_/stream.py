@@ -206,10 +206,14 @@ class ActWriter:
                     self._first = plan.described()
                     self._chunks = {layer.name: layer.values.parts[0].chunks
                                     for layer in plan.layers}
+                    first = len(plan.stimulus.ids)
                 self._store.stored += len(plan.stimulus.ids)
                 last = len(plan.stimulus.ids)
         self._appended = self._store.stored
-        steps = math.lcm(*(chunks[0] for chunks in self._chunks.values()))
+        # a layer of no unit is stored unchunked (None): it sets no step (parts of such
+        # layers alone go on in the first part's)
+        lengths = [chunks[0] for chunks in self._chunks.values() if chunks is not None]
+        steps = math.lcm(*lengths) if lengths else first
         # a part the size of no whole chunk is the last one a run wrote as it closed
         self._ended = last % steps != 0
         self._part_size = steps
