@@ -623,6 +623,68 @@ def test_a_run_killed_after_a_random_batch_resumes_to_the_same_file(suffix: str,
     assert not any(name.endswith(".parts") for name in os.listdir(tmp_path))
 
 
+CLEANUP_KILLED = textwrap.dedent("""
+    import os, signal, sys
+    import numpy as np
+    import dnnmask_xr as dx
+
+    out, kill = sys.argv[1], sys.argv[2] == "kill"
+    real_scandir, real_unlink = os.scandir, os.unlink
+
+
+    class Listing(list):
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+
+    def scandir(*args, **kwargs):
+        # a file system that lists a folder in the order its names were made (btrfs)
+        with real_scandir(*args, **kwargs) as entries:
+            return Listing(sorted(entries, key=lambda entry: entry.name))
+
+
+    def unlink(path, *args, **kwargs):
+        real_unlink(path, *args, **kwargs)
+        if kill and os.path.basename(os.fspath(path)).startswith("part-"):
+            os.kill(os.getpid(), signal.SIGKILL)  # as the first part is removed
+
+
+    os.scandir, os.unlink = scandir, unlink
+    values = np.arange(33, dtype=np.float32).reshape(11, 3)
+    with dx.ActWriter(out, resume=True, part_size=2) as writer:
+        print("resumed at", writer.stimuli_done, flush=True)
+        for start in range(writer.stimuli_done, 11, 2):
+            writer.append({"fc": values[start:start + 2]},
+                          stimuli=[f"s{i}" for i in range(start, min(start + 2, 11))])
+""")
+
+
+@pytest.mark.reliability
+def test_a_kill_while_the_parts_are_removed_leaves_a_run_that_resumes(tmp_path: Path):
+    # bug: closing removed the parts in the order the file system lists them: a kill
+    # on the way left, say, parts 3 to 6 without 1 and 2, and resuming refused the
+    # folder ("lacks part 1"; remove it to start again)
+    script = tmp_path / "run.py"
+    script.write_text(CLEANUP_KILLED)
+    out = tmp_path / "out.act.h5"
+    killed = subprocess.run([sys.executable, str(script), str(out), "kill"],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    resumed = subprocess.run([sys.executable, str(script), str(out), "go on"],
+                             capture_output=True, text=True, timeout=120, check=False)
+    assert resumed.returncode == 0, resumed.stderr
+    # the last part was removed first: the others are there to go on from
+    assert resumed.stdout == "resumed at 10\n"
+    written = dx.open_act(out)
+    np.testing.assert_array_equal(written["fc"].values,
+                                  np.arange(33, dtype=np.float32).reshape(11, 3))
+    np.testing.assert_array_equal(written.stimulus_table().ids, [f"s{i}" for i in range(11)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.act.h5", "run.py"]
+
+
 @pytest.mark.properties
 @settings(max_examples=examples(30), deadline=None)
 @given(sizes=st.lists(st.integers(0, 5), min_size=1, max_size=6).filter(lambda s: sum(s) > 0),

@@ -188,14 +188,18 @@ class Parts:
         """Release the folder (and the parts opened); remove it with the parts unless ``keep``.
 
         A folder of no part is removed all the same: it holds nothing to go on
-        from, and would stop the next run without ``resume``.
+        from, and would stop the next run without ``resume``. The parts are
+        removed the last first, while the folder is locked (and watched, for a
+        run without ``resume``): a kill on the way leaves parts ``1..k``, which
+        a resumed run goes on from, never parts with a gap, which it refuses.
         """
-        if not self.paths:
+        if not keep or not self.paths:
             # removed while locked: no other run can have taken it meanwhile
+            for path in reversed(self.paths):
+                with contextlib.suppress(OSError):
+                    path.unlink()
             shutil.rmtree(self.folder, ignore_errors=True)
         self._held.close()
-        if not keep:
-            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def refuse_interrupted_parts(target: str) -> None:
