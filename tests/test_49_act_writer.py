@@ -508,6 +508,43 @@ def test_a_missing_part_is_refused_in_one_line(tmp_path: Path):
         dx.ActWriter(out, resume=True)
 
 
+def _labelled_fc(value: int, channels: tuple[int, ...] = (1, 2, 3), attrs: dict | None = None,
+                 dtype: type = np.float32) -> dict[str, xr.DataArray]:
+    return {"fc": xr.DataArray(np.full((2, 3), value, dtype), dims=("stimulus", "channel"),
+                               coords={"channel": list(channels)}, attrs=attrs or {})}
+
+
+@pytest.mark.parametrize("suffix", [*SUFFIXES, ".act.zarr"])
+@pytest.mark.parametrize(("foreign", "said"), [
+    (_labelled_fc(9, channels=(3, 2, 1)), "numbers its channel units differently"),
+    (_labelled_fc(9, attrs={"unit": "V"}), "has other attributes"),
+    (_labelled_fc(9, dtype=np.float64), "holds float64")], ids=["numbers", "attrs", "dtype"])
+def test_a_part_of_another_run_put_among_the_parts_is_refused(
+        suffix: str, foreign: dict, said: str, tmp_path: Path):
+    # bug: a store's parts were joined by xarray without being compared (the other part's
+    # channels aligned by label, its attributes dropped, the whole made float64)
+    def crashed_run(out: Path, batches: list[dict]) -> None:
+        with pytest.raises(RuntimeError), dx.ActWriter(out, resume=True, part_size=2) as writer:
+            for batch in batches:
+                writer.append(batch)
+            writer._wait()  # stored
+            raise RuntimeError("killed")
+
+    out, other = tmp_path / f"out{suffix}", tmp_path / f"other{suffix}"
+    crashed_run(out, [_labelled_fc(0), _labelled_fc(1)])
+    crashed_run(other, [foreign])
+    parts = tmp_path / f".out{suffix}.parts"
+    (tmp_path / f".other{suffix}.parts" / "part-000001.act.h5").rename(
+        parts / "part-000003.act.h5")
+    with pytest.raises(dx.ActFileError, match=rf"part-000003\.act\.h5': layer 'fc' {said}.*; "
+                                              r"the parts of a streamed write were changed$"):
+        with dx.ActWriter(out, resume=True) as writer:
+            assert writer.stimuli_done == 6
+    assert not out.exists()
+    assert sorted(p.name for p in parts.iterdir()) == [
+        "lock", "part-000001.act.h5", "part-000002.act.h5", "part-000003.act.h5"]
+
+
 @pytest.mark.parametrize(("suffix", "store"), [
     (".act.h5", growing_module.GrowingWrite), (".nc", parts_module.Parts)])
 def test_parts_are_written_off_the_callers_thread_while_it_goes_on(

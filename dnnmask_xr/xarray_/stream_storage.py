@@ -42,10 +42,16 @@ class PartFiles:
         self.stored += len(plan.stimulus.ids)
 
     def finish(self, inputs: Mapping[str, str], options: WriteOptions) -> SaveReport:
-        """Join the parts into the output, through the one writer (or zarr's, for a store)."""
+        """Join the parts into the output, through the one writer (or zarr's, for a store).
+
+        Every part is checked against the first (:meth:`Parts.stacked`), for a
+        store too: xarray would join parts of other unit numbers, attributes
+        or dtypes without a word.
+        """
+        stacked = self.parts.stacked(inputs)
         if self.parts.target.endswith(ZARR_SUFFIX):
             return _store_of_parts(self.parts.paths, self.parts.target, options)
-        return write(self.parts.stacked(inputs), self.parts.target, options)
+        return write(stacked, self.parts.target, options)
 
     def abandon(self) -> None:
         """End without an output: keep the parts if resuming, else remove them."""
