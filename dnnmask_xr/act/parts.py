@@ -57,7 +57,7 @@ from dnnmask_xr.errors import ActFileError
 PART_NAME = "part-{:06d}.act.h5"
 _PART = re.compile(r"part-(\d{6})\.act\.h5")
 #: Root attributes of a part that the output gets anew from its own write.
-_STAMPED = ("date", "software")
+STAMPED = ("date", "software")
 
 
 def parts_folder(target: str) -> Path:
@@ -234,7 +234,7 @@ def part_plan(root: h5py.File) -> Plan:
     n_stim = next(iter(datasets.values())).shape[0] if datasets else 0
     stimulus = StimulusTable(*decode_stimulus(stored, n_stim, where))
     attrs = {key: value for key, value in stored.items()
-             if not is_reserved(key) and key not in _STAMPED}
+             if not is_reserved(key) and key not in STAMPED}
     return Plan(tuple(layers), stimulus, attrs)
 
 

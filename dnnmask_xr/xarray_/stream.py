@@ -37,7 +37,7 @@ from dnnmask_xr.act.checks import (
 from dnnmask_xr.act.chunking import output_chunks
 from dnnmask_xr.act.files import open_file
 from dnnmask_xr.act.layout import count_from_one
-from dnnmask_xr.act.parts import changed_attrs, part_plan, plan_difference
+from dnnmask_xr.act.parts import STAMPED, changed_attrs, part_plan, plan_difference
 from dnnmask_xr.act.plan import BlockReader, ComputedValues, Plan, PlannedLayer
 from dnnmask_xr.act.stimulus import StimulusTable
 from dnnmask_xr.act.write import (
@@ -139,7 +139,10 @@ class ActWriter:
         if not isinstance(resume, bool) or not isinstance(progress, bool):
             raise UsageError("resume and progress are True or False")
         self._options = WriteOptions(memory=memory, threads=threads)
-        self._attrs = dict(mapping_arg(attrs, "attrs"))
+        #: the attrs given, over every batch's own
+        self._given = dict(mapping_arg(attrs, "attrs"))
+        #: the file's: the first batch's own attrs under those given (or the stored run's)
+        self._attrs = dict(self._given)
         self._progress = progress
         self._part_size = part_size
         #: what every batch is checked against: the first batch, or the first part
@@ -204,6 +207,7 @@ class ActWriter:
                             + "; a resumed run is given the attrs of the run it goes on from")
                     # what batches are held to, without the part's datasets (closed below)
                     self._first = plan.described()
+                    self._attrs = dict(plan.attrs)
                     self._chunks = {layer.name: layer.values.parts[0].chunks
                                     for layer in plan.layers}
                     first = len(plan.stimulus.ids)
@@ -301,13 +305,18 @@ class ActWriter:
             if not len(acts):
                 raise DnnMaskError("a batch holds at least one layer")
             given = self._labelled(acts, layers, stimuli)
-            plan = plan_layers(given, self._attrs)
+            plan = plan_layers(given, self._given)
         storable(plan, self.path)
+        # the batch's own provenance (an Activations' attrs; the writer stamps its own
+        # date and software), under the attrs given, as save_act keeps it
+        attrs = {key: value for key, value in plan.attrs.items() if key not in STAMPED}
         if self._first is None:
+            self._attrs = attrs
             # described: what batches are held to, without holding the caller's first batch
             self._first = plan.described()
         else:
-            problem = plan_difference(self._first, plan)
+            problem = plan_difference(self._first, plan) or _attrs_difference(self._attrs,
+                                                                               attrs)
             if problem:
                 raise DnnMaskError(problem)
             if not len(self._first.stimulus.ids) and len(plan.stimulus.ids):
@@ -350,7 +359,7 @@ class ActWriter:
         plan = Plan(tuple(replace(layer, values=ComputedValues(
             (n, *layer.shape[1:]), layer.dtype,
             _block_of(layers[layer.name].reshape(n, *layer.shape[1:]))))
-            for layer in first.layers), StimulusTable(ids), self._attrs)
+            for layer in first.layers), StimulusTable(ids), self._given)
         return layers, plan
 
     def _labelled(self, acts: Activations, given: object, stimuli: object) -> Activations:
@@ -556,6 +565,16 @@ def _empty_layers(first: Plan) -> Activations:
         coords={**stimulus, **layer.unit_labels}, attrs=dict(layer.attrs))
         for layer in first.layers}
     return Activations(layers, attrs=first.attrs, stim_header=dict(first.stimulus.header))
+
+
+def _attrs_difference(first: Mapping[str, Any], other: Mapping[str, Any]) -> str | None:
+    """Say which attribute of a batch the first batch's attributes lack or hold otherwise."""
+    changed = changed_attrs(first, other)
+    if not changed:
+        return None
+    key = changed[0]
+    return (f"its attributes give {key}={other[key]!r}; the first batch's give "
+            + (f"{key}={first[key]!r}" if key in first else f"no {key!r}"))
 
 
 def _plainly_labelled(layer: PlannedLayer) -> bool:
