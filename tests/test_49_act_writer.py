@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -665,7 +666,7 @@ CLEANUP_KILLED = textwrap.dedent("""
     import numpy as np
     import dnnmask_xr as dx
 
-    out, kill = sys.argv[1], sys.argv[2] == "kill"
+    out, kill, resume = sys.argv[1], sys.argv[2] == "kill", sys.argv[3] == "resume"
     real_scandir, real_unlink = os.scandir, os.unlink
 
 
@@ -691,7 +692,7 @@ CLEANUP_KILLED = textwrap.dedent("""
 
     os.scandir, os.unlink = scandir, unlink
     values = np.arange(33, dtype=np.float32).reshape(11, 3)
-    with dx.ActWriter(out, resume=True, part_size=2) as writer:
+    with dx.ActWriter(out, resume=resume, part_size=2) as writer:
         print("resumed at", writer.stimuli_done, flush=True)
         for start in range(writer.stimuli_done, 11, 2):
             writer.append({"fc": values[start:start + 2]},
@@ -700,17 +701,19 @@ CLEANUP_KILLED = textwrap.dedent("""
 
 
 @pytest.mark.reliability
-def test_a_kill_while_the_parts_are_removed_leaves_a_run_that_resumes(tmp_path: Path):
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_kill_while_the_parts_are_removed_leaves_a_run_that_resumes(suffix: str,
+                                                                     tmp_path: Path):
     # bug: closing removed the parts in the order the file system lists them: a kill
     # on the way left, say, parts 3 to 6 without 1 and 2, and resuming refused the
     # folder ("lacks part 1"; remove it to start again)
     script = tmp_path / "run.py"
     script.write_text(CLEANUP_KILLED)
-    out = tmp_path / "out.act.h5"
-    killed = subprocess.run([sys.executable, str(script), str(out), "kill"],
+    out = tmp_path / f"out{suffix}"
+    killed = subprocess.run([sys.executable, str(script), str(out), "kill", "resume"],
                             capture_output=True, text=True, timeout=120, check=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    resumed = subprocess.run([sys.executable, str(script), str(out), "go on"],
+    resumed = subprocess.run([sys.executable, str(script), str(out), "go on", "resume"],
                              capture_output=True, text=True, timeout=120, check=False)
     assert resumed.returncode == 0, resumed.stderr
     # the last part was removed first: the others are there to go on from
@@ -719,7 +722,26 @@ def test_a_kill_while_the_parts_are_removed_leaves_a_run_that_resumes(tmp_path: 
     np.testing.assert_array_equal(written["fc"].values,
                                   np.arange(33, dtype=np.float32).reshape(11, 3))
     np.testing.assert_array_equal(written.stimulus_table().ids, [f"s{i}" for i in range(11)])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.act.h5", "run.py"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name, "run.py"]
+
+
+@pytest.mark.reliability
+def test_a_kill_while_the_parts_of_a_run_not_resumed_are_removed_leaves_nothing(
+        tmp_path: Path):
+    # bug: the parts' folder was removed after its watchdog stopped: a kill on the way
+    # left it beside the output
+    script = tmp_path / "run.py"
+    script.write_text(CLEANUP_KILLED)
+    out = tmp_path / "out.nc"
+    killed = subprocess.run([sys.executable, str(script), str(out), "kill", "no resume"],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    deadline = time.monotonic() + 60  # the watchdog removes the folder once it sees
+    while len(list(tmp_path.iterdir())) > 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.nc", "run.py"]
+    np.testing.assert_array_equal(dx.open_act(out)["fc"].values,
+                                  np.arange(33, dtype=np.float32).reshape(11, 3))
 
 
 @pytest.mark.properties
