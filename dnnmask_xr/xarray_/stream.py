@@ -91,7 +91,9 @@ class ActWriter:
         stored parts' steps (their chunks' length along ``stimulus``),
         whatever is given.
     attrs
-        Provenance for the file's root, as for :func:`~dnnmask_xr.save_act`.
+        Provenance for the file's root, as for :func:`~dnnmask_xr.save_act`:
+        over the first batch's own (an ``Activations``' ``attrs``), which
+        every later batch must agree with.
     memory, threads
         The memory budget and threads of each write (see
         :func:`~dnnmask_xr.save_act`).
