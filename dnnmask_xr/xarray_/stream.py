@@ -92,8 +92,7 @@ class ActWriter:
         whatever is given.
     attrs
         Provenance for the file's root, as for :func:`~dnnmask_xr.save_act`:
-        over the first batch's own (an ``Activations``' ``attrs``), which
-        every later batch must agree with.
+        over the root attributes all ``Activations`` batches agree on.
     memory, threads
         The memory budget and threads of each write (see
         :func:`~dnnmask_xr.save_act`).
@@ -143,7 +142,9 @@ class ActWriter:
         self._options = WriteOptions(memory=memory, threads=threads)
         #: the attrs given, over every batch's own
         self._given = dict(mapping_arg(attrs, "attrs"))
-        #: the file's: the first batch's own attrs under those given (or the stored run's)
+        #: the root attributes every Activations batch agrees on (None before the first)
+        self._agreed: dict[str, Any] | None = None
+        #: the file's: those agreed on under those given (or the stored run's)
         self._attrs = dict(self._given)
         self._progress = progress
         self._part_size = part_size
@@ -209,12 +210,14 @@ class ActWriter:
                             + "; a resumed run is given the attrs of the run it goes on from")
                     # what batches are held to, without the part's datasets (closed below)
                     self._first = plan.described()
-                    self._attrs = dict(plan.attrs)
                     self._chunks = {layer.name: layer.values.parts[0].chunks
                                     for layer in plan.layers}
                     first = len(plan.stimulus.ids)
                 self._store.stored += len(plan.stimulus.ids)
                 last = len(plan.stimulus.ids)
+                # each part stores the attributes agreed on so far
+                self._attrs = dict(plan.attrs)
+        self._agreed = dict(self._attrs)
         self._appended = self._store.stored
         # a layer of no unit is stored unchunked (None): it sets no step (parts of such
         # layers alone go on in the first part's)
@@ -309,22 +312,33 @@ class ActWriter:
             given = self._labelled(acts, layers, stimuli)
             plan = plan_layers(given, self._given)
         storable(plan, self.path)
-        # the batch's own provenance (an Activations' attrs; the writer stamps its own
-        # date and software), under the attrs given, as save_act keeps it
-        attrs = {key: value for key, value in plan.attrs.items() if key not in STAMPED}
         if self._first is None:
-            self._attrs = attrs
             # described: what batches are held to, without holding the caller's first batch
             self._first = plan.described()
         else:
-            problem = plan_difference(self._first, plan) or _attrs_difference(self._attrs,
-                                                                               attrs)
+            problem = plan_difference(self._first, plan)
             if problem:
                 raise DnnMaskError(problem)
             if not len(self._first.stimulus.ids) and len(plan.stimulus.ids):
                 # a batch of no stimulus tells no kind of IDs or fields: the first with some does
                 self._first = plan.described()
+        if isinstance(layers, Activations):
+            self._agree(plan.attrs)
         return given, plan
+
+    def _agree(self, attrs: Mapping[str, Any]) -> None:
+        """Keep the root attributes every ``Activations`` batch agrees on, as a set of files.
+
+        The provenance of such batches (``open_act``'s ``attrs``) is the
+        file's, under the attrs given, as :func:`open_act` of a list of files
+        keeps what they all agree on; the writer stamps its own ``date`` and
+        ``software``. A mapping of layers has no root attributes to agree on.
+        """
+        own = {key: value for key, value in attrs.items() if key not in STAMPED}
+        self._agreed = own if self._agreed is None else {
+            key: value for key, value in self._agreed.items()
+            if key in own and not changed_attrs({key: value}, {key: own[key]})}
+        self._attrs = {**self._agreed, **self._given}
 
     def _plain_plan(self, layers: object, stimuli: object,
                     ) -> tuple[dict[str, np.ndarray], Plan] | None:
@@ -501,10 +515,10 @@ class ActWriter:
             with progress_bar(self._progress) as on_progress:
                 options = replace(self._options, on_progress=on_progress)
                 if self._store.stored:
-                    self._report = self._store.finish(self._inputs, options)
+                    self._report = self._store.finish(self._inputs, options, self._attrs)
                 else:
                     # batches of no stimulus: the layers, empty, as save_act writes them
-                    self._report = save_act(_empty_layers(self._first), self.path,
+                    self._report = save_act(_empty_layers(self._first, self._attrs), self.path,
                                             memory=options.memory, threads=options.threads)
         except BaseException:
             self.abandon()
@@ -557,7 +571,7 @@ class ActWriter:
                 f"{self.stimuli_done} stored>")
 
 
-def _empty_layers(first: Plan) -> Activations:
+def _empty_layers(first: Plan, attrs: Mapping[str, Any]) -> Activations:
     """Give the layers of ``first`` with no stimulus: labels, attributes, stimulus fields."""
     table = first.stimulus.rows(slice(0, 0))
     stimulus = {"stimulus": table.ids, **{name: ("stimulus", values)
@@ -566,17 +580,7 @@ def _empty_layers(first: Plan) -> Activations:
         np.empty((0, *layer.own_shape[1:]), layer.dtype), dims=("stimulus", *layer.dims),
         coords={**stimulus, **layer.unit_labels}, attrs=dict(layer.attrs))
         for layer in first.layers}
-    return Activations(layers, attrs=first.attrs, stim_header=dict(first.stimulus.header))
-
-
-def _attrs_difference(first: Mapping[str, Any], other: Mapping[str, Any]) -> str | None:
-    """Say which attribute of a batch the first batch's attributes lack or hold otherwise."""
-    changed = changed_attrs(first, other)
-    if not changed:
-        return None
-    key = changed[0]
-    return (f"its attributes give {key}={other[key]!r}; the first batch's give "
-            + (f"{key}={first[key]!r}" if key in first else f"no {key!r}"))
+    return Activations(layers, attrs=attrs, stim_header=dict(first.stimulus.header))
 
 
 def _plainly_labelled(layer: PlannedLayer) -> bool:
