@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -508,6 +509,43 @@ def test_a_missing_part_is_refused_in_one_line(tmp_path: Path):
         dx.ActWriter(out, resume=True)
 
 
+def _labelled_fc(value: int, channels: tuple[int, ...] = (1, 2, 3), attrs: dict | None = None,
+                 dtype: type = np.float32) -> dict[str, xr.DataArray]:
+    return {"fc": xr.DataArray(np.full((2, 3), value, dtype), dims=("stimulus", "channel"),
+                               coords={"channel": list(channels)}, attrs=attrs or {})}
+
+
+@pytest.mark.parametrize("suffix", [*SUFFIXES, ".act.zarr"])
+@pytest.mark.parametrize(("foreign", "said"), [
+    (_labelled_fc(9, channels=(3, 2, 1)), "numbers its channel units differently"),
+    (_labelled_fc(9, attrs={"unit": "V"}), "has other attributes"),
+    (_labelled_fc(9, dtype=np.float64), "holds float64")], ids=["numbers", "attrs", "dtype"])
+def test_a_part_of_another_run_put_among_the_parts_is_refused(
+        suffix: str, foreign: dict, said: str, tmp_path: Path):
+    # bug: a store's parts were joined by xarray without being compared (the other part's
+    # channels aligned by label, its attributes dropped, the whole made float64)
+    def crashed_run(out: Path, batches: list[dict]) -> None:
+        with pytest.raises(RuntimeError), dx.ActWriter(out, resume=True, part_size=2) as writer:
+            for batch in batches:
+                writer.append(batch)
+            writer._wait()  # stored
+            raise RuntimeError("killed")
+
+    out, other = tmp_path / f"out{suffix}", tmp_path / f"other{suffix}"
+    crashed_run(out, [_labelled_fc(0), _labelled_fc(1)])
+    crashed_run(other, [foreign])
+    parts = tmp_path / f".out{suffix}.parts"
+    (tmp_path / f".other{suffix}.parts" / "part-000001.act.h5").rename(
+        parts / "part-000003.act.h5")
+    with pytest.raises(dx.ActFileError, match=rf"part-000003\.act\.h5': layer 'fc' {said}.*; "
+                                              r"the parts of a streamed write were changed$"):
+        with dx.ActWriter(out, resume=True) as writer:
+            assert writer.stimuli_done == 6
+    assert not out.exists()
+    assert sorted(p.name for p in parts.iterdir()) == [
+        "lock", "part-000001.act.h5", "part-000002.act.h5", "part-000003.act.h5"]
+
+
 @pytest.mark.parametrize(("suffix", "store"), [
     (".act.h5", growing_module.GrowingWrite), (".nc", parts_module.Parts)])
 def test_parts_are_written_off_the_callers_thread_while_it_goes_on(
@@ -623,6 +661,89 @@ def test_a_run_killed_after_a_random_batch_resumes_to_the_same_file(suffix: str,
     assert not any(name.endswith(".parts") for name in os.listdir(tmp_path))
 
 
+CLEANUP_KILLED = textwrap.dedent("""
+    import os, signal, sys
+    import numpy as np
+    import dnnmask_xr as dx
+
+    out, kill, resume = sys.argv[1], sys.argv[2] == "kill", sys.argv[3] == "resume"
+    real_scandir, real_unlink = os.scandir, os.unlink
+
+
+    class Listing(list):
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+
+    def scandir(*args, **kwargs):
+        # a file system that lists a folder in the order its names were made (btrfs)
+        with real_scandir(*args, **kwargs) as entries:
+            return Listing(sorted(entries, key=lambda entry: entry.name))
+
+
+    def unlink(path, *args, **kwargs):
+        real_unlink(path, *args, **kwargs)
+        if kill and os.path.basename(os.fspath(path)).startswith("part-"):
+            os.kill(os.getpid(), signal.SIGKILL)  # as the first part is removed
+
+
+    os.scandir, os.unlink = scandir, unlink
+    values = np.arange(33, dtype=np.float32).reshape(11, 3)
+    with dx.ActWriter(out, resume=resume, part_size=2) as writer:
+        print("resumed at", writer.stimuli_done, flush=True)
+        for start in range(writer.stimuli_done, 11, 2):
+            writer.append({"fc": values[start:start + 2]},
+                          stimuli=[f"s{i}" for i in range(start, min(start + 2, 11))])
+""")
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_kill_while_the_parts_are_removed_leaves_a_run_that_resumes(suffix: str,
+                                                                     tmp_path: Path):
+    # bug: closing removed the parts in the order the file system lists them: a kill
+    # on the way left, say, parts 3 to 6 without 1 and 2, and resuming refused the
+    # folder ("lacks part 1"; remove it to start again)
+    script = tmp_path / "run.py"
+    script.write_text(CLEANUP_KILLED)
+    out = tmp_path / f"out{suffix}"
+    killed = subprocess.run([sys.executable, str(script), str(out), "kill", "resume"],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    resumed = subprocess.run([sys.executable, str(script), str(out), "go on", "resume"],
+                             capture_output=True, text=True, timeout=120, check=False)
+    assert resumed.returncode == 0, resumed.stderr
+    # the last part was removed first: the others are there to go on from
+    assert resumed.stdout == "resumed at 10\n"
+    written = dx.open_act(out)
+    np.testing.assert_array_equal(written["fc"].values,
+                                  np.arange(33, dtype=np.float32).reshape(11, 3))
+    np.testing.assert_array_equal(written.stimulus_table().ids, [f"s{i}" for i in range(11)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name, "run.py"]
+
+
+@pytest.mark.reliability
+def test_a_kill_while_the_parts_of_a_run_not_resumed_are_removed_leaves_nothing(
+        tmp_path: Path):
+    # bug: the parts' folder was removed after its watchdog stopped: a kill on the way
+    # left it beside the output
+    script = tmp_path / "run.py"
+    script.write_text(CLEANUP_KILLED)
+    out = tmp_path / "out.nc"
+    killed = subprocess.run([sys.executable, str(script), str(out), "kill", "no resume"],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    deadline = time.monotonic() + 60  # the watchdog removes the folder once it sees
+    while len(list(tmp_path.iterdir())) > 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.nc", "run.py"]
+    np.testing.assert_array_equal(dx.open_act(out)["fc"].values,
+                                  np.arange(33, dtype=np.float32).reshape(11, 3))
+
+
 @pytest.mark.properties
 @settings(max_examples=examples(30), deadline=None)
 @given(sizes=st.lists(st.integers(0, 5), min_size=1, max_size=6).filter(lambda s: sum(s) > 0),
@@ -702,6 +823,66 @@ def test_a_layer_of_no_unit_streams_as_save_act_writes_it(suffix: str, resume: b
             writer.append({name: values[start:start + 2] for name, values in whole.items()})
     dx.save_act(whole, tmp_path / f"saved{suffix}")
     _assert_same_file(out, tmp_path / f"saved{suffix}")
+
+
+@pytest.mark.parametrize("suffix", [*SUFFIXES, ".act.zarr"])
+@pytest.mark.parametrize("resume", [False, True])
+@pytest.mark.parametrize(("second", "kept"), [
+    ({"model": "alexnet", "lr": 0.1, "date": "2021-01-01"}, {"model": "alexnet"}),
+    ({"model": "vgg16"}, {})], ids=["agree", "disagree"])
+def test_the_attrs_all_batches_of_activations_agree_on_are_the_files(
+        suffix: str, resume: bool, second: dict, kept: dict, tmp_path: Path):
+    # bug: the root attributes of Activations batches (the provenance open_act reads, a
+    # model's name) were dropped without a word; open_act of the batches saved as files
+    # keeps what they all agree on, under the attrs given
+    def batch(value: int, attrs: dict) -> dx.Activations:
+        return dx.Activations({"fc": np.full((2, 3), value, np.float32)}, attrs=attrs)
+
+    out = tmp_path / f"out{suffix}"
+    batches = [batch(0, {"model": "alexnet", "seed": 3, "date": "2020-01-01"}),
+               {"fc": np.full((2, 3), 1, np.float32)},  # no root attributes
+               batch(2, second)]
+    if resume:  # a run killed after its first batch, then one that goes on
+        with pytest.raises(RuntimeError), dx.ActWriter(out, resume=True, part_size=2,
+                                                       attrs={"seed": 4}) as writer:
+            writer.append(batches[0])
+            writer._wait()  # stored
+            raise RuntimeError("killed")
+    with dx.ActWriter(out, resume=resume, part_size=2, attrs={"seed": 4}) as writer:
+        for number in range(writer.stimuli_done // 2, 3):
+            writer.append(batches[number])
+    with dx.open_act(out) as written:
+        assert {key: value for key, value in written.attrs.items()
+                if key not in ("date", "software")} == {**kept, "seed": 4}
+        assert written.attrs["date"] != "2020-01-01"
+        np.testing.assert_array_equal(written["fc"].values[:, 0], [0, 0, 1, 1, 2, 2])
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_run_with_a_layer_of_no_unit_resumes_after_a_crash(suffix: str, tmp_path: Path):
+    # bug: resuming read the stored layer's chunks (None: it is stored unchunked) as a
+    # step along stimulus, and raised TypeError: the interrupted run could not go on
+    rng = np.random.default_rng(3)
+    whole = {"empty": np.ones((7, 0), np.float32),
+             "conv": rng.random((7, 3, 2, 2), dtype=np.float32)}
+    out = tmp_path / f"streamed{suffix}"
+
+    def run(stop: int) -> None:
+        with dx.ActWriter(out, resume=True, part_size=2) as writer:
+            for start in range(writer.stimuli_done, stop, 2):
+                writer.append({name: values[start:min(start + 2, stop)]
+                               for name, values in whole.items()})
+            if stop < 7:
+                writer._wait()  # stored
+                raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        run(4)
+    assert not out.exists()
+    run(7)
+    dx.save_act(whole, tmp_path / f"saved{suffix}")
+    _assert_same_file(out, tmp_path / f"saved{suffix}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, f"saved{suffix}"])
 
 
 @pytest.mark.parametrize("suffix", SUFFIXES)

@@ -22,6 +22,7 @@ import os
 import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
+from typing import Any
 
 import h5py
 
@@ -130,13 +131,17 @@ class GrowingWrite:
                 # a run of many parts holds its stimulus IDs, not a table per part
                 self._tables = [StimulusTable.joined(self._tables)]
 
-    def finish(self, inputs: Mapping[str, str] | None = None) -> SaveReport:
+    def finish(self, inputs: Mapping[str, str] | None = None,
+               attrs: Mapping[str, Any] | None = None) -> SaveReport:
         """Store the stimulus table, labels and attributes, and put the file in place.
 
         Parameters
         ----------
         inputs
             The text files the batches were read with, never to be replaced.
+        attrs
+            The root attributes, if not the first part's (those every batch
+            agreed on).
 
         Raises
         ------
@@ -150,6 +155,8 @@ class GrowingWrite:
             stimulus = StimulusTable.joined(self._tables)
             whole = replace(self._first.described(len(stimulus.ids)), stimulus=stimulus,
                             inputs=dict(inputs or {}))
+            if attrs is not None:
+                whole = replace(whole, attrs=dict(attrs))
             # the same checks as any write of the whole, now that it is known
             whole, _ = checked(whole, self.target)
             root_attrs = {**whole.attrs, **provenance_stamp()}

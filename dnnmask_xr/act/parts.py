@@ -57,7 +57,7 @@ from dnnmask_xr.errors import ActFileError
 PART_NAME = "part-{:06d}.act.h5"
 _PART = re.compile(r"part-(\d{6})\.act\.h5")
 #: Root attributes of a part that the output gets anew from its own write.
-_STAMPED = ("date", "software")
+STAMPED = ("date", "software")
 
 
 def parts_folder(target: str) -> Path:
@@ -188,14 +188,18 @@ class Parts:
         """Release the folder (and the parts opened); remove it with the parts unless ``keep``.
 
         A folder of no part is removed all the same: it holds nothing to go on
-        from, and would stop the next run without ``resume``.
+        from, and would stop the next run without ``resume``. The parts are
+        removed the last first, while the folder is locked (and watched, for a
+        run without ``resume``): a kill on the way leaves parts ``1..k``, which
+        a resumed run goes on from, never parts with a gap, which it refuses.
         """
-        if not self.paths:
+        if not keep or not self.paths:
             # removed while locked: no other run can have taken it meanwhile
+            for path in reversed(self.paths):
+                with contextlib.suppress(OSError):
+                    path.unlink()
             shutil.rmtree(self.folder, ignore_errors=True)
         self._held.close()
-        if not keep:
-            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def refuse_interrupted_parts(target: str) -> None:
@@ -230,7 +234,7 @@ def part_plan(root: h5py.File) -> Plan:
     n_stim = next(iter(datasets.values())).shape[0] if datasets else 0
     stimulus = StimulusTable(*decode_stimulus(stored, n_stim, where))
     attrs = {key: value for key, value in stored.items()
-             if not is_reserved(key) and key not in _STAMPED}
+             if not is_reserved(key) and key not in STAMPED}
     return Plan(tuple(layers), stimulus, attrs)
 
 

@@ -37,7 +37,7 @@ from dnnmask_xr.act.checks import (
 from dnnmask_xr.act.chunking import output_chunks
 from dnnmask_xr.act.files import open_file
 from dnnmask_xr.act.layout import count_from_one
-from dnnmask_xr.act.parts import changed_attrs, part_plan, plan_difference
+from dnnmask_xr.act.parts import STAMPED, changed_attrs, part_plan, plan_difference
 from dnnmask_xr.act.plan import BlockReader, ComputedValues, Plan, PlannedLayer
 from dnnmask_xr.act.stimulus import StimulusTable
 from dnnmask_xr.act.write import (
@@ -91,7 +91,8 @@ class ActWriter:
         stored parts' steps (their chunks' length along ``stimulus``),
         whatever is given.
     attrs
-        Provenance for the file's root, as for :func:`~dnnmask_xr.save_act`.
+        Provenance for the file's root, as for :func:`~dnnmask_xr.save_act`:
+        over the root attributes all ``Activations`` batches agree on.
     memory, threads
         The memory budget and threads of each write (see
         :func:`~dnnmask_xr.save_act`).
@@ -139,7 +140,12 @@ class ActWriter:
         if not isinstance(resume, bool) or not isinstance(progress, bool):
             raise UsageError("resume and progress are True or False")
         self._options = WriteOptions(memory=memory, threads=threads)
-        self._attrs = dict(mapping_arg(attrs, "attrs"))
+        #: the attrs given, over every batch's own
+        self._given = dict(mapping_arg(attrs, "attrs"))
+        #: the root attributes every Activations batch agrees on (None before the first)
+        self._agreed: dict[str, Any] | None = None
+        #: the file's: those agreed on under those given (or the stored run's)
+        self._attrs = dict(self._given)
         self._progress = progress
         self._part_size = part_size
         #: what every batch is checked against: the first batch, or the first part
@@ -206,10 +212,17 @@ class ActWriter:
                     self._first = plan.described()
                     self._chunks = {layer.name: layer.values.parts[0].chunks
                                     for layer in plan.layers}
+                    first = len(plan.stimulus.ids)
                 self._store.stored += len(plan.stimulus.ids)
                 last = len(plan.stimulus.ids)
+                # each part stores the attributes agreed on so far
+                self._attrs = dict(plan.attrs)
+        self._agreed = dict(self._attrs)
         self._appended = self._store.stored
-        steps = math.lcm(*(chunks[0] for chunks in self._chunks.values()))
+        # a layer of no unit is stored unchunked (None): it sets no step (parts of such
+        # layers alone go on in the first part's)
+        lengths = [chunks[0] for chunks in self._chunks.values() if chunks is not None]
+        steps = math.lcm(*lengths) if lengths else first
         # a part the size of no whole chunk is the last one a run wrote as it closed
         self._ended = last % steps != 0
         self._part_size = steps
@@ -297,7 +310,7 @@ class ActWriter:
             if not len(acts):
                 raise DnnMaskError("a batch holds at least one layer")
             given = self._labelled(acts, layers, stimuli)
-            plan = plan_layers(given, self._attrs)
+            plan = plan_layers(given, self._given)
         storable(plan, self.path)
         if self._first is None:
             # described: what batches are held to, without holding the caller's first batch
@@ -309,7 +322,23 @@ class ActWriter:
             if not len(self._first.stimulus.ids) and len(plan.stimulus.ids):
                 # a batch of no stimulus tells no kind of IDs or fields: the first with some does
                 self._first = plan.described()
+        if isinstance(layers, Activations):
+            self._agree(plan.attrs)
         return given, plan
+
+    def _agree(self, attrs: Mapping[str, Any]) -> None:
+        """Keep the root attributes every ``Activations`` batch agrees on, as a set of files.
+
+        The provenance of such batches (``open_act``'s ``attrs``) is the
+        file's, under the attrs given, as :func:`open_act` of a list of files
+        keeps what they all agree on; the writer stamps its own ``date`` and
+        ``software``. A mapping of layers has no root attributes to agree on.
+        """
+        own = {key: value for key, value in attrs.items() if key not in STAMPED}
+        self._agreed = own if self._agreed is None else {
+            key: value for key, value in self._agreed.items()
+            if key in own and not changed_attrs({key: value}, {key: own[key]})}
+        self._attrs = {**self._agreed, **self._given}
 
     def _plain_plan(self, layers: object, stimuli: object,
                     ) -> tuple[dict[str, np.ndarray], Plan] | None:
@@ -346,7 +375,7 @@ class ActWriter:
         plan = Plan(tuple(replace(layer, values=ComputedValues(
             (n, *layer.shape[1:]), layer.dtype,
             _block_of(layers[layer.name].reshape(n, *layer.shape[1:]))))
-            for layer in first.layers), StimulusTable(ids), self._attrs)
+            for layer in first.layers), StimulusTable(ids), self._given)
         return layers, plan
 
     def _labelled(self, acts: Activations, given: object, stimuli: object) -> Activations:
@@ -486,10 +515,10 @@ class ActWriter:
             with progress_bar(self._progress) as on_progress:
                 options = replace(self._options, on_progress=on_progress)
                 if self._store.stored:
-                    self._report = self._store.finish(self._inputs, options)
+                    self._report = self._store.finish(self._inputs, options, self._attrs)
                 else:
                     # batches of no stimulus: the layers, empty, as save_act writes them
-                    self._report = save_act(_empty_layers(self._first), self.path,
+                    self._report = save_act(_empty_layers(self._first, self._attrs), self.path,
                                             memory=options.memory, threads=options.threads)
         except BaseException:
             self.abandon()
@@ -542,7 +571,7 @@ class ActWriter:
                 f"{self.stimuli_done} stored>")
 
 
-def _empty_layers(first: Plan) -> Activations:
+def _empty_layers(first: Plan, attrs: Mapping[str, Any]) -> Activations:
     """Give the layers of ``first`` with no stimulus: labels, attributes, stimulus fields."""
     table = first.stimulus.rows(slice(0, 0))
     stimulus = {"stimulus": table.ids, **{name: ("stimulus", values)
@@ -551,7 +580,7 @@ def _empty_layers(first: Plan) -> Activations:
         np.empty((0, *layer.own_shape[1:]), layer.dtype), dims=("stimulus", *layer.dims),
         coords={**stimulus, **layer.unit_labels}, attrs=dict(layer.attrs))
         for layer in first.layers}
-    return Activations(layers, attrs=first.attrs, stim_header=dict(first.stimulus.header))
+    return Activations(layers, attrs=attrs, stim_header=dict(first.stimulus.header))
 
 
 def _plainly_labelled(layer: PlannedLayer) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import xarray as xr
@@ -41,11 +42,20 @@ class PartFiles:
         self.parts.add(plan, options)
         self.stored += len(plan.stimulus.ids)
 
-    def finish(self, inputs: Mapping[str, str], options: WriteOptions) -> SaveReport:
-        """Join the parts into the output, through the one writer (or zarr's, for a store)."""
+    def finish(self, inputs: Mapping[str, str], options: WriteOptions,
+               attrs: Mapping[str, Any]) -> SaveReport:
+        """Join the parts into the output, through the one writer (or zarr's, for a store).
+
+        ``attrs`` are the output's root attributes (the run's, once every batch is in).
+
+        Every part is checked against the first (:meth:`Parts.stacked`), for a
+        store too: xarray would join parts of other unit numbers, attributes
+        or dtypes without a word.
+        """
+        stacked = replace(self.parts.stacked(inputs), attrs=dict(attrs))
         if self.parts.target.endswith(ZARR_SUFFIX):
-            return _store_of_parts(self.parts.paths, self.parts.target, options)
-        return write(self.parts.stacked(inputs), self.parts.target, options)
+            return _store_of_parts(self.parts.paths, self.parts.target, options, attrs)
+        return write(stacked, self.parts.target, options)
 
     def abandon(self) -> None:
         """End without an output: keep the parts if resuming, else remove them."""
@@ -77,12 +87,13 @@ class GrowingOutput:
             self.output = GrowingWrite(plan, self.path, options, chunks)
         self.output.add(plan)
 
-    def finish(self, inputs: Mapping[str, str], options: WriteOptions) -> SaveReport:
+    def finish(self, inputs: Mapping[str, str], options: WriteOptions,
+               attrs: Mapping[str, Any]) -> SaveReport:
         """Store the stimulus table, labels and attributes, and put the output in place."""
         # on the caller's thread, whose signals a write defers: one that comes while
         # the file is completed stops it, or is raised after saying it was written
         with deferred_interrupts() as deferral:
-            report = self.output.finish(inputs)
+            report = self.output.finish(inputs, attrs)
             deferral.commit(self.path)
         return report
 
@@ -96,7 +107,7 @@ class GrowingOutput:
 
 
 def _store_of_parts(paths: Sequence[os.PathLike[str]], target: str,
-                    options: WriteOptions) -> SaveReport:
+                    options: WriteOptions, attrs: Mapping[str, Any]) -> SaveReport:
     """Save the parts, joined along ``stimulus``, to the zarr store ``target``.
 
     Each part is read a dask chunk at a time (a stimulus may be in two
@@ -108,7 +119,7 @@ def _store_of_parts(paths: Sequence[os.PathLike[str]], target: str,
         layers = {name: xr.concat([acts[name] for acts in opened], dim="stimulus")
                   for name in first}
         # the parts' own date and software give way to the store's
-        return save_act(Activations(layers, attrs=first.attrs, stim_header=first.stim_header),
+        return save_act(Activations(layers, attrs=dict(attrs), stim_header=first.stim_header),
                         target, memory=options.memory, threads=options.threads)
     finally:
         for acts in opened:
