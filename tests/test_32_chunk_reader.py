@@ -300,6 +300,31 @@ def test_set_options_refuses_bad_values(options, message):
         set_options(**options)
 
 
+class _ReprFails:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+@pytest.mark.parametrize("name", ["read_threads", "read_memory"])
+@pytest.mark.parametrize(("value", "shown"), [
+    # an int of more than 4300 digits has no repr (Python's ValueError)
+    (-10**5000, "<int>"),
+    # numpy prints a 2-D array on several lines
+    (np.array([[1, 2], [3, 4]]), "array([[1, 2], [3, 4]])"),
+    (_ReprFails(), "<_ReprFails>"),
+], ids=["huge-int", "2-d-array", "repr-fails"])
+def test_set_options_refuses_any_bad_value_in_one_short_line(name, value, shown):
+    from dnnmask_xr.xarray_.options import OPTIONS
+
+    before = dict(OPTIONS)
+    with pytest.raises(UsageError, match=rf"^{name}=") as caught:
+        set_options(**{name: value})
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{name}={shown} is not valid; give ")
+    assert OPTIONS == before
+
+
 def test_set_options_is_restored_after_a_with_block():
     from dnnmask_xr.xarray_.options import OPTIONS
 

@@ -28,6 +28,19 @@ _RULES = {
 }
 
 
+def _shown(value: Any) -> str:
+    """Name a refused value on one line: its repr, or its type if it has none.
+
+    Some reprs span lines (a 2-D NumPy array) and some fail (an int of more
+    than 4300 digits raises Python's ``ValueError``).
+    """
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+    return " ".join(text.split()) if len(text.splitlines()) > 1 else text
+
+
 class set_options:
     """Set how lazy layers are read, for a ``with`` block or from now on.
 
@@ -59,7 +72,7 @@ class set_options:
                 raise UsageError(f"set_options() has no option {name!r}; options: "
                                  f"{', '.join(OPTIONS)}")
             if not (is_count(value) or (value is None and name == "read_threads")):
-                raise UsageError(f"{name}={value!r} is not valid; give {_RULES[name]}")
+                raise UsageError(f"{name}={_shown(value)} is not valid; give {_RULES[name]}")
         self._previous = {name: OPTIONS[name] for name in options}
         OPTIONS.update({name: None if value is None else int(value)
                         for name, value in options.items()})
