@@ -135,7 +135,7 @@ def read_reference_act(
 def naive_mask(
     act: str | os.PathLike[str],
     out: str | os.PathLike[str],
-    dmask: Mapping[str, Mapping[str, list[int]]],
+    dmask: Mapping[str, Mapping[str, list[int] | str]],
 ) -> None:
     """Mask a file the plain way: h5py fancy indexing, numpy, gzip write.
 
@@ -151,15 +151,16 @@ def naive_mask(
     act, out
         Input and output ``.act.h5`` files.
     dmask
-        Layer name to ``{"chn": [...], "row": [...], "col": [...]}``; a
-        missing axis means all of it.
+        Layer name to ``{"chn": [...], "row": [...], "col": [...]}``; an
+        axis missing, None or ``'all'`` (as DNNBrain's ``MaskFile.read``
+        and ``DnnMask.to_dnnbrain`` give it) means all of it.
     """
     with h5py.File(act, "r") as source, h5py.File(out, "w") as target:
         for layer, axes in dmask.items():
             data = source[layer]
             for axis, key in enumerate(("chn", "row", "col"), start=1):
                 numbers = axes.get(key)
-                if numbers is None:
+                if numbers is None or (isinstance(numbers, str) and numbers == "all"):
                     continue
                 wanted = np.asarray(numbers) - 1
                 unique, inverse = np.unique(wanted, return_inverse=True)

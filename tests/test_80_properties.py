@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from dnnmask_xr import DnnMask, open_act, save_act, write_dmask
 from dnnmask_xr.cli import main
-from dnnmask_xr.testing import read_reference_act, write_reference_act
+from dnnmask_xr.testing import naive_mask, read_reference_act, write_reference_act
 
 pytestmark = pytest.mark.properties
 
@@ -88,6 +88,24 @@ def test_mask_save_open_equals_numpy(case):
                 size = layers[name].shape[1 + AXES.index(axis)]
                 wanted = list(numbers) if numbers else list(range(1, size + 1))
                 assert back[name][axis].values.tolist() == wanted
+        assert_reference_reads(out, expected)
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(case=files_and_masks(), all_as=st.sampled_from(["all", None, "missing"]))
+def test_the_naive_reference_equals_numpy(case, all_as):
+    """The baseline tests and benchmarks trust: DNNBrain's mask dictionary as
+    ``to_dnnbrain`` gives it (``'all'``), or with None or no key for an axis kept whole."""
+    layers, mask = case
+    expected = numpy_mask(layers, mask)
+    dmask = {name: {key: numbers for key, numbers in axes.items() if numbers != "all"}
+             if all_as == "missing" else
+             {key: all_as if numbers == "all" else numbers for key, numbers in axes.items()}
+             for name, axes in mask.to_dnnbrain().items()}
+    with tempfile.TemporaryDirectory() as folder:
+        source, out = Path(folder) / "in.act.h5", Path(folder) / "out.act.h5"
+        write_reference_act(source, layers)
+        naive_mask(source, out, dmask)
         assert_reference_reads(out, expected)
 
 
