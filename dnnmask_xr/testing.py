@@ -44,7 +44,7 @@ def relu_activations(
     shapes
         Layer name to ``(channels, rows, columns)``.
     dtype
-        The arrays' dtype.
+        The arrays' dtype; an integer one gets the positive values rounded up.
     seed
         Seed of the random generator, for reproducible files.
 
@@ -54,10 +54,13 @@ def relu_activations(
         Layer name to a ``(n_stimuli, channels, rows, columns)`` array.
     """
     rng = np.random.default_rng(seed)
-    return {
-        name: np.maximum(rng.standard_normal((n_stimuli, *shape)), 0).astype(dtype)
-        for name, shape in shapes.items()
-    }
+    # an integer dtype rounds the positive values up, so that they stay positive
+    whole = np.dtype(dtype).kind in "iu"
+    layers = {}
+    for name, shape in shapes.items():
+        values = np.maximum(rng.standard_normal((n_stimuli, *shape)), 0)
+        layers[name] = (np.ceil(values) if whole else values).astype(dtype)
+    return layers
 
 
 def write_reference_act(

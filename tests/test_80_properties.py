@@ -13,7 +13,12 @@ from hypothesis import strategies as st
 
 from dnnmask_xr import DnnMask, open_act, save_act, write_dmask
 from dnnmask_xr.cli import main
-from dnnmask_xr.testing import naive_mask, read_reference_act, write_reference_act
+from dnnmask_xr.testing import (
+    naive_mask,
+    read_reference_act,
+    relu_activations,
+    write_reference_act,
+)
 
 pytestmark = pytest.mark.properties
 
@@ -89,6 +94,15 @@ def test_mask_save_open_equals_numpy(case):
                 wanted = list(numbers) if numbers else list(range(1, size + 1))
                 assert back[name][axis].values.tolist() == wanted
         assert_reference_reads(out, expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_activations_are_half_zeros_and_the_rest_positive(dtype):
+    # an integer dtype truncated most positive values (below 1) to zeros
+    values = relu_activations(40, {"conv": (8, 6, 6)}, dtype=dtype, seed=2)["conv"]
+    assert values.dtype == np.dtype(dtype) and values.shape == (40, 8, 6, 6)
+    assert 0.45 < np.mean(values == 0) < 0.55
+    assert (values >= 0).all()
 
 
 @settings(max_examples=examples(60), deadline=None)
