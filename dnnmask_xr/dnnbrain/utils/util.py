@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from dnnmask_xr.act.select import mask_from_flags
 from dnnmask_xr.dnnbrain import missing_names
 from dnnmask_xr.dnnbrain.dnn.base import normalize
 from dnnmask_xr.dnnbrain.dnn.core import Mask
@@ -56,26 +57,9 @@ def gen_dmask(layers: Sequence[str] | None = None, channels: Sequence[int] | str
     if layers is None:
         dmask.load(dmask_file)  # type: ignore[arg-type]
         return dmask
-    if isinstance(layers, str):
-        raise UsageError(f"layers is a list of layer names, not the string {layers!r}")
-    if len(layers) == 0:
-        raise UsageError("layers is empty; name at least one layer")
-    for position, layer in enumerate(layers):
-        if layer in layers[:position]:
-            # paired channels would each replace the one before: a mask of one of them
-            raise UsageError(f"layer {layer!r} is named twice in layers; name each layer "
-                             "once")
-    if isinstance(channels, str) and channels != "all":
-        raise UsageError(f"channels is 'all' or a list of numbers, not {channels!r}")
-    if len(layers) == 1:
-        dmask.set(layers[0], channels=channels if isinstance(channels, str) else list(channels))
-    elif isinstance(channels, str):
-        for layer in layers:
-            dmask.set(layer)
-    elif len(layers) == len(channels):
-        for layer, chn in zip(layers, channels, strict=True):
-            dmask.set(layer, channels=[chn])
-    else:
-        raise UsageError(f"{len(channels)} channel(s) for {len(layers)} layers: give 'all' or "
-                         "exactly one channel per layer, paired in order")
+    # the rules of dnn_mask's -layer and -chn, which DNNBrain's command hands over here
+    whole = isinstance(channels, str) and channels == "all"
+    flags = mask_from_flags(layers, None if whole else channels)
+    for layer, axes in flags.to_dnnbrain().items():
+        dmask.set(layer, channels=axes["chn"])
     return dmask
