@@ -499,6 +499,17 @@ def unit_dims_of(array: xr.DataArray) -> tuple[str, ...]:
     return tuple(map(str, array.dims[1:]))
 
 
+def stored_unit_labels(array: xr.DataArray) -> dict[str, np.ndarray]:
+    """Give a layer's unit numbers as a file stores them: along ``channel``, ``row``, ``column``.
+
+    The unit dims go along those axes in order; the axes left over are
+    padded, numbered ``1``.
+    """
+    unit_dims = unit_dims_of(array)
+    return {stored: array[dim].values if dim else count_from_one(1)
+            for stored, dim in zip(NUMBERED_DIMS, (*unit_dims, None, None), strict=False)}
+
+
 def _as_layer(name: str, array: object) -> xr.DataArray:
     check_layer_name(name)
     if not isinstance(array, xr.DataArray):

@@ -19,11 +19,10 @@ import xarray as xr
 
 from dnnmask_xr._args import mapping_arg, path_arg
 from dnnmask_xr.act.checks import ZARR_SUFFIX, storage_options_for
-from dnnmask_xr.act.layout import NUMBERED_DIMS, count_from_one
 from dnnmask_xr.act.plan import INPUTS_KEY, Plan, PlannedLayer
 from dnnmask_xr.act.write import DEFAULT_MEMORY, SaveReport, WriteOptions, progress_bar, write
 from dnnmask_xr.errors import DnnMaskError
-from dnnmask_xr.xarray_.activations import Activations, unit_dims_of
+from dnnmask_xr.xarray_.activations import Activations, stored_unit_labels, unit_dims_of
 from dnnmask_xr.xarray_.array import layer_values
 from dnnmask_xr.xarray_.dask_writes import blocks_as_declared
 
@@ -169,12 +168,9 @@ def plan_layers(acts: Activations, attrs: Mapping[str, Any] | None = None) -> Pl
     for name, array in acts.items():
         inputs.update(array.encoding.get(INPUTS_KEY, {}))
         _check_coords(name, array)
-        unit_dims = unit_dims_of(array)
         # stored 4-D: the unit dims along channel, row and column, the rest padded
-        labels = {stored: array[dim].values if dim else count_from_one(1)
-                  for stored, dim in zip(NUMBERED_DIMS, (*unit_dims, None, None), strict=False)}
-        layers.append(PlannedLayer(name, labels, layer_values(array), dict(array.attrs),
-                                   unit_dims))
+        layers.append(PlannedLayer(name, stored_unit_labels(array), layer_values(array),
+                                   dict(array.attrs), unit_dims_of(array)))
     return Plan(tuple(layers), stimulus, {**acts.attrs, **(attrs or {})}, inputs)
 
 

@@ -38,7 +38,6 @@ from dnnmask_xr.act.checks import (
 from dnnmask_xr.act.external import check_objects
 from dnnmask_xr.act.layout import (
     NUMBERED_DIMS,
-    count_from_one,
     decode_stimulus,
     decode_units,
     is_reserved,
@@ -49,7 +48,7 @@ from dnnmask_xr.act.layout import (
 from dnnmask_xr.act.stimulus import blaming
 from dnnmask_xr.errors import ActFileError, DnnMaskError, UsageError
 from dnnmask_xr.formats.stim import StimArg, Stimuli, read_stim
-from dnnmask_xr.xarray_.activations import Activations, unit_dims_of
+from dnnmask_xr.xarray_.activations import Activations, stored_unit_labels, unit_dims_of
 from dnnmask_xr.xarray_.array import LayerArray, file_manager, held_file, lazy_values
 from dnnmask_xr.xarray_.datatree import from_datatree
 from dnnmask_xr.xarray_.file_set import concatenated
@@ -136,7 +135,8 @@ def _open_file(where: str, stim: StimArg, allow_external: bool, lock: Lock,
     except BaseException:
         manager.close()
         raise
-    return _labelled(_checked_labels(acts, where), stim)
+    # an .act.h5's labels were checked as they were decoded
+    return _labelled(acts if read is _read_layers else _checked_labels(acts, where), stim)
 
 
 def _checked_labels(acts: Activations, where: str) -> Activations:
@@ -155,12 +155,8 @@ def _checked_labels(acts: Activations, where: str) -> Activations:
     """
     try:
         for name, array in acts.items():
-            unit_dims = unit_dims_of(array)
-            labels = {stored: array[dim].values if dim is not None else count_from_one(1)
-                      for stored, dim in zip(NUMBERED_DIMS, (*unit_dims, None, None),
-                                             strict=False)}
             try:
-                check_unit_labels(name, labels, None, unit_dims)
+                check_unit_labels(name, stored_unit_labels(array), None, unit_dims_of(array))
             except DnnMaskError as err:
                 raise ActFileError(f"{where!r}: {err}") from None
     except BaseException:
