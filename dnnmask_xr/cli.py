@@ -320,11 +320,11 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         mask = mask_from_flags(args.layer, args.chn)
     if args.act.endswith((ZARR_SUFFIX, NC_SUFFIX)) or args.out.endswith(ZARR_SUFFIX):
         # a zarr store at either end, or a .nc read: through the xarray side, imported only here
-        from dnnmask_xr.xarray_.xarray_command import mask_store
+        from dnnmask_xr.xarray_.xarray_command import mask_through_xarray
 
         # a dry run writes nothing: a signal then is no signal after a write
         with contextlib.nullcontext() if args.dry_run else writing(args.out):
-            plan = mask_store(args.act, args.out, mask, stim=args.stim,
+            plan = mask_through_xarray(args.act, args.out, mask, stim=args.stim,
                               attrs={"cmd": shlex.join([PROG, *argv])},
                               memory=args.memory or DEFAULT_MEMORY, threads=args.threads,
                               dry_run=args.dry_run, verify=args.verify,

@@ -186,7 +186,7 @@ def _check_same_order(ids: np.ndarray, carried: np.ndarray, where: str) -> None:
     stimulus's ID without a word. Activations numbered ``1..n`` carry no
     IDs of their own (DNNBrain's files have none).
     """
-    if carried.size != ids.size or np.array_equal(carried, count_from_one(carried.size)):
+    if np.array_equal(carried, count_from_one(carried.size)):
         return
     rows: dict[Any, int] = {}
     for row, stimulus in enumerate(carried.tolist()):

@@ -52,10 +52,11 @@ class PartFiles:
         store too: xarray would join parts of other unit numbers, attributes
         or dtypes without a word.
         """
-        stacked = replace(self.parts.stacked(inputs), attrs=dict(attrs))
+        # the check of every part against the first, for a store too
+        stacked = self.parts.stacked(inputs)
         if self.parts.target.endswith(ZARR_SUFFIX):
             return _store_of_parts(self.parts.paths, self.parts.target, options, attrs)
-        return write(stacked, self.parts.target, options)
+        return write(replace(stacked, attrs=dict(attrs)), self.parts.target, options)
 
     def abandon(self) -> None:
         """End without an output: keep the parts if resuming, else remove them."""

@@ -19,7 +19,7 @@ from dnnmask_xr.xarray_.reader import open_act
 from dnnmask_xr.xarray_.save import plan_layers, save_act
 
 
-def mask_store(act: str, out: str, mask: Any, *, stim: str | None = None,
+def mask_through_xarray(act: str, out: str, mask: Any, *, stim: str | None = None,
                attrs: Mapping[str, Any] | None = None, memory: int = DEFAULT_MEMORY,
                threads: int | None = None, dry_run: bool = False, verify: bool = False,
                allow_external: bool = False) -> Plan | None:
