@@ -737,7 +737,6 @@ class RDM:
                              f"shape is {wanted}")
         if triu:
             fio.rdm_items(shape[-1], f"{rdm_type} {key!r}")
-        if triu:
             self._rdm_dict[key] = rdm_arr
         elif rdm_type == "bRDM":
             self._rdm_dict[key] = rdm_arr[_upper(shape[0])]
@@ -760,6 +759,5 @@ class RDM:
     @property
     def n_item(self) -> int:
         """The number of items an RDM compares."""
-        first = self._rdm_dict[self.keys[0]]
-        n = first.shape[0] if self._type() == "bRDM" else first.shape[1]
-        return int((1 + np.sqrt(1 + 8 * n)) / 2)
+        key = self.keys[0]
+        return fio.rdm_items(np.shape(self._rdm_dict[key])[-1], f"{self._type()} {key!r}")
