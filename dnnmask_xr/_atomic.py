@@ -101,9 +101,12 @@ def _said_for(path: str | os.PathLike[str], target: Path) -> Iterator[None]:
     """
     try:
         yield
-    except (FileNotFoundError, NotADirectoryError):
+    except FileNotFoundError:
         raise ActFileError(f"cannot write {os.fspath(path)!r}: folder {str(target.parent)!r} "
                            "does not exist") from None
+    except NotADirectoryError:
+        raise ActFileError(f"cannot write {os.fspath(path)!r}: a folder on its path is a "
+                           "file") from None
     except IsADirectoryError:
         raise ActFileError(f"cannot write {os.fspath(path)!r}: it is a folder; name a file "
                            "in it") from None

@@ -324,16 +324,18 @@ def _write_text_file(api: str, kind: str, path: str) -> None:
 @pytest.mark.parametrize("api", ["dnnbrain", "dnnmask_xr"])
 @pytest.mark.parametrize("kind", ["stim", "dmask"])
 @pytest.mark.parametrize(("where", "why"), [("no_folder/x", "does not exist"),
-                                            ("folder", "it is a folder")])
+                                            ("folder", "it is a folder"),
+                                            ("file/x", "a folder on its path is a file")])
 def test_a_text_file_that_cannot_be_written_is_one_line(tmp_path, api, kind, where, why):
     # the OSError of the temporary file or of the rename came out (write_dmask and
     # write_stim too, which DNNBrain's MaskFile and StimulusFile write with)
     (tmp_path / f"folder.{kind}.csv").mkdir()
+    (tmp_path / "file").write_text("")
     path = str(tmp_path / f"{where}.{kind}.csv")
     with pytest.raises(ActFileError) as caught:
         _write_text_file(api, kind, path)
     one_line_error(caught.value, f"cannot write {path!r}: ", why)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"folder.{kind}.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", f"folder.{kind}.csv"]
 
 
 def test_stimulus_file_reads_as_dnnbrain_types(tmp_path):
