@@ -131,8 +131,7 @@ class GrowingWrite:
                 # a run of many parts holds its stimulus IDs, not a table per part
                 self._tables = [StimulusTable.joined(self._tables)]
 
-    def finish(self, inputs: Mapping[str, str] | None = None,
-               attrs: Mapping[str, Any] | None = None) -> SaveReport:
+    def finish(self, inputs: Mapping[str, str], attrs: Mapping[str, Any]) -> SaveReport:
         """Store the stimulus table, labels and attributes, and put the file in place.
 
         Parameters
@@ -140,8 +139,8 @@ class GrowingWrite:
         inputs
             The text files the batches were read with, never to be replaced.
         attrs
-            The root attributes, if not the first part's (those every batch
-            agreed on).
+            The root attributes (those every batch agreed on, under the
+            run's own).
 
         Raises
         ------
@@ -154,9 +153,7 @@ class GrowingWrite:
         with self._failing():
             stimulus = StimulusTable.joined(self._tables)
             whole = replace(self._first.described(len(stimulus.ids)), stimulus=stimulus,
-                            inputs=dict(inputs or {}))
-            if attrs is not None:
-                whole = replace(whole, attrs=dict(attrs))
+                            inputs=dict(inputs), attrs=dict(attrs))
             # the same checks as any write of the whole, now that it is known
             whole, _ = checked(whole, self.target)
             root_attrs = {**whole.attrs, **provenance_stamp()}
