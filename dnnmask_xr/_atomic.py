@@ -101,18 +101,19 @@ def _said_for(path: str | os.PathLike[str], target: Path) -> Iterator[None]:
     """
     try:
         yield
-    except FileNotFoundError:
-        raise ActFileError(f"cannot write {os.fspath(path)!r}: folder {str(target.parent)!r} "
-                           "does not exist") from None
-    except NotADirectoryError:
-        raise ActFileError(f"cannot write {os.fspath(path)!r}: a folder on its path is a "
-                           "file") from None
-    except IsADirectoryError:
-        raise ActFileError(f"cannot write {os.fspath(path)!r}: it is a folder; name a file "
-                           "in it") from None
-    except PermissionError:
-        raise ActFileError(f"cannot write {os.fspath(path)!r}: folder {str(target.parent)!r} "
-                           "is not writable") from None
+    except OSError as err:
+        for kind, why in _WHY:
+            if isinstance(err, kind):
+                raise ActFileError(f"cannot write {os.fspath(path)!r}: "
+                                   + why.format(folder=str(target.parent))) from None
+        raise
+
+
+#: Why a file cannot be made or put in place, by the error Python raised.
+_WHY = ((FileNotFoundError, "folder {folder!r} does not exist"),
+        (NotADirectoryError, "a folder on its path is a file"),
+        (IsADirectoryError, "it is a folder; name a file in it"),
+        (PermissionError, "folder {folder!r} is not writable"))
 
 
 @contextlib.contextmanager
