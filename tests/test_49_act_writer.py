@@ -1061,3 +1061,35 @@ def test_a_resumed_run_is_given_the_attrs_of_the_run_it_goes_on_from(tmp_path: P
     assert written.n_stimuli == 4
     assert written.attrs["model"] == "alexnet" and written.attrs["lr"] == 0.1
     np.testing.assert_array_equal(written.attrs["layers"], [1, 2])
+
+
+@pytest.mark.parametrize(("suffix", "store"), [
+    (".act.h5", growing_module.GrowingWrite), (".nc", parts_module.Parts)])
+def test_a_ctrl_c_while_append_waits_leaves_the_batch_out(
+        suffix: str, store: type, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # append waits while the part before is stored; a Ctrl-C then must leave the
+    # batch out, as the caller sees it: appending it again stores it once
+    release, real_add = threading.Event(), store.add
+
+    def add(self, *args):
+        release.wait(timeout=30)  # the first part is stored slowly
+        real_add(self, *args)
+
+    monkeypatch.setattr(store, "add", add)
+    batches = [{"fc": np.full((2, 3), i, np.float32)} for i in range(3)]
+    out = tmp_path / f"out{suffix}"
+    with dx.ActWriter(out, part_size=2) as writer:
+        writer.append(batches[0])
+        ctrl_c = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+        ctrl_c.start()
+        with pytest.raises(KeyboardInterrupt):
+            writer.append(batches[1])
+        ctrl_c.join()
+        assert writer.n_stimuli == 2
+        release.set()
+        writer.append(batches[1])
+        writer.append(batches[2])
+        assert writer.n_stimuli == 6
+    written = dx.open_act(out)["fc"]
+    np.testing.assert_array_equal(written.values[:, 0], np.repeat(np.arange(3.0), 2))
+    np.testing.assert_array_equal(written["stimulus"].values, np.arange(1, 7))

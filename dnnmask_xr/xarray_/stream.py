@@ -251,7 +251,9 @@ class ActWriter:
             anything ``numpy.asarray`` takes (a CPU tensor), with
             ``stimulus`` first, as :class:`~dnnmask_xr.Activations` takes
             them; or ``Activations``. The values are copied: the caller may
-            reuse its buffers.
+            reuse its buffers. An append interrupted (Ctrl-C) while it waits
+            for the part before to be stored leaves the batch out, as
+            ``n_stimuli`` says: append it again.
         stimuli
             The batch's stimulus IDs, or a :class:`~dnnmask_xr.Stimuli`
             table with one row per stimulus of the batch. None: the layers'
@@ -292,10 +294,20 @@ class ActWriter:
             return
         values = {layer.name: self._owned(layer.name, given[layer.name]).reshape(layer.shape)
                   for layer in plan.layers}
-        self._waiting.append((values, plan.stimulus))
+        batch = (values, plan.stimulus)
+        self._waiting.append(batch)
         self._appended += n
-        self._check_writing()
-        self._send(whole_parts=True)
+        try:
+            self._check_writing()
+            self._send(whole_parts=True)
+        except BaseException:
+            if self._waiting and self._waiting[-1] is batch:
+                # not sent (a Ctrl-C while the part before is stored): the batch is out, as
+                # the caller sees it, so that appending it again stores it once
+                self._waiting.pop()
+                self._appended -= n
+                self._batches -= 1
+            raise
 
     def _batch_plan(self, layers: Mapping[str, Any] | Activations,
                     stimuli: Sequence[Any] | np.ndarray | Stimuli | None,
