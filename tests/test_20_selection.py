@@ -60,10 +60,19 @@ def test_labels_are_looked_up_among_the_coordinates():
     np.testing.assert_array_equal(found["channel"], [2, 0, 2])
 
 
-def test_labels_that_repeat_resolve_to_their_first_position():
+def test_a_label_that_repeats_is_refused_and_the_others_found():
+    # a mask that repeated a number labels two channels alike: taking the first of them
+    # alone (as this did) drops the other without a word
     labels = {**LABELS, "channel": np.array([5, 9, 5])}
-    found = layer_positions("conv5", LayerMask({"channel": [5]}), labels, by="label")
-    np.testing.assert_array_equal(found["channel"], [0])
+    with pytest.raises(SelectionError, match=(
+            r"^channel 5 labels more than one channel of layer 'conv5' \(the channels at "
+            r"positions 1, 3\), so a number cannot tell them apart; select by position with "
+            r'by="ordinal"$')):
+        layer_positions("conv5", LayerMask({"channel": [9, 5]}), labels, by="label")
+    found = layer_positions("conv5", LayerMask({"channel": [9, 9]}), labels, by="label")
+    np.testing.assert_array_equal(found["channel"], [1, 1])
+    found = layer_positions("conv5", LayerMask({"channel": [3, 1]}), labels, by="ordinal")
+    np.testing.assert_array_equal(found["channel"], [2, 0])
 
 
 @pytest.mark.parametrize(

@@ -289,3 +289,23 @@ def test_sel_along_repeated_labels_is_refused(tmp_path, call, dim, repeated):
                                       opened["conv5"].values[:, [2]])
         np.testing.assert_array_equal(opened.sel(row=[2])["conv5"].values,
                                       opened["conv5"].values[:, :, [1]])
+
+
+def test_a_mask_by_label_of_a_label_that_repeats_is_refused_on_every_route(tmp_path):
+    # the first of the channels labelled 5 alone was taken, the other dropped unsaid
+    refused = (r"^channel 5 labels more than one channel of layer 'conv5' \(the channels at "
+               r"positions 1, 3\), so a number cannot tell them apart; select by position "
+               r'with by="ordinal"$')
+    with _repeating(tmp_path) as opened:
+        with pytest.raises(SelectionError, match=refused):
+            opened.mask({"conv5": {"channel": [3, 5]}})
+        with pytest.raises(SelectionError, match=refused):
+            dx.mask_file(tmp_path / "repeats.act.h5", tmp_path / "out.act.h5",
+                         {"conv5": {"channel": [5]}}, by="label")
+        assert not (tmp_path / "out.act.h5").exists()
+        # a label that labels one channel is found; by position, both 5s are there
+        np.testing.assert_array_equal(opened.mask({"conv5": {"channel": [3]}})["conv5"].values,
+                                      opened["conv5"].values[:, [1]])
+        np.testing.assert_array_equal(
+            opened.mask({"conv5": {"channel": [3, 1]}}, by="ordinal")["conv5"].values,
+            opened["conv5"].values[:, [2, 0]])

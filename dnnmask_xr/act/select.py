@@ -165,13 +165,21 @@ def layer_positions(
                     f"layer {layer!r}: its {dim} labels are {what}, not numbers, so mask "
                     f"numbers cannot be looked up among them; select the n-th {dim} stored "
                     f'with by="ordinal", or by label with .sel({dim}=[...])')
-            found, missing = _look_up(axis_labels, wanted)
+            found, missing, count = _look_up(axis_labels, wanted)
             if missing.any():
                 raise SelectionError(
                     f"{dim} {int(wanted[missing][0])} is not in layer {layer!r} "
                     f"(valid: {describe_numbers(axis_labels)}); numbers are 1-based"
                     + _addressed(axis, dim)
                 )
+            if (count > 1).any():
+                # the first of them alone would be taken without a word
+                number = wanted[count > 1][0]
+                places = np.flatnonzero(axis_labels == number) + 1
+                raise SelectionError(
+                    f"{dim} {int(number)} labels more than one {dim} of layer {layer!r} (the "
+                    f"{dim}s at positions {describe_numbers(places)}), so a number cannot tell "
+                    f'them apart; select by position with by="ordinal"' + _addressed(axis, dim))
         positions[axis] = found.astype(np.int64)
     return positions
 
@@ -185,14 +193,15 @@ def _addressed(axis: str, dim: str) -> str:
     return "" if axis == dim else f" (the mask's {_LINES[axis]} numbers address {dim})"
 
 
-def _look_up(labels: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Find each wanted label's first position; flag those not found."""
+def _look_up(labels: np.ndarray,
+             wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Find each wanted label's first position; flag those not found; count each one."""
     # labels repeat after a mask that repeated a number, so no pandas Index
-    unique, first = np.unique(labels, return_index=True)
+    unique, first, counts = np.unique(labels, return_index=True, return_counts=True)
     if unique.size == 0:
-        return np.zeros_like(wanted), np.ones(wanted.shape, dtype=bool)
+        return np.zeros_like(wanted), np.ones(wanted.shape, dtype=bool), np.zeros_like(wanted)
     at = np.searchsorted(unique, wanted).clip(max=unique.size - 1)
-    return first[at], unique[at] != wanted
+    return first[at], unique[at] != wanted, counts[at]
 
 
 def _span(size: int) -> str:
@@ -208,7 +217,7 @@ def _out_of_range(layer: str, axis: str, number: int, wanted: np.ndarray,
         return message + _addressed(axis, dim)  # the labels are the positions: no mask cut them
     message += (f" positions in the file (the n-th {dim} stored, as DNNBrain reads them), "
                 f"not labels, and this layer's {dim}s are labelled {describe_numbers(labels)}")
-    found, missing = _look_up(labels, wanted)
+    found, missing, _ = _look_up(labels, wanted)
     chosen = "[...]"
     if not missing.any():  # every number asked for is a label: say where each one is
         named = dim if wanted.size == 1 else f"{dim}s"
