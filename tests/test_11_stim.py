@@ -697,3 +697,39 @@ def test_a_text_field_not_declared_says_how_to_declare_it():
         Stimuli({"type": "image", "path": "p"}, pd.DataFrame({"stimID": ["a"], "word": ["x"]}))
     with pytest.raises(FormatError, match="line 4: field 'word': value 'x' is not a number"):
         parse_stim("type=image\npath=p\ndata=stimID,word\na,x\n")
+
+
+def _moved_by_hand(ids: list, carried: list) -> tuple[int, int] | None:
+    """The first row whose ID the activations hold at another row, and that row (1-based)."""
+    rows: dict[str, int] = {}
+    for row, stimulus in enumerate(carried):
+        rows.setdefault(str(stimulus), row)
+    for row, (listed, held) in enumerate(zip(ids, carried, strict=True)):
+        other = rows.get(str(listed))
+        if other is not None and str(listed) != str(held):
+            return row + 1, other + 1
+    return None
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(data=st.data())
+def test_a_table_listing_held_ids_in_another_order_is_refused_at_the_first_such_row(data):
+    from dnnmask_xr.act.stimulus import _check_same_order
+    from dnnmask_xr.errors import SelectionError
+
+    kind = data.draw(st.sampled_from(["text", "int", "mixed"]))
+    element = {"text": st.sampled_from(["a", "b", "7", "c.png"]),
+               "int": st.integers(1, 6),
+               "mixed": st.one_of(st.integers(5, 8), st.sampled_from(["7", "x"]))}[kind]
+    carried = data.draw(st.lists(element, max_size=8))
+    ids = data.draw(st.lists(element, min_size=len(carried), max_size=len(carried)))
+    expected = _moved_by_hand(ids, carried)
+    held = np.array(carried, dtype=object if kind == "mixed" else None)
+    if expected is None or np.array_equal(held, np.arange(1, len(carried) + 1)):
+        _check_same_order(np.array(ids, dtype=object), held, "the layers")
+        return
+    row, other = expected
+    with pytest.raises(SelectionError, match=(
+            rf"^the stimulus table lists {re.escape(repr(ids[row - 1]))} in row {row}, but "
+            rf"the layers holds it as stimulus {other}; a table labels the stimuli by position")):
+        _check_same_order(np.array(ids, dtype=object), held, "the layers")

@@ -188,22 +188,27 @@ def _check_same_order(ids: np.ndarray, carried: np.ndarray, where: str) -> None:
     """
     if np.array_equal(carried, count_from_one(carried.size)):
         return
-    rows: dict[Any, int] = {}
-    for row, stimulus in enumerate(carried.tolist()):
-        rows.setdefault(_key(stimulus), row)
-    for row, (given, held) in enumerate(zip(ids.tolist(), carried.tolist(), strict=True)):
-        other = rows.get(_key(given))
-        if other is not None and _key(given) != _key(held):
-            raise SelectionError(
-                f"the stimulus table lists {given!r} in row {row + 1}, but {where} holds it as "
-                f"stimulus {other + 1}; a table labels the stimuli by position: list them in "
-                "the order they are held (or reorder the layers with .sel(stimulus=...) "
-                "before labelling them)")
+    given, held = _keys(ids), _keys(carried)
+    if np.array_equal(given, held):
+        return  # the IDs held, in their order: a table that adds fields
+    listed, first = np.unique(held, return_index=True)
+    # the row each given ID is held at (the first, if held twice)
+    at = np.searchsorted(listed, given).clip(max=listed.size - 1)
+    moved = np.flatnonzero((listed[at] == given) & (given != held))
+    if moved.size:
+        row = int(moved[0])
+        raise SelectionError(
+            f"the stimulus table lists {ids.tolist()[row]!r} in row {row + 1}, but {where} "
+            f"holds it as stimulus {int(first[at[row]]) + 1}; a table labels the stimuli by "
+            "position: list them in the order they are held (or reorder the layers with "
+            ".sel(stimulus=...) before labelling them)")
 
 
-def _key(stimulus: Any) -> Any:
+def _keys(stimuli: np.ndarray) -> np.ndarray:
     # IDs compared as they are written: 7 and '7' are one stimulus in a .stim.csv
-    return str(stimulus)
+    if stimuli.dtype.kind in "iuU":
+        return stimuli.astype(str)  # as str() writes each, at numpy's speed
+    return np.array([str(stimulus) for stimulus in stimuli.tolist()], dtype=str)
 
 
 def read_table(
