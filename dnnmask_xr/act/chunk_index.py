@@ -108,9 +108,10 @@ class ChunkIndex:
         shape, steps = dataset.shape, dataset.chunks
         if len(steps) != len(shape) or not all(step >= 1 for step in steps):
             raise self.damaged(f"has chunks of {steps} for a layer of shape {shape}")
-        raw_size = math.prod(steps) * dataset.dtype.itemsize
-        largest = raw_size + raw_size // 16 + _SLACK_BYTES
         try:
+            # a chunk holds values of the file's type, which may be narrower than the
+            # numpy type h5py reads them as (a 16-bit float of another layout: float32)
+            raw_size = math.prod(steps) * dataset.id.get_type().get_size()
             plist = dataset.id.get_create_plist()
             filters = [plist.get_filter(i) for i in range(plist.get_nfilters())]
             self.fillvalue, self.unset = _fill_value(dataset, plist)
@@ -120,6 +121,7 @@ class ChunkIndex:
         except (OSError, RuntimeError, ValueError, TypeError, MemoryError) as err:
             raise ActFileError(f"{self.where} is damaged: its storage cannot be read "
                                f"({err})") from None
+        largest = raw_size + raw_size // 16 + _SLACK_BYTES
         codes = [code for code, *_ in filters]
         # HDF5 unshuffles with the element size the filter stores: only the
         # layer's own is undone here
