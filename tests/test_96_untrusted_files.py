@@ -108,6 +108,20 @@ def _add_virtual(path: Path, mode: str, name: str, source: Path | str,
     return path
 
 
+def _half_written(folder: Path) -> Path:
+    """A gzip /conv whose fill time is 'never', only its first stimulus written."""
+    other = folder / "other.h5"
+    with h5py.File(other, "w") as root:
+        plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        plist.set_chunk((1, 3, 2, 2))
+        plist.set_deflate(4)
+        plist.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+        h5py.h5d.create(root.id, b"conv", h5py.h5t.NATIVE_FLOAT,
+                        h5py.h5s.create_simple((N_STIMULI, 3, 2, 2)), dcpl=plist)
+        root["conv"][0] = 1
+    return other
+
+
 def _virtual(source: Callable[[Path], Path | str], shape=(N_STIMULI, 3, 2, 2)):
     def build(folder: Path) -> Path:
         path = _dnnbrain_file(folder / "in.act.h5")
@@ -486,6 +500,11 @@ CASES: dict[str, Case] = {
     "name-not-utf8": Case(_non_utf8_name, error=(r"root object b'caf\\xe9'", r"not UTF-8")),
     "never-written-chunks": Case(_never_written, ("-layer", "empty", "conv")),
     "never-written-chunks-masked": Case(_never_written, ("-layer", "empty", "-chn", "2", "7")),
+    # HDF5 gave the source's chunks never written as whatever memory held (exit 0)
+    "virtual-over-chunks-never-written": Case(
+        _virtual(_relative(_half_written)), ("-layer", "mapped", "--allow-external"),
+        error=(r"layer 'mapped' is a virtual dataset", r"layer 'conv': the chunk at "
+               r"\(1, 0, 0, 0\) was never written and the layer's fill time is 'never'")),
     "huge-shape": Case(_huge_shape, error=(rf"declares {2**61} along its stimulus axis",
                                            rf"at most {MAX_AXIS_LENGTH}")),
     "huge-shape-dry-run": Case(_huge_shape, ("-layer", "conv", "--dry-run"),
