@@ -50,7 +50,7 @@ from reliability import (
     layer_names,
     run_cli,
 )
-from routes import run
+from routes import READ_ROUTES, run
 
 from dnnmask_xr import open_act
 from dnnmask_xr.testing import relu_activations, write_reference_act
@@ -370,6 +370,48 @@ def test_every_number_dtype_passes_through_bit_for_bit(route: str, suffix: str, 
     with h5py.File(whole, "r") as root:
         assert_bits_equal(layer_dataset(root, "conv")[()], values)
         assert_bits_equal(layer_dataset(root, "fc")[()], fc)
+
+
+def _custom_float(path: Path, filters: str) -> np.ndarray:
+    """A layer of 16-bit floats of bfloat16's layout, which h5py reads as float32."""
+    stored = h5py.h5t.IEEE_F32LE.copy()
+    stored.set_fields(15, 7, 8, 0, 7)
+    stored.set_size(2)
+    stored.set_ebias(127)
+    values = np.random.default_rng(16).standard_normal((5, 4, 3, 3)).astype(np.float32)
+    with h5py.File(path, "w") as root:
+        plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        if filters != "contiguous":
+            plist.set_chunk((2, 2, 2, 2))
+        if filters == "gzip":
+            plist.set_deflate(4)
+        space = h5py.h5s.create_simple(values.shape)
+        h5py.h5d.create(root.id, b"conv", stored, space, dcpl=plist).write(
+            h5py.h5s.ALL, h5py.h5s.ALL, values)
+        return root["conv"][()]
+
+
+CUSTOM_FLOAT_RUNS = [(route, filters) for route in READ_ROUTES
+                     for filters in ("chunked", "gzip", "contiguous")]
+
+
+@pytest.mark.parametrize(("route", "filters"), CUSTOM_FLOAT_RUNS,
+                         ids=[f"{route}-{filters}" for route, filters in CUSTOM_FLOAT_RUNS])
+def test_a_narrower_stored_type_reads_as_h5py_reads_it(route: str, filters: str,
+                                                       tmp_path: Path, capsys):
+    # its chunks hold 2 bytes a value: taken for float32's 4, unfiltered ones were
+    # refused as damaged ("gives the unfiltered chunk 32 bytes; it holds 64")
+    act = tmp_path / "in.act.h5"
+    values = _custom_float(act, filters)
+    assert values.dtype == np.float32
+    with open_act(act) as acts:
+        assert_bits_equal(acts["conv"].values, values)
+    out = tmp_path / "out.act.h5"
+    assert run(route, ["-act", str(act), "-layer", "conv", "-chn", "3", "1",
+                       "-out", str(out)]) == 0
+    assert capsys.readouterr().err == ""
+    with h5py.File(out, "r") as root:
+        assert_bits_equal(root["conv"][()], values[:, [2, 0]])
 
 
 NAMES = ["features.3", "layer 4", "Schicht_ü", "层.卷积 5", "conv5.", ".hidden", "a,b", "1"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import struct
 import subprocess
 import sys
@@ -32,7 +33,7 @@ import h5py
 import numpy as np
 import pytest
 from conftest import digest
-from reliability import assert_one_line_error, run_cli, run_route
+from reliability import assert_one_line_error, command, run_cli, run_route
 from routes import READ_ROUTES
 
 from dnnmask_xr import ActFileError, open_act
@@ -105,6 +106,20 @@ def _add_virtual(path: Path, mode: str, name: str, source: Path | str,
     with h5py.File(path, mode) as root:
         root.create_virtual_dataset(name, layout, fillvalue=-1)
     return path
+
+
+def _half_written(folder: Path) -> Path:
+    """A gzip /conv whose fill time is 'never', only its first stimulus written."""
+    other = folder / "other.h5"
+    with h5py.File(other, "w") as root:
+        plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        plist.set_chunk((1, 3, 2, 2))
+        plist.set_deflate(4)
+        plist.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+        h5py.h5d.create(root.id, b"conv", h5py.h5t.NATIVE_FLOAT,
+                        h5py.h5s.create_simple((N_STIMULI, 3, 2, 2)), dcpl=plist)
+        root["conv"][0] = 1
+    return other
 
 
 def _virtual(source: Callable[[Path], Path | str], shape=(N_STIMULI, 3, 2, 2)):
@@ -485,6 +500,11 @@ CASES: dict[str, Case] = {
     "name-not-utf8": Case(_non_utf8_name, error=(r"root object b'caf\\xe9'", r"not UTF-8")),
     "never-written-chunks": Case(_never_written, ("-layer", "empty", "conv")),
     "never-written-chunks-masked": Case(_never_written, ("-layer", "empty", "-chn", "2", "7")),
+    # HDF5 gave the source's chunks never written as whatever memory held (exit 0)
+    "virtual-over-chunks-never-written": Case(
+        _virtual(_relative(_half_written)), ("-layer", "mapped", "--allow-external"),
+        error=(r"layer 'mapped' is a virtual dataset", r"layer 'conv': the chunk at "
+               r"\(1, 0, 0, 0\) was never written and the layer's fill time is 'never'")),
     "huge-shape": Case(_huge_shape, error=(rf"declares {2**61} along its stimulus axis",
                                            rf"at most {MAX_AXIS_LENGTH}")),
     "huge-shape-dry-run": Case(_huge_shape, ("-layer", "conv", "--dry-run"),
@@ -560,6 +580,51 @@ def test_untrusted_file_gives_exact_values_or_one_line(case: str, route: str, tm
     after = {p.name: (digest(p) if p.is_file() and not p.is_fifo() else None)
              for p in source.iterdir()}
     assert after == before, "the input or its neighbours changed"
+
+
+#: Address space of a child reading a file that declares too many units: far more than a
+#: run needs, less than the labels of the declared axes (a few GiB).
+CHILD_MEMORY = 2**31
+#: Units per layer of :func:`_units_beyond_the_file_bound`: within the bound along one axis.
+HALF_BOUND = MAX_AXIS_LENGTH // 2
+
+
+def _units_beyond_the_file_bound(folder: Path) -> Path:
+    """Two layers of a 2 KiB file, each within the bound alone, beyond it together."""
+    path = folder / "in.act.h5"
+    with h5py.File(path, "w") as root:
+        for name in ("conv", "fc"):
+            root.create_dataset(name, shape=(1, HALF_BOUND, 1, 1), dtype="f4",
+                                chunks=(1, 2**20, 1, 1), compression="gzip")
+    return path
+
+
+def _capped() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY, CHILD_MEMORY))
+
+
+MANY_UNITS = [(route, flags) for route in READ_ROUTES
+              for flags in (("-layer", "conv", "--dry-run"), ("-layer", "fc", "-chn", "1"))
+              if route == "command" or "--dry-run" not in flags]
+
+
+@pytest.mark.parametrize(("route", "flags"), MANY_UNITS,
+                         ids=[f"{route}-{flags[-1]}" for route, flags in MANY_UNITS])
+def test_a_file_declaring_too_many_units_together_is_refused_before_allocating(
+        route: str, flags: tuple[str, ...], tmp_path: Path):
+    # each axis within the bound, the labels of all of them were made: 3 GiB and a
+    # MemoryError traceback under the cap (a minute and 6 GiB per 2**28 units without it)
+    path = _units_beyond_the_file_bound(tmp_path)
+    out = tmp_path / "out.act.h5"
+    done = subprocess.run(command("-act", path, *flags, "-out", out, route=route),
+                          capture_output=True, text=True, check=False, timeout=60,
+                          preexec_fn=_capped)
+    assert done.returncode == 1, done.stderr
+    message = assert_one_line_error(
+        done.stderr, rf"layers declare {2 * (HALF_BOUND + 2) + 1} stimuli and units along their "
+                     r"axes together", rf"at most {MAX_AXIS_LENGTH}")
+    assert str(path) in message
+    assert not out.exists()
 
 
 def test_open_act_refuses_external_storage_before_reading_it(tmp_path: Path):

@@ -40,7 +40,6 @@ from typing import NamedTuple
 import h5py
 import numpy as np
 
-from dnnmask_xr.act.layout import layer_name
 from dnnmask_xr.errors import ActFileError
 
 #: Slack over a chunk's raw size that any codec's output stays within (zlib
@@ -108,9 +107,10 @@ class ChunkIndex:
         shape, steps = dataset.shape, dataset.chunks
         if len(steps) != len(shape) or not all(step >= 1 for step in steps):
             raise self.damaged(f"has chunks of {steps} for a layer of shape {shape}")
-        raw_size = math.prod(steps) * dataset.dtype.itemsize
-        largest = raw_size + raw_size // 16 + _SLACK_BYTES
         try:
+            # a chunk holds values of the file's type, which may be narrower than the
+            # numpy type h5py reads them as (a 16-bit float of another layout: float32)
+            raw_size = math.prod(steps) * dataset.id.get_type().get_size()
             plist = dataset.id.get_create_plist()
             filters = [plist.get_filter(i) for i in range(plist.get_nfilters())]
             self.fillvalue, self.unset = _fill_value(dataset, plist)
@@ -120,6 +120,7 @@ class ChunkIndex:
         except (OSError, RuntimeError, ValueError, TypeError, MemoryError) as err:
             raise ActFileError(f"{self.where} is damaged: its storage cannot be read "
                                f"({err})") from None
+        largest = raw_size + raw_size // 16 + _SLACK_BYTES
         codes = [code for code, *_ in filters]
         # HDF5 unshuffles with the element size the filter stores: only the
         # layer's own is undone here
@@ -230,13 +231,21 @@ class ChunkIndex:
         return filter_mask, data
 
 
-def layer_index(dataset: h5py.Dataset) -> ChunkIndex | None:
+def layer_index(dataset: h5py.Dataset, *, hdf5_decodes: bool = False) -> ChunkIndex | None:
     """Check a layer's storage before any value is read; give its chunk index if chunked.
 
     A layer HDF5 decodes whose parts never written hold no values (fill
     time "never", or no fill value) is refused here whole, where HDF5
     would give whatever memory held; a layer decoded here refuses such a
     chunk when a read touches it.
+
+    Parameters
+    ----------
+    dataset
+        The layer, or a dataset HDF5 reads values of the layer from.
+    hdf5_decodes
+        Whether HDF5 decodes every chunk whatever the pipeline (a virtual
+        dataset's source), so that it is refused whole as above.
 
     Raises
     ------
@@ -246,7 +255,7 @@ def layer_index(dataset: h5py.Dataset) -> ChunkIndex | None:
     """
     if dataset.chunks:
         index = ChunkIndex(dataset)
-        if not index.decoded_here and index.unset:
+        if (hdf5_decodes or not index.decoded_here) and index.unset:
             offset = index.first_unwritten()
             if offset is not None:
                 raise index.unset_error(offset)
@@ -268,7 +277,9 @@ def layer_index(dataset: h5py.Dataset) -> ChunkIndex | None:
 
 def _where(dataset: h5py.Dataset) -> str:
     """Name a layer in errors: its file and its name."""
-    return f"{dataset.file.filename!r}: layer {layer_name(dataset)!r}"
+    # as layout.layer_name names it; imported from there, the index could not be
+    # imported by external.py, which checks the datasets a virtual layer reads
+    return f"{dataset.file.filename!r}: layer {dataset.name.lstrip('/')!r}"
 
 
 def _fill_value(dataset: h5py.Dataset, plist: h5py.h5p.PropDCID) -> tuple[object, str]:

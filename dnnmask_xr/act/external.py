@@ -37,6 +37,7 @@ from types import TracebackType
 import h5py
 import numpy as np
 
+from dnnmask_xr.act.chunk_index import layer_index
 from dnnmask_xr.errors import ActFileError
 
 #: Soft links followed within a file before the chain is called a loop.
@@ -319,6 +320,12 @@ class _Walk:
             raise ActFileError(f"{what}, but dataset {path!r} of {file!r} (shape {shape}) "
                                "is smaller than its mapping")
         self.storage(source, f"{what}, and", repr(f"{file}:{path}"), depth + 1)
+        # HDF5 reads the source's chunks never written as whatever memory held
+        # when it has no fill value: the rule of any layer, applied here
+        try:
+            layer_index(source, hdf5_decodes=True)
+        except ActFileError as err:
+            raise ActFileError(f"{what}, but {err}") from None
 
     def _open(self, path: str, what: str) -> h5py.File:
         """Open another file the chain leads to, once checked to be a regular file."""

@@ -60,9 +60,11 @@ EXACT_STORE = "act_zarr_exact"
 #: every suffix, so that what one suffix stores every other stores too.
 STORE_ATTRS = (LAYER_ORDER, FIELD_ORDER, EXACT_STORE)
 
-#: Most units (or stimuli) along any axis of a layer. Every axis's labels
+#: Most units (or stimuli) along any axis of a layer, and along all axes of
+#: a file's layers together (the stimuli counted once). Every axis's labels
 #: and selected positions are held in memory (8 bytes each), so a damaged
-#: or hostile shape such as (2**61, 16, 1, 1) is refused in one line rather
+#: or hostile shape such as (2**61, 16, 1, 1), or a 1 KiB file declaring
+#: 2**28 along every axis of each of its layers, is refused in one line rather
 #: than failing to allocate; 2**28 is 2 GiB of labels, far beyond any network.
 MAX_AXIS_LENGTH = 2**28
 #: Largest item size per dtype kind: long doubles (float96/float128) differ
@@ -411,7 +413,9 @@ def layer_datasets(
     ------
     ActFileError
         If a root object is not a 4-D numeric dataset stored in the file,
-        the layers disagree on the number of stimuli, or the file is damaged.
+        the layers disagree on the number of stimuli, declare more than
+        :data:`MAX_AXIS_LENGTH` stimuli and units along all their axes
+        together, or the file is damaged.
     """
     try:
         names = layer_names(root)
@@ -424,6 +428,15 @@ def layer_datasets(
         listing = ", ".join(f"{name!r}: {size}" for name, size in sizes.items())
         raise ActFileError(f"{where!r}: layers describe different numbers of stimuli "
                            f"({listing}); every layer must have one row per stimulus")
+    # each axis was bounded alone; labels are made for every axis of every layer
+    units = sum(sum(dataset.shape[1:]) for dataset in layers.values())
+    total = units + next(iter(sizes.values()), 0)
+    if total > MAX_AXIS_LENGTH:
+        largest = max(layers, key=lambda name: sum(layers[name].shape[1:]))
+        raise ActFileError(f"{where!r}: layers declare {total} stimuli and units along their "
+                           f"axes together (the largest, {largest!r}, has shape "
+                           f"{layers[largest].shape}); a file has at most {MAX_AXIS_LENGTH} "
+                           "along all axes of its layers together")
     return layers
 
 
