@@ -275,11 +275,14 @@ def layer_index(dataset: h5py.Dataset, *, hdf5_decodes: bool = False) -> ChunkIn
     return None
 
 
+def layer_name(dataset: h5py.Dataset) -> str:
+    """Give the layer's name: its dataset's path without the leading slash."""
+    return dataset.name.lstrip("/")
+
+
 def _where(dataset: h5py.Dataset) -> str:
     """Name a layer in errors: its file and its name."""
-    # as layout.layer_name names it; imported from there, the index could not be
-    # imported by external.py, which checks the datasets a virtual layer reads
-    return f"{dataset.file.filename!r}: layer {dataset.name.lstrip('/')!r}"
+    return f"{dataset.file.filename!r}: layer {layer_name(dataset)!r}"
 
 
 def _fill_value(dataset: h5py.Dataset, plist: h5py.h5p.PropDCID) -> tuple[object, str]:

@@ -29,10 +29,9 @@ import h5py
 import numpy as np
 
 from dnnmask_xr.act._interrupt import check_interrupt
-from dnnmask_xr.act.chunk_index import ChunkIndex
+from dnnmask_xr.act.chunk_index import ChunkIndex, layer_name
 from dnnmask_xr.act.chunking import AxisPieces
 from dnnmask_xr.act.codec import CodecError, inflate, unchecksum
-from dnnmask_xr.act.layout import layer_name
 from dnnmask_xr.errors import ActFileError
 
 #: Chunks in flight per pool thread: enough to keep threads busy, few enough

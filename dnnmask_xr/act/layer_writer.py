@@ -37,7 +37,7 @@ import h5py
 import numpy as np
 
 from dnnmask_xr.act._interrupt import check_interrupt, interruptible
-from dnnmask_xr.act.chunk_index import ChunkIndex, layer_index
+from dnnmask_xr.act.chunk_index import ChunkIndex, layer_index, layer_name
 from dnnmask_xr.act.chunk_read import (
     IN_FLIGHT_PER_THREAD,
     decode_chunk,
@@ -52,7 +52,6 @@ from dnnmask_xr.act.chunking import (
     output_chunks,
 )
 from dnnmask_xr.act.codec import deflate
-from dnnmask_xr.act.layout import layer_name
 from dnnmask_xr.act.plan import BlockReader, ComputedValues, FileSelection, StackedParts
 from dnnmask_xr.errors import ActFileError, DnnMaskError
 

@@ -29,6 +29,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from dnnmask_xr.act.chunk_index import layer_name
 from dnnmask_xr.act.external import check_link, check_storage
 from dnnmask_xr.errors import ActFileError
 
@@ -508,6 +509,3 @@ def layer_dataset(
     return node
 
 
-def layer_name(dataset: h5py.Dataset) -> str:
-    """Give the layer's name: its dataset's path without the leading slash."""
-    return dataset.name.lstrip("/")

@@ -28,7 +28,7 @@ from xarray.backends import BackendArray, CachingFileManager
 from xarray.backends.locks import HDF5_LOCK
 from xarray.core import indexing
 
-from dnnmask_xr.act.chunk_index import ChunkIndex, layer_index
+from dnnmask_xr.act.chunk_index import ChunkIndex, layer_index, layer_name
 from dnnmask_xr.act.chunk_read import (
     CHUNK_COPIES,
     fill_from_chunks,
@@ -38,7 +38,6 @@ from dnnmask_xr.act.chunk_read import (
 from dnnmask_xr.act.chunking import CHUNK_BYTES, as_slice, axis_pieces, read_boxes
 from dnnmask_xr.act.files import HeldFile, SourceFiles, file_identity, open_file, source_files
 from dnnmask_xr.act.layout import DIMS as STORED_DIMS
-from dnnmask_xr.act.layout import layer_name
 from dnnmask_xr.act.plan import BlockReader, ComputedValues, FileSelection
 from dnnmask_xr.act.pool import default_threads, shared_pool
 from dnnmask_xr.errors import ActFileError, DnnMaskError
