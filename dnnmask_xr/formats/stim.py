@@ -263,11 +263,19 @@ def format_stim(stimuli: Stimuli) -> str:
     DnnMaskError
         If a string value holds ``','`` or a line break, has whitespace
         around it, or a row would be written as a blank line: it would not
-        read back as it is.
+        read back as it is; or a header value holds ``'='``, which
+        DNNBrain's reader cannot read (this package's reader can).
     """
     if not isinstance(stimuli, Stimuli):
         raise UsageError(f"stimuli are a Stimuli table, not a {type(stimuli).__name__}; "
                          "build one with Stimuli(header=..., table=...) or read_stim")
+    for key, value in stimuli.header.items():
+        if "=" in value:
+            # DNNBrain's reader splits a header line at every '=' into two parts
+            raise DnnMaskError(
+                f"header value {value!r} for key {key!r} contains '=', which DNNBrain's "
+                "reader cannot read (it splits a header line at every '='); remove it"
+            )
     lines = [f"{key}={value}" for key, value in stimuli.header.items()]
     lines.append("data=" + ",".join(stimuli.table.columns))
     text = _text_fields(stimuli.header, stimuli.table.columns)
