@@ -194,7 +194,8 @@ INT64 = st.integers(-(2**63), 2**63 - 1)
 
 
 def safe_text(min_size=0, exclude=""):
-    chars = st.characters(codec="utf-8", exclude_characters="," + LINE_BREAKS + exclude)
+    # no NUL: a value ending in one is not written (DNNBrain's reader drops it)
+    chars = st.characters(codec="utf-8", exclude_characters=",\0" + LINE_BREAKS + exclude)
     return st.text(chars, min_size=min_size, max_size=8).filter(lambda s: s == s.strip())
 
 
@@ -637,6 +638,8 @@ def test_constructor_errors(header, table, match):
         (["a", "b"], ["x", "y\nz"], r"stimulus number 2: value 'y\\nz' contains the line break"),
         (["a"], ["\u2028"], "contains the line break"),
         (["a"], [" x"], "value ' x' has whitespace around it, which reading strips"),
+        (["a\0"], ["x"], r"field 'stimID', stimulus number 1: value 'a\\x00' ends in a NUL "
+         "character, which DNNBrain's reader drops"),
     ],
 )
 def test_format_refuses_values_that_would_not_read_back(stim_ids, condition, match):
@@ -714,3 +717,4 @@ def test_a_text_field_not_declared_says_how_to_declare_it():
         Stimuli({"type": "image", "path": "p"}, pd.DataFrame({"stimID": ["a"], "word": ["x"]}))
     with pytest.raises(FormatError, match="line 4: field 'word': value 'x' is not a number"):
         parse_stim("type=image\npath=p\ndata=stimID,word\na,x\n")
+

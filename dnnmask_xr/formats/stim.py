@@ -616,5 +616,11 @@ def _format_column(name: str, column: pd.Series, kind: str) -> list[str]:
                 f"field {name!r}, stimulus number {position}: value {text!r} contains ',', "
                 "which separates values; remove it"
             )
+        if text.endswith("\0"):
+            # numpy's text arrays, which DNNBrain's reader makes, drop trailing NULs
+            raise DnnMaskError(
+                f"field {name!r}, stimulus number {position}: value {text!r} ends in a NUL "
+                "character, which DNNBrain's reader drops; remove it"
+            )
         _check_text(f"field {name!r}, stimulus number {position}: value", text)
     return texts
