@@ -6,12 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import examples
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from dnnmask_xr.errors import DnnMaskError, FormatError
 from dnnmask_xr.formats.stim import (
     STIM_TYPES,
+    TEXT_KEY,
     Stimuli,
     format_stim,
     parse_stim,
@@ -190,7 +191,8 @@ def test_read_stim_tolerates_bom_and_crlf(tmp_path):
 
 # Characters that would end a line for Python's str.splitlines() (which DNNBrain reads with).
 LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
-INT64 = st.integers(-(2**63), 2**63 - 1)
+# what a .stim.csv holds exactly for DNNBrain too, whose reader goes through float64
+WRITABLE_INT = st.integers(-(2**53), 2**53)
 
 
 def safe_text(min_size=0, exclude=""):
@@ -218,9 +220,9 @@ def stimuli_strategy(draw):
     columns = {}
     for name in names:
         if name == "stimID":
-            columns[name] = column(INT64 if stim_type == "video" else safe_text(1))
+            columns[name] = column(WRITABLE_INT if stim_type == "video" else safe_text(1))
         elif name == "label":
-            columns[name] = column(INT64)
+            columns[name] = column(WRITABLE_INT)
         elif name == "condition" or name in text:
             columns[name] = column(safe_text())
         else:
@@ -718,3 +720,76 @@ def test_a_text_field_not_declared_says_how_to_declare_it():
     with pytest.raises(FormatError, match="line 4: field 'word': value 'x' is not a number"):
         parse_stim("type=image\npath=p\ndata=stimID,word\na,x\n")
 
+
+
+@pytest.mark.parametrize(("stim_type", "field"), [("image", "label"), ("video", "stimID")])
+@pytest.mark.parametrize("value", [2**53 + 1, -(2**53) - 1, 2**63 - 1])
+def test_an_integer_dnnbrain_would_round_is_not_written(stim_type, field, value):
+    # DNNBrain's StimulusFile.read takes label (and a video's stimID) through np.float64
+    table = pd.DataFrame({"stimID": [1, 2], "label": [3, 4]})
+    table.loc[1, field] = value
+    stimuli = Stimuli({"type": stim_type, "path": "p"}, table)
+    assert stimuli.table[field].tolist()[1] == value  # read and held exactly
+    rounded = int(np.float64(value))
+    with pytest.raises(DnnMaskError, match=re.escape(
+            f"field {field!r}, stimulus number 2: value {value} is beyond ±2**53 "
+            f"(9007199254740992), where DNNBrain's reader, which reads it as a float64, "
+            f"gives {rounded}")):
+        format_stim(stimuli)
+    table.loc[1, field] = 2**53
+    assert parse_stim(format_stim(Stimuli({"type": stim_type, "path": "p"}, table))).table[
+        field].tolist()[1] == 2**53
+
+
+# --- what DNNBrain reads of what is written ------------------------------------
+
+
+def dnnbrain_read_stim(text: str) -> dict:
+    """DNNBrain's ``StimulusFile.read``, step for step (``np.str`` is ``str`` now)."""
+    lines = text.splitlines()
+    while "" in lines:
+        lines.remove("")
+    data_idx = [line.startswith("data=") for line in lines].index(True)
+    stimuli: dict = {}
+    for line in lines[:data_idx]:
+        k, v = line.split("=")
+        stimuli[k] = v
+    assert stimuli["type"] in STIM_TYPES and "path" in stimuli
+    data_keys = lines[data_idx].split("=")[1].split(",")
+    assert "stimID" in data_keys
+    var_data = list(zip(*[line.split(",") for line in lines[data_idx + 1:]], strict=True))
+    data = {}
+    for idx, key in enumerate(data_keys):
+        if key == "stimID":
+            if stimuli["type"] in ("image", "video_clip"):
+                dtype = str
+            else:
+                var_data[idx] = np.float64(var_data[idx])
+                dtype = int
+        elif key == "label":
+            var_data[idx] = np.float64(var_data[idx])
+            dtype = int
+        elif key == "condition":
+            dtype = str
+        else:
+            dtype = float
+        data[key] = np.asarray(var_data[idx], dtype=dtype)
+    stimuli["data"] = data
+    return stimuli
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(stimuli_strategy())
+def test_what_is_written_reads_back_the_same_under_dnnbrains_rules(stimuli):
+    # DNNBrain reads fields outside its rule as floats, and a table of no rows not at all
+    assume(len(stimuli) > 0 and TEXT_KEY not in stimuli.header)
+    theirs = dnnbrain_read_stim(format_stim(stimuli))
+    assert {key: value for key, value in theirs.items() if key != "data"} == dict(
+        stimuli.header)
+    assert list(theirs["data"]) == list(stimuli.table.columns)
+    for name, column in theirs["data"].items():
+        ours = stimuli.table[name].to_numpy()
+        if column.dtype.kind == "f":
+            assert np.array_equal(column, ours, equal_nan=True), name
+        else:
+            assert column.tolist() == ours.tolist(), name

@@ -39,6 +39,8 @@ STIM_TYPES = ("image", "video", "video_clip")
 _LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
 _LINE_BREAK = re.compile(f"[{re.escape(_LINE_BREAKS)}]")
 _INT64 = np.iinfo(np.int64)
+#: The largest integer every smaller one of which a float64 holds exactly (2**53).
+_EXACT_IN_FLOAT64 = 2**53
 _EXAMPLE_DATA = "data=stimID,label"
 #: The header key listing the fields other than stimID and condition that hold text.
 TEXT_KEY = "text"
@@ -264,7 +266,9 @@ def format_stim(stimuli: Stimuli) -> str:
         If a string value holds ``','`` or a line break, has whitespace
         around it, or a row would be written as a blank line: it would not
         read back as it is; or a header value holds ``'='``, which
-        DNNBrain's reader cannot read (this package's reader can).
+        DNNBrain's reader cannot read (this package's reader can); or an
+        integer field (``label``, a video's ``stimID``) holds a value beyond
+        ``±2**53``, which DNNBrain's reader, through float64, rounds.
     """
     if not isinstance(stimuli, Stimuli):
         raise UsageError(f"stimuli are a Stimuli table, not a {type(stimuli).__name__}; "
@@ -608,7 +612,17 @@ def _format_column(name: str, column: pd.Series, kind: str) -> list[str]:
     if kind == "float":
         return [repr(float(value)) for value in column.to_numpy()]
     if kind == "int":
-        return [str(int(value)) for value in column.to_numpy()]
+        values = [int(value) for value in column.to_numpy()]
+        for position, value in enumerate(values, start=1):
+            if abs(value) > _EXACT_IN_FLOAT64:
+                # DNNBrain's reader takes integer fields through np.float64, which rounds
+                raise DnnMaskError(
+                    f"field {name!r}, stimulus number {position}: value {value} is beyond "
+                    f"±2**53 ({_EXACT_IN_FLOAT64}), where DNNBrain's reader, which reads it "
+                    f"as a float64, gives {int(np.float64(value))}; integers of a .stim.csv "
+                    "are written within that range"
+                )
+        return [str(value) for value in values]
     texts = list(column.to_numpy())
     for position, text in enumerate(texts, start=1):
         if "," in text:
