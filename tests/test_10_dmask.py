@@ -107,6 +107,12 @@ def test_reprs_show_the_numbers():
         ({"channel": "123"}, r"channel numbers '123' are not a list of integers"),
         ({"channel": 5}, r"channel numbers 5 are not a list of integers"),
         ({"row": []}, r"no row number given; list at least one, or leave the axis out"),
+        # no order to keep: {200, 3, 17} iterates as 200, 17, 3
+        ({"channel": {200, 3, 17}}, r"channel numbers \{.*\} are a set, not a list; give them "
+                                    r"as a list, in the order to keep.*a set keeps no order"),
+        ({"row": frozenset({2})}, r"row numbers frozenset\(\{2\}\) are a frozenset, not a "
+                                  "list"),
+        ({"chn": {200: 1, 3: 2}}, r"channel numbers \{200: 1, 3: 2\} are a dict, not a list"),
     ],
 )
 def test_layer_mask_rejects_bad_numbers(numbers, pattern):

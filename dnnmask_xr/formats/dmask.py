@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from types import MappingProxyType
 
 import numpy as np
@@ -75,7 +76,8 @@ class LayerMask:
     ------
     DnnMaskError
         If an axis is unknown or given twice (``chn`` and ``channel``), a
-        number is not an integer, or an axis has no number.
+        number is not an integer, an axis has no number, or its numbers come
+        in a set or a mapping, which keep no order.
     """
 
     __slots__ = ("_numbers",)
@@ -154,6 +156,12 @@ def _check_numbers(axis: str, values: Iterable[int]) -> tuple[int, ...]:
         raise DnnMaskError(
             f"{axis} numbers {values!r} are not a list of integers; give e.g. [1, 2, 3], "
             f"or {_ALL!r} for every {axis}"
+        )
+    if isinstance(values, (AbstractSet, Mapping)):
+        # a set's order is its hash order: {200, 3, 17} would keep 200, 17, 3
+        raise DnnMaskError(
+            f"{axis} numbers {values!r} are a {type(values).__name__}, not a list; give them "
+            "as a list, in the order to keep, e.g. [200, 3, 17] (a set keeps no order)"
         )
     checked = []
     for value in values:
