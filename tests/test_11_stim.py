@@ -198,7 +198,9 @@ WRITABLE_INT = st.integers(-(2**53), 2**53)
 def safe_text(min_size=0, exclude=""):
     # no NUL: a value ending in one is not written (DNNBrain's reader drops it)
     chars = st.characters(codec="utf-8", exclude_characters=",\0" + LINE_BREAKS + exclude)
-    return st.text(chars, min_size=min_size, max_size=8).filter(lambda s: s == s.strip())
+    # nor a value in double quotes, which reading refuses
+    return st.text(chars, min_size=min_size, max_size=8).filter(
+        lambda s: s == s.strip() and not (len(s) >= 2 and s[0] == s[-1] == '"'))
 
 
 @st.composite
@@ -642,6 +644,8 @@ def test_constructor_errors(header, table, match):
         (["a"], [" x"], "value ' x' has whitespace around it, which reading strips"),
         (["a\0"], ["x"], r"field 'stimID', stimulus number 1: value 'a\\x00' ends in a NUL "
          "character, which DNNBrain's reader drops"),
+        (["a"], ['"cat"'], r"field 'condition', stimulus number 1: value '\"cat\"' is in double "
+         "quotes, which reading refuses"),
     ],
 )
 def test_format_refuses_values_that_would_not_read_back(stim_ids, condition, match):
@@ -793,3 +797,20 @@ def test_what_is_written_reads_back_the_same_under_dnnbrains_rules(stimuli):
             assert np.array_equal(column, ours, equal_nan=True), name
         else:
             assert column.tolist() == ours.tolist(), name
+
+
+@pytest.mark.parametrize(("row", "field"), [('"n01.JPEG",1,cat', "stimID"),
+                                            ('n01.JPEG,1,"cat"', "condition"),
+                                            ('n01.JPEG,1,""', "condition")])
+def test_a_text_value_in_double_quotes_is_refused_with_its_line(row, field):
+    # R's write.csv and pandas' QUOTE_ALL quote text: a person reads "cat" as cat,
+    # DNNBrain (and this reader, before) as five characters with the quotes
+    text = f"type=image\npath=p\ndata=stimID,label,condition\nn02.JPEG,2,dog\n{row}\n"
+    with pytest.raises(FormatError, match=re.escape(
+            f"q.stim.csv, line 5: field {field!r}: value ") + r"'\".*\"' is in double quotes, "
+            "which a .csv reader takes away but a .stim.csv has no quoting; remove the quotes"):
+        parse_stim(text, "q.stim.csv")
+    # a quote inside a value, or a lone one, is no quoting: kept as written
+    inside = parse_stim('type=image\npath=p\ndata=stimID,condition\nsay "hi",\"\n')
+    assert inside.table["stimID"].tolist() == ['say "hi"']
+    assert inside.table["condition"].tolist() == ['"']

@@ -454,11 +454,24 @@ def _parse_float(text: str) -> float:
         ) from None
 
 
+def _is_quoted(text: str) -> bool:
+    return len(text) >= 2 and text[0] == text[-1] == '"'
+
+
+def _unquoted(text: str) -> str:
+    # a person reads "cat" in a .csv as cat, DNNBrain as the five characters: refuse
+    if _is_quoted(text):
+        raise ValueError(f"value {_shorten(text)!r} is in double quotes, which a .csv reader "
+                         "takes away but a .stim.csv has no quoting; remove the quotes")
+    return text
+
+
 _CONVERTERS: dict[str, Callable[[str], Any]] = {
     "int": _parse_int,
     "float": _parse_float,
-    "str": str,
+    "str": _unquoted,
 }
+
 
 
 def _in_int64(number: int) -> int:
@@ -629,6 +642,11 @@ def _format_column(name: str, column: pd.Series, kind: str) -> list[str]:
             raise DnnMaskError(
                 f"field {name!r}, stimulus number {position}: value {text!r} contains ',', "
                 "which separates values; remove it"
+            )
+        if _is_quoted(text):
+            raise DnnMaskError(
+                f"field {name!r}, stimulus number {position}: value {text!r} is in double "
+                "quotes, which reading refuses (a .stim.csv has no quoting); remove them"
             )
         if text.endswith("\0"):
             # numpy's text arrays, which DNNBrain's reader makes, drop trailing NULs
