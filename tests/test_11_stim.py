@@ -198,9 +198,10 @@ WRITABLE_INT = st.integers(-(2**53), 2**53)
 def safe_text(min_size=0, exclude=""):
     # no NUL: a value ending in one is not written (DNNBrain's reader drops it)
     chars = st.characters(codec="utf-8", exclude_characters=",\0" + LINE_BREAKS + exclude)
-    # nor a value in double quotes, which reading refuses
+    # nor a value in double quotes, or one leading a line with '#', which reading refuses
     return st.text(chars, min_size=min_size, max_size=8).filter(
-        lambda s: s == s.strip() and not (len(s) >= 2 and s[0] == s[-1] == '"'))
+        lambda s: s == s.strip() and not (len(s) >= 2 and s[0] == s[-1] == '"')
+        and not s.startswith("#"))
 
 
 @st.composite
@@ -814,3 +815,31 @@ def test_a_text_value_in_double_quotes_is_refused_with_its_line(row, field):
     inside = parse_stim('type=image\npath=p\ndata=stimID,condition\nsay "hi",\"\n')
     assert inside.table["stimID"].tolist() == ['say "hi"']
     assert inside.table["condition"].tolist() == ['"']
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("type=image\npath=p\n# made by hand\ndata=stimID\na.png\n", 3),
+    ("type=image\npath=p\n#path=/old\ndata=stimID\na.png\n", 3),
+    ("type=image\npath=p\ndata=stimID\n# block A\na.png\n", 4),
+    ("type=image\npath=p\ndata=stimID\na.png\n  #b.png\n", 5),
+])
+def test_a_line_starting_with_a_hash_is_refused_with_its_line(text, line):
+    # DNNBrain reads '# block A' as a stimulus and '#path' as a key; a person, as comments
+    with pytest.raises(FormatError, match=rf"c\.stim\.csv, line {line}: line '#.*' starts "
+                       "with '#'; a .stim.csv file has no comments: delete the line, or remove "
+                       "the '#'"):
+        parse_stim(text, "c.stim.csv")
+
+
+@pytest.mark.parametrize(("header", "stim_ids", "match"), [
+    ({"type": "image", "path": "p", "#note": "x"}, ["a"], "header key '#note' starts with '#'"),
+    ({"type": "image", "path": "p"}, ["a", "#b"], r"stimulus number 2: its row '#b' would start "
+                                                  "with '#', which reading refuses"),
+])
+def test_a_line_starting_with_a_hash_is_not_written(header, stim_ids, match):
+    with pytest.raises(DnnMaskError, match=match):
+        format_stim(Stimuli(header, pd.DataFrame({"stimID": stim_ids})))
+    # further along a row, a '#' starts no line
+    written = format_stim(Stimuli({"type": "image", "path": "p"},
+                                  pd.DataFrame({"stimID": ["a"], "condition": ["#1"]})))
+    assert parse_stim(written).table["condition"].tolist() == ["#1"]

@@ -172,6 +172,15 @@ def parse_stim(text: str, path: str | os.PathLike[str] | None = None) -> Stimuli
     columns: list[list[Any]] = []
     data_line = 0
     for number, line in text_lines(text, path):
+        if line.startswith("#"):
+            # DNNBrain reads '# a.png' as a stimulus (or '#title=x' as a key), a person as
+            # a comment: neither is safe to guess, as in a .dmask.csv
+            raise FormatError(
+                f"line {_shorten(line)!r} starts with '#'; a .stim.csv file has no comments: "
+                "delete the line, or remove the '#'",
+                path,
+                number,
+            )
         if fields is not None:
             values = [value.strip() for value in line.split(",")]
             if len(values) != len(fields):
@@ -274,6 +283,9 @@ def format_stim(stimuli: Stimuli) -> str:
         raise UsageError(f"stimuli are a Stimuli table, not a {type(stimuli).__name__}; "
                          "build one with Stimuli(header=..., table=...) or read_stim")
     for key, value in stimuli.header.items():
+        if key.startswith("#"):
+            raise DnnMaskError(f"header key {key!r} starts with '#', which reading refuses "
+                               "(a .stim.csv has no comments); rename it")
         if "=" in value:
             # DNNBrain's reader splits a header line at every '=' into two parts
             raise DnnMaskError(
@@ -294,6 +306,11 @@ def format_stim(stimuli: Stimuli) -> str:
                 f"stimulus number {position + 1} has the empty stimID '' and no other "
                 "field, so its row would be a blank line, which reading skips; "
                 "give it a stimID"
+            )
+        if line.startswith("#"):
+            raise DnnMaskError(
+                f"stimulus number {position + 1}: its row {_shorten(line)!r} would start with "
+                "'#', which reading refuses (a .stim.csv has no comments); rename it"
             )
         lines.append(line)
     return "\n".join(lines) + "\n"
