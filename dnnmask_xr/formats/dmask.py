@@ -317,17 +317,7 @@ def parse_dmask(text: str, path: str | os.PathLike[str] | None = None) -> DnnMas
     FormatError
         If the text breaks the format; the error gives the line number.
     """
-    lines = list(text_lines(text, path))
-    for number, line in lines:
-        if line.startswith("#"):
-            # DNNBrain would read '#conv5=chn' as a layer named '#conv5', and a
-            # person as a comment: neither is safe to guess
-            raise FormatError(
-                f"line {_shorten(line)!r} starts with '#'; a .dmask.csv file has no comments: "
-                "delete the line, or remove the '#'",
-                path,
-                number,
-            )
+    lines = list(text_lines(text, path, ".dmask.csv"))
     layers: dict[str, LayerMask] = {}
     named_on: dict[str, int] = {}
     previous: tuple[str, list[str]] | None = None

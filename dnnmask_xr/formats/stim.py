@@ -171,16 +171,7 @@ def parse_stim(text: str, path: str | os.PathLike[str] | None = None) -> Stimuli
     converters: list[Callable[[str], Any]] = []
     columns: list[list[Any]] = []
     data_line = 0
-    for number, line in text_lines(text, path):
-        if line.startswith("#"):
-            # DNNBrain reads '# a.png' as a stimulus (or '#title=x' as a key), a person as
-            # a comment: neither is safe to guess, as in a .dmask.csv
-            raise FormatError(
-                f"line {_shorten(line)!r} starts with '#'; a .stim.csv file has no comments: "
-                "delete the line, or remove the '#'",
-                path,
-                number,
-            )
+    for number, line in text_lines(text, path, ".stim.csv"):
         if fields is not None:
             values = [value.strip() for value in line.split(",")]
             if len(values) != len(fields):
