@@ -643,8 +643,9 @@ def test_constructor_errors(header, table, match):
         (["a", "b"], ["x", "y\nz"], r"stimulus number 2: value 'y\\nz' contains the line break"),
         (["a"], ["\u2028"], "contains the line break"),
         (["a"], [" x"], "value ' x' has whitespace around it, which reading strips"),
-        (["a\0"], ["x"], r"field 'stimID', stimulus number 1: value 'a\\x00' ends in a NUL "
-         "character, which DNNBrain's reader drops"),
+        (["a\0"], ["x"], r"field 'stimID', stimulus number 1: value 'a\\x00' holds a NUL "
+         "character, which reading refuses"),
+        (["a"], ["x\0y"], r"value 'x\\x00y' holds a NUL character"),
         (["a"], ['"cat"'], r"field 'condition', stimulus number 1: value '\"cat\"' is in double "
          "quotes, which reading refuses"),
     ],
@@ -843,3 +844,19 @@ def test_a_line_starting_with_a_hash_is_not_written(header, stim_ids, match):
     written = format_stim(Stimuli({"type": "image", "path": "p"},
                                   pd.DataFrame({"stimID": ["a"], "condition": ["#1"]})))
     assert parse_stim(written).table["condition"].tolist() == ["#1"]
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("type=image\npath=p\ndata=stimID\na\x00\nb\n", 4),
+    ("type=image\npath=p\x00\ndata=stimID\na\n", 2),
+])
+def test_a_nul_character_is_refused_with_its_line(text, line):
+    # DNNBrain reads stimID 'a\x00' as 'a' (numpy's text arrays drop trailing NULs)
+    with pytest.raises(FormatError, match=rf"n\.stim\.csv, line {line}: line .* holds a NUL "
+                       r"character \('\\x00'\); a \.stim\.csv file is text"):
+        parse_stim(text, "n.stim.csv")
+
+
+def test_a_nul_character_in_a_header_value_is_not_written():
+    with pytest.raises(DnnMaskError, match=r"header value for key 'title' 'a\\x00' holds a NUL"):
+        Stimuli({"type": "image", "path": "p", "title": "a\0"}, pd.DataFrame({"stimID": ["a"]}))

@@ -82,10 +82,11 @@ def text_lines(text: str, path: str | os.PathLike[str] | None = None,
     FormatError
         If a line holds another character that ``str.splitlines()`` breaks
         at (``\v``, ``\f``, ``\x1c``-``\x1e``, ``\x85``, ``\u2028``,
-        ``\u2029``) between its first and last visible characters, or
-        starts with ``#``: the formats have no comments, and DNNBrain reads
-        ``#conv5=chn`` as a layer named ``#conv5`` and ``# block A`` after a
-        ``data=`` line as a stimulus, where a person reads comments.
+        ``\u2029``) between its first and last visible characters; holds a
+        NUL character; or starts with ``#``: the formats have no comments,
+        and DNNBrain reads ``#conv5=chn`` as a layer named ``#conv5`` and
+        ``# block A`` after a ``data=`` line as a stimulus, where a person
+        reads comments.
     """
     for number, raw in enumerate(LINE_END.split(text.removeprefix(BOM)), start=1):
         line = raw.strip()
@@ -95,6 +96,11 @@ def text_lines(text: str, path: str | os.PathLike[str] | None = None,
             shown = line if len(line) <= 40 else f"{line[:37]}... ({len(line)} characters)"
             raise FormatError(f"line {shown!r} starts with '#'; a {kind} file has no comments: "
                               "delete the line, or remove the '#'", path, number)
+        if "\0" in line:
+            # no text file holds one; DNNBrain's reader drops it at a value's end, a
+            # person does not see it, and HDF5 cannot store it in a name or a label
+            raise FormatError(f"line {line!r} holds a NUL character ('\\x00'); a {kind} file is "
+                              "text: remove it", path, number)
         found = _OTHER_BREAK.search(line)
         if found:
             raise FormatError(

@@ -279,6 +279,9 @@ def _check_layer_name(name: object) -> None:
         problem = "contains a line break"
     elif name != name.strip():
         problem = "starts or ends with whitespace"
+    elif "\0" in name:
+        # reading refuses it (no text file holds one), and HDF5 names cannot hold it
+        problem = "contains a NUL character"
     elif name.startswith("#"):
         # its layer line would start with '#', which reading refuses
         problem = "starts with '#'"

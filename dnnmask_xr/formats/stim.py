@@ -627,6 +627,12 @@ def _check_text(what: str, text: str) -> None:
         raise DnnMaskError(
             f"{what} {text!r} has whitespace around it, which reading strips; remove it"
         )
+    if "\0" in text:
+        # numpy's text arrays, which DNNBrain's reader makes, drop a value's trailing NULs
+        raise DnnMaskError(
+            f"{what} {text!r} holds a NUL character, which reading refuses (DNNBrain's "
+            "reader drops it at a value's end); remove it"
+        )
 
 
 def _format_column(name: str, column: pd.Series, kind: str) -> list[str]:
@@ -655,12 +661,6 @@ def _format_column(name: str, column: pd.Series, kind: str) -> list[str]:
             raise DnnMaskError(
                 f"field {name!r}, stimulus number {position}: value {text!r} is in double "
                 "quotes, which reading refuses (a .stim.csv has no quoting); remove them"
-            )
-        if text.endswith("\0"):
-            # numpy's text arrays, which DNNBrain's reader makes, drop trailing NULs
-            raise DnnMaskError(
-                f"field {name!r}, stimulus number {position}: value {text!r} ends in a NUL "
-                "character, which DNNBrain's reader drops; remove it"
             )
         _check_text(f"field {name!r}, stimulus number {position}: value", text)
     return texts
