@@ -26,12 +26,16 @@ def path_arg(value: object, what: str) -> str:
     Raises
     ------
     UsageError
-        If ``value`` is not a ``str`` or ``os.PathLike`` naming a path.
+        If ``value`` is not a ``str`` or ``os.PathLike`` naming a path, or
+        is empty.
     """
     if isinstance(value, str | os.PathLike):
         path = os.fspath(value)
         if isinstance(path, str) and path:
             return as_named(path)
+        if path == "":
+            # a str, but naming nothing: "give a str" would not help (-stim "" on the command line)
+            raise UsageError(f"{what} {value!r} is an empty path; give the path of a file")
     raise UsageError(f"{what} {value!r} is not a path; give a str or pathlib.Path")
 
 

@@ -107,6 +107,12 @@ def test_reprs_show_the_numbers():
         ({"channel": "123"}, r"channel numbers '123' are not a list of integers"),
         ({"channel": 5}, r"channel numbers 5 are not a list of integers"),
         ({"row": []}, r"no row number given; list at least one, or leave the axis out"),
+        # no order to keep: {200, 3, 17} iterates as 200, 17, 3
+        ({"channel": {200, 3, 17}}, r"channel numbers \{.*\} are a set, not a list; give them "
+                                    r"as a list, in the order to keep.*a set keeps no order"),
+        ({"row": frozenset({2})}, r"row numbers frozenset\(\{2\}\) are a frozenset, not a "
+                                  "list"),
+        ({"chn": {200: 1, 3: 2}}, r"channel numbers \{200: 1, 3: 2\} are a dict, not a list"),
     ],
 )
 def test_layer_mask_rejects_bad_numbers(numbers, pattern):
@@ -479,3 +485,49 @@ def test_a_dnnbrain_dict_gives_the_mask_back_with_axes_in_dnnbrains_order(mask):
 def test_only_dnnbrains_all_keeps_an_axis_whole(numbers, message):
     with pytest.raises(DnnMaskError, match=re.escape(f"layer 'conv5': {message}")):
         DnnMask({"conv5": numbers})
+
+
+# --- what DNNBrain reads of what is written ------------------------------------
+
+
+def dnnbrain_read_dmask(text: str) -> dict[str, dict[str, list[int] | str]]:
+    """DNNBrain's ``MaskFile.read``, step for step, on the text of a file."""
+    lines = text.splitlines()
+    dmask: dict[str, dict[str, list[int] | str]] = {}
+    for l_idx, line in enumerate(lines):
+        if "=" in line:
+            layer, axes = line.split("=")
+            dmask[layer] = {"chn": "all", "row": "all", "col": "all"}
+            listed = [axis for axis in axes.split(",") if axis != ""]
+            assert len(listed) <= 3
+            for a_idx, axis in enumerate(listed, 1):
+                assert axis in ("chn", "row", "col")
+                dmask[layer][axis] = [int(num) for num in lines[l_idx + a_idx].split(",")]
+    return dmask
+
+
+def _writable_layer_name(name: str) -> bool:
+    try:
+        DnnMask({name: {}})
+    except DnnMaskError:
+        return False
+    return True
+
+
+any_layer_names = st.text(st.characters(codec="utf-8"), min_size=1, max_size=8).filter(
+    _writable_layer_name)
+
+
+@st.composite
+def any_layer_masks(draw):
+    axes = draw(st.permutations(AXES))[:draw(st.integers(0, 3))]
+    numbers = st.integers(-(2**63) + 1, 2**63 - 1)
+    return LayerMask({axis: draw(st.lists(numbers, min_size=1, max_size=4)) for axis in axes})
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(st.dictionaries(any_layer_names, any_layer_masks(), min_size=1, max_size=4).map(DnnMask))
+def test_what_is_written_reads_back_the_same_under_dnnbrains_rules(mask):
+    text = format_dmask(mask)
+    assert parse_dmask(text) == mask
+    assert dnnbrain_read_dmask(text) == mask.to_dnnbrain()

@@ -6,12 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import examples
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from dnnmask_xr.errors import DnnMaskError, FormatError
 from dnnmask_xr.formats.stim import (
     STIM_TYPES,
+    TEXT_KEY,
     Stimuli,
     format_stim,
     parse_stim,
@@ -109,7 +110,24 @@ def test_header_value_may_contain_equals_and_header_order_is_kept():
         ("zeta", "a=b"),
         ("alpha", ""),
     ]
-    assert format_stim(stimuli) == "type=image\npath=p\nzeta=a=b\nalpha=\ndata=stimID\nx\n"
+    header = {key: value for key, value in stimuli.header.items() if key != "zeta"}
+    assert format_stim(Stimuli(header, stimuli.table)) == (
+        "type=image\npath=p\nalpha=\ndata=stimID\nx\n")
+
+
+@pytest.mark.parametrize("header", [{"type": "image", "path": "/data/sub=01"},
+                                    {"type": "image", "path": "p", "title": "a=b"}])
+def test_a_header_value_with_equals_is_not_written(header, tmp_path):
+    # DNNBrain's StimulusFile.read splits a header line with `k, v = line.split('=')`:
+    # a second '=' makes the file unreadable there
+    stimuli = Stimuli(header, pd.DataFrame({"stimID": ["a.png"]}))
+    value = next(value for value in header.values() if "=" in value)
+    with pytest.raises(DnnMaskError, match=f"header value {value!r} .* contains '='"):
+        format_stim(stimuli)
+    path = tmp_path / "s.stim.csv"
+    with pytest.raises(DnnMaskError, match="DNNBrain's reader cannot read"):
+        write_stim(stimuli, path)
+    assert not path.exists()
 
 
 @pytest.mark.parametrize(
@@ -173,12 +191,17 @@ def test_read_stim_tolerates_bom_and_crlf(tmp_path):
 
 # Characters that would end a line for Python's str.splitlines() (which DNNBrain reads with).
 LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
-INT64 = st.integers(-(2**63), 2**63 - 1)
+# what a .stim.csv holds exactly for DNNBrain too, whose reader goes through float64
+WRITABLE_INT = st.integers(-(2**53), 2**53)
 
 
 def safe_text(min_size=0, exclude=""):
-    chars = st.characters(codec="utf-8", exclude_characters="," + LINE_BREAKS + exclude)
-    return st.text(chars, min_size=min_size, max_size=8).filter(lambda s: s == s.strip())
+    # no NUL: a value ending in one is not written (DNNBrain's reader drops it)
+    chars = st.characters(codec="utf-8", exclude_characters=",\0" + LINE_BREAKS + exclude)
+    # nor a value in double quotes, or one leading a line with '#', which reading refuses
+    return st.text(chars, min_size=min_size, max_size=8).filter(
+        lambda s: s == s.strip() and not (len(s) >= 2 and s[0] == s[-1] == '"')
+        and not s.startswith("#"))
 
 
 @st.composite
@@ -200,9 +223,9 @@ def stimuli_strategy(draw):
     columns = {}
     for name in names:
         if name == "stimID":
-            columns[name] = column(INT64 if stim_type == "video" else safe_text(1))
+            columns[name] = column(WRITABLE_INT if stim_type == "video" else safe_text(1))
         elif name == "label":
-            columns[name] = column(INT64)
+            columns[name] = column(WRITABLE_INT)
         elif name == "condition" or name in text:
             columns[name] = column(safe_text())
         else:
@@ -210,8 +233,8 @@ def stimuli_strategy(draw):
     header_keys = safe_text(1, "=").filter(lambda s: s not in {"type", "path", "data", "text"})
     header = {
         "type": stim_type,
-        "path": draw(safe_text()),
-        **draw(st.dictionaries(header_keys, safe_text(), max_size=3)),
+        "path": draw(safe_text(0, "=")),
+        **draw(st.dictionaries(header_keys, safe_text(0, "="), max_size=3)),
     }
     if text:
         header["text"] = ",".join(draw(st.permutations(text)))
@@ -620,6 +643,11 @@ def test_constructor_errors(header, table, match):
         (["a", "b"], ["x", "y\nz"], r"stimulus number 2: value 'y\\nz' contains the line break"),
         (["a"], ["\u2028"], "contains the line break"),
         (["a"], [" x"], "value ' x' has whitespace around it, which reading strips"),
+        (["a\0"], ["x"], r"field 'stimID', stimulus number 1: value 'a\\x00' holds a NUL "
+         "character, which reading refuses"),
+        (["a"], ["x\0y"], r"value 'x\\x00y' holds a NUL character"),
+        (["a"], ['"cat"'], r"field 'condition', stimulus number 1: value '\"cat\"' is in double "
+         "quotes, which reading refuses"),
     ],
 )
 def test_format_refuses_values_that_would_not_read_back(stim_ids, condition, match):
@@ -733,3 +761,137 @@ def test_a_table_listing_held_ids_in_another_order_is_refused_at_the_first_such_
             rf"^the stimulus table lists {re.escape(repr(ids[row - 1]))} in row {row}, but "
             rf"the layers holds it as stimulus {other}; a table labels the stimuli by position")):
         _check_same_order(np.array(ids, dtype=object), held, "the layers")
+
+
+@pytest.mark.parametrize(("stim_type", "field"), [("image", "label"), ("video", "stimID")])
+@pytest.mark.parametrize("value", [2**53 + 1, -(2**53) - 1, 2**63 - 1])
+def test_an_integer_dnnbrain_would_round_is_not_written(stim_type, field, value):
+    # DNNBrain's StimulusFile.read takes label (and a video's stimID) through np.float64
+    table = pd.DataFrame({"stimID": [1, 2], "label": [3, 4]})
+    table.loc[1, field] = value
+    stimuli = Stimuli({"type": stim_type, "path": "p"}, table)
+    assert stimuli.table[field].tolist()[1] == value  # read and held exactly
+    rounded = int(np.float64(value))
+    with pytest.raises(DnnMaskError, match=re.escape(
+            f"field {field!r}, stimulus number 2: value {value} is beyond ±2**53 "
+            f"(9007199254740992), where DNNBrain's reader, which reads it as a float64, "
+            f"gives {rounded}")):
+        format_stim(stimuli)
+    table.loc[1, field] = 2**53
+    assert parse_stim(format_stim(Stimuli({"type": stim_type, "path": "p"}, table))).table[
+        field].tolist()[1] == 2**53
+
+
+# --- what DNNBrain reads of what is written ------------------------------------
+
+
+def dnnbrain_read_stim(text: str) -> dict:
+    """DNNBrain's ``StimulusFile.read``, step for step (``np.str`` is ``str`` now)."""
+    lines = text.splitlines()
+    while "" in lines:
+        lines.remove("")
+    data_idx = [line.startswith("data=") for line in lines].index(True)
+    stimuli: dict = {}
+    for line in lines[:data_idx]:
+        k, v = line.split("=")
+        stimuli[k] = v
+    assert stimuli["type"] in STIM_TYPES and "path" in stimuli
+    data_keys = lines[data_idx].split("=")[1].split(",")
+    assert "stimID" in data_keys
+    var_data = list(zip(*[line.split(",") for line in lines[data_idx + 1:]], strict=True))
+    data = {}
+    for idx, key in enumerate(data_keys):
+        if key == "stimID":
+            if stimuli["type"] in ("image", "video_clip"):
+                dtype = str
+            else:
+                var_data[idx] = np.float64(var_data[idx])
+                dtype = int
+        elif key == "label":
+            var_data[idx] = np.float64(var_data[idx])
+            dtype = int
+        elif key == "condition":
+            dtype = str
+        else:
+            dtype = float
+        data[key] = np.asarray(var_data[idx], dtype=dtype)
+    stimuli["data"] = data
+    return stimuli
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(stimuli_strategy())
+def test_what_is_written_reads_back_the_same_under_dnnbrains_rules(stimuli):
+    # DNNBrain reads fields outside its rule as floats, and a table of no rows not at all
+    assume(len(stimuli) > 0 and TEXT_KEY not in stimuli.header)
+    theirs = dnnbrain_read_stim(format_stim(stimuli))
+    assert {key: value for key, value in theirs.items() if key != "data"} == dict(
+        stimuli.header)
+    assert list(theirs["data"]) == list(stimuli.table.columns)
+    for name, column in theirs["data"].items():
+        ours = stimuli.table[name].to_numpy()
+        if column.dtype.kind == "f":
+            assert np.array_equal(column, ours, equal_nan=True), name
+        else:
+            assert column.tolist() == ours.tolist(), name
+
+
+@pytest.mark.parametrize(("row", "field"), [('"n01.JPEG",1,cat', "stimID"),
+                                            ('n01.JPEG,1,"cat"', "condition"),
+                                            ('n01.JPEG,1,""', "condition")])
+def test_a_text_value_in_double_quotes_is_refused_with_its_line(row, field):
+    # R's write.csv and pandas' QUOTE_ALL quote text: a person reads "cat" as cat,
+    # DNNBrain (and this reader, before) as five characters with the quotes
+    text = f"type=image\npath=p\ndata=stimID,label,condition\nn02.JPEG,2,dog\n{row}\n"
+    with pytest.raises(FormatError, match=re.escape(
+            f"q.stim.csv, line 5: field {field!r}: value ") + r"'\".*\"' is in double quotes, "
+            "which a .csv reader takes away but a .stim.csv has no quoting; remove the quotes"):
+        parse_stim(text, "q.stim.csv")
+    # a quote inside a value, or a lone one, is no quoting: kept as written
+    inside = parse_stim('type=image\npath=p\ndata=stimID,condition\nsay "hi",\"\n')
+    assert inside.table["stimID"].tolist() == ['say "hi"']
+    assert inside.table["condition"].tolist() == ['"']
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("type=image\npath=p\n# made by hand\ndata=stimID\na.png\n", 3),
+    ("type=image\npath=p\n#path=/old\ndata=stimID\na.png\n", 3),
+    ("type=image\npath=p\ndata=stimID\n# block A\na.png\n", 4),
+    ("type=image\npath=p\ndata=stimID\na.png\n  #b.png\n", 5),
+])
+def test_a_line_starting_with_a_hash_is_refused_with_its_line(text, line):
+    # DNNBrain reads '# block A' as a stimulus and '#path' as a key; a person, as comments
+    with pytest.raises(FormatError, match=rf"c\.stim\.csv, line {line}: line '#.*' starts "
+                       "with '#'; a .stim.csv file has no comments: delete the line, or remove "
+                       "the '#'"):
+        parse_stim(text, "c.stim.csv")
+
+
+@pytest.mark.parametrize(("header", "stim_ids", "match"), [
+    ({"type": "image", "path": "p", "#note": "x"}, ["a"], "header key '#note' starts with '#'"),
+    ({"type": "image", "path": "p"}, ["a", "#b"], r"stimulus number 2: its row '#b' would start "
+                                                  "with '#', which reading refuses"),
+])
+def test_a_line_starting_with_a_hash_is_not_written(header, stim_ids, match):
+    with pytest.raises(DnnMaskError, match=match):
+        format_stim(Stimuli(header, pd.DataFrame({"stimID": stim_ids})))
+    # further along a row, a '#' starts no line
+    written = format_stim(Stimuli({"type": "image", "path": "p"},
+                                  pd.DataFrame({"stimID": ["a"], "condition": ["#1"]})))
+    assert parse_stim(written).table["condition"].tolist() == ["#1"]
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("type=image\npath=p\ndata=stimID\na\x00\nb\n", 4),
+    ("type=image\npath=p\x00\ndata=stimID\na\n", 2),
+])
+def test_a_nul_character_is_refused_with_its_line(text, line):
+    # DNNBrain reads stimID 'a\x00' as 'a' (numpy's text arrays drop trailing NULs)
+    with pytest.raises(FormatError, match=rf"n\.stim\.csv, line {line}: line .* holds a NUL "
+                       r"character \('\\x00'\); a \.stim\.csv file is text"):
+        parse_stim(text, "n.stim.csv")
+
+
+def test_a_nul_character_in_a_header_value_is_not_written():
+    with pytest.raises(DnnMaskError, match=r"header value for key 'title' 'a\\x00' holds a NUL"):
+        Stimuli({"type": "image", "path": "p", "title": "a\0"}, pd.DataFrame({"stimID": ["a"]}))

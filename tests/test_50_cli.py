@@ -398,3 +398,17 @@ def test_a_file_of_the_wrong_kind_is_named(flag, given, message, act_file, stim_
     assert main(["-act", str(act_file), *units, flag, str(path), "-out", str(out)]) == 1
     assert _one_line(capsys) == f"dnn_mask: error: {path}: {message}\n"
     assert not out.exists()
+
+
+@pytest.mark.parametrize("flag", ["-act", "-dmask", "-stim"])
+def test_an_empty_path_is_said_to_be_empty(flag, act_file, tmp_path, capsys):
+    # '' is a str: "give a str or pathlib.Path" told a command-line user nothing
+    flags = {"-act": str(act_file), "-layer": "fc3"}
+    if flag == "-dmask":
+        del flags["-layer"]
+    flags[flag] = ""
+    out = tmp_path / "out.act.h5"
+    argv = [word for pair in flags.items() for word in pair]
+    assert main([*argv, "-out", str(out)]) == 2
+    assert_one_line_error(capsys.readouterr().err, r"'' is an empty path; give the path of a file")
+    assert not out.exists()

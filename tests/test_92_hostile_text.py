@@ -224,7 +224,13 @@ def test_stim_parser_returns_a_table_or_a_format_error(text: str):
     except FormatError as error:
         check_format_error(error, text, "s.stim.csv")
     else:
-        assert parse_stim(format_stim(stimuli)).equals(stimuli)
+        try:
+            written = format_stim(stimuli)
+        except DnnMaskError as error:
+            # read, but not written: DNNBrain's reader would read it otherwise, or not at all
+            assert re.search(r"contains '='|ends in a NUL", str(error)), error
+            return
+        assert parse_stim(written).equals(stimuli)
 
 
 @pytest.mark.parametrize(("read", "name"), [(read_dmask, "m.dmask.csv"),

@@ -56,7 +56,8 @@ _DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+
 BEYOND_INT64 = 10**20
 
 
-def text_lines(text: str, path: str | os.PathLike[str] | None = None) -> Iterator[tuple[int, str]]:
+def text_lines(text: str, path: str | os.PathLike[str] | None = None,
+               kind: str = "text") -> Iterator[tuple[int, str]]:
     r"""Yield the 1-based number and stripped text of each non-blank line.
 
     A leading byte order mark is dropped; ``\r\n``, ``\r`` and ``\n`` end
@@ -68,6 +69,8 @@ def text_lines(text: str, path: str | os.PathLike[str] | None = None) -> Iterato
         The file's content.
     path
         The file the text came from, named in errors.
+    kind
+        What the file is, for errors: ``'.dmask.csv'``, ``'.stim.csv'``.
 
     Yields
     ------
@@ -79,12 +82,25 @@ def text_lines(text: str, path: str | os.PathLike[str] | None = None) -> Iterato
     FormatError
         If a line holds another character that ``str.splitlines()`` breaks
         at (``\v``, ``\f``, ``\x1c``-``\x1e``, ``\x85``, ``\u2028``,
-        ``\u2029``) between its first and last visible characters.
+        ``\u2029``) between its first and last visible characters; holds a
+        NUL character; or starts with ``#``: the formats have no comments,
+        and DNNBrain reads ``#conv5=chn`` as a layer named ``#conv5`` and
+        ``# block A`` after a ``data=`` line as a stimulus, where a person
+        reads comments.
     """
     for number, raw in enumerate(LINE_END.split(text.removeprefix(BOM)), start=1):
         line = raw.strip()
         if not line:
             continue
+        if line.startswith("#"):
+            shown = line if len(line) <= 40 else f"{line[:37]}... ({len(line)} characters)"
+            raise FormatError(f"line {shown!r} starts with '#'; a {kind} file has no comments: "
+                              "delete the line, or remove the '#'", path, number)
+        if "\0" in line:
+            # no text file holds one; DNNBrain's reader drops it at a value's end, a
+            # person does not see it, and HDF5 cannot store it in a name or a label
+            raise FormatError(f"line {line!r} holds a NUL character ('\\x00'); a {kind} file is "
+                              "text: remove it", path, number)
         found = _OTHER_BREAK.search(line)
         if found:
             raise FormatError(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from types import MappingProxyType
 
 import numpy as np
@@ -75,7 +76,8 @@ class LayerMask:
     ------
     DnnMaskError
         If an axis is unknown or given twice (``chn`` and ``channel``), a
-        number is not an integer, or an axis has no number.
+        number is not an integer, an axis has no number, or its numbers come
+        in a set or a mapping, which keep no order.
     """
 
     __slots__ = ("_numbers",)
@@ -154,6 +156,12 @@ def _check_numbers(axis: str, values: Iterable[int]) -> tuple[int, ...]:
         raise DnnMaskError(
             f"{axis} numbers {values!r} are not a list of integers; give e.g. [1, 2, 3], "
             f"or {_ALL!r} for every {axis}"
+        )
+    if isinstance(values, (AbstractSet, Mapping)):
+        # a set's order is its hash order: {200, 3, 17} would keep 200, 17, 3
+        raise DnnMaskError(
+            f"{axis} numbers {values!r} are a {type(values).__name__}, not a list; give them "
+            "as a list, in the order to keep, e.g. [200, 3, 17] (a set keeps no order)"
         )
     checked = []
     for value in values:
@@ -271,6 +279,9 @@ def _check_layer_name(name: object) -> None:
         problem = "contains a line break"
     elif name != name.strip():
         problem = "starts or ends with whitespace"
+    elif "\0" in name:
+        # reading refuses it (no text file holds one), and HDF5 names cannot hold it
+        problem = "contains a NUL character"
     elif name.startswith("#"):
         # its layer line would start with '#', which reading refuses
         problem = "starts with '#'"
@@ -309,17 +320,7 @@ def parse_dmask(text: str, path: str | os.PathLike[str] | None = None) -> DnnMas
     FormatError
         If the text breaks the format; the error gives the line number.
     """
-    lines = list(text_lines(text, path))
-    for number, line in lines:
-        if line.startswith("#"):
-            # DNNBrain would read '#conv5=chn' as a layer named '#conv5', and a
-            # person as a comment: neither is safe to guess
-            raise FormatError(
-                f"line {_shorten(line)!r} starts with '#'; a .dmask.csv file has no comments: "
-                "delete the line, or remove the '#'",
-                path,
-                number,
-            )
+    lines = list(text_lines(text, path, ".dmask.csv"))
     layers: dict[str, LayerMask] = {}
     named_on: dict[str, int] = {}
     previous: tuple[str, list[str]] | None = None

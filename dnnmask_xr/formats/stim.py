@@ -39,6 +39,8 @@ STIM_TYPES = ("image", "video", "video_clip")
 _LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
 _LINE_BREAK = re.compile(f"[{re.escape(_LINE_BREAKS)}]")
 _INT64 = np.iinfo(np.int64)
+#: The largest integer every smaller one of which a float64 holds exactly (2**53).
+_EXACT_IN_FLOAT64 = 2**53
 _EXAMPLE_DATA = "data=stimID,label"
 #: The header key listing the fields other than stimID and condition that hold text.
 TEXT_KEY = "text"
@@ -169,7 +171,7 @@ def parse_stim(text: str, path: str | os.PathLike[str] | None = None) -> Stimuli
     converters: list[Callable[[str], Any]] = []
     columns: list[list[Any]] = []
     data_line = 0
-    for number, line in text_lines(text, path):
+    for number, line in text_lines(text, path, ".stim.csv"):
         if fields is not None:
             values = [value.strip() for value in line.split(",")]
             if len(values) != len(fields):
@@ -263,11 +265,24 @@ def format_stim(stimuli: Stimuli) -> str:
     DnnMaskError
         If a string value holds ``','`` or a line break, has whitespace
         around it, or a row would be written as a blank line: it would not
-        read back as it is.
+        read back as it is; or a header value holds ``'='``, which
+        DNNBrain's reader cannot read (this package's reader can); or an
+        integer field (``label``, a video's ``stimID``) holds a value beyond
+        ``±2**53``, which DNNBrain's reader, through float64, rounds.
     """
     if not isinstance(stimuli, Stimuli):
         raise UsageError(f"stimuli are a Stimuli table, not a {type(stimuli).__name__}; "
                          "build one with Stimuli(header=..., table=...) or read_stim")
+    for key, value in stimuli.header.items():
+        if key.startswith("#"):
+            raise DnnMaskError(f"header key {key!r} starts with '#', which reading refuses "
+                               "(a .stim.csv has no comments); rename it")
+        if "=" in value:
+            # DNNBrain's reader splits a header line at every '=' into two parts
+            raise DnnMaskError(
+                f"header value {value!r} for key {key!r} contains '=', which DNNBrain's "
+                "reader cannot read (it splits a header line at every '='); remove it"
+            )
     lines = [f"{key}={value}" for key, value in stimuli.header.items()]
     lines.append("data=" + ",".join(stimuli.table.columns))
     text = _text_fields(stimuli.header, stimuli.table.columns)
@@ -282,6 +297,11 @@ def format_stim(stimuli: Stimuli) -> str:
                 f"stimulus number {position + 1} has the empty stimID '' and no other "
                 "field, so its row would be a blank line, which reading skips; "
                 "give it a stimID"
+            )
+        if line.startswith("#"):
+            raise DnnMaskError(
+                f"stimulus number {position + 1}: its row {_shorten(line)!r} would start with "
+                "'#', which reading refuses (a .stim.csv has no comments); rename it"
             )
         lines.append(line)
     return "\n".join(lines) + "\n"
@@ -442,11 +462,24 @@ def _parse_float(text: str) -> float:
         ) from None
 
 
+def _is_quoted(text: str) -> bool:
+    return len(text) >= 2 and text[0] == text[-1] == '"'
+
+
+def _unquoted(text: str) -> str:
+    # a person reads "cat" in a .csv as cat, DNNBrain as the five characters: refuse
+    if _is_quoted(text):
+        raise ValueError(f"value {_shorten(text)!r} is in double quotes, which a .csv reader "
+                         "takes away but a .stim.csv has no quoting; remove the quotes")
+    return text
+
+
 _CONVERTERS: dict[str, Callable[[str], Any]] = {
     "int": _parse_int,
     "float": _parse_float,
-    "str": str,
+    "str": _unquoted,
 }
+
 
 
 def _in_int64(number: int) -> int:
@@ -594,19 +627,40 @@ def _check_text(what: str, text: str) -> None:
         raise DnnMaskError(
             f"{what} {text!r} has whitespace around it, which reading strips; remove it"
         )
+    if "\0" in text:
+        # numpy's text arrays, which DNNBrain's reader makes, drop a value's trailing NULs
+        raise DnnMaskError(
+            f"{what} {text!r} holds a NUL character, which reading refuses (DNNBrain's "
+            "reader drops it at a value's end); remove it"
+        )
 
 
 def _format_column(name: str, column: pd.Series, kind: str) -> list[str]:
     if kind == "float":
         return [repr(float(value)) for value in column.to_numpy()]
     if kind == "int":
-        return [str(int(value)) for value in column.to_numpy()]
+        values = [int(value) for value in column.to_numpy()]
+        for position, value in enumerate(values, start=1):
+            if abs(value) > _EXACT_IN_FLOAT64:
+                # DNNBrain's reader takes integer fields through np.float64, which rounds
+                raise DnnMaskError(
+                    f"field {name!r}, stimulus number {position}: value {value} is beyond "
+                    f"±2**53 ({_EXACT_IN_FLOAT64}), where DNNBrain's reader, which reads it "
+                    f"as a float64, gives {int(np.float64(value))}; integers of a .stim.csv "
+                    "are written within that range"
+                )
+        return [str(value) for value in values]
     texts = list(column.to_numpy())
     for position, text in enumerate(texts, start=1):
         if "," in text:
             raise DnnMaskError(
                 f"field {name!r}, stimulus number {position}: value {text!r} contains ',', "
                 "which separates values; remove it"
+            )
+        if _is_quoted(text):
+            raise DnnMaskError(
+                f"field {name!r}, stimulus number {position}: value {text!r} is in double "
+                "quotes, which reading refuses (a .stim.csv has no quoting); remove them"
             )
         _check_text(f"field {name!r}, stimulus number {position}: value", text)
     return texts
