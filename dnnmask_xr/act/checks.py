@@ -260,9 +260,13 @@ def check_not_input(plan: Plan, target: str) -> None:
                                        "external raw storage")
     for source, what in sorted(plan.inputs.items()):
         refuse_if_replaced(source, f"the {what} was read from it")
-    for source in open_hdf5_files():
-        refuse_if_replaced(source, "this process holds it open; close what was opened "
-                                   "from it first")
+    held = _identity_of(target)
+    for source, identity in open_hdf5_files():
+        if identity is not None and identity == held:
+            # the file itself, whatever it is called now (renamed since, or opened by a
+            # name relative to another working folder)
+            raise OutputIsInputError(_is_input(original, _HELD))
+        refuse_if_replaced(source, _HELD)
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -290,13 +294,40 @@ def _is_input(target: str, why: str) -> str:
             "input: choose another output path")
 
 
-def open_hdf5_files() -> list[str]:
-    """Name the HDF5 files this process has open (h5py, h5netcdf and xarray's alike)."""
-    names = []
+_HELD = "this process holds it open; close what was opened from it first"
+
+
+def open_hdf5_files() -> list[tuple[str, tuple[int, int] | None]]:
+    """Name and identify the HDF5 files this process has open (h5py, h5netcdf, xarray's).
+
+    Each comes with the device and inode of the file HDF5 holds (None for a
+    driver without a descriptor of its own, such as an in-memory file): the
+    name is the one it was opened by, which may since name another file or
+    none (a rename, a relative name after ``os.chdir``).
+    """
+    files = []
     for file_id in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
         with contextlib.suppress(Exception):
-            names.append(os.fsdecode(file_id.name))
-    return names
+            files.append((os.fsdecode(file_id.name), _held_identity(file_id)))
+    return files
+
+
+def _held_identity(file_id: h5py.h5f.FileID) -> tuple[int, int] | None:
+    try:
+        if file_id.get_access_plist().get_driver() != h5py.h5fd.SEC2:
+            return None  # the handle of another driver is not a descriptor
+        status = os.fstat(file_id.get_vfd_handle())
+    except (OSError, RuntimeError, ValueError, TypeError, OverflowError):
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _identity_of(path: str) -> tuple[int, int] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 def check_plan(plan: Plan) -> None:
