@@ -13,9 +13,10 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from dnnmask_xr._args import path_arg
-from dnnmask_xr.errors import ActFileError
+from dnnmask_xr.errors import ActFileError, OutputIsInputError
 
 #: Temporary files are named ``.dnnmask-<random>.tmp``: hidden, recognisable, and short
 #: whatever the target's name, so that any name the file system takes can be written.
@@ -76,6 +77,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         Where to write; it exists (empty) when yielded.
     """
     target = real_target(path)
+    refuse_held_open(path, target)
     with _said_for(path, target):
         fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX,
                                         dir=target.parent)
@@ -85,9 +87,77 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         _take_permissions(tmp, target)
         sync_path(tmp)
+        refuse_held_open(path, target)  # opened while the file was written
         with _said_for(path, target):
             os.replace(tmp, target)
     sync_path(target.parent)
+
+
+def input_refused(path: str | os.PathLike[str], why: str) -> str:
+    """Say that the output ``path`` is an input (``why``), and what to do instead."""
+    return (f"output {os.fspath(path)!r} is the input file ({why}); dnnmask_xr never "
+            "overwrites its input: choose another output path")
+
+
+#: Why a file this process holds open is not replaced.
+HELD_OPEN = "this process holds it open; close what was opened from it first"
+
+
+def refuse_held_open(path: str | os.PathLike[str], target: Path) -> None:
+    """Refuse to replace an HDF5 file this process holds open, or a folder holding one.
+
+    Every output is put in place here, whatever wrote it (the activations'
+    writer, the text files', DNNBrain's): a file still open for reading,
+    replaced, would be gone from the disk while its layers are still read.
+    The file HDF5 holds is compared (device and inode), not only the name
+    it was opened by, which a rename since, or ``os.chdir`` after a
+    relative name, points elsewhere.
+
+    Raises
+    ------
+    OutputIsInputError
+        If ``target`` (the file ``path`` names) is such a file, or a folder
+        (a zarr store) holding one.
+    """
+    h5py = sys.modules.get("h5py")
+    if h5py is None:  # no HDF5 file can be open before h5py is imported
+        return
+    try:
+        status = os.stat(target)
+    except OSError:
+        return
+    folder = stat.S_ISDIR(status.st_mode)
+    for file_id in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+        try:
+            name = os.fsdecode(file_id.name)
+        except Exception:  # closed meanwhile, by another thread
+            continue
+        if _held_identity(h5py, file_id) == (status.st_dev, status.st_ino) or (
+                _same_file(name, target)):
+            raise OutputIsInputError(input_refused(path, HELD_OPEN))
+        if folder and any(_same_file(parent, target)
+                          for parent in Path(os.path.realpath(name)).parents):
+            raise OutputIsInputError(input_refused(
+                path, f"it holds {name!r}, which replacing the folder would remove; "
+                      + HELD_OPEN.replace(" it ", " that file ")))
+
+
+def _held_identity(h5py: Any, file_id: Any) -> tuple[int, int] | None:
+    """Give the device and inode of the file HDF5 holds open, None without a descriptor."""
+    try:
+        if file_id.get_access_plist().get_driver() != h5py.h5fd.SEC2:
+            return None  # another driver's handle is not a descriptor (an in-memory file)
+        held = os.fstat(file_id.get_vfd_handle())
+    except (OSError, RuntimeError, ValueError, TypeError, OverflowError):
+        return None
+    return held.st_dev, held.st_ino
+
+
+def _same_file(first: str | os.PathLike[str], second: str | os.PathLike[str]) -> bool:
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
@@ -135,6 +205,7 @@ def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
         The empty folder to write in.
     """
     target = real_target(path)
+    refuse_held_open(path, target)
     tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=target.parent))
     with _removed_unless_whole(tmp, lambda: shutil.rmtree(tmp, ignore_errors=True)):
         yield tmp
@@ -142,6 +213,7 @@ def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
             for name in files:
                 sync_path(Path(folder, name))
             sync_path(Path(folder))
+        refuse_held_open(path, target)
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX,
                                         dir=target.parent))

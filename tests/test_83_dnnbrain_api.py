@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import digest
 
 import dnnmask_xr as dx
 import dnnmask_xr.dnnbrain as compat
@@ -336,6 +337,33 @@ def test_a_text_file_that_cannot_be_written_is_one_line(tmp_path, api, kind, whe
         _write_text_file(api, kind, path)
     one_line_error(caught.value, f"cannot write {path!r}: ", why)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", f"folder.{kind}.csv"]
+
+
+@pytest.mark.parametrize("kind", ["stim", "dmask"])
+@pytest.mark.parametrize(("api", "how"), [
+    ("dnnmask_xr", "path"),  # DNNBrain's classes take only their own suffix
+    *((api, how) for api in ("dnnbrain", "dnnmask_xr") for how in ("symlink", "renamed"))])
+def test_a_text_file_never_replaces_an_activation_file_held_open(act_file, tmp_path, api,
+                                                                 kind, how):
+    # bug: only the activations' writer refused a file this process holds open; a
+    # .dmask.csv or .stim.csv written at it replaced the open activations with text
+    acts = dx.open_act(act_file)
+    acts["conv5"].values  # noqa: B018 (the file is open)
+    out = act_file
+    if how == "symlink":
+        out = tmp_path / f"link.{kind}.csv"
+        out.symlink_to(act_file)
+    elif how == "renamed":
+        out = act_file.with_name(f"renamed.{kind}.csv")
+        act_file.rename(out)
+    before = digest(out)
+    with pytest.raises(dx.OutputIsInputError) as caught:
+        _write_text_file(api, kind, str(out))
+    one_line_error(caught.value, f"output {str(out)!r} is the input file",
+                   "this process holds it open")
+    acts.close()
+    assert digest(out) == before
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_stimulus_file_reads_as_dnnbrain_types(tmp_path):

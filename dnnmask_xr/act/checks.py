@@ -8,18 +8,16 @@ table).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from dnnmask_xr._args import STORE_SUFFIX, mapping_arg
-from dnnmask_xr._atomic import real_target
+from dnnmask_xr._atomic import input_refused, real_target
 from dnnmask_xr.act.external import files_read
 from dnnmask_xr.act.files import open_file
 from dnnmask_xr.act.layout import (
@@ -218,7 +216,7 @@ def _name_max(folder: Path) -> int:
 
 
 def check_not_input(plan: Plan, target: str) -> None:
-    """Refuse to replace a file the plan reads, or one this process holds open.
+    """Refuse to replace a file the plan reads.
 
     The files the plan reads are those the layers are read from
     (:attr:`Plan.sources`), every file their objects read from in turn
@@ -226,7 +224,9 @@ def check_not_input(plan: Plan, target: str) -> None:
     storage, at every depth: :func:`~dnnmask_xr.act.external.files_read`),
     and the text files it was made from (:attr:`Plan.inputs`: the
     ``.dmask.csv`` and ``.stim.csv``). A zarr store that is replaced is a
-    folder replaced whole: every such file inside it is refused too.
+    folder replaced whole: every such file inside it is refused too. A
+    file this process holds open is refused where every output is put in
+    place (:func:`~dnnmask_xr._atomic.atomic_path`).
 
     Raises
     ------
@@ -238,7 +238,7 @@ def check_not_input(plan: Plan, target: str) -> None:
     original, target = target, _local(target)
     if is_url(target):
         if target.rstrip("/") in {source.rstrip("/") for source in sources}:
-            raise OutputIsInputError(_is_input(original, "the layers are read from it"))
+            raise OutputIsInputError(input_refused(original, "the layers are read from it"))
         return
     if not os.path.exists(target):
         return
@@ -246,9 +246,9 @@ def check_not_input(plan: Plan, target: str) -> None:
 
     def refuse_if_replaced(path: str, why: str) -> None:
         if same_file(path, target):
-            raise OutputIsInputError(_is_input(original, why))
+            raise OutputIsInputError(input_refused(original, why))
         if folder and _inside(path, target):
-            raise OutputIsInputError(_is_input(
+            raise OutputIsInputError(input_refused(
                 original, f"it holds {path!r}, which replacing the folder would remove; "
                           + why.replace(" it", " that file")))
 
@@ -260,13 +260,6 @@ def check_not_input(plan: Plan, target: str) -> None:
                                        "external raw storage")
     for source, what in sorted(plan.inputs.items()):
         refuse_if_replaced(source, f"the {what} was read from it")
-    held = _identity_of(target)
-    for source, identity in open_hdf5_files():
-        if identity is not None and identity == held:
-            # the file itself, whatever it is called now (renamed since, or opened by a
-            # name relative to another working folder)
-            raise OutputIsInputError(_is_input(original, _HELD))
-        refuse_if_replaced(source, _HELD)
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -287,47 +280,6 @@ def _files_behind(source: str) -> frozenset[str]:
         return frozenset()
     with root:
         return files_read(root)
-
-
-def _is_input(target: str, why: str) -> str:
-    return (f"output {target!r} is the input file ({why}); dnnmask_xr never overwrites its "
-            "input: choose another output path")
-
-
-_HELD = "this process holds it open; close what was opened from it first"
-
-
-def open_hdf5_files() -> list[tuple[str, tuple[int, int] | None]]:
-    """Name and identify the HDF5 files this process has open (h5py, h5netcdf, xarray's).
-
-    Each comes with the device and inode of the file HDF5 holds (None for a
-    driver without a descriptor of its own, such as an in-memory file): the
-    name is the one it was opened by, which may since name another file or
-    none (a rename, a relative name after ``os.chdir``).
-    """
-    files = []
-    for file_id in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
-        with contextlib.suppress(Exception):
-            files.append((os.fsdecode(file_id.name), _held_identity(file_id)))
-    return files
-
-
-def _held_identity(file_id: h5py.h5f.FileID) -> tuple[int, int] | None:
-    try:
-        if file_id.get_access_plist().get_driver() != h5py.h5fd.SEC2:
-            return None  # the handle of another driver is not a descriptor
-        status = os.fstat(file_id.get_vfd_handle())
-    except (OSError, RuntimeError, ValueError, TypeError, OverflowError):
-        return None
-    return status.st_dev, status.st_ino
-
-
-def _identity_of(path: str) -> tuple[int, int] | None:
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None
-    return status.st_dev, status.st_ino
 
 
 def check_plan(plan: Plan) -> None:
