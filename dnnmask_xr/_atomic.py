@@ -84,9 +84,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     with _removed_unless_whole(tmp, lambda: tmp.unlink(missing_ok=True)):
-        yield tmp
-        _take_permissions(tmp, target)
-        sync_path(tmp)
+        with _full_disk_said(path):
+            yield tmp
+            _take_permissions(tmp, target)
+            sync_path(tmp)
         refuse_held_open(path, target)  # opened while the file was written
         with _said_for(path, target):
             os.replace(tmp, target)
@@ -176,6 +177,29 @@ def _said_for(path: str | os.PathLike[str], target: Path) -> Iterator[None]:
             if isinstance(err, kind):
                 raise ActFileError(f"cannot write {os.fspath(path)!r}: "
                                    + why.format(folder=str(target.parent))) from None
+        raise
+
+
+#: A full disk, by the errno a write fails with, and the reason said for it.
+FULL_DISK = {errno.ENOSPC: "No space left on device",
+             errno.EFBIG: "File too large for the file-size limit of this process (ulimit -f)"}
+
+
+@contextlib.contextmanager
+def _full_disk_said(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Say a full disk while the file is written as one line naming ``path``.
+
+    The text files (``.dmask.csv``, ``.stim.csv``) are written with
+    Python's own calls, whose ``OSError`` named neither the file nor the
+    limit; the activations' writer says HDF5's failures itself
+    (:func:`~dnnmask_xr.act.write.write_failure`), in the same words.
+    """
+    try:
+        yield
+    except OSError as err:
+        if err.errno in FULL_DISK:
+            raise ActFileError(f"cannot write {os.fspath(path)!r}: "
+                               f"{FULL_DISK[err.errno]}") from None
         raise
 
 
