@@ -271,6 +271,17 @@ REFUSED = {
     # bug: a coordinate along channel was silently dropped
     "channel-coordinate": (lambda: {"a": small_layer().assign_coords(
         unit=("channel", ["mV", "Hz"]))}, None, "unit"),
+    # bug: names HDF5 stores as attribute names, longer than the 65 534 bytes it takes
+    # (a name's length and its NUL fit 16 bits), raised h5py's KeyError from deep inside
+    "long-root-attr-name": (lambda: {"a": small_layer()}, {"k" * 65535: 1},
+                            "is 65535 bytes long"),
+    "long-layer-attr-name": (lambda: {"a": small_layer().assign_attrs({"é" * 32768: 1})},
+                             None, "is 65536 bytes long"),
+    "long-field-name": (lambda: {"a": small_layer("f" * 65530)}, None,
+                        "stimulus field name 'fff.*is 65530 bytes long.*at most 65525"),
+    "long-unit-dim": (lambda: {"a": xr.DataArray(np.ones((3, 2)),
+                                                 dims=("stimulus", "u" * 65535))},
+                      None, "unit dim"),
 }
 
 

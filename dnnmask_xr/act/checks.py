@@ -26,6 +26,7 @@ from dnnmask_xr.act.layout import (
     EXTENDED,
     FIELD_NAME_RULE,
     NUMBERED_DIMS,
+    STIMULUS_FIELD_PREFIX,
     STORE_ATTRS,
     axis_names,
     extended_precision,
@@ -305,6 +306,8 @@ def check_plan(plan: Plan) -> None:
         if problem:
             raise DnnMaskError(f"layer {layer.name!r} has dims {('stimulus', *layer.dims)}: "
                                f"{problem}")
+        for dim in layer.dims:
+            _check_attr_name(dim, f"unit dim of layer {layer.name!r}")
         if any(size != 1 for size in layer.shape[1 + len(layer.dims):]):
             raise DnnMaskError(f"layer {layer.name!r} has {len(layer.dims)} unit dim(s) but "
                                f"is stored with shape {layer.shape}; the stored axes after "
@@ -329,6 +332,7 @@ def check_plan(plan: Plan) -> None:
         if not is_field_name(name):
             raise DnnMaskError(f"stimulus field name {name!r} is not valid; {FIELD_NAME_RULE}")
         _check_text(name, "stimulus field name")
+        _check_attr_name(name, "stimulus field name", STIMULUS_FIELD_PREFIX)
         if np.shape(values) != stimulus.ids.shape:
             raise DnnMaskError(f"stimulus field {name!r} holds {np.size(values)} values for "
                                f"{stimulus.ids.size} stimuli; give one per stimulus")
@@ -337,6 +341,7 @@ def check_plan(plan: Plan) -> None:
         if not (isinstance(key, str) and isinstance(value, str)):
             raise DnnMaskError(f"stimulus header entry {key!r}: {value!r} is not text; a "
                                ".stim.csv header maps names to text")
+        _check_attr_name(key, "stimulus header key")
 
 
 def check_layer_name(name: object) -> None:
@@ -391,6 +396,7 @@ def _check_attrs(attrs: Mapping[str, Any], where: str, reserved: tuple[str, ...]
             raise DnnMaskError(f"attribute name {key!r} of {where} is not valid; attribute "
                                "names are non-empty text")
         _check_text(key, f"attribute name of {where}")
+        _check_attr_name(key, f"attribute name of {where}")
         if key in reserved or key in SYSTEM_ATTRS or (
                 not reserved and (is_reserved(key) or key in STORE_ATTRS)):
             # the root's: an .act.h5 keeps the stimuli there, a zarr store the order of
@@ -398,6 +404,21 @@ def _check_attrs(attrs: Mapping[str, Any], where: str, reserved: tuple[str, ...]
             raise DnnMaskError(f"attribute {key!r} of {where} is reserved: the file keeps "
                                "labels there; rename the attribute")
         _check_values(value, f"attribute {key!r} of {where}")
+
+
+#: The longest attribute name HDF5 stores, in UTF-8 bytes: the name and its NUL are
+#: counted in 16 bits (a longer one fails deep inside h5py, as a KeyError).
+MAX_ATTR_NAME = 2**16 - 2
+
+
+def _check_attr_name(name: str, what: str, prefix: str = "") -> None:
+    """Refuse a name a file stores as an attribute's name (after ``prefix``) if too long."""
+    size = len(name.encode("utf-8", "surrogatepass"))
+    longest = MAX_ATTR_NAME - len(prefix.encode("utf-8"))
+    if size > longest:
+        raise DnnMaskError(f"{what} {name[:20] + '...'!r} is {size} bytes long; files store "
+                           f"it as an attribute name, of at most {longest} bytes (UTF-8); "
+                           "shorten it")
 
 
 def _check_values(value: Any, what: str) -> None:
