@@ -6,6 +6,7 @@ import contextlib
 import errno
 import functools
 import os
+import secrets
 import shutil
 import stat
 import subprocess
@@ -78,13 +79,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = real_target(path)
     refuse_held_open(path, target)
-    with _said_for(path, target):
-        fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX,
-                                        dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    with _removed_unless_whole(tmp, lambda: tmp.unlink(missing_ok=True)):
+    # named before it is created, and watched from then on: a Ctrl-C the moment it is
+    # created (inside mkstemp, which had not yet said its name) finds it removed too
+    tmp = target.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
+    with _removed_unless_whole(tmp, functools.partial(_remove_file, tmp)):
         with _full_disk_said(path):
+            with _said_for(path, target):
+                # 64 random bits: no other file has the name (O_EXCL would refuse it)
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             yield tmp
             _take_permissions(tmp, target)
             sync_path(tmp)
@@ -249,19 +251,30 @@ def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
     sync_path(target.parent)
 
 
+def _remove_file(tmp: Path) -> None:
+    # never made (its folder is missing or a file) or gone already: nothing to remove
+    with contextlib.suppress(OSError):
+        tmp.unlink()
+
+
 @contextlib.contextmanager
 def _removed_unless_whole(tmp: Path, remove: Callable[[], None]) -> Iterator[None]:
-    """Call ``remove`` (of ``tmp``) on any exception in the block; watch ``tmp`` meanwhile."""
+    """Call ``remove`` (of ``tmp``) on any exception in the block; watch ``tmp`` meanwhile.
+
+    Starting the watchdog is inside the ``try``: a Ctrl-C while it starts
+    (a fork and an exec, the longest step of a small write) removes the
+    file too.
+    """
     pid = os.getpid()
-    with removed_if_the_process_ends(tmp):
-        try:
+    try:
+        with removed_if_the_process_ends(tmp):
             yield
-        except BaseException:
-            # a forked child ending (its copy of the caller's generator closed) leaves
-            # the parent's write alone
-            if os.getpid() == pid:
-                remove()
-            raise
+    except BaseException:
+        # a forked child ending (its copy of the caller's generator closed) leaves
+        # the parent's write alone
+        if os.getpid() == pid:
+            remove()
+        raise
 
 
 #: The watchdog: waits for "done" on its stdin; if the pipe closes first (every process
@@ -294,11 +307,14 @@ def removed_if_the_process_ends(tmp: Path) -> Iterator[None]:
     try:
         yield
     finally:
-        # here the file is renamed or removed: the watchdog has nothing left to do
-        # (said only by this process: a forked child's copy ending says nothing)
+        # said only by this process: a forked child's copy ending says nothing
         if os.getpid() == pid:
+            # "done" once the file is renamed into place; a file still here is a write
+            # that failed, removed by the watchdog as well as by the caller, so that a
+            # second Ctrl-C that cuts the caller's removal short leaves nothing either
+            done = b"" if os.path.lexists(tmp) else b"done\n"
             with contextlib.suppress(OSError):
-                watchdog.communicate(b"done\n")
+                watchdog.communicate(done)
 
 
 #: What fsync of a folder gives on file systems that cannot sync one: nothing to do there.
