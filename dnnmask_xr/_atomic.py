@@ -175,10 +175,10 @@ def _said_for(path: str | os.PathLike[str], target: Path) -> Iterator[None]:
     try:
         yield
     except OSError as err:
-        for kind, why in _WHY:
-            if isinstance(err, kind):
-                raise ActFileError(f"cannot write {os.fspath(path)!r}: "
-                                   + why.format(folder=str(target.parent))) from None
+        why = _WHY.get(err.errno)
+        if why is not None:
+            raise ActFileError(f"cannot write {os.fspath(path)!r}: "
+                               + why.format(folder=str(target.parent))) from None
         raise
 
 
@@ -205,11 +205,13 @@ def _full_disk_said(path: str | os.PathLike[str]) -> Iterator[None]:
         raise
 
 
-#: Why a file cannot be made or put in place, by the error Python raised.
-_WHY = ((FileNotFoundError, "folder {folder!r} does not exist"),
-        (NotADirectoryError, "a folder on its path is a file"),
-        (IsADirectoryError, "it is a folder; name a file in it"),
-        (PermissionError, "folder {folder!r} is not writable"))
+#: Why a file cannot be made or put in place, by the errno of the error Python raised.
+_WHY = {errno.ENOENT: "folder {folder!r} does not exist",
+        errno.ENOTDIR: "a folder on its path is a file",
+        errno.EISDIR: "it is a folder; name a file in it",
+        errno.EACCES: "folder {folder!r} is not writable",
+        errno.EPERM: "folder {folder!r} is not writable",
+        errno.EROFS: "folder {folder!r} is not writable (a read-only file system)"}
 
 
 @contextlib.contextmanager

@@ -339,6 +339,31 @@ def test_a_text_file_that_cannot_be_written_is_one_line(tmp_path, api, kind, whe
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", f"folder.{kind}.csv"]
 
 
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder on a read-only file system (a tmpfs mounted ``ro``: needs the right to mount)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", folder],
+                          capture_output=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", folder], check=True)
+
+
+@pytest.mark.parametrize("api", ["dnnbrain", "dnnmask_xr"])
+@pytest.mark.parametrize("kind", ["stim", "dmask"])
+def test_a_text_file_on_a_read_only_file_system_is_one_line(read_only_folder, api, kind):
+    # bug: Python's "[Errno 30] Read-only file system", naming the temporary file; root
+    # can write a folder chmod made read-only, not one on a read-only file system
+    path = str(read_only_folder / f"x.{kind}.csv")
+    with pytest.raises(ActFileError) as caught:
+        _write_text_file(api, kind, path)
+    one_line_error(caught.value, f"cannot write {path!r}: folder "
+                                 f"{str(read_only_folder)!r} is not writable")
+
+
 @pytest.mark.parametrize("kind", ["stim", "dmask"])
 @pytest.mark.parametrize(("api", "how"), [
     ("dnnmask_xr", "path"),  # DNNBrain's classes take only their own suffix
