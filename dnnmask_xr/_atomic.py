@@ -78,6 +78,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         Where to write; it exists (empty) when yielded.
     """
     target = real_target(path)
+    refuse_non_regular(path, target)
     refuse_held_open(path, target)
     # named before it is created, and watched from then on: a Ctrl-C the moment it is
     # created (inside mkstemp, which had not yet said its name) finds it removed too
@@ -94,6 +95,32 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         with _said_for(path, target):
             os.replace(tmp, target)
     sync_path(target.parent)
+
+
+def refuse_non_regular(path: str | os.PathLike[str], target: Path) -> None:
+    """Refuse to replace a device, a FIFO or a socket (``target``, what ``path`` leads to).
+
+    Renamed over, ``/dev/null`` or a FIFO a program reads would become a
+    plain file: a ``.dmask.csv`` written through a link to ``/dev/null``
+    replaced the device itself, as root. A folder is said where the rename
+    fails.
+
+    Raises
+    ------
+    ActFileError
+        If ``target`` exists and is neither a regular file nor a folder.
+    """
+    try:
+        mode = os.stat(target).st_mode
+    except OSError:
+        return
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    name = os.fspath(path)
+    linked = (f" (the symbolic link {name!r} points to {str(target)!r})"
+              if os.path.islink(name) else "")
+    raise ActFileError(f"cannot write {name!r}: it is not a regular file but a device, a "
+                       f"FIFO or a socket{linked}; name a file")
 
 
 def input_refused(path: str | os.PathLike[str], why: str) -> str:

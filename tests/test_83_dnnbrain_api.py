@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -337,6 +338,36 @@ def test_a_text_file_that_cannot_be_written_is_one_line(tmp_path, api, kind, whe
         _write_text_file(api, kind, path)
     one_line_error(caught.value, f"cannot write {path!r}: ", why)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", f"folder.{kind}.csv"]
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _null_device(path: Path) -> None:
+    # what /dev/null is (character device 1, 3), made where the test may replace it
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("making a device node needs root")
+
+
+@pytest.mark.parametrize("api", ["dnnbrain", "dnnmask_xr"])
+@pytest.mark.parametrize("kind", ["stim", "dmask"])
+@pytest.mark.parametrize("make", [_fifo, _null_device], ids=["fifo", "null-device"])
+def test_a_text_file_never_replaces_a_device_or_a_fifo(tmp_path, api, kind, make):
+    # bug: only the activations' writer refused them; a .dmask.csv written through a
+    # link to /dev/null (a way to throw output away) replaced the device with a file
+    special = tmp_path / "special"
+    make(special)
+    link = tmp_path / f"x.{kind}.csv"
+    link.symlink_to(special)
+    with pytest.raises(ActFileError) as caught:
+        _write_text_file(api, kind, str(link))
+    one_line_error(caught.value, f"cannot write {str(link)!r}: it is not a regular file "
+                                 "but a device, a FIFO or a socket (the symbolic link")
+    assert not stat.S_ISREG(os.lstat(special).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["special", link.name]
 
 
 @pytest.fixture

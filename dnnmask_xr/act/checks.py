@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from dnnmask_xr._args import STORE_SUFFIX, mapping_arg
-from dnnmask_xr._atomic import input_refused, real_target
+from dnnmask_xr._atomic import input_refused, real_target, refuse_non_regular
 from dnnmask_xr.act.external import files_read
 from dnnmask_xr.act.files import open_file
 from dnnmask_xr.act.layout import (
@@ -133,9 +133,9 @@ def check_output(target: str) -> None:
         if real.exists() and not real.is_dir():
             raise ActFileError(f"cannot write {target!r}: it is a file, not a zarr store "
                                f"(a folder){linked}; remove it or name another store")
-    elif real.exists() and not real.is_file():
-        raise ActFileError(f"cannot write {target!r}: it is not a regular file but a "
-                           f"device, a FIFO or a socket{linked}; name a file")
+    else:
+        # the atomic writer's own check, made before anything is planned (a dry run too)
+        refuse_non_regular(target, real)
 
 
 def check_names_apart(plan: Plan, what: str) -> None:
