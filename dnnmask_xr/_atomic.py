@@ -77,7 +77,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     Path
         Where to write; it exists (empty) when yielded.
     """
-    target = real_target(path)
+    with _said_for(path, Path(os.path.abspath(path_arg(path, "output")))):
+        target = real_target(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.lstat(target)  # a name too long for the file system fails here, not at the end
     refuse_non_regular(path, target)
     refuse_held_open(path, target)
     # named before it is created, and watched from then on: a Ctrl-C the moment it is
@@ -238,7 +241,9 @@ _WHY = {errno.ENOENT: "folder {folder!r} does not exist",
         errno.EISDIR: "it is a folder; name a file in it",
         errno.EACCES: "folder {folder!r} is not writable",
         errno.EPERM: "folder {folder!r} is not writable",
-        errno.EROFS: "folder {folder!r} is not writable (a read-only file system)"}
+        errno.EROFS: "folder {folder!r} is not writable (a read-only file system)",
+        errno.ELOOP: "its symbolic links lead in a circle (or too deep)",
+        errno.ENAMETOOLONG: "its name is longer than the file system takes"}
 
 
 @contextlib.contextmanager

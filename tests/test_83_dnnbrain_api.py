@@ -340,6 +340,25 @@ def test_a_text_file_that_cannot_be_written_is_one_line(tmp_path, api, kind, whe
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", f"folder.{kind}.csv"]
 
 
+@pytest.mark.parametrize("api", ["dnnbrain", "dnnmask_xr"])
+@pytest.mark.parametrize("kind", ["stim", "dmask"])
+@pytest.mark.parametrize(("where", "why"), [
+    ("loop", "its symbolic links lead in a circle (or too deep)"),
+    ("x" * 300, "its name is longer than the file system takes")],
+    ids=["link-loop", "name-too-long"])
+def test_a_text_file_name_no_file_can_have_is_one_line(tmp_path, api, kind, where, why):
+    # bug: Python's OSError ("Too many levels of symbolic links", "File name too long"),
+    # the second once the text was written
+    path = tmp_path / f"{where}.{kind}.csv"
+    if where == "loop":
+        path.symlink_to(tmp_path / f"back.{kind}.csv")
+        (tmp_path / f"back.{kind}.csv").symlink_to(path)
+    with pytest.raises(ActFileError) as caught:
+        _write_text_file(api, kind, str(path))
+    one_line_error(caught.value, f"cannot write {str(path)!r}: {why}")
+    assert not [p for p in tmp_path.iterdir() if not p.is_symlink()]
+
+
 def _fifo(path: Path) -> None:
     os.mkfifo(path)
 
