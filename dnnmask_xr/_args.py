@@ -27,10 +27,14 @@ def path_arg(value: object, what: str) -> str:
     ------
     UsageError
         If ``value`` is not a ``str`` or ``os.PathLike`` naming a path, or
-        is empty.
+        is empty or holds a NUL character (which the OS would refuse with
+        Python's bare ``ValueError``).
     """
     if isinstance(value, str | os.PathLike):
         path = os.fspath(value)
+        if isinstance(path, str) and "\x00" in path:
+            raise UsageError(f"{what} {path!r} holds a NUL character, which no file name "
+                             "holds; name the file without it")
         if isinstance(path, str) and path:
             return as_named(path)
         if path == "":

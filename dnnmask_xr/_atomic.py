@@ -6,6 +6,7 @@ import contextlib
 import errno
 import functools
 import os
+import secrets
 import shutil
 import stat
 import subprocess
@@ -13,9 +14,10 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from dnnmask_xr._args import path_arg
-from dnnmask_xr.errors import ActFileError
+from dnnmask_xr.errors import ActFileError, OutputIsInputError
 
 #: Temporary files are named ``.dnnmask-<random>.tmp``: hidden, recognisable, and short
 #: whatever the target's name, so that any name the file system takes can be written.
@@ -75,19 +77,120 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     Path
         Where to write; it exists (empty) when yielded.
     """
-    target = real_target(path)
-    with _said_for(path, target):
-        fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX,
-                                        dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    with _removed_unless_whole(tmp, lambda: tmp.unlink(missing_ok=True)):
-        yield tmp
-        _take_permissions(tmp, target)
-        sync_path(tmp)
+    with _said_for(path, Path(os.path.abspath(path_arg(path, "output")))):
+        target = real_target(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.lstat(target)  # a name too long for the file system fails here, not at the end
+    refuse_non_regular(path, target)
+    refuse_held_open(path, target)
+    # named before it is created, and watched from then on: a Ctrl-C the moment it is
+    # created (inside mkstemp, which had not yet said its name) finds it removed too
+    tmp = target.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
+    with _removed_unless_whole(tmp, functools.partial(_remove_file, tmp)):
+        with _full_disk_said(path):
+            with _said_for(path, target):
+                # 64 random bits: no other file has the name (O_EXCL would refuse it)
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            yield tmp
+            _take_permissions(tmp, target)
+            sync_path(tmp)
+        refuse_held_open(path, target)  # opened while the file was written
         with _said_for(path, target):
             os.replace(tmp, target)
     sync_path(target.parent)
+
+
+def refuse_non_regular(path: str | os.PathLike[str], target: Path) -> None:
+    """Refuse to replace a device, a FIFO or a socket (``target``, what ``path`` leads to).
+
+    Renamed over, ``/dev/null`` or a FIFO a program reads would become a
+    plain file: a ``.dmask.csv`` written through a link to ``/dev/null``
+    replaced the device itself, as root. A folder is said where the rename
+    fails.
+
+    Raises
+    ------
+    ActFileError
+        If ``target`` exists and is neither a regular file nor a folder.
+    """
+    try:
+        mode = os.stat(target).st_mode
+    except OSError:
+        return
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    name = os.fspath(path)
+    linked = (f" (the symbolic link {name!r} points to {str(target)!r})"
+              if os.path.islink(name) else "")
+    raise ActFileError(f"cannot write {name!r}: it is not a regular file but a device, a "
+                       f"FIFO or a socket{linked}; name a file")
+
+
+def input_refused(path: str | os.PathLike[str], why: str) -> str:
+    """Say that the output ``path`` is an input (``why``), and what to do instead."""
+    return (f"output {os.fspath(path)!r} is the input file ({why}); dnnmask_xr never "
+            "overwrites its input: choose another output path")
+
+
+#: Why a file this process holds open is not replaced.
+HELD_OPEN = "this process holds it open; close what was opened from it first"
+
+
+def refuse_held_open(path: str | os.PathLike[str], target: Path) -> None:
+    """Refuse to replace an HDF5 file this process holds open, or a folder holding one.
+
+    Every output is put in place here, whatever wrote it (the activations'
+    writer, the text files', DNNBrain's): a file still open for reading,
+    replaced, would be gone from the disk while its layers are still read.
+    The file HDF5 holds is compared (device and inode), not only the name
+    it was opened by, which a rename since, or ``os.chdir`` after a
+    relative name, points elsewhere.
+
+    Raises
+    ------
+    OutputIsInputError
+        If ``target`` (the file ``path`` names) is such a file, or a folder
+        (a zarr store) holding one.
+    """
+    h5py = sys.modules.get("h5py")
+    if h5py is None:  # no HDF5 file can be open before h5py is imported
+        return
+    try:
+        status = os.stat(target)
+    except OSError:
+        return
+    folder = stat.S_ISDIR(status.st_mode)
+    for file_id in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+        try:
+            name = os.fsdecode(file_id.name)
+        except Exception:  # closed meanwhile, by another thread
+            continue
+        if _held_identity(h5py, file_id) == (status.st_dev, status.st_ino) or (
+                _same_file(name, target)):
+            raise OutputIsInputError(input_refused(path, HELD_OPEN))
+        if folder and any(_same_file(parent, target)
+                          for parent in Path(os.path.realpath(name)).parents):
+            raise OutputIsInputError(input_refused(
+                path, f"it holds {name!r}, which replacing the folder would remove; "
+                      + HELD_OPEN.replace(" it ", " that file ")))
+
+
+def _held_identity(h5py: Any, file_id: Any) -> tuple[int, int] | None:
+    """Give the device and inode of the file HDF5 holds open, None without a descriptor."""
+    try:
+        if file_id.get_access_plist().get_driver() != h5py.h5fd.SEC2:
+            return None  # another driver's handle is not a descriptor (an in-memory file)
+        held = os.fstat(file_id.get_vfd_handle())
+    except (OSError, RuntimeError, ValueError, TypeError, OverflowError):
+        return None
+    return held.st_dev, held.st_ino
+
+
+def _same_file(first: str | os.PathLike[str], second: str | os.PathLike[str]) -> bool:
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
@@ -102,18 +205,45 @@ def _said_for(path: str | os.PathLike[str], target: Path) -> Iterator[None]:
     try:
         yield
     except OSError as err:
-        for kind, why in _WHY:
-            if isinstance(err, kind):
-                raise ActFileError(f"cannot write {os.fspath(path)!r}: "
-                                   + why.format(folder=str(target.parent))) from None
+        why = _WHY.get(err.errno)
+        if why is not None:
+            raise ActFileError(f"cannot write {os.fspath(path)!r}: "
+                               + why.format(folder=str(target.parent))) from None
         raise
 
 
-#: Why a file cannot be made or put in place, by the error Python raised.
-_WHY = ((FileNotFoundError, "folder {folder!r} does not exist"),
-        (NotADirectoryError, "a folder on its path is a file"),
-        (IsADirectoryError, "it is a folder; name a file in it"),
-        (PermissionError, "folder {folder!r} is not writable"))
+#: A full disk, by the errno a write fails with, and the reason said for it.
+FULL_DISK = {errno.ENOSPC: "No space left on device",
+             errno.EFBIG: "File too large for the file-size limit of this process (ulimit -f)"}
+
+
+@contextlib.contextmanager
+def _full_disk_said(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Say a full disk while the file is written as one line naming ``path``.
+
+    The text files (``.dmask.csv``, ``.stim.csv``) are written with
+    Python's own calls, whose ``OSError`` named neither the file nor the
+    limit; the activations' writer says HDF5's failures itself
+    (:func:`~dnnmask_xr.act.write.write_failure`), in the same words.
+    """
+    try:
+        yield
+    except OSError as err:
+        if err.errno in FULL_DISK:
+            raise ActFileError(f"cannot write {os.fspath(path)!r}: "
+                               f"{FULL_DISK[err.errno]}") from None
+        raise
+
+
+#: Why a file cannot be made or put in place, by the errno of the error Python raised.
+_WHY = {errno.ENOENT: "folder {folder!r} does not exist",
+        errno.ENOTDIR: "a folder on its path is a file",
+        errno.EISDIR: "it is a folder; name a file in it",
+        errno.EACCES: "folder {folder!r} is not writable",
+        errno.EPERM: "folder {folder!r} is not writable",
+        errno.EROFS: "folder {folder!r} is not writable (a read-only file system)",
+        errno.ELOOP: "its symbolic links lead in a circle (or too deep)",
+        errno.ENAMETOOLONG: "its name is longer than the file system takes"}
 
 
 @contextlib.contextmanager
@@ -135,6 +265,7 @@ def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
         The empty folder to write in.
     """
     target = real_target(path)
+    refuse_held_open(path, target)
     tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=target.parent))
     with _removed_unless_whole(tmp, lambda: shutil.rmtree(tmp, ignore_errors=True)):
         yield tmp
@@ -142,6 +273,7 @@ def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
             for name in files:
                 sync_path(Path(folder, name))
             sync_path(Path(folder))
+        refuse_held_open(path, target)
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX,
                                         dir=target.parent))
@@ -153,19 +285,30 @@ def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
     sync_path(target.parent)
 
 
+def _remove_file(tmp: Path) -> None:
+    # never made (its folder is missing or a file) or gone already: nothing to remove
+    with contextlib.suppress(OSError):
+        tmp.unlink()
+
+
 @contextlib.contextmanager
 def _removed_unless_whole(tmp: Path, remove: Callable[[], None]) -> Iterator[None]:
-    """Call ``remove`` (of ``tmp``) on any exception in the block; watch ``tmp`` meanwhile."""
+    """Call ``remove`` (of ``tmp``) on any exception in the block; watch ``tmp`` meanwhile.
+
+    Starting the watchdog is inside the ``try``: a Ctrl-C while it starts
+    (a fork and an exec, the longest step of a small write) removes the
+    file too.
+    """
     pid = os.getpid()
-    with removed_if_the_process_ends(tmp):
-        try:
+    try:
+        with removed_if_the_process_ends(tmp):
             yield
-        except BaseException:
-            # a forked child ending (its copy of the caller's generator closed) leaves
-            # the parent's write alone
-            if os.getpid() == pid:
-                remove()
-            raise
+    except BaseException:
+        # a forked child ending (its copy of the caller's generator closed) leaves
+        # the parent's write alone
+        if os.getpid() == pid:
+            remove()
+        raise
 
 
 #: The watchdog: waits for "done" on its stdin; if the pipe closes first (every process
@@ -198,11 +341,14 @@ def removed_if_the_process_ends(tmp: Path) -> Iterator[None]:
     try:
         yield
     finally:
-        # here the file is renamed or removed: the watchdog has nothing left to do
-        # (said only by this process: a forked child's copy ending says nothing)
+        # said only by this process: a forked child's copy ending says nothing
         if os.getpid() == pid:
+            # "done" once the file is renamed into place; a file still here is a write
+            # that failed, removed by the watchdog as well as by the caller, so that a
+            # second Ctrl-C that cuts the caller's removal short leaves nothing either
+            done = b"" if os.path.lexists(tmp) else b"done\n"
             with contextlib.suppress(OSError):
-                watchdog.communicate(b"done\n")
+                watchdog.communicate(done)
 
 
 #: What fsync of a folder gives on file systems that cannot sync one: nothing to do there.

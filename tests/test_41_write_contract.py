@@ -16,6 +16,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import xarray as xr
@@ -91,6 +92,39 @@ def test_mask_file_never_replaces_its_input(act_file, tmp_path):
         dx.mask_file(act_file, act_file, {"conv5": {}})
     assert digest(act_file) == before
     assert_no_temp(tmp_path)
+
+
+HELD_UNDER_ANOTHER_NAME = ["renamed-while-open", "opened-before-chdir"]
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+@pytest.mark.parametrize("how", HELD_UNDER_ANOTHER_NAME)
+def test_a_file_held_open_under_another_name_is_never_replaced(
+        act_file, tmp_path, monkeypatch, how, suffix):
+    # bug: the files this process holds open were compared by the name they were opened
+    # by; one renamed since (by another program), or opened by a relative name before
+    # os.chdir, was replaced, and the input was gone
+    held = tmp_path / "held" / f"input{suffix}"
+    held.parent.mkdir()
+    dx.save_act(dx.open_act(act_file), held)
+    if how == "renamed-while-open":
+        acts = dx.open_act(held)
+        acts["conv5"].values  # noqa: B018 (the file is open)
+        out = held.with_name(f"renamed{suffix}")
+        held.rename(out)
+        layers = acts.mask(dx.DnnMask({"conv5": {"channel": [1]}}))
+    else:
+        monkeypatch.chdir(held.parent)
+        acts = h5py.File(held.name, "r")
+        monkeypatch.chdir(tmp_path)
+        out = Path("held", held.name)
+        layers = dx.open_act(act_file)
+    before = digest(out)
+    with pytest.raises(dx.OutputIsInputError, match="this process holds it open"):
+        dx.save_act(layers, out)
+    acts.close()
+    assert digest(out) == before
+    assert_no_temp(out.parent)
 
 
 # --- B. One stimulus table --------------------------------------------------------------------
@@ -237,6 +271,17 @@ REFUSED = {
     # bug: a coordinate along channel was silently dropped
     "channel-coordinate": (lambda: {"a": small_layer().assign_coords(
         unit=("channel", ["mV", "Hz"]))}, None, "unit"),
+    # bug: names HDF5 stores as attribute names, longer than the 65 534 bytes it takes
+    # (a name's length and its NUL fit 16 bits), raised h5py's KeyError from deep inside
+    "long-root-attr-name": (lambda: {"a": small_layer()}, {"k" * 65535: 1},
+                            "is 65535 bytes long"),
+    "long-layer-attr-name": (lambda: {"a": small_layer().assign_attrs({"é" * 32768: 1})},
+                             None, "is 65536 bytes long"),
+    "long-field-name": (lambda: {"a": small_layer("f" * 65530)}, None,
+                        "stimulus field name 'fff.*is 65530 bytes long.*at most 65525"),
+    "long-unit-dim": (lambda: {"a": xr.DataArray(np.ones((3, 2)),
+                                                 dims=("stimulus", "u" * 65535))},
+                      None, "unit dim"),
 }
 
 

@@ -100,6 +100,31 @@ def test_misuse_is_a_project_error(name, kind, act_file, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
+#: Every argument that names a file, given a name with a NUL character in it.
+NUL_PATHS = {
+    "open_act": lambda act, bad: dx.open_act(bad),
+    "open_act-stim": lambda act, bad: dx.open_act(act, stim=bad),
+    "save_act-path": lambda act, bad: dx.save_act(dx.open_act(act), bad),
+    "mask_file-act": lambda act, bad: dx.mask_file(bad, act.with_name("o.act.h5"),
+                                                   {"conv5": {}}),
+    "mask_file-out": lambda act, bad: dx.mask_file(act, bad, {"conv5": {}}),
+    "read_dmask": lambda act, bad: dx.read_dmask(bad),
+    "read_stim": lambda act, bad: dx.read_stim(bad),
+    "write_dmask": lambda act, bad: dx.write_dmask(dx.DnnMask({"conv5": {"chn": [1]}}), bad),
+    "ActWriter": lambda act, bad: dx.ActWriter(bad),
+}
+
+
+@pytest.mark.parametrize("name", list(NUL_PATHS))
+def test_a_path_holding_nul_is_a_usage_error(name, act_file, tmp_path):
+    # bug: Python's "ValueError: embedded null byte" came out of os.stat, naming nothing
+    before = sorted(p.name for p in tmp_path.iterdir())
+    bad = str(tmp_path / "a\x00b.act.h5")
+    with pytest.raises(dx.UsageError, match=r"holds a NUL character.*no file name holds"):
+        NUL_PATHS[name](act_file, bad)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
 def test_a_key_that_is_no_name_is_a_missing_layer(act_file):
     with pytest.raises(KeyError, match=r"layer \[.conv5.\] is not in "):
         dx.open_act(act_file)[["conv5"]]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -23,6 +24,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import digest
 
 import dnnmask_xr as dx
 import dnnmask_xr.dnnbrain as compat
@@ -336,6 +338,107 @@ def test_a_text_file_that_cannot_be_written_is_one_line(tmp_path, api, kind, whe
         _write_text_file(api, kind, path)
     one_line_error(caught.value, f"cannot write {path!r}: ", why)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", f"folder.{kind}.csv"]
+
+
+@pytest.mark.parametrize("api", ["dnnbrain", "dnnmask_xr"])
+@pytest.mark.parametrize("kind", ["stim", "dmask"])
+@pytest.mark.parametrize(("where", "why"), [
+    ("loop", "its symbolic links lead in a circle (or too deep)"),
+    ("x" * 300, "its name is longer than the file system takes")],
+    ids=["link-loop", "name-too-long"])
+def test_a_text_file_name_no_file_can_have_is_one_line(tmp_path, api, kind, where, why):
+    # bug: Python's OSError ("Too many levels of symbolic links", "File name too long"),
+    # the second once the text was written
+    path = tmp_path / f"{where}.{kind}.csv"
+    if where == "loop":
+        path.symlink_to(tmp_path / f"back.{kind}.csv")
+        (tmp_path / f"back.{kind}.csv").symlink_to(path)
+    with pytest.raises(ActFileError) as caught:
+        _write_text_file(api, kind, str(path))
+    one_line_error(caught.value, f"cannot write {str(path)!r}: {why}")
+    assert not [p for p in tmp_path.iterdir() if not p.is_symlink()]
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _null_device(path: Path) -> None:
+    # what /dev/null is (character device 1, 3), made where the test may replace it
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("making a device node needs root")
+
+
+@pytest.mark.parametrize("api", ["dnnbrain", "dnnmask_xr"])
+@pytest.mark.parametrize("kind", ["stim", "dmask"])
+@pytest.mark.parametrize("make", [_fifo, _null_device], ids=["fifo", "null-device"])
+def test_a_text_file_never_replaces_a_device_or_a_fifo(tmp_path, api, kind, make):
+    # bug: only the activations' writer refused them; a .dmask.csv written through a
+    # link to /dev/null (a way to throw output away) replaced the device with a file
+    special = tmp_path / "special"
+    make(special)
+    link = tmp_path / f"x.{kind}.csv"
+    link.symlink_to(special)
+    with pytest.raises(ActFileError) as caught:
+        _write_text_file(api, kind, str(link))
+    one_line_error(caught.value, f"cannot write {str(link)!r}: it is not a regular file "
+                                 "but a device, a FIFO or a socket (the symbolic link")
+    assert not stat.S_ISREG(os.lstat(special).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["special", link.name]
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder on a read-only file system (a tmpfs mounted ``ro``: needs the right to mount)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", folder],
+                          capture_output=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", folder], check=True)
+
+
+@pytest.mark.parametrize("api", ["dnnbrain", "dnnmask_xr"])
+@pytest.mark.parametrize("kind", ["stim", "dmask"])
+def test_a_text_file_on_a_read_only_file_system_is_one_line(read_only_folder, api, kind):
+    # bug: Python's "[Errno 30] Read-only file system", naming the temporary file; root
+    # can write a folder chmod made read-only, not one on a read-only file system
+    path = str(read_only_folder / f"x.{kind}.csv")
+    with pytest.raises(ActFileError) as caught:
+        _write_text_file(api, kind, path)
+    one_line_error(caught.value, f"cannot write {path!r}: folder "
+                                 f"{str(read_only_folder)!r} is not writable")
+
+
+@pytest.mark.parametrize("kind", ["stim", "dmask"])
+@pytest.mark.parametrize(("api", "how"), [
+    ("dnnmask_xr", "path"),  # DNNBrain's classes take only their own suffix
+    *((api, how) for api in ("dnnbrain", "dnnmask_xr") for how in ("symlink", "renamed"))])
+def test_a_text_file_never_replaces_an_activation_file_held_open(act_file, tmp_path, api,
+                                                                 kind, how):
+    # bug: only the activations' writer refused a file this process holds open; a
+    # .dmask.csv or .stim.csv written at it replaced the open activations with text
+    acts = dx.open_act(act_file)
+    acts["conv5"].values  # noqa: B018 (the file is open)
+    out = act_file
+    if how == "symlink":
+        out = tmp_path / f"link.{kind}.csv"
+        out.symlink_to(act_file)
+    elif how == "renamed":
+        out = act_file.with_name(f"renamed.{kind}.csv")
+        act_file.rename(out)
+    before = digest(out)
+    with pytest.raises(dx.OutputIsInputError) as caught:
+        _write_text_file(api, kind, str(out))
+    one_line_error(caught.value, f"output {str(out)!r} is the input file",
+                   "this process holds it open")
+    acts.close()
+    assert digest(out) == before
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_stimulus_file_reads_as_dnnbrain_types(tmp_path):

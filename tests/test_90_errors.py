@@ -490,6 +490,28 @@ def test_stim_rows_must_match_stimuli(
                 [re.escape(str(stim)), rf"\b{n_rows}\b", rf"\b{N_STIMULI}\b"], out=out)
 
 
+@pytest.mark.parametrize("suffix", [".act.h5", ".nc"])
+@pytest.mark.parametrize("what", ["field", "header-key"])
+def test_a_stim_name_too_long_for_a_file_exit_1(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, act_file: Path, what: str,
+    suffix: str,
+) -> None:
+    # bug: a field name (or, in .nc, a header key) of some 65 000 characters came out as
+    # h5py's KeyError and a traceback: HDF5 stores it as an attribute name, of at most
+    # 65 534 bytes
+    name = "f" * 70_000
+    header = HEADER + (f"{name}=x\n" if what == "header-key" else "")
+    fields = f"stimID,{name}" if what == "field" else "stimID"
+    rows = "".join(f"img{i}.png" + (f",{i}" if what == "field" else "") + "\n"
+                   for i in range(N_STIMULI))
+    stim = tmp_path / "long.stim.csv"
+    stim.write_text(f"{header}data={fields}\n{rows}")
+    out = tmp_path / f"out{suffix}"
+    argv = ["-act", act_file, "-layer", "conv5", "-stim", stim, "-out", out]
+    check_fails(capsys, tmp_path, argv, 1,
+                [r"'fffff", r"is 70000 bytes long", r"at most 655\d\d bytes"], out=out)
+
+
 # -- the output path -----------------------------------------------------------------
 
 

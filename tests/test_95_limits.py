@@ -407,6 +407,61 @@ def test_a_disk_full_while_text_is_written_is_one_clean_line(
                 assert acts["fc"].stimulus.values.tolist() == ids
 
 
+#: write_dmask and write_stim of some 100 KB of text in their own process, their errors
+#: said as the command says them.
+TEXT_FILE_SCRIPT = """
+import sys
+import pandas as pd
+import dnnmask_xr as dx
+from dnnmask_xr.cli import _fail
+
+names = [f"layer{i:04d}" for i in range(2000)]
+try:
+    if sys.argv[2] == "dmask":
+        dx.write_dmask(dx.DnnMask({name: {"chn": [1, 2, 3]} for name in names}), sys.argv[1])
+    else:
+        dx.write_stim(dx.Stimuli({"type": "image", "path": "images"},
+                                 pd.DataFrame({"stimID": names})), sys.argv[1])
+except dx.DnnMaskError as err:
+    sys.exit(_fail(err, 1))
+"""
+
+TEXT_FILE_CASES = [(kind, how) for kind in ("dmask", "stim")
+                   for how in ("tmpfs", "file-size-limit")]
+
+
+@pytest.mark.parametrize(("kind", "how"), TEXT_FILE_CASES,
+                         ids=[f"{kind}-{how}" for kind, how in TEXT_FILE_CASES])
+def test_a_disk_full_while_a_text_file_is_written_is_one_clean_line(
+    kind: str, how: str, tmp_path: Path
+):
+    # bug: write_dmask and write_stim raised Python's bare OSError ("[Errno 28] No space
+    # left on device", "[Errno 27] File too large"), naming no file
+    with contextlib.ExitStack() as stack:
+        if how.startswith("tmpfs"):
+            folder = stack.enter_context(small_tmpfs(tmp_path / "small", 16 * 2**10))
+            limit = None
+        else:
+            folder = tmp_path / "limited"
+            folder.mkdir()
+            limit = _limit_file_size_to(16 * 2**10)
+        out = folder / f"out.{kind}.csv"
+        done = subprocess.run([sys.executable, "-c", TEXT_FILE_SCRIPT, str(out), kind],
+                              capture_output=True, text=True, timeout=120, check=False,
+                              preexec_fn=limit)
+        assert sorted(p.name for p in folder.iterdir()) == []
+        assert done.returncode == 1, (done.returncode, done.stderr[-3000:])
+        assert_clean_full_disk(done.stderr, out, "tmpfs" if limit is None else "limit")
+
+
+def _limit_file_size_to(size: int):
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    return limit
+
+
 # -- many layers ----------------------------------------------------------------------
 
 

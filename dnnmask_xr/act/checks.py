@@ -8,18 +8,16 @@ table).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from dnnmask_xr._args import STORE_SUFFIX, mapping_arg
-from dnnmask_xr._atomic import real_target
+from dnnmask_xr._atomic import input_refused, real_target, refuse_non_regular
 from dnnmask_xr.act.external import files_read
 from dnnmask_xr.act.files import open_file
 from dnnmask_xr.act.layout import (
@@ -28,6 +26,7 @@ from dnnmask_xr.act.layout import (
     EXTENDED,
     FIELD_NAME_RULE,
     NUMBERED_DIMS,
+    STIMULUS_FIELD_PREFIX,
     STORE_ATTRS,
     axis_names,
     extended_precision,
@@ -134,9 +133,9 @@ def check_output(target: str) -> None:
         if real.exists() and not real.is_dir():
             raise ActFileError(f"cannot write {target!r}: it is a file, not a zarr store "
                                f"(a folder){linked}; remove it or name another store")
-    elif real.exists() and not real.is_file():
-        raise ActFileError(f"cannot write {target!r}: it is not a regular file but a "
-                           f"device, a FIFO or a socket{linked}; name a file")
+    else:
+        # the atomic writer's own check, made before anything is planned (a dry run too)
+        refuse_non_regular(target, real)
 
 
 def check_names_apart(plan: Plan, what: str) -> None:
@@ -218,7 +217,7 @@ def _name_max(folder: Path) -> int:
 
 
 def check_not_input(plan: Plan, target: str) -> None:
-    """Refuse to replace a file the plan reads, or one this process holds open.
+    """Refuse to replace a file the plan reads.
 
     The files the plan reads are those the layers are read from
     (:attr:`Plan.sources`), every file their objects read from in turn
@@ -226,7 +225,9 @@ def check_not_input(plan: Plan, target: str) -> None:
     storage, at every depth: :func:`~dnnmask_xr.act.external.files_read`),
     and the text files it was made from (:attr:`Plan.inputs`: the
     ``.dmask.csv`` and ``.stim.csv``). A zarr store that is replaced is a
-    folder replaced whole: every such file inside it is refused too.
+    folder replaced whole: every such file inside it is refused too. A
+    file this process holds open is refused where every output is put in
+    place (:func:`~dnnmask_xr._atomic.atomic_path`).
 
     Raises
     ------
@@ -238,7 +239,7 @@ def check_not_input(plan: Plan, target: str) -> None:
     original, target = target, _local(target)
     if is_url(target):
         if target.rstrip("/") in {source.rstrip("/") for source in sources}:
-            raise OutputIsInputError(_is_input(original, "the layers are read from it"))
+            raise OutputIsInputError(input_refused(original, "the layers are read from it"))
         return
     if not os.path.exists(target):
         return
@@ -246,9 +247,9 @@ def check_not_input(plan: Plan, target: str) -> None:
 
     def refuse_if_replaced(path: str, why: str) -> None:
         if same_file(path, target):
-            raise OutputIsInputError(_is_input(original, why))
+            raise OutputIsInputError(input_refused(original, why))
         if folder and _inside(path, target):
-            raise OutputIsInputError(_is_input(
+            raise OutputIsInputError(input_refused(
                 original, f"it holds {path!r}, which replacing the folder would remove; "
                           + why.replace(" it", " that file")))
 
@@ -260,9 +261,6 @@ def check_not_input(plan: Plan, target: str) -> None:
                                        "external raw storage")
     for source, what in sorted(plan.inputs.items()):
         refuse_if_replaced(source, f"the {what} was read from it")
-    for source in open_hdf5_files():
-        refuse_if_replaced(source, "this process holds it open; close what was opened "
-                                   "from it first")
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -283,20 +281,6 @@ def _files_behind(source: str) -> frozenset[str]:
         return frozenset()
     with root:
         return files_read(root)
-
-
-def _is_input(target: str, why: str) -> str:
-    return (f"output {target!r} is the input file ({why}); dnnmask_xr never overwrites its "
-            "input: choose another output path")
-
-
-def open_hdf5_files() -> list[str]:
-    """Name the HDF5 files this process has open (h5py, h5netcdf and xarray's alike)."""
-    names = []
-    for file_id in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
-        with contextlib.suppress(Exception):
-            names.append(os.fsdecode(file_id.name))
-    return names
 
 
 def check_plan(plan: Plan) -> None:
@@ -322,6 +306,8 @@ def check_plan(plan: Plan) -> None:
         if problem:
             raise DnnMaskError(f"layer {layer.name!r} has dims {('stimulus', *layer.dims)}: "
                                f"{problem}")
+        for dim in layer.dims:
+            _check_attr_name(dim, f"unit dim of layer {layer.name!r}")
         if any(size != 1 for size in layer.shape[1 + len(layer.dims):]):
             raise DnnMaskError(f"layer {layer.name!r} has {len(layer.dims)} unit dim(s) but "
                                f"is stored with shape {layer.shape}; the stored axes after "
@@ -346,6 +332,7 @@ def check_plan(plan: Plan) -> None:
         if not is_field_name(name):
             raise DnnMaskError(f"stimulus field name {name!r} is not valid; {FIELD_NAME_RULE}")
         _check_text(name, "stimulus field name")
+        _check_attr_name(name, "stimulus field name", STIMULUS_FIELD_PREFIX)
         if np.shape(values) != stimulus.ids.shape:
             raise DnnMaskError(f"stimulus field {name!r} holds {np.size(values)} values for "
                                f"{stimulus.ids.size} stimuli; give one per stimulus")
@@ -354,6 +341,7 @@ def check_plan(plan: Plan) -> None:
         if not (isinstance(key, str) and isinstance(value, str)):
             raise DnnMaskError(f"stimulus header entry {key!r}: {value!r} is not text; a "
                                ".stim.csv header maps names to text")
+        _check_attr_name(key, "stimulus header key")
 
 
 def check_layer_name(name: object) -> None:
@@ -408,6 +396,7 @@ def _check_attrs(attrs: Mapping[str, Any], where: str, reserved: tuple[str, ...]
             raise DnnMaskError(f"attribute name {key!r} of {where} is not valid; attribute "
                                "names are non-empty text")
         _check_text(key, f"attribute name of {where}")
+        _check_attr_name(key, f"attribute name of {where}")
         if key in reserved or key in SYSTEM_ATTRS or (
                 not reserved and (is_reserved(key) or key in STORE_ATTRS)):
             # the root's: an .act.h5 keeps the stimuli there, a zarr store the order of
@@ -415,6 +404,21 @@ def _check_attrs(attrs: Mapping[str, Any], where: str, reserved: tuple[str, ...]
             raise DnnMaskError(f"attribute {key!r} of {where} is reserved: the file keeps "
                                "labels there; rename the attribute")
         _check_values(value, f"attribute {key!r} of {where}")
+
+
+#: The longest attribute name HDF5 stores, in UTF-8 bytes: the name and its NUL are
+#: counted in 16 bits (a longer one fails deep inside h5py, as a KeyError).
+MAX_ATTR_NAME = 2**16 - 2
+
+
+def _check_attr_name(name: str, what: str, prefix: str = "") -> None:
+    """Refuse a name a file stores as an attribute's name (after ``prefix``) if too long."""
+    size = len(name.encode("utf-8", "surrogatepass"))
+    longest = MAX_ATTR_NAME - len(prefix.encode("utf-8"))
+    if size > longest:
+        raise DnnMaskError(f"{what} {name[:20] + '...'!r} is {size} bytes long; files store "
+                           f"it as an attribute name, of at most {longest} bytes (UTF-8); "
+                           "shorten it")
 
 
 def _check_values(value: Any, what: str) -> None:

@@ -39,7 +39,7 @@ import h5py
 import numpy as np
 
 from dnnmask_xr._args import bool_arg, is_count, path_arg
-from dnnmask_xr._atomic import atomic_path, start_writeback
+from dnnmask_xr._atomic import FULL_DISK, atomic_path, start_writeback
 from dnnmask_xr._version import __version__
 from dnnmask_xr.act._interrupt import Interrupted, check_interrupt, deferred_interrupts
 from dnnmask_xr.act.checks import (
@@ -607,9 +607,6 @@ class RoomOnDisk:
         os.ftruncate(self.fd, self.root.id.get_filesize())
 
 
-#: The errno HDF5 gives in its text, and the reason said for it.
-_FULL = {errno.ENOSPC: "No space left on device",
-         errno.EFBIG: "File too large for the file-size limit of this process (ulimit -f)"}
 _ERRNO = re.compile(r"\berrno = (\d+)")
 _MESSAGE = re.compile(r"\berror message = '([^']*)'")
 
@@ -647,7 +644,7 @@ def write_failure(err: BaseException) -> str | None:
     """
     text = str(err)
     numbers = {getattr(err, "errno", None), *map(int, _ERRNO.findall(text))}
-    for number, reason in _FULL.items():
+    for number, reason in FULL_DISK.items():
         if number in numbers or os.strerror(number) in text:
             return reason
     if isinstance(err, DnnMaskError) or not isinstance(err, OSError | RuntimeError):
