@@ -82,6 +82,29 @@ def test_sel_layers_by_name_in_the_order_given(acts, layers):
     assert list(acts.isel(layer=[-1, 0])) == ["fc3", "conv5"]
 
 
+@pytest.mark.parametrize("chosen", [slice(None, None, -1), slice(1, None), slice(0, 1),
+                                    slice(-1, None), slice(5, None)], ids=repr)
+def test_isel_takes_a_slice_of_layer_positions(acts, chosen):
+    # bug: isel(layer=slice(...)) raised Python's TypeError ('slice' object is not iterable)
+    assert list(acts.isel(layer=chosen)) == list(acts)[chosen]
+
+
+def test_sel_takes_a_slice_of_layer_names_from_one_to_the_other(acts):
+    assert list(acts.sel(layer=slice("conv5", "fc3"))) == ["conv5", "fc3"]
+    assert list(acts.sel(layer=slice("fc3", None))) == ["fc3"]
+    assert list(acts.sel(layer=slice(None, "conv5"))) == ["conv5"]
+    assert list(acts.sel(layer=slice("fc3", "conv5", -1))) == ["fc3", "conv5"]
+    with pytest.raises(SelectionError, match=r"^layer 'conv9' is not in"):
+        acts.sel(layer=slice("conv9", None))
+
+
+@pytest.mark.parametrize("how", ["sel", "isel"])
+@pytest.mark.parametrize("chosen", [None, 1.5, {"conv5": 1}], ids=repr)
+def test_layers_chosen_by_what_is_no_list_are_usage_errors(acts, how, chosen):
+    with pytest.raises(UsageError, match=rf"^{how}\(layer=...\) takes "):
+        getattr(acts, how)(layer=chosen)
+
+
 def test_selection_stays_lazy_until_values_are_asked_for(acts, inflations):
     chosen = acts.sel(stimulus=["img1.png"], channel=[1])
     assert inflations == []

@@ -224,7 +224,8 @@ class Activations(Mapping[str, xr.DataArray]):
             ``stimulus`` applies to every layer (all layers keep describing
             the same stimuli); ``channel``, ``row`` and ``column`` (also
             spelled ``chn``, ``col``) apply to every layer kept; ``layer``
-            keeps the layers at these positions, in this order.
+            keeps the layers at these positions, in this order, or a slice
+            of them.
         **indexers_kwargs
             The same, as keywords.
 
@@ -260,7 +261,8 @@ class Activations(Mapping[str, xr.DataArray]):
             applies to every layer; ``channel``, ``row`` and ``column``
             (also spelled ``chn``, ``col``: the network's 1-based numbers)
             apply to every layer kept; ``layer`` keeps the layers of these
-            names, in this order.
+            names, in this order, or those of a slice from name to name
+            (both included, as pandas slices labels).
         method, tolerance
             As for ``xarray.DataArray.sel``, for the dims of the layers.
         **indexers_kwargs
@@ -327,8 +329,15 @@ class Activations(Mapping[str, xr.DataArray]):
                                  f"position with isel({dim}=[...])")
 
     def _chosen_layers(self, how: str, chosen: Any) -> list[str]:
-        items = [chosen] if isinstance(chosen, str | int | np.integer) else list(chosen)
         available = list(self._layers)
+        if isinstance(chosen, slice):
+            return self._layer_slice(how, chosen)
+        if isinstance(chosen, str | int | np.integer):
+            items = [chosen]
+        elif isinstance(chosen, Iterable) and not isinstance(chosen, Mapping | set | bytes):
+            items = list(chosen)
+        else:
+            raise _not_layers_chosen(how, chosen)
         names = []
         for item in items:
             if how == "isel":
@@ -348,6 +357,24 @@ class Activations(Mapping[str, xr.DataArray]):
             raise SelectionError(f"layer {repeated[0]!r} is chosen twice; each layer of "
                                  "Activations has one name")
         return names
+
+    def _layer_slice(self, how: str, chosen: slice) -> list[str]:
+        """Give the layers a slice takes: of positions for isel, from name to name for sel."""
+        available = list(self._layers)
+        if how == "sel":
+            for end in (chosen.start, chosen.stop):
+                if end is not None and (not isinstance(end, str) or end not in self._layers):
+                    raise self._no_layer(end)
+            # as pandas slices labels: both ends included, in either direction
+            start = None if chosen.start is None else available.index(chosen.start)
+            stop = None if chosen.stop is None else available.index(chosen.stop)
+            if stop is not None:
+                stop = stop - 1 if isinstance(chosen.step, int) and chosen.step < 0 else stop + 1
+            chosen = slice(start, None if stop == -1 else stop, chosen.step)
+        try:
+            return available[chosen]
+        except (TypeError, ValueError):  # ends that are no ints, a step of 0
+            raise _not_layers_chosen(how, chosen) from None
 
     def with_stimuli(self, stimuli: Stimuli) -> Activations:
         """Label the stimuli with a stimulus table.
@@ -559,6 +586,11 @@ def _from_values(name: str, values: object) -> xr.DataArray:
     # streamed write labels every batch
     return xr.DataArray(array, dims=dims, coords={
         dim: count_from_one(size) for dim, size in zip(dims, array.shape, strict=True)})
+
+
+def _not_layers_chosen(how: str, chosen: object) -> UsageError:
+    kind = "layer positions (ints)" if how == "isel" else "layer names"
+    return UsageError(f"{how}(layer=...) takes {kind}: one, a list or a slice, not {chosen!r}")
 
 
 def _indexers(indexers: Mapping[str, Any] | None, kwargs: Mapping[str, Any],
