@@ -567,6 +567,15 @@ def _from_values(name: str, values: object) -> xr.DataArray:
     if isinstance(values, xr.Dataset | Mapping | str | bytes) or values is None:
         raise DnnMaskError(f"layer {name!r} is a {type(values).__name__}; a layer is an "
                            "xarray.DataArray, or an array of 2 to 4 dims")
+    if isinstance(values, np.ma.MaskedArray):
+        # xarray would store masked values as NaN, integers as float64
+        masked = int(np.ma.count_masked(values))
+        if masked:
+            raise DnnMaskError(
+                f"layer {name!r} is a masked array with {count(masked, 'masked value')}, which a "
+                "file cannot mark; give .filled(...) to store a value in their place (np.nan for "
+                "NaN), or .data to store the values under the mask")
+        values = values.data
     # duck arrays (dask, cupy) stay as they are: np.asarray would compute them
     try:
         array = values if hasattr(values, "__array_function__") else np.asarray(values)
