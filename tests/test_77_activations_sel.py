@@ -124,6 +124,13 @@ def test_selection_stays_lazy_until_values_are_asked_for(acts, inflations):
     (lambda a: a.sel(chn=[1], channel=[2]), "'channel' is given twice"),
     (lambda a: a.sel({"channel": [1]}, row=[1]), "not both"),
     (lambda a: a.isel(layer=["conv5"]), "isel(layer=...) takes layer positions"),
+    # these said "would drop the ... dim" and advised channel=[{1, 2}], drop=[True]
+    (lambda a: a.sel(channel={1, 2}),
+     "sel(channel={1, 2}) takes labels: a list, an array or a slice, not a set"),
+    (lambda a: a.isel(row=None),
+     "isel(row=None) takes positions: a list, an array or a slice, not a NoneType"),
+    (lambda a: a.isel(drop=True), "isel: 'drop' is not a dim of the layers chosen"),
+    (lambda a: a.isel(channel=np.array(1)), "give a list (channel=[1])"),
 ])
 def test_bad_selections_are_usage_errors(acts, call, message):
     with pytest.raises(UsageError) as err:

@@ -300,6 +300,8 @@ class Activations(Mapping[str, xr.DataArray]):
             shown = [_ALIASES.get(dim, dim) for dim in have]
             raise UsageError(f"{how}: {absent[0]!r} is not a dim of the layers chosen; their "
                              f"dims are {', '.join(shown[:-1])} and {shown[-1]}")
+        for dim, value in indexers.items():
+            _check_kept(how, dim, value)
         layers = {}
         for name in names:
             array = self._layers[name]
@@ -617,12 +619,23 @@ def _indexers(indexers: Mapping[str, Any] | None, kwargs: Mapping[str, Any],
                              "chn, row, column or col, token, ...)")
         if dim in merged:
             raise UsageError(f"{how}: {dim!r} is given twice ({key!r} is another name for it)")
-        if dim != "layer" and not isinstance(value, slice) and np.ndim(value) == 0:
-            raise UsageError(f"{how}({key}={value!r}) would drop the {dim} dim, which every "
-                             f"layer keeps; give a list ({key}=[{value!r}]), or select from "
-                             f"one layer (acts['conv5'].{how}({key}={value!r}))")
         merged[dim] = value
     return merged
+
+
+def _check_kept(how: str, dim: str, value: Any) -> None:
+    """Refuse an indexer that would drop ``dim`` or is none of what xarray indexes by."""
+    if isinstance(value, slice):
+        return
+    if value is None or isinstance(value, Mapping | set | frozenset):
+        kind = "labels" if how == "sel" else "positions"
+        raise UsageError(f"{how}({dim}={value!r}) takes {kind}: a list, an array or a "
+                         f"slice, not a {type(value).__name__}")
+    if np.ndim(value) == 0:
+        shown = value.item() if isinstance(value, np.ndarray | np.generic) else value
+        raise UsageError(f"{how}({dim}={shown!r}) would drop the {dim} dim, which every "
+                         f"layer keeps; give a list ({dim}=[{shown!r}]), or select from "
+                         f"one layer (acts['conv5'].{how}({dim}={shown!r}))")
 
 
 def _check_labels(name: str, array: xr.DataArray, indexers: Mapping[str, Any]) -> None:
