@@ -152,9 +152,9 @@ def test_booleans_in_the_stimulus_table_are_refused_for_nc(write, where, tmp_pat
     layer = xr.DataArray(np.ones((2, 3), np.float32), dims=("stimulus", "channel"),
                          coords={"stimulus": [True, False]} if where == "IDs" else
                          {"stimulus": ["a", "b"], "seen": flags})
-    what = "stimulus IDs" if where == "IDs" else "stimulus field 'seen'"
+    what = "stimulus IDs hold" if where == "IDs" else "stimulus field 'seen' holds"
     with pytest.raises(dx.DnnMaskError, match=(
-            rf"{what} hold booleans, which netCDF4 cannot store; give them as integers "
+            rf"{what} booleans, which netCDF4 cannot store; give them as integers "
             r"\(\.astype\(int\)\), or save as \.act\.h5$")):
         write({"fc": layer}, tmp_path / "out.nc")
     assert list(tmp_path.iterdir()) == []

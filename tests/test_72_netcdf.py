@@ -238,6 +238,37 @@ def test_values_without_a_netcdf4_type_are_refused(tmp_path, dtype):
     assert not (tmp_path / "out.nc").exists()
 
 
+HALVES = np.array([1.5, 2.5], dtype=np.float16)
+
+
+@pytest.mark.parametrize(("where", "message"), [
+    ("IDs", r"stimulus IDs hold float16 values, which netCDF4 cannot store; give them as "
+            r"float32 \(\.astype\('float32'\)\), or save as \.act\.h5"),
+    ("field", r"stimulus field 'seen' holds float16 values, which netCDF4 cannot store; give "
+              r"them as float32 \(\.astype\('float32'\)\), or save as \.act\.h5"),
+    ("root", r"attribute 'x' of the file's root is float16, which netCDF4 cannot store; store "
+             r"it as float32 or text"),
+    ("layer", r"attribute 'x' of layer 'z' is float16, which netCDF4 cannot store; store it "
+              r"as float32 or text"),
+], ids=["IDs", "field", "root", "layer"])
+@pytest.mark.filterwarnings("ignore:`pandas.Index` does not support the `float16`:FutureWarning")
+def test_float16_labels_and_attributes_are_refused(tmp_path, where, message):
+    # bug: only float16 layers were refused: a float16 stimulus field made a file on which
+    # the netCDF4 library crashed (a segmentation fault), and netCDF-C left a float16
+    # attribute out without a word
+    layer = xr.DataArray(np.ones((2, 3)), dims=("stimulus", "channel"),
+                         coords={"stimulus": HALVES if where == "IDs" else ["a", "b"]},
+                         attrs={"x": HALVES} if where == "layer" else {})
+    if where == "field":
+        layer = layer.assign_coords(seen=("stimulus", HALVES))
+    with pytest.raises(DnnMaskError, match=rf"^{message}$"):
+        save_act({"z": layer}, tmp_path / "out.nc",
+                 attrs={"x": HALVES[0]} if where == "root" else None)
+    assert list(tmp_path.iterdir()) == []
+    save_act({"z": layer}, tmp_path / "out.act.h5",  # which stores them
+             attrs={"x": HALVES[0]} if where == "root" else None)
+
+
 def test_labels_that_are_not_numbers_are_refused(tmp_path):
     layer = xr.DataArray(np.ones((2, 3, 1, 1)), dims=DIMS, coords={"channel": [0.5, 1.5, 2.5]})
     with pytest.raises(DnnMaskError, match=r"layer 'z': channel labels are float64, not "
