@@ -306,7 +306,8 @@ class Activations(Mapping[str, xr.DataArray]):
         for name in names:
             array = self._layers[name]
             # a unit dim applies to the layers that have it, as in xarray.Dataset
-            own = {dim: value for dim, value in indexers.items() if dim in array.dims}
+            own = {dim: _plain_slice(value, array.sizes[dim]) if how == "isel" else value
+                   for dim, value in indexers.items() if dim in array.dims}
             if how == "sel":
                 self._check_unique(name, array, own)
                 if not options:
@@ -621,6 +622,26 @@ def _indexers(indexers: Mapping[str, Any] | None, kwargs: Mapping[str, Any],
             raise UsageError(f"{how}: {dim!r} is given twice ({key!r} is another name for it)")
         merged[dim] = value
     return merged
+
+
+def _plain_slice(positions: Any, size: int) -> Any:
+    """Give a slice of positions with ends that lazy indexing cannot misread.
+
+    A slice of negative step that starts before the first position
+    (``slice(-9, -8, -1)`` of 5) is empty, but xarray's lazy indexing and
+    dask normalise its start to -1 and then read that as the last position.
+    Such a slice becomes ``slice(0, 0)``, and an end before the first
+    position ``None``; other indexers are given back as they are.
+    """
+    if not isinstance(positions, slice):
+        return positions
+    try:
+        start, stop, step = positions.indices(size)
+    except (TypeError, ValueError):  # ends that are no ints, a step of 0: xarray says so
+        return positions
+    if not range(start, stop, step):
+        return slice(0, 0)
+    return slice(start, None if stop < 0 else stop, step)
 
 
 def _check_kept(how: str, dim: str, value: Any) -> None:
