@@ -91,6 +91,28 @@ def test_sel_with_a_boolean_stimulus_field(acts, layers):
     assert set(cats["fc3"].condition.values) == {"cat"}
 
 
+@pytest.mark.parametrize("how", ["sel", "isel"])
+def test_a_boolean_of_stimuli_in_another_order_selects_by_their_ids(acts, layers, how):
+    # bug: sel took the booleans by position, so a condition computed on the stimuli in
+    # another order chose other stimuli without a word (dogs for cats); isel said xarray's
+    # conflict over several lines
+    reordered = acts.isel(stimulus=[1, 2, 3, 4, 0])
+    cats = getattr(acts, how)(stimulus=reordered["conv5"].condition == "cat")
+    np.testing.assert_array_equal(cats["fc3"].values, layers["fc3"][[1, 3]])
+    assert set(cats["fc3"].condition.values) == {"cat"}
+    assert cats["fc3"].stimulus.values.tolist() == ["img1.png", "img3.png"]
+
+
+@pytest.mark.parametrize("how", ["sel", "isel"])
+def test_a_boolean_of_other_stimuli_is_refused_in_one_line(acts, how):
+    fewer = acts.isel(stimulus=[0, 1, 2])["conv5"].condition == "cat"
+    with pytest.raises(SelectionError, match=(
+            rf"^{how}\(stimulus=\.\.\.\): the booleans are labelled by 3 stimuli that are not "
+            r"those of layer 'conv5' \(5\); compute them from these activations, or give "
+            r"\.values to take them in order$")):
+        getattr(acts, how)(stimulus=fewer)
+
+
 def test_sel_takes_dnnbrain_axis_names(acts, layers):
     chosen = acts.sel(layer=["conv5"], chn=[3, 1], row=[2], col=[1])
     np.testing.assert_array_equal(chosen["conv5"].values, layers["conv5"][:, [2, 0]][:, :, [1]][

@@ -308,6 +308,8 @@ class Activations(Mapping[str, xr.DataArray]):
             # a unit dim applies to the layers that have it, as in xarray.Dataset
             own = {dim: _plain_slice(value, array.sizes[dim]) if how == "isel" else value
                    for dim, value in indexers.items() if dim in array.dims}
+            own = {dim: _booleans_in_order(how, name, array, dim, value)
+                   for dim, value in own.items()}
             if how == "sel":
                 self._check_unique(name, array, own)
                 if not options:
@@ -622,6 +624,34 @@ def _indexers(indexers: Mapping[str, Any] | None, kwargs: Mapping[str, Any],
             raise UsageError(f"{how}: {dim!r} is given twice ({key!r} is another name for it)")
         merged[dim] = value
     return merged
+
+
+def _booleans_in_order(how: str, name: str, array: xr.DataArray, dim: str, value: Any) -> Any:
+    """Give booleans labelled along ``dim`` in the layer's order of its labels.
+
+    xarray takes a boolean ``DataArray`` by position, whatever its labels:
+    a condition computed on the stimuli in another order would choose other
+    stimuli. Booleans labelled by the layer's labels in another order are
+    put in its order; labelled by others, they are refused.
+
+    Raises
+    ------
+    SelectionError
+        If the booleans' labels are not the layer's along ``dim``.
+    """
+    if not (isinstance(value, xr.DataArray) and value.dtype == bool
+            and value.dims == (dim,) and dim in value.coords):
+        return value
+    given, labels = value[dim].to_index(), array.indexes.get(dim)
+    if labels is None or given.equals(labels):
+        return value
+    if (len(given) == len(labels) and given.is_unique and labels.is_unique
+            and set(given) == set(labels)):
+        return value.sel({dim: labels})
+    raise SelectionError(f"{how}({dim}=...): the booleans are labelled by "
+                         f"{count(len(given), str(dim))} that are not those of layer {name!r} "
+                         f"({len(labels)}); compute them from these activations, or give "
+                         ".values to take them in order")
 
 
 def _plain_slice(positions: Any, size: int) -> Any:
