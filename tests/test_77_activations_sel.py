@@ -113,6 +113,15 @@ def test_a_boolean_of_other_stimuli_is_refused_in_one_line(acts, how):
         getattr(acts, how)(stimulus=fewer)
 
 
+def test_what_xarray_refuses_is_said_in_one_line(acts):
+    # bug: xarray's reason was passed on whole, reprs of both arrays over 20 lines
+    positions = xr.DataArray([0, 1], dims="stimulus", coords={"stimulus": ["x.png", "y.png"]})
+    with pytest.raises(SelectionError, match=(
+            r"^layer 'conv5' of '.*in\.act\.h5': dimension coordinate 'stimulus' conflicts "
+            r"between indexed and indexing objects$")):
+        acts.isel(stimulus=positions)
+
+
 def test_sel_takes_dnnbrain_axis_names(acts, layers):
     chosen = acts.sel(layer=["conv5"], chn=[3, 1], row=[2], col=[1])
     np.testing.assert_array_equal(chosen["conv5"].values, layers["conv5"][:, [2, 0]][:, :, [1]][

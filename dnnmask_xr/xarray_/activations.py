@@ -317,7 +317,9 @@ class Activations(Mapping[str, xr.DataArray]):
             try:
                 layers[name] = getattr(array, how)(own, **options) if own else array
             except (KeyError, IndexError, ValueError, TypeError) as err:
-                reason = err.args[0] if err.args else type(err).__name__
+                reason = str(err.args[0]) if err.args else type(err).__name__
+                # xarray's first line says what; the reprs of both arrays follow it
+                reason = (reason.splitlines() or [type(err).__name__])[0].rstrip(" :")
                 raise SelectionError(f"layer {name!r} of {self._where()}: {reason}") from None
         return self._derive(layers, attrs=self.attrs)
 
