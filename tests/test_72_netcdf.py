@@ -21,6 +21,7 @@ from dnnmask_xr import (
     open_act,
     read_dmask,
     save_act,
+    to_datatree,
 )
 from dnnmask_xr.act.layout import DIMS
 from dnnmask_xr.cli import main
@@ -295,6 +296,26 @@ def test_a_file_whose_unit_labels_are_not_int64_numbers_is_refused_on_reading(
     with pytest.raises(ActFileError, match=rf"^'{re.escape(str(path))}': layer 'fc': "
                                            rf"{re.escape(message)}"):
         open_act(path)
+
+
+@pytest.mark.parametrize("ids", [["a", "b"], [0.5, 1.5]], ids=["text-ids", "float-ids"])
+def test_a_file_xarray_wrote_reads_its_fill_values_as_storage_not_attributes(tmp_path, ids):
+    # bug: xarray's _FillValue (on a float layer, float IDs) was read as a layer attribute
+    # or header key, and a save to .nc refused it ("rename the attribute"), as if the
+    # caller had given it; an .act.h5 kept it as an attribute
+    acts = Activations({"fc": xr.DataArray(
+        np.array([[1.5, np.nan], [0.0, 2.0]], np.float32), dims=("stimulus", "channel"),
+        coords={"stimulus": ids}, attrs={"units": "a.u."})})
+    to_datatree(acts).to_netcdf(tmp_path / "xarray.nc", engine="h5netcdf")
+    with open_act(tmp_path / "xarray.nc") as back:
+        assert back["fc"].attrs == {"units": "a.u."}
+        assert "_FillValue" not in (back.stim_header or {})
+        assert np.isnan(back["fc"].encoding["_FillValue"])
+        for suffix in (".nc", ".act.h5"):
+            save_act(back, tmp_path / f"out{suffix}")
+            with open_act(tmp_path / f"out{suffix}") as saved:
+                np.testing.assert_array_equal(saved["fc"].values, acts["fc"].values)
+                assert saved["fc"].attrs == {"units": "a.u."}
 
 
 def test_a_field_name_with_white_space_is_refused(tmp_path):
