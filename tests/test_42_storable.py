@@ -152,9 +152,9 @@ def test_booleans_in_the_stimulus_table_are_refused_for_nc(write, where, tmp_pat
     layer = xr.DataArray(np.ones((2, 3), np.float32), dims=("stimulus", "channel"),
                          coords={"stimulus": [True, False]} if where == "IDs" else
                          {"stimulus": ["a", "b"], "seen": flags})
-    what = "stimulus IDs" if where == "IDs" else "stimulus field 'seen'"
+    what = "stimulus IDs hold" if where == "IDs" else "stimulus field 'seen' holds"
     with pytest.raises(dx.DnnMaskError, match=(
-            rf"{what} hold booleans, which netCDF4 cannot store; give them as integers "
+            rf"{what} booleans, which netCDF4 cannot store; give them as integers "
             r"\(\.astype\(int\)\), or save as \.act\.h5$")):
         write({"fc": layer}, tmp_path / "out.nc")
     assert list(tmp_path.iterdir()) == []
@@ -187,4 +187,23 @@ def test_attributes_numpy_cannot_keep_as_given_are_refused(value, suffix, tmp_pa
             r"file cannot store; give text, numbers, or a list of either$")):
         dx.save_act({"fc": np.ones((2, 3), np.float32)}, tmp_path / f"out{suffix}",
                     attrs={"tags": value})
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("values", [
+    np.arange(4).astype("datetime64[D]"),
+    np.array(["x", None] * 300, dtype=object),
+], ids=["dates", "600-texts-and-None"])
+def test_a_field_a_file_cannot_store_is_refused_in_one_short_line(values, tmp_path):
+    # bug: the message held the field's repr, numpy's over several lines (and all 600 items)
+    n = len(values)
+    layer = xr.DataArray(np.ones((n, 2), np.float32), dims=("stimulus", "channel"),
+                         coords={"stimulus": [f"s{i}" for i in range(n)],
+                                 "seen": ("stimulus", values)})
+    with pytest.raises(dx.DnnMaskError, match=(
+            r"^stimulus field 'seen' holds \S+ values \[.*\], which a file cannot "
+            r"store; give text, numbers, or a list of either$")) as caught:
+        dx.save_act({"fc": layer}, tmp_path / "out.act.h5")
+    assert "\n" not in str(caught.value)
+    assert len(str(caught.value)) < 300
     assert list(tmp_path.iterdir()) == []

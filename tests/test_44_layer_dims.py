@@ -273,6 +273,27 @@ def test_anything_numpy_takes_is_a_layer(tmp_path):
         np.testing.assert_array_equal(back["fc"].values, values)
 
 
+@pytest.mark.parametrize("dtype", [np.int32, np.float32])
+def test_a_masked_array_is_a_layer_only_without_masked_values(tmp_path, dtype):
+    # bug: its masked values were saved as NaN and its integers as float64, without a word
+    # (xarray's reading of a masked array), where numpy.asarray keeps the values and dtype
+    values = np.arange(6, dtype=dtype).reshape(3, 2)
+    with pytest.raises(dx.DnnMaskError, match=(
+            r"^layer 'fc' is a masked array with 2 masked values, which a file cannot mark; "
+            r"give \.filled\(\.\.\.\) to store a value in their place \(np\.nan for NaN\), "
+            r"or \.data to store the values under the mask$")):
+        dx.save_act({"fc": np.ma.masked_array(values, mask=[[0, 1], [0, 0], [1, 0]])},
+                    tmp_path / "t.act.h5")
+    assert list(tmp_path.iterdir()) == []
+    # nothing masked (as netCDF4-python reads every variable): the values as they are
+    with dx.ActWriter(tmp_path / "t.act.h5") as out:
+        out.append({"fc": np.ma.masked_array(values)})
+        out.append({"fc": np.ma.masked_array(values, mask=np.zeros_like(values, bool))})
+    with dx.open_act(tmp_path / "t.act.h5") as back:
+        assert back["fc"].dtype == dtype
+        np.testing.assert_array_equal(back["fc"].values, np.concatenate([values, values]))
+
+
 @pytest.mark.parametrize(("layer", "message"), [
     (xr.DataArray(np.zeros((2, 3)), dims=("channel", "stimulus")),
      "layer 'x' has dims ('channel', 'stimulus'); a layer's first dim is stimulus"),

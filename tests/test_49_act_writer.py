@@ -339,6 +339,20 @@ def test_stimuli_unlike_the_first_batchs_are_refused(tmp_path: Path):
                                   ["a", "b", "c", "d"])
 
 
+@pytest.mark.parametrize("stimuli", [[["a"], ["b"]], {"a", "b"}, (i for i in "ab"), "ab"],
+                         ids=["nested", "set", "generator", "text"])
+def test_stimuli_that_are_no_list_of_ids_are_said_so(stimuli: object, tmp_path: Path):
+    # bug: the message counted them wrong: "stimuli gives 2 stimulus ID(s) for a batch of 2
+    # stimuli" for two IDs in a list each, "1 stimulus ID(s)" for a set or a generator
+    layers = {"fc": np.ones((2, 3), np.float32)}
+    with dx.ActWriter(tmp_path / "s.act.h5") as writer:
+        with pytest.raises(dx.DnnMaskError, match=(
+                rf"^batch 1: stimuli is a {type(stimuli).__name__}, not a list of stimulus "
+                r"IDs; give one ID per stimulus \(a list or 1-D array\), or a Stimuli table$")):
+            writer.append(layers, stimuli=stimuli)
+        writer.append(layers, stimuli=["a", "b"])
+
+
 @pytest.mark.parametrize("empty", [[], None], ids=["no-ids", "unlabelled"])
 def test_a_first_batch_of_no_stimulus_fixes_no_kind_of_ids(empty: list | None, tmp_path: Path):
     out = tmp_path / "out.act.h5"

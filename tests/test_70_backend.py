@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 import dask
@@ -127,10 +128,16 @@ def test_guess_can_open(tmp_path):
     assert not backend.guess_can_open("x.nc") and not backend.guess_can_open(b"bytes")
 
 
-def test_a_missing_group_names_the_layers(act_file):
-    with pytest.raises(SelectionError,
-                       match=r"layer 'conv6' is not in .*\(layers: conv5, fc3\)"):
-        xr.open_dataarray(act_file, engine="dnnact", group="conv6")
+@pytest.mark.parametrize("suffix", [".act.h5", ".nc", ".act.zarr"])
+def test_a_missing_group_names_the_file_and_the_layers(act_file, tmp_path, suffix):
+    # bug: a store's said "is not in the activations", naming no store
+    path = act_file
+    if suffix != ".act.h5":
+        path = tmp_path / f"copy{suffix}"
+        save_act(open_act(act_file), path)
+    with pytest.raises(SelectionError, match=(
+            rf"^layer 'conv6' is not in '[^']*{re.escape(path.name)}' \(layers: conv5, fc3\)$")):
+        xr.open_dataarray(path, engine="dnnact", group="conv6")
 
 
 @pytest.mark.parametrize("group", [0, b"conv5", ["conv5"]], ids=["int", "bytes", "list"])

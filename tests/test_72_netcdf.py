@@ -21,6 +21,7 @@ from dnnmask_xr import (
     open_act,
     read_dmask,
     save_act,
+    to_datatree,
 )
 from dnnmask_xr.act.layout import DIMS
 from dnnmask_xr.cli import main
@@ -238,6 +239,37 @@ def test_values_without_a_netcdf4_type_are_refused(tmp_path, dtype):
     assert not (tmp_path / "out.nc").exists()
 
 
+HALVES = np.array([1.5, 2.5], dtype=np.float16)
+
+
+@pytest.mark.parametrize(("where", "message"), [
+    ("IDs", r"stimulus IDs hold float16 values, which netCDF4 cannot store; give them as "
+            r"float32 \(\.astype\('float32'\)\), or save as \.act\.h5"),
+    ("field", r"stimulus field 'seen' holds float16 values, which netCDF4 cannot store; give "
+              r"them as float32 \(\.astype\('float32'\)\), or save as \.act\.h5"),
+    ("root", r"attribute 'x' of the file's root is float16, which netCDF4 cannot store; store "
+             r"it as float32 or text"),
+    ("layer", r"attribute 'x' of layer 'z' is float16, which netCDF4 cannot store; store it "
+              r"as float32 or text"),
+], ids=["IDs", "field", "root", "layer"])
+@pytest.mark.filterwarnings("ignore:`pandas.Index` does not support the `float16`:FutureWarning")
+def test_float16_labels_and_attributes_are_refused(tmp_path, where, message):
+    # bug: only float16 layers were refused: a float16 stimulus field made a file on which
+    # the netCDF4 library crashed (a segmentation fault), and netCDF-C left a float16
+    # attribute out without a word
+    layer = xr.DataArray(np.ones((2, 3)), dims=("stimulus", "channel"),
+                         coords={"stimulus": HALVES if where == "IDs" else ["a", "b"]},
+                         attrs={"x": HALVES} if where == "layer" else {})
+    if where == "field":
+        layer = layer.assign_coords(seen=("stimulus", HALVES))
+    with pytest.raises(DnnMaskError, match=rf"^{message}$"):
+        save_act({"z": layer}, tmp_path / "out.nc",
+                 attrs={"x": HALVES[0]} if where == "root" else None)
+    assert list(tmp_path.iterdir()) == []
+    save_act({"z": layer}, tmp_path / "out.act.h5",  # which stores them
+             attrs={"x": HALVES[0]} if where == "root" else None)
+
+
 def test_labels_that_are_not_numbers_are_refused(tmp_path):
     layer = xr.DataArray(np.ones((2, 3, 1, 1)), dims=DIMS, coords={"channel": [0.5, 1.5, 2.5]})
     with pytest.raises(DnnMaskError, match=r"layer 'z': channel labels are float64, not "
@@ -264,6 +296,26 @@ def test_a_file_whose_unit_labels_are_not_int64_numbers_is_refused_on_reading(
     with pytest.raises(ActFileError, match=rf"^'{re.escape(str(path))}': layer 'fc': "
                                            rf"{re.escape(message)}"):
         open_act(path)
+
+
+@pytest.mark.parametrize("ids", [["a", "b"], [0.5, 1.5]], ids=["text-ids", "float-ids"])
+def test_a_file_xarray_wrote_reads_its_fill_values_as_storage_not_attributes(tmp_path, ids):
+    # bug: xarray's _FillValue (on a float layer, float IDs) was read as a layer attribute
+    # or header key, and a save to .nc refused it ("rename the attribute"), as if the
+    # caller had given it; an .act.h5 kept it as an attribute
+    acts = Activations({"fc": xr.DataArray(
+        np.array([[1.5, np.nan], [0.0, 2.0]], np.float32), dims=("stimulus", "channel"),
+        coords={"stimulus": ids}, attrs={"units": "a.u."})})
+    to_datatree(acts).to_netcdf(tmp_path / "xarray.nc", engine="h5netcdf")
+    with open_act(tmp_path / "xarray.nc") as back:
+        assert back["fc"].attrs == {"units": "a.u."}
+        assert "_FillValue" not in (back.stim_header or {})
+        assert np.isnan(back["fc"].encoding["_FillValue"])
+        for suffix in (".nc", ".act.h5"):
+            save_act(back, tmp_path / f"out{suffix}")
+            with open_act(tmp_path / f"out{suffix}") as saved:
+                np.testing.assert_array_equal(saved["fc"].values, acts["fc"].values)
+                assert saved["fc"].attrs == {"units": "a.u."}
 
 
 def test_a_field_name_with_white_space_is_refused(tmp_path):

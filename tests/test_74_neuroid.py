@@ -375,3 +375,21 @@ def test_a_unit_dim_numbered_0_alone_is_refused(dim):
     renumbered = Activations({"conv5": layer.assign_coords({dim: [1]})})
     back = unstack_neuroids(stack_neuroids(renumbered))
     xr.testing.assert_identical(back["conv5"], renumbered["conv5"])
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["numpy", "dask"])
+def test_layers_of_no_stimulus_stack_and_unstack(chunked):
+    # bug: a selection of no stimulus (a condition no stimulus has) raised NumPy's
+    # ValueError (cannot reshape array of size 0 into shape (0,newaxis)) from xarray's stack
+    layers = Activations({"fc": np.zeros((0, 3), np.float32),
+                          "tokens": np.zeros((0, 2, 2), np.float32)})
+    if chunked:
+        layers = Activations({name: layer.chunk() for name, layer in layers.items()})
+    stacked = stack_neuroids(layers)
+    assert stacked.dims == ("stimulus", "neuroid")
+    assert stacked.shape == (0, 7)
+    assert stacked.indexes["neuroid"].get_level_values("layer").tolist() == ["fc"] * 3 + [
+        "tokens"] * 4
+    back = unstack_neuroids(stacked)
+    assert {name: layer.shape for name, layer in back.items()} == {"fc": (0, 3),
+                                                                     "tokens": (0, 2, 2)}

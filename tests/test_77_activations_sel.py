@@ -47,6 +47,31 @@ def test_isel_along_stimulus_and_units_matches_numpy_on_every_layer(act_file, la
                                           np.asarray(channels) + 1)
 
 
+def _slices(size: int) -> st.SearchStrategy[slice]:
+    ends = st.none() | st.integers(-size - 3, size + 3)
+    return st.builds(slice, ends, ends, st.sampled_from([None, 1, 2, 3, -1, -2, -3]))
+
+
+@pytest.mark.properties
+@settings(max_examples=examples(40), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), chunks=st.sampled_from([None, {}]))
+def test_isel_by_any_slice_matches_numpy_on_every_layer(act_file, layers, data, chunks):
+    # bug: a slice of negative step starting before the first position (stimulus=slice(-9,
+    # -8, -1) of 5 stimuli) is empty in numpy but read from the end by xarray's lazy
+    # indexing and by dask (their normalize_slice): 4 stimuli of values without a word,
+    # under an index of none
+    n_stim = next(iter(layers.values())).shape[0]
+    stimuli = data.draw(_slices(n_stim))
+    channels = data.draw(_slices(6))
+    with open_act(act_file, chunks=chunks) as acts:
+        chosen = acts.isel(stimulus=stimuli, channel=channels)
+        for name, values in layers.items():
+            expected = values[stimuli][:, channels]
+            np.testing.assert_array_equal(chosen[name].values, expected)
+            assert chosen[name].sizes["stimulus"] == chosen[name].stimulus.size
+
+
 def test_sel_by_stimulus_id_keeps_table_header_attrs_and_source(acts, layers, stim_file):
     chosen = acts.sel(stimulus=["img3.png", "img0.png"])
     assert chosen.n_stimuli == 2
@@ -66,6 +91,37 @@ def test_sel_with_a_boolean_stimulus_field(acts, layers):
     assert set(cats["fc3"].condition.values) == {"cat"}
 
 
+@pytest.mark.parametrize("how", ["sel", "isel"])
+def test_a_boolean_of_stimuli_in_another_order_selects_by_their_ids(acts, layers, how):
+    # bug: sel took the booleans by position, so a condition computed on the stimuli in
+    # another order chose other stimuli without a word (dogs for cats); isel said xarray's
+    # conflict over several lines
+    reordered = acts.isel(stimulus=[1, 2, 3, 4, 0])
+    cats = getattr(acts, how)(stimulus=reordered["conv5"].condition == "cat")
+    np.testing.assert_array_equal(cats["fc3"].values, layers["fc3"][[1, 3]])
+    assert set(cats["fc3"].condition.values) == {"cat"}
+    assert cats["fc3"].stimulus.values.tolist() == ["img1.png", "img3.png"]
+
+
+@pytest.mark.parametrize("how", ["sel", "isel"])
+def test_a_boolean_of_other_stimuli_is_refused_in_one_line(acts, how):
+    fewer = acts.isel(stimulus=[0, 1, 2])["conv5"].condition == "cat"
+    with pytest.raises(SelectionError, match=(
+            rf"^{how}\(stimulus=\.\.\.\): the booleans are labelled by 3 stimuli that are not "
+            r"those of layer 'conv5' \(5\); compute them from these activations, or give "
+            r"\.values to take them in order$")):
+        getattr(acts, how)(stimulus=fewer)
+
+
+def test_what_xarray_refuses_is_said_in_one_line(acts):
+    # bug: xarray's reason was passed on whole, reprs of both arrays over 20 lines
+    positions = xr.DataArray([0, 1], dims="stimulus", coords={"stimulus": ["x.png", "y.png"]})
+    with pytest.raises(SelectionError, match=(
+            r"^layer 'conv5' of '.*in\.act\.h5': dimension coordinate 'stimulus' conflicts "
+            r"between indexed and indexing objects$")):
+        acts.isel(stimulus=positions)
+
+
 def test_sel_takes_dnnbrain_axis_names(acts, layers):
     chosen = acts.sel(layer=["conv5"], chn=[3, 1], row=[2], col=[1])
     np.testing.assert_array_equal(chosen["conv5"].values, layers["conv5"][:, [2, 0]][:, :, [1]][
@@ -80,6 +136,29 @@ def test_sel_layers_by_name_in_the_order_given(acts, layers):
     np.testing.assert_array_equal(chosen["fc3"].values, layers["fc3"][:, [1]])
     assert list(acts.sel(layer="fc3")) == ["fc3"]
     assert list(acts.isel(layer=[-1, 0])) == ["fc3", "conv5"]
+
+
+@pytest.mark.parametrize("chosen", [slice(None, None, -1), slice(1, None), slice(0, 1),
+                                    slice(-1, None), slice(5, None)], ids=repr)
+def test_isel_takes_a_slice_of_layer_positions(acts, chosen):
+    # bug: isel(layer=slice(...)) raised Python's TypeError ('slice' object is not iterable)
+    assert list(acts.isel(layer=chosen)) == list(acts)[chosen]
+
+
+def test_sel_takes_a_slice_of_layer_names_from_one_to_the_other(acts):
+    assert list(acts.sel(layer=slice("conv5", "fc3"))) == ["conv5", "fc3"]
+    assert list(acts.sel(layer=slice("fc3", None))) == ["fc3"]
+    assert list(acts.sel(layer=slice(None, "conv5"))) == ["conv5"]
+    assert list(acts.sel(layer=slice("fc3", "conv5", -1))) == ["fc3", "conv5"]
+    with pytest.raises(SelectionError, match=r"^layer 'conv9' is not in"):
+        acts.sel(layer=slice("conv9", None))
+
+
+@pytest.mark.parametrize("how", ["sel", "isel"])
+@pytest.mark.parametrize("chosen", [None, 1.5, {"conv5": 1}], ids=repr)
+def test_layers_chosen_by_what_is_no_list_are_usage_errors(acts, how, chosen):
+    with pytest.raises(UsageError, match=rf"^{how}\(layer=...\) takes "):
+        getattr(acts, how)(layer=chosen)
 
 
 def test_selection_stays_lazy_until_values_are_asked_for(acts, inflations):
@@ -101,6 +180,13 @@ def test_selection_stays_lazy_until_values_are_asked_for(acts, inflations):
     (lambda a: a.sel(chn=[1], channel=[2]), "'channel' is given twice"),
     (lambda a: a.sel({"channel": [1]}, row=[1]), "not both"),
     (lambda a: a.isel(layer=["conv5"]), "isel(layer=...) takes layer positions"),
+    # these said "would drop the ... dim" and advised channel=[{1, 2}], drop=[True]
+    (lambda a: a.sel(channel={1, 2}),
+     "sel(channel={1, 2}) takes labels: a list, an array or a slice, not a set"),
+    (lambda a: a.isel(row=None),
+     "isel(row=None) takes positions: a list, an array or a slice, not a NoneType"),
+    (lambda a: a.isel(drop=True), "isel: 'drop' is not a dim of the layers chosen"),
+    (lambda a: a.isel(channel=np.array(1)), "give a list (channel=[1])"),
 ])
 def test_bad_selections_are_usage_errors(acts, call, message):
     with pytest.raises(UsageError) as err:

@@ -382,3 +382,31 @@ def test_auto_chunks_of_a_set_follow_its_files(lengths, step, limit, chunks):
             layer = acts["conv"]
             assert _chunks_follow_files(layer.chunks[0], lengths), (layer.chunks, lengths)
             np.testing.assert_array_equal(layer.values, np.concatenate(arrays))
+
+
+@pytest.mark.parametrize("steps", [(2, 3), (4, 4), (3, 5)], ids=["2-then-3", "same", "3-then-5"])
+def test_chunks_of_a_set_are_each_files_own_chunks(tmp_path, steps):
+    # bug: files chunked otherwise along any dim (as h5py's automatic chunks are, for
+    # files of other lengths) gave a set with no preferred chunks, so chunks={} made one
+    # dask chunk of the whole layer, joining every file
+    lengths = (7, 9)
+    paths, stims, arrays = [], [], []
+    for number, (length, step) in enumerate(zip(lengths, steps, strict=True)):
+        values = np.arange(length * 6 * 4, dtype=np.float32).reshape(length, 6, 2, 2)
+        path = tmp_path / f"run-{number}.act.h5"
+        with h5py.File(path, "w") as root:
+            root.create_dataset("conv", data=values, compression="gzip",
+                                chunks=(step, step - 1, 2, 2))
+        stim = tmp_path / f"run-{number}.stim.csv"
+        stim.write_text("type=image\npath=/data\ndata=stimID\n" + "".join(
+            f"r{number}_{i}.png\n" for i in range(length)))
+        paths.append(path)
+        stims.append(stim)
+        arrays.append(values)
+    with open_act(paths, stim=stims, chunks={}) as acts:
+        layer = acts["conv"]
+        own = [size for length, step in zip(lengths, steps, strict=True)
+               for size in [step] * (length // step) + ([length % step] if length % step else [])]
+        assert layer.chunks[0] == tuple(own)
+        assert max(layer.chunks[1]) == min(steps) - 1
+        np.testing.assert_array_equal(layer.values, np.concatenate(arrays))

@@ -194,6 +194,26 @@ def _bytes_of(folder: Path) -> dict[str, bytes]:
             for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
+def test_chunks_of_a_store_and_of_a_set_of_stores_are_the_stores_own(tmp_path):
+    # bug: a store's layers lost the encoding xarray's zarr engine gives (preferred_chunks),
+    # so chunks={} made one dask chunk of the whole layer, alone and in a set
+    da = pytest.importorskip("dask.array")
+    paths, arrays = [], []
+    for number, length in enumerate((10, 7)):
+        values = np.arange(length * 6 * 4, dtype=np.float32).reshape(length, 6, 2, 2)
+        layer = xr.DataArray(da.from_array(values, chunks=(4, 3, 2, 2)),
+                             dims=("stimulus", "channel", "row", "column"),
+                             coords={"stimulus": [f"s{number}_{i}" for i in range(length)]})
+        paths.append(tmp_path / f"run-{number}.act.zarr")
+        dx.save_act({"conv": layer}, paths[-1])
+        arrays.append(values)
+    with dx.open_act(paths[0], chunks={}) as back:
+        assert back["conv"].chunks == ((4, 4, 2), (3, 3), (2,), (2,))
+    with dx.open_act(paths, chunks={}) as back:
+        assert back["conv"].chunks == ((4, 4, 2, 4, 3), (3, 3), (2,), (2,))
+        np.testing.assert_array_equal(back["conv"].values, np.concatenate(arrays))
+
+
 @pytest.mark.parametrize("chunks", [{}, {"stimulus": 2}])
 def test_a_dask_graph_built_on_a_store_is_never_saved_over_it(chunks, tmp_path):
     pytest.importorskip("dask")

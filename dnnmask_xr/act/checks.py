@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -435,11 +436,23 @@ def _check_values(value: Any, what: str) -> None:
         array.dtype.kind in "UT" and isinstance(value, list | tuple)
         and not all(isinstance(item, str) for item in _leaves(value)))
     if not storable:
-        raise DnnMaskError(f"{what} holds {value!r}, which a file cannot store; give text, "
-                           "numbers, or a list of either")
+        raise DnnMaskError(f"{what} holds {_brief(value)}, which a file cannot store; give "
+                           "text, numbers, or a list of either")
     if array.dtype.kind in "OUT":
         for item in _texts(value):
             _check_text(item, what)
+
+
+def _brief(value: Any) -> str:
+    """Show a value in one line of bounded length: an array by its dtype and a few items."""
+    if isinstance(value, np.ndarray):
+        items = np.array2string(value, separator=", ", threshold=6, edgeitems=2,
+                                max_line_width=sys.maxsize)
+        text = f"{value.dtype} values {items}"
+    else:
+        text = repr(value)
+    text = " ".join(text.split())
+    return text if len(text) <= 120 else f"{text[:117]}..."
 
 
 def _leaves(value: Any) -> Iterator[Any]:

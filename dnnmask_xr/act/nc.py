@@ -82,12 +82,15 @@ class NcLayout:
                     "(it stores integers of 1 to 8 bytes, float32 and float64); save it as "
                     ".act.h5, or cast it")
         check_names_apart(plan, "a netCDF4 file")
-        for what, values in (("stimulus IDs", plan.stimulus.ids),
-                             *((f"stimulus field {name!r}", values)
+        for what, values in (("stimulus IDs hold", plan.stimulus.ids),
+                             *((f"stimulus field {name!r} holds", values)
                                for name, values in plan.stimulus.fields.items())):
-            if np.asarray(values).dtype.kind == "b":
-                raise DnnMaskError(f"{what} hold booleans, which netCDF4 cannot store; give "
-                                   "them as integers (.astype(int)), or save as .act.h5")
+            untyped = _untyped(values)
+            if untyped:
+                instead = "integers (.astype(int))" if untyped == "booleans" else (
+                    "float32 (.astype('float32'))")
+                raise DnnMaskError(f"{what} {untyped}, which netCDF4 cannot store; give them "
+                                   f"as {instead}, or save as .act.h5")
         for where, attrs in (("the file's root", plan.attrs),
                              *((f"layer {layer.name!r}", layer.attrs) for layer in plan.layers)):
             for key, value in attrs.items():
@@ -192,9 +195,24 @@ def _check_attr(key: str, value: Any, where: str) -> None:
     if key.startswith("_"):
         raise DnnMaskError(f"attribute {key!r} of {where}: netCDF keeps names that start with "
                            "'_' for itself; rename the attribute")
-    if np.asarray(value).dtype.kind == "b":
+    untyped = _untyped(value)
+    if untyped == "booleans":
         raise DnnMaskError(f"attribute {key!r} of {where} is boolean, which netCDF4 cannot "
                            "store; store it as an integer (0 or 1) or text")
+    if untyped:
+        raise DnnMaskError(f"attribute {key!r} of {where} is float16, which netCDF4 cannot "
+                           "store; store it as float32 or text")
+
+
+def _untyped(values: Any) -> str | None:
+    """Name what netCDF4 has no type for in labels or an attribute: booleans, float16.
+
+    h5netcdf writes them as HDF5 stores them: netCDF-C leaves such an
+    attribute out, and the netCDF4 library crashed reading such a variable.
+    """
+    dtype = np.asarray(values).dtype
+    return "booleans" if dtype.kind == "b" else (
+        "float16 values" if dtype == np.float16 else None)
 
 
 def _storable(values: np.ndarray) -> np.ndarray:

@@ -224,7 +224,8 @@ class Activations(Mapping[str, xr.DataArray]):
             ``stimulus`` applies to every layer (all layers keep describing
             the same stimuli); ``channel``, ``row`` and ``column`` (also
             spelled ``chn``, ``col``) apply to every layer kept; ``layer``
-            keeps the layers at these positions, in this order.
+            keeps the layers at these positions, in this order, or a slice
+            of them.
         **indexers_kwargs
             The same, as keywords.
 
@@ -260,7 +261,8 @@ class Activations(Mapping[str, xr.DataArray]):
             applies to every layer; ``channel``, ``row`` and ``column``
             (also spelled ``chn``, ``col``: the network's 1-based numbers)
             apply to every layer kept; ``layer`` keeps the layers of these
-            names, in this order.
+            names, in this order, or those of a slice from name to name
+            (both included, as pandas slices labels).
         method, tolerance
             As for ``xarray.DataArray.sel``, for the dims of the layers.
         **indexers_kwargs
@@ -298,11 +300,16 @@ class Activations(Mapping[str, xr.DataArray]):
             shown = [_ALIASES.get(dim, dim) for dim in have]
             raise UsageError(f"{how}: {absent[0]!r} is not a dim of the layers chosen; their "
                              f"dims are {', '.join(shown[:-1])} and {shown[-1]}")
+        for dim, value in indexers.items():
+            _check_kept(how, dim, value)
         layers = {}
         for name in names:
             array = self._layers[name]
             # a unit dim applies to the layers that have it, as in xarray.Dataset
-            own = {dim: value for dim, value in indexers.items() if dim in array.dims}
+            own = {dim: _plain_slice(value, array.sizes[dim]) if how == "isel" else value
+                   for dim, value in indexers.items() if dim in array.dims}
+            own = {dim: _booleans_in_order(how, name, array, dim, value)
+                   for dim, value in own.items()}
             if how == "sel":
                 self._check_unique(name, array, own)
                 if not options:
@@ -310,7 +317,9 @@ class Activations(Mapping[str, xr.DataArray]):
             try:
                 layers[name] = getattr(array, how)(own, **options) if own else array
             except (KeyError, IndexError, ValueError, TypeError) as err:
-                reason = err.args[0] if err.args else type(err).__name__
+                reason = str(err.args[0]) if err.args else type(err).__name__
+                # xarray's first line says what; the reprs of both arrays follow it
+                reason = (reason.splitlines() or [type(err).__name__])[0].rstrip(" :")
                 raise SelectionError(f"layer {name!r} of {self._where()}: {reason}") from None
         return self._derive(layers, attrs=self.attrs)
 
@@ -327,8 +336,15 @@ class Activations(Mapping[str, xr.DataArray]):
                                  f"position with isel({dim}=[...])")
 
     def _chosen_layers(self, how: str, chosen: Any) -> list[str]:
-        items = [chosen] if isinstance(chosen, str | int | np.integer) else list(chosen)
         available = list(self._layers)
+        if isinstance(chosen, slice):
+            return self._layer_slice(how, chosen)
+        if isinstance(chosen, str | int | np.integer):
+            items = [chosen]
+        elif isinstance(chosen, Iterable) and not isinstance(chosen, Mapping | set | bytes):
+            items = list(chosen)
+        else:
+            raise _not_layers_chosen(how, chosen)
         names = []
         for item in items:
             if how == "isel":
@@ -348,6 +364,24 @@ class Activations(Mapping[str, xr.DataArray]):
             raise SelectionError(f"layer {repeated[0]!r} is chosen twice; each layer of "
                                  "Activations has one name")
         return names
+
+    def _layer_slice(self, how: str, chosen: slice) -> list[str]:
+        """Give the layers a slice takes: of positions for isel, from name to name for sel."""
+        available = list(self._layers)
+        if how == "sel":
+            for end in (chosen.start, chosen.stop):
+                if end is not None and (not isinstance(end, str) or end not in self._layers):
+                    raise self._no_layer(end)
+            # as pandas slices labels: both ends included, in either direction
+            start = None if chosen.start is None else available.index(chosen.start)
+            stop = None if chosen.stop is None else available.index(chosen.stop)
+            if stop is not None:
+                stop = stop - 1 if isinstance(chosen.step, int) and chosen.step < 0 else stop + 1
+            chosen = slice(start, None if stop == -1 else stop, chosen.step)
+        try:
+            return available[chosen]
+        except (TypeError, ValueError):  # ends that are no ints, a step of 0
+            raise _not_layers_chosen(how, chosen) from None
 
     def with_stimuli(self, stimuli: Stimuli) -> Activations:
         """Label the stimuli with a stimulus table.
@@ -540,6 +574,15 @@ def _from_values(name: str, values: object) -> xr.DataArray:
     if isinstance(values, xr.Dataset | Mapping | str | bytes) or values is None:
         raise DnnMaskError(f"layer {name!r} is a {type(values).__name__}; a layer is an "
                            "xarray.DataArray, or an array of 2 to 4 dims")
+    if isinstance(values, np.ma.MaskedArray):
+        # xarray would store masked values as NaN, integers as float64
+        masked = int(np.ma.count_masked(values))
+        if masked:
+            raise DnnMaskError(
+                f"layer {name!r} is a masked array with {count(masked, 'masked value')}, which a "
+                "file cannot mark; give .filled(...) to store a value in their place (np.nan for "
+                "NaN), or .data to store the values under the mask")
+        values = values.data
     # duck arrays (dask, cupy) stay as they are: np.asarray would compute them
     try:
         array = values if hasattr(values, "__array_function__") else np.asarray(values)
@@ -561,6 +604,11 @@ def _from_values(name: str, values: object) -> xr.DataArray:
         dim: count_from_one(size) for dim, size in zip(dims, array.shape, strict=True)})
 
 
+def _not_layers_chosen(how: str, chosen: object) -> UsageError:
+    kind = "layer positions (ints)" if how == "isel" else "layer names"
+    return UsageError(f"{how}(layer=...) takes {kind}: one, a list or a slice, not {chosen!r}")
+
+
 def _indexers(indexers: Mapping[str, Any] | None, kwargs: Mapping[str, Any],
               how: str) -> dict[str, Any]:
     """Merge indexers given both ways, with DNNBrain's dim names, and check them."""
@@ -576,12 +624,71 @@ def _indexers(indexers: Mapping[str, Any] | None, kwargs: Mapping[str, Any],
                              "chn, row, column or col, token, ...)")
         if dim in merged:
             raise UsageError(f"{how}: {dim!r} is given twice ({key!r} is another name for it)")
-        if dim != "layer" and not isinstance(value, slice) and np.ndim(value) == 0:
-            raise UsageError(f"{how}({key}={value!r}) would drop the {dim} dim, which every "
-                             f"layer keeps; give a list ({key}=[{value!r}]), or select from "
-                             f"one layer (acts['conv5'].{how}({key}={value!r}))")
         merged[dim] = value
     return merged
+
+
+def _booleans_in_order(how: str, name: str, array: xr.DataArray, dim: str, value: Any) -> Any:
+    """Give booleans labelled along ``dim`` in the layer's order of its labels.
+
+    xarray takes a boolean ``DataArray`` by position, whatever its labels:
+    a condition computed on the stimuli in another order would choose other
+    stimuli. Booleans labelled by the layer's labels in another order are
+    put in its order; labelled by others, they are refused.
+
+    Raises
+    ------
+    SelectionError
+        If the booleans' labels are not the layer's along ``dim``.
+    """
+    if not (isinstance(value, xr.DataArray) and value.dtype == bool
+            and value.dims == (dim,) and dim in value.coords):
+        return value
+    given, labels = value[dim].to_index(), array.indexes.get(dim)
+    if labels is None or given.equals(labels):
+        return value
+    if (len(given) == len(labels) and given.is_unique and labels.is_unique
+            and set(given) == set(labels)):
+        return value.sel({dim: labels})
+    raise SelectionError(f"{how}({dim}=...): the booleans are labelled by "
+                         f"{count(len(given), str(dim))} that are not those of layer {name!r} "
+                         f"({len(labels)}); compute them from these activations, or give "
+                         ".values to take them in order")
+
+
+def _plain_slice(positions: Any, size: int) -> Any:
+    """Give a slice of positions with ends that lazy indexing cannot misread.
+
+    A slice of negative step that starts before the first position
+    (``slice(-9, -8, -1)`` of 5) is empty, but xarray's lazy indexing and
+    dask normalise its start to -1 and then read that as the last position.
+    Such a slice becomes ``slice(0, 0)``, and an end before the first
+    position ``None``; other indexers are given back as they are.
+    """
+    if not isinstance(positions, slice):
+        return positions
+    try:
+        start, stop, step = positions.indices(size)
+    except (TypeError, ValueError):  # ends that are no ints, a step of 0: xarray says so
+        return positions
+    if not range(start, stop, step):
+        return slice(0, 0)
+    return slice(start, None if stop < 0 else stop, step)
+
+
+def _check_kept(how: str, dim: str, value: Any) -> None:
+    """Refuse an indexer that would drop ``dim`` or is none of what xarray indexes by."""
+    if isinstance(value, slice):
+        return
+    if value is None or isinstance(value, Mapping | set | frozenset):
+        kind = "labels" if how == "sel" else "positions"
+        raise UsageError(f"{how}({dim}={value!r}) takes {kind}: a list, an array or a "
+                         f"slice, not a {type(value).__name__}")
+    if np.ndim(value) == 0:
+        shown = value.item() if isinstance(value, np.ndarray | np.generic) else value
+        raise UsageError(f"{how}({dim}={shown!r}) would drop the {dim} dim, which every "
+                         f"layer keeps; give a list ({dim}=[{shown!r}]), or select from "
+                         f"one layer (acts['conv5'].{how}({dim}={shown!r}))")
 
 
 def _check_labels(name: str, array: xr.DataArray, indexers: Mapping[str, Any]) -> None:

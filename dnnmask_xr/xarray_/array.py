@@ -359,8 +359,12 @@ class StoredLayer(BackendArray):
         """Give ``layer`` (lazy, as xarray's zarr backend gives it) read through a StoredLayer."""
         part = StoredPart(layer.variable, source, str(layer.name))
         variable = xr.Variable(layer.dims, indexing.LazilyIndexedArray(cls(part)),
-                               attrs=layer.attrs, encoding=layer.encoding)
-        return xr.DataArray(variable, coords=layer.coords, name=layer.name)
+                               attrs=layer.attrs)
+        stored = xr.DataArray(variable, coords=layer.coords, name=layer.name)
+        # set after: a DataArray made from a Variable drops its encoding, whose
+        # preferred_chunks (the store's chunks) chunks={} follows
+        stored.encoding = dict(layer.encoding)
+        return stored
 
 
 def outer_read(array: BackendArray, key: indexing.ExplicitIndexer,

@@ -195,21 +195,41 @@ def _encoding(parts: list[xr.DataArray], shape: tuple[int, ...]) -> dict[str, An
     ``sources`` their paths, which no save replaces.
     """
     encoding = {key: value for key, value in _agreed([part.encoding for part in parts]).items()
-                if key not in ("source", INPUTS_KEY)}
+                if key not in ("source", INPUTS_KEY, "preferred_chunks")}
     encoding["original_shape"] = shape
     encoding[SOURCES_KEY] = tuple(part.encoding["source"] for part in parts)
     lengths = tuple(part.shape[0] for part in parts)
     encoding[FILES_KEY] = lengths
-    preferred = encoding.get("preferred_chunks")
-    if isinstance(preferred, Mapping) and isinstance(preferred.get("stimulus"), int):
-        encoding["preferred_chunks"] = {
-            **preferred, "stimulus": file_chunks(lengths, preferred["stimulus"], join=False)}
+    preferred = _preferred_chunks(parts, lengths)
+    if preferred is not None:
+        encoding["preferred_chunks"] = preferred
     inputs: dict[str, str] = {}
     for part in parts:
         inputs.update(part.encoding.get(INPUTS_KEY, {}))
     if inputs:
         encoding[INPUTS_KEY] = inputs
     return encoding
+
+
+def _preferred_chunks(parts: list[xr.DataArray],
+                      lengths: tuple[int, ...]) -> dict[str, Any] | None:
+    """Give the set's chunks: each file's own along ``stimulus``, the smallest along the rest.
+
+    Files of other lengths are chunked otherwise (h5py's automatic chunks
+    depend on the shape), so the files' chunks need not agree; a unit dim
+    takes the smallest of them, so that no chunk holds more than a file's.
+    None if a file has no chunks to prefer.
+    """
+    dims = parts[0].dims
+    preferred = [part.encoding.get("preferred_chunks") for part in parts]
+    if not all(isinstance(chunks, Mapping) and all(isinstance(chunks.get(dim), int)
+                                                   for dim in dims) for chunks in preferred):
+        return None
+    along_stimulus = tuple(
+        size for chunks, length in zip(preferred, lengths, strict=True) if length
+        for size in file_chunks([length], chunks["stimulus"], join=False))
+    return {"stimulus": along_stimulus or (0,),
+            **{dim: min(chunks[dim] for chunks in preferred) for dim in dims[1:]}}
 
 
 def _agreed(mappings: list[Mapping[str, Any]]) -> dict[str, Any]:

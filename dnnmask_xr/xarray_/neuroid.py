@@ -84,10 +84,15 @@ def stack_neuroids(
                     f"layer {name!r} numbers its {dim} 0 alone, which the neuroid view "
                     "keeps for a dim a layer does not have; number units from 1 "
                     f"(.assign_coords({dim}=...))")
-        parts.append(array.drop_vars(unit_dims).stack(neuroid=unit_dims, create_index=False))
+        size = int(np.prod([array.sizes[dim] for dim in unit_dims]))
+        # reshaped with the size given: xarray's stack asks for (n, -1), which NumPy
+        # cannot infer for a selection of no stimulus
+        parts.append(xr.DataArray(array.data.reshape(array.shape[0], size),
+                                  dims=("stimulus", "neuroid"),
+                                  coords=array.drop_vars(unit_dims).coords,
+                                  attrs=array.attrs, name=array.name))
         grid = np.meshgrid(*(array[dim].values for dim in unit_dims), indexing="ij")
         numbers = dict(zip(unit_dims, (axis.ravel() for axis in grid), strict=True))
-        size = int(np.prod([array.sizes[dim] for dim in unit_dims]))
         # 0 marks a dim the layer does not have (its numbers count from 1)
         index.append(pd.DataFrame({"layer": [name] * size, **{
             dim: numbers.get(dim, np.zeros(size, dtype=np.int64)) for dim in levels}}))

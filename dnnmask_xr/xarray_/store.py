@@ -284,6 +284,18 @@ def _encoding(dataset: h5py.Dataset, where: str, dims: tuple[str, ...]) -> dict[
     return encoding
 
 
+def _netcdfs_own(attrs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split attributes read undecoded into the caller's and those netCDF keeps for itself.
+
+    Names starting with ``_`` (``_FillValue``, which xarray's ``to_netcdf``
+    adds to floats) describe the storage: the writer of ``.nc`` refuses them
+    as attributes, so they go to the layer's ``encoding``, as xarray puts
+    them, and no value is decoded by them.
+    """
+    given = {key: value for key, value in attrs.items() if not str(key).startswith("_")}
+    return given, {key: value for key, value in attrs.items() if key not in given}
+
+
 def _read_nc_labels(
     where: str, manager: CachingFileManager, allow_external: bool, lock: Lock,
 ) -> tuple[dict[str, xr.DataArray], dict[str, Any], dict[str, str]]:
@@ -323,8 +335,10 @@ def _read_nc_labels(
             variable = next(iter(tree[name].data_vars))
             values = LayerArray(manager, where, f"/{name}/{variable}", array.shape,
                                 array.dtype, lock)
-            layers[name] = _lazy_layer(name, values, array.attrs, array.coords,
-                                       array.encoding, unit_dims_of(array))
-        return layers, acts.attrs, acts.stim_header
+            attrs, own = _netcdfs_own(array.attrs)
+            layers[name] = _lazy_layer(name, values, attrs, array.coords,
+                                       {**array.encoding, **own}, unit_dims_of(array))
+        header = None if acts.stim_header is None else _netcdfs_own(acts.stim_header)[0]
+        return layers, acts.attrs, header
     finally:
         tree.close()

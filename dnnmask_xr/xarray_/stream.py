@@ -17,7 +17,7 @@ import math
 import os
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -403,7 +403,12 @@ class ActWriter:
         else:
             # copied, as the values are: the caller may refill one array of IDs every batch
             ids = np.array(stimuli)
-            if ids.ndim != 1 or ids.size != n:
+            if (ids.ndim != 1 or isinstance(stimuli, str | bytes | Set | Mapping)
+                    or not hasattr(stimuli, "__len__")):
+                raise DnnMaskError(f"stimuli is a {type(stimuli).__name__}, not a list of "
+                                   "stimulus IDs; give one ID per stimulus (a list or 1-D "
+                                   "array), or a Stimuli table")
+            if ids.size != n:
                 raise DnnMaskError(f"stimuli gives {ids.size} stimulus ID(s) for a batch of "
                                    f"{n} stimuli; give one ID per stimulus, or a Stimuli table")
         return Activations({name: layer.assign_coords(stimulus=ids)

@@ -181,7 +181,7 @@ def open_store(path: str, storage_options: Mapping[str, Any] | None = None) -> A
     layers = {name: StoredLayer.layer(layer, source) for name, layer in acts.items()}
     for layer in layers.values():
         layer.encoding["source"] = source
-    return Activations(layers, attrs=acts.attrs, stim_header=acts.stim_header)
+    return Activations(layers, attrs=acts.attrs, stim_header=acts.stim_header, source=source)
 
 
 def _read_labels(path: str, storage_options: Mapping[str, Any] | None) -> Activations:
