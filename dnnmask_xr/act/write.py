@@ -469,8 +469,13 @@ def progress_bar(shown: bool) -> Iterator[Callable[[str, int, int], None] | None
 
     The bar appears only if ``shown`` and only for writes that take over
     half a second; the callback is None when nothing is shown.
+
+    Raises
+    ------
+    UsageError
+        If ``shown`` is neither True nor False (``progress="no"`` would show one).
     """
-    if not shown:
+    if not bool_arg(shown, "progress"):
         yield None
         return
     from tqdm import tqdm

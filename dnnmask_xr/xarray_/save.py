@@ -98,7 +98,8 @@ def save_act(
     UsageError
         If ``path`` ends in none of ``.act.h5``, ``.nc`` and ``.act.zarr``,
         is a URL but not a store's, ``storage_options`` is given for a
-        local path, or ``memory`` or ``threads`` is not positive.
+        local path, ``memory`` or ``threads`` is not positive, or
+        ``progress`` or ``verify`` is neither True nor False.
     DnnMaskError
         If ``acts`` is not a container of layers, the layers disagree on
         their stimuli, or hold names, labels or attributes a file cannot
@@ -119,12 +120,12 @@ def save_act(
     plan = plan_layers(acts, mapping_arg(attrs, "attrs"))
     target = path_arg(path, "output")
     storage_options = storage_options_for([target], storage_options)
-    if target.endswith(ZARR_SUFFIX):
-        # a zarr store is written through xarray (zarr and dask are imported only then)
-        from dnnmask_xr.xarray_.zarr_store import save_store
-
-        return save_store(acts, plan, target, storage_options)
     with progress_bar(progress) as on_progress:
+        if target.endswith(ZARR_SUFFIX):
+            # a zarr store is written through xarray (zarr and dask are imported only then)
+            from dnnmask_xr.xarray_.zarr_store import save_store
+
+            return save_store(acts, plan, target, storage_options)
         return write(plan, path, replace(options, on_progress=on_progress))
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from dnnmask_xr._args import is_count, mapping_arg, path_arg
+from dnnmask_xr._args import bool_arg, is_count, mapping_arg, path_arg
 from dnnmask_xr.act._interrupt import LostInterrupts
 from dnnmask_xr.act.checks import (
     NC_SUFFIX,
@@ -137,8 +137,7 @@ class ActWriter:
                              "stream to a local .act.zarr, then save_act(open_act(it), url)")
         if part_size is not None and not is_count(part_size):
             raise UsageError(f"part_size={part_size!r} is not a positive number of stimuli")
-        if not isinstance(resume, bool) or not isinstance(progress, bool):
-            raise UsageError("resume and progress are True or False")
+        resume, progress = bool_arg(resume, "resume"), bool_arg(progress, "progress")
         self._options = WriteOptions(memory=memory, threads=threads)
         #: the attrs given, over every batch's own
         self._given = dict(mapping_arg(attrs, "attrs"))
