@@ -268,11 +268,16 @@ def format_stim(stimuli: Stimuli) -> str:
         read back as it is; or a header value holds ``'='``, which
         DNNBrain's reader cannot read (this package's reader can); or an
         integer field (``label``, a video's ``stimID``) holds a value beyond
-        ``±2**53``, which DNNBrain's reader, through float64, rounds.
+        ``±2**53``, which DNNBrain's reader, through float64, rounds; or the
+        table has no row, which DNNBrain's reader cannot read.
     """
     if not isinstance(stimuli, Stimuli):
         raise UsageError(f"stimuli are a Stimuli table, not a {type(stimuli).__name__}; "
                          "build one with Stimuli(header=..., table=...) or read_stim")
+    if not len(stimuli.table):
+        # DNNBrain's StimulusFile.read transposes the rows: with none, it has no column
+        raise DnnMaskError("the stimulus table has no row, and DNNBrain's reader cannot read "
+                           "a .stim.csv of no stimulus; list at least one")
     for key, value in stimuli.header.items():
         if key.startswith("#"):
             raise DnnMaskError(f"header key {key!r} starts with '#', which reading refuses "
