@@ -12,7 +12,7 @@ from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dnnmask_xr import Activations, open_act
+from dnnmask_xr import Activations, open_act, save_act
 from dnnmask_xr.testing import read_reference_act, write_reference_act
 
 
@@ -189,3 +189,29 @@ def test_pointwise_indexing_equals_numpy(lazy_and_eager):
                        row=xr.DataArray(rows, dims="point"))
     assert points.dims == ("stimulus", "point", "column")
     np.testing.assert_array_equal(points.values, data[:, channels, rows, :])
+
+
+@pytest.mark.parametrize("suffix", [".act.h5", ".nc"])
+def test_byte_string_attributes_read_as_text_and_save(tmp_path, suffix):
+    # Julia's HDF5.jl, MATLAB and h5py's np.bytes_ store text as fixed-length bytes;
+    # they came back as bytes, which save_act of the opened file then refused
+    path = tmp_path / "foreign.act.h5"
+    values = np.arange(2 * 3 * 2 * 2, dtype=np.float32).reshape(2, 3, 2, 2)
+    with h5py.File(path, "w") as root:
+        root.create_dataset("conv", data=values).attrs["note"] = np.bytes_(b"layer note")
+        root.attrs["title"] = np.bytes_("caf\u00e9 run".encode())
+        root.attrs["tags"] = np.array([b"a", b"bc"])
+        root.attrs["raw"] = np.bytes_(b"\xff\xfe")  # no UTF-8: kept as it is
+    with open_act(path) as acts:
+        assert acts.attrs["title"] == "caf\u00e9 run"
+        assert acts.attrs["tags"].tolist() == ["a", "bc"]
+        assert acts.attrs["raw"] == b"\xff\xfe"
+        assert acts["conv"].attrs == {"note": "layer note"}
+        out = tmp_path / f"out{suffix}"
+        kept = {key: value for key, value in acts.attrs.items() if key != "raw"}
+        save_act(Activations(dict(acts.items()), attrs=kept), out)
+    with open_act(out) as back:
+        assert back.attrs["title"] == "caf\u00e9 run"
+        assert list(back.attrs["tags"]) == ["a", "bc"]
+        assert back["conv"].attrs == {"note": "layer note"}
+        np.testing.assert_array_equal(back["conv"].values, values)

@@ -137,12 +137,29 @@ def read_attrs(
         values = {}
         for key in list(node.attrs):
             if wanted is None or wanted(key):
-                values[key] = node.attrs[key]
+                values[key] = _decoded(node.attrs[key])
         return values
     except (OSError, RuntimeError, KeyError, ValueError, TypeError, UnicodeError) as err:
         which = "attributes" if key is None else f"attribute {key!r}"
         raise ActFileError(f"{where}: the {which} of {name} cannot be read; the file is "
                            f"damaged ({err})") from None
+
+
+def _decoded(value: Any) -> Any:
+    """Give fixed-length byte strings (Julia's, MATLAB's, h5py's ``np.bytes_``) as text.
+
+    As xarray's HDF5 backends read attributes: UTF-8 bytes are text; bytes
+    that are not UTF-8 are given as they are (a write refuses them).
+    """
+    try:
+        if isinstance(value, bytes):
+            return value.decode("utf-8")
+        if isinstance(value, np.ndarray) and value.dtype.kind == "S":
+            return np.array([item.decode("utf-8") for item in value.ravel().tolist()],
+                            dtype=object).reshape(value.shape)
+    except UnicodeDecodeError:
+        pass
+    return value
 
 
 def unit_dims_problem(dims: Sequence[object]) -> str | None:

@@ -517,6 +517,10 @@ def _to_float(value: Any) -> float:
 
 def _to_str(value: Any) -> str:
     if isinstance(value, str):
+        if "\0" in value:
+            # pandas 2's str columns (numpy's text arrays) drop a trailing NUL without a word
+            raise ValueError(f"value {value!r} holds a NUL character, which reading refuses "
+                             "(DNNBrain's reader drops it at a value's end); remove it")
         return value
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return str(int(value))
@@ -581,7 +585,8 @@ def _normalise_column(name: str, column: pd.Series, kind: str) -> pd.Series:
         result: Any = values.astype(np.float64)
     elif kind == "int" and dtype.kind in "iu" and not (dtype.kind == "u" and dtype.itemsize == 8):
         result = values.astype(np.int64)
-    elif kind == "str" and pd.api.types.infer_dtype(values, skipna=False) in ("string", "empty"):
+    elif (kind == "str" and pd.api.types.infer_dtype(values, skipna=False) in ("string", "empty")
+          and not any("\0" in value for value in values)):
         result = pd.array(values, dtype=str)
     else:
         convert = {"int": _to_int, "float": _to_float, "str": _to_str}[kind]
