@@ -290,6 +290,23 @@ def test_a_store_holding_an_input_is_never_replaced(held, tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["run.act.zarr"]
 
 
+@pytest.mark.parametrize("inside", ["masked.act.zarr", "conv/masked.act.h5", "masked.nc"])
+def test_nothing_is_written_inside_the_store_the_layers_are_read_from(inside, tmp_path,
+                                                                     capsys):
+    # bug: an output inside the input store was written there, adding a group (or files)
+    # to the store the layers were read from
+    store = tmp_path / "run.act.zarr"
+    dx.save_act(_layers(), store)
+    before = _bytes_of(store)
+    refused = r"is the input file \(it lies inside '.*run\.act\.zarr', which the layers are"
+    with dx.open_act(store) as acts, pytest.raises(dx.OutputIsInputError, match=refused):
+        dx.save_act(acts.sel(layer=["conv"]), store / inside)
+    assert dnnmask_xr.cli.main(["-act", str(store), "-layer", "conv",
+                                "-out", str(store / inside)]) == 2
+    assert re.fullmatch(f"dnn_mask: error: output .*{refused}.*\n", capsys.readouterr().err)
+    assert _bytes_of(store) == before
+
+
 def test_what_a_store_cannot_hold_is_refused_in_one_line(tmp_path):
     acts = _layers()
     clash = dx.Activations({"onset": acts["fc"]}, stim_header=HEADER)
@@ -690,6 +707,16 @@ def test_a_set_mixes_a_store_at_a_url_with_a_local_file(url, tmp_path):
     with dx.open_act([url, tmp_path / "ses1.act.h5"], storage_options={}) as acts:
         np.testing.assert_array_equal(acts["conv"].values, np.concatenate(
             [first["conv"].values, second["conv"].values]))
+
+
+@pytest.mark.parametrize("inside", ["/masked.act.zarr", "/conv/masked.act.zarr"])
+def test_nothing_is_written_inside_the_store_at_a_url_the_layers_are_read_from(inside, url):
+    dx.save_act(_layers(), url)
+    before = _objects(url)
+    with dx.open_act(url) as acts, pytest.raises(dx.OutputIsInputError, match=r"it lies "
+                                                 r"inside 'memory://runs/run\.act\.zarr'"):
+        dx.save_act(acts.sel(layer=["conv"]), url + inside)
+    assert _objects(url) == before
 
 
 def test_a_store_at_a_url_opens_only_once_whole(url, monkeypatch):
