@@ -159,6 +159,28 @@ def test_dry_run_counts_one_stimulus_as_one(tmp_path, capsys):
     assert printed.splitlines()[0].endswith(": 1 layer(s), 1 stimulus, 16 B before compression")
 
 
+@pytest.mark.parametrize(("act", "out"), [("in.act.h5", "in.act.h5"), ("half.act.h5", "out.nc"),
+                                          ("in.nc", "in.nc"), ("in.act.zarr", "in.act.zarr")])
+def test_dry_run_refuses_what_the_run_refuses(act, out, layers, tmp_path, monkeypatch, capsys):
+    # bug: a dry run said "would write" an output the run refused (its own input, a .nc of
+    # float16 values): it skipped the checks every write makes before anything is created
+    if act.endswith(".act.zarr"):
+        pytest.importorskip("zarr")
+    monkeypatch.chdir(tmp_path)
+    write_reference_act("in.act.h5", layers)
+    write_reference_act("half.act.h5", {"fc3": layers["fc3"].astype(np.float16)})
+    if act != "in.act.h5" and act.startswith("in."):
+        dnnmask_xr.save_act(open_act("in.act.h5"), act)
+    argv = ["-act", act, "-layer", "fc3", "-out", out]
+    status = main(argv)
+    refused = capsys.readouterr().err
+    assert status in (1, 2)
+    assert_one_line_error(refused)
+    assert main([*argv, "--dry-run"]) == status
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("", refused)
+
+
 @pytest.mark.parametrize(("isatty", "quiet", "expected"),
                          [(True, False, True), (True, True, False), (False, False, False)],
                          ids=["terminal", "terminal-quiet", "pipe"])
