@@ -116,6 +116,24 @@ def test_a_store_named_with_a_trailing_slash_is_that_store(tmp_path, monkeypatch
                                                                   "run.act.zarr"]
 
 
+def test_a_store_is_named_as_given_in_provenance_and_errors(tmp_path, monkeypatch, capsys):
+    # bug: dnn_mask -act run.act.zarr recorded the store's absolute path as the output's
+    # source (the -act path as given, for .act.h5 and .nc), and named it so in errors
+    monkeypatch.chdir(tmp_path)
+    dx.save_act(_layers(), "run.act.zarr")
+    assert dnnmask_xr.cli.main(["-act", "run.act.zarr", "-layer", "conv",
+                                "-out", "masked.act.h5"]) == 0
+    with dx.open_act("masked.act.h5") as masked:
+        assert masked.attrs["source"] == "run.act.zarr"
+    assert dnnmask_xr.cli.main(["-act", "run.act.zarr", "-layer", "nope",
+                                "-out", "masked.act.h5"]) == 1
+    assert "layer 'nope' is not in 'run.act.zarr' (" in capsys.readouterr().err
+    with dx.open_act("run.act.zarr") as acts:
+        assert acts.source == "run.act.zarr"
+        # what no save may replace is the store itself, wherever the process goes
+        assert acts["conv"].encoding["source"] == str(tmp_path / "run.act.zarr")
+
+
 def test_a_store_opens_lazily_or_with_dask_chunks(tmp_path):
     acts = _layers()
     dx.save_act(acts, tmp_path / "run.act.zarr")
