@@ -301,7 +301,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from dnnmask_xr.act.files import open_file
     from dnnmask_xr.act.mask import mask_file, plan_mask
     from dnnmask_xr.act.select import mask_from_flags
-    from dnnmask_xr.act.write import DEFAULT_MEMORY, progress_bar
+    from dnnmask_xr.act.write import DEFAULT_MEMORY, checked, progress_bar
     from dnnmask_xr.formats.dmask import read_dmask
 
     shown = not args.quiet and sys.stderr.isatty()
@@ -336,6 +336,8 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             # DNNBrain reads numbers as the n-th unit stored, whatever the file holds
             plan = plan_mask(root, mask, stim=args.stim, by="ordinal",
                              allow_external=args.allow_external)
+            # what the run would refuse before writing, while the input is open
+            checked(plan, args.out)
     if args.dry_run:
         print(plan.summary(args.out))
         print(plan.describe())

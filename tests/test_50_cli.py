@@ -159,6 +159,49 @@ def test_dry_run_counts_one_stimulus_as_one(tmp_path, capsys):
     assert printed.splitlines()[0].endswith(": 1 layer(s), 1 stimulus, 16 B before compression")
 
 
+@pytest.mark.parametrize(("act", "out"), [("in.act.h5", "in.act.h5"), ("half.act.h5", "out.nc"),
+                                          ("in.nc", "in.nc"), ("in.act.zarr", "in.act.zarr")])
+def test_dry_run_refuses_what_the_run_refuses(act, out, layers, tmp_path, monkeypatch, capsys):
+    # bug: a dry run said "would write" an output the run refused (its own input, a .nc of
+    # float16 values): it skipped the checks every write makes before anything is created
+    if act.endswith(".act.zarr"):
+        pytest.importorskip("zarr")
+    monkeypatch.chdir(tmp_path)
+    write_reference_act("in.act.h5", layers)
+    write_reference_act("half.act.h5", {"fc3": layers["fc3"].astype(np.float16)})
+    if act != "in.act.h5" and act.startswith("in."):
+        dnnmask_xr.save_act(open_act("in.act.h5"), act)
+    argv = ["-act", act, "-layer", "fc3", "-out", out]
+    status = main(argv)
+    refused = capsys.readouterr().err
+    assert status in (1, 2)
+    assert_one_line_error(refused)
+    assert main([*argv, "--dry-run"]) == status
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("", refused)
+
+
+@pytest.mark.parametrize("act", ["in.act.h5", "in.nc", "in.act.zarr"])
+@pytest.mark.parametrize("out", ["out.act.h5", "out.nc", "out.act.zarr"])
+def test_a_layers_own_attributes_are_not_carried_over_whatever_the_ends(act, out, layers,
+                                                                        tmp_path, monkeypatch,
+                                                                        capsys):
+    # bug: dnn_mask carried them over from a .nc or a store, or to a store, where from an
+    # .act.h5 to an .act.h5 or .nc it does not (test_45_chunks: no foreign attributes)
+    if ".act.zarr" in act + out:
+        pytest.importorskip("zarr")
+    monkeypatch.chdir(tmp_path)
+    write_reference_act("in.act.h5", layers)
+    with h5py.File("in.act.h5", "a") as root:
+        root["fc3"].attrs["units"] = "a.u."
+    if act != "in.act.h5":
+        dnnmask_xr.save_act(open_act("in.act.h5"), act)
+    run_ok(capsys, "-act", act, "-layer", "fc3", "-chn", 3, 1, "-out", out)
+    with open_act(out) as back:
+        assert back["fc3"].attrs == {}
+        np.testing.assert_array_equal(back["fc3"].values, layers["fc3"][:, [2, 0]])
+
+
 @pytest.mark.parametrize(("isatty", "quiet", "expected"),
                          [(True, False, True), (True, True, False), (False, False, False)],
                          ids=["terminal", "terminal-quiet", "pipe"])

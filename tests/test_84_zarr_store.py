@@ -116,6 +116,24 @@ def test_a_store_named_with_a_trailing_slash_is_that_store(tmp_path, monkeypatch
                                                                   "run.act.zarr"]
 
 
+def test_a_store_is_named_as_given_in_provenance_and_errors(tmp_path, monkeypatch, capsys):
+    # bug: dnn_mask -act run.act.zarr recorded the store's absolute path as the output's
+    # source (the -act path as given, for .act.h5 and .nc), and named it so in errors
+    monkeypatch.chdir(tmp_path)
+    dx.save_act(_layers(), "run.act.zarr")
+    assert dnnmask_xr.cli.main(["-act", "run.act.zarr", "-layer", "conv",
+                                "-out", "masked.act.h5"]) == 0
+    with dx.open_act("masked.act.h5") as masked:
+        assert masked.attrs["source"] == "run.act.zarr"
+    assert dnnmask_xr.cli.main(["-act", "run.act.zarr", "-layer", "nope",
+                                "-out", "masked.act.h5"]) == 1
+    assert "layer 'nope' is not in 'run.act.zarr' (" in capsys.readouterr().err
+    with dx.open_act("run.act.zarr") as acts:
+        assert acts.source == "run.act.zarr"
+        # what no save may replace is the store itself, wherever the process goes
+        assert acts["conv"].encoding["source"] == str(tmp_path / "run.act.zarr")
+
+
 def test_a_store_opens_lazily_or_with_dask_chunks(tmp_path):
     acts = _layers()
     dx.save_act(acts, tmp_path / "run.act.zarr")
@@ -288,6 +306,23 @@ def test_a_store_holding_an_input_is_never_replaced(held, tmp_path):
         acts.close()
     assert _bytes_of(out) == before
     assert sorted(path.name for path in tmp_path.iterdir()) == ["run.act.zarr"]
+
+
+@pytest.mark.parametrize("inside", ["masked.act.zarr", "conv/masked.act.h5", "masked.nc"])
+def test_nothing_is_written_inside_the_store_the_layers_are_read_from(inside, tmp_path,
+                                                                     capsys):
+    # bug: an output inside the input store was written there, adding a group (or files)
+    # to the store the layers were read from
+    store = tmp_path / "run.act.zarr"
+    dx.save_act(_layers(), store)
+    before = _bytes_of(store)
+    refused = r"is the input file \(it lies inside '.*run\.act\.zarr', which the layers are"
+    with dx.open_act(store) as acts, pytest.raises(dx.OutputIsInputError, match=refused):
+        dx.save_act(acts.sel(layer=["conv"]), store / inside)
+    assert dnnmask_xr.cli.main(["-act", str(store), "-layer", "conv",
+                                "-out", str(store / inside)]) == 2
+    assert re.fullmatch(f"dnn_mask: error: output .*{refused}.*\n", capsys.readouterr().err)
+    assert _bytes_of(store) == before
 
 
 def test_what_a_store_cannot_hold_is_refused_in_one_line(tmp_path):
@@ -690,6 +725,16 @@ def test_a_set_mixes_a_store_at_a_url_with_a_local_file(url, tmp_path):
     with dx.open_act([url, tmp_path / "ses1.act.h5"], storage_options={}) as acts:
         np.testing.assert_array_equal(acts["conv"].values, np.concatenate(
             [first["conv"].values, second["conv"].values]))
+
+
+@pytest.mark.parametrize("inside", ["/masked.act.zarr", "/conv/masked.act.zarr"])
+def test_nothing_is_written_inside_the_store_at_a_url_the_layers_are_read_from(inside, url):
+    dx.save_act(_layers(), url)
+    before = _objects(url)
+    with dx.open_act(url) as acts, pytest.raises(dx.OutputIsInputError, match=r"it lies "
+                                                 r"inside 'memory://runs/run\.act\.zarr'"):
+        dx.save_act(acts.sel(layer=["conv"]), url + inside)
+    assert _objects(url) == before
 
 
 def test_a_store_at_a_url_opens_only_once_whole(url, monkeypatch):

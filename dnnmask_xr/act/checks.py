@@ -226,7 +226,8 @@ def check_not_input(plan: Plan, target: str) -> None:
     storage, at every depth: :func:`~dnnmask_xr.act.external.files_read`),
     and the text files it was made from (:attr:`Plan.inputs`: the
     ``.dmask.csv`` and ``.stim.csv``). A zarr store that is replaced is a
-    folder replaced whole: every such file inside it is refused too. A
+    folder replaced whole: every such file inside it is refused too; and
+    nothing is written inside a store the layers are read from. A
     file this process holds open is refused where every output is put in
     place (:func:`~dnnmask_xr._atomic.atomic_path`).
 
@@ -234,12 +235,19 @@ def check_not_input(plan: Plan, target: str) -> None:
     ------
     OutputIsInputError
         If ``target`` is such a file (by any path, links included), a
-        folder holding one, or a URL the layers are read from.
+        folder holding one, a URL the layers are read from, or a path or
+        URL inside a store they are read from.
     """
     sources = {_local(source) for source in plan.sources}
     original, target = target, _local(target)
+    for source in sorted(sources):
+        # writing there adds objects to a store the layers are read from
+        if _lies_inside(target, source):
+            raise OutputIsInputError(input_refused(
+                original, f"it lies inside {source!r}, which the layers are read from and "
+                          "which writing there would change"))
     if is_url(target):
-        if target.rstrip("/") in {source.rstrip("/") for source in sources}:
+        if _url_key(target) in {_url_key(source) for source in sources}:
             raise OutputIsInputError(input_refused(original, "the layers are read from it"))
         return
     if not os.path.exists(target):
@@ -262,6 +270,20 @@ def check_not_input(plan: Plan, target: str) -> None:
                                        "external raw storage")
     for source, what in sorted(plan.inputs.items()):
         refuse_if_replaced(source, f"the {what} was read from it")
+
+
+def _lies_inside(target: str, source: str) -> bool:
+    """Tell whether ``target`` lies inside ``source``, a store (a folder or a URL's objects)."""
+    if is_url(target) or is_url(source):
+        return (is_url(target) and is_url(source)
+                and _url_key(target).startswith(_url_key(source) + "/"))
+    return os.path.isdir(source) and _inside(target, source)
+
+
+def _url_key(url: str) -> str:
+    """Give a URL as compared with another: ``memory:///a/`` and ``memory://a`` are one."""
+    protocol, _, path = url.partition("://")
+    return f"{protocol}://{path.strip('/')}"
 
 
 def _inside(path: str, folder: str) -> bool:

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from dnnmask_xr.act.plan import Plan
-from dnnmask_xr.act.write import DEFAULT_MEMORY
+from dnnmask_xr.act.write import DEFAULT_MEMORY, checked
+from dnnmask_xr.xarray_.activations import Activations
 from dnnmask_xr.xarray_.reader import open_act
 from dnnmask_xr.xarray_.save import plan_layers, save_act
 
@@ -34,11 +35,30 @@ def mask_through_xarray(act: str, out: str, mask: Any, *, stim: str | None = Non
     Returns
     -------
     Plan or None
-        With ``dry_run``, what would be written (nothing is); else None.
+        With ``dry_run``, what would be written (nothing is), checked as the
+        write would check it before writing; else None.
     """
     with open_act(act, stim=stim, allow_external=allow_external) as acts:
-        masked = acts.mask(mask, by="ordinal")
+        masked = _without_layer_attrs(acts.mask(mask, by="ordinal"))
         if dry_run:
-            return plan_layers(masked, attrs)
+            plan = plan_layers(masked, attrs)
+            # what the write would refuse before writing, while the input is open
+            checked(plan, out)
+            return plan
         save_act(masked, out, attrs=attrs, memory=memory, threads=threads, verify=verify)
     return None
+
+
+def _without_layer_attrs(acts: Activations) -> Activations:
+    """Give the layers without their own attributes, as the command writes an ``.act.h5``.
+
+    ``dnn_mask`` carries none of its input's attributes over (the core's
+    :func:`~dnnmask_xr.act.mask.plan_mask` writes a layer's unit numbers
+    and dims alone); ``save_act`` of the same layers keeps them.
+    """
+    layers = {}
+    for name, layer in acts.items():
+        layer = layer.copy(deep=False)
+        layer.attrs = {}
+        layers[name] = layer
+    return acts._derive(layers, attrs=acts.attrs)

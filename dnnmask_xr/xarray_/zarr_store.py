@@ -181,7 +181,9 @@ def open_store(path: str, storage_options: Mapping[str, Any] | None = None) -> A
     layers = {name: StoredLayer.layer(layer, source) for name, layer in acts.items()}
     for layer in layers.values():
         layer.encoding["source"] = source
-    return Activations(layers, attrs=acts.attrs, stim_header=acts.stim_header, source=source)
+    # named as given, as a file is (the output's provenance, errors); the layers record
+    # the store itself, which no save may replace wherever the process goes
+    return Activations(layers, attrs=acts.attrs, stim_header=acts.stim_header, source=path)
 
 
 def _read_labels(path: str, storage_options: Mapping[str, Any] | None) -> Activations:
