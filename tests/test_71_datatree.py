@@ -156,3 +156,26 @@ def test_layers_labelling_stimuli_differently_are_refused(acts):
     with pytest.raises(DnnMaskError, match=r"layer 'fc3' labels its stimuli differently from "
                                            "layer 'conv5'"):
         to_datatree(Activations({"conv5": acts["conv5"], "fc3": other}))
+
+
+@pytest.mark.parametrize("suffix", [".act.h5", ".nc"])
+def test_a_layer_nodes_own_attributes_are_the_layers(acts, tmp_path, suffix):
+    # they were dropped without a word by from_datatree, and so by save_act of the tree
+    tree = to_datatree(acts)
+    tree["conv5"].attrs["note"] = "pooled"
+    tree["conv5"]["conv5"].attrs["units"] = "relu"
+    assert from_datatree(tree)["conv5"].attrs == {"note": "pooled", "units": "relu"}
+    out = tmp_path / f"tree{suffix}"
+    save_act(tree, out)
+    with open_act(out) as back:
+        assert back["conv5"].attrs == {"note": "pooled", "units": "relu"}
+        np.testing.assert_array_equal(back["conv5"].values, acts["conv5"].values)
+    # the same attribute given otherwise on the node and on its variable: neither is picked
+    tree["conv5"]["conv5"].attrs["note"] = "max"
+    with pytest.raises(DnnMaskError, match=(
+            r"^node '/conv5' has attribute 'note' = 'pooled', and its variable 'conv5' has "
+            r"'note' = 'max'; a layer's attributes are one set: give the attribute on one "
+            r"of them$")):
+        from_datatree(tree)
+    tree["conv5"]["conv5"].attrs["note"] = "pooled"  # the same on both: one attribute
+    assert from_datatree(tree)["conv5"].attrs["note"] == "pooled"

@@ -28,6 +28,7 @@ import numpy as np
 import xarray as xr
 
 from dnnmask_xr.act.layout import DIMS, EXACT_STORE, FIELD_ORDER, LAYER_ORDER
+from dnnmask_xr.act.stimulus import same_values
 from dnnmask_xr.errors import ActFileError, DnnMaskError
 from dnnmask_xr.xarray_.activations import Activations
 
@@ -122,7 +123,8 @@ def from_datatree(tree: xr.DataTree) -> Activations:
     Activations
         The layers in node order, each labelled with the stimulus fields
         (the root's where its node has none, as in trees and ``.nc`` files
-        made before layer nodes held them); ``attrs`` from the root's
+        made before layer nodes held them), with its node's attributes
+        beside its variable's; ``attrs`` from the root's
         attributes, the stimulus-table header from those of its
         ``stimulus`` coordinate, ``source`` from ``tree.encoding`` (set
         when the tree was read from a file). Closing them closes the tree.
@@ -131,8 +133,8 @@ def from_datatree(tree: xr.DataTree) -> Activations:
     ------
     DnnMaskError
         If the root holds variables, a node is nested deeper than one
-        level or holds other than one variable, or a node's stimulus field
-        differs from the root's.
+        level or holds other than one variable, a node's stimulus field
+        differs from the root's, or a node's attribute from its variable's.
     """
     if not isinstance(tree, xr.DataTree):
         raise DnnMaskError(f"from_datatree takes an xarray.DataTree, not a "
@@ -191,6 +193,17 @@ def from_groups(
                     f"node {path!r} holds stimulus field {key!r} with values other "
                     "than the root's; a tree of activations holds each field alike on the "
                     "root and on every layer node: change it on all of them")
+        # the node's own attrs describe its layer: kept with the variable's (they were
+        # dropped without a word), neither copy picked over the other
+        for key, value in group.attrs.items():
+            if key in layer.attrs and not same_values(layer.attrs[key], value):
+                raise DnnMaskError(
+                    f"node {path!r} has attribute {key!r} = {value!r}, and its variable "
+                    f"{variables[0]!r} has {key!r} = {layer.attrs[key]!r}; a layer's "
+                    "attributes are one set: give the attribute on one of them")
+        if group.attrs:
+            layer = layer.copy(deep=False)
+            layer.attrs = {**group.attrs, **layer.attrs}
         inherited = {key: coord for key, coord in fields.items() if key not in layer.coords}
         # the header given below becomes the attrs of every layer's stimulus
         layers[path.strip("/")] = layer.assign_coords(inherited) if inherited else layer
