@@ -77,7 +77,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     Path
         Where to write; it exists (empty) when yielded.
     """
-    with _said_for(path, Path(os.path.abspath(path_arg(path, "output")))):
+    named = Path(os.path.abspath(path_arg(path, "output")))
+    with _said_for(path, _WHY, named.parent):
         target = real_target(path)
         with contextlib.suppress(FileNotFoundError):
             os.lstat(target)  # a name too long for the file system fails here, not at the end
@@ -87,15 +88,15 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     # created (inside mkstemp, which had not yet said its name) finds it removed too
     tmp = target.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
     with _removed_unless_whole(tmp, functools.partial(_remove_file, tmp)):
-        with _full_disk_said(path):
-            with _said_for(path, target):
+        with _said_for(path, FULL_DISK):
+            with _said_for(path, _WHY, target.parent):
                 # 64 random bits: no other file has the name (O_EXCL would refuse it)
                 os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             yield tmp
             _take_permissions(tmp, target)
             sync_path(tmp)
         refuse_held_open(path, target)  # opened while the file was written
-        with _said_for(path, target):
+        with _said_for(path, _WHY, target.parent):
             os.replace(tmp, target)
     sync_path(target.parent)
 
@@ -194,45 +195,31 @@ def _same_file(first: str | os.PathLike[str], second: str | os.PathLike[str]) ->
 
 
 @contextlib.contextmanager
-def _said_for(path: str | os.PathLike[str], target: Path) -> Iterator[None]:
-    """Say in one line, naming ``path``, why its file cannot be made or put in place.
+def _said_for(path: str | os.PathLike[str], reasons: dict[int, str],
+              folder: Path | None = None) -> Iterator[None]:
+    """Say an ``OSError`` of one of the ``reasons`` (by errno) in one line naming ``path``.
 
     The outputs the one writer makes are checked before anything is
     written (:func:`~dnnmask_xr.act.checks.check_output`); the text files
-    (``.dmask.csv``, ``.stim.csv``) are not, and Python's error named the
-    temporary file.
+    (``.dmask.csv``, ``.stim.csv``) are not, and are written with Python's
+    own calls, whose error named the temporary file, or no file. ``folder``
+    is the one a reason may name.
     """
     try:
         yield
     except OSError as err:
-        why = _WHY.get(err.errno)
+        why = reasons.get(err.errno)
         if why is not None:
             raise ActFileError(f"cannot write {os.fspath(path)!r}: "
-                               + why.format(folder=str(target.parent))) from None
+                               + why.format(folder=str(folder))) from None
         raise
 
 
-#: A full disk, by the errno a write fails with, and the reason said for it.
+#: A full disk, by the errno a write fails with, and the reason said for it (the
+#: activations' writer says HDF5's failures in the same words:
+#: :func:`~dnnmask_xr.act.write.write_failure`).
 FULL_DISK = {errno.ENOSPC: "No space left on device",
              errno.EFBIG: "File too large for the file-size limit of this process (ulimit -f)"}
-
-
-@contextlib.contextmanager
-def _full_disk_said(path: str | os.PathLike[str]) -> Iterator[None]:
-    """Say a full disk while the file is written as one line naming ``path``.
-
-    The text files (``.dmask.csv``, ``.stim.csv``) are written with
-    Python's own calls, whose ``OSError`` named neither the file nor the
-    limit; the activations' writer says HDF5's failures itself
-    (:func:`~dnnmask_xr.act.write.write_failure`), in the same words.
-    """
-    try:
-        yield
-    except OSError as err:
-        if err.errno in FULL_DISK:
-            raise ActFileError(f"cannot write {os.fspath(path)!r}: "
-                               f"{FULL_DISK[err.errno]}") from None
-        raise
 
 
 #: Why a file cannot be made or put in place, by the errno of the error Python raised.

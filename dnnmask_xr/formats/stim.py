@@ -515,12 +515,16 @@ def _to_float(value: Any) -> float:
     raise ValueError(f"value {value!r} is not a number (e.g. 1, -0.5, 1e-3, nan, inf)")
 
 
+#: Why text holding a NUL character is refused, made or written.
+_NUL = ("holds a NUL character, which reading refuses (DNNBrain's reader drops it at a "
+        "value's end); remove it")
+
+
 def _to_str(value: Any) -> str:
     if isinstance(value, str):
         if "\0" in value:
             # pandas 2's str columns (numpy's text arrays) drop a trailing NUL without a word
-            raise ValueError(f"value {value!r} holds a NUL character, which reading refuses "
-                             "(DNNBrain's reader drops it at a value's end); remove it")
+            raise ValueError(f"value {value!r} {_NUL}")
         return value
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return str(int(value))
@@ -639,10 +643,7 @@ def _check_text(what: str, text: str) -> None:
         )
     if "\0" in text:
         # numpy's text arrays, which DNNBrain's reader makes, drop a value's trailing NULs
-        raise DnnMaskError(
-            f"{what} {text!r} holds a NUL character, which reading refuses (DNNBrain's "
-            "reader drops it at a value's end); remove it"
-        )
+        raise DnnMaskError(f"{what} {text!r} {_NUL}")
 
 
 def _format_column(name: str, column: pd.Series, kind: str) -> list[str]:
