@@ -6,7 +6,7 @@ import hashlib
 import itertools
 import os
 import signal
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -138,23 +138,56 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.slow)
                 break
     if quick():
-        _run_one_suffix_per_route(config, items)
+        _run_each_value_once(config, items)
 
 
-def _run_one_suffix_per_route(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect the (route, suffix) cases :func:`one_suffix_per_route` leaves out."""
+def _run_each_value_once(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the parametrized cases that :func:`each_value_once` leaves out."""
     kept, left = [], []
     for item in items:
-        params = getattr(getattr(item, "callspec", None), "params", {})
-        listed = _listed_rows(item, "route", "suffix")
-        if listed and "route" in params and "suffix" in params and (
-                (params["route"], params["suffix"]) not in one_suffix_per_route(listed)):
-            left.append(item)
-        else:
-            kept.append(item)
+        (kept if each_value_once(_grid_of(item)) else left).append(item)
     if left:
         config.hook.pytest_deselected(items=left)
         items[:] = kept
+
+
+def each_value_once(grid: Mapping[str, tuple[int, int]]) -> bool:
+    """Tell whether ``quick`` runs the case at ``grid``: its diagonal of the test's grid.
+
+    ``grid`` maps each parameter to the case's position among that parameter's values
+    and their number. The cases kept are those at positions ``j % n`` of every parameter
+    of ``n`` values, for ``j`` up to the largest ``n``: every value of every parameter
+    runs at least once (a route, a suffix, a signal), in as many cases as the longest
+    list has, where the usual profile runs their product. A ``route`` x ``suffix`` grid
+    gives :func:`one_suffix_per_route`'s pairs. A case of no parameter is kept.
+    """
+    longest = max((n for _, n in grid.values()), default=1)
+    return any(all(at == j % n for at, n in grid.values()) for j in range(longest))
+
+
+def _grid_of(item: pytest.Item) -> dict[str, tuple[int, int]]:
+    """Each argument ``item``'s ``parametrize`` marks list: its position and its number of values.
+
+    Read from the marks, not from the collected items, so that what is kept does not
+    depend on which tests are selected. Arguments listed together in one mark share its
+    rows: one of them stands for all. A fixture's ``params`` are all kept.
+    """
+    callspec = getattr(item, "callspec", None)
+    if callspec is None:
+        return {}
+    grid: dict[str, tuple[int, int]] = {}
+    for mark in item.iter_markers("parametrize"):
+        argnames, rows = _parametrized(mark)
+        if argnames[0] in grid or not all(name in callspec.params for name in argnames):
+            continue
+        # pytest's callspec.indices are not positions in the list (pytest 9); the values are
+        # the mark's own objects
+        case = tuple(callspec.params[name] for name in argnames)
+        at = next((i for i, row in enumerate(rows)
+                   if all(a is b for a, b in zip(row, case, strict=True))), None)
+        if at is not None:  # else not sampled: every value of it runs
+            grid[argnames[0]] = (at, len(rows))
+    return grid
 
 
 def _listed_rows(item: pytest.Item, *names: str) -> list[tuple[Any, ...]]:

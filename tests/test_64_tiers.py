@@ -1,9 +1,9 @@
 """The suite's own tiers and sampling: the slow tiers, and what ``quick`` (.ci/run's lowest
 versions) runs.
 
-Under ``quick`` a test that every route runs to both suffixes runs each route to one
-suffix, in turn; these check that the sample still holds every route and every
-suffix, and that it is read from the test's ``parametrize`` marks.
+Under ``quick`` a parametrized test runs the diagonal of its grid (each route to one
+suffix, in turn, and so on for every parameter); these check that the sample still holds
+every value of every parameter, and that it is read from the test's ``parametrize`` marks.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from pathlib import Path
 
 import conftest
 import pytest
-from conftest import SLOW_TIERS, _listed_rows, one_suffix_per_route
+from conftest import SLOW_TIERS, _grid_of, _listed_rows, each_value_once, one_suffix_per_route
+from hypothesis import given
+from hypothesis import strategies as st
 from reliability import SUFFIXES
 from routes import ROUTES
 
@@ -70,3 +72,37 @@ def test_the_slow_tiers_are_those_pyproject_registers_as_slow():
                                   for tier in SLOW_TIERS])
 def test_a_test_of_a_slow_tier_is_left_out_of_the_core(tier, request):
     assert request.node.get_closest_marker("slow") is not None
+
+
+def _kept_cases(sizes: list[int]) -> list[tuple[int, ...]]:
+    names = [f"p{i}" for i in range(len(sizes))]
+    return [case for case in itertools.product(*(range(n) for n in sizes))
+            if each_value_once({name: (at, n) for name, at, n in zip(names, case, sizes,
+                                                                        strict=True)})]
+
+
+@given(st.lists(st.integers(1, 7), min_size=1, max_size=4))
+def test_quick_runs_every_value_of_every_parameter_in_as_many_cases_as_the_longest_list(sizes):
+    kept = _kept_cases(sizes)
+    assert len(kept) == max(sizes)
+    for axis, n in enumerate(sizes):
+        assert {case[axis] for case in kept} == set(range(n))
+
+
+def test_the_diagonal_of_a_route_by_suffix_grid_is_one_suffix_per_route(monkeypatch):
+    monkeypatch.setattr(conftest, "quick", lambda: True)
+    kept = {(ROUTES[route], SUFFIXES[suffix])
+            for route, suffix in _kept_cases([len(ROUTES), len(SUFFIXES)])}
+    assert kept == one_suffix_per_route(GRID)
+
+
+def test_a_case_of_no_parameter_is_run():
+    assert each_value_once({})
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM", "SIGHUP"])
+@pytest.mark.parametrize(("route", "suffix"), [("command", ".nc"), ("mask_file", ".act.h5")])
+def test_the_positions_are_read_from_the_marks(route, suffix, signal_name, request):
+    grid = _grid_of(request.node)
+    assert grid == {"signal_name": (["SIGINT", "SIGTERM", "SIGHUP"].index(signal_name), 3),
+                    "route": (["command", "mask_file"].index(route), 2)}
