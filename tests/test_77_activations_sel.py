@@ -187,6 +187,11 @@ def test_selection_stays_lazy_until_values_are_asked_for(acts, inflations):
      "isel(row=None) takes positions: a list, an array or a slice, not a NoneType"),
     (lambda a: a.isel(drop=True), "isel: 'drop' is not a dim of the layers chosen"),
     (lambda a: a.isel(channel=np.array(1)), "give a list (channel=[1])"),
+    # said by the name given, DNNBrain's (it said isel(channel=0) to a call of isel(chn=0))
+    (lambda a: a.isel(chn=0), "isel(chn=0) would drop the channel dim, which every layer "
+                              "keeps; give a list (chn=[0]), or select from one layer "
+                              "(acts['conv5'].isel(channel=0))"),
+    (lambda a: a.sel(col={2}), "sel(col={2}) takes labels"),
 ])
 def test_bad_selections_are_usage_errors(acts, call, message):
     with pytest.raises(UsageError) as err:

@@ -243,7 +243,7 @@ class Activations(Mapping[str, xr.DataArray]):
             If a dim is unknown, or an indexer is a single number (it would
             drop a dim every layer keeps; give a list).
         """
-        return self._select("isel", _indexers(indexers, indexers_kwargs, "isel"), {})
+        return self._select("isel", *_indexers(indexers, indexers_kwargs, "isel"), {})
 
     def sel(self, indexers: Mapping[str, Any] | None = None, *, method: str | None = None,
             tolerance: Any = None, **indexers_kwargs: Any) -> Activations:
@@ -285,10 +285,10 @@ class Activations(Mapping[str, xr.DataArray]):
         """
         options = {key: value for key, value in (("method", method), ("tolerance", tolerance))
                    if value is not None}
-        return self._select("sel", _indexers(indexers, indexers_kwargs, "sel"), options)
+        return self._select("sel", *_indexers(indexers, indexers_kwargs, "sel"), options)
 
-    def _select(self, how: str, indexers: dict[str, Any], options: dict[str, Any],
-                ) -> Activations:
+    def _select(self, how: str, indexers: dict[str, Any], given_as: Mapping[str, str],
+                options: dict[str, Any]) -> Activations:
         names = list(self._layers)
         if "layer" in indexers:
             names = self._chosen_layers(how, indexers.pop("layer"))
@@ -301,7 +301,7 @@ class Activations(Mapping[str, xr.DataArray]):
             raise UsageError(f"{how}: {absent[0]!r} is not a dim of the layers chosen; their "
                              f"dims are {', '.join(shown[:-1])} and {shown[-1]}")
         for dim, value in indexers.items():
-            _check_kept(how, dim, value)
+            _check_kept(how, given_as.get(dim, dim), dim, value)
         layers = {}
         for name in names:
             array = self._layers[name]
@@ -610,12 +610,17 @@ def _not_layers_chosen(how: str, chosen: object) -> UsageError:
 
 
 def _indexers(indexers: Mapping[str, Any] | None, kwargs: Mapping[str, Any],
-              how: str) -> dict[str, Any]:
-    """Merge indexers given both ways, with DNNBrain's dim names, and check them."""
+              how: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """Merge indexers given both ways, with DNNBrain's dim names, and check them.
+
+    Returns the indexers by dim, and the name each dim was given by (``chn``
+    for ``channel``), for errors to say what the caller wrote.
+    """
     if indexers is not None and kwargs:
         raise UsageError(f"{how}: give indexers as a mapping or as keywords, not both")
     given = dict(mapping_arg(indexers, "indexers", "{'stimulus': [...]}") or kwargs)
     merged: dict[str, Any] = {}
+    given_as: dict[str, str] = {}
     for key, value in given.items():
         dim = DNNBRAIN_AXES.get(key, key)
         if not isinstance(dim, str):
@@ -625,7 +630,8 @@ def _indexers(indexers: Mapping[str, Any] | None, kwargs: Mapping[str, Any],
         if dim in merged:
             raise UsageError(f"{how}: {dim!r} is given twice ({key!r} is another name for it)")
         merged[dim] = value
-    return merged
+        given_as[dim] = key
+    return merged, given_as
 
 
 def _booleans_in_order(how: str, name: str, array: xr.DataArray, dim: str, value: Any) -> Any:
@@ -676,18 +682,21 @@ def _plain_slice(positions: Any, size: int) -> Any:
     return slice(start, None if stop < 0 else stop, step)
 
 
-def _check_kept(how: str, dim: str, value: Any) -> None:
-    """Refuse an indexer that would drop ``dim`` or is none of what xarray indexes by."""
+def _check_kept(how: str, key: str, dim: str, value: Any) -> None:
+    """Refuse an indexer that would drop ``dim`` or is none of what xarray indexes by.
+
+    ``key`` is the name the caller gave ``dim`` by (``chn``), which the error repeats.
+    """
     if isinstance(value, slice):
         return
     if value is None or isinstance(value, Mapping | set | frozenset):
         kind = "labels" if how == "sel" else "positions"
-        raise UsageError(f"{how}({dim}={value!r}) takes {kind}: a list, an array or a "
+        raise UsageError(f"{how}({key}={value!r}) takes {kind}: a list, an array or a "
                          f"slice, not a {type(value).__name__}")
     if np.ndim(value) == 0:
         shown = value.item() if isinstance(value, np.ndarray | np.generic) else value
-        raise UsageError(f"{how}({dim}={shown!r}) would drop the {dim} dim, which every "
-                         f"layer keeps; give a list ({dim}=[{shown!r}]), or select from "
+        raise UsageError(f"{how}({key}={shown!r}) would drop the {dim} dim, which every "
+                         f"layer keeps; give a list ({key}=[{shown!r}]), or select from "
                          f"one layer (acts['conv5'].{how}({dim}={shown!r}))")
 
 
