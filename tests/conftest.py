@@ -6,15 +6,14 @@ import hashlib
 import itertools
 import os
 import signal
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import pytest
 from hypothesis import settings
-from reliability import SUFFIXES, BigInput, make_big_input
-from routes import ROUTES
+from reliability import BigInput, make_big_input
 
 import dnnmask_xr.act.chunk_read
 from dnnmask_xr.testing import relu_activations, write_reference_act
@@ -61,30 +60,21 @@ def sampled(cases: Sequence[T], share: int = 4) -> list[T]:
     return list(cases[share // 2::share])
 
 
-def one_suffix_per_route(pairs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-    """The (route, suffix) pairs of a route x suffix grid that the profile runs.
+def grid_cases(*values: Sequence[T]) -> list[tuple[T, ...]]:
+    """The cases of a grid written out by hand (every route x suffix), as the profile asks.
 
-    Every pair under the usual profile. Under ``quick`` each route writes one suffix,
-    the suffixes taken in turn along the routes (``command`` ``.act.h5``, ``mask_file``
-    ``.nc``, ...), so that every route and every suffix still runs: what a dependency's
-    version changes is the reading and writing of a suffix (h5py, h5netcdf) and of a
-    container (xarray), each of which one pair exercises; the guarantees themselves are
-    the one writer's, the same for every pair.
+    What ``quick`` does to a parametrized test's grid (:func:`each_value_once`), for a
+    grid that a test builds itself: every case under the usual profile; under ``quick``
+    the diagonal, so that every value of every list still runs (each route to one
+    suffix, the suffixes taken in turn along the routes).
     """
-    pairs = set(pairs)
+    cases = list(itertools.product(*values))
     if not quick():
-        return pairs
-    routes = sorted({route for route, _ in pairs}, key=_listed_first(ROUTES))
-    kept = set()
-    for turn, route in enumerate(routes):
-        suffixes = sorted({suffix for listed, suffix in pairs if listed == route},
-                          key=_listed_first(SUFFIXES))
-        kept.add((route, suffixes[turn % len(suffixes)]))
-    return kept
-
-
-def _listed_first(listed: Sequence[str]) -> Callable[[str], tuple[int, str]]:
-    return lambda value: (listed.index(value) if value in listed else len(listed), value)
+        return cases
+    return [case for case in cases
+            if each_value_once({str(i): (list(listed).index(value), len(listed))
+                                for i, (listed, value) in enumerate(zip(values, case,
+                                                                        strict=True))})]
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -159,7 +149,7 @@ def each_value_once(grid: Mapping[str, tuple[int, int]]) -> bool:
     of ``n`` values, for ``j`` up to the largest ``n``: every value of every parameter
     runs at least once (a route, a suffix, a signal), in as many cases as the longest
     list has, where the usual profile runs their product. A ``route`` x ``suffix`` grid
-    gives :func:`one_suffix_per_route`'s pairs. A case of no parameter is kept.
+    runs each route to one suffix, in turn. A case of no parameter is kept.
     """
     longest = max((n for _, n in grid.values()), default=1)
     return any(all(at == j % n for at, n in grid.values()) for j in range(longest))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import conftest
 import pytest
-from conftest import SLOW_TIERS, _grid_of, _listed_rows, each_value_once, one_suffix_per_route
+from conftest import SLOW_TIERS, _grid_of, _listed_rows, each_value_once, grid_cases
 from hypothesis import given
 from hypothesis import strategies as st
 from reliability import SUFFIXES
@@ -25,23 +25,17 @@ GRID = set(itertools.product(ROUTES, SUFFIXES))
 
 def test_every_pair_runs_under_the_usual_profile(monkeypatch):
     monkeypatch.setattr(conftest, "quick", lambda: False)
-    assert one_suffix_per_route(GRID) == GRID
+    assert set(grid_cases(ROUTES, SUFFIXES)) == GRID
 
 
 def test_quick_runs_each_route_once_and_every_suffix(monkeypatch):
     monkeypatch.setattr(conftest, "quick", lambda: True)
-    kept = one_suffix_per_route(GRID)
+    kept = grid_cases(ROUTES, SUFFIXES)
     assert sorted(route for route, _ in kept) == sorted(ROUTES)
     assert {suffix for _, suffix in kept} == set(SUFFIXES)
     # in turn along the routes, as they are listed
     assert [dict(kept)[route] for route in ROUTES] == [
         SUFFIXES[i % len(SUFFIXES)] for i in range(len(ROUTES))]
-
-
-def test_quick_keeps_a_route_offered_one_suffix(monkeypatch):
-    monkeypatch.setattr(conftest, "quick", lambda: True)
-    offered = {("command", ".nc"), ("mask_file", ".nc"), ("mask_file", ".act.h5")}
-    assert one_suffix_per_route(offered) == {("command", ".nc"), ("mask_file", ".nc")}
 
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
@@ -87,13 +81,6 @@ def test_quick_runs_every_value_of_every_parameter_in_as_many_cases_as_the_longe
     assert len(kept) == max(sizes)
     for axis, n in enumerate(sizes):
         assert {case[axis] for case in kept} == set(range(n))
-
-
-def test_the_diagonal_of_a_route_by_suffix_grid_is_one_suffix_per_route(monkeypatch):
-    monkeypatch.setattr(conftest, "quick", lambda: True)
-    kept = {(ROUTES[route], SUFFIXES[suffix])
-            for route, suffix in _kept_cases([len(ROUTES), len(SUFFIXES)])}
-    assert kept == one_suffix_per_route(GRID)
 
 
 def test_a_case_of_no_parameter_is_run():

@@ -38,11 +38,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import digest, one_suffix_per_route, sampled
+from conftest import digest, grid_cases, sampled
 from reliability import (
     MASKED_TEXT,
-    ROUTE_SUFFIXES,
     ROUTES,
+    SUFFIXES,
     TIMEOUT,
     assert_one_line_error,
     computed_once,
@@ -106,7 +106,7 @@ def _base_bytes() -> bytes:
 DAMAGED = sampled(_damaged_cases(), share=2)
 #: Every route writes every damaged input to both suffixes (each to one under the quick
 #: profile): (route, suffix).
-WRITES = [pair for pair in ROUTE_SUFFIXES if pair in one_suffix_per_route(ROUTE_SUFFIXES)]
+WRITES = grid_cases(ROUTES, SUFFIXES)
 WRITE_IDS = [f"{route}-{suffix}" for route, suffix in WRITES]
 #: Run a test for every route (tests/routes.py) and output suffix, ids like save_act-dict-.nc.
 every_write = pytest.mark.parametrize(("route", "suffix"), WRITES, ids=WRITE_IDS)
