@@ -301,7 +301,7 @@ class Activations(Mapping[str, xr.DataArray]):
             raise UsageError(f"{how}: {absent[0]!r} is not a dim of the layers chosen; their "
                              f"dims are {', '.join(shown[:-1])} and {shown[-1]}")
         for dim, value in indexers.items():
-            _check_kept(how, given_as.get(dim, dim), dim, value)
+            _check_kept(how, given_as[dim], dim, value)
         layers = {}
         for name in names:
             array = self._layers[name]
