@@ -322,6 +322,66 @@ def make_big_input(folder: Path) -> BigInput:
     return BigInput(act, dmask, "conv4", channels, expected)
 
 
+def run_in_children(argvs: Sequence[Sequence[str]], *, timeout: float = TIMEOUT,
+                    preexec_fn: Callable[[], None] | None = None) -> dict[str, dict]:
+    """Start a child per argv, all at once; return the verdicts they print, by case id.
+
+    Many cases in few processes: a child runs its cases one after the other
+    and prints a JSON line ``{"id", "started": true}`` before each and the
+    case's verdict ``{"id", ...}`` after it (:func:`run_cases`,
+    :func:`check_damaged`), so the case whose verdict never comes is the
+    one that crashed the child or hung it. Its verdict is then ``{"crashed":
+    [status, end of stderr]}``; a case after it has none. A child still
+    running after ``timeout`` is killed.
+    """
+    children = [subprocess.Popen(list(argv), cwd=TESTS, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
+                for argv in argvs]
+    verdicts: dict[str, dict] = {}
+    for child in children:
+        try:
+            stdout, stderr = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            stdout, stderr = child.communicate()
+        for line in stdout.splitlines():
+            verdict = json.loads(line)
+            if verdict.get("started"):
+                verdicts.setdefault(verdict["id"],
+                                    {"crashed": [child.returncode, stderr[-2000:]]})
+            else:
+                verdicts[verdict["id"]] = verdict
+    return verdicts
+
+
+def run_cases() -> None:
+    """Run ``dnn_mask`` argvs through one route, one after the other; print JSON verdicts.
+
+    The child side of :func:`run_in_children` (``python -c "import
+    reliability; reliability.run_cases()" ROUTE CASES``): ``CASES`` is a
+    JSON list of ``{"id", "argv"}``, each run by :func:`routes.run` in this
+    process. A case's verdict: the status, what was printed on stdout and
+    stderr, and the traceback of an uncaught exception (a bug: every
+    failure must become a status).
+    """
+    import traceback
+
+    from routes import run
+
+    route = sys.argv[1]
+    for case in json.loads(sys.argv[2]):
+        print(json.dumps({"id": case["id"], "started": True}), flush=True)
+        verdict: dict[str, object] = {"id": case["id"], "status": None, "traceback": None}
+        out, err = io.StringIO(), io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                verdict["status"] = run(route, case["argv"])
+        except BaseException:
+            verdict["traceback"] = traceback.format_exc()
+        verdict["stdout"], verdict["stderr"] = out.getvalue(), err.getvalue()
+        print(json.dumps(verdict), flush=True)
+
+
 def check_damaged() -> None:
     """Write damaged files through every route, one after the other; print JSON verdicts.
 

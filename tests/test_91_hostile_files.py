@@ -29,7 +29,6 @@ import functools
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -43,12 +42,12 @@ from reliability import (
     MASKED_TEXT,
     ROUTES,
     SUFFIXES,
-    TIMEOUT,
     assert_one_line_error,
     computed_once,
     layer_dataset,
     layer_names,
     run_cli,
+    run_in_children,
 )
 from routes import READ_ROUTES, run
 
@@ -56,8 +55,6 @@ from dnnmask_xr import open_act
 from dnnmask_xr.testing import relu_activations, write_reference_act
 
 pytestmark = pytest.mark.reliability
-
-TESTS = Path(__file__).resolve().parent
 
 
 # -- damaged files ----------------------------------------------------------------------
@@ -130,28 +127,9 @@ def _damaged_verdicts(root: Path) -> dict[str, dict]:
         dmask.write_text(MASKED_TEXT)
         cases.append({"id": name, "path": str(path), "dmask": str(dmask),
                       "digest": digest(path)})
-    halves = [cases[0::2], cases[1::2]]
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-c", "import reliability; reliability.check_damaged()",
-             json.dumps(half), json.dumps(WRITES)],
-            cwd=TESTS, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        for half in halves
-    ]
-    verdicts: dict[str, dict] = {}
-    for child in children:
-        try:
-            stdout, stderr = child.communicate(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            stdout, stderr = child.communicate()
-        lines = [json.loads(line) for line in stdout.splitlines()]
-        for line in lines:
-            if line.get("started"):
-                verdicts.setdefault(line["id"], {"crashed": (child.returncode, stderr[-2000:])})
-            else:
-                verdicts[line["id"]] = line
+    verdicts = run_in_children(
+        [[sys.executable, "-c", "import reliability; reliability.check_damaged()",
+          json.dumps(half), json.dumps(WRITES)] for half in (cases[0::2], cases[1::2])])
     for case in cases:
         verdicts.setdefault(case["id"], {"not run": True})
         verdicts[case["id"]]["input_unchanged"] = digest(Path(case["path"])) == case["digest"]

@@ -3,9 +3,10 @@
 - A text input that is not a regular file (a FIFO, ``/dev/zero``, a link to
   it, a folder) or is larger than :data:`~dnnmask_xr.formats._lines.MAX_TEXT_BYTES`
   is refused at once, in one line naming the file, before a byte is read.
-  These run in a child process with a timeout: the risk is a hang, or
-  reading until memory runs out (the child's address space is capped, so a
-  regression fails instead of exhausting the machine).
+  These run in child processes with a timeout, one per route running all
+  its cases: the risk is a hang, or reading until memory runs out (the
+  child's address space is capped, so a regression fails instead of
+  exhausting the machine).
 - An output that is the ``-dmask`` or ``-stim`` file (by its path, a hard
   link or a symbolic link) is refused like an output that is the ``-act``
   file: exit status 2, one line, the text file byte for byte as it was.
@@ -16,20 +17,28 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
-import subprocess
+import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from conftest import N_STIMULI, digest
-from reliability import assert_ok, assert_one_line_error, command, run_route
+from conftest import N_STIMULI, SMALL_SHAPES, digest
+from reliability import (
+    assert_ok,
+    assert_one_line_error,
+    computed_once,
+    run_in_children,
+    run_route,
+)
 from routes import ROUTES
 
 from dnnmask_xr.formats._lines import MAX_TEXT_BYTES
+from dnnmask_xr.testing import relu_activations, write_reference_act
 
 pytestmark = pytest.mark.reliability
 
@@ -42,12 +51,6 @@ SPECIAL_TIMEOUT = 60
 
 def _capped() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY, CHILD_MEMORY))
-
-
-def run_capped(*args: object, route: str) -> subprocess.CompletedProcess[str]:
-    """Run one write in a child with a timeout and a memory cap."""
-    return subprocess.run(command(*args, route=route), capture_output=True, text=True,
-                          check=False, timeout=SPECIAL_TIMEOUT, preexec_fn=_capped)
 
 
 def _special(kind: str, path: Path) -> tuple[Path, str]:
@@ -69,20 +72,72 @@ def _special(kind: str, path: Path) -> tuple[Path, str]:
     return path, rf"holds {MAX_TEXT_BYTES + 1} bytes, more than the {MAX_TEXT_BYTES}"
 
 
-@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "link-to-dev-zero", "folder", "too-large"])
-@pytest.mark.parametrize("flag", ["-dmask", "-stim"])
+KINDS = ["fifo", "dev-zero", "link-to-dev-zero", "folder", "too-large"]
+FLAGS = ["-dmask", "-stim"]
+
+
+def _refusals(root: Path) -> dict[str, dict]:
+    """Give every route each special file as each text input: one capped child per route.
+
+    A child runs its route's cases one after the other (``run_in_children``), so that a
+    hang or a crash is a child's and names its case; each case has a folder of its own,
+    listed before and after. A child's first case is a normal write (``regular``),
+    which shows that the cap and the timeout leave an ordinary run alone.
+    """
+    act = root / "in.act.h5"
+    write_reference_act(act, relu_activations(N_STIMULI, SMALL_SHAPES, seed=1))
+    cases: dict[str, list[dict]] = {route: [] for route in ROUTES}
+    for route in ROUTES:
+        for flag, kind in [("-dmask", "regular"), *((f, k) for f in FLAGS for k in KINDS)]:
+            folder = root / route / f"{flag[1:]}-{kind}"
+            folder.mkdir(parents=True)
+            text = folder / ("m.dmask.csv" if flag == "-dmask" else "s.stim.csv")
+            if kind == "regular":
+                text.write_text("conv5=chn\n1\n")
+                path, what = text, ""
+            else:
+                path, what = _special(kind, text)
+            units = ["-dmask", path] if flag == "-dmask" else ["-layer", "conv5", "-stim", path]
+            cases[route].append({
+                "id": f"{route} {flag} {kind}", "path": str(path), "what": what,
+                "folder": str(folder), "before": sorted(p.name for p in folder.iterdir()),
+                "argv": [str(arg) for arg in ("-act", act, *units, "-out", folder / "o.act.h5")]})
+    verdicts = run_in_children(
+        [[sys.executable, "-c", "import reliability; reliability.run_cases()", route,
+          json.dumps(cases[route])] for route in ROUTES],
+        timeout=SPECIAL_TIMEOUT, preexec_fn=_capped)
+    for case in (case for route in ROUTES for case in cases[route]):
+        verdict = verdicts.setdefault(case["id"], {"not run": True})
+        verdict.update({key: case[key] for key in ("path", "what", "before")})
+        verdict["after"] = sorted(p.name for p in Path(case["folder"]).iterdir())
+    return verdicts
+
+
+@pytest.fixture(scope="module")
+def refusals(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    return computed_once(tmp_path_factory, "special-text-inputs", _refusals)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("flag", FLAGS)
 @pytest.mark.parametrize("route", ROUTES)
 def test_text_inputs_that_are_not_regular_files_are_refused_at_once(
-        route: str, flag: str, kind: str, act_file: Path, tmp_path: Path):
-    name = "m.dmask.csv" if flag == "-dmask" else "s.stim.csv"
-    path, what = _special(kind, tmp_path / name)
-    units = ["-dmask", path] if flag == "-dmask" else ["-layer", "conv5", "-stim", path]
-    before = sorted(p.name for p in tmp_path.iterdir())
-    done = run_capped("-act", act_file, *units, "-out", tmp_path / "o.act.h5", route=route)
-    assert done.returncode == 1, done.stderr
-    assert_one_line_error(done.stderr, "^" + re.escape(str(path)), what,
+        route: str, flag: str, kind: str, refusals: dict[str, dict]):
+    verdict = refusals[f"{route} {flag} {kind}"]
+    assert verdict.get("status") == 1, verdict
+    assert (verdict["traceback"], verdict["stdout"]) == (None, ""), verdict
+    assert_one_line_error(verdict["stderr"], "^" + re.escape(verdict["path"]), verdict["what"],
                           r"a \.(dmask|stim)\.csv file is a regular file")
-    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert verdict["after"] == verdict["before"]
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_the_capped_child_runs_a_normal_write(route: str, refusals: dict[str, dict]):
+    # the memory cap and the timeout leave an ordinary run alone, so that the refusals
+    # above are the project's and not the cap's
+    verdict = refusals[f"{route} -dmask regular"]
+    assert (verdict.get("status"), verdict["stderr"], verdict["traceback"]) == (0, "", None)
+    assert verdict["after"] == ["m.dmask.csv", "o.act.h5"]
 
 
 def test_the_size_limit_is_the_documented_one():
@@ -250,16 +305,6 @@ def test_a_stim_file_written_by_dnnbrain_reads_back_and_writes_integers(tmp_path
     with open_act(act, stim=path) as acts:
         assert acts["fc3"].stimulus.values.tolist() == [1, 2, 3]
         assert acts["fc3"].label.dtype == np.int64
-
-
-def test_the_capped_child_runs_a_normal_write(act_file: Path, tmp_path: Path):
-    # the memory cap and the timeout leave an ordinary run alone, so the refusals
-    # above are the project's and not the cap's
-    dmask = tmp_path / "m.dmask.csv"
-    dmask.write_text("conv5=chn\n1\n")
-    done = run_capped("-act", act_file, "-dmask", dmask, "-out", tmp_path / "o.act.h5",
-                      route="command")
-    assert (done.returncode, done.stderr) == (0, "")
 
 
 @pytest.mark.parametrize("kind", ["missing", "under-a-file"])
