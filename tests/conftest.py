@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import os
@@ -71,10 +72,7 @@ def grid_cases(*values: Sequence[T]) -> list[tuple[T, ...]]:
     cases = list(itertools.product(*values))
     if not quick():
         return cases
-    return [case for case in cases
-            if each_value_once({str(i): (list(listed).index(value), len(listed))
-                                for i, (listed, value) in enumerate(zip(values, case,
-                                                                        strict=True))})]
+    return [cases[i] for i in covering_rows(cases)]
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -135,7 +133,8 @@ def _run_each_value_once(config: pytest.Config, items: list[pytest.Item]) -> Non
     """Deselect the parametrized cases that :func:`each_value_once` leaves out."""
     kept, left = [], []
     for item in items:
-        (kept if each_value_once(_grid_of(item)) else left).append(item)
+        grid = _grid_of(item)
+        (kept if grid is not None and each_value_once(grid) else left).append(item)
     if left:
         config.hook.pytest_deselected(items=left)
         items[:] = kept
@@ -155,17 +154,22 @@ def each_value_once(grid: Mapping[str, tuple[int, int]]) -> bool:
     return any(all(at == j % n for at, n in grid.values()) for j in range(longest))
 
 
-def _grid_of(item: pytest.Item) -> dict[str, tuple[int, int]]:
+def _grid_of(item: pytest.Item) -> dict[str, tuple[int, int]] | None:
     """Each argument ``item``'s ``parametrize`` marks list: its position and its number of values.
 
     Read from the marks, not from the collected items, so that what is kept does not
     depend on which tests are selected. Arguments listed together in one mark share its
-    rows: one of them stands for all. A fixture's ``params`` are all kept.
+    rows: one argument stands for all. In the ``reliability`` tier, where a case is a
+    process, a full disk or a race, the rows are those :func:`covering_rows` keeps, and
+    the result is None if a mark leaves the case's row out; elsewhere every row counts
+    (hand-written cases of the core, the compatibility matrix: what the lowest versions
+    are run for). A fixture's ``params`` are all kept.
     """
     callspec = getattr(item, "callspec", None)
     if callspec is None:
         return {}
     grid: dict[str, tuple[int, int]] = {}
+    covered = item.get_closest_marker("reliability") is not None
     for mark in item.iter_markers("parametrize"):
         argnames, rows = _parametrized(mark)
         if argnames[0] in grid or not all(name in callspec.params for name in argnames):
@@ -175,9 +179,49 @@ def _grid_of(item: pytest.Item) -> dict[str, tuple[int, int]]:
         case = tuple(callspec.params[name] for name in argnames)
         at = next((i for i, row in enumerate(rows)
                    if all(a is b for a, b in zip(row, case, strict=True))), None)
-        if at is not None:  # else not sampled: every value of it runs
-            grid[argnames[0]] = (at, len(rows))
+        if at is None:  # not sampled: every value of it runs
+            continue
+        kept = covering_rows(rows) if covered else list(range(len(rows)))
+        if at not in kept:
+            return None
+        grid[argnames[0]] = (kept.index(at), len(kept))
     return grid
+
+
+def covering_rows(rows: Sequence[tuple[Any, ...]]) -> list[int]:
+    """The rows of one ``parametrize`` mark that ``quick`` keeps: every value of each column.
+
+    A mark that lists arguments together (``("route", "suffix"), WRITES``) holds a grid
+    written out by hand, often a part of a product. Each column's distinct values are
+    numbered as first listed; the rows on the diagonal of those numbers are kept
+    (:func:`each_value_once`: of a whole product, what separate marks would keep), then,
+    in order, every row that holds a value no kept row holds. A mark of one argument keeps
+    every row.
+    """
+    return list(_covering(tuple(tuple(map(_value_key, row)) for row in rows)))
+
+
+def _value_key(value: Any) -> str:
+    """What tells a listed value from another: its repr (or the object, where repr fails)."""
+    try:
+        return repr(value)
+    except Exception:  # an int of over 4 300 digits, a test value whose repr raises
+        return f"<{type(value).__name__} at {id(value):#x}>"
+
+
+@functools.cache
+def _covering(rows: tuple[tuple[str, ...], ...]) -> tuple[int, ...]:
+    columns = [list(dict.fromkeys(column)) for column in zip(*rows, strict=True)]
+    kept = [i for i, row in enumerate(rows)
+            if each_value_once({str(c): (columns[c].index(value), len(columns[c]))
+                                for c, value in enumerate(row)})]
+    seen = [{rows[i][c] for i in kept} for c in range(len(columns))]
+    for i, row in enumerate(rows):
+        if any(value not in seen[c] for c, value in enumerate(row)):
+            kept.append(i)
+            for c, value in enumerate(row):
+                seen[c].add(value)
+    return tuple(sorted(kept))
 
 
 def _listed_rows(item: pytest.Item, *names: str) -> list[tuple[Any, ...]]:

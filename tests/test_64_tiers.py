@@ -14,7 +14,14 @@ from pathlib import Path
 
 import conftest
 import pytest
-from conftest import SLOW_TIERS, _grid_of, _listed_rows, each_value_once, grid_cases
+from conftest import (
+    SLOW_TIERS,
+    _grid_of,
+    _listed_rows,
+    covering_rows,
+    each_value_once,
+    grid_cases,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 from reliability import SUFFIXES
@@ -93,3 +100,37 @@ def test_the_positions_are_read_from_the_marks(route, suffix, signal_name, reque
     grid = _grid_of(request.node)
     assert grid == {"signal_name": (["SIGINT", "SIGTERM", "SIGHUP"].index(signal_name), 3),
                     "route": (["command", "mask_file"].index(route), 2)}
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.sampled_from("abc"), st.booleans()),
+                min_size=1, max_size=30))
+def test_cases_written_out_keep_every_value_of_every_column(rows):
+    kept = covering_rows(rows)
+    assert kept == sorted(set(kept)) and all(0 <= i < len(rows) for i in kept)
+    for column in range(3):
+        assert {rows[i][column] for i in kept} == {row[column] for row in rows}
+
+
+@given(st.lists(st.integers(1, 5), min_size=1, max_size=3))
+def test_cases_written_out_as_a_whole_product_keep_its_diagonal(sizes):
+    rows = list(itertools.product(*(range(n) for n in sizes)))
+    assert [rows[i] for i in covering_rows(rows)] == _kept_cases(sizes)
+
+
+def test_cases_written_out_keep_a_row_for_a_value_off_the_diagonal():
+    # the diagonal of the numbered values is (a, x), (b, y); (c, y) is the only row of c
+    rows = [("a", "x"), ("a", "y"), ("b", "x"), ("b", "y"), ("c", "y")]
+    assert covering_rows(rows) == [0, 3, 4]
+
+
+COVERED = [("command", ".act.h5"), ("command", ".nc"), ("mask_file", ".act.h5"),
+           ("mask_file", ".nc")]
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize(("route", "suffix"), COVERED)
+def test_a_reliability_case_written_out_runs_if_its_row_is_kept(route, suffix, request):
+    kept = [("command", ".act.h5"), ("mask_file", ".nc")]
+    assert _grid_of(request.node) == (
+        {"route": (kept.index((route, suffix)), len(kept))} if (route, suffix) in kept
+        else None)
