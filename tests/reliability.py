@@ -10,12 +10,14 @@ as the command does, so the same assertions hold for every route.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import io
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -28,6 +30,7 @@ from typing import Any
 import h5py
 import numpy as np
 from routes import ROUTES
+from zygote import Run, Zygote
 
 from dnnmask_xr import open_act
 
@@ -82,11 +85,62 @@ def command(*args: object, route: str = "command") -> list[str]:
 
 def run_cli(
     *args: object, timeout: float = TIMEOUT, env: Mapping[str, str] | None = None,
-    route: str = "command",
+    route: str = "command", file_size: int | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``dnn_mask`` (through ``route``) to its end; past ``timeout`` it is a hang."""
+    """Run ``dnn_mask`` (through ``route``) to its end; past ``timeout`` it is a hang.
+
+    The command is started as its users start it; a Python route is forked from
+    the zygote (:func:`start_route`). ``file_size`` caps the files the run
+    writes (:func:`file_size_limit`).
+    """
+    if route != "command":
+        return finish(start_route(route, args, env=env, file_size=file_size), timeout)
     return subprocess.run(command(*args, route=route), capture_output=True, text=True,
-                          check=False, timeout=timeout, env=None if env is None else dict(env))
+                          check=False, timeout=timeout, env=None if env is None else dict(env),
+                          preexec_fn=None if file_size is None else file_size_limit(file_size))
+
+
+def file_size_limit(size: int) -> Callable[[], None]:
+    """A ``preexec_fn`` capping the files a child writes at ``size`` bytes (``ulimit -f``).
+
+    ``SIGXFSZ`` is ignored, so that a write past it fails with ``EFBIG``
+    instead of killing the process: a disk that is full for this process
+    only, which needs no privilege.
+    """
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    return limit
+
+
+_zygote: Zygote | None = None
+
+
+def start_route(route: str, args: Sequence[object], *, env: Mapping[str, str] | None = None,
+                file_size: int | None = None) -> Run:
+    """Start ``route``'s write of ``dnn_mask args`` in a process of its own (a zygote's fork).
+
+    One zygote per test process (``tests/zygote.py``), started at the first
+    call: it has imported the routes, so a run does not spend a second and a
+    half importing them again. The child's signals are Python's defaults.
+    """
+    global _zygote
+    if _zygote is None:
+        _zygote = Zygote()
+        atexit.register(_zygote.close)
+    return _zygote.start(route, args, env=env, file_size=file_size)
+
+
+def finish(proc: Run, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
+    """Wait for a run to end, as ``subprocess.run`` does: killed past ``timeout``."""
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess([], proc.returncode, stdout, stderr)
 
 
 #: The signals that stop a write, as a test sends them to a child.
@@ -105,8 +159,14 @@ def default_signals() -> None:
         signal.signal(signum, signal.SIG_DFL)
 
 
-def start_cli(*args: object, route: str = "command") -> subprocess.Popen[str]:
-    """Start ``dnn_mask`` (through ``route``) and return at once; signals at their defaults."""
+def start_cli(*args: object, route: str = "command") -> subprocess.Popen[str] | Run:
+    """Start ``dnn_mask`` (through ``route``) and return at once; signals at their defaults.
+
+    The command is started as its users start it; a Python route is forked from
+    the zygote (:func:`start_route`).
+    """
+    if route != "command":
+        return start_route(route, args)
     return subprocess.Popen(command(*args, route=route), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
 

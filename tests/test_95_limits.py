@@ -16,8 +16,6 @@
 from __future__ import annotations
 
 import contextlib
-import resource
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,7 +25,7 @@ import h5py
 import numpy as np
 import pytest
 from conftest import digest
-from reliability import ROUTES, SUFFIXES, command, run_here
+from reliability import ROUTES, SUFFIXES, file_size_limit, run_cli, run_here
 
 from dnnmask_xr import open_act, read_stim, save_act
 from dnnmask_xr.cli import main
@@ -148,11 +146,6 @@ def small_tmpfs(folder: Path, size: int = 2**20) -> Iterator[Path]:
         subprocess.run(["umount", folder], check=True)
 
 
-def _limit_file_size() -> None:
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, 2**20))
-
-
 HOWS = ["tmpfs-of-1MiB", "file-size-limit-1MiB"]
 #: (how, route, suffix): the command fills the disk both ways; the Python routes under the
 #: file-size limit, which needs no privilege (a full tmpfs fails the same writes of the one
@@ -174,12 +167,10 @@ def test_disk_full_during_the_write_is_one_clean_error(
         else:
             folder = tmp_path / "limited"
             folder.mkdir()
-            limit = _limit_file_size
+            limit = 2**20
         out = folder / f"out{suffix}"
-        done = subprocess.run(command("-act", incompressible, "-layer", "conv", "-out", out,
-                                      route=route),
-                              capture_output=True, text=True, timeout=120, check=False,
-                              preexec_fn=limit)
+        done = run_cli("-act", incompressible, "-layer", "conv", "-out", out, route=route,
+                       timeout=120, file_size=limit)
         # nothing at -out, no temporary file, the input untouched ...
         assert sorted(p.name for p in folder.iterdir()) == []
         assert digest(incompressible) == before
@@ -226,9 +217,8 @@ def test_a_disk_full_at_any_moment_is_one_clean_line(
         with contextlib.suppress(OSError), filler.open("wb") as stream:
             stream.write(bytes(2**20 - free))
         out = folder / f"out{suffix}"
-        done = subprocess.run(command("-act", incompressible, *FLAGS[flags], "-out", out,
-                                      route=route),
-                              capture_output=True, text=True, timeout=120, check=False)
+        done = run_cli("-act", incompressible, *FLAGS[flags], "-out", out, route=route,
+                       timeout=120)
         assert sorted(p.name for p in folder.iterdir()) == ["filler"]
         assert done.returncode == 1, (done.returncode, done.stderr[-3000:])
         assert_clean_full_disk(done.stderr, out, "tmpfs")
@@ -383,14 +373,14 @@ def test_a_disk_full_while_text_is_written_is_one_clean_line(
         with contextlib.suppress(OSError), (folder / "filler").open("wb") as stream:
             stream.write(bytes(TEXT_DISK - free))
         out = folder / f"out{suffix}"
-        if what == "names":
-            argv = [sys.executable, "-c", NAMES_SCRIPT, str(out)]
-        else:
-            argv = command("-act", act, "-stim", stim, "-layer", "fc", "-chn", "3", "1",
-                           "-out", out, route=what.removeprefix("table-").replace(
-                               "save_act", "save_act-activations"))
         # a child process: a crash is seen as one, not as the test runner's
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        if what == "names":
+            done = subprocess.run([sys.executable, "-c", NAMES_SCRIPT, str(out)],
+                                  capture_output=True, text=True, timeout=120, check=False)
+        else:
+            done = run_cli("-act", act, "-stim", stim, "-layer", "fc", "-chn", "3", "1",
+                           "-out", out, timeout=120, route=what.removeprefix("table-").replace(
+                               "save_act", "save_act-activations"))
         assert done.returncode in (0, 1), (done.returncode, done.stderr[-3000:])
         if done.returncode == 1:
             assert sorted(p.name for p in folder.iterdir()) == ["filler"]
@@ -444,7 +434,7 @@ def test_a_disk_full_while_a_text_file_is_written_is_one_clean_line(
         else:
             folder = tmp_path / "limited"
             folder.mkdir()
-            limit = _limit_file_size_to(16 * 2**10)
+            limit = file_size_limit(16 * 2**10)
         out = folder / f"out.{kind}.csv"
         # pandas 2.2 (the lowest versions) warns on import that it will need pyarrow
         done = subprocess.run([sys.executable, "-W", "ignore::DeprecationWarning", "-c",
@@ -454,14 +444,6 @@ def test_a_disk_full_while_a_text_file_is_written_is_one_clean_line(
         assert sorted(p.name for p in folder.iterdir()) == []
         assert done.returncode == 1, (done.returncode, done.stderr[-3000:])
         assert_clean_full_disk(done.stderr, out, "tmpfs" if limit is None else "limit")
-
-
-def _limit_file_size_to(size: int):
-    def limit() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
-
-    return limit
 
 
 # -- many layers ----------------------------------------------------------------------
