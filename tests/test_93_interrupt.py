@@ -42,6 +42,7 @@ from reliability import (
     assert_ok,
     assert_one_line_error,
     assert_same_layer,
+    command,
     default_signals,
     run_cli,
     run_here,
@@ -476,3 +477,34 @@ def test_signal_tests_pass_when_pytest_inherits_signals_ignored(tmp_path: Path):
         preexec_fn=_ignore_stopping_signals)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert re.search(r"\b\d+ passed\b", done.stdout), done.stdout[-2000:]
+
+
+# --- the zygote the Python routes' runs are forked from ----------------------------------
+
+
+def _signal_masks(pid: int) -> dict[str, str]:
+    """The signals a process blocks, ignores and catches, from ``/proc/<pid>/status``."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return dict(re.findall(r"^(SigBlk|SigIgn|SigCgt):\s*(\w+)$", status, re.MULTILINE))
+
+
+@pytest.mark.parametrize("route", ["save_act-dict", "ActWriter"])
+def test_a_run_forked_from_the_zygote_handles_signals_as_a_fresh_one(
+        big: BigInput, tmp_path: Path, route: str):
+    # the interrupt tests fork the Python routes' runs from a process that has imported
+    # them: mid-write, such a run blocks, ignores and catches what `python tests/routes.py`
+    # does, and ends with the same status and line on SIGINT
+    masks, results = [], []
+    for start in (start_cli, lambda *args, route: subprocess.Popen(
+            command(*args, route=route), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, preexec_fn=default_signals)):
+        out = tmp_path / f"out{len(masks)}.act.h5"
+        proc = start("-act", big.act, "-dmask", big.dmask, "-out", out, route=route)
+        wait_for_temp(proc, out, 1)
+        masks.append(_signal_masks(proc.pid))
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+        results.append((proc.returncode, stderr))
+    assert masks[0] == masks[1]
+    assert results[0] == results[1] == (
+        130, "dnn_mask: error: interrupted by SIGINT; nothing was written\n")
