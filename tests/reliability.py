@@ -118,7 +118,7 @@ _zygote: Zygote | None = None
 
 
 def start_route(route: str, args: Sequence[object], *, env: Mapping[str, str] | None = None,
-                file_size: int | None = None) -> Run:
+                file_size: int | None = None, stderr: int | None = None) -> Run:
     """Start ``route``'s write of ``dnn_mask args`` in a process of its own (a zygote's fork).
 
     One zygote per test process (``tests/zygote.py``), started at the first
@@ -129,7 +129,7 @@ def start_route(route: str, args: Sequence[object], *, env: Mapping[str, str] | 
     if _zygote is None:
         _zygote = Zygote()
         atexit.register(_zygote.close)
-    return _zygote.start(route, args, env=env, file_size=file_size)
+    return _zygote.start(route, args, env=env, file_size=file_size, stderr=stderr)
 
 
 def finish(proc: Run, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:

@@ -29,24 +29,31 @@ from reliability import (
     BigInput,
     command,
     default_signals,
+    start_route,
     wait_for_temp,
 )
+from zygote import Run
 
 pytestmark = pytest.mark.reliability
 
 STDERRS = ["closed", "broken"]
 
 
-def start(argv: list[str], how: str) -> subprocess.Popen[str]:
-    """Start ``argv`` with stderr closed (``2>&-``) or a pipe nobody reads."""
+def start(args: list[object], route: str, how: str) -> subprocess.Popen[str] | Run:
+    """Start ``dnn_mask args`` through ``route`` with stderr closed (``2>&-``) or a pipe
+    nobody reads; a Python route as the other reliability tests start it (the zygote).
+    """
     if how == "closed":
-        return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True,
+        assert route == "command", "a Python program that closes its stderr is its own affair"
+        return subprocess.Popen(command(*args), stdout=subprocess.PIPE, text=True,
                                 preexec_fn=_close_stderr)
     reader, writer = os.pipe()
     os.close(reader)
     try:
-        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=writer, text=True,
-                                preexec_fn=default_signals)
+        if route != "command":
+            return start_route(route, args, stderr=writer)
+        return subprocess.Popen(command(*args), stdout=subprocess.PIPE, stderr=writer,
+                                text=True, preexec_fn=default_signals)
     finally:
         os.close(writer)
 
@@ -56,7 +63,7 @@ def _close_stderr() -> None:
     os.close(2)
 
 
-def finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
+def finish(proc: subprocess.Popen[str] | Run) -> tuple[int, str]:
     stdout, _ = proc.communicate(timeout=TIMEOUT)
     return proc.returncode, stdout
 
@@ -74,7 +81,7 @@ def test_an_interrupt_keeps_its_status(big: BigInput, tmp_path: Path, route: str
     # bug: the interrupt line could not be printed, the exception escaped, status 1
     before = digest(big.act)
     out = tmp_path / f"out{suffix}"
-    proc = start(command("-act", big.act, "-dmask", big.dmask, "-out", out, route=route), how)
+    proc = start(["-act", big.act, "-dmask", big.dmask, "-out", out], route, how)
     wait_for_temp(proc, out, 2**20)
     proc.send_signal(signum)
     assert finish(proc) == (128 + signum, "")
@@ -114,6 +121,6 @@ def test_an_error_keeps_its_status(act_file: Path, tmp_path: Path, route: str, n
     folder.mkdir()
     argv = make(folder, act_file)
     made = sorted(p.name for p in folder.iterdir())
-    assert finish(start(command(*argv, route=route), how)) == (status, "")
+    assert finish(start(argv, route, how)) == (status, "")
     assert sorted(p.name for p in folder.iterdir()) == made
     assert digest(act_file) == before

@@ -38,11 +38,12 @@ TESTS = Path(__file__).resolve().parent
 class Run:
     """A route's run in a child of the zygote, as much of ``subprocess.Popen`` as tests use."""
 
-    def __init__(self, pid: int, stdout: int, stderr: int, status: int) -> None:
+    def __init__(self, pid: int, stdout: int, stderr: int | None, status: int) -> None:
         self.pid = pid
         self.returncode: int | None = None
         self.stdout = open(stdout, encoding="utf-8", errors="replace")
-        self.stderr = open(stderr, encoding="utf-8", errors="replace")
+        self.stderr = None if stderr is None else open(stderr, encoding="utf-8",
+                                                         errors="replace")
         self._status = status
 
     def poll(self) -> int | None:
@@ -77,7 +78,7 @@ class Run:
     def communicate(self, timeout: float | None = None) -> tuple[str, str]:
         """Read stdout and stderr to their ends, then wait; as ``Popen.communicate``."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        texts = {self.stdout: [], self.stderr: []}
+        texts = {stream: [] for stream in (self.stdout, self.stderr) if stream is not None}
         with selectors.DefaultSelector() as selector:
             for stream in texts:
                 if not stream.closed:
@@ -93,7 +94,8 @@ class Run:
                         texts[key.data].append(data)
                     else:
                         selector.unregister(key.fd)
-        out, err = (b"".join(texts[s]).decode("utf-8", "replace") for s in texts)
+        out, err = (b"".join(texts.get(s, [])).decode("utf-8", "replace")
+                    for s in (self.stdout, self.stderr))
         for stream in texts:
             stream.close()
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -123,14 +125,17 @@ class Zygote:
         assert ready == b"ready", f"the zygote did not start: {ready!r}"
 
     def start(self, route: str, argv: Sequence[object], *, cwd: str | None = None,
-              env: Mapping[str, str] | None = None, file_size: int | None = None) -> Run:
+              env: Mapping[str, str] | None = None, file_size: int | None = None,
+              stderr: int | None = None) -> Run:
         """Run ``routes.run(route, argv)`` in a child of its own; return at once.
 
         ``file_size`` caps the size of a file the child writes (``RLIMIT_FSIZE``,
         with ``SIGXFSZ`` ignored, so that a write past it fails with ``EFBIG``).
+        ``stderr``: a file descriptor the child's stderr is (the run's
+        ``stderr`` is then None), rather than a pipe to this process.
         """
         out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
+        err_r, err_w = (None, os.dup(stderr)) if stderr is not None else os.pipe()
         status_r, status_w = os.pipe()
         request = {"route": route, "argv": [str(arg) for arg in argv],
                    "cwd": cwd or os.getcwd(), "env": dict(os.environ if env is None else env),
