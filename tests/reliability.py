@@ -1,11 +1,14 @@
-"""Helpers shared by the reliability tests (test_91 to test_95).
+"""Helpers shared by the reliability tests (test_91 to test_99).
 
 They run ``dnn_mask`` as a user does, in its own process
 (``python -m dnnmask_xr.cli``), so that a crash, a hang or a signal hits
 that process and not the test runner; with ``route=`` they run the same
 write through the Python API instead (``tests/routes.py``: ``mask_file``
 and ``save_act`` of each container), which reports the project's errors
-as the command does, so the same assertions hold for every route.
+as the command does, so the same assertions hold for every route. A
+route's run is a process of its own too, forked from one that has
+imported the routes (``tests/zygote.py``); many cases of one route can
+also run one after the other in one child (:func:`run_in_children`).
 """
 
 from __future__ import annotations
