@@ -170,26 +170,30 @@ def channel_number(text: str) -> int:
     """Read a ``-chn`` number as :func:`int` does, with any number of leading zeros.
 
     :func:`int` refuses more than 4300 digits, even ``0...01``. Leading
-    zeros are dropped first; a number still too long for :func:`int` is
+    zeros are dropped first; a number past int64 (any number of digits) is
     refused here, quoted in short (no layer has that many units), and any
     other is left for the mask to check against its layer, as before.
     """
     match = _INTEGER.fullmatch(text)
     if match is None:
         try:  # what int() alone takes ('1_0'), as DNNBrain's type=int does
-            return int(text)
+            number = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(
                 _several_numbers_hint(text)
                 or f"{_shorten(text)!r} is not an integer; channel numbers are 1-based integers"
             ) from None
-    sign, digits = match.groups()
-    try:
-        return int(sign + digits)
-    except ValueError:  # more digits than int() converts
+    else:
+        sign, digits = match.groups()
+        # int() converts up to 4300 digits; a longer number is past int64 anyway
+        number = int(sign + digits) if len(digits) <= len(str(_LARGEST)) else None
+    # past int64, whatever its digits: no layer has that many units, so it is the flag
+    # that is wrong (status 2), not the layer's range (status 1)
+    if number is None or not -_LARGEST <= number <= _LARGEST:
         raise argparse.ArgumentTypeError(
             f"{_shorten(text)!r} is out of range for any layer; numbers are 1-based and at "
-            f"most {_LARGEST}") from None
+            f"most {_LARGEST}")
+    return number
 
 
 def _several_numbers_hint(text: str, flag: str = "-chn") -> str | None:

@@ -333,6 +333,13 @@ def test_repeated_selection_options_write_nothing(args, act_file, tmp_path, caps
     ("0" * 4999 + "1", 0, None),
     ("0" * 4999 + "21", 1, r"channel number 21 is out of range for layer 'conv5' "
                            r"\(valid: 1\.\.20\)"),
+    # past int64 with fewer digits than int() refuses: the flag's fault too (was status 1)
+    (str(2**63), 2, r"argument -chn: '9223372036854775808' is out of range for any layer"),
+    (str(-(2**63)), 2, r"argument -chn: '-9223372036854775808' is out of range"),
+    ("9" * 4300, 2, r"argument -chn: '9{37}\.\.\. \(4300 characters\)' is out of range"),
+    ("1_" + "0" * 19, 2, r"argument -chn: '1_0{19}' is out of range for any layer"),
+    (str(2**63 - 1), 1, r"channel number 9223372036854775807 is out of range for layer "
+                        r"'conv5' \(valid: 1\.\.20\)"),
 ])
 def test_channel_numbers_of_any_length_give_one_line(number, status, pattern, act_file,
                                                      layers, tmp_path, capsys):
