@@ -91,11 +91,21 @@ _ProbeCanvas.print_figure = _probe_record
 """
 
 REPORT_FIGURES = """\
+import os as _probe_os
 _probe_stimuli = globals().get("stimuli")
+_probe_folder = globals().get("folder")
+_probe_held = []
+for _probe_fd in _probe_os.listdir("/proc/self/fd"):
+    try:
+        _probe_held.append(_probe_os.readlink(f"/proc/self/fd/{_probe_fd}"))
+    except OSError:  # the descriptor listdir itself used
+        pass
 print(_probe_json.dumps({
     "figures": list(_probe_figures.values()),
     "stimuli": None if _probe_stimuli is None
     else _probe_stimuli.table[["stimID", "condition"]].astype(str).to_dict("list"),
+    "held": [] if _probe_folder is None
+    else sorted(p for p in _probe_held if p.startswith(str(_probe_folder))),
 }))
 """
 
@@ -165,6 +175,14 @@ def test_notebook_runs(path: Path, executed):
         images = [output for output in cell.outputs if "image/png" in output.get("data", {})]
         assert images, f"{path.name}: no plot shown by the cell\n{cell.source}"
     assert plotting or path.name not in PLOTTING, f"{path.name} shows no plot"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_a_notebook_closes_the_files_it_deletes(path: Path, executed):
+    # bug: notebook 04 deleted its folder with the per-session files still open (harmless
+    # on Linux, an error on Windows, and a habit a reader copies)
+    _, report = executed(path)
+    assert report["held"] == [], f"{path.name} still holds files of its folder open"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
