@@ -417,3 +417,23 @@ def test_a_header_key_netcdf_keeps_for_itself_is_refused(tmp_path, key):
     assert list(tmp_path.iterdir()) == []
     save_act(acts, tmp_path / "out.act.h5")  # where the header keeps it
     assert open_act(tmp_path / "out.act.h5").stim_header[key] == "x"
+
+
+@pytest.mark.parametrize("flags", [["-chn", "1"], ["--verify"]], ids=["masked", "verified"])
+def test_a_damaged_chunk_of_an_nc_layer_names_the_layer_as_the_reader_calls_it(
+        act_file, tmp_path, capsys, flags):
+    # bug: the error said layer 'conv5/conv5', the variable's path in its group
+    nc = tmp_path / "m.nc"
+    assert main(["-act", str(act_file), "-layer", "conv5", "-out", str(nc)]) == 0
+    with h5py.File(nc, "r") as root:
+        first = root["conv5/conv5"].id.get_chunk_info(0)
+    with open(nc, "r+b") as file:
+        file.seek(first.byte_offset + 10)
+        file.write(b"\xff" * 20)
+    capsys.readouterr()
+    out = tmp_path / "out.nc"
+    assert main(["-act", str(nc), "-layer", "conv5", *flags, "-out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"dnn_mask: error: '[^']*m\.nc': cannot read layer 'conv5' "
+                        r"\(damaged chunk: [^\n]*\)\n", err), err
+    assert not out.exists()

@@ -276,8 +276,14 @@ def layer_index(dataset: h5py.Dataset, *, hdf5_decodes: bool = False) -> ChunkIn
 
 
 def layer_name(dataset: h5py.Dataset) -> str:
-    """Give the layer's name: its dataset's path without the leading slash."""
-    return dataset.name.lstrip("/")
+    """Give the layer's name: its dataset's path without the leading slash.
+
+    A ``.nc`` layer is the variable of its group's name (``/conv5/conv5``):
+    its name is that name, as the reader and the command call it.
+    """
+    path = dataset.name.lstrip("/")
+    group, _, variable = path.partition("/")
+    return group if variable == group else path
 
 
 def _where(dataset: h5py.Dataset) -> str:
