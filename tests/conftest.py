@@ -196,7 +196,7 @@ def covering_rows(rows: Sequence[tuple[Any, ...]]) -> list[int]:
     numbered as first listed; the rows on the diagonal of those numbers are kept
     (:func:`each_value_once`: of a whole product, what separate marks would keep), then,
     in order, every row that holds a value no kept row holds. A mark of one argument keeps
-    every row.
+    every row of a distinct value.
     """
     return list(_covering(tuple(tuple(map(_value_key, row)) for row in rows)))
 

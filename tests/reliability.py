@@ -20,7 +20,6 @@ import io
 import json
 import os
 import re
-import resource
 import signal
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from typing import Any
 import h5py
 import numpy as np
 from routes import ROUTES
-from zygote import Run, Zygote
+from zygote import Run, Zygote, file_size_limit
 
 from dnnmask_xr import open_act
 
@@ -101,20 +100,6 @@ def run_cli(
     return subprocess.run(command(*args, route=route), capture_output=True, text=True,
                           check=False, timeout=timeout, env=None if env is None else dict(env),
                           preexec_fn=None if file_size is None else file_size_limit(file_size))
-
-
-def file_size_limit(size: int) -> Callable[[], None]:
-    """A ``preexec_fn`` capping the files a child writes at ``size`` bytes (``ulimit -f``).
-
-    ``SIGXFSZ`` is ignored, so that a write past it fails with ``EFBIG``
-    instead of killing the process: a disk that is full for this process
-    only, which needs no privilege.
-    """
-    def limit() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
-
-    return limit
 
 
 _zygote: Zygote | None = None

@@ -2,8 +2,10 @@
 versions) runs.
 
 Under ``quick`` a parametrized test runs the diagonal of its grid (each route to one
-suffix, in turn, and so on for every parameter); these check that the sample still holds
-every value of every parameter, and that it is read from the test's ``parametrize`` marks.
+suffix, in turn, and so on for every parameter), and a reliability test's cases written out
+in one list the rows that hold every value of every column; these check that the sample
+still holds every value of every parameter, and that it is read from the test's
+``parametrize`` marks.
 """
 
 from __future__ import annotations

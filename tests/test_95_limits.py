@@ -25,7 +25,8 @@ import h5py
 import numpy as np
 import pytest
 from conftest import digest
-from reliability import ROUTES, SUFFIXES, file_size_limit, run_cli, run_here
+from reliability import ROUTES, SUFFIXES, run_cli, run_here
+from zygote import file_size_limit
 
 from dnnmask_xr import open_act, read_stim, save_act
 from dnnmask_xr.cli import main

@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import select
 import selectors
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
@@ -48,14 +50,14 @@ class Run:
 
     def poll(self) -> int | None:
         if self.returncode is None:
-            ready, _, _ = select_read([self._status], 0)
+            ready, _, _ = select.select([self._status], [], [], 0)
             if ready:
                 self._read_status()
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None:
-            ready, _, _ = select_read([self._status], timeout)
+            ready, _, _ = select.select([self._status], [], [], timeout)
             if not ready:
                 raise subprocess.TimeoutExpired(f"route run {self.pid}", timeout or 0)
             self._read_status()
@@ -103,10 +105,18 @@ class Run:
         return out, err
 
 
-def select_read(fds: Sequence[int], timeout: float | None):
-    import select
+def file_size_limit(size: int) -> Callable[[], None]:
+    """A ``preexec_fn`` capping the files a child writes at ``size`` bytes (``ulimit -f``).
 
-    return select.select(list(fds), [], [], timeout)
+    ``SIGXFSZ`` is ignored, so that a write past it fails with ``EFBIG``
+    instead of killing the process: a disk that is full for this process
+    only, which needs no privilege. A fork of the zygote calls it itself.
+    """
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    return limit
 
 
 class Zygote:
@@ -168,7 +178,7 @@ def _serve(sock: socket.socket) -> None:
     signal.signal(signal.SIGCHLD, lambda *_: None)
     sock.sendall(b"ready")
     while True:
-        ready, _, _ = select_read([sock.fileno(), wakeup_r], None)
+        ready, _, _ = select.select([sock.fileno(), wakeup_r], [], [])
         if wakeup_r in ready:
             os.read(wakeup_r, 4096)
         _reap(waiting)
@@ -200,8 +210,6 @@ def _serve(sock: socket.socket) -> None:
             for signum in (signal.SIGTERM, signal.SIGHUP):
                 signal.signal(signum, signal.SIG_DFL)
             if request["file_size"] is not None:
-                from reliability import file_size_limit
-
                 file_size_limit(request["file_size"])()
             os.chdir(request["cwd"])
             os.environ.clear()
