@@ -853,6 +853,32 @@ def test_a_url_is_never_written_over(url):
     assert {path: bytes(_memory().cat_file(path)) for path in _objects(url)} == before
 
 
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_dnn_mask_to_an_occupied_url_is_refused_by_its_dry_run_too(url, dry_run):
+    # bug: --dry-run to a URL holding a store said what it would write, where the run
+    # itself is refused: a dry run refuses what the run refuses before writing
+    dx.save_act(_layers(), url)
+    before = {path: bytes(_memory().cat_file(path)) for path in _objects(url)}
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()) as out:
+        # the command in this process: fsspec's memory is the process's own
+        status = dnnmask_xr.cli.main(["-act", str(EXAMPLES / "test.act.h5"), "-layer",
+                                      "conv5", "-out", url, "-q"] + ["--dry-run"] * dry_run)
+    assert (status, err.getvalue(), out.getvalue()) == (
+        1, f"dnn_mask: error: cannot write {url!r}: something is there already, and a store "
+           "at a URL is never replaced (an object store has no rename to replace it whole); "
+           "remove it first or name another URL\n", "")
+    assert {path: bytes(_memory().cat_file(path)) for path in _objects(url)} == before
+
+
+def test_dnn_mask_dry_run_to_a_free_url_writes_nothing_there(url):
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        status = dnnmask_xr.cli.main(["-act", str(EXAMPLES / "test.act.h5"), "-layer",
+                                      "conv5", "-out", url, "--dry-run"])
+    assert status == 0 and out.getvalue().startswith(f"would write {url!r}: 1 layer(s)")
+    assert not _memory().exists(url)
+
+
 @pytest.mark.parametrize("name", ["a[1b]", "a?", "a*"])
 @pytest.mark.parametrize("route", ["save_act", "dnn_mask"])
 def test_a_url_that_fsspec_reads_as_a_pattern_is_refused_and_touches_nothing(

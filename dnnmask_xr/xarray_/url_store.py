@@ -76,10 +76,7 @@ def store_at_url(url: str, storage_options: Mapping[str, Any] | None
         If fsspec knows no file system for the URL, or not with these options.
     """
     fs, path = _file_system(url, storage_options)
-    if fs.exists(path):
-        raise ActFileError(f"cannot write {url!r}: something is there already, and a store at "
-                           "a URL is never replaced (an object store has no rename to replace "
-                           "it whole); remove it first or name another URL")
+    _check_free(fs, path, url)
     store = _RootWrittenLast(FsspecStore.from_url(url, storage_options=dict(
         storage_options or {})), _HeldRoot())
     # the first object: a write that begins later finds something there and is refused
@@ -104,6 +101,33 @@ def store_at_url(url: str, storage_options: Mapping[str, Any] | None
         with contextlib.suppress(FileNotFoundError):
             fs.rm(path, recursive=True)
         raise
+
+
+def check_free(url: str, storage_options: Mapping[str, Any] | None) -> None:
+    """Check that nothing is at ``url``, where :func:`store_at_url` would write a store.
+
+    What a dry run asks before it says that a write would go ahead.
+
+    Raises
+    ------
+    ActFileError
+        If anything is at ``url``, or the file system cannot be asked.
+    UsageError
+        If fsspec knows no file system for the URL, or not with these options.
+    """
+    fs, path = _file_system(url, storage_options)
+    _check_free(fs, path, url)
+
+
+def _check_free(fs: fsspec.AbstractFileSystem, path: str, url: str) -> None:
+    try:
+        there = fs.exists(path)
+    except OSError as err:
+        raise ActFileError(f"cannot write {url!r}: {err}") from None
+    if there:
+        raise ActFileError(f"cannot write {url!r}: something is there already, and a store at "
+                           "a URL is never replaced (an object store has no rename to replace "
+                           "it whole); remove it first or name another URL")
 
 
 def _check_alone(fs: fsspec.AbstractFileSystem, path: str, mark: str, url: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from dnnmask_xr.act.checks import is_url
 from dnnmask_xr.act.plan import Plan
 from dnnmask_xr.act.write import DEFAULT_MEMORY, checked
 from dnnmask_xr.xarray_.activations import Activations
@@ -44,6 +45,11 @@ def mask_through_xarray(act: str, out: str, mask: Any, *, stim: str | None = Non
             plan = plan_layers(masked, attrs)
             # what the write would refuse before writing, while the input is open
             checked(plan, out)
+            if is_url(out):
+                # what a store's write finds at its URL when it begins
+                from dnnmask_xr.xarray_.url_store import check_free
+
+                check_free(out, None)
             return plan
         save_act(masked, out, attrs=attrs, memory=memory, threads=threads, verify=verify)
     return None
