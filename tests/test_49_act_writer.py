@@ -422,6 +422,39 @@ def test_a_resumable_run_keeps_its_parts_and_goes_on_from_them(tmp_path: Path):
     _assert_same_file(out, tmp_path / "saved.nc")
 
 
+@pytest.mark.parametrize("suffix", SUFFIXES)
+@pytest.mark.parametrize("first", [">", "<"], ids=["big-endian-first", "little-endian-first"])
+@pytest.mark.parametrize("resume", [False, True])
+def test_batches_in_either_byte_order_are_stored_in_the_firsts(suffix: str, first: str,
+                                                               resume: bool, tmp_path: Path):
+    # bug: a batch of the first's numbers in the other byte order was refused ("holds
+    # >f4; the first batch's holds float32"); it is stored in the first's, as save_act
+    # stores the first's arrays joined with it
+    other = {">": "<", "<": ">"}[first]
+    batches = [{"conv": layer["conv"].astype(order + "f4"),
+                "fc": layer["fc"].astype(order + "i2")}
+               for layer, order in zip(_batches(4), [first, other, other, first], strict=True)]
+    out = tmp_path / f"streamed{suffix}"
+    if resume:
+        with pytest.raises(RuntimeError), dx.ActWriter(out, resume=True) as writer:
+            _append_all(writer, batches[:2])
+            raise RuntimeError("killed")
+    with dx.ActWriter(out, resume=resume) as writer:
+        _append_all(writer, batches, start=writer.stimuli_done // 3)
+    # NumPy joins them in its own byte order unless told
+    joined = dx.Activations({name: np.concatenate([batch[name] for batch in batches],
+                                                  dtype=batches[0][name].dtype)
+                             for name in batches[0]})
+    dx.save_act(joined.with_stimuli(dx.Stimuli(HEADER, _table(0, 12))),
+                tmp_path / f"saved{suffix}")
+    _assert_same_file(out, tmp_path / f"saved{suffix}")
+    with dx.open_act(out) as acts:
+        for name in ("conv", "fc"):
+            np.testing.assert_array_equal(
+                acts[name].values.reshape(12, -1),
+                np.concatenate([batch[name] for batch in batches]).reshape(12, -1))
+
+
 def test_resuming_refuses_a_batch_unlike_the_stored_ones(tmp_path: Path):
     out = tmp_path / "out.act.h5"
     with pytest.raises(RuntimeError), dx.ActWriter(out, resume=True) as writer:

@@ -242,7 +242,7 @@ def plan_difference(first: Plan, other: Plan) -> str | None:
     """Say how ``other`` lays its layers and stimuli out differently from ``first``.
 
     Compared: the layers and their order, each layer's unit dims, unit
-    numbers, dtype, shape past ``stimulus`` and attributes, the stimulus
+    numbers, dtype (but its byte order), shape past ``stimulus`` and attributes, the stimulus
     fields, their kinds, and the table's header. None if they agree.
     """
     names = [layer.name for layer in first.layers]
@@ -256,7 +256,8 @@ def plan_difference(first: Plan, other: Plan) -> str | None:
         if theirs.shape[1:] != mine.shape[1:]:
             return (f"{where} has {theirs.own_shape[1:]} units; the first batch's has "
                     f"{mine.own_shape[1:]}")
-        if theirs.dtype != mine.dtype:
+        if theirs.dtype.newbyteorder("=") != mine.dtype.newbyteorder("="):
+            # the same numbers in the other byte order are stored in the first's
             return f"{where} holds {theirs.dtype}; the first batch's holds {mine.dtype}"
         for dim, numbers in mine.unit_labels.items():
             if not np.array_equal(theirs.unit_labels[dim], numbers):

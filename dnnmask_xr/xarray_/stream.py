@@ -291,7 +291,9 @@ class ActWriter:
         n = len(plan.stimulus.ids)
         if n == 0:
             return
-        values = {layer.name: self._owned(layer.name, given[layer.name]).reshape(layer.shape)
+        stored = {layer.name: layer.dtype for layer in self._first.layers}
+        values = {layer.name: self._owned(layer.name, given[layer.name], stored[layer.name]
+                                          ).reshape(layer.shape)
                   for layer in plan.layers}
         batch = (values, plan.stimulus)
         self._waiting.append(batch)
@@ -476,11 +478,13 @@ class ActWriter:
                     self._spare[name] = base
             self._in_flight = {}
 
-    def _owned(self, name: str, layer: xr.DataArray | np.ndarray) -> np.ndarray:
+    def _owned(self, name: str, layer: xr.DataArray | np.ndarray, dtype: np.dtype
+               ) -> np.ndarray:
         """Give a layer's values in an array of this writer's own, copied once.
 
         Copied into the array a stored part left for the layer if it has the
-        batch's shape and dtype, else into a new one.
+        batch's shape and ``dtype`` (the first batch's: a batch in the other
+        byte order is stored in the first's), else into a new one.
         """
         data = layer.data if isinstance(layer, xr.DataArray) else layer
         if not isinstance(data, np.ndarray):
@@ -489,10 +493,10 @@ class ActWriter:
             data = layer.values
         # the caller's array: copied, so that it may reuse it once append returns
         spare = self._spare.pop(name, None)
-        if spare is not None and spare.shape == data.shape and spare.dtype == data.dtype:
+        if spare is not None and spare.shape == data.shape and spare.dtype == dtype:
             np.copyto(spare, data)
             return spare
-        copy = np.array(data, order="C")
+        copy = np.array(data, dtype=dtype, order="C")
         self._mine[id(copy)] = copy
         return copy
 
