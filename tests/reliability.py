@@ -1,14 +1,15 @@
 """Helpers shared by the reliability tests (test_91 to test_99).
 
-They run ``dnn_mask`` as a user does, in its own process
-(``python -m dnnmask_xr.cli``), so that a crash, a hang or a signal hits
-that process and not the test runner; with ``route=`` they run the same
-write through the Python API instead (``tests/routes.py``: ``mask_file``
-and ``save_act`` of each container), which reports the project's errors
-as the command does, so the same assertions hold for every route. A
-route's run is a process of its own too, forked from one that has
-imported the routes (``tests/zygote.py``); many cases of one route can
-also run one after the other in one child (:func:`run_in_children`).
+They run ``dnn_mask`` as ``python -m dnnmask_xr.cli`` does, in its own
+process, so that a crash, a hang or a signal hits that process and not the
+test runner; with ``route=`` they run the same write through the Python API
+instead (``tests/routes.py``: ``mask_file`` and ``save_act`` of each
+container), which reports the project's errors as the command does, so the
+same assertions hold for every route. Each run is forked from a process
+that has imported what it would import anyway (``tests/zygote.py``); how
+the program itself starts is the console script's test (test_93). Many
+cases of one route can also run one after the other in one child
+(:func:`run_in_children`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any
 import h5py
 import numpy as np
 from routes import ROUTES
-from zygote import Run, Zygote, file_size_limit
+from zygote import Run, Zygote
 
 from dnnmask_xr import open_act
 
@@ -91,33 +92,31 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``dnn_mask`` (through ``route``) to its end; past ``timeout`` it is a hang.
 
-    The command is started as its users start it; a Python route is forked from
-    the zygote (:func:`start_route`). ``file_size`` caps the files the run
-    writes (:func:`file_size_limit`).
+    Forked from a zygote (:func:`start_route`), the command as ``python -m
+    dnnmask_xr.cli`` runs it, a Python route as ``python tests/routes.py`` does.
+    ``file_size`` caps the files the run writes (``zygote.file_size_limit``).
     """
-    if route != "command":
-        return finish(start_route(route, args, env=env, file_size=file_size), timeout)
-    return subprocess.run(command(*args, route=route), capture_output=True, text=True,
-                          check=False, timeout=timeout, env=None if env is None else dict(env),
-                          preexec_fn=None if file_size is None else file_size_limit(file_size))
+    return finish(start_route(route, args, env=env, file_size=file_size), timeout)
 
 
-_zygote: Zygote | None = None
+_zygotes: dict[str, Zygote] = {}
 
 
 def start_route(route: str, args: Sequence[object], *, env: Mapping[str, str] | None = None,
                 file_size: int | None = None, stderr: int | None = None) -> Run:
     """Start ``route``'s write of ``dnn_mask args`` in a process of its own (a zygote's fork).
 
-    One zygote per test process (``tests/zygote.py``), started at the first
-    call: it has imported the routes, so a run does not spend a second and a
-    half importing them again. The child's signals are Python's defaults.
+    Two zygotes per test process (``tests/zygote.py``), each started at its
+    first call: one has imported what every run of the command imports, the
+    other the Python routes, so a run does not spend half a second (the
+    command) or a second and a half (a route) importing them again. The
+    child's signals are Python's defaults.
     """
-    global _zygote
-    if _zygote is None:
-        _zygote = Zygote()
-        atexit.register(_zygote.close)
-    return _zygote.start(route, args, env=env, file_size=file_size, stderr=stderr)
+    preload = "command" if route == "command" else "routes"
+    if preload not in _zygotes:
+        _zygotes[preload] = Zygote(preload)
+        atexit.register(_zygotes[preload].close)
+    return _zygotes[preload].start(route, args, env=env, file_size=file_size, stderr=stderr)
 
 
 def finish(proc: Run, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
@@ -147,16 +146,12 @@ def default_signals() -> None:
         signal.signal(signum, signal.SIG_DFL)
 
 
-def start_cli(*args: object, route: str = "command") -> subprocess.Popen[str] | Run:
+def start_cli(*args: object, route: str = "command") -> Run:
     """Start ``dnn_mask`` (through ``route``) and return at once; signals at their defaults.
 
-    The command is started as its users start it; a Python route is forked from
-    the zygote (:func:`start_route`).
+    Forked from a zygote, as :func:`run_cli` runs it.
     """
-    if route != "command":
-        return start_route(route, args)
-    return subprocess.Popen(command(*args, route=route), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
+    return start_route(route, args)
 
 
 def run_here(*args: object, route: str = "command", env: Mapping[str, str] | None = None,

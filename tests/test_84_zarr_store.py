@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from reliability import run_cli
 
 import dnnmask_xr as dx
 import dnnmask_xr.cli
@@ -446,8 +447,8 @@ def test_importing_the_package_imports_no_zarr():
 
 
 def _dnn_mask(*argv) -> tuple[int, str]:
-    done = subprocess.run([sys.executable, "-m", "dnnmask_xr.cli", *map(str, argv)],
-                          capture_output=True, text=True, check=False)
+    """``dnn_mask argv`` in a process of its own: its status and stderr."""
+    done = run_cli(*argv)
     return done.returncode, done.stderr
 
 
@@ -507,10 +508,8 @@ def test_dnn_mask_dry_run_on_a_store_says_what_it_says_on_the_act_h5(tmp_path):
     dx.save_act(_layers(), tmp_path / "run.act.h5")
     said = []
     for source in ("run.act.zarr", "run.act.h5"):
-        done = subprocess.run([sys.executable, "-m", "dnnmask_xr.cli", "-act",
-                               str(tmp_path / source), "-layer", "conv", "-chn", "2", "-out",
-                               str(tmp_path / "out.act.h5"), "--dry-run"],
-                              capture_output=True, text=True, check=False)
+        done = run_cli("-act", tmp_path / source, "-layer", "conv", "-chn", "2", "-out",
+                       tmp_path / "out.act.h5", "--dry-run")
         assert done.returncode == 0, done.stderr
         said.append(done.stdout)
     assert said[0] == said[1]

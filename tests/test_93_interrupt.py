@@ -499,12 +499,13 @@ def _signal_masks(pid: int) -> dict[str, int]:
         r"^(SigBlk|SigIgn|SigCgt):\s*(\w+)$", status, re.MULTILINE)}
 
 
-@pytest.mark.parametrize("route", ["save_act-dict", "ActWriter"])
+@pytest.mark.parametrize("route", ["command", "save_act-dict", "ActWriter"])
 def test_a_run_forked_from_the_zygote_handles_signals_as_a_fresh_one(
         big: BigInput, tmp_path: Path, route: str):
-    # the interrupt tests fork the Python routes' runs from a process that has imported
-    # them: mid-write, such a run blocks, ignores and catches what `python tests/routes.py`
-    # does, and ends with the same status and line on SIGINT
+    # the interrupt tests fork each run from a process that has imported what it imports
+    # (the command's core, or the Python routes): mid-write, such a run blocks, ignores
+    # and catches what `python -m dnnmask_xr.cli` or `python tests/routes.py` does, and
+    # ends with the same status and line on SIGINT
     masks, results = [], []
     for start in (start_cli, lambda *args, route: subprocess.Popen(
             command(*args, route=route), stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -119,15 +119,28 @@ def file_size_limit(size: int) -> Callable[[], None]:
     return limit
 
 
-class Zygote:
-    """One process that has imported the routes; :meth:`start` forks a run from it."""
+#: What a zygote imports before it forks, what each of its runs would import anyway:
+#: ``command``, what every run of ``python -m dnnmask_xr.cli`` imports (the rest each run
+#: imports as it needs it); ``routes``, the Python API's routes.
+PRELOADS = ("command", "routes")
 
-    def __init__(self) -> None:
+
+class Zygote:
+    """One process that has imported what its runs start with; :meth:`start` forks a run.
+
+    ``preload`` (:data:`PRELOADS`) says which runs it starts: ``dnn_mask``
+    itself, as ``python -m dnnmask_xr.cli`` runs it, or the Python routes.
+    """
+
+    def __init__(self, preload: str = "routes") -> None:
+        if preload not in PRELOADS:
+            raise ValueError(f"unknown preload {preload!r}; preloads: {', '.join(PRELOADS)}")
+        self.preload = preload
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._socket = ours
         # its own streams are nobody's: a pytest-xdist worker talks to its master on its own
         self._process = subprocess.Popen(
-            [sys.executable, str(Path(__file__)), str(theirs.fileno())],
+            [sys.executable, str(Path(__file__)), str(theirs.fileno()), preload],
             pass_fds=(theirs.fileno(),), cwd=TESTS, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         theirs.close()
@@ -139,11 +152,17 @@ class Zygote:
               stderr: int | None = None) -> Run:
         """Run ``routes.run(route, argv)`` in a child of its own; return at once.
 
+        The route ``command`` is ``dnn_mask argv`` as ``python -m dnnmask_xr.cli``
+        runs it, and only a zygote preloading ``command`` runs it; the others, only
+        one preloading ``routes``.
+
         ``file_size`` caps the size of a file the child writes (``RLIMIT_FSIZE``,
         with ``SIGXFSZ`` ignored, so that a write past it fails with ``EFBIG``).
         ``stderr``: a file descriptor the child's stderr is (the run's
         ``stderr`` is then None), rather than a pipe to this process.
         """
+        if (route == "command") != (self.preload == "command"):
+            raise ValueError(f"a zygote preloading {self.preload!r} does not run {route!r}")
         out_r, out_w = os.pipe()
         err_r, err_w = (None, os.dup(stderr)) if stderr is not None else os.pipe()
         status_r, status_w = os.pipe()
@@ -214,6 +233,13 @@ def _serve(sock: socket.socket) -> None:
             os.chdir(request["cwd"])
             os.environ.clear()
             os.environ.update(request["env"])
+            if request["route"] == "command":
+                # what `python -m dnnmask_xr.cli ARGV` does once its module is imported
+                from dnnmask_xr._program import run_program
+                from dnnmask_xr.cli import main
+
+                sys.argv = [sys.modules["dnnmask_xr.cli"].__file__, *request["argv"]]
+                raise SystemExit(run_program(main))
             sys.argv = [str(TESTS / "routes.py"), request["route"], *request["argv"]]
             from routes import run
 
@@ -240,9 +266,9 @@ def _reap(waiting: dict[int, int], block: bool = False) -> None:
             os.close(fd)
 
 
-if __name__ == "__main__":
+def _preload_routes() -> None:
+    """Import what a route's run imports, once for all its runs."""
     sys.path.insert(0, str(TESTS))
-    # what a route's run imports, once for all its runs
     import h5netcdf  # noqa: F401
     import pandas  # noqa: F401
     import routes  # noqa: F401
@@ -255,4 +281,23 @@ if __name__ == "__main__":
         import dask.array  # noqa: F401  (xarray imports it for its first array)
     except ImportError:
         pass
+
+
+if __name__ == "__main__":
+    if sys.argv[2] == "command":
+        # what every run of the command imports (the core, NumPy, h5py), nothing more:
+        # what it imports for some runs only (pandas for -stim, h5netcdf for a .nc,
+        # xarray for a store) each run imports as a fresh one does, while its signals
+        # are handled; a signal during the imports of the start is the console
+        # script's test (test_93), which never comes here
+        import dnnmask_xr._program
+        import dnnmask_xr.act.checks
+        import dnnmask_xr.act.files
+        import dnnmask_xr.act.mask
+        import dnnmask_xr.act.select
+        import dnnmask_xr.act.write
+        import dnnmask_xr.cli
+        import dnnmask_xr.formats.dmask  # noqa: F401
+    else:
+        _preload_routes()
     _serve(socket.socket(fileno=int(sys.argv[1])))
