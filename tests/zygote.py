@@ -7,7 +7,8 @@ spends about 1.5 s importing the package, xarray, pandas and dask before
 its first write: most of such a test. The zygote is one process per pytest
 worker that imports them once, then forks a child per run: the child is a
 process of its own, with its signals at Python's defaults, the standard
-streams and folder and environment it is given, and it ends as a Python
+streams it is given, and the folder, environment and umask of the test
+that starts it (as a fresh process inherits them), and it ends as a Python
 process ends (``SystemExit``, atexit handlers, finalizers). What it does
 not show is how the program starts; ``tests/test_93_interrupt.py`` checks
 that on the console script, which never comes here.
@@ -166,9 +167,12 @@ class Zygote:
         out_r, out_w = os.pipe()
         err_r, err_w = (None, os.dup(stderr)) if stderr is not None else os.pipe()
         status_r, status_w = os.pipe()
+        # what a fresh process inherits from this one: its folder, environment and umask
+        umask = os.umask(0o022)
+        os.umask(umask)
         request = {"route": route, "argv": [str(arg) for arg in argv],
                    "cwd": cwd or os.getcwd(), "env": dict(os.environ if env is None else env),
-                   "file_size": file_size}
+                   "umask": umask, "file_size": file_size}
         try:
             socket.send_fds(self._socket, [json.dumps(request).encode()],
                             [out_w, err_w, status_w])
@@ -231,6 +235,7 @@ def _serve(sock: socket.socket) -> None:
             if request["file_size"] is not None:
                 file_size_limit(request["file_size"])()
             os.chdir(request["cwd"])
+            os.umask(request["umask"])
             os.environ.clear()
             os.environ.update(request["env"])
             if request["route"] == "command":
