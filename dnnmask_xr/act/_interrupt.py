@@ -116,6 +116,38 @@ def deferred_interrupts() -> Iterator[Deferral]:
         _received.clear()
 
 
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP over a short call that takes a lock other threads need.
+
+    ``threading.Condition.__enter__`` (a ``Semaphore``'s, a ``Future``'s, a
+    ``ThreadPoolExecutor``'s) is Python code: a ``KeyboardInterrupt`` raised
+    in it just after it took the lock leaves the lock taken, and the thread
+    that needs it next waits forever. Inside the block such a signal only
+    comes through: once it ends, the signal is sent again, to the handler
+    that was there (Python's ``KeyboardInterrupt``, the default action,
+    ``dnn_mask``'s own), outside any lock. Outside the main thread, and for
+    handlers a program set itself, nothing is held.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {signum: handler for signum in STOPPING
+                if (handler := signal.getsignal(signum)) is STOPPING[signum]
+                or handler in _YIELDING}
+    for signum in previous:
+        signal.signal(signum, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        # sent again even while the block raises: a Ctrl-C is never lost
+        for signum in dict.fromkeys(held):
+            signal.raise_signal(signum)
+
+
 def check_interrupt() -> None:
     """Raise :class:`Interrupted` if a signal arrived since it was deferred."""
     if _received:

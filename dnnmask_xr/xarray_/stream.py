@@ -18,7 +18,7 @@ import os
 import threading
 import weakref
 from collections.abc import Mapping, Sequence, Set
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from typing import Any
 
@@ -26,7 +26,7 @@ import numpy as np
 import xarray as xr
 
 from dnnmask_xr._args import bool_arg, is_count, mapping_arg, path_arg
-from dnnmask_xr.act._interrupt import LostInterrupts
+from dnnmask_xr.act._interrupt import LostInterrupts, signals_held
 from dnnmask_xr.act.checks import (
     NC_SUFFIX,
     ZARR_SUFFIX,
@@ -448,17 +448,20 @@ class ActWriter:
             for layer in self._first.layers), table, self._attrs)
         # the writing thread holds the store, not this writer: a writer dropped while
         # a part is written ends as soon as it is
-        self._writing = self._writer.submit(self._store.add, plan, self._options,
-                                            dict(self._chunks))
+        with signals_held():  # the executor's locks: see signals_held
+            self._writing = self._writer.submit(self._store.add, plan, self._options,
+                                                dict(self._chunks))
 
     def _check_writing(self) -> None:
-        if self._writing is not None and self._writing.done():
+        if self._writing is not None and _done(self._writing):
             self._wait()
 
     def _wait(self) -> None:
         if self._writing is not None:
             writing = self._writing
             try:
+                while not _done(writing, WAITED):
+                    pass  # a signal comes through between two waits
                 writing.result()
             except BaseException:
                 if not writing.done():
@@ -589,6 +592,22 @@ class ActWriter:
     def __repr__(self) -> str:
         return (f"<ActWriter {self.path!r}: {self.n_stimuli} stimuli appended, "
                 f"{self.stimuli_done} stored>")
+
+
+#: How long the caller's thread waits for a part at a time, with signals held (seconds).
+WAITED = 0.05
+
+
+def _done(writing: Future[Any], timeout: float = 0) -> bool:
+    """Tell whether a part's writing has ended, waiting up to ``timeout`` seconds.
+
+    With signals held (:func:`~dnnmask_xr.act._interrupt.signals_held`): a
+    Ctrl-C taken inside the future's lock would leave it taken, and the
+    writing thread, which takes it to say it is done, would wait forever.
+    """
+    with signals_held():
+        wait((writing,), timeout)
+        return writing.done()
 
 
 def _empty_layers(first: Plan, attrs: Mapping[str, Any]) -> Activations:
