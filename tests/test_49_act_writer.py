@@ -841,68 +841,6 @@ class _SwallowedCtrlC:
         raise KeyboardInterrupt
 
 
-#: A run whose Ctrl-C comes the moment the caller's thread has taken the lock of a
-#: ``threading.Condition`` (a Python-level ``__enter__``: a Semaphore's, a Future's), the
-#: ``nth`` such lock of its second ``append`` or of ``close``.
-CTRL_C_IN_A_LOCK = textwrap.dedent("""
-    import signal, sys, threading
-    import numpy as np
-    import dnnmask_xr as dx
-
-    out, when, nth = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    enter = threading.Condition.__enter__
-    armed = [None]
-    # not current_thread(): a thread being started enters its own Condition before it
-    # is known, and current_thread() would then make a dummy thread, entering another
-    main = threading.get_ident()
-
-    def ctrl_c_once_taken(self):
-        taken = enter(self)
-        if armed[0] is not None and threading.get_ident() == main:
-            armed[0] -= 1
-            if armed[0] == 0:
-                signal.raise_signal(signal.SIGINT)
-        return taken
-
-    threading.Condition.__enter__ = ctrl_c_once_taken
-    try:
-        with dx.ActWriter(out, part_size=2) as writer:
-            writer.append({"fc": np.ones((2, 3), "f4")})
-            if when == "append":
-                armed[0] = nth
-            writer.append({"fc": np.ones((2, 3), "f4")})
-            if when == "close":
-                armed[0] = nth
-    except KeyboardInterrupt:
-        print("interrupted")
-    else:
-        print("written")
-""")
-
-
-@pytest.mark.reliability
-@pytest.mark.parametrize("when", ["append", "close"])
-@pytest.mark.parametrize("nth", [1, 2, 3, 4, 5, 6])
-def test_a_ctrl_c_the_moment_a_lock_is_taken_never_hangs_the_run(when: str, nth: int,
-                                                                  tmp_path: Path):
-    # bug: Ctrl-C inside ThreadPoolExecutor.submit, just as its idle semaphore's lock was
-    # taken, left the lock taken: the writing thread waited for it forever, and so did
-    # leaving the `with` (a hang found once in some 300 interrupted runs under load). The
-    # caller's thread takes no such lock the writing thread needs with a signal free to
-    # raise inside it; the signal is raised once the lock is given back
-    out = tmp_path / "out.act.h5"
-    done = subprocess.run([sys.executable, "-c", CTRL_C_IN_A_LOCK, str(out), when, str(nth)],
-                          capture_output=True, text=True, timeout=30, check=False)
-    assert done.returncode == 0, done.stderr
-    said = done.stdout.strip()
-    assert said in ("interrupted", "written"), done.stdout
-    if said == "interrupted":
-        assert list(tmp_path.iterdir()) == []
-    else:
-        np.testing.assert_array_equal(read_reference_act(out)["fc"][..., 0, 0],
-                                      np.ones((4, 3), "f4"))
-
-
 def test_a_ctrl_c_python_swallowed_stops_the_run_at_the_next_batch(tmp_path: Path, capsys):
     # bug: a Ctrl-C that landed in a weak reference's callback (h5py's, xarray's) between
     # batches was printed as "Exception ignored" and the run went on to write the file

@@ -177,9 +177,28 @@ def interruptible() -> Iterator[None]:
 
 def _record(signum: int, frame: FrameType | None) -> None:
     _received.append(signum)
-    if _raising[0]:
+    if _raising[0] and not _in_threading(frame):
         _raising[0] = False
         raise Interrupted(signum)
+
+
+#: Where a signal raised in the main thread could leave a lock taken: the Python code of
+#: ``threading.Condition`` (a ``Semaphore``'s, a ``Future``'s, an executor's) between
+#: taking its lock and the ``with`` that gives it back.
+_LOCKING = (threading.__file__, frozenset({"__enter__", "__exit__", "_acquire_restore",
+                                           "_release_save"}))
+
+
+def _in_threading(frame: FrameType | None) -> bool:
+    """Tell whether the main thread was stopped inside a ``Condition``'s taking of its lock.
+
+    Raised there, the exception would leave the lock taken, and a pool's
+    thread that needs it (to say its task is done) would wait forever, and
+    the write with it. The signal is recorded; the write's next check raises
+    it. Anywhere else, a wait for a pool included, it is raised at once.
+    """
+    return (frame is not None and frame.f_code.co_filename == _LOCKING[0]
+            and frame.f_code.co_name in _LOCKING[1])
 
 
 class LostInterrupts:
