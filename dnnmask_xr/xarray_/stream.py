@@ -464,7 +464,7 @@ class ActWriter:
                     pass  # a signal comes through between two waits
                 writing.result()
             except BaseException:
-                if not writing.done():
+                if not _done(writing):
                     raise  # a signal while waiting: the part is still being stored
                 # the part is not stored: no later batch may go on as if it were (nor
                 # touch an output its failure closed)
